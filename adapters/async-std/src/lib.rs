@@ -1,0 +1,1 @@
+//! oneloop on the async-io engine shared by async-std and smol.

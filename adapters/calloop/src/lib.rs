@@ -1,0 +1,1 @@
+//! oneloop inside a calloop event loop: Smithay-style compositors and clients.

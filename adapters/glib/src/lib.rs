@@ -1,0 +1,1 @@
+//! oneloop inside a GLib main context: GTK applications.

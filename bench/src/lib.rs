@@ -1,0 +1,1 @@
+//! Benchmarks of oneloop against the host loops and the plain-Rust floor.

@@ -1,0 +1,293 @@
+//! The plug: what an adapter implements so that a host loop can run oneloop.
+//!
+//! A host loop only has to **wait and wake**. Everything that decides *what*
+//! runs and in which order (the ready queue, the timer heap, the fd
+//! registry, the cross-thread inbox) lives in the scheduler in this crate, so
+//! every backend gives the same guarantees, whatever order its host
+//! dispatches in (`HOSTS.md`).
+//!
+//! # What a backend must provide
+//!
+//! | item | required | carries |
+//! |---|---|---|
+//! | [`Backend::install`] | yes | keeps the [`Driver`] the host calls back into |
+//! | [`Backend::arm`] | yes | "dispatch now / at T / on events only": CB-02, TM-02…TM-06, EM-02 |
+//! | [`Backend::remote_waker`] | yes | a `Send + Sync`, async-signal-safe wake (D6): TH-01, TH-02 |
+//! | [`Backend::turn`] | owned mode | one host iteration, blocking until something happened: LC-01…LC-05 |
+//! | [`Backend::watch`] | no (default: `Unsupported`) | level-triggered fd readiness: FD-01…FD-07 |
+//! | [`Backend::is_attached`] | no (default: owned) | EM-01: an attached loop counts as running |
+//! | [`Backend::now`] | no (default: `Instant::now`) | TM-01; a host may supply its own monotonic clock |
+//! | [`Backend::clock_resolution`] | no (default: 1 µs) | TM-03: how late a timer may legitimately be |
+//! | [`Backend::close`] | no | remove everything the backend inserted into the host |
+//!
+//! # The contract, step by step
+//!
+//! 1. [`Loop::with_backend`](crate::Loop::with_backend) calls
+//!    [`install`](Backend::install) once with a [`Driver`]. The backend keeps
+//!    it and inserts its host sources (one "dispatch" source, one timer, one
+//!    fd source per watched fd: never one host source per callback).
+//! 2. The scheduler calls [`arm`](Backend::arm) whenever the moment it needs
+//!    to be dispatched changes, and at the end of every dispatch. The backend
+//!    makes its host call [`Driver::dispatch`] at that moment: *at once* for
+//!    [`NextDispatch::Now`], *not before* `t` for [`NextDispatch::At`] (a host
+//!    whose timers round to milliseconds must round **up**; a dispatch that
+//!    comes early is harmless but wasted), and only on fd readiness or a remote
+//!    wake for [`NextDispatch::OnEvent`]. Each `arm` replaces the previous one.
+//! 3. For every watched fd the host reports ready, the backend calls
+//!    [`Driver::fd_ready`] **before** the [`Driver::dispatch`] of that host
+//!    iteration. Readiness is level-triggered: report it on every iteration
+//!    while the fd stays ready, and report hang-up and error conditions too
+//!    (the scheduler turns them into both readable and writable, FD-07).
+//! 4. The [`RemoteWake`] from [`remote_waker`](Backend::remote_waker) may be
+//!    called from any thread and from a signal handler; it must make the host
+//!    call [`Driver::dispatch`] soon. The scheduler coalesces: it wakes only
+//!    when its inbox goes from empty to non-empty.
+//! 5. In owned mode, [`turn`](Backend::turn) runs one iteration of the host
+//!    loop: it blocks until at least one of (an armed dispatch is due, a
+//!    watched fd is ready, a remote wake) happened, and dispatches it. The
+//!    scheduler calls it in a loop from `run_forever`/`run_until_complete`.
+//! 6. [`Driver::dispatch`] never nests: called while a dispatch is already
+//!    running on this loop (a host loop iterated from inside a oneloop
+//!    callback, a modal dialog), it returns at once and the work waits until
+//!    the outer callback returns (decision D4). Hosts need no guard of their own.
+//!
+//! A backend never runs oneloop callbacks itself and never decides their
+//! order: it only says *when* to dispatch.
+
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Weak;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::event_loop::LoopInner;
+
+/// When the scheduler next needs [`Driver::dispatch`] to be called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextDispatch {
+    /// As soon as possible: callbacks are ready to run.
+    Now,
+    /// Not before this instant (the earliest pending timer).
+    At(Instant),
+    /// Only when a watched fd becomes ready or a remote wake arrives.
+    OnEvent,
+}
+
+impl NextDispatch {
+    /// The time a host poll may block for, seen from `now`: `None` means
+    /// "until an event", zero means "do not block".
+    ///
+    /// Rounds **up** to whole `granularity` steps, so a host whose timeouts
+    /// have millisecond granularity never wakes before the deadline (D7).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use oneloop::backend::NextDispatch;
+    ///
+    /// let now = Instant::now();
+    /// let next = NextDispatch::At(now + Duration::from_micros(1_200));
+    /// assert_eq!(next.timeout(now, Duration::from_millis(1)), Some(Duration::from_millis(2)));
+    /// assert_eq!(NextDispatch::Now.timeout(now, Duration::from_millis(1)), Some(Duration::ZERO));
+    /// ```
+    pub fn timeout(self, now: Instant, granularity: Duration) -> Option<Duration> {
+        match self {
+            NextDispatch::Now => Some(Duration::ZERO),
+            NextDispatch::OnEvent => None,
+            NextDispatch::At(t) => {
+                let left = t.saturating_duration_since(now);
+                let g = granularity.as_nanos().max(1);
+                let steps = left.as_nanos().div_ceil(g);
+                // Saturate instead of overflowing for deadlines years away
+                // (TM-07); no host waits that long in one poll anyway.
+                let nanos = steps.saturating_mul(g).min(u64::MAX as u128) as u64;
+                Some(Duration::from_nanos(nanos))
+            }
+        }
+    }
+}
+
+/// Which readiness a watched fd is interested in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Interest {
+    /// Report the fd when it is readable (a reader is registered).
+    pub readable: bool,
+    /// Report the fd when it is writable (a writer is registered).
+    pub writable: bool,
+}
+
+impl Interest {
+    /// No interest: the backend must stop watching the fd.
+    pub const NONE: Interest = Interest { readable: false, writable: false };
+    /// Readable only.
+    pub const READABLE: Interest = Interest { readable: true, writable: false };
+    /// Writable only.
+    pub const WRITABLE: Interest = Interest { readable: false, writable: true };
+    /// Both readable and writable.
+    pub const BOTH: Interest = Interest { readable: true, writable: true };
+
+    /// Whether neither readiness is wanted.
+    pub fn is_none(self) -> bool {
+        !self.readable && !self.writable
+    }
+}
+
+/// What the host reported for a watched fd in one iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Readiness {
+    /// The fd is readable.
+    pub readable: bool,
+    /// The fd is writable.
+    pub writable: bool,
+    /// The peer hung up or the fd is in error; the scheduler calls both the
+    /// reader and the writer so that their I/O sees EOF or the error (FD-07).
+    pub hangup: bool,
+}
+
+impl Readiness {
+    /// Readable.
+    pub const READABLE: Readiness = Readiness { readable: true, writable: false, hangup: false };
+    /// Writable.
+    pub const WRITABLE: Readiness = Readiness { readable: false, writable: true, hangup: false };
+}
+
+/// A thread-safe wake: makes the host call [`Driver::dispatch`] soon.
+///
+/// Must be callable from any thread and from a signal handler (an eventfd or
+/// pipe write, a `Poller::notify`, `g_main_context_wakeup`): decision D6.
+pub trait RemoteWake: Send + Sync + 'static {
+    /// Wake the host so that it dispatches the loop soon.
+    fn wake(&self);
+}
+
+impl<F: Fn() + Send + Sync + 'static> RemoteWake for F {
+    fn wake(&self) {
+        self()
+    }
+}
+
+/// What an adapter implements to run oneloop on a host loop.
+///
+/// See the [module documentation](self) for the contract. The required core
+/// is four methods; fd watching, attached mode, the clock and closing have
+/// defaults.
+pub trait Backend: 'static {
+    /// A short name for reports and debug output (`"native"`, `"tokio"`).
+    fn name(&self) -> &str;
+
+    /// Keep `driver` and insert the backend's sources into the host.
+    ///
+    /// Called once, by [`Loop::with_backend`](crate::Loop::with_backend),
+    /// on the thread that will run the loop.
+    fn install(&self, driver: Driver) -> io::Result<()>;
+
+    /// Make the host call [`Driver::dispatch`] at `next` (see
+    /// [`NextDispatch`]); replaces any earlier arming.
+    fn arm(&self, next: NextDispatch);
+
+    /// The thread-safe, async-signal-safe wake for this host (D6).
+    fn remote_waker(&self) -> Arc<dyn RemoteWake>;
+
+    /// Owned mode: run one iteration of the host loop, blocking until an
+    /// armed dispatch fell due, a watched fd was ready, or a remote wake
+    /// arrived, and dispatch it.
+    ///
+    /// Attached backends never get this call (their host runs the loop); the
+    /// default answers [`io::ErrorKind::Unsupported`].
+    fn turn(&self) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "this backend cannot run its host loop"))
+    }
+
+    /// Watch `fd` for `interest`, level-triggered, replacing the previous
+    /// interest; [`Interest::NONE`] stops watching it.
+    ///
+    /// The scheduler merges readers and writers, so a backend sees one
+    /// registration per fd (epoll, tokio, calloop and async-io all refuse a
+    /// second one). The default answers [`io::ErrorKind::Unsupported`], which
+    /// `add_reader`/`add_writer` report as [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+    fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        let _ = (fd, interest);
+        Err(io::Error::new(io::ErrorKind::Unsupported, "this backend cannot watch file descriptors"))
+    }
+
+    /// Whether the backend is attached to a host loop someone else runs.
+    ///
+    /// An attached loop counts as running from creation until `close()`, and
+    /// `run_forever`/`run_until_complete` answer
+    /// [`ErrorKind::AlreadyRunning`](crate::ErrorKind::AlreadyRunning) (EM-01).
+    fn is_attached(&self) -> bool {
+        false
+    }
+
+    /// The host's monotonic clock; never decreases (TM-01).
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// How late, at most, the host may dispatch an armed timer by its own
+    /// rounding (tokio's wheel: 1 ms). Timers are never early (D7).
+    fn clock_resolution(&self) -> Duration {
+        Duration::from_micros(1)
+    }
+
+    /// Remove every source the backend inserted into the host. Called once,
+    /// by `Loop::close`, after every fd was unwatched.
+    fn close(&self) {}
+}
+
+/// The backend's handle back into the scheduler: report readiness, dispatch.
+///
+/// `!Send`: a backend calls it on the loop's thread only. It holds the loop
+/// weakly, so a backend that keeps it does not keep the loop alive; once the
+/// loop is gone every call does nothing.
+#[derive(Clone)]
+pub struct Driver {
+    /// The loop this driver dispatches.
+    pub(crate) inner: Weak<LoopInner>,
+}
+
+impl Driver {
+    /// Report that `fd` is ready as `readiness` in this host iteration.
+    ///
+    /// Call it before [`dispatch`](Driver::dispatch). Readiness of an fd that
+    /// is no longer watched, or while the loop is not running, is ignored
+    /// (EM-06).
+    pub fn fd_ready(&self, fd: RawFd, readiness: Readiness) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.fd_ready(fd, readiness);
+        }
+    }
+
+    /// Run one scheduler iteration (DESIGN.md §2): queue ready fds and due
+    /// timers, drain the cross-thread inbox, run the callbacks that were ready
+    /// when it began, then [`arm`](Backend::arm) the next dispatch.
+    ///
+    /// Does nothing when the loop is not running, is closed, or is already
+    /// dispatching further up this thread's stack (D4).
+    pub fn dispatch(&self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.dispatch();
+        }
+    }
+
+    /// When the scheduler next needs a dispatch, for hosts that ask rather
+    /// than being told (a GSource's `prepare`).
+    pub fn next_dispatch(&self) -> NextDispatch {
+        match self.inner.upgrade() {
+            Some(inner) => inner.next_dispatch(),
+            None => NextDispatch::OnEvent,
+        }
+    }
+
+    /// Whether the loop would run callbacks if dispatched now (it is running
+    /// or attached, not closed, not halted by `stop()`).
+    pub fn is_live(&self) -> bool {
+        self.inner.upgrade().is_some_and(|inner| inner.is_live())
+    }
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver").field("live", &self.is_live()).finish()
+    }
+}

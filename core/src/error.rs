@@ -1,0 +1,183 @@
+//! The one error type of the interface, with a [`kind()`](Error::kind) that
+//! generic code can match on.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+/// What went wrong, in a form generic code can act on.
+///
+/// The variants map the exceptions PEP 3156 and asyncio raise to typed kinds:
+/// `RuntimeError("Event loop is closed")` is [`Closed`](ErrorKind::Closed),
+/// `RuntimeError("This event loop is already running")` is
+/// [`AlreadyRunning`](ErrorKind::AlreadyRunning), `InvalidStateError` is
+/// [`InvalidState`](ErrorKind::InvalidState), `NotImplementedError` is
+/// [`Unsupported`](ErrorKind::Unsupported), and so on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The loop was closed; nothing can be scheduled on it any more (D10).
+    Closed,
+    /// The loop is already running (a nested `run_*`, or a loop attached to a
+    /// host that runs it), or another loop runs on this thread.
+    AlreadyRunning,
+    /// The operation needs a running loop and none is running.
+    NotRunning,
+    /// `stop()` was called before the future given to `run_until_complete`
+    /// completed (D5); the future stays pending.
+    Stopped,
+    /// The object is in the wrong state for the call (a result set twice, the
+    /// result of a pending future asked for).
+    InvalidState,
+    /// An argument is out of range or of the wrong kind (a future of another
+    /// loop, a regular file given to `add_reader`, low > high water marks).
+    InvalidArgument,
+    /// The backend does not have this capability (fd watching on a host that
+    /// has none, signals on a non-main thread).
+    Unsupported,
+    /// The operation or the task was cancelled.
+    Cancelled,
+    /// A [`timeout`](crate::timeout) expired.
+    TimedOut,
+    /// A callback or task panicked; the panic was caught at the callback
+    /// boundary and reported to the exception handler (D3).
+    Panicked,
+    /// An operating-system error; [`Error::io_error`] gives it back.
+    Io,
+}
+
+impl ErrorKind {
+    /// A short lower-case description of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Closed => "event loop is closed",
+            ErrorKind::AlreadyRunning => "event loop is already running",
+            ErrorKind::NotRunning => "no running event loop",
+            ErrorKind::Stopped => "event loop stopped before the future completed",
+            ErrorKind::InvalidState => "invalid state",
+            ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::Unsupported => "not supported by this event loop",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::TimedOut => "timed out",
+            ErrorKind::Panicked => "panicked",
+            ErrorKind::Io => "I/O error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of every fallible oneloop operation.
+///
+/// Cheap to clone (the message and the OS error are shared), so that a
+/// future's error can be observed by several awaiters, as in asyncio.
+///
+/// ```
+/// use oneloop::{Error, ErrorKind};
+///
+/// let e = Error::new(ErrorKind::InvalidArgument, "low water mark above high");
+/// assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+/// assert_eq!(e.to_string(), "invalid argument: low water mark above high");
+/// ```
+#[derive(Clone)]
+pub struct Error {
+    /// The kind generic code matches on.
+    kind: ErrorKind,
+    /// What happened, for a human; empty when the kind says it all.
+    message: Arc<str>,
+    /// The OS error behind an [`ErrorKind::Io`], kept whole.
+    source: Option<Arc<io::Error>>,
+    /// Ties a `Cancelled` error to the task cancellation that produced it, so
+    /// the task can tell whether its coroutine let it escape (see `task`).
+    pub(crate) token: Option<Arc<()>>,
+}
+
+impl Error {
+    /// An error of `kind` with a message saying what happened.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error { kind, message: Arc::from(message.into()), source: None, token: None }
+    }
+
+    /// An error of `kind` with no further message.
+    pub fn from_kind(kind: ErrorKind) -> Error {
+        Error { kind, message: Arc::from(""), source: None, token: None }
+    }
+
+    /// The kind of error, for generic code to act on.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message given when the error was made (may be empty).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The OS error behind an [`ErrorKind::Io`] error.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.source.as_deref()
+    }
+
+    /// Whether this is a cancellation.
+    pub fn is_cancelled(&self) -> bool {
+        self.kind == ErrorKind::Cancelled
+    }
+
+    pub(crate) fn closed() -> Error {
+        Error::from_kind(ErrorKind::Closed)
+    }
+
+    pub(crate) fn cancelled() -> Error {
+        Error::from_kind(ErrorKind::Cancelled)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind);
+        if !self.message.is_empty() {
+            d.field("message", &&*self.message);
+        }
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.source, self.message.is_empty()) {
+            (Some(source), true) => write!(f, "{}: {source}", self.kind),
+            (Some(source), false) => write!(f, "{}: {}: {source}", self.kind, self.message),
+            (None, true) => write!(f, "{}", self.kind),
+            (None, false) => write!(f, "{}: {}", self.kind, self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error { kind: ErrorKind::Io, message: Arc::from(""), source: Some(Arc::new(e)), token: None }
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Error {
+        Error::from_kind(kind)
+    }
+}
+
+/// The result type of oneloop operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

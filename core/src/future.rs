@@ -1,0 +1,310 @@
+//! [`Future`]: the PEP 3156 future, a result slot with done-callbacks that
+//! also implements `std::future::Future`.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event_loop::Loop;
+use crate::exception::ExceptionContext;
+use crate::policy;
+use crate::task;
+
+/// Where a future is.
+pub(crate) enum Slot<T> {
+    Pending,
+    Done(Result<T>),
+    /// Done, and the value was moved out by its one consumer (a [`Task`](crate::Task)'s awaiter).
+    Taken,
+    Cancelled,
+}
+
+/// Identifies a done-callback for [`Future::remove_done_callback`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallbackId(u64);
+
+type DoneCallback<T> = Box<dyn FnOnce(&Future<T>)>;
+
+pub(crate) struct FutureInner<T> {
+    /// The loop the done-callbacks are scheduled on.
+    lp: Loop,
+    slot: RefCell<Slot<T>>,
+    /// Done-callbacks in registration order.
+    callbacks: RefCell<Vec<(CallbackId, DoneCallback<T>)>>,
+    next_id: Cell<u64>,
+    /// Wakers of the std-future awaiters.
+    wakers: RefCell<Vec<Waker>>,
+    /// The error was looked at (FU-06).
+    retrieved: Cell<bool>,
+    /// For a task's result future: cancelling it cancels the task.
+    canceller: RefCell<Option<Box<dyn Fn() -> bool>>>,
+}
+
+/// A PEP 3156 future: a result or an error that arrives later, on one loop.
+///
+/// Cheap to clone (clones share the slot). Done-callbacks are always
+/// scheduled with `call_soon`, never run inside `set_result`,
+/// `set_exception` or `cancel` (FU-04). Awaiting it gives `Ok(value)`
+/// (cloned: a future may have several awaiters) or the error.
+///
+/// ```
+/// let lp = oneloop::Loop::new()?;
+/// let fut = lp.create_future::<u32>();
+/// lp.call_soon({ let fut = fut.clone(); move || fut.set_result(7).unwrap() })?;
+/// assert_eq!(lp.run_until_complete(fut.clone())??, 7);
+/// assert_eq!(fut.result()?, 7);
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+pub struct Future<T> {
+    pub(crate) inner: Rc<FutureInner<T>>,
+}
+
+impl<T> Clone for Future<T> {
+    fn clone(&self) -> Self {
+        Future { inner: self.inner.clone() }
+    }
+}
+
+impl<T> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*self.inner.slot.borrow() {
+            Slot::Pending => "pending",
+            Slot::Done(Ok(_)) | Slot::Taken => "finished",
+            Slot::Done(Err(_)) => "failed",
+            Slot::Cancelled => "cancelled",
+        };
+        f.debug_struct("Future").field("state", &state).finish()
+    }
+}
+
+impl<T: 'static> Future<T> {
+    /// A pending future on `lp` (see [`Loop::create_future`]).
+    pub fn new(lp: &Loop) -> Future<T> {
+        Future {
+            inner: Rc::new(FutureInner {
+                lp: lp.clone(),
+                slot: RefCell::new(Slot::Pending),
+                callbacks: RefCell::new(Vec::new()),
+                next_id: Cell::new(0),
+                wakers: RefCell::new(Vec::new()),
+                retrieved: Cell::new(false),
+                canceller: RefCell::new(None),
+            }),
+        }
+    }
+
+    /// The loop this future belongs to.
+    pub fn get_loop(&self) -> &Loop {
+        &self.inner.lp
+    }
+
+    /// Whether a result, an error or a cancellation was set.
+    pub fn done(&self) -> bool {
+        !matches!(*self.inner.slot.borrow(), Slot::Pending)
+    }
+
+    /// Whether the future was cancelled (FU-03).
+    pub fn cancelled(&self) -> bool {
+        matches!(*self.inner.slot.borrow(), Slot::Cancelled)
+    }
+
+    /// Set the result and schedule the done-callbacks.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidState`] if the future is already done or
+    /// cancelled (FU-02).
+    pub fn set_result(&self, value: T) -> Result<()> {
+        self.complete(Slot::Done(Ok(value)))
+    }
+
+    /// Set an error and schedule the done-callbacks.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidState`] if the future is already done (FU-02).
+    pub fn set_exception(&self, error: Error) -> Result<()> {
+        self.complete(Slot::Done(Err(error)))
+    }
+
+    /// Cancel the future: returns true and schedules the done-callbacks if it
+    /// was pending, false if it was already done (FU-02, FU-03). A task's
+    /// result future cancels the task instead.
+    pub fn cancel(&self) -> bool {
+        let canceller = self.inner.canceller.borrow_mut().take();
+        if let Some(c) = canceller {
+            let pending = c();
+            *self.inner.canceller.borrow_mut() = Some(c);
+            return pending;
+        }
+        self.complete(Slot::Cancelled).is_ok()
+    }
+
+    /// Cancel without going through a task's canceller (the task's own end).
+    pub(crate) fn cancel_now(&self) -> bool {
+        self.complete(Slot::Cancelled).is_ok()
+    }
+
+    pub(crate) fn set_canceller(&self, c: Box<dyn Fn() -> bool>) {
+        *self.inner.canceller.borrow_mut() = Some(c);
+    }
+
+    /// Mark the error as seen, so dropping the future does not report it.
+    pub(crate) fn mark_retrieved(&self) {
+        self.inner.retrieved.set(true);
+    }
+
+    fn complete(&self, new: Slot<T>) -> Result<()> {
+        {
+            let mut slot = self.inner.slot.borrow_mut();
+            if !matches!(*slot, Slot::Pending) {
+                return Err(Error::new(ErrorKind::InvalidState, "the future is already done"));
+            }
+            *slot = new;
+        }
+        self.inner.canceller.borrow_mut().take();
+        let callbacks = std::mem::take(&mut *self.inner.callbacks.borrow_mut());
+        for (_, cb) in callbacks {
+            let fut = self.clone();
+            // On a closed loop the callbacks are dropped, as everything
+            // queued on it is (LC-11).
+            let _ = self.inner.lp.call_soon(move || cb(&fut));
+        }
+        let wakers = std::mem::take(&mut *self.inner.wakers.borrow_mut());
+        for w in wakers {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// The error, `Ok(None)` for a result.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidState`] while pending (FU-01);
+    /// [`ErrorKind::Cancelled`] if cancelled (FU-03).
+    pub fn exception(&self) -> Result<Option<Error>> {
+        self.inner.retrieved.set(true);
+        match &*self.inner.slot.borrow() {
+            Slot::Pending => Err(Error::new(ErrorKind::InvalidState, "the future is still pending")),
+            Slot::Cancelled => Err(Error::cancelled()),
+            Slot::Done(Ok(_)) | Slot::Taken => Ok(None),
+            Slot::Done(Err(e)) => Ok(Some(e.clone())),
+        }
+    }
+
+    /// Schedule `f(&future)` with `call_soon` once the future is done; on a
+    /// future that is already done it is scheduled at once (FU-04).
+    pub fn add_done_callback(&self, f: impl FnOnce(&Future<T>) + 'static) -> CallbackId {
+        let id = CallbackId(self.inner.next_id.get());
+        self.inner.next_id.set(id.0 + 1);
+        if self.done() {
+            let fut = self.clone();
+            let _ = self.inner.lp.call_soon(move || f(&fut));
+        } else {
+            self.inner.callbacks.borrow_mut().push((id, Box::new(f)));
+        }
+        id
+    }
+
+    /// Remove a done-callback that has not been scheduled yet; returns how
+    /// many were removed (0 or 1: closures cannot be compared, so the id
+    /// stands for PEP 3156's "every equal entry", FU-05).
+    pub fn remove_done_callback(&self, id: CallbackId) -> usize {
+        let mut cbs = self.inner.callbacks.borrow_mut();
+        let before = cbs.len();
+        cbs.retain(|(i, _)| *i != id);
+        before - cbs.len()
+    }
+
+    /// Poll as an awaiter: `take` extracts the value from a finished slot.
+    pub(crate) fn poll_slot(&self, cx: &mut Context<'_>, take: impl FnOnce(&mut Slot<T>) -> Result<T>) -> Poll<Result<T>> {
+        if let Ok(running) = policy::get_running_loop() {
+            if running != self.inner.lp {
+                return Poll::Ready(Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "this future belongs to another event loop",
+                )));
+            }
+        }
+        let task = task::current_state();
+        if let Some(task) = &task {
+            // A cancellation requested of the awaiting task is delivered
+            // here, at its next suspension point (CN-01).
+            if task.take_cancel_request() {
+                self.cancel();
+            }
+        }
+        let mut slot = self.inner.slot.borrow_mut();
+        match &mut *slot {
+            Slot::Pending => {
+                let waker = cx.waker();
+                let mut wakers = self.inner.wakers.borrow_mut();
+                if !wakers.iter().any(|w| w.will_wake(waker)) {
+                    wakers.push(waker.clone());
+                }
+                drop(wakers);
+                drop(slot);
+                if let Some(task) = task {
+                    let fut = self.clone();
+                    task.set_awaiting(Box::new(move || fut.cancel()));
+                }
+                Poll::Pending
+            }
+            Slot::Cancelled => {
+                drop(slot);
+                Poll::Ready(Err(task::cancelled_error(task.as_deref())))
+            }
+            Slot::Done(Err(_)) | Slot::Done(Ok(_)) | Slot::Taken => {
+                self.inner.retrieved.set(true);
+                let out = take(&mut slot);
+                Poll::Ready(out)
+            }
+        }
+    }
+}
+
+impl<T: Clone + 'static> Future<T> {
+    /// The result.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidState`] while pending (FU-01), never blocking;
+    /// the future's error if it failed; [`ErrorKind::Cancelled`] if
+    /// cancelled (FU-03).
+    pub fn result(&self) -> Result<T> {
+        self.inner.retrieved.set(true);
+        match &*self.inner.slot.borrow() {
+            Slot::Pending => Err(Error::new(ErrorKind::InvalidState, "the future is still pending")),
+            Slot::Cancelled => Err(Error::cancelled()),
+            Slot::Done(r) => r.clone(),
+            Slot::Taken => Err(Error::new(ErrorKind::InvalidState, "the result was already taken by the task's awaiter")),
+        }
+    }
+}
+
+impl<T: Clone + 'static> std::future::Future for Future<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        self.poll_slot(cx, |slot| match slot {
+            Slot::Done(r) => r.clone(),
+            _ => Err(Error::new(ErrorKind::InvalidState, "the result was already taken by the task's awaiter")),
+        })
+    }
+}
+
+impl<T> Drop for FutureInner<T> {
+    fn drop(&mut self) {
+        // FU-06: an error nobody looked at is reported when the future goes.
+        if self.retrieved.get() || self.lp.is_closed() {
+            return;
+        }
+        if let Slot::Done(Err(e)) = &*self.slot.borrow() {
+            if e.kind() == ErrorKind::Cancelled {
+                return;
+            }
+            let ctx = ExceptionContext::new("future exception was never retrieved").with_error(e.clone());
+            self.lp.call_exception_handler(ctx);
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! One small, standard event-loop interface for Rust: PEP 3156 (the design
+//! behind Python's asyncio), with a scheduler that owns ordering and a
+//! default loop on `polling`.
+//!
+//! Frameworks program against [`Loop`]; adapters put it on the loops people
+//! already run (tokio, async-std/smol, glib, calloop) by implementing the
+//! small [`Backend`](backend::Backend) trait; the `oneloop-conformance` crate
+//! proves each adapter keeps the guarantees.
+//!
+//! ```
+//! use std::time::Duration;
+//! use oneloop::Loop;
+//!
+//! let lp = Loop::new()?;
+//! lp.call_later(Duration::from_millis(10), { let lp = lp.clone(); move || lp.stop() })?;
+//! lp.call_soon(|| println!("first"))?;
+//! let task = lp.spawn(async {
+//!     oneloop::sleep(Duration::from_millis(1)).await?;
+//!     Ok::<_, oneloop::Error>("from a task")
+//! })?;
+//! lp.run_forever()?;
+//! assert_eq!(task.result()??, "from a task");
+//! lp.close()?;
+//! # Ok::<(), oneloop::Error>(())
+//! ```
+//!
+//! # Map of the crate
+//!
+//! | module | what |
+//! |---|---|
+//! | [`Loop`], [`LoopBuilder`] | the handle and every PEP operation |
+//! | [`backend`] | the trait adapters implement, and its contract |
+//! | [`Handle`], [`TimerHandle`] | cancel a scheduled callback |
+//! | [`Future`] | the PEP future; done-callbacks via `call_soon` |
+//! | [`Task`] | runs any std future on a loop; cancellation |
+//! | [`sleep`], [`timeout`] | std futures on the loop's timers |
+//! | [`RemoteLoop`] | the `Send + Sync` handle for other threads |
+//! | [`Loop::run_in_executor`], [`Executor`] | blocking work on a pool |
+//! | [`get_running_loop`] and friends | the per-thread current loop |
+//! | [`ExceptionContext`], [`PanicPolicy`] | errors and panics in callbacks |
+//! | [`Error`], [`ErrorKind`] | one error type with a `kind()` |
+//! | [`native::NativeBackend`] | the default loop |
+#![doc(test(attr(deny(warnings))))]
+
+pub mod backend;
+mod error;
+mod event_loop;
+mod exception;
+mod executor;
+mod future;
+mod handle;
+pub mod native;
+mod policy;
+mod remote;
+mod scheduler;
+mod task;
+mod time;
+
+pub use error::{Error, ErrorKind, Result};
+pub use event_loop::{Loop, LoopBuilder, LoopStats};
+pub use exception::{ExceptionContext, PanicPolicy};
+pub use executor::{DefaultExecutor, Executor};
+pub use future::{CallbackId, Future};
+pub use handle::{Handle, TimerHandle};
+pub use policy::{
+    EventLoopPolicy, get_event_loop, get_running_loop, new_event_loop, set_event_loop, set_event_loop_policy,
+};
+pub use remote::{RemoteLoop, RemoteTask};
+pub use task::{Task, TaskRef};
+pub use time::{Sleep, Timeout, sleep, sleep_until, timeout};

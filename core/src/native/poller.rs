@@ -1,0 +1,86 @@
+//! The registrations of the default loop with `polling`: the one place in
+//! `oneloop` with `unsafe` code.
+//!
+//! `polling::Poller::add` is `unsafe` because of I/O safety: the fd must be
+//! deleted before it is closed, or a later fd with the same number could see
+//! stale events. The `Loop` API states that contract to its users (a
+//! registered fd must stay open until it is removed, as in asyncio), and
+//! this module keeps its half: every fd it adds is tracked and deleted on
+//! removal and on close.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use polling::{Event, Events, PollMode, Poller};
+
+use crate::backend::Interest;
+
+/// A poller plus the interest registered for each fd.
+pub(super) struct Registry {
+    poller: Arc<Poller>,
+    /// # Invariant
+    /// Holds exactly the fds added to `poller` and not yet deleted.
+    watched: RefCell<HashMap<RawFd, Interest>>,
+}
+
+fn event(fd: RawFd, i: Interest) -> Event {
+    Event::new(fd as usize, i.readable, i.writable)
+}
+
+impl Registry {
+    pub(super) fn new() -> io::Result<Registry> {
+        Ok(Registry { poller: Arc::new(Poller::new()?), watched: RefCell::new(HashMap::new()) })
+    }
+
+    pub(super) fn poller(&self) -> Arc<Poller> {
+        self.poller.clone()
+    }
+
+    pub(super) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        self.poller.wait(events, timeout)
+    }
+
+    pub(super) fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        let mut watched = self.watched.borrow_mut();
+        // SAFETY: `fd` is open: the loop only passes fds its user lent it
+        // through `AsFd` and documents that they stay open while registered;
+        // for a removal, the fd is still registered here, so by that same
+        // contract still open. An fd closed against the contract makes the
+        // syscall fail with EBADF, never touches memory.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        match (watched.get(&fd).copied(), interest.is_none()) {
+            (None, true) => Ok(()),
+            (None, false) => {
+                // SAFETY: see above; and `watched` now records the fd, so it
+                // is deleted on removal or close (the contract of `add`).
+                unsafe { self.poller.add_with_mode(fd, event(fd, interest), PollMode::Level)? };
+                watched.insert(fd, interest);
+                Ok(())
+            }
+            (Some(_), true) => {
+                watched.remove(&fd);
+                self.poller.delete(borrowed)
+            }
+            (Some(old), false) if old == interest => Ok(()),
+            (Some(_), false) => {
+                self.poller.modify_with_mode(borrowed, event(fd, interest), PollMode::Level)?;
+                watched.insert(fd, interest);
+                Ok(())
+            }
+        }
+    }
+
+    /// Delete every registration (loop close).
+    pub(super) fn clear(&self) {
+        let fds: Vec<RawFd> = self.watched.borrow_mut().drain().map(|(fd, _)| fd).collect();
+        for fd in fds {
+            // SAFETY: as in `watch`: registered, hence open by contract.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            let _ = self.poller.delete(borrowed);
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The cross-thread inbox: what `call_soon_threadsafe` and wakers of tasks
+//! woken off-thread feed, drained into the ready queue once per iteration.
+
+use std::collections::VecDeque;
+use std::panic::Location;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
+
+use crate::backend::RemoteWake;
+use crate::task::TaskMeta;
+
+/// An item posted from another thread.
+pub(crate) enum Remote {
+    /// A `call_soon_threadsafe` callback.
+    Call(Box<dyn FnOnce() + Send>, &'static Location<'static>),
+    /// A task step whose waker was woken.
+    Task(async_task::Runnable<TaskMeta>),
+}
+
+/// The inbox proper.
+struct Inbox {
+    queue: VecDeque<Remote>,
+    /// Set once by `close`; posts fail afterwards (TH-05).
+    closed: bool,
+}
+
+/// The `Send + Sync` part of a loop, shared with `RemoteLoop` and wakers.
+///
+/// # Invariants
+/// - `closed` is only set under the lock, and nothing is pushed once it is,
+///   so a post either lands before `close` drains the inbox or fails.
+/// - The backend is woken exactly when the queue goes from empty to
+///   non-empty (coalescing, PERFORMANCE.md); the loop drains the whole queue
+///   in one go, so a wake is never lost: a post that finds the queue
+///   non-empty knows a wake for it is already pending.
+pub(crate) struct Shared {
+    /// Unique id of the loop, the key of the thread-local loop registry.
+    pub(crate) id: u64,
+    /// The thread the loop belongs to.
+    pub(crate) thread: ThreadId,
+    inbox: Mutex<Inbox>,
+    /// The backend's wake.
+    waker: Arc<dyn RemoteWake>,
+}
+
+impl Shared {
+    pub(crate) fn new(id: u64, thread: ThreadId, waker: Arc<dyn RemoteWake>) -> Shared {
+        Shared { id, thread, inbox: Mutex::new(Inbox { queue: VecDeque::new(), closed: false }), waker }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inbox> {
+        // A panic while holding this lock cannot leave the queue in a broken
+        // state (push/take only), so poisoning is ignored.
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Post `item`; gives it back if the loop is closed.
+    pub(crate) fn post(&self, item: Remote) -> Result<(), Remote> {
+        let was_empty = {
+            let mut inbox = self.lock();
+            if inbox.closed {
+                return Err(item);
+            }
+            inbox.queue.push_back(item);
+            inbox.queue.len() == 1
+        };
+        if was_empty {
+            self.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Wake the backend without posting anything.
+    pub(crate) fn wake(&self) {
+        self.waker.wake();
+    }
+
+    /// Take everything posted so far.
+    pub(crate) fn take(&self) -> VecDeque<Remote> {
+        let mut inbox = self.lock();
+        if inbox.queue.is_empty() {
+            return VecDeque::new();
+        }
+        std::mem::take(&mut inbox.queue)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Refuse further posts and hand back what is queued.
+    pub(crate) fn close(&self) -> VecDeque<Remote> {
+        let mut inbox = self.lock();
+        inbox.closed = true;
+        std::mem::take(&mut inbox.queue)
+    }
+}
