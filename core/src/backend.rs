@@ -118,13 +118,25 @@ pub struct Interest {
 
 impl Interest {
     /// No interest: the backend must stop watching the fd.
-    pub const NONE: Interest = Interest { readable: false, writable: false };
+    pub const NONE: Interest = Interest {
+        readable: false,
+        writable: false,
+    };
     /// Readable only.
-    pub const READABLE: Interest = Interest { readable: true, writable: false };
+    pub const READABLE: Interest = Interest {
+        readable: true,
+        writable: false,
+    };
     /// Writable only.
-    pub const WRITABLE: Interest = Interest { readable: false, writable: true };
+    pub const WRITABLE: Interest = Interest {
+        readable: false,
+        writable: true,
+    };
     /// Both readable and writable.
-    pub const BOTH: Interest = Interest { readable: true, writable: true };
+    pub const BOTH: Interest = Interest {
+        readable: true,
+        writable: true,
+    };
 
     /// Whether neither readiness is wanted.
     pub fn is_none(self) -> bool {
@@ -146,9 +158,17 @@ pub struct Readiness {
 
 impl Readiness {
     /// Readable.
-    pub const READABLE: Readiness = Readiness { readable: true, writable: false, hangup: false };
+    pub const READABLE: Readiness = Readiness {
+        readable: true,
+        writable: false,
+        hangup: false,
+    };
     /// Writable.
-    pub const WRITABLE: Readiness = Readiness { readable: false, writable: true, hangup: false };
+    pub const WRITABLE: Readiness = Readiness {
+        readable: false,
+        writable: true,
+        hangup: false,
+    };
 }
 
 /// A thread-safe wake: makes the host call [`Driver::dispatch`] soon.
@@ -195,7 +215,10 @@ pub trait Backend: 'static {
     /// Attached backends never get this call (their host runs the loop); the
     /// default answers [`io::ErrorKind::Unsupported`].
     fn turn(&self) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "this backend cannot run its host loop"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this backend cannot run its host loop",
+        ))
     }
 
     /// Watch `fd` for `interest`, level-triggered, replacing the previous
@@ -207,7 +230,10 @@ pub trait Backend: 'static {
     /// `add_reader`/`add_writer` report as [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
     fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
         let _ = (fd, interest);
-        Err(io::Error::new(io::ErrorKind::Unsupported, "this backend cannot watch file descriptors"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this backend cannot watch file descriptors",
+        ))
     }
 
     /// Whether the backend is attached to a host loop someone else runs.
@@ -288,6 +314,8 @@ impl Driver {
 
 impl fmt::Debug for Driver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Driver").field("live", &self.is_live()).finish()
+        f.debug_struct("Driver")
+            .field("live", &self.is_live())
+            .finish()
     }
 }

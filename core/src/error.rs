@@ -99,12 +99,22 @@ pub struct Error {
 impl Error {
     /// An error of `kind` with a message saying what happened.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error { kind, message: Arc::from(message.into()), source: None, token: None }
+        Error {
+            kind,
+            message: Arc::from(message.into()),
+            source: None,
+            token: None,
+        }
     }
 
     /// An error of `kind` with no further message.
     pub fn from_kind(kind: ErrorKind) -> Error {
-        Error { kind, message: Arc::from(""), source: None, token: None }
+        Error {
+            kind,
+            message: Arc::from(""),
+            source: None,
+            token: None,
+        }
     }
 
     /// The kind of error, for generic code to act on.
@@ -169,7 +179,12 @@ impl std::error::Error for Error {
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
-        Error { kind: ErrorKind::Io, message: Arc::from(""), source: Some(Arc::new(e)), token: None }
+        Error {
+            kind: ErrorKind::Io,
+            message: Arc::from(""),
+            source: Some(Arc::new(e)),
+            token: None,
+        }
     }
 }
 

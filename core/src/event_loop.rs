@@ -21,10 +21,10 @@ use crate::future::Future;
 use crate::handle::{CallbackCell, Handle, State, TimerHandle};
 use crate::policy;
 use crate::remote::RemoteLoop;
+use crate::scheduler::Ready;
 use crate::scheduler::fds::{FdCallback, FdRegistry};
 use crate::scheduler::inbox::Shared;
 use crate::scheduler::timers::TimerQueue;
-use crate::scheduler::Ready;
 use crate::task::{Task, TaskRegistry};
 
 /// Where a loop is in its life.
@@ -81,6 +81,8 @@ pub(crate) struct LoopInner {
     pub(crate) executor: RefCell<ExecutorSlot>,
     /// Pending tasks, for `all_tasks` and `current_task` (TK-05).
     pub(crate) tasks: TaskRegistry,
+    /// Deliberate faults (feature `fault-injection`), for the suite's own tests.
+    pub(crate) faults: crate::fault::Faults,
 }
 
 static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
@@ -145,11 +147,17 @@ pub struct LoopBuilder {
     debug: bool,
     slow_callback: Duration,
     panic_policy: PanicPolicy,
+    faults: crate::fault::Faults,
 }
 
 impl Default for LoopBuilder {
     fn default() -> Self {
-        LoopBuilder { debug: false, slow_callback: Duration::from_millis(100), panic_policy: PanicPolicy::Report }
+        LoopBuilder {
+            debug: false,
+            slow_callback: Duration::from_millis(100),
+            panic_policy: PanicPolicy::Report,
+            faults: crate::fault::Faults::default(),
+        }
     }
 }
 
@@ -179,6 +187,15 @@ impl LoopBuilder {
         self
     }
 
+    /// Break the loop on purpose (feature `fault-injection`): for the
+    /// conformance suite's proof that its checks catch broken loops.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn inject_fault(mut self, fault: crate::fault::Fault) -> Self {
+        self.faults.insert(fault);
+        self
+    }
+
     /// A loop on the default backend (`polling`).
     ///
     /// # Errors
@@ -203,7 +220,11 @@ impl LoopBuilder {
             ));
         }
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::new(Shared::new(id, std::thread::current().id(), backend.remote_waker()));
+        let shared = Arc::new(Shared::new(
+            id,
+            std::thread::current().id(),
+            backend.remote_waker(),
+        ));
         let inner = Rc::new_cyclic(|weak| LoopInner {
             weak: weak.clone(),
             backend,
@@ -211,7 +232,11 @@ impl LoopBuilder {
             ready: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerQueue::new(now)),
             fds: RefCell::new(FdRegistry::default()),
-            run_state: Cell::new(if attached { RunState::Attached } else { RunState::Idle }),
+            run_state: Cell::new(if attached {
+                RunState::Attached
+            } else {
+                RunState::Idle
+            }),
             stopping: Cell::new(false),
             halted: Cell::new(false),
             dispatching: Cell::new(false),
@@ -220,9 +245,12 @@ impl LoopBuilder {
             slow_callback: Cell::new(self.debug.then_some(self.slow_callback)),
             executor: RefCell::new(ExecutorSlot::Unset),
             tasks: TaskRegistry::default(),
+            faults: self.faults,
         });
         policy::register_local(&inner);
-        inner.backend.install(Driver { inner: Rc::downgrade(&inner) })?;
+        inner.backend.install(Driver {
+            inner: Rc::downgrade(&inner),
+        })?;
         if attached {
             policy::set_running(Some(&inner));
         }
@@ -329,7 +357,11 @@ impl Loop {
         self.inner.check_open()?;
         let cb = CallbackCell::new_rc(f, State::Scheduled, location);
         self.inner.push_timer(when, cb.clone());
-        Ok(TimerHandle { cb, when, owner: self.inner.weak.clone() })
+        Ok(TimerHandle {
+            cb,
+            when,
+            owner: self.inner.weak.clone(),
+        })
     }
 
     /// Call `f` every time `fd` is readable, until
@@ -350,7 +382,8 @@ impl Loop {
     /// [`ErrorKind::Io`] if the OS refuses the fd.
     #[track_caller]
     pub fn add_reader(&self, fd: impl AsFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.inner.add_fd(fd.as_fd(), true, Box::new(f), Location::caller())
+        self.inner
+            .add_fd(fd.as_fd(), true, Box::new(f), Location::caller())
     }
 
     /// Call `f` every time `fd` is writable, until
@@ -360,7 +393,8 @@ impl Loop {
     /// As [`add_reader`](Loop::add_reader).
     #[track_caller]
     pub fn add_writer(&self, fd: impl AsFd, f: impl FnMut() + 'static) -> Result<()> {
-        self.inner.add_fd(fd.as_fd(), false, Box::new(f), Location::caller())
+        self.inner
+            .add_fd(fd.as_fd(), false, Box::new(f), Location::caller())
     }
 
     /// Stop watching `fd` for reading. Returns whether a reader was
@@ -378,7 +412,9 @@ impl Loop {
     /// A `Send + Sync` handle for other threads: `call_soon_threadsafe`,
     /// `spawn` of `Send` futures, `stop`.
     pub fn remote(&self) -> RemoteLoop {
-        RemoteLoop { shared: self.inner.shared.clone() }
+        RemoteLoop {
+            shared: self.inner.shared.clone(),
+        }
     }
 
     /// [`RemoteLoop::call_soon_threadsafe`] from the loop's own thread: the
@@ -426,6 +462,9 @@ impl Loop {
     /// the loop was put back in a reusable state (ER-04).
     pub fn run_forever(&self) -> Result<()> {
         let guard = self.inner.enter_run()?;
+        if guard.nested {
+            return Ok(());
+        }
         let result = loop {
             if self.inner.halted.get() {
                 break Ok(());
@@ -454,20 +493,32 @@ impl Loop {
     /// unwinds out of this call.
     pub fn run_until_complete<F: StdFuture>(&self, future: F) -> Result<F::Output> {
         let guard = self.inner.enter_run()?;
-        let root = Arc::new(RootWake { woken: AtomicBool::new(true), remote: self.inner.backend.remote_waker() });
+        if guard.nested {
+            return Err(Error::new(
+                ErrorKind::Stopped,
+                "fault: nested run pretended to run",
+            ));
+        }
+        let root = Arc::new(RootWake {
+            woken: AtomicBool::new(true),
+            remote: self.inner.backend.remote_waker(),
+        });
         let waker = Waker::from(root.clone());
         let mut cx = Context::from_waker(&waker);
         let mut future = pin!(future);
         let result = loop {
-            if root.woken.swap(false, Ordering::AcqRel) {
-                if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-                    break Ok(out);
-                }
-                // Work the root poll queued (a spawned task, a call_soon)
-                // armed the backend itself.
+            if root.woken.swap(false, Ordering::AcqRel)
+                && let Poll::Ready(out) = future.as_mut().poll(&mut cx)
+            {
+                break Ok(out);
             }
+            // Work the root poll queued (a spawned task, a call_soon)
+            // armed the backend itself.
             if self.inner.halted.get() {
-                break Err(Error::new(ErrorKind::Stopped, "stop() was called before the future completed"));
+                break Err(Error::new(
+                    ErrorKind::Stopped,
+                    "stop() was called before the future completed",
+                ));
             }
             if let Err(e) = self.inner.backend.turn() {
                 break Err(Error::from(e));
@@ -493,7 +544,17 @@ impl Loop {
     /// Whether the loop is running: inside a run (until it returns, even
     /// after `stop()`, D1), or attached to a host (EM-01).
     pub fn is_running(&self) -> bool {
-        matches!(self.inner.run_state.get(), RunState::Running | RunState::Attached)
+        matches!(
+            self.inner.run_state.get(),
+            RunState::Running | RunState::Attached
+        )
+    }
+
+    /// Whether the loop is attached to a host loop that runs it (its backend
+    /// is in attached mode): `run_*` then answer
+    /// [`ErrorKind::AlreadyRunning`] and the host drives dispatch.
+    pub fn is_attached(&self) -> bool {
+        self.inner.backend.is_attached()
     }
 
     /// Whether [`close`](Loop::close) was called.
@@ -521,7 +582,12 @@ impl Loop {
     /// Turn debug mode on or off, keeping the slow-callback threshold at
     /// 100 ms unless [`set_slow_callback_duration`](Loop::set_slow_callback_duration) changed it.
     pub fn set_debug(&self, on: bool) {
-        self.inner.slow_callback.set(on.then(|| self.inner.slow_callback.get().unwrap_or(Duration::from_millis(100))));
+        self.inner.slow_callback.set(on.then(|| {
+            self.inner
+                .slow_callback
+                .get()
+                .unwrap_or(Duration::from_millis(100))
+        }));
     }
 
     /// Turn debug mode on with `d` as the slow-callback threshold.
@@ -531,7 +597,10 @@ impl Loop {
 
     /// Install `handler` as the exception handler, or restore the default
     /// (which logs through `tracing`) with `None` (ER-02).
-    pub fn set_exception_handler(&self, handler: Option<impl Fn(&Loop, &ExceptionContext) + 'static>) {
+    pub fn set_exception_handler(
+        &self,
+        handler: Option<impl Fn(&Loop, &ExceptionContext) + 'static>,
+    ) {
         self.inner.exceptions.set(handler.map(|h| Rc::new(h) as _));
     }
 
@@ -622,11 +691,16 @@ impl Wake for RootWake {
 /// Restores the loop's state when a run ends, even by unwinding.
 pub(crate) struct RunGuard<'a> {
     inner: &'a LoopInner,
+    /// Only with the `AllowNestedRun` fault: a nested run that changes nothing.
+    nested: bool,
 }
 
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         let inner = self.inner;
+        if self.nested {
+            return;
+        }
         if inner.run_state.get() == RunState::Running {
             inner.run_state.set(RunState::Idle);
         }
@@ -639,25 +713,44 @@ impl Drop for RunGuard<'_> {
 
 impl LoopInner {
     pub(crate) fn check_open(&self) -> Result<()> {
-        if self.run_state.get() == RunState::Closed { Err(Error::closed()) } else { Ok(()) }
+        if self.run_state.get() == RunState::Closed {
+            Err(Error::closed())
+        } else {
+            Ok(())
+        }
     }
 
     fn enter_run(&self) -> Result<RunGuard<'_>> {
         match self.run_state.get() {
             RunState::Closed => return Err(Error::closed()),
+            RunState::Running if self.faults.has(crate::fault::Fault::AllowNestedRun) => {
+                return Ok(RunGuard {
+                    inner: self,
+                    nested: true,
+                });
+            }
             RunState::Running => {
-                return Err(Error::new(ErrorKind::AlreadyRunning, "run_* called while the loop is running"));
+                return Err(Error::new(
+                    ErrorKind::AlreadyRunning,
+                    "run_* called while the loop is running",
+                ));
             }
             RunState::Attached => {
                 return Err(Error::new(
                     ErrorKind::AlreadyRunning,
-                    format!("the loop is attached to a {} host loop, which runs it", self.backend.name()),
+                    format!(
+                        "the loop is attached to a {} host loop, which runs it",
+                        self.backend.name()
+                    ),
                 ));
             }
             RunState::Idle => {}
         }
         if policy::running_loop_inner().is_some() {
-            return Err(Error::new(ErrorKind::AlreadyRunning, "another event loop is running on this thread"));
+            return Err(Error::new(
+                ErrorKind::AlreadyRunning,
+                "another event loop is running on this thread",
+            ));
         }
         self.run_state.set(RunState::Running);
         self.halted.set(false);
@@ -667,19 +760,28 @@ impl LoopInner {
         let next = self.compute_next();
         self.armed.set(next);
         self.backend.arm(next);
-        Ok(RunGuard { inner: self })
+        Ok(RunGuard {
+            inner: self,
+            nested: false,
+        })
     }
 
     fn close(&self) -> Result<()> {
         match self.run_state.get() {
             RunState::Closed => return Ok(()),
             RunState::Running => {
-                return Err(Error::new(ErrorKind::AlreadyRunning, "cannot close a running event loop"));
+                return Err(Error::new(
+                    ErrorKind::AlreadyRunning,
+                    "cannot close a running event loop",
+                ));
             }
             RunState::Attached | RunState::Idle => {}
         }
         if self.dispatching.get() {
-            return Err(Error::new(ErrorKind::AlreadyRunning, "cannot close the event loop from inside its callback"));
+            return Err(Error::new(
+                ErrorKind::AlreadyRunning,
+                "cannot close the event loop from inside its callback",
+            ));
         }
         self.run_state.set(RunState::Closed);
         if policy::running_is(self) {
@@ -711,7 +813,13 @@ impl LoopInner {
         Ok(())
     }
 
-    fn add_fd(&self, fd: BorrowedFd<'_>, readable: bool, f: Box<dyn FnMut()>, location: &'static Location<'static>) -> Result<()> {
+    fn add_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        readable: bool,
+        f: Box<dyn FnMut()>,
+        location: &'static Location<'static>,
+    ) -> Result<()> {
         self.check_open()?;
         check_watchable(fd)?;
         let fd = fd.as_raw_fd();
@@ -725,21 +833,24 @@ impl LoopInner {
             old.active.set(false);
         }
         let after = self.fds.borrow().interest(fd);
-        if before != after {
-            if let Err(e) = self.backend.watch(fd, after) {
-                // Roll back so the registry matches what the backend watches.
-                let mut fds = self.fds.borrow_mut();
-                *fds.slot(fd, readable) = None;
-                fds.prune(fd);
-                drop(fds);
-                return Err(match e.kind() {
-                    std::io::ErrorKind::Unsupported => Error::new(ErrorKind::Unsupported, e.to_string()),
-                    std::io::ErrorKind::PermissionDenied => {
-                        Error::new(ErrorKind::InvalidArgument, format!("fd {fd} cannot be watched: {e}"))
-                    }
-                    _ => Error::from(e),
-                });
-            }
+        if before != after
+            && let Err(e) = self.backend.watch(fd, after)
+        {
+            // Roll back so the registry matches what the backend watches.
+            let mut fds = self.fds.borrow_mut();
+            *fds.slot(fd, readable) = None;
+            fds.prune(fd);
+            drop(fds);
+            return Err(match e.kind() {
+                std::io::ErrorKind::Unsupported => {
+                    Error::new(ErrorKind::Unsupported, e.to_string())
+                }
+                std::io::ErrorKind::PermissionDenied => Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("fd {fd} cannot be watched: {e}"),
+                ),
+                _ => Error::from(e),
+            });
         }
         drop(old);
         Ok(())
@@ -772,12 +883,19 @@ impl LoopInner {
 /// Refuse fds that readiness polling cannot watch: regular files and
 /// directories are always "ready" and epoll rejects them (FD-08).
 fn check_watchable(fd: BorrowedFd<'_>) -> Result<()> {
-    let st = rustix::fs::fstat(fd)
-        .map_err(|e| Error::new(ErrorKind::InvalidArgument, format!("fd {} cannot be watched: {e}", fd.as_raw_fd())))?;
+    let st = rustix::fs::fstat(fd).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("fd {} cannot be watched: {e}", fd.as_raw_fd()),
+        )
+    })?;
     match rustix::fs::FileType::from_raw_mode(st.st_mode) {
         rustix::fs::FileType::RegularFile | rustix::fs::FileType::Directory => Err(Error::new(
             ErrorKind::InvalidArgument,
-            format!("fd {} is a regular file or directory, which cannot be watched for readiness", fd.as_raw_fd()),
+            format!(
+                "fd {} is a regular file or directory, which cannot be watched for readiness",
+                fd.as_raw_fd()
+            ),
         )),
         _ => Ok(()),
     }

@@ -53,7 +53,12 @@ pub struct ExceptionContext {
 impl ExceptionContext {
     /// A context with a message.
     pub fn new(message: impl Into<String>) -> ExceptionContext {
-        ExceptionContext { message: message.into(), error: None, panic: None, location: None }
+        ExceptionContext {
+            message: message.into(),
+            error: None,
+            panic: None,
+            location: None,
+        }
     }
 
     /// Attach the error that occurred.
@@ -141,7 +146,11 @@ pub(crate) struct ExceptionHandler {
 
 impl ExceptionHandler {
     pub(crate) fn new(policy: PanicPolicy) -> ExceptionHandler {
-        ExceptionHandler { handler: RefCell::new(None), policy: Cell::new(policy), pending: RefCell::new(None) }
+        ExceptionHandler {
+            handler: RefCell::new(None),
+            policy: Cell::new(policy),
+            pending: RefCell::new(None),
+        }
     }
 
     pub(crate) fn set(&self, handler: Option<HandlerFn>) {
@@ -189,7 +198,9 @@ impl ExceptionHandler {
         what: &str,
         location: &'static Location<'static>,
     ) -> bool {
-        if self.policy.get() == PanicPolicy::Propagate && inner.run_state.get() == crate::event_loop::RunState::Running {
+        if self.policy.get() == PanicPolicy::Propagate
+            && inner.run_state.get() == crate::event_loop::RunState::Running
+        {
             let mut pending = self.pending.borrow_mut();
             if pending.is_none() {
                 *pending = Some(payload);

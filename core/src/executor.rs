@@ -29,7 +29,9 @@ pub struct DefaultExecutor {
 
 impl fmt::Debug for DefaultExecutor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DefaultExecutor").field("in_flight", &*self.lock()).finish()
+        f.debug_struct("DefaultExecutor")
+            .field("in_flight", &*self.lock())
+            .finish()
     }
 }
 
@@ -39,9 +41,18 @@ impl DefaultExecutor {
     /// # Errors
     /// [`ErrorKind::Io`] if the threads cannot be started.
     pub fn new() -> Result<DefaultExecutor> {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
-        let pool = ThreadPool::builder().pool_size(threads).name_prefix("oneloop-executor-").create()?;
-        Ok(DefaultExecutor { pool, in_flight: Arc::new((Mutex::new(0), Condvar::new())) })
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2);
+        let pool = ThreadPool::builder()
+            .pool_size(threads)
+            .name_prefix("oneloop-executor-")
+            .create()?;
+        Ok(DefaultExecutor {
+            pool,
+            in_flight: Arc::new((Mutex::new(0), Condvar::new())),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
@@ -117,7 +128,8 @@ impl Loop {
                     let _ = done.set_result(v);
                 }
                 Ok(Err(payload)) => {
-                    let _ = done.set_exception(Error::new(ErrorKind::Panicked, panic_message(&*payload)));
+                    let _ = done
+                        .set_exception(Error::new(ErrorKind::Panicked, panic_message(&*payload)));
                 }
                 Err(_) => {
                     done.cancel_now();
@@ -146,7 +158,10 @@ impl Loop {
     /// [`ErrorKind::Closed`] after close.
     pub fn shutdown_default_executor(&self) -> Result<Future<()>> {
         self.inner.check_open()?;
-        let previous = std::mem::replace(&mut *self.inner.executor.borrow_mut(), ExecutorSlot::ShutDown);
+        let previous = std::mem::replace(
+            &mut *self.inner.executor.borrow_mut(),
+            ExecutorSlot::ShutDown,
+        );
         let fut = self.create_future::<()>();
         let (tx, rx) = oneshot::channel::<()>();
         let done = fut.clone();
@@ -173,7 +188,10 @@ impl Loop {
         match &*slot {
             ExecutorSlot::Default(e) => Ok(e.clone()),
             ExecutorSlot::Custom(e) => Ok(e.clone()),
-            ExecutorSlot::ShutDown => Err(Error::new(ErrorKind::Closed, "the default executor was shut down")),
+            ExecutorSlot::ShutDown => Err(Error::new(
+                ErrorKind::Closed,
+                "the default executor was shut down",
+            )),
             ExecutorSlot::Unset => {
                 let e = Arc::new(DefaultExecutor::new()?);
                 *slot = ExecutorSlot::Default(e.clone());

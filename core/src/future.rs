@@ -64,7 +64,9 @@ pub struct Future<T> {
 
 impl<T> Clone for Future<T> {
     fn clone(&self) -> Self {
-        Future { inner: self.inner.clone() }
+        Future {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -159,12 +161,27 @@ impl<T: 'static> Future<T> {
         {
             let mut slot = self.inner.slot.borrow_mut();
             if !matches!(*slot, Slot::Pending) {
-                return Err(Error::new(ErrorKind::InvalidState, "the future is already done"));
+                return Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "the future is already done",
+                ));
             }
             *slot = new;
         }
         self.inner.canceller.borrow_mut().take();
         let callbacks = std::mem::take(&mut *self.inner.callbacks.borrow_mut());
+        if self
+            .inner
+            .lp
+            .inner
+            .faults
+            .has(crate::fault::Fault::EagerDoneCallbacks)
+        {
+            for (_, cb) in callbacks {
+                cb(self);
+            }
+            return Ok(());
+        }
         for (_, cb) in callbacks {
             let fut = self.clone();
             // On a closed loop the callbacks are dropped, as everything
@@ -186,7 +203,10 @@ impl<T: 'static> Future<T> {
     pub fn exception(&self) -> Result<Option<Error>> {
         self.inner.retrieved.set(true);
         match &*self.inner.slot.borrow() {
-            Slot::Pending => Err(Error::new(ErrorKind::InvalidState, "the future is still pending")),
+            Slot::Pending => Err(Error::new(
+                ErrorKind::InvalidState,
+                "the future is still pending",
+            )),
             Slot::Cancelled => Err(Error::cancelled()),
             Slot::Done(Ok(_)) | Slot::Taken => Ok(None),
             Slot::Done(Err(e)) => Ok(Some(e.clone())),
@@ -218,14 +238,18 @@ impl<T: 'static> Future<T> {
     }
 
     /// Poll as an awaiter: `take` extracts the value from a finished slot.
-    pub(crate) fn poll_slot(&self, cx: &mut Context<'_>, take: impl FnOnce(&mut Slot<T>) -> Result<T>) -> Poll<Result<T>> {
-        if let Ok(running) = policy::get_running_loop() {
-            if running != self.inner.lp {
-                return Poll::Ready(Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    "this future belongs to another event loop",
-                )));
-            }
+    pub(crate) fn poll_slot(
+        &self,
+        cx: &mut Context<'_>,
+        take: impl FnOnce(&mut Slot<T>) -> Result<T>,
+    ) -> Poll<Result<T>> {
+        if let Ok(running) = policy::get_running_loop()
+            && running != self.inner.lp
+        {
+            return Poll::Ready(Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "this future belongs to another event loop",
+            )));
         }
         let task = task::current_state();
         if let Some(task) = &task {
@@ -274,10 +298,16 @@ impl<T: Clone + 'static> Future<T> {
     pub fn result(&self) -> Result<T> {
         self.inner.retrieved.set(true);
         match &*self.inner.slot.borrow() {
-            Slot::Pending => Err(Error::new(ErrorKind::InvalidState, "the future is still pending")),
+            Slot::Pending => Err(Error::new(
+                ErrorKind::InvalidState,
+                "the future is still pending",
+            )),
             Slot::Cancelled => Err(Error::cancelled()),
             Slot::Done(r) => r.clone(),
-            Slot::Taken => Err(Error::new(ErrorKind::InvalidState, "the result was already taken by the task's awaiter")),
+            Slot::Taken => Err(Error::new(
+                ErrorKind::InvalidState,
+                "the result was already taken by the task's awaiter",
+            )),
         }
     }
 }
@@ -288,7 +318,10 @@ impl<T: Clone + 'static> std::future::Future for Future<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         self.poll_slot(cx, |slot| match slot {
             Slot::Done(r) => r.clone(),
-            _ => Err(Error::new(ErrorKind::InvalidState, "the result was already taken by the task's awaiter")),
+            _ => Err(Error::new(
+                ErrorKind::InvalidState,
+                "the result was already taken by the task's awaiter",
+            )),
         })
     }
 }
@@ -303,7 +336,8 @@ impl<T> Drop for FutureInner<T> {
             if e.kind() == ErrorKind::Cancelled {
                 return;
             }
-            let ctx = ExceptionContext::new("future exception was never retrieved").with_error(e.clone());
+            let ctx =
+                ExceptionContext::new("future exception was never retrieved").with_error(e.clone());
             self.lp.call_exception_handler(ctx);
         }
     }

@@ -54,8 +54,16 @@ pub(crate) struct CallbackCell<F> {
 }
 
 impl<F: FnOnce() + 'static> CallbackCell<F> {
-    pub(crate) fn new_rc(f: F, state: State, location: &'static Location<'static>) -> Rc<dyn Callback> {
-        Rc::new(CallbackCell { f: Cell::new(Some(f)), state: Cell::new(state), location })
+    pub(crate) fn new_rc(
+        f: F,
+        state: State,
+        location: &'static Location<'static>,
+    ) -> Rc<dyn Callback> {
+        Rc::new(CallbackCell {
+            f: Cell::new(Some(f)),
+            state: Cell::new(state),
+            location,
+        })
     }
 }
 
@@ -161,10 +169,10 @@ impl TimerHandle {
     /// Cancel the timer if it has not fired yet (CB-05, TM-06). A cancelled
     /// timer never fires and never keeps the loop waiting.
     pub fn cancel(&self) {
-        if self.cb.cancel() == State::Scheduled {
-            if let Some(inner) = self.owner.upgrade() {
-                inner.timer_cancelled();
-            }
+        if self.cb.cancel() == State::Scheduled
+            && let Some(inner) = self.owner.upgrade()
+        {
+            inner.timer_cancelled();
         }
     }
 

@@ -47,6 +47,7 @@ mod error;
 mod event_loop;
 mod exception;
 mod executor;
+mod fault;
 mod future;
 mod handle;
 pub mod native;
@@ -60,10 +61,14 @@ pub use error::{Error, ErrorKind, Result};
 pub use event_loop::{Loop, LoopBuilder, LoopStats};
 pub use exception::{ExceptionContext, PanicPolicy};
 pub use executor::{DefaultExecutor, Executor};
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub use fault::Fault;
 pub use future::{CallbackId, Future};
 pub use handle::{Handle, TimerHandle};
 pub use policy::{
-    EventLoopPolicy, get_event_loop, get_running_loop, new_event_loop, set_event_loop, set_event_loop_policy,
+    EventLoopPolicy, get_event_loop, get_running_loop, new_event_loop, set_event_loop,
+    set_event_loop_policy,
 };
 pub use remote::{RemoteLoop, RemoteTask};
 pub use task::{Task, TaskRef};

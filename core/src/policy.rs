@@ -37,7 +37,11 @@ pub(crate) fn set_running(inner: Option<&LoopInner>) {
 }
 
 pub(crate) fn running_is(inner: &LoopInner) -> bool {
-    RUNNING.with(|r| r.borrow().as_ref().is_some_and(|w| Weak::ptr_eq(w, &inner.weak)))
+    RUNNING.with(|r| {
+        r.borrow()
+            .as_ref()
+            .is_some_and(|w| Weak::ptr_eq(w, &inner.weak))
+    })
 }
 
 /// Marks `inner` as the running loop for a dispatch, restoring the previous
@@ -52,7 +56,9 @@ impl RunningScope {
             return RunningScope { previous: None };
         }
         let previous = RUNNING.with(|r| r.borrow_mut().replace(Rc::downgrade(inner)));
-        RunningScope { previous: Some(previous) }
+        RunningScope {
+            previous: Some(previous),
+        }
     }
 }
 
@@ -79,7 +85,12 @@ pub(crate) fn unregister_local(id: u64) {
 
 pub(crate) fn local_loop(id: u64) -> Option<Rc<LoopInner>> {
     LOCAL
-        .try_with(|l| l.borrow().iter().find(|(i, _)| *i == id).and_then(|(_, w)| w.upgrade()))
+        .try_with(|l| {
+            l.borrow()
+                .iter()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, w)| w.upgrade())
+        })
         .ok()
         .flatten()
 }
@@ -97,9 +108,12 @@ pub(crate) fn local_loop(id: u64) -> Option<Rc<LoopInner>> {
 /// # Ok::<(), oneloop::Error>(())
 /// ```
 pub fn get_running_loop() -> Result<Loop> {
-    running_loop_inner()
-        .map(Loop::from_inner)
-        .ok_or_else(|| Error::new(ErrorKind::NotRunning, "no event loop is running on this thread"))
+    running_loop_inner().map(Loop::from_inner).ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotRunning,
+            "no event loop is running on this thread",
+        )
+    })
 }
 
 /// The running loop if there is one, else the loop set with
@@ -113,7 +127,10 @@ pub fn get_event_loop() -> Result<Loop> {
         return Ok(Loop::from_inner(inner));
     }
     CURRENT.with(|c| c.borrow().clone()).ok_or_else(|| {
-        Error::new(ErrorKind::NotRunning, "no current event loop on this thread; call set_event_loop(Some(loop)) first")
+        Error::new(
+            ErrorKind::NotRunning,
+            "no current event loop on this thread; call set_event_loop(Some(loop)) first",
+        )
     })
 }
 

@@ -39,7 +39,9 @@ pub struct RemoteLoop {
 
 impl fmt::Debug for RemoteLoop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteLoop").field("id", &self.shared.id).finish()
+        f.debug_struct("RemoteLoop")
+            .field("id", &self.shared.id)
+            .finish()
     }
 }
 
@@ -54,14 +56,16 @@ impl RemoteLoop {
     #[track_caller]
     pub fn call_soon_threadsafe(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
         let location = Location::caller();
-        if std::thread::current().id() == self.shared.thread {
-            if let Some(inner) = policy::local_loop(self.shared.id) {
-                inner.check_open()?;
-                inner.push_ready(Ready::Boxed(Box::new(f), location));
-                return Ok(());
-            }
+        if std::thread::current().id() == self.shared.thread
+            && let Some(inner) = policy::local_loop(self.shared.id)
+        {
+            inner.check_open()?;
+            inner.push_ready(Ready::Boxed(Box::new(f), location));
+            return Ok(());
         }
-        self.shared.post(Remote::Call(Box::new(f), location)).map_err(|_| Error::closed())
+        self.shared
+            .post(Remote::Call(Box::new(f), location))
+            .map_err(|_| Error::closed())
     }
 
     /// Stop the loop, from any thread (TH-01: `call_soon_threadsafe(stop)`).
@@ -91,7 +95,9 @@ impl RemoteLoop {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.id;
         self.call_soon_threadsafe(move || {
-            let Some(inner) = policy::local_loop(id) else { return };
+            let Some(inner) = policy::local_loop(id) else {
+                return;
+            };
             let lp = Loop::from_inner(inner);
             if let Ok(task) = lp.spawn(future) {
                 let _ = lp.spawn(async move {

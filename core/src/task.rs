@@ -70,7 +70,12 @@ pub(crate) fn current_state() -> Option<Rc<TaskState>> {
 pub(crate) fn cancelled_error(task: Option<&TaskState>) -> Error {
     let mut e = Error::cancelled();
     if let Some(task) = task {
-        e.token = Some(task.token.borrow_mut().get_or_insert_with(|| Arc::new(())).clone());
+        e.token = Some(
+            task.token
+                .borrow_mut()
+                .get_or_insert_with(|| Arc::new(()))
+                .clone(),
+        );
     }
     e
 }
@@ -161,15 +166,26 @@ impl TaskRegistry {
         self.tasks.borrow().len()
     }
     pub(crate) fn current(&self, loop_id: u64) -> Option<TaskRef> {
-        current_state().filter(|s| s.loop_id == loop_id).map(TaskRef)
+        current_state()
+            .filter(|s| s.loop_id == loop_id)
+            .map(TaskRef)
     }
     pub(crate) fn all(&self) -> Vec<TaskRef> {
-        let mut v: Vec<TaskRef> = self.tasks.borrow().values().filter_map(Weak::upgrade).map(TaskRef).collect();
+        let mut v: Vec<TaskRef> = self
+            .tasks
+            .borrow()
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(TaskRef)
+            .collect();
         v.sort_by_key(|t| t.0.id);
         v
     }
     pub(crate) fn take_all(&self) -> Vec<Rc<TaskState>> {
-        std::mem::take(&mut *self.tasks.borrow_mut()).into_values().filter_map(|w| w.upgrade()).collect()
+        std::mem::take(&mut *self.tasks.borrow_mut())
+            .into_values()
+            .filter_map(|w| w.upgrade())
+            .collect()
     }
 }
 
@@ -199,7 +215,10 @@ impl TaskRef {
 
 impl fmt::Debug for TaskRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskRef").field("id", &self.0.id).field("location", &self.0.location).finish()
+        f.debug_struct("TaskRef")
+            .field("id", &self.0.id)
+            .field("location", &self.0.location)
+            .finish()
     }
 }
 
@@ -229,7 +248,10 @@ pub struct Task<T> {
 
 impl<T> fmt::Debug for Task<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Task").field("id", &self.state.id).field("result", &self.result).finish()
+        f.debug_struct("Task")
+            .field("id", &self.state.id)
+            .field("result", &self.result)
+            .finish()
     }
 }
 
@@ -299,13 +321,17 @@ impl<T: 'static> StdFuture for Task<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        self.result.poll_slot(cx, |slot| match std::mem::replace(slot, Slot::Taken) {
-            Slot::Done(r) => r,
-            other => {
-                *slot = other;
-                Err(Error::new(ErrorKind::InvalidState, "the task's output was already taken"))
-            }
-        })
+        self.result
+            .poll_slot(cx, |slot| match std::mem::replace(slot, Slot::Taken) {
+                Slot::Done(r) => r,
+                other => {
+                    *slot = other;
+                    Err(Error::new(
+                        ErrorKind::InvalidState,
+                        "the task's output was already taken",
+                    ))
+                }
+            })
     }
 }
 
@@ -360,7 +386,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let Some(fut) = this.fut.as_mut() else { return Poll::Ready(()) };
+        let Some(fut) = this.fut.as_mut() else {
+            return Poll::Ready(());
+        };
         let state = this.state.clone();
         if state.waker.borrow().is_none() {
             *state.waker.borrow_mut() = Some(cx.waker().clone());
@@ -379,7 +407,9 @@ where
         match outcome {
             Err(payload) => {
                 this.finish();
-                let _ = this.result.set_exception(Error::new(ErrorKind::Panicked, panic_message(&*payload)));
+                let _ = this
+                    .result
+                    .set_exception(Error::new(ErrorKind::Panicked, panic_message(&*payload)));
                 // The panic itself is reported (or propagated) by the
                 // dispatch loop; the error value must not be reported twice.
                 this.result.mark_retrieved();
@@ -387,7 +417,11 @@ where
             }
             Ok(Poll::Ready(value)) => {
                 this.finish();
-                let escaped = state.token.borrow().as_ref().is_some_and(|t| Arc::strong_count(t) > 1);
+                let escaped = state
+                    .token
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|t| Arc::strong_count(t) > 1);
                 if escaped {
                     drop(value);
                     this.result.cancel_now();
@@ -413,13 +447,13 @@ where
 /// Queue a task step: straight into the ready queue on the loop's thread,
 /// through the inbox from any other.
 fn schedule(shared: &Arc<Shared>, runnable: Runnable<TaskMeta>) {
-    if std::thread::current().id() == shared.thread {
-        if let Some(inner) = policy::local_loop(shared.id) {
-            if inner.check_open().is_ok() {
-                inner.push_ready(Ready::Task(runnable));
-            }
-            return;
+    if std::thread::current().id() == shared.thread
+        && let Some(inner) = policy::local_loop(shared.id)
+    {
+        if inner.check_open().is_ok() {
+            inner.push_ready(Ready::Task(runnable));
         }
+        return;
     }
     if let Err(Remote::Task(r)) = shared.post(Remote::Task(runnable)) {
         // The loop is closed and this is another thread: a local task's
@@ -430,7 +464,11 @@ fn schedule(shared: &Arc<Shared>, runnable: Runnable<TaskMeta>) {
     }
 }
 
-pub(crate) fn spawn<F>(lp: &Loop, future: F, location: &'static Location<'static>) -> Task<F::Output>
+pub(crate) fn spawn<F>(
+    lp: &Loop,
+    future: F,
+    location: &'static Location<'static>,
+) -> Task<F::Output>
 where
     F: StdFuture + 'static,
     F::Output: 'static,
@@ -450,14 +488,21 @@ where
     });
     let result = Future::new(lp);
     let weak_state = Rc::downgrade(&state);
-    result.set_canceller(Box::new(move || weak_state.upgrade().is_some_and(|s| s.cancel())));
+    result.set_canceller(Box::new(move || {
+        weak_state.upgrade().is_some_and(|s| s.cancel())
+    }));
     *state.abandon.borrow_mut() = Some(Box::new({
         let result = result.clone();
         move || {
             result.cancel_now();
         }
     }));
-    let step = Step { fut: Some(Box::pin(future)), state: state.clone(), result: result.clone(), lp: lp.inner.weak.clone() };
+    let step = Step {
+        fut: Some(Box::pin(future)),
+        state: state.clone(),
+        result: result.clone(),
+        lp: lp.inner.weak.clone(),
+    };
     let shared = lp.inner.shared.clone();
     let (runnable, handle) = async_task::Builder::new()
         .metadata(TaskMeta { location })

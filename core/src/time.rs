@@ -30,7 +30,10 @@ use crate::policy;
 /// # Ok::<(), oneloop::Error>(())
 /// ```
 pub fn sleep(delay: Duration) -> Sleep {
-    Sleep { target: Target::After(delay), state: None }
+    Sleep {
+        target: Target::After(delay),
+        state: None,
+    }
 }
 
 /// Wait until `deadline` on the running loop's clock.
@@ -41,7 +44,10 @@ pub fn sleep(delay: Duration) -> Sleep {
 /// # Cancel safety
 /// Dropping it cancels the timer.
 pub fn sleep_until(deadline: Instant) -> Sleep {
-    Sleep { target: Target::At(deadline), state: None }
+    Sleep {
+        target: Target::At(deadline),
+        state: None,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +65,10 @@ pub struct Sleep {
 
 impl fmt::Debug for Sleep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sleep").field("target", &self.target).field("armed", &self.state.is_some()).finish()
+        f.debug_struct("Sleep")
+            .field("target", &self.target)
+            .field("armed", &self.state.is_some())
+            .finish()
     }
 }
 
@@ -87,7 +96,9 @@ impl StdFuture for Sleep {
             };
             self.state = Some((fut, timer));
         }
-        let Some((fut, _)) = &mut self.state else { unreachable!("set above") };
+        let Some((fut, _)) = &mut self.state else {
+            unreachable!("set above")
+        };
         Pin::new(fut).poll(cx)
     }
 }
@@ -120,7 +131,10 @@ impl Drop for Sleep {
 /// # Ok::<(), oneloop::Error>(())
 /// ```
 pub fn timeout<F: StdFuture>(limit: Duration, future: F) -> Timeout<F> {
-    Timeout { future: Some(Box::pin(future)), sleep: sleep(limit) }
+    Timeout {
+        future: Some(Box::pin(future)),
+        sleep: sleep(limit),
+    }
 }
 
 /// The future of [`timeout`].
@@ -131,7 +145,9 @@ pub struct Timeout<F: StdFuture> {
 
 impl<F: StdFuture> fmt::Debug for Timeout<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Timeout").field("sleep", &self.sleep).finish()
+        f.debug_struct("Timeout")
+            .field("sleep", &self.sleep)
+            .finish()
     }
 }
 
@@ -140,7 +156,10 @@ impl<F: StdFuture> StdFuture for Timeout<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(fut) = self.future.as_mut() else {
-            return Poll::Ready(Err(Error::new(ErrorKind::InvalidState, "timeout polled after completion")));
+            return Poll::Ready(Err(Error::new(
+                ErrorKind::InvalidState,
+                "timeout polled after completion",
+            )));
         };
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             self.future = None;
@@ -149,7 +168,10 @@ impl<F: StdFuture> StdFuture for Timeout<F> {
         match Pin::new(&mut self.sleep).poll(cx) {
             Poll::Ready(Ok(())) => {
                 self.future = None;
-                Poll::Ready(Err(Error::new(ErrorKind::TimedOut, "the operation timed out")))
+                Poll::Ready(Err(Error::new(
+                    ErrorKind::TimedOut,
+                    "the operation timed out",
+                )))
             }
             Poll::Ready(Err(e)) => {
                 self.future = None;

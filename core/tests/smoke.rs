@@ -18,7 +18,8 @@ fn smoke() {
     }
     let l2 = log.clone();
     let start = Instant::now();
-    lp.call_later(Duration::from_millis(20), move || l2.borrow_mut().push(99)).unwrap();
+    lp.call_later(Duration::from_millis(20), move || l2.borrow_mut().push(99))
+        .unwrap();
     let (mut a, b) = UnixStream::pair().unwrap();
     b.set_nonblocking(true).unwrap();
     a.write_all(b"hi").unwrap();

@@ -33,7 +33,9 @@ pub struct NativeBackend {
 
 impl fmt::Debug for NativeBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NativeBackend").field("armed", &self.armed.get()).finish()
+        f.debug_struct("NativeBackend")
+            .field("armed", &self.armed.get())
+            .finish()
     }
 }
 
@@ -58,7 +60,9 @@ impl Backend for NativeBackend {
     }
 
     fn install(&self, driver: Driver) -> io::Result<()> {
-        self.driver.set(driver).map_err(|_| io::Error::other("backend installed twice"))
+        self.driver
+            .set(driver)
+            .map_err(|_| io::Error::other("backend installed twice"))
     }
 
     fn arm(&self, next: NextDispatch) {
@@ -78,7 +82,10 @@ impl Backend for NativeBackend {
         let Some(driver) = self.driver.get() else {
             return Err(io::Error::other("backend not installed"));
         };
-        let timeout = self.armed.get().timeout(Instant::now(), Duration::from_nanos(1));
+        let timeout = self
+            .armed
+            .get()
+            .timeout(Instant::now(), Duration::from_nanos(1));
         let mut events = self.events.borrow_mut();
         events.clear();
         match self.registry.wait(&mut events, timeout) {
@@ -88,7 +95,14 @@ impl Backend for NativeBackend {
         }
         for ev in events.iter() {
             let hangup = ev.is_interrupt() || ev.is_err().unwrap_or(false);
-            driver.fd_ready(ev.key as RawFd, Readiness { readable: ev.readable, writable: ev.writable, hangup });
+            driver.fd_ready(
+                ev.key as RawFd,
+                Readiness {
+                    readable: ev.readable,
+                    writable: ev.writable,
+                    hangup,
+                },
+            );
         }
         drop(events);
         driver.dispatch();

@@ -33,7 +33,10 @@ fn event(fd: RawFd, i: Interest) -> Event {
 
 impl Registry {
     pub(super) fn new() -> io::Result<Registry> {
-        Ok(Registry { poller: Arc::new(Poller::new()?), watched: RefCell::new(HashMap::new()) })
+        Ok(Registry {
+            poller: Arc::new(Poller::new()?),
+            watched: RefCell::new(HashMap::new()),
+        })
     }
 
     pub(super) fn poller(&self) -> Arc<Poller> {
@@ -57,7 +60,10 @@ impl Registry {
             (None, false) => {
                 // SAFETY: see above; and `watched` now records the fd, so it
                 // is deleted on removal or close (the contract of `add`).
-                unsafe { self.poller.add_with_mode(fd, event(fd, interest), PollMode::Level)? };
+                unsafe {
+                    self.poller
+                        .add_with_mode(fd, event(fd, interest), PollMode::Level)?
+                };
                 watched.insert(fd, interest);
                 Ok(())
             }
@@ -67,7 +73,8 @@ impl Registry {
             }
             (Some(old), false) if old == interest => Ok(()),
             (Some(_), false) => {
-                self.poller.modify_with_mode(borrowed, event(fd, interest), PollMode::Level)?;
+                self.poller
+                    .modify_with_mode(borrowed, event(fd, interest), PollMode::Level)?;
                 watched.insert(fd, interest);
                 Ok(())
             }
@@ -76,7 +83,12 @@ impl Registry {
 
     /// Delete every registration (loop close).
     pub(super) fn clear(&self) {
-        let fds: Vec<RawFd> = self.watched.borrow_mut().drain().map(|(fd, _)| fd).collect();
+        let fds: Vec<RawFd> = self
+            .watched
+            .borrow_mut()
+            .drain()
+            .map(|(fd, _)| fd)
+            .collect();
         for fd in fds {
             // SAFETY: as in `watch`: registered, hence open by contract.
             let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };

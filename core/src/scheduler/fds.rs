@@ -29,7 +29,12 @@ pub(crate) struct FdCallback {
 
 impl FdCallback {
     pub(crate) fn new(f: Box<dyn FnMut()>, location: &'static Location<'static>) -> Rc<FdCallback> {
-        Rc::new(FdCallback { f: RefCell::new(f), active: Cell::new(true), queued: Cell::new(false), location })
+        Rc::new(FdCallback {
+            f: RefCell::new(f),
+            active: Cell::new(true),
+            queued: Cell::new(false),
+            location,
+        })
     }
 
     /// Run it if still registered. Never panics on re-entry: a callback that
@@ -54,7 +59,10 @@ pub(crate) struct FdEntry {
 
 impl FdEntry {
     pub(crate) fn interest(&self) -> Interest {
-        Interest { readable: self.reader.is_some(), writable: self.writer.is_some() }
+        Interest {
+            readable: self.reader.is_some(),
+            writable: self.writer.is_some(),
+        }
     }
 }
 
@@ -68,16 +76,27 @@ impl FdRegistry {
     /// The slot for `fd`'s reader (`readable`) or writer.
     pub(crate) fn slot(&mut self, fd: RawFd, readable: bool) -> &mut Option<Rc<FdCallback>> {
         let e = self.entries.entry(fd).or_default();
-        if readable { &mut e.reader } else { &mut e.writer }
+        if readable {
+            &mut e.reader
+        } else {
+            &mut e.writer
+        }
     }
 
     pub(crate) fn interest(&self, fd: RawFd) -> Interest {
-        self.entries.get(&fd).map(FdEntry::interest).unwrap_or(Interest::NONE)
+        self.entries
+            .get(&fd)
+            .map(FdEntry::interest)
+            .unwrap_or(Interest::NONE)
     }
 
     /// Forget `fd` if neither slot is used.
     pub(crate) fn prune(&mut self, fd: RawFd) {
-        if self.entries.get(&fd).is_some_and(|e| e.interest().is_none()) {
+        if self
+            .entries
+            .get(&fd)
+            .is_some_and(|e| e.interest().is_none())
+        {
             self.entries.remove(&fd);
         }
     }

@@ -45,7 +45,15 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(id: u64, thread: ThreadId, waker: Arc<dyn RemoteWake>) -> Shared {
-        Shared { id, thread, inbox: Mutex::new(Inbox { queue: VecDeque::new(), closed: false }), waker }
+        Shared {
+            id,
+            thread,
+            inbox: Mutex::new(Inbox {
+                queue: VecDeque::new(),
+                closed: false,
+            }),
+            waker,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inbox> {

@@ -170,7 +170,9 @@ impl LoopInner {
         }
         let (reader, writer) = {
             let fds = self.fds.borrow();
-            let Some(e) = fds.entries.get(&fd) else { return };
+            let Some(e) = fds.entries.get(&fd) else {
+                return;
+            };
             let reader = e.reader.clone().filter(|_| r.readable || r.hangup);
             let writer = e.writer.clone().filter(|_| r.writable || r.hangup);
             (reader, writer)
@@ -182,6 +184,15 @@ impl LoopInner {
         }
     }
 
+    fn pop_ready(&self) -> Option<Ready> {
+        let mut ready = self.ready.borrow_mut();
+        if self.faults.has(crate::fault::Fault::LifoReadyQueue) {
+            ready.pop_back()
+        } else {
+            ready.pop_front()
+        }
+    }
+
     /// One scheduler iteration; see the module docs.
     pub(crate) fn dispatch(&self) {
         if !self.is_live() || self.dispatching.get() {
@@ -189,7 +200,9 @@ impl LoopInner {
         }
         // Keep the loop alive for the whole iteration: a callback may drop
         // the last user handle.
-        let Some(this) = self.weak.upgrade() else { return };
+        let Some(this) = self.weak.upgrade() else {
+            return;
+        };
         self.dispatching.set(true);
         let _running = policy::RunningScope::enter(&this);
 
@@ -203,13 +216,15 @@ impl LoopInner {
         // Step 3: the inbox.
         let remote = self.shared.take();
         if !remote.is_empty() {
-            self.ready.borrow_mut().extend(remote.into_iter().map(Ready::from));
+            self.ready
+                .borrow_mut()
+                .extend(remote.into_iter().map(Ready::from));
         }
         // Step 4: the snapshot.
         let batch = self.ready.borrow().len();
         let slow = self.slow_callback.get();
         for _ in 0..batch {
-            let Some(item) = self.ready.borrow_mut().pop_front() else { break };
+            let Some(item) = self.pop_ready() else { break };
             let location = item.location();
             let what = item.describe();
             let started = slow.map(|_| Instant::now());
@@ -225,19 +240,25 @@ impl LoopInner {
                     );
                 }
             }
-            if let Err(payload) = outcome {
-                if self.exceptions.callback_panicked(&this, payload, what, location) {
-                    // PanicPolicy::Propagate: stop here; the rest of the
-                    // batch stays queued for the next run (ER-04).
-                    self.stopping.set(true);
-                    break;
-                }
+            if let Err(payload) = outcome
+                && self
+                    .exceptions
+                    .callback_panicked(&this, payload, what, location)
+            {
+                // PanicPolicy::Propagate: stop here; the rest of the
+                // batch stays queued for the next run (ER-04).
+                self.stopping.set(true);
+                break;
             }
         }
         // Step 5.
         self.dispatching.set(false);
         if self.stopping.replace(false) && self.run_state.get() == RunState::Running {
             self.halted.set(true);
+            if self.faults.has(crate::fault::Fault::StopDropsQueued) {
+                let dropped = std::mem::take(&mut *self.ready.borrow_mut());
+                drop(dropped);
+            }
             // Still wake the run loop promptly (it checks `halted` after
             // `turn`), and leave queued work armed for the next run.
             self.armed.set(NextDispatch::Now);

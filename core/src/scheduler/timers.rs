@@ -63,7 +63,12 @@ const COMPACT_MIN: usize = 1024;
 impl TimerQueue {
     pub(crate) fn new(now: Instant) -> TimerQueue {
         let epoch = now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now);
-        TimerQueue { heap: BinaryHeap::new(), cancelled: 0, seq: 0, epoch }
+        TimerQueue {
+            heap: BinaryHeap::new(),
+            cancelled: 0,
+            seq: 0,
+            epoch,
+        }
     }
 
     fn to_nanos(&self, t: Instant) -> u64 {
@@ -74,7 +79,9 @@ impl TimerQueue {
     fn to_instant(&self, nanos: u64) -> Instant {
         // Saturates for deadlines centuries away; `Instant + Duration` may
         // overflow, so check.
-        self.epoch.checked_add(Duration::from_nanos(nanos)).unwrap_or_else(|| self.epoch + Duration::from_secs(u32::MAX as u64))
+        self.epoch
+            .checked_add(Duration::from_nanos(nanos))
+            .unwrap_or_else(|| self.epoch + Duration::from_secs(u32::MAX as u64))
     }
 
     /// Add a timer.
@@ -136,6 +143,9 @@ impl TimerQueue {
     /// Drop everything (loop close).
     pub(crate) fn clear(&mut self) -> Vec<Rc<dyn Callback>> {
         self.cancelled = 0;
-        std::mem::take(&mut self.heap).into_iter().map(|e| e.cb).collect()
+        std::mem::take(&mut self.heap)
+            .into_iter()
+            .map(|e| e.cb)
+            .collect()
     }
 }

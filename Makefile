@@ -1,0 +1,39 @@
+# The two commands of the README:
+#   make demo   the conformance report over every adapter (docs/conformance.md)
+#   make test   everything CI runs: fmt, clippy, tests, docs, the GTK self-test
+# Both install missing system packages first (scripts/install-deps.sh).
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: demo test deps fmt clippy unit doc gtk-selftest bench
+
+demo: deps
+	$(CARGO) run --release -p oneloop-conformance --bin oneloop-report -- --write docs/conformance.md
+
+test: deps fmt clippy unit doc gtk-selftest
+
+deps:
+	@scripts/install-deps.sh
+
+fmt:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+# The GTK example drives itself and checks its window, under a virtual X server.
+gtk-selftest:
+	@if [ -f examples/src/bin/gtk_dashboard.rs ]; then \
+		$(CARGO) build -p oneloop-examples --bin gtk_dashboard && \
+		xvfb-run -a -s "-screen 0 1024x768x24" $(CARGO) run -q -p oneloop-examples --bin gtk_dashboard -- --self-test; \
+	else echo "gtk-selftest: skipped (the GTK example is not in the tree yet)"; fi
+
+bench: deps
+	$(CARGO) bench -p oneloop-bench
