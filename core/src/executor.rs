@@ -111,14 +111,16 @@ impl Loop {
         let fut = self.create_future::<T>();
         let (tx, rx) = oneshot::channel::<std::thread::Result<T>>();
         let skip = Arc::new(AtomicBool::new(false));
-        fut.add_done_callback({
-            let skip = skip.clone();
-            move |f| {
-                if f.cancelled() {
-                    skip.store(true, Ordering::Release);
-                }
-            }
-        });
+        // Cancelling must stop a job that has not started yet at once, not
+        // from a done-callback one iteration later: the pool may pick the
+        // job up in between (FU-07).
+        let weak = std::rc::Rc::downgrade(&fut.inner);
+        let flag = skip.clone();
+        fut.set_canceller(Box::new(move || {
+            flag.store(true, Ordering::Release);
+            weak.upgrade()
+                .is_some_and(|inner| Future { inner }.cancel_now())
+        }));
         // The receiving side is a small task: the value crosses threads in
         // the channel, the `!Send` future is completed on the loop thread.
         let done = fut.clone();

@@ -234,6 +234,12 @@ impl PartialEq for TaskRef {
 /// [`ErrorKind::Cancelled`] or [`ErrorKind::Panicked`]. Dropping the handle
 /// does not cancel the task (as in asyncio, and like a detached tokio task).
 ///
+/// The output need not be `Clone`, so awaiting the `Task` *moves* it out:
+/// afterwards [`result`](Task::result) and done-callbacks see the task done
+/// but get [`ErrorKind::InvalidState`] for the value. To observe the output
+/// from several places, await `task.as_future().clone()` instead, which
+/// clones it (`T: Clone`).
+///
 /// ```
 /// let lp = oneloop::Loop::new()?;
 /// let task = lp.spawn(async { 6 * 7 })?;
