@@ -688,6 +688,19 @@ impl Wake for RootWake {
     }
 }
 
+impl Drop for LoopInner {
+    /// A loop dropped without `close()` still detaches from its host: an
+    /// attached loop must not leave a dead source in a GTK or calloop loop.
+    fn drop(&mut self) {
+        if self.run_state.get() != RunState::Closed && !self.dispatching.get() {
+            if self.run_state.get() == RunState::Running {
+                self.run_state.set(RunState::Idle);
+            }
+            let _ = self.close();
+        }
+    }
+}
+
 /// Restores the loop's state when a run ends, even by unwinding.
 pub(crate) struct RunGuard<'a> {
     inner: &'a LoopInner,

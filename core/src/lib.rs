@@ -73,3 +73,9 @@ pub use policy::{
 pub use remote::{RemoteLoop, RemoteTask};
 pub use task::{Task, TaskRef};
 pub use time::{Sleep, Timeout, sleep, sleep_until, timeout};
+
+/// The README's examples, compiled and run as doctests so that they cannot
+/// drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

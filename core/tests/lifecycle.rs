@@ -237,3 +237,15 @@ fn two_loops_cannot_run_on_one_thread_at_once() {
     assert_eq!(errs.get(), [ErrorKind::AlreadyRunning]);
     assert_eq!(b.run_until_complete(async { 1 }).unwrap(), 1);
 }
+
+#[test]
+fn dropping_the_last_handle_closes_the_loop_and_its_queue() {
+    let witness = std::rc::Rc::new(());
+    let w = witness.clone();
+    let lp = Loop::new().unwrap();
+    lp.call_soon(move || drop(w)).unwrap();
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    lp.add_reader(&a, || ()).unwrap();
+    drop(lp);
+    assert_eq!(std::rc::Rc::strong_count(&witness), 1, "queued callbacks were dropped with the loop");
+}
