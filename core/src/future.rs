@@ -252,12 +252,15 @@ impl<T: 'static> Future<T> {
             )));
         }
         let task = task::current_state();
-        if let Some(task) = &task {
-            // A cancellation requested of the awaiting task is delivered
-            // here, at its next suspension point (CN-01).
-            if task.take_cancel_request() {
-                self.cancel();
-            }
+        // A cancellation requested of the awaiting task is delivered here, at
+        // its next suspension point (CN-01), even if this future is already
+        // done: like asyncio, which throws CancelledError into the coroutine
+        // instead of sending the result.
+        if let Some(task) = &task
+            && task.take_cancel_request()
+        {
+            self.cancel();
+            return Poll::Ready(Err(task::cancelled_error(Some(task))));
         }
         let mut slot = self.inner.slot.borrow_mut();
         match &mut *slot {

@@ -271,3 +271,24 @@ fn a_task_cancelled_before_it_starts_never_runs() {
     run_once(&lp);
     assert!(t.cancelled());
 }
+
+#[test]
+fn cn01_a_cancel_that_arrives_after_the_awaited_result_is_still_delivered() {
+    let lp = Loop::new().unwrap();
+    let inner = lp.create_future::<u8>();
+    let i = inner.clone();
+    let t = lp
+        .spawn(async move {
+            let first = i.await;
+            (first.map_err(|e| e.kind()), oneloop::sleep(Duration::from_millis(1)).await.is_ok())
+        })
+        .unwrap();
+    run_once(&lp);
+    // The result arrives, then the task is cancelled before its next step.
+    inner.set_result(1).unwrap();
+    t.cancel();
+    lp.run_until_complete(wait_done(&t)).unwrap();
+    let (first, carried_on) = t.result().unwrap();
+    assert_eq!(first, Err(ErrorKind::Cancelled), "the cancellation was lost");
+    assert!(carried_on, "a caught cancellation lets the coroutine carry on");
+}
