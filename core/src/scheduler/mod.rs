@@ -58,6 +58,13 @@ pub(crate) enum Ready {
     Fd(Rc<FdCallback>),
 }
 
+/// A callback that panicked: what it was, where it was scheduled, why.
+pub(crate) struct Failed {
+    pub(crate) what: &'static str,
+    pub(crate) location: &'static Location<'static>,
+    pub(crate) payload: Box<dyn std::any::Any + Send>,
+}
+
 impl Ready {
     fn location(&self) -> &'static Location<'static> {
         match self {
@@ -76,14 +83,29 @@ impl Ready {
         }
     }
 
-    fn run(self) {
+    /// Run the item, catching a panic. The location and description are
+    /// only looked up when it panicked: the happy path is one indirect call.
+    fn run(self) -> Result<(), Failed> {
+        let fail = |what, location, payload| Failed {
+            what,
+            location,
+            payload,
+        };
         match self {
-            Ready::Call(cb) => cb.run(),
-            Ready::Boxed(f, _) => f(),
-            Ready::Task(r) => {
-                r.run();
+            Ready::Call(cb) => catch_unwind(AssertUnwindSafe(|| cb.run()))
+                .map_err(|p| fail("callback", cb.location(), p)),
+            Ready::Boxed(f, location) => {
+                catch_unwind(AssertUnwindSafe(f)).map_err(|p| fail("callback", location, p))
             }
-            Ready::Fd(f) => f.run(),
+            Ready::Task(r) => {
+                let location = r.metadata().location;
+                catch_unwind(AssertUnwindSafe(|| {
+                    r.run();
+                }))
+                .map_err(|p| fail("task step", location, p))
+            }
+            Ready::Fd(f) => catch_unwind(AssertUnwindSafe(|| f.run()))
+                .map_err(|p| fail("fd callback", f.location, p)),
         }
     }
 }
@@ -225,28 +247,34 @@ impl LoopInner {
         let slow = self.slow_callback.get();
         for _ in 0..batch {
             let Some(item) = self.pop_ready() else { break };
-            let location = item.location();
-            let what = item.describe();
-            let started = slow.map(|_| Instant::now());
-            let outcome = catch_unwind(AssertUnwindSafe(|| item.run()));
-            if let (Some(limit), Some(started)) = (slow, started) {
-                let took = started.elapsed();
-                if took >= limit {
-                    tracing::warn!(
-                        target: "oneloop",
-                        "{what} scheduled at {location} took {:.3} s (slow callback threshold {:.3} s)",
-                        took.as_secs_f64(),
-                        limit.as_secs_f64()
-                    );
+            let outcome = match slow {
+                None => item.run(),
+                Some(limit) => {
+                    let (what, location) = (item.describe(), item.location());
+                    let started = Instant::now();
+                    let outcome = item.run();
+                    let took = started.elapsed();
+                    if took >= limit {
+                        tracing::warn!(
+                            target: "oneloop",
+                            "{what} scheduled at {location} took {:.3} s (slow callback threshold {:.3} s)",
+                            took.as_secs_f64(),
+                            limit.as_secs_f64()
+                        );
+                    }
+                    outcome
                 }
-            }
-            if let Err(payload) = outcome
-                && self
-                    .exceptions
-                    .callback_panicked(&this, payload, what, location)
+            };
+            if let Err(failed) = outcome
+                && self.exceptions.callback_panicked(
+                    &this,
+                    failed.payload,
+                    failed.what,
+                    failed.location,
+                )
             {
-                // PanicPolicy::Propagate: stop here; the rest of the
-                // batch stays queued for the next run (ER-04).
+                // PanicPolicy::Propagate: stop here; the rest of the batch
+                // stays queued for the next run (ER-04).
                 self.stopping.set(true);
                 break;
             }
