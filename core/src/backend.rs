@@ -18,6 +18,7 @@
 //! | [`Backend::is_attached`] | no (default: owned) | EM-01: an attached loop counts as running |
 //! | [`Backend::now`] | no (default: `Instant::now`) | TM-01; a host may supply its own monotonic clock |
 //! | [`Backend::clock_resolution`] | no (default: 1 µs) | TM-03: how late a timer may legitimately be |
+//! | [`Backend::stop_requested`] | no | lets a nested host loop unwind on `stop()`: EM-04 |
 //! | [`Backend::close`] | no | remove everything the backend inserted into the host |
 //!
 //! # The contract, step by step
@@ -255,6 +256,13 @@ pub trait Backend: 'static {
     fn clock_resolution(&self) -> Duration {
         Duration::from_micros(1)
     }
+
+    /// `Loop::stop()` was called. Called every time, even from inside a
+    /// callback (where `arm` is deferred to the end of the dispatch), so that
+    /// a backend can wake a host poll blocked in a nested host loop, which
+    /// may then check [`Loop::is_stopping`](crate::Loop::is_stopping) and
+    /// unwind (EM-04). The default does nothing.
+    fn stop_requested(&self) {}
 
     /// Remove every source the backend inserted into the host. Called once,
     /// by `Loop::close`, after every fd was unwatched.

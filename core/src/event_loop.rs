@@ -538,7 +538,16 @@ impl Loop {
             return;
         }
         self.inner.stopping.set(true);
+        self.inner.backend.stop_requested();
         self.inner.arm_if_earlier(NextDispatch::Now);
+    }
+
+    /// Whether `stop()` was called and the current batch is still finishing.
+    ///
+    /// A nested host loop run from a oneloop callback (a modal dialog helper)
+    /// checks it to unwind when the loop is stopped (EM-04).
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.get()
     }
 
     /// Whether the loop is running: inside a run (until it returns, even

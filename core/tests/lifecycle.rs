@@ -247,5 +247,25 @@ fn dropping_the_last_handle_closes_the_loop_and_its_queue() {
     let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
     lp.add_reader(&a, || ()).unwrap();
     drop(lp);
-    assert_eq!(std::rc::Rc::strong_count(&witness), 1, "queued callbacks were dropped with the loop");
+    assert_eq!(
+        std::rc::Rc::strong_count(&witness),
+        1,
+        "queued callbacks were dropped with the loop"
+    );
+}
+
+#[test]
+fn is_stopping_is_true_from_stop_until_the_batch_ends() {
+    let lp = Loop::new().unwrap();
+    let seen = Log::new();
+    let (s, lp2) = (seen.clone(), lp.clone());
+    lp.call_soon(move || {
+        s.push(lp2.is_stopping());
+        lp2.stop();
+        s.push(lp2.is_stopping());
+    })
+    .unwrap();
+    lp.run_forever().unwrap();
+    seen.push(lp.is_stopping());
+    assert_eq!(seen.get(), [false, true, false]);
 }
