@@ -18,6 +18,7 @@
 //! | [`Backend::is_attached`] | no (default: owned) | EM-01: an attached loop counts as running |
 //! | [`Backend::now`] | no (default: `Instant::now`) | TM-01; a host may supply its own monotonic clock |
 //! | [`Backend::clock_resolution`] | no (default: 1 µs) | TM-03: how late a timer may legitimately be |
+//! | [`Backend::enter`] | no | host futures awaitable in `run_until_complete`'s root future |
 //! | [`Backend::stop_requested`] | no | lets a nested host loop unwind on `stop()`: EM-04 |
 //! | [`Backend::close`] | no | remove everything the backend inserted into the host |
 //!
@@ -225,6 +226,12 @@ pub trait Backend: 'static {
     /// Watch `fd` for `interest`, level-triggered, replacing the previous
     /// interest; [`Interest::NONE`] stops watching it.
     ///
+    /// When a registration is created (the first non-empty interest for an
+    /// fd), the fd is open for the duration of the call: it is borrowed from
+    /// its owner by `add_reader`/`add_writer`. It stays open until the
+    /// `Interest::NONE` call by the `Loop` API's contract (closing a
+    /// registered fd is a caller error).
+    ///
     /// The scheduler merges readers and writers, so a backend sees one
     /// registration per fd (epoll, tokio, calloop and async-io all refuse a
     /// second one). The default answers [`io::ErrorKind::Unsupported`], which
@@ -255,6 +262,15 @@ pub trait Backend: 'static {
     /// rounding (tokio's wheel: 1 ms). Timers are never early (D7).
     fn clock_resolution(&self) -> Duration {
         Duration::from_micros(1)
+    }
+
+    /// Run `f` inside the host's context: owned mode calls it around each
+    /// poll of `run_until_complete`'s root future, which runs between host
+    /// iterations, so that the future may await the host's own futures
+    /// (tokio's runtime and `LocalSet` entered, glib's context pushed as
+    /// thread-default). The default just calls `f`.
+    fn enter(&self, f: &mut dyn FnMut()) {
+        f()
     }
 
     /// `Loop::stop()` was called. Called every time, even from inside a

@@ -507,10 +507,14 @@ impl Loop {
         let mut cx = Context::from_waker(&waker);
         let mut future = pin!(future);
         let result = loop {
-            if root.woken.swap(false, Ordering::AcqRel)
-                && let Poll::Ready(out) = future.as_mut().poll(&mut cx)
-            {
-                break Ok(out);
+            if root.woken.swap(false, Ordering::AcqRel) {
+                // Polled between host iterations: inside the host's context,
+                // so that it may await the host's own futures.
+                let mut polled = Poll::Pending;
+                self.inner.backend.enter(&mut || polled = future.as_mut().poll(&mut cx));
+                if let Poll::Ready(out) = polled {
+                    break Ok(out);
+                }
             }
             // Work the root poll queued (a spawned task, a call_soon)
             // armed the backend itself.
