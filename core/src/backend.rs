@@ -210,9 +210,15 @@ pub trait Backend: 'static {
     /// The thread-safe, async-signal-safe wake for this host (D6).
     fn remote_waker(&self) -> Arc<dyn RemoteWake>;
 
-    /// Owned mode: run one iteration of the host loop, blocking until an
-    /// armed dispatch fell due, a watched fd was ready, or a remote wake
-    /// arrived, and dispatch it.
+    /// Owned mode: run the host loop for at least one iteration, blocking
+    /// until an armed dispatch fell due, a watched fd was ready, or a remote
+    /// wake arrived, and dispatch it.
+    ///
+    /// A turn may dispatch several times (a host that runs until something
+    /// happens, like an executor's `block_on`), but must return promptly once
+    /// the loop halted ([`Driver::is_live`] turns false) or a remote wake
+    /// arrived: the scheduler checks for the end of the run, and polls
+    /// `run_until_complete`'s future, between turns.
     ///
     /// Attached backends never get this call (their host runs the loop); the
     /// default answers [`io::ErrorKind::Unsupported`].
