@@ -511,7 +511,9 @@ impl Loop {
                 // Polled between host iterations: inside the host's context,
                 // so that it may await the host's own futures.
                 let mut polled = Poll::Pending;
-                self.inner.backend.enter(&mut || polled = future.as_mut().poll(&mut cx));
+                self.inner
+                    .backend
+                    .enter(&mut || polled = future.as_mut().poll(&mut cx));
                 if let Poll::Ready(out) = polled {
                     break Ok(out);
                 }

@@ -39,6 +39,13 @@
 //! | [`get_running_loop`] and friends | the per-thread current loop |
 //! | [`ExceptionContext`], [`PanicPolicy`] | errors and panics in callbacks |
 //! | [`Error`], [`ErrorKind`] | one error type with a `kind()` |
+//! | [`Protocol`], [`Transport`], [`transport`] | PEP 3156 stream protocols and transports |
+//! | [`Loop::create_connection`], [`Loop::create_server`], [`Server`] | TCP and Unix connections and servers |
+//! | [`Loop::create_datagram_endpoint`], [`DatagramProtocol`] | UDP endpoints |
+//! | [`Loop::open_connection`], [`StreamReader`], [`StreamWriter`] | streams: `futures::io` reader/writer pairs |
+//! | [`Loop::connect_read_pipe`], [`Loop::connect_write_pipe`] | pipes as transports |
+//! | [`Loop::subprocess_exec`], [`SubprocessProtocol`] | child processes |
+//! | [`Loop::add_signal_handler`] | Unix signals as loop callbacks |
 //! | [`native::NativeBackend`] | the default loop |
 #![doc(test(attr(deny(warnings))))]
 
@@ -50,12 +57,21 @@ mod executor;
 mod fault;
 mod future;
 mod handle;
+mod io;
 pub mod native;
+mod net;
+mod pipe;
 mod policy;
+mod protocol;
 mod remote;
 mod scheduler;
+mod server;
+mod signal;
+mod subprocess;
 mod task;
 mod time;
+pub mod transport;
+mod udp;
 
 pub use error::{Error, ErrorKind, Result};
 pub use event_loop::{Loop, LoopBuilder, LoopStats};
@@ -66,13 +82,20 @@ pub use executor::{DefaultExecutor, Executor};
 pub use fault::Fault;
 pub use future::{CallbackId, Future};
 pub use handle::{Handle, TimerHandle};
+pub use io::{StreamReader, StreamWriter};
+pub use net::ConnectOptions;
 pub use policy::{
     EventLoopPolicy, get_event_loop, get_running_loop, new_event_loop, set_event_loop,
     set_event_loop_policy,
 };
+pub use protocol::Protocol;
 pub use remote::{RemoteLoop, RemoteTask};
+pub use server::{Server, ServerOptions};
+pub use subprocess::{Redirect, SubprocessProtocol, SubprocessStdio, SubprocessTransport};
 pub use task::{Task, TaskRef};
 pub use time::{Sleep, Timeout, sleep, sleep_until, timeout};
+pub use transport::{DatagramProtocol, DatagramTransport, SocketAddress, Transport};
+pub use udp::DatagramOptions;
 
 /// The README's examples, compiled and run as doctests so that they cannot
 /// drift from the code.

@@ -5,26 +5,8 @@
 //! so task steps obey every callback guarantee: FIFO with other callbacks,
 //! never nested (TK-04), first step queued rather than run (TK-02).
 //!
-//! # Cancellation
-//!
-//! PEP 3156 cancels a task by throwing `CancelledError` into its coroutine
-//! at the next suspension point; the coroutine may catch it. oneloop keeps
-//! that model for what it can see, and drops the future for what it can't:
-//!
-//! 1. [`Task::cancel`] requests cancellation and cancels the oneloop
-//!    [`Future`] the task is suspended on, if any (CN-02).
-//! 2. The next oneloop await inside the task (a [`Future`], a [`Task`],
-//!    [`sleep`](crate::sleep)…) returns `Err(Cancelled)`: that delivers the
-//!    request (CN-01). The coroutine may handle the error and carry on or
-//!    return a value; the task then ends normally (CN-03).
-//! 3. If the coroutine instead lets that `Cancelled` error escape (for
-//!    example with `?`), so that its output still holds it when it
-//!    completes, the task ends cancelled (CN-04).
-//! 4. If the step after `cancel()` ends with the coroutine suspended on
-//!    something that is not a oneloop awaitable (a tokio or glib future,
-//!    say) and the request was not delivered, the future is dropped, which is
-//!    how Rust cancels, and the task ends cancelled. A task cancelled before
-//!    its first step never starts.
+//! Cancellation follows asyncio's model where oneloop can see it; the rules
+//! are on [`Task`] (section *Cancellation*).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -240,6 +222,29 @@ impl PartialEq for TaskRef {
 /// from several places, await `task.as_future().clone()` instead, which
 /// clones it (`T: Clone`).
 ///
+/// # Cancellation
+///
+/// PEP 3156 cancels a task by throwing `CancelledError` into its coroutine
+/// at the next suspension point; the coroutine may catch it. oneloop keeps
+/// that model for what it can see, and drops the future for what it can't:
+///
+/// 1. [`Task::cancel`] requests cancellation and cancels the oneloop
+///    [`Future`] the task is suspended on, if any (CN-02).
+/// 2. The next oneloop await inside the task (a [`Future`], a [`Task`],
+///    [`sleep`](crate::sleep)…) returns `Err(Cancelled)`: that delivers the
+///    request (CN-01). The coroutine may handle the error and carry on or
+///    return a value; the task then ends normally (CN-03).
+/// 3. If the coroutine instead lets that `Cancelled` error escape (for
+///    example with `?`), so that its output still holds it when it
+///    completes, the task ends cancelled (CN-04).
+/// 4. If the step after `cancel()` ends with the coroutine suspended on
+///    something that is not a oneloop awaitable (a tokio or glib future,
+///    say) and the request was not delivered, the future is dropped, which is
+///    how Rust cancels, and the task ends cancelled. A task cancelled before
+///    its first step never starts.
+///
+/// # Examples
+///
 /// ```
 /// let lp = oneloop::Loop::new()?;
 /// let task = lp.spawn(async { 6 * 7 })?;
@@ -262,7 +267,7 @@ impl<T> fmt::Debug for Task<T> {
 }
 
 impl<T: 'static> Task<T> {
-    /// Request cancellation: see the [module docs](self). Returns false if the
+    /// Request cancellation: see *Cancellation* above. Returns false if the
     /// task is already done (CN-01).
     pub fn cancel(&self) -> bool {
         self.state.cancel()

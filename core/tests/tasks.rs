@@ -280,7 +280,10 @@ fn cn01_a_cancel_that_arrives_after_the_awaited_result_is_still_delivered() {
     let t = lp
         .spawn(async move {
             let first = i.await;
-            (first.map_err(|e| e.kind()), oneloop::sleep(Duration::from_millis(1)).await.is_ok())
+            (
+                first.map_err(|e| e.kind()),
+                oneloop::sleep(Duration::from_millis(1)).await.is_ok(),
+            )
         })
         .unwrap();
     run_once(&lp);
@@ -289,6 +292,13 @@ fn cn01_a_cancel_that_arrives_after_the_awaited_result_is_still_delivered() {
     t.cancel();
     lp.run_until_complete(wait_done(&t)).unwrap();
     let (first, carried_on) = t.result().unwrap();
-    assert_eq!(first, Err(ErrorKind::Cancelled), "the cancellation was lost");
-    assert!(carried_on, "a caught cancellation lets the coroutine carry on");
+    assert_eq!(
+        first,
+        Err(ErrorKind::Cancelled),
+        "the cancellation was lost"
+    );
+    assert!(
+        carried_on,
+        "a caught cancellation lets the coroutine carry on"
+    );
 }

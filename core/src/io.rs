@@ -1,0 +1,492 @@
+//! Streams over protocols: [`StreamReader`] / [`StreamWriter`] pairs that
+//! implement `futures::io::{AsyncRead, AsyncBufRead, AsyncWrite}`, so codecs,
+//! framed protocols and HTTP crates written against `futures-io` run on any
+//! oneloop loop (asyncio's `open_connection` / `start_server`).
+//!
+//! # Flow control
+//!
+//! Incoming bytes wait in the reader's buffer; above twice the limit
+//! (64 KiB by default) the transport stops reading, so a slow consumer
+//! pushes back on the peer through the kernel. `poll_write` waits while the
+//! transport is above its high-water mark, so a fast producer cannot grow
+//! memory without bound.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future as StdFuture;
+use std::io;
+use std::net::ToSocketAddrs;
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use futures::io::{AsyncBufRead, AsyncRead, AsyncWrite};
+
+use crate::error::{Error, Result};
+use crate::event_loop::Loop;
+use crate::protocol::Protocol;
+use crate::server::Server;
+use crate::transport::Transport;
+
+/// The reader's buffer limit (asyncio's default): reading pauses above twice this.
+const DEFAULT_LIMIT: usize = 64 * 1024;
+
+/// What `poll_write` takes at least when below the high-water mark.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// What the protocol and the two stream halves share. Borrowed only for
+/// bookkeeping, never across a transport call (which may call the
+/// protocol, which borrows this).
+#[derive(Debug, Default)]
+struct State {
+    incoming: Vec<u8>,
+    eof: bool,
+    error: Option<Error>,
+    transport: Option<Transport>,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+    write_paused: bool,
+    read_paused: bool,
+    lost: bool,
+}
+
+type Shared = Rc<RefCell<State>>;
+
+fn wake(w: Option<Waker>) {
+    if let Some(w) = w {
+        w.wake();
+    }
+}
+
+type OnConnect = Box<dyn FnOnce(StreamReader, StreamWriter)>;
+
+/// The protocol under a stream pair.
+struct StreamProtocol {
+    shared: Shared,
+    /// Both halves alive: when the last goes, the transport closes.
+    halves: Rc<Cell<u8>>,
+    on_connect: Option<OnConnect>,
+}
+
+impl Protocol for StreamProtocol {
+    fn connection_made(&mut self, transport: &Transport) {
+        self.shared.borrow_mut().transport = Some(transport.clone());
+        if let Some(f) = self.on_connect.take() {
+            let (r, w) = pair(&self.shared, &self.halves);
+            f(r, w);
+        }
+    }
+
+    fn data_received(&mut self, data: &[u8]) {
+        let (waker, pause) = {
+            let mut st = self.shared.borrow_mut();
+            st.incoming.extend_from_slice(data);
+            let pause = !st.read_paused && st.incoming.len() > 2 * DEFAULT_LIMIT;
+            if pause {
+                st.read_paused = true;
+            }
+            (
+                st.read_waker.take(),
+                pause.then(|| st.transport.clone()).flatten(),
+            )
+        };
+        if let Some(t) = pause {
+            t.pause_reading();
+        }
+        wake(waker);
+    }
+
+    fn eof_received(&mut self) -> bool {
+        let waker = {
+            let mut st = self.shared.borrow_mut();
+            st.eof = true;
+            st.read_waker.take()
+        };
+        wake(waker);
+        // Half-open: the writer may still send; it closes the transport.
+        true
+    }
+
+    fn connection_lost(&mut self, error: Option<Error>) {
+        let (r, w, t) = {
+            let mut st = self.shared.borrow_mut();
+            st.lost = true;
+            if st.error.is_none() {
+                st.error = error;
+            }
+            (
+                st.read_waker.take(),
+                st.write_waker.take(),
+                st.transport.take(),
+            )
+        };
+        drop(t);
+        wake(r);
+        wake(w);
+    }
+
+    fn pause_writing(&mut self) {
+        self.shared.borrow_mut().write_paused = true;
+    }
+
+    fn resume_writing(&mut self) {
+        let w = {
+            let mut st = self.shared.borrow_mut();
+            st.write_paused = false;
+            st.write_waker.take()
+        };
+        wake(w);
+    }
+}
+
+fn pair(shared: &Shared, halves: &Rc<Cell<u8>>) -> (StreamReader, StreamWriter) {
+    halves.set(2);
+    let transport = shared
+        .borrow()
+        .transport
+        .clone()
+        .expect("pair() runs after connection_made");
+    (
+        StreamReader {
+            shared: shared.clone(),
+            halves: halves.clone(),
+            transport: transport.clone(),
+            buf: Vec::new(),
+            pos: 0,
+        },
+        StreamWriter {
+            shared: shared.clone(),
+            halves: halves.clone(),
+            transport,
+        },
+    )
+}
+
+fn release(halves: &Cell<u8>, transport: &Transport) {
+    halves.set(halves.get().saturating_sub(1));
+    if halves.get() == 0 {
+        transport.close();
+    }
+}
+
+fn to_io(e: &Error) -> io::Error {
+    match e.io_error() {
+        Some(io) => io::Error::new(io.kind(), io.to_string()),
+        None => io::Error::other(e.clone()),
+    }
+}
+
+/// The reading half of a stream: `AsyncRead` and `AsyncBufRead` (use
+/// `futures::io::AsyncReadExt` / `AsyncBufReadExt` for `read_exact`,
+/// `read_line`, `read_to_end`, …).
+///
+/// A read returns 0 at the peer's EOF; after a reset it fails with the
+/// connection's error. When both halves are dropped the transport closes.
+pub struct StreamReader {
+    shared: Shared,
+    halves: Rc<Cell<u8>>,
+    transport: Transport,
+    /// Bytes taken from the shared buffer in one swap; `buf[pos..]` unread.
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl fmt::Debug for StreamReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamReader")
+            .field("transport", &self.transport)
+            .field("buffered", &(self.buf.len() - self.pos))
+            .finish()
+    }
+}
+
+impl StreamReader {
+    /// The transport underneath (addresses, socket options).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Whether the peer's EOF was reached and every byte consumed.
+    pub fn at_eof(&self) -> bool {
+        let st = self.shared.borrow();
+        self.pos == self.buf.len() && st.incoming.is_empty() && (st.eof || st.lost)
+    }
+}
+
+impl AsyncBufRead for StreamReader {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        if this.pos == this.buf.len() {
+            let resume = {
+                let mut st = this.shared.borrow_mut();
+                if st.incoming.is_empty() {
+                    if let Some(e) = &st.error {
+                        return Poll::Ready(Err(to_io(e)));
+                    }
+                    if st.eof || st.lost {
+                        return Poll::Ready(Ok(&[]));
+                    }
+                    st.read_waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                this.buf.clear();
+                this.pos = 0;
+                std::mem::swap(&mut this.buf, &mut st.incoming);
+                let resume = st.read_paused;
+                st.read_paused = false;
+                resume
+            };
+            if resume {
+                this.transport.resume_reading();
+            }
+        }
+        Poll::Ready(Ok(&this.buf[this.pos..]))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        this.pos = (this.pos + amt).min(this.buf.len());
+    }
+}
+
+impl AsyncRead for StreamReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = match self.as_mut().poll_fill_buf(cx) {
+            Poll::Ready(Ok(avail)) => {
+                let n = avail.len().min(out.len());
+                out[..n].copy_from_slice(&avail[..n]);
+                n
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        self.consume(n);
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl Drop for StreamReader {
+    fn drop(&mut self) {
+        release(&self.halves, &self.transport);
+    }
+}
+
+/// The writing half of a stream: `AsyncWrite` (use
+/// `futures::io::AsyncWriteExt` for `write_all`, …).
+///
+/// `poll_write` hands bytes to the transport — as many as fit under its
+/// high-water mark, at least 64 KiB — and waits while the transport is above
+/// the mark, so memory stays bounded whatever the peer does. `poll_flush` is asyncio's
+/// `drain()`: it waits until the transport is below the mark; what is still
+/// buffered is sent in the background, even after the writer is dropped.
+/// `poll_close` sends EOF after the buffered data (a half-close: the reader
+/// goes on). When both halves are dropped the transport closes, after
+/// flushing.
+pub struct StreamWriter {
+    shared: Shared,
+    halves: Rc<Cell<u8>>,
+    transport: Transport,
+}
+
+impl fmt::Debug for StreamWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamWriter")
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+impl StreamWriter {
+    /// The transport underneath (addresses, buffer limits, `close`).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.shared.borrow_mut();
+        if st.lost {
+            return Poll::Ready(Err(match &st.error {
+                Some(e) => to_io(e),
+                None => io::Error::new(io::ErrorKind::BrokenPipe, "the connection is closed"),
+            }));
+        }
+        if st.write_paused {
+            st.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for StreamWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map(|r| r.map(|()| 0)),
+        }
+        // Take at most what fits under the high-water mark (or one chunk):
+        // a huge `write_all` to a peer that does not read then waits instead
+        // of buffering everything (memory stays within the mark plus a chunk).
+        let (_, high) = self.transport.get_write_buffer_limits();
+        let room = high
+            .saturating_sub(self.transport.get_write_buffer_size())
+            .max(WRITE_CHUNK);
+        let buf = &buf[..buf.len().min(room)];
+        match self.transport.write(buf) {
+            Ok(()) => Poll::Ready(Ok(buf.len())),
+            Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, e))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_ready(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.transport.write_eof();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        release(&self.halves, &self.transport);
+    }
+}
+
+fn stream_protocol(on_connect: Option<OnConnect>) -> (StreamProtocol, Shared, Rc<Cell<u8>>) {
+    let shared: Shared = Rc::default();
+    let halves = Rc::new(Cell::new(0));
+    (
+        StreamProtocol {
+            shared: shared.clone(),
+            halves: halves.clone(),
+            on_connect,
+        },
+        shared,
+        halves,
+    )
+}
+
+impl Loop {
+    /// Connect over TCP and get a reader/writer pair (asyncio's
+    /// `open_connection`).
+    ///
+    /// # Errors
+    /// As [`create_connection`](Loop::create_connection).
+    ///
+    /// ```
+    /// use futures::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = listener.local_addr()?;
+    /// std::thread::spawn(move || {
+    ///     let (mut s, _) = listener.accept().unwrap();
+    ///     std::io::copy(&mut s.try_clone().unwrap(), &mut s).unwrap(); // echo
+    /// });
+    /// let echoed = lp.run_until_complete(async {
+    ///     let (mut r, mut w) = oneloop::get_running_loop()?.open_connection(addr).await?;
+    ///     w.write_all(b"hi").await?;
+    ///     w.close().await?; // EOF after the data
+    ///     let mut back = Vec::new();
+    ///     r.read_to_end(&mut back).await?;
+    ///     Ok::<_, Box<dyn std::error::Error>>(back)
+    /// })?;
+    /// assert_eq!(echoed.unwrap(), b"hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_connection<A>(
+        &self,
+        addr: A,
+    ) -> impl StdFuture<Output = Result<(StreamReader, StreamWriter)>> + 'static
+    where
+        A: ToSocketAddrs + Send + 'static,
+    {
+        let (protocol, shared, halves) = stream_protocol(None);
+        let fut = self.create_connection(move || protocol, addr);
+        async move {
+            fut.await?;
+            Ok(pair(&shared, &halves))
+        }
+    }
+
+    /// Connect to a Unix socket and get a reader/writer pair.
+    ///
+    /// # Errors
+    /// As [`create_unix_connection`](Loop::create_unix_connection).
+    pub fn open_unix_connection(
+        &self,
+        path: impl AsRef<Path>,
+    ) -> impl StdFuture<Output = Result<(StreamReader, StreamWriter)>> + 'static {
+        let (protocol, shared, halves) = stream_protocol(None);
+        let fut = self.create_unix_connection(move || protocol, path);
+        async move {
+            fut.await?;
+            Ok(pair(&shared, &halves))
+        }
+    }
+
+    /// Serve TCP with streams: for each connection, `handler(reader, writer)`
+    /// is spawned as a task on this loop (asyncio's `start_server`).
+    ///
+    /// # Errors
+    /// As [`create_server`](Loop::create_server).
+    pub fn start_server<H, Fut, A>(
+        &self,
+        handler: H,
+        addr: A,
+    ) -> impl StdFuture<Output = Result<Server>> + 'static
+    where
+        H: Fn(StreamReader, StreamWriter) -> Fut + 'static,
+        Fut: StdFuture<Output = ()> + 'static,
+        A: ToSocketAddrs + Send + 'static,
+    {
+        self.create_server(stream_factory(self, handler), addr)
+    }
+
+    /// Serve a Unix socket with streams, as [`start_server`](Loop::start_server).
+    ///
+    /// # Errors
+    /// As [`create_unix_server`](Loop::create_unix_server).
+    pub fn start_unix_server<H, Fut>(
+        &self,
+        handler: H,
+        path: impl AsRef<Path>,
+    ) -> impl StdFuture<Output = Result<Server>> + 'static
+    where
+        H: Fn(StreamReader, StreamWriter) -> Fut + 'static,
+        Fut: StdFuture<Output = ()> + 'static,
+    {
+        self.create_unix_server(stream_factory(self, handler), path)
+    }
+}
+
+fn stream_factory<H, Fut>(lp: &Loop, handler: H) -> impl Fn() -> StreamProtocol + 'static
+where
+    H: Fn(StreamReader, StreamWriter) -> Fut + 'static,
+    Fut: StdFuture<Output = ()> + 'static,
+{
+    let handler = Rc::new(handler);
+    let lp = lp.clone();
+    move || {
+        let handler = handler.clone();
+        let lp = lp.clone();
+        let on_connect: OnConnect = Box::new(move |r, w| {
+            let fut = handler(r, w);
+            if let Err(e) = lp.spawn(fut) {
+                tracing::warn!(target: "oneloop", "cannot start the stream handler: {e}");
+            }
+        });
+        stream_protocol(Some(on_connect)).0
+    }
+}

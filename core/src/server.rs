@@ -1,0 +1,514 @@
+//! [`Server`]: listening sockets that make one protocol per accepted
+//! connection (PEP 3156 §Servers), and the factories `create_server`,
+//! `create_unix_server`.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future as StdFuture;
+use std::io;
+use std::net::ToSocketAddrs;
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event_loop::Loop;
+use crate::exception::{ExceptionContext, panic_message};
+use crate::future::Future;
+use crate::handle::TimerHandle;
+use crate::net::{annotate, would_block};
+use crate::protocol::Protocol;
+use crate::transport::{SocketAddress, StreamInner};
+
+/// After EMFILE/ENFILE/ENOBUFS/ENOMEM on accept, stop accepting this long:
+/// the listening fd stays readable, so retrying at once would spin.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Connections accepted per readable event at most, so that a flood of
+/// connects cannot starve the loop.
+const ACCEPT_BATCH: usize = 64;
+
+/// Options of [`Loop::create_server_with`].
+///
+/// ```
+/// let opts = oneloop::ServerOptions::new().backlog(512).reuse_port(true);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// `listen()` backlog (default 100, as asyncio).
+    pub backlog: i32,
+    /// `SO_REUSEADDR` (default true, as asyncio on Unix).
+    pub reuse_address: bool,
+    /// `SO_REUSEPORT` (default false).
+    pub reuse_port: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            backlog: 100,
+            reuse_address: true,
+            reuse_port: false,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The defaults: backlog 100, `SO_REUSEADDR` on, `SO_REUSEPORT` off.
+    pub fn new() -> ServerOptions {
+        ServerOptions::default()
+    }
+    /// Set the `listen()` backlog.
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+    /// Set `SO_REUSEADDR`.
+    pub fn reuse_address(mut self, on: bool) -> Self {
+        self.reuse_address = on;
+        self
+    }
+    /// Set `SO_REUSEPORT` (several servers share a port).
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+}
+
+type Factory = Box<dyn Fn() -> Box<dyn Protocol>>;
+
+struct ServerInner {
+    lp: Loop,
+    /// Emptied (the fds closed) by `close()`.
+    listeners: RefCell<Vec<Socket>>,
+    addrs: Vec<SocketAddress>,
+    /// A Unix socket file to remove on close.
+    unix_path: Option<PathBuf>,
+    factory: Factory,
+    closed: Cell<bool>,
+    /// Accepting now (false while backing off after EMFILE).
+    accepting: Cell<bool>,
+    /// Connections made and not yet lost.
+    active: Cell<usize>,
+    /// `wait_closed` callers: closed and no connection left.
+    idle_waiters: RefCell<Vec<Future<()>>>,
+    /// `serve_forever` callers: closed.
+    close_waiters: RefCell<Vec<Future<()>>>,
+    backoff: RefCell<Option<TimerHandle>>,
+}
+
+/// A listening server: one protocol per accepted connection (TP-09).
+///
+/// Accepting starts as soon as the server is created and goes on (the loop
+/// keeps the server alive) until [`close`](Server::close), even if this
+/// handle is dropped.
+///
+/// ```
+/// use oneloop::{Loop, Protocol, Transport};
+///
+/// #[derive(Default)]
+/// struct Echo(Option<Transport>);
+/// impl Protocol for Echo {
+///     fn connection_made(&mut self, t: &Transport) { self.0 = Some(t.clone()); }
+///     fn data_received(&mut self, d: &[u8]) { let _ = self.0.as_ref().unwrap().write(d); }
+///     fn connection_lost(&mut self, _: Option<oneloop::Error>) { self.0 = None; }
+/// }
+///
+/// let lp = Loop::new()?;
+/// let server = lp.run_until_complete(lp.create_server(Echo::default, "127.0.0.1:0"))??;
+/// let addr = server.local_addrs()[0].as_inet().unwrap();
+/// let client = std::thread::spawn(move || {
+///     use std::io::{Read, Write};
+///     let mut s = std::net::TcpStream::connect(addr).unwrap();
+///     s.write_all(b"ping").unwrap();
+///     let mut buf = [0; 4];
+///     s.read_exact(&mut buf).unwrap();
+///     buf
+/// });
+/// let done = lp.run_in_executor(move || client.join().unwrap())?;
+/// assert_eq!(&lp.run_until_complete(done)??, b"ping");
+/// server.close();
+/// lp.run_until_complete(server.wait_closed())??;
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Server(Rc<ServerInner>);
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addrs", &self.0.addrs)
+            .field("closed", &self.0.closed.get())
+            .field("active", &self.0.active.get())
+            .finish()
+    }
+}
+
+impl ServerInner {
+    fn start_accepting(self: &Rc<Self>) -> Result<()> {
+        self.accepting.set(true);
+        let listeners = self.listeners.borrow();
+        for (i, l) in listeners.iter().enumerate() {
+            let me = self.clone();
+            self.lp.add_reader(l, move || me.on_acceptable(i))?;
+        }
+        Ok(())
+    }
+
+    fn stop_accepting(&self) {
+        self.accepting.set(false);
+        for l in self.listeners.borrow().iter() {
+            self.lp.remove_reader(l);
+        }
+    }
+
+    fn on_acceptable(self: &Rc<Self>, index: usize) {
+        for _ in 0..ACCEPT_BATCH {
+            let accepted = {
+                let listeners = self.listeners.borrow();
+                match listeners.get(index) {
+                    Some(l) => l.accept(),
+                    None => return,
+                }
+            };
+            match accepted {
+                Ok((sock, _)) => self.serve(sock),
+                Err(e) if would_block(&e) => return,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    let resource = matches!(
+                        rustix::io::Errno::from_io_error(&e),
+                        Some(
+                            rustix::io::Errno::MFILE
+                                | rustix::io::Errno::NFILE
+                                | rustix::io::Errno::NOBUFS
+                                | rustix::io::Errno::NOMEM
+                        )
+                    );
+                    let what = if resource {
+                        format!(
+                            "accept failed; the server stops accepting for {ACCEPT_RETRY_DELAY:?}"
+                        )
+                    } else {
+                        "accept failed".to_string()
+                    };
+                    self.lp
+                        .call_exception_handler(ExceptionContext::new(what).with_error(e.into()));
+                    if resource {
+                        self.back_off();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Out of fds or memory: unwatch the listeners (they stay readable, so
+    /// a retry now would spin) and retry after a pause.
+    fn back_off(self: &Rc<Self>) {
+        self.stop_accepting();
+        let weak = Rc::downgrade(self);
+        let timer = self.lp.call_later(ACCEPT_RETRY_DELAY, move || {
+            if let Some(me) = weak.upgrade()
+                && !me.closed.get()
+                && !me.accepting.get()
+                && let Err(e) = me.start_accepting()
+            {
+                me.lp.call_exception_handler(
+                    ExceptionContext::new("cannot resume accepting").with_error(e),
+                );
+            }
+        });
+        *self.backoff.borrow_mut() = timer.ok();
+    }
+
+    fn serve(self: &Rc<Self>, sock: Socket) {
+        if let Err(e) = sock.set_nonblocking(true) {
+            self.lp.call_exception_handler(
+                ExceptionContext::new("accepted socket").with_error(e.into()),
+            );
+            return;
+        }
+        if sock.domain().is_ok_and(|d| d != Domain::UNIX) {
+            let _ = sock.set_tcp_nodelay(true);
+        }
+        let protocol = match catch_unwind(AssertUnwindSafe(|| (self.factory)())) {
+            Ok(p) => p,
+            Err(payload) => {
+                let msg = panic_message(&*payload);
+                self.lp.call_exception_handler(
+                    ExceptionContext::new(
+                        "the server's protocol factory panicked; connection dropped",
+                    )
+                    .with_panic(msg.clone())
+                    .with_error(Error::new(ErrorKind::Panicked, msg)),
+                );
+                return;
+            }
+        };
+        self.active.set(self.active.get() + 1);
+        let weak: Weak<ServerInner> = Rc::downgrade(self);
+        let on_lost = Box::new(move || {
+            if let Some(me) = weak.upgrade() {
+                me.active.set(me.active.get() - 1);
+                me.wake_idle();
+            }
+        });
+        let inner = StreamInner::new(&self.lp, sock, protocol, Some(on_lost));
+        // On a closed loop `start` releases the transport (and the count).
+        let _ = inner.start(None);
+    }
+
+    fn wake_idle(&self) {
+        if self.closed.get() && self.active.get() == 0 {
+            let waiters = std::mem::take(&mut *self.idle_waiters.borrow_mut());
+            for w in waiters {
+                let _ = w.set_result(());
+            }
+        }
+    }
+}
+
+impl Server {
+    /// The loop the server runs on.
+    pub fn get_loop(&self) -> &Loop {
+        &self.0.lp
+    }
+
+    /// Stop accepting and close the listening sockets, so new connects are
+    /// refused; connections already made go on (TP-09). Idempotent.
+    pub fn close(&self) {
+        let inner = &self.0;
+        if inner.closed.replace(true) {
+            return;
+        }
+        inner.stop_accepting();
+        let timer = inner.backoff.borrow_mut().take();
+        if let Some(t) = timer {
+            t.cancel();
+        }
+        let listeners = std::mem::take(&mut *inner.listeners.borrow_mut());
+        drop(listeners);
+        if let Some(path) = &inner.unix_path {
+            let _ = std::fs::remove_file(path);
+        }
+        let waiters = std::mem::take(&mut *inner.close_waiters.borrow_mut());
+        for w in waiters {
+            let _ = w.set_result(());
+        }
+        inner.wake_idle();
+    }
+
+    /// Whether the server is accepting (false after [`close`](Server::close),
+    /// and while it backs off from fd exhaustion).
+    pub fn is_serving(&self) -> bool {
+        !self.0.closed.get() && self.0.accepting.get()
+    }
+
+    /// Resolves once the server is closed and every connection it accepted
+    /// has been lost (TP-09).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] if the loop closes first.
+    pub fn wait_closed(&self) -> impl StdFuture<Output = Result<()>> + 'static {
+        let inner = self.0.clone();
+        let fut = inner.lp.create_future::<()>();
+        if inner.closed.get() && inner.active.get() == 0 {
+            let _ = fut.set_result(());
+        } else {
+            inner.idle_waiters.borrow_mut().push(fut.clone());
+        }
+        fut
+    }
+
+    /// Serve until the server is closed. Dropping (cancelling) this future
+    /// closes the server, as asyncio's `serve_forever`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] if the loop closes first.
+    pub fn serve_forever(&self) -> impl StdFuture<Output = Result<()>> + 'static {
+        struct CloseOnDrop(Server);
+        impl Drop for CloseOnDrop {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let guard = CloseOnDrop(self.clone());
+        let fut = self.0.lp.create_future::<()>();
+        if self.0.closed.get() {
+            let _ = fut.set_result(());
+        } else {
+            self.0.close_waiters.borrow_mut().push(fut.clone());
+        }
+        async move {
+            let _guard = guard;
+            fut.await
+        }
+    }
+
+    /// The addresses the server listens on (one per listening socket).
+    pub fn local_addrs(&self) -> Vec<SocketAddress> {
+        self.0.addrs.clone()
+    }
+
+    /// The listening sockets' fds (empty after close), for socket options.
+    #[doc(alias = "sockets")]
+    pub fn socket_fds(&self) -> Vec<RawFd> {
+        self.0
+            .listeners
+            .borrow()
+            .iter()
+            .map(|s| s.as_raw_fd())
+            .collect()
+    }
+
+    /// The number of connections accepted and not yet lost.
+    pub fn active_connections(&self) -> usize {
+        self.0.active.get()
+    }
+}
+
+impl Loop {
+    /// Listen on every address `addr` resolves to and serve each accepted
+    /// connection with a new protocol from `factory` (TP-09). See
+    /// [`create_server_with`](Loop::create_server_with).
+    ///
+    /// # Errors
+    /// As [`create_server_with`](Loop::create_server_with).
+    pub fn create_server<P, F, A>(
+        &self,
+        factory: F,
+        addr: A,
+    ) -> impl StdFuture<Output = Result<Server>> + 'static
+    where
+        P: Protocol,
+        F: Fn() -> P + 'static,
+        A: ToSocketAddrs + Send + 'static,
+    {
+        self.create_server_with(factory, addr, ServerOptions::new())
+    }
+
+    /// [`create_server`](Loop::create_server) with options (backlog,
+    /// `SO_REUSEADDR`, `SO_REUSEPORT`). IPv6 sockets are `IPV6_V6ONLY`, so
+    /// `::` and `0.0.0.0` can be served side by side.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] if a socket cannot be bound (address in use) or
+    /// listen; then no socket is left open (TP-11).
+    /// [`ErrorKind::InvalidArgument`] if `addr` resolves to nothing.
+    pub fn create_server_with<P, F, A>(
+        &self,
+        factory: F,
+        addr: A,
+        options: ServerOptions,
+    ) -> impl StdFuture<Output = Result<Server>> + 'static
+    where
+        P: Protocol,
+        F: Fn() -> P + 'static,
+        A: ToSocketAddrs + Send + 'static,
+    {
+        let lp = self.clone();
+        async move {
+            let addrs = lp.getaddrinfo(addr).await?;
+            if addrs.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "the address resolved to nothing",
+                ));
+            }
+            let mut listeners = Vec::new();
+            for a in addrs {
+                let sock = Socket::new(Domain::for_address(a), Type::STREAM, None)?;
+                if options.reuse_address {
+                    sock.set_reuse_address(true)?;
+                }
+                if options.reuse_port {
+                    sock.set_reuse_port(true)?;
+                }
+                if a.is_ipv6() {
+                    sock.set_only_v6(true)?;
+                }
+                sock.bind(&a.into())
+                    .map_err(|e| annotate(e, format_args!("cannot bind to {a}")))?;
+                listeners.push(sock);
+            }
+            serve(&lp, listeners, None, options.backlog, boxed(factory))
+        }
+    }
+
+    /// Listen on the Unix socket `path` and serve each connection with a new
+    /// protocol from `factory` (UX-01). A stale socket file at `path` is
+    /// replaced; the file is removed when the server closes.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] if `path` exists and is not a socket, or cannot be
+    /// bound.
+    pub fn create_unix_server<P, F>(
+        &self,
+        factory: F,
+        path: impl AsRef<Path>,
+    ) -> impl StdFuture<Output = Result<Server>> + 'static
+    where
+        P: Protocol,
+        F: Fn() -> P + 'static,
+    {
+        let lp = self.clone();
+        let path = path.as_ref().to_path_buf();
+        async move {
+            use std::os::unix::fs::FileTypeExt;
+            if let Ok(meta) = std::fs::symlink_metadata(&path)
+                && meta.file_type().is_socket()
+            {
+                let _ = std::fs::remove_file(&path);
+            }
+            let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            sock.bind(&SockAddr::unix(&path)?)
+                .map_err(|e| annotate(e, format_args!("cannot bind to {}", path.display())))?;
+            serve(&lp, vec![sock], Some(path), 100, boxed(factory))
+        }
+    }
+}
+
+fn boxed<P: Protocol, F: Fn() -> P + 'static>(factory: F) -> Factory {
+    Box::new(move || Box::new(factory()) as Box<dyn Protocol>)
+}
+
+fn serve(
+    lp: &Loop,
+    listeners: Vec<Socket>,
+    unix_path: Option<PathBuf>,
+    backlog: i32,
+    factory: Factory,
+) -> Result<Server> {
+    let mut addrs = Vec::new();
+    for l in &listeners {
+        l.listen(backlog)?;
+        l.set_nonblocking(true)?;
+        addrs.push(SocketAddress::from_sockaddr(&l.local_addr()?));
+    }
+    let inner = Rc::new(ServerInner {
+        lp: lp.clone(),
+        listeners: RefCell::new(listeners),
+        addrs,
+        unix_path,
+        factory,
+        closed: Cell::new(false),
+        accepting: Cell::new(false),
+        active: Cell::new(0),
+        idle_waiters: RefCell::new(Vec::new()),
+        close_waiters: RefCell::new(Vec::new()),
+        backoff: RefCell::new(None),
+    });
+    let server = Server(inner.clone());
+    if let Err(e) = inner.start_accepting() {
+        server.close();
+        return Err(e);
+    }
+    Ok(server)
+}

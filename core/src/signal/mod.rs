@@ -1,0 +1,272 @@
+//! `add_signal_handler` / `remove_signal_handler`: Unix signals as ordinary
+//! loop callbacks (SG-01…SG-07).
+//!
+//! # How it works
+//!
+//! The first handler a loop adds creates a self-pipe, watched with
+//! [`Loop::add_reader`] like any fd. The C-level handler (in `sys`) marks the
+//! signal pending and writes a byte to the pipe, both async-signal-safe
+//! (D6). The pipe's reader drains it and queues each pending signal's
+//! handler with `call_soon`, so handlers run serialized with every other
+//! callback and may use the loop freely (SG-01).
+//!
+//! # Invariants
+//! - One loop per process owns signal handling at a time (dispositions are
+//!   process-wide); another loop's `add_signal_handler` answers
+//!   `InvalidState` until the owner removes its handlers or closes.
+//! - A signal's disposition is replaced on its first handler and given back
+//!   (the one it had before) when its handler is removed, and for every
+//!   signal when the owning loop closes (SG-05, SG-06). A loop that adds no
+//!   handler changes nothing process-wide.
+
+mod sys;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event_loop::Loop;
+
+/// The signal state of the owning loop (on the thread that owns it).
+struct Owner {
+    loop_id: u64,
+    lp: std::rc::Weak<crate::event_loop::LoopInner>,
+    read: OwnedFd,
+    write: OwnedFd,
+    handlers: RefCell<HashMap<i32, Rc<dyn Fn()>>>,
+    saved: RefCell<HashMap<i32, sys::Saved>>,
+    released: Cell<bool>,
+}
+
+impl fmt::Debug for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Owner")
+            .field("loop_id", &self.loop_id)
+            .finish()
+    }
+}
+
+thread_local! {
+    static OWNER: RefCell<Option<Rc<Owner>>> = const { RefCell::new(None) };
+}
+
+/// Any loop in the process owns signals (the owner may live on another thread).
+static OWNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Releases the signal state when the loop drops the pipe's reader (at
+/// `close()`), so a closed loop leaves no disposition behind.
+struct ReleaseOnDrop(Rc<Owner>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        release(&self.0);
+    }
+}
+
+fn release(owner: &Rc<Owner>) {
+    if owner.released.replace(true) {
+        return;
+    }
+    sys::set_wake_fd(-1);
+    let saved = std::mem::take(&mut *owner.saved.borrow_mut());
+    for (sig, s) in &saved {
+        let _ = sys::restore(*sig, s);
+        sys::take_pending(*sig);
+    }
+    let handlers = std::mem::take(&mut *owner.handlers.borrow_mut());
+    drop(handlers);
+    OWNER.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.as_ref().is_some_and(|x| Rc::ptr_eq(x, owner)) {
+            *o = None;
+        }
+    });
+    OWNED.store(false, std::sync::atomic::Ordering::SeqCst);
+    if let Some(inner) = owner.lp.upgrade() {
+        Loop::from_inner(inner).remove_reader(&owner.read);
+    }
+}
+
+fn check_number(sig: i32) -> Result<()> {
+    if sig <= 0 || sig >= sys::NSIG {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{sig} is not a signal number"),
+        ));
+    }
+    Ok(())
+}
+
+/// Signals a handler cannot be set for: uncatchable, or synchronous faults
+/// that re-fault at once if the C handler just returns.
+fn uncatchable(sig: i32) -> bool {
+    [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGFPE,
+        libc::SIGILL,
+    ]
+    .contains(&sig)
+}
+
+fn on_main_thread() -> bool {
+    rustix::thread::gettid() == rustix::process::getpid()
+}
+
+impl Loop {
+    /// Run `handler` as a loop callback each time signal `sig` arrives
+    /// (SG-01). Adding again for the same signal replaces the handler
+    /// (SG-03). A signal arriving while the loop waits wakes it (SG-04).
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`]: `sig` is not a signal number, or
+    ///   cannot be caught (SIGKILL, SIGSTOP) or is a synchronous fault
+    ///   (SIGSEGV, SIGBUS, SIGFPE, SIGILL) (SG-02).
+    /// - [`ErrorKind::Unsupported`]: off the main thread, or on a loop
+    ///   attached to a host loop, which owns signals (SG-07).
+    /// - [`ErrorKind::InvalidState`]: another loop handles signals.
+    /// - [`ErrorKind::Closed`] on a closed loop; [`ErrorKind::Io`] if the
+    ///   pipe or the disposition cannot be set up.
+    ///
+    /// ```no_run
+    /// let lp = oneloop::Loop::new()?;
+    /// let stop = lp.clone();
+    /// lp.add_signal_handler(libc::SIGINT, move || stop.stop())?;
+    /// lp.run_forever()?; // until Ctrl-C
+    /// lp.remove_signal_handler(libc::SIGINT)?; // Ctrl-C kills again
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
+    pub fn add_signal_handler(&self, sig: i32, handler: impl Fn() + 'static) -> Result<()> {
+        check_number(sig)?;
+        if uncatchable(sig) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("signal {sig} cannot be handled"),
+            ));
+        }
+        self.inner.check_open()?;
+        if self.is_attached() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "an attached loop's host owns signal handling",
+            ));
+        }
+        if !on_main_thread() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "signal handlers can only be added on the main thread",
+            ));
+        }
+        let owner = self.signal_owner()?;
+        if !owner.saved.borrow().contains_key(&sig) {
+            let saved = sys::install(sig)?;
+            owner.saved.borrow_mut().insert(sig, saved);
+        }
+        let old = owner.handlers.borrow_mut().insert(sig, Rc::new(handler));
+        drop(old);
+        Ok(())
+    }
+
+    /// Remove the handler of `sig` and give the signal back the
+    /// disposition it had before (the default, unless the program set
+    /// another), so that Ctrl-C works again after SIGINT's (SG-05).
+    /// Returns whether a handler was set; `false` for SIGKILL (SG-02).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] if `sig` is not a signal number.
+    pub fn remove_signal_handler(&self, sig: i32) -> Result<bool> {
+        check_number(sig)?;
+        let owner = OWNER.with(|o| o.borrow().clone());
+        let Some(owner) = owner.filter(|o| o.loop_id == self.inner.shared.id && !o.released.get())
+        else {
+            return Ok(false);
+        };
+        let removed = owner.handlers.borrow_mut().remove(&sig);
+        let Some(removed) = removed else {
+            return Ok(false);
+        };
+        drop(removed);
+        let saved = owner.saved.borrow_mut().remove(&sig);
+        if let Some(saved) = saved {
+            sys::restore(sig, &saved)?;
+        }
+        sys::take_pending(sig);
+        if owner.handlers.borrow().is_empty() {
+            release(&owner);
+        }
+        Ok(true)
+    }
+
+    /// This loop's signal state, set up on first use.
+    fn signal_owner(&self) -> Result<Rc<Owner>> {
+        let id = self.inner.shared.id;
+        if let Some(o) = OWNER.with(|o| o.borrow().clone()) {
+            if o.loop_id == id {
+                return Ok(o);
+            }
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "another event loop handles signals in this process",
+            ));
+        }
+        if OWNED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                "another event loop handles signals in this process",
+            ));
+        }
+        let setup = (|| {
+            let (read, write) = rustix::pipe::pipe_with(
+                rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+            )
+            .map_err(std::io::Error::from)?;
+            let owner = Rc::new(Owner {
+                loop_id: id,
+                lp: Rc::downgrade(&self.inner),
+                read,
+                write,
+                handlers: RefCell::new(HashMap::new()),
+                saved: RefCell::new(HashMap::new()),
+                released: Cell::new(false),
+            });
+            let guard = ReleaseOnDrop(owner.clone());
+            let lp = self.clone();
+            self.add_reader(&owner.read, move || dispatch(&lp, &guard.0))?;
+            Ok::<_, Error>(owner)
+        })();
+        let owner = match setup {
+            Ok(o) => o,
+            Err(e) => {
+                OWNED.store(false, std::sync::atomic::Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        use std::os::fd::AsRawFd;
+        sys::set_wake_fd(owner.write.as_raw_fd());
+        OWNER.with(|o| *o.borrow_mut() = Some(owner.clone()));
+        Ok(owner)
+    }
+}
+
+/// The pipe is readable: drain it, queue the handler of each pending signal.
+fn dispatch(lp: &Loop, owner: &Rc<Owner>) {
+    let mut buf = [0u8; 64];
+    while let Ok(n) = rustix::io::read(&owner.read, &mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+    for sig in 1..sys::NSIG {
+        if sys::take_pending(sig) {
+            let h = owner.handlers.borrow().get(&sig).cloned();
+            if let Some(h) = h {
+                let _ = lp.call_soon(move || h());
+            }
+        }
+    }
+}

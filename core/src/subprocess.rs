@@ -1,0 +1,645 @@
+//! Subprocesses: [`SubprocessProtocol`], [`SubprocessTransport`] and the
+//! factories `subprocess_exec` / `subprocess_shell` (SP-01…SP-07).
+//!
+//! # How it works
+//!
+//! The child is spawned with `std::process::Command`. Each piped stdio fd
+//! becomes a pipe [`Transport`] whose small protocol forwards to the
+//! subprocess protocol with the fd number. The exit is learnt from the OS,
+//! never from pipe EOF (SP-06): a pidfd watched with
+//! [`Loop::add_reader`] (Linux 5.3+), else a thread blocked in `waitpid`
+//! that posts the status back with `call_soon_threadsafe` (asyncio's
+//! `ThreadedChildWatcher`). `connection_lost` comes once the process has
+//! exited and every pipe is closed, so output written just before the exit
+//! still arrives (SP-07).
+//!
+//! The subprocess protocol has the same gate as stream protocols: never
+//! called re-entrantly, a call arising meanwhile is delivered after.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future as StdFuture;
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::process::{Command, Stdio};
+use std::rc::{Rc, Weak};
+
+use rustix::process::{Pid, Signal, WaitOptions};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event_loop::Loop;
+use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
+use crate::future::Future;
+use crate::pipe::pipe_transport;
+use crate::protocol::Protocol;
+use crate::transport::Transport;
+
+/// What a subprocess transport calls (SP-01): `connection_made` once;
+/// `pipe_data_received(1 or 2, data)`*; `pipe_connection_lost` once per
+/// pipe; `process_exited` once; `connection_lost` once after all of them.
+/// The order of `process_exited` and `pipe_connection_lost` is not fixed.
+pub trait SubprocessProtocol: 'static {
+    /// The child runs; its pipes are ready.
+    fn connection_made(&mut self, transport: &SubprocessTransport) {
+        let _ = transport;
+    }
+    /// The child wrote `data` to its stdout (`fd == 1`) or stderr (`2`).
+    fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
+        let _ = (fd, data);
+    }
+    /// One of the child's pipes closed (`0`, `1` or `2`).
+    fn pipe_connection_lost(&mut self, fd: i32, error: Option<Error>) {
+        let _ = (fd, error);
+    }
+    /// The child exited; [`SubprocessTransport::get_returncode`] has the code.
+    fn process_exited(&mut self) {}
+    /// The child exited and every pipe closed; the last call.
+    fn connection_lost(&mut self, error: Option<Error>) {
+        let _ = error;
+    }
+    /// The child's stdin buffer went above its high-water mark.
+    fn pause_writing(&mut self) {}
+    /// The child's stdin buffer drained.
+    fn resume_writing(&mut self) {}
+}
+
+/// Where a child's stdin, stdout or stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Redirect {
+    /// A pipe to the loop, with a pipe transport (the default).
+    #[default]
+    Pipe,
+    /// The parent's own fd.
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// For stderr only: wherever stdout goes (asyncio's `STDOUT`).
+    Stdout,
+}
+
+/// The stdio of a child ([`Loop::subprocess_exec`]): all pipes by default.
+///
+/// ```
+/// use oneloop::{Redirect, SubprocessStdio};
+/// let stdio = SubprocessStdio::new().stdin(Redirect::Null).stderr(Redirect::Stdout);
+/// # let _ = stdio;
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct SubprocessStdio {
+    /// fd 0.
+    pub stdin: Redirect,
+    /// fd 1.
+    pub stdout: Redirect,
+    /// fd 2.
+    pub stderr: Redirect,
+}
+
+impl SubprocessStdio {
+    /// Pipes for all three.
+    pub fn new() -> SubprocessStdio {
+        SubprocessStdio::default()
+    }
+    /// Set stdin.
+    pub fn stdin(mut self, r: Redirect) -> Self {
+        self.stdin = r;
+        self
+    }
+    /// Set stdout.
+    pub fn stdout(mut self, r: Redirect) -> Self {
+        self.stdout = r;
+        self
+    }
+    /// Set stderr.
+    pub fn stderr(mut self, r: Redirect) -> Self {
+        self.stderr = r;
+        self
+    }
+}
+
+enum Note {
+    Made,
+    Data(i32, Vec<u8>),
+    PipeLost(i32, Option<Error>),
+    Exited,
+    Pause,
+    Resume,
+    Lost,
+}
+
+struct ProcInner {
+    lp: Loop,
+    pid: u32,
+    pidfd: RefCell<Option<OwnedFd>>,
+    returncode: Cell<Option<i32>>,
+    pipes: RefCell<[Option<Transport>; 3]>,
+    pipes_open: Cell<u8>,
+    closing: Cell<bool>,
+    lost_scheduled: Cell<bool>,
+    protocol: RefCell<Option<Box<dyn SubprocessProtocol>>>,
+    in_call: Cell<bool>,
+    pending: RefCell<VecDeque<Note>>,
+    panic: RefCell<Option<Box<dyn Any + Send>>>,
+    exit_waiters: RefCell<Vec<Future<i32>>>,
+}
+
+/// A running child process: its pid, return code, pipes and signals
+/// (PEP 3156 §Subprocess Transports). Cheap to clone, `!Send`.
+#[derive(Clone)]
+pub struct SubprocessTransport(Rc<ProcInner>);
+
+impl fmt::Debug for SubprocessTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubprocessTransport")
+            .field("pid", &self.0.pid)
+            .field("returncode", &self.0.returncode.get())
+            .finish()
+    }
+}
+
+thread_local! {
+    /// Children waited for by a thread (no pidfd), by pid, for the loop
+    /// thread to find when the status is posted back.
+    static WAITED: RefCell<HashMap<u32, Weak<ProcInner>>> = RefCell::new(HashMap::new());
+}
+
+impl ProcInner {
+    fn notify(self: &Rc<Self>, note: Note) {
+        self.pending.borrow_mut().push_back(note);
+        if self.in_call.get() {
+            return;
+        }
+        self.in_call.set(true);
+        loop {
+            let note = self.pending.borrow_mut().pop_front();
+            let Some(note) = note else { break };
+            self.deliver(note);
+        }
+        self.in_call.set(false);
+        let panic = self.panic.borrow_mut().take();
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
+    }
+
+    /// `pipe_data_received` without copying when the gate is free.
+    fn data(self: &Rc<Self>, fd: i32, data: &[u8]) {
+        if self.in_call.get() {
+            self.pending
+                .borrow_mut()
+                .push_back(Note::Data(fd, data.to_vec()));
+            return;
+        }
+        self.in_call.set(true);
+        self.invoke("pipe_data_received", |p| p.pipe_data_received(fd, data));
+        self.notify_drain();
+    }
+
+    fn notify_drain(self: &Rc<Self>) {
+        // `in_call` is set: deliver what queued meanwhile, then open the gate.
+        loop {
+            let note = self.pending.borrow_mut().pop_front();
+            let Some(note) = note else { break };
+            self.deliver(note);
+        }
+        self.in_call.set(false);
+        let panic = self.panic.borrow_mut().take();
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
+    }
+
+    fn deliver(self: &Rc<Self>, note: Note) {
+        match note {
+            Note::Made => {
+                let t = SubprocessTransport(self.clone());
+                self.invoke("connection_made", |p| p.connection_made(&t));
+            }
+            Note::Data(fd, d) => {
+                self.invoke("pipe_data_received", |p| p.pipe_data_received(fd, &d))
+            }
+            Note::PipeLost(fd, e) => {
+                self.invoke("pipe_connection_lost", |p| p.pipe_connection_lost(fd, e));
+                self.pipes_open.set(self.pipes_open.get() - 1);
+                self.try_finish();
+            }
+            Note::Exited => {
+                self.invoke("process_exited", |p| p.process_exited());
+                self.try_finish();
+            }
+            Note::Pause => self.invoke("pause_writing", |p| p.pause_writing()),
+            Note::Resume => self.invoke("resume_writing", |p| p.resume_writing()),
+            Note::Lost => {
+                self.invoke("connection_lost", |p| p.connection_lost(None));
+                let p = self.protocol.borrow_mut().take();
+                drop(p);
+                let pipes = std::mem::take(&mut *self.pipes.borrow_mut());
+                drop(pipes);
+            }
+        }
+    }
+
+    fn invoke(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn SubprocessProtocol)) {
+        let taken = self.protocol.borrow_mut().take();
+        let Some(mut p) = taken else { return };
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *p)));
+        *self.protocol.borrow_mut() = Some(p);
+        if let Err(payload) = outcome {
+            let msg = panic_message(&*payload);
+            if self.lp.panic_policy() == PanicPolicy::Propagate {
+                self.panic.borrow_mut().get_or_insert(payload);
+            } else {
+                self.lp.call_exception_handler(
+                    ExceptionContext::new(format!(
+                        "subprocess protocol method {what} panicked; the subprocess transport was closed"
+                    ))
+                    .with_panic(msg.clone())
+                    .with_error(Error::new(ErrorKind::Panicked, msg)),
+                );
+            }
+            if what != "connection_lost" {
+                SubprocessTransport(self.clone()).close();
+            }
+        }
+    }
+
+    /// `connection_lost` once the child exited and every pipe closed.
+    fn try_finish(self: &Rc<Self>) {
+        if self.returncode.get().is_some()
+            && self.pipes_open.get() == 0
+            && !self.lost_scheduled.replace(true)
+        {
+            let me = self.clone();
+            if self.lp.call_soon(move || me.notify(Note::Lost)).is_err() {
+                let p = self.protocol.borrow_mut().take();
+                drop(p);
+            }
+        }
+    }
+
+    fn exited(self: &Rc<Self>, code: i32) {
+        if self.returncode.get().is_some() {
+            return;
+        }
+        self.returncode.set(Some(code));
+        let pidfd = self.pidfd.borrow_mut().take();
+        if let Some(fd) = &pidfd {
+            self.lp.remove_reader(fd);
+        }
+        drop(pidfd);
+        let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
+        for w in waiters {
+            let _ = w.set_result(code);
+        }
+        self.notify(Note::Exited);
+    }
+
+    /// The pidfd turned readable: reap without blocking.
+    fn reap(self: &Rc<Self>) {
+        let Some(pid) = Pid::from_raw(self.pid as i32) else {
+            return;
+        };
+        match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
+            Ok(Some((_, status))) => self.exited(code_of(status)),
+            Ok(None) => {}
+            // Reaped elsewhere (someone else waits for all children): the
+            // code is lost; report it as unknown rather than hang.
+            Err(_) => self.exited(255),
+        }
+    }
+}
+
+fn code_of(status: rustix::process::WaitStatus) -> i32 {
+    match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => -sig,
+        (None, None) => 255,
+    }
+}
+
+/// The protocol of one stdio pipe: forwards to the subprocess protocol.
+struct PipeProto {
+    fd: i32,
+    proc: Weak<ProcInner>,
+}
+
+impl Protocol for PipeProto {
+    fn data_received(&mut self, data: &[u8]) {
+        if let Some(p) = self.proc.upgrade() {
+            p.data(self.fd, data);
+        }
+    }
+    fn connection_lost(&mut self, error: Option<Error>) {
+        if let Some(p) = self.proc.upgrade() {
+            p.notify(Note::PipeLost(self.fd, error));
+        }
+    }
+    fn pause_writing(&mut self) {
+        if let Some(p) = self.proc.upgrade() {
+            p.notify(Note::Pause);
+        }
+    }
+    fn resume_writing(&mut self) {
+        if let Some(p) = self.proc.upgrade() {
+            p.notify(Note::Resume);
+        }
+    }
+}
+
+impl SubprocessTransport {
+    /// The child's process id.
+    pub fn get_pid(&self) -> u32 {
+        self.0.pid
+    }
+
+    /// `None` while the child runs, then its exit code, or `-N` if signal
+    /// `N` killed it (SP-02).
+    pub fn get_returncode(&self) -> Option<i32> {
+        self.0.returncode.get()
+    }
+
+    /// The transport of pipe `fd` (0: stdin, writable; 1, 2: readable), or
+    /// `None` if that fd is not a pipe (SP-03, SP-05).
+    pub fn get_pipe_transport(&self, fd: i32) -> Option<Transport> {
+        let i = usize::try_from(fd).ok().filter(|&i| i < 3)?;
+        self.0.pipes.borrow()[i].clone()
+    }
+
+    /// Resolves with the return code when the child exits.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] if the loop closes first.
+    pub fn wait(&self) -> impl StdFuture<Output = Result<i32>> + 'static {
+        let fut = self.0.lp.create_future::<i32>();
+        match self.0.returncode.get() {
+            Some(code) => {
+                let _ = fut.set_result(code);
+            }
+            None => self.0.exit_waiters.borrow_mut().push(fut.clone()),
+        }
+        fut
+    }
+
+    /// Send signal `sig` to the child (SP-04). Ignored once it has exited.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] for an unknown signal number;
+    /// [`ErrorKind::Io`] if the OS refuses.
+    pub fn send_signal(&self, sig: i32) -> Result<()> {
+        let signal = Signal::from_named_raw(sig).ok_or_else(|| {
+            Error::new(ErrorKind::InvalidArgument, format!("unknown signal {sig}"))
+        })?;
+        if self.0.returncode.get().is_some() {
+            return Ok(());
+        }
+        // A pidfd cannot hit a recycled pid.
+        if let Some(fd) = &*self.0.pidfd.borrow() {
+            return rustix::process::pidfd_send_signal(fd.as_fd(), signal)
+                .map_err(|e| std::io::Error::from(e).into());
+        }
+        let pid = Pid::from_raw(self.0.pid as i32)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidState, "no such process"))?;
+        rustix::process::kill_process(pid, signal).map_err(|e| std::io::Error::from(e).into())
+    }
+
+    /// SIGTERM.
+    ///
+    /// # Errors
+    /// As [`send_signal`](SubprocessTransport::send_signal).
+    pub fn terminate(&self) -> Result<()> {
+        self.send_signal(Signal::TERM.as_raw())
+    }
+
+    /// SIGKILL.
+    ///
+    /// # Errors
+    /// As [`send_signal`](SubprocessTransport::send_signal).
+    pub fn kill(&self) -> Result<()> {
+        self.send_signal(Signal::KILL.as_raw())
+    }
+
+    /// Close the pipes and, if the child still runs, kill it (asyncio's
+    /// behaviour). Harmless after the child exited (SP-03). Idempotent.
+    pub fn close(&self) {
+        if self.0.closing.replace(true) {
+            return;
+        }
+        let pipes: Vec<Transport> = self.0.pipes.borrow().iter().flatten().cloned().collect();
+        for p in pipes {
+            p.close();
+        }
+        if self.0.returncode.get().is_none() {
+            let _ = self.kill();
+        }
+    }
+
+    /// Whether [`close`](SubprocessTransport::close) was called.
+    pub fn is_closing(&self) -> bool {
+        self.0.closing.get()
+    }
+}
+
+fn stdio_for(r: Redirect, which: &str) -> Result<Stdio> {
+    Ok(match r {
+        Redirect::Pipe => Stdio::piped(),
+        Redirect::Inherit => Stdio::inherit(),
+        Redirect::Null => Stdio::null(),
+        Redirect::Stdout => {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("Redirect::Stdout is for stderr only, not {which}"),
+            ));
+        }
+    })
+}
+
+impl Loop {
+    /// Spawn `command` with `stdio` and run the protocol made by `factory`
+    /// on it (SP-01). The future resolves after `connection_made`.
+    ///
+    /// The stdio settings of `command` are replaced by `stdio`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] if the program cannot be started (no protocol is
+    /// made then); [`ErrorKind::InvalidArgument`] for `Redirect::Stdout`
+    /// on stdin or stdout; [`ErrorKind::Closed`] on a closed loop.
+    ///
+    /// ```
+    /// use oneloop::{Loop, SubprocessProtocol, SubprocessStdio};
+    /// use std::{cell::RefCell, rc::Rc};
+    ///
+    /// struct Out(Rc<RefCell<Vec<u8>>>);
+    /// impl SubprocessProtocol for Out {
+    ///     fn pipe_data_received(&mut self, _fd: i32, d: &[u8]) { self.0.borrow_mut().extend_from_slice(d); }
+    /// }
+    ///
+    /// let lp = Loop::new()?;
+    /// let out = Rc::new(RefCell::new(Vec::new()));
+    /// let o = out.clone();
+    /// let mut cmd = std::process::Command::new("echo");
+    /// cmd.arg("hello");
+    /// let child = lp.run_until_complete(lp.subprocess_exec(move || Out(o), cmd, SubprocessStdio::new()))??;
+    /// assert_eq!(lp.run_until_complete(child.wait())??, 0);
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
+    pub fn subprocess_exec<P, F>(
+        &self,
+        factory: F,
+        command: Command,
+        stdio: SubprocessStdio,
+    ) -> impl StdFuture<Output = Result<SubprocessTransport>> + 'static
+    where
+        P: SubprocessProtocol,
+        F: FnOnce() -> P + 'static,
+    {
+        let lp = self.clone();
+        async move {
+            let make = Box::new(move || Box::new(factory()) as Box<dyn SubprocessProtocol>);
+            let t = spawn(&lp, command, stdio, make)?;
+            let made = lp.create_future::<SubprocessTransport>();
+            let m = made.clone();
+            let t2 = t.clone();
+            lp.call_soon(move || {
+                let _ = m.set_result(t2);
+            })?;
+            made.await
+        }
+    }
+
+    /// Run `cmd` with `/bin/sh -c` (asyncio's `subprocess_shell`); see
+    /// [`subprocess_exec`](Loop::subprocess_exec).
+    ///
+    /// # Errors
+    /// As [`subprocess_exec`](Loop::subprocess_exec).
+    pub fn subprocess_shell<P, F>(
+        &self,
+        factory: F,
+        cmd: &str,
+        stdio: SubprocessStdio,
+    ) -> impl StdFuture<Output = Result<SubprocessTransport>> + 'static
+    where
+        P: SubprocessProtocol,
+        F: FnOnce() -> P + 'static,
+    {
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(cmd);
+        self.subprocess_exec(factory, command, stdio)
+    }
+}
+
+fn spawn(
+    lp: &Loop,
+    mut command: Command,
+    stdio: SubprocessStdio,
+    make_protocol: Box<dyn FnOnce() -> Box<dyn SubprocessProtocol>>,
+) -> Result<SubprocessTransport> {
+    lp.inner.check_open()?;
+    command.stdin(stdio_for(stdio.stdin, "stdin")?);
+    // stderr → stdout: one pipe (or the parent's stdout) for both.
+    let mut merged_read: Option<OwnedFd> = None;
+    if stdio.stderr == Redirect::Stdout {
+        match stdio.stdout {
+            Redirect::Pipe => {
+                let (r, w) = std::io::pipe()?;
+                let w2 = w.try_clone()?;
+                command.stdout(Stdio::from(w)).stderr(Stdio::from(w2));
+                merged_read = Some(r.into());
+            }
+            Redirect::Inherit => {
+                let out = std::io::stdout().as_fd().try_clone_to_owned()?;
+                command.stdout(Stdio::inherit()).stderr(Stdio::from(out));
+            }
+            Redirect::Null => {
+                command.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+            Redirect::Stdout => return Err(stdio_for(Redirect::Stdout, "stdout").unwrap_err()),
+        }
+    } else {
+        command.stdout(stdio_for(stdio.stdout, "stdout")?);
+        command.stderr(stdio_for(stdio.stderr, "stderr")?);
+    }
+    let mut child = command.spawn()?;
+    // The merged pipe's write ends live on in `command`: drop it, or the
+    // pipe never reaches EOF.
+    drop(command);
+    let pid = child.id();
+    let stdin: Option<OwnedFd> = child.stdin.take().map(Into::into);
+    let stdout: Option<OwnedFd> = merged_read.or_else(|| child.stdout.take().map(Into::into));
+    let stderr: Option<OwnedFd> = child.stderr.take().map(Into::into);
+    // `child` is not waited by std: we reap it ourselves below.
+    drop(child);
+    // Made only now: a program that cannot start makes no protocol.
+    let protocol = make_protocol();
+    let pidfd = Pid::from_raw(pid as i32)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let inner = Rc::new(ProcInner {
+        lp: lp.clone(),
+        pid,
+        pidfd: RefCell::new(pidfd),
+        returncode: Cell::new(None),
+        pipes: RefCell::new([None, None, None]),
+        pipes_open: Cell::new(0),
+        closing: Cell::new(false),
+        lost_scheduled: Cell::new(false),
+        protocol: RefCell::new(Some(protocol)),
+        in_call: Cell::new(false),
+        pending: RefCell::new(VecDeque::new()),
+        panic: RefCell::new(None),
+        exit_waiters: RefCell::new(Vec::new()),
+    });
+    let mut started = Vec::new();
+    for (fd, end) in [(0, stdin), (1, stdout), (2, stderr)] {
+        let Some(end) = end else { continue };
+        let proto = Box::new(PipeProto {
+            fd,
+            proc: Rc::downgrade(&inner),
+        });
+        let t = pipe_transport(lp, end, fd != 0, proto, None)?;
+        inner.pipes.borrow_mut()[fd as usize] = Some(Transport(t.clone()));
+        inner.pipes_open.set(inner.pipes_open.get() + 1);
+        started.push(t);
+    }
+    watch_exit(lp, &inner)?;
+    let me = inner.clone();
+    lp.call_soon(move || {
+        me.notify(Note::Made);
+        for t in started {
+            let _ = t.start(None);
+        }
+    })?;
+    Ok(SubprocessTransport(inner))
+}
+
+fn watch_exit(lp: &Loop, inner: &Rc<ProcInner>) -> Result<()> {
+    if let Some(fd) = &*inner.pidfd.borrow() {
+        let me = inner.clone();
+        return lp.add_reader(fd, move || me.reap());
+    }
+    // No pidfd (kernel before 5.3): a thread blocks in waitpid for this
+    // child and posts the status to the loop.
+    let pid = inner.pid;
+    WAITED.with(|w| w.borrow_mut().insert(pid, Rc::downgrade(inner)));
+    let remote = lp.remote();
+    std::thread::Builder::new()
+        .name(format!("oneloop-waitpid-{pid}"))
+        .spawn(move || {
+            let code = Pid::from_raw(pid as i32)
+                .and_then(|p| {
+                    rustix::process::waitpid(Some(p), WaitOptions::empty())
+                        .ok()
+                        .flatten()
+                })
+                .map_or(255, |(_, st)| code_of(st));
+            let _ = remote.call_soon_threadsafe(move || {
+                let proc = WAITED.with(|w| w.borrow_mut().remove(&pid));
+                if let Some(p) = proc.and_then(|w| w.upgrade()) {
+                    p.exited(code);
+                }
+            });
+        })
+        .map_err(Error::from)?;
+    Ok(())
+}

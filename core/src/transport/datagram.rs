@@ -1,0 +1,488 @@
+//! The UDP transport and [`DatagramProtocol`] (PEP 3156 §Datagram Transports).
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::rc::Rc;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event_loop::Loop;
+use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
+use crate::future::Future;
+
+/// The largest UDP payload.
+const MAX_DATAGRAM: usize = 65_536;
+
+thread_local! {
+    /// One receive buffer per thread (receives never nest), so an idle
+    /// endpoint holds no buffer; taken out while `datagram_received` runs.
+    static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What a datagram transport calls (UD-01): `connection_made` once, then any
+/// mix of `datagram_received` and `error_received`, then `connection_lost`
+/// once. Never called re-entrantly (see [`Protocol`](crate::Protocol)).
+pub trait DatagramProtocol: 'static {
+    /// The endpoint is ready. Keep a clone of `transport` to send.
+    fn connection_made(&mut self, transport: &DatagramTransport) {
+        let _ = transport;
+    }
+    /// A datagram arrived whole from `addr` (UD-02).
+    fn datagram_received(&mut self, data: &[u8], addr: SocketAddr) {
+        let _ = (data, addr);
+    }
+    /// A send or receive failed (an ICMP "port unreachable", say); the
+    /// endpoint stays open (UD-03).
+    fn error_received(&mut self, error: Error) {
+        let _ = error;
+    }
+    /// The endpoint is closed; the last call.
+    fn connection_lost(&mut self, error: Option<Error>) {
+        let _ = error;
+    }
+    /// Queued datagrams went above the high-water mark.
+    fn pause_writing(&mut self) {}
+    /// Queued datagrams drained to the low-water mark.
+    fn resume_writing(&mut self) {}
+}
+
+enum Note {
+    Made,
+    Error(Error),
+    Pause,
+    Resume,
+    Lost(Option<Error>),
+}
+
+struct State {
+    closing: bool,
+    lost_scheduled: bool,
+    lost: bool,
+    writer_on: bool,
+    queue: VecDeque<(Vec<u8>, SocketAddr)>,
+    queued_bytes: usize,
+    paused: bool,
+    high: usize,
+    low: usize,
+}
+
+pub(crate) struct DatagramInner {
+    lp: Loop,
+    sock: RefCell<Option<UdpSocket>>,
+    remote: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    state: RefCell<State>,
+    protocol: RefCell<Option<Box<dyn DatagramProtocol>>>,
+    in_call: Cell<bool>,
+    pending: RefCell<VecDeque<Note>>,
+    panic: RefCell<Option<Box<dyn Any + Send>>>,
+}
+
+/// A UDP endpoint: [`sendto`](DatagramTransport::sendto), `close`, `abort`
+/// (PEP 3156 §Datagram Transports). Cheap to clone, `!Send`.
+#[derive(Clone)]
+pub struct DatagramTransport(Rc<DatagramInner>);
+
+impl fmt::Debug for DatagramTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatagramTransport")
+            .field("local", &self.0.local)
+            .field("remote", &self.0.remote)
+            .finish()
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+impl DatagramInner {
+    pub(crate) fn new(
+        lp: &Loop,
+        sock: UdpSocket,
+        protocol: Box<dyn DatagramProtocol>,
+    ) -> Rc<DatagramInner> {
+        Rc::new(DatagramInner {
+            lp: lp.clone(),
+            remote: sock.peer_addr().ok(),
+            local: sock.local_addr().ok(),
+            sock: RefCell::new(Some(sock)),
+            state: RefCell::new(State {
+                closing: false,
+                lost_scheduled: false,
+                lost: false,
+                writer_on: false,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                paused: false,
+                high: 64 * 1024,
+                low: 16 * 1024,
+            }),
+            protocol: RefCell::new(Some(protocol)),
+            in_call: Cell::new(false),
+            pending: RefCell::new(VecDeque::new()),
+            panic: RefCell::new(None),
+        })
+    }
+
+    /// Queue `connection_made`, then start receiving; `waiter` resolves after.
+    pub(crate) fn start(self: &Rc<Self>, waiter: Future<DatagramTransport>) -> Result<()> {
+        let me = self.clone();
+        self.lp.call_soon(move || {
+            me.notify(Note::Made);
+            let open = !me.state.borrow().closing;
+            if open {
+                let r = match &*me.sock.borrow() {
+                    Some(s) => {
+                        let me2 = me.clone();
+                        me.lp.add_reader(s, move || me2.on_readable())
+                    }
+                    None => Ok(()),
+                };
+                if let Err(e) = r {
+                    me.force_close(Some(e));
+                }
+            }
+            let _ = waiter.set_result(DatagramTransport(me.clone()));
+        })?;
+        Ok(())
+    }
+
+    fn notify(self: &Rc<Self>, note: Note) {
+        self.pending.borrow_mut().push_back(note);
+        if !self.in_call.get() {
+            self.in_call.set(true);
+            self.drain();
+        }
+    }
+
+    fn drain(self: &Rc<Self>) {
+        loop {
+            let note = self.pending.borrow_mut().pop_front();
+            let Some(note) = note else { break };
+            if self.state.borrow().lost {
+                continue;
+            }
+            match note {
+                Note::Made => {
+                    let t = DatagramTransport(self.clone());
+                    self.invoke("connection_made", |p| p.connection_made(&t));
+                }
+                Note::Error(e) => self.invoke("error_received", |p| p.error_received(e)),
+                Note::Pause => self.invoke("pause_writing", |p| p.pause_writing()),
+                Note::Resume => self.invoke("resume_writing", |p| p.resume_writing()),
+                Note::Lost(e) => {
+                    self.state.borrow_mut().lost = true;
+                    self.invoke("connection_lost", |p| p.connection_lost(e));
+                    self.teardown();
+                }
+            }
+        }
+        self.in_call.set(false);
+        let panic = self.panic.borrow_mut().take();
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
+    }
+
+    fn invoke(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn DatagramProtocol)) {
+        let taken = self.protocol.borrow_mut().take();
+        let Some(mut p) = taken else { return };
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *p)));
+        *self.protocol.borrow_mut() = Some(p);
+        if let Err(payload) = outcome {
+            let msg = panic_message(&*payload);
+            let err = Error::new(
+                ErrorKind::Panicked,
+                format!("datagram protocol method {what} panicked: {msg}"),
+            );
+            if self.lp.panic_policy() == PanicPolicy::Propagate {
+                self.panic.borrow_mut().get_or_insert(payload);
+            } else {
+                self.lp.call_exception_handler(
+                    ExceptionContext::new(format!(
+                        "datagram protocol method {what} panicked; the endpoint was aborted"
+                    ))
+                    .with_panic(msg)
+                    .with_error(err.clone()),
+                );
+            }
+            if what != "connection_lost" {
+                self.force_close(Some(err));
+            }
+        }
+    }
+
+    fn on_readable(self: &Rc<Self>) {
+        if self.in_call.get() {
+            return;
+        }
+        let mut buf = RECV_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if buf.len() < MAX_DATAGRAM {
+            buf.resize(MAX_DATAGRAM, 0);
+        }
+        let res = match &*self.sock.borrow() {
+            Some(s) => s.recv_from(&mut buf),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        };
+        match res {
+            Ok((n, from)) => {
+                self.in_call.set(true);
+                self.invoke("datagram_received", |p| {
+                    p.datagram_received(&buf[..n], from)
+                });
+                self.drain();
+            }
+            Err(e) if would_block(&e) => {}
+            Err(e) => self.notify(Note::Error(e.into())),
+        }
+        RECV_BUF.with(|b| *b.borrow_mut() = buf);
+    }
+
+    fn on_writable(self: &Rc<Self>) {
+        let mut errors = Vec::new();
+        let (resume, done, finish) = {
+            let mut st = self.state.borrow_mut();
+            let sock = self.sock.borrow();
+            let Some(s) = sock.as_ref() else { return };
+            while let Some((data, to)) = st.queue.front() {
+                let r = if self.remote.is_some() {
+                    s.send(data)
+                } else {
+                    s.send_to(data, to)
+                };
+                match r {
+                    Err(e) if would_block(&e) => break,
+                    other => {
+                        if let Err(e) = other {
+                            errors.push(Error::from(e));
+                        }
+                        let (data, _) = st.queue.pop_front().expect("front exists");
+                        st.queued_bytes -= data.len();
+                    }
+                }
+            }
+            let resume = st.paused && st.queued_bytes <= st.low;
+            if resume {
+                st.paused = false;
+            }
+            let done = st.queue.is_empty();
+            let finish = done && st.closing && !st.lost_scheduled;
+            if finish {
+                st.lost_scheduled = true;
+            }
+            (resume, done, finish)
+        };
+        for e in errors {
+            self.notify(Note::Error(e));
+        }
+        if resume {
+            self.notify(Note::Resume);
+        }
+        if done {
+            self.set_writing(false);
+        }
+        if finish {
+            self.schedule_lost(None);
+        }
+    }
+
+    fn set_writing(self: &Rc<Self>, on: bool) {
+        let was = std::mem::replace(&mut self.state.borrow_mut().writer_on, on);
+        if was == on {
+            return;
+        }
+        let sock = self.sock.borrow();
+        let Some(s) = sock.as_ref() else { return };
+        if on {
+            let me = self.clone();
+            if let Err(e) = self.lp.add_writer(s, move || me.on_writable()) {
+                drop(sock);
+                self.force_close(Some(e));
+            }
+        } else {
+            self.lp.remove_writer(s);
+        }
+    }
+
+    fn force_close(self: &Rc<Self>, err: Option<Error>) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.lost_scheduled {
+                return;
+            }
+            st.lost_scheduled = true;
+            st.closing = true;
+            st.queue.clear();
+            st.queued_bytes = 0;
+        }
+        self.unwatch();
+        self.schedule_lost(err);
+    }
+
+    fn unwatch(self: &Rc<Self>) {
+        self.set_writing(false);
+        if let Some(s) = &*self.sock.borrow() {
+            self.lp.remove_reader(s);
+        }
+    }
+
+    fn schedule_lost(self: &Rc<Self>, err: Option<Error>) {
+        let me = self.clone();
+        if self
+            .lp
+            .call_soon(move || me.notify(Note::Lost(err)))
+            .is_err()
+        {
+            self.state.borrow_mut().lost = true;
+            self.teardown();
+        }
+    }
+
+    fn teardown(self: &Rc<Self>) {
+        self.unwatch();
+        let sock = self.sock.borrow_mut().take();
+        drop(sock);
+        let p = self.protocol.borrow_mut().take();
+        drop(p);
+    }
+}
+
+impl DatagramTransport {
+    /// The loop this endpoint runs on.
+    pub fn get_loop(&self) -> &Loop {
+        &self.0.lp
+    }
+
+    /// Send one datagram to `addr`, or to the endpoint's remote address when
+    /// `addr` is `None` (UD-02). Never blocks: what the socket refuses now
+    /// is queued. A send failure reported by the OS (no route, port
+    /// unreachable) goes to `error_received` and the endpoint stays open.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] with no address on an unconnected
+    /// endpoint, or an address other than the remote one on a connected
+    /// endpoint; [`ErrorKind::InvalidState`] once closing.
+    pub fn sendto(&self, data: &[u8], addr: Option<SocketAddr>) -> Result<()> {
+        let inner = &self.0;
+        let to = match (addr, inner.remote) {
+            (None, Some(r)) => r,
+            (Some(a), Some(r)) if a == r => r,
+            (Some(a), Some(r)) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("the endpoint is connected to {r}, not {a}"),
+                ));
+            }
+            (Some(a), None) => a,
+            (None, None) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "no address given and no remote address set",
+                ));
+            }
+        };
+        let (register, pause, error) = {
+            let mut st = inner.state.borrow_mut();
+            if st.closing {
+                return Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "sendto() on a closing endpoint",
+                ));
+            }
+            let mut error = None;
+            if st.queue.is_empty() {
+                let sock = inner.sock.borrow();
+                let Some(s) = sock.as_ref() else {
+                    return Ok(());
+                };
+                let r = if inner.remote.is_some() {
+                    s.send(data)
+                } else {
+                    s.send_to(data, to)
+                };
+                match r {
+                    Ok(_) => return Ok(()),
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => error = Some(Error::from(e)),
+                }
+            }
+            if error.is_none() {
+                st.queue.push_back((data.to_vec(), to));
+                st.queued_bytes += data.len();
+            }
+            let pause = !st.paused && st.queued_bytes > st.high;
+            if pause {
+                st.paused = true;
+            }
+            (error.is_none() && !st.writer_on, pause, error)
+        };
+        if let Some(e) = error {
+            inner.notify(Note::Error(e));
+            return Ok(());
+        }
+        if register {
+            inner.set_writing(true);
+        }
+        if pause {
+            inner.notify(Note::Pause);
+        }
+        Ok(())
+    }
+
+    /// Close after the queued datagrams are sent; `connection_lost(None)`
+    /// follows from a later callback (UD-04). Idempotent.
+    pub fn close(&self) {
+        let inner = &self.0;
+        let flushed = {
+            let mut st = inner.state.borrow_mut();
+            if st.closing {
+                return;
+            }
+            st.closing = true;
+            let flushed = st.queue.is_empty();
+            if flushed {
+                st.lost_scheduled = true;
+            }
+            flushed
+        };
+        if let Some(s) = &*inner.sock.borrow() {
+            inner.lp.remove_reader(s);
+        }
+        if flushed {
+            inner.schedule_lost(None);
+        }
+    }
+
+    /// Close now, discarding queued datagrams (UD-04).
+    pub fn abort(&self) {
+        self.0.force_close(None);
+    }
+
+    /// Whether the endpoint is closing or closed.
+    pub fn is_closing(&self) -> bool {
+        self.0.state.borrow().closing
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn get_write_buffer_size(&self) -> usize {
+        self.0.state.borrow().queued_bytes
+    }
+
+    /// The local address.
+    pub fn sockname(&self) -> Option<SocketAddr> {
+        self.0.local
+    }
+
+    /// The remote address, for a connected endpoint.
+    pub fn peername(&self) -> Option<SocketAddr> {
+        self.0.remote
+    }
+}

@@ -1,0 +1,64 @@
+//! What a stream transport reads and writes: a connected socket or a pipe end.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::net::{RecvFlags, SendFlags};
+use socket2::Socket;
+
+/// The role of a stream transport's fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A connected stream socket: both directions, half-close.
+    Socket,
+    /// The read end of a pipe (PI-01).
+    ReadPipe,
+    /// The write end of a pipe (PI-02).
+    WritePipe,
+}
+
+/// The fd of a stream transport.
+#[derive(Debug)]
+pub(crate) enum Endpoint {
+    Socket(Socket),
+    Pipe(OwnedFd),
+}
+
+impl Endpoint {
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Endpoint::Socket(s) => rustix::net::recv(s, buf, RecvFlags::empty())
+                .map(|(n, _)| n)
+                .map_err(io::Error::from),
+            Endpoint::Pipe(p) => rustix::io::read(p, buf).map_err(io::Error::from),
+        }
+    }
+
+    /// Sockets never raise SIGPIPE (`MSG_NOSIGNAL`); a pipe write relies on
+    /// SIGPIPE being ignored, as Rust's runtime sets it up for binaries.
+    pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Endpoint::Socket(s) => {
+                rustix::net::send(s, buf, SendFlags::NOSIGNAL).map_err(io::Error::from)
+            }
+            Endpoint::Pipe(p) => rustix::io::write(p, buf).map_err(io::Error::from),
+        }
+    }
+
+    /// Half-close a socket. (A pipe's write side ends by closing it.)
+    pub(crate) fn shutdown_write(&self) {
+        if let Endpoint::Socket(s) = self {
+            // ENOTCONN after a reset: the read side reports the reset.
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    }
+}
+
+impl AsFd for Endpoint {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Endpoint::Socket(s) => s.as_fd(),
+            Endpoint::Pipe(p) => p.as_fd(),
+        }
+    }
+}

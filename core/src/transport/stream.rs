@@ -1,0 +1,819 @@
+//! The stream transport over a connected socket (TCP or Unix).
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::rc::Rc;
+
+use super::endpoint::{Endpoint, Kind};
+use super::write_buffer::WriteBuffer;
+use super::{ExtraInfo, SocketAddress};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event_loop::Loop;
+use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
+use crate::future::Future;
+use crate::protocol::Protocol;
+
+/// Bytes asked of the kernel per readable event.
+const READ_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    /// One read buffer per thread, shared by every transport: reads are
+    /// never nested (a reader callback never runs inside another), so an idle
+    /// connection costs no buffer. Taken out while `data_received` runs; a
+    /// read that finds it taken allocates its own.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A protocol call waiting for the gate (see the module docs of `transport`).
+enum Note {
+    Made,
+    PauseWriting,
+    ResumeWriting,
+    Eof,
+    Lost(Option<Error>),
+}
+
+/// The mutable state of a stream transport, borrowed only between syscalls.
+#[derive(Debug)]
+struct State {
+    /// `connection_made` was (or is being) delivered: reading may start.
+    made: bool,
+    /// `close`, `abort` or a fatal error: `is_closing()`, writes refused.
+    closing: bool,
+    /// `connection_lost` is queued; it must be queued once only.
+    lost_scheduled: bool,
+    /// `connection_lost` was delivered: nothing more reaches the protocol.
+    lost: bool,
+    /// `pause_reading` is in force.
+    reading_paused: bool,
+    /// The peer sent EOF: the reader stays off for good.
+    read_eof: bool,
+    /// The reader callback is registered with the loop.
+    reader_on: bool,
+    /// The writer callback is registered with the loop.
+    writer_on: bool,
+    /// `write_eof` was called.
+    eof_requested: bool,
+    /// The write side was shut down.
+    eof_sent: bool,
+    /// The protocol was told `pause_writing` and not yet `resume_writing`.
+    protocol_paused: bool,
+    buf: WriteBuffer,
+}
+
+/// The shared body of a [`Transport`].
+pub(crate) struct StreamInner {
+    lp: Loop,
+    /// `None` once `connection_lost` has run: the fd is closed then.
+    sock: RefCell<Option<Endpoint>>,
+    kind: Kind,
+    fd: RawFd,
+    peer: Option<SocketAddress>,
+    local: Option<SocketAddress>,
+    state: RefCell<State>,
+    /// Moved out while a method of it runs, and for good after `connection_lost`.
+    protocol: RefCell<Option<Box<dyn Protocol>>>,
+    /// A protocol method is on the stack: notifications queue in `pending`.
+    in_call: Cell<bool>,
+    pending: RefCell<VecDeque<Note>>,
+    /// A protocol panic kept for `PanicPolicy::Propagate`.
+    panic: RefCell<Option<Box<dyn Any + Send>>>,
+    /// Run after `connection_lost` (a server counts its connections).
+    on_lost: RefCell<Option<Box<dyn FnOnce()>>>,
+}
+
+/// The sending half of a stream connection, and the handle a
+/// [`Protocol`] uses to control it (PEP 3156 §Stream Transports).
+///
+/// Cheap to clone, `!Send` like the [`Loop`] it belongs to (D11). Every
+/// method may be called from anywhere on the loop's thread — inside a
+/// protocol method, a callback or a task — without a borrow panic.
+///
+/// `write` never blocks: what the socket does not take at once is buffered
+/// and sent when it becomes writable. Above the high-water mark the protocol
+/// gets [`pause_writing`](Protocol::pause_writing); a producer that stops
+/// there keeps memory bounded by the mark plus one chunk (FC-01).
+pub struct Transport(pub(crate) Rc<StreamInner>);
+
+impl Clone for Transport {
+    fn clone(&self) -> Self {
+        Transport(self.0.clone())
+    }
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.0.state.try_borrow();
+        let mut d = f.debug_struct("Transport");
+        d.field("fd", &self.0.fd).field("peer", &self.0.peer);
+        if let Ok(st) = st {
+            d.field("closing", &st.closing)
+                .field("lost", &st.lost)
+                .field("buffered", &st.buf.len());
+        }
+        d.finish()
+    }
+}
+
+impl PartialEq for Transport {
+    fn eq(&self, other: &Transport) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for Transport {}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+impl StreamInner {
+    /// A transport over `sock` (connected, non-blocking), not started yet.
+    pub(crate) fn new(
+        lp: &Loop,
+        sock: socket2::Socket,
+        protocol: Box<dyn Protocol>,
+        on_lost: Option<Box<dyn FnOnce()>>,
+    ) -> Rc<StreamInner> {
+        let peer = sock
+            .peer_addr()
+            .ok()
+            .map(|a| SocketAddress::from_sockaddr(&a));
+        let local = sock
+            .local_addr()
+            .ok()
+            .map(|a| SocketAddress::from_sockaddr(&a));
+        Self::with_endpoint(
+            lp,
+            Endpoint::Socket(sock),
+            Kind::Socket,
+            protocol,
+            on_lost,
+            peer,
+            local,
+        )
+    }
+
+    /// A transport over one end of a pipe (non-blocking), not started yet.
+    pub(crate) fn new_pipe(
+        lp: &Loop,
+        fd: std::os::fd::OwnedFd,
+        readable: bool,
+        protocol: Box<dyn Protocol>,
+        on_lost: Option<Box<dyn FnOnce()>>,
+    ) -> Rc<StreamInner> {
+        let kind = if readable {
+            Kind::ReadPipe
+        } else {
+            Kind::WritePipe
+        };
+        Self::with_endpoint(lp, Endpoint::Pipe(fd), kind, protocol, on_lost, None, None)
+    }
+
+    fn with_endpoint(
+        lp: &Loop,
+        sock: Endpoint,
+        kind: Kind,
+        protocol: Box<dyn Protocol>,
+        on_lost: Option<Box<dyn FnOnce()>>,
+        peer: Option<SocketAddress>,
+        local: Option<SocketAddress>,
+    ) -> Rc<StreamInner> {
+        Rc::new(StreamInner {
+            lp: lp.clone(),
+            fd: sock.as_fd().as_raw_fd(),
+            sock: RefCell::new(Some(sock)),
+            kind,
+            peer,
+            local,
+            state: RefCell::new(State {
+                made: false,
+                closing: false,
+                lost_scheduled: false,
+                lost: false,
+                reading_paused: false,
+                read_eof: false,
+                reader_on: false,
+                writer_on: false,
+                eof_requested: false,
+                eof_sent: false,
+                protocol_paused: false,
+                buf: WriteBuffer::new(),
+            }),
+            protocol: RefCell::new(Some(protocol)),
+            in_call: Cell::new(false),
+            pending: RefCell::new(VecDeque::new()),
+            panic: RefCell::new(None),
+            on_lost: RefCell::new(on_lost),
+        })
+    }
+
+    /// Queue `connection_made` and then reading; `waiter` resolves right
+    /// after `connection_made` returned (D2, TP-03).
+    ///
+    /// On a closed loop the transport is released at once and the error
+    /// returned.
+    pub(crate) fn start(self: &Rc<Self>, waiter: Option<Future<Transport>>) -> Result<()> {
+        let me = self.clone();
+        let queued = self.lp.call_soon(move || {
+            me.state.borrow_mut().made = true;
+            me.notify(Note::Made);
+            // A write pipe is watched for reading too: it turns readable
+            // when the reader closes (PI-03).
+            let start_reading = {
+                let st = me.state.borrow();
+                !st.closing && (!st.reading_paused || me.kind == Kind::WritePipe) && !st.lost
+            };
+            if start_reading {
+                me.set_reading(true);
+            }
+            if let Some(w) = waiter {
+                let _ = w.set_result(Transport(me.clone()));
+            }
+        });
+        if let Err(e) = queued {
+            self.teardown();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    // ---- the gate: every protocol call goes through here ----
+
+    fn notify(self: &Rc<Self>, note: Note) {
+        self.pending.borrow_mut().push_back(note);
+        if !self.in_call.get() {
+            self.in_call.set(true);
+            self.drain();
+        }
+    }
+
+    /// Deliver a direct call (`data_received`) through the gate.
+    fn call(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn Protocol)) {
+        if self.in_call.get() {
+            return;
+        }
+        self.in_call.set(true);
+        self.invoke(what, f);
+        self.drain();
+    }
+
+    /// Deliver queued notes until none is left; `in_call` is true on entry.
+    fn drain(self: &Rc<Self>) {
+        loop {
+            let note = self.pending.borrow_mut().pop_front();
+            match note {
+                Some(note) => self.deliver(note),
+                None => break,
+            }
+        }
+        self.in_call.set(false);
+        let panic = self.panic.borrow_mut().take();
+        if let Some(payload) = panic {
+            resume_unwind(payload);
+        }
+    }
+
+    fn deliver(self: &Rc<Self>, note: Note) {
+        if self.state.borrow().lost {
+            return;
+        }
+        match note {
+            Note::Made => {
+                let t = Transport(self.clone());
+                self.invoke("connection_made", |p| p.connection_made(&t));
+            }
+            Note::PauseWriting => self.invoke("pause_writing", |p| p.pause_writing()),
+            Note::ResumeWriting => self.invoke("resume_writing", |p| p.resume_writing()),
+            Note::Eof => {
+                let mut keep_open = false;
+                let ok = self.invoke_ok("eof_received", |p| keep_open = p.eof_received());
+                // A read pipe has no write side to keep open.
+                if ok && (!keep_open || self.kind == Kind::ReadPipe) {
+                    Transport(self.clone()).close();
+                }
+            }
+            Note::Lost(err) => {
+                self.state.borrow_mut().lost = true;
+                self.invoke("connection_lost", |p| p.connection_lost(err));
+                self.teardown();
+            }
+        }
+    }
+
+    fn invoke(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn Protocol)) {
+        self.invoke_ok(what, f);
+    }
+
+    /// Call the protocol with no borrow held; false if it panicked (or is gone).
+    fn invoke_ok(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn Protocol)) -> bool {
+        let taken = self.protocol.borrow_mut().take();
+        let Some(mut p) = taken else { return false };
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *p)));
+        *self.protocol.borrow_mut() = Some(p);
+        match outcome {
+            Ok(()) => true,
+            Err(payload) => {
+                self.protocol_panicked(what, payload);
+                false
+            }
+        }
+    }
+
+    fn protocol_panicked(self: &Rc<Self>, what: &'static str, payload: Box<dyn Any + Send>) {
+        let msg = panic_message(&*payload);
+        let err = Error::new(
+            ErrorKind::Panicked,
+            format!("protocol method {what} panicked: {msg}"),
+        );
+        if self.lp.panic_policy() == PanicPolicy::Propagate {
+            let mut slot = self.panic.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(payload);
+            }
+        } else {
+            let ctx = ExceptionContext::new(format!(
+                "protocol method {what} panicked; the transport (fd {}) was aborted",
+                self.fd
+            ))
+            .with_panic(msg)
+            .with_error(err.clone());
+            self.lp.call_exception_handler(ctx);
+        }
+        if what != "connection_lost" {
+            self.force_close(Some(err));
+        }
+    }
+
+    // ---- loop registrations ----
+
+    fn set_reading(self: &Rc<Self>, on: bool) {
+        let was = std::mem::replace(&mut self.state.borrow_mut().reader_on, on);
+        if was == on {
+            return;
+        }
+        let sock = self.sock.borrow();
+        let Some(s) = sock.as_ref() else { return };
+        if on {
+            let me = self.clone();
+            if let Err(e) = self.lp.add_reader(s, move || me.on_readable()) {
+                drop(sock);
+                self.state.borrow_mut().reader_on = false;
+                self.force_close(Some(e));
+            }
+        } else {
+            self.lp.remove_reader(s);
+        }
+    }
+
+    fn set_writing(self: &Rc<Self>, on: bool) {
+        let was = std::mem::replace(&mut self.state.borrow_mut().writer_on, on);
+        if was == on {
+            return;
+        }
+        let sock = self.sock.borrow();
+        let Some(s) = sock.as_ref() else { return };
+        if on {
+            let me = self.clone();
+            if let Err(e) = self.lp.add_writer(s, move || me.on_writable()) {
+                drop(sock);
+                self.state.borrow_mut().writer_on = false;
+                self.force_close(Some(e));
+            }
+        } else {
+            self.lp.remove_writer(s);
+        }
+    }
+
+    // ---- I/O ----
+
+    fn on_readable(self: &Rc<Self>) {
+        if self.kind == Kind::WritePipe {
+            // The read end closed: nobody will take what is buffered.
+            let lost_data = !self.state.borrow().buf.is_empty();
+            let err = lost_data.then(|| {
+                Error::from(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the pipe's reader closed with data still buffered",
+                ))
+            });
+            self.force_close(err);
+            return;
+        }
+        let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if buf.len() < READ_SIZE {
+            buf.resize(READ_SIZE, 0);
+        }
+        let res = match &*self.sock.borrow() {
+            Some(s) => s.recv(&mut buf[..]),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        };
+        match res {
+            Ok(0) => self.read_eof(),
+            Ok(n) => self.call("data_received", |p| p.data_received(&buf[..n])),
+            Err(e) if would_block(&e) => {}
+            Err(e) => self.force_close(Some(e.into())),
+        }
+        READ_BUF.with(|b| *b.borrow_mut() = buf);
+    }
+
+    fn read_eof(self: &Rc<Self>) {
+        self.state.borrow_mut().read_eof = true;
+        self.set_reading(false);
+        self.notify(Note::Eof);
+    }
+
+    fn on_writable(self: &Rc<Self>) {
+        let res = {
+            let mut st = self.state.borrow_mut();
+            let sock = self.sock.borrow();
+            let Some(s) = sock.as_ref() else { return };
+            if st.buf.is_empty() {
+                Ok(())
+            } else {
+                match s.send(st.buf.pending()) {
+                    Ok(n) => {
+                        st.buf.consume(n);
+                        Ok(())
+                    }
+                    Err(e) if would_block(&e) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = res {
+            self.force_close(Some(e.into()));
+            return;
+        }
+        self.after_send();
+    }
+
+    /// Bookkeeping after bytes left the buffer: resume the protocol, stop
+    /// the writer, send a pending EOF, finish a pending close.
+    fn after_send(self: &Rc<Self>) {
+        let (resume, empty, shutdown, finish) = {
+            let mut st = self.state.borrow_mut();
+            let resume = st.protocol_paused && st.buf.at_or_below_low();
+            if resume {
+                st.protocol_paused = false;
+            }
+            let empty = st.buf.is_empty();
+            let shutdown = empty && st.eof_requested && !st.eof_sent && !st.closing;
+            if shutdown {
+                st.eof_sent = true;
+            }
+            let finish = empty && st.closing && !st.lost_scheduled;
+            if finish {
+                st.lost_scheduled = true;
+            }
+            (resume, empty, shutdown, finish)
+        };
+        if empty {
+            self.set_writing(false);
+        }
+        if shutdown && let Some(s) = &*self.sock.borrow() {
+            s.shutdown_write();
+        }
+        if resume {
+            self.notify(Note::ResumeWriting);
+        }
+        if finish {
+            self.schedule_lost(None);
+        }
+    }
+
+    // ---- closing ----
+
+    /// Abort: drop the buffer, stop watching, queue `connection_lost(err)`.
+    fn force_close(self: &Rc<Self>, err: Option<Error>) {
+        {
+            let mut st = self.state.borrow_mut();
+            if st.lost_scheduled {
+                return;
+            }
+            st.lost_scheduled = true;
+            st.closing = true;
+            st.buf.clear();
+        }
+        self.set_reading(false);
+        self.set_writing(false);
+        self.schedule_lost(err);
+    }
+
+    fn schedule_lost(self: &Rc<Self>, err: Option<Error>) {
+        let me = self.clone();
+        if self
+            .lp
+            .call_soon(move || me.notify(Note::Lost(err)))
+            .is_err()
+        {
+            // The loop is closed: no callback will ever run again.
+            self.state.borrow_mut().lost = true;
+            self.teardown();
+        }
+    }
+
+    /// After `connection_lost`: unwatch, close the fd, drop the protocol
+    /// (which may hold the last other clone of this transport).
+    fn teardown(self: &Rc<Self>) {
+        self.set_reading(false);
+        self.set_writing(false);
+        let sock = self.sock.borrow_mut().take();
+        drop(sock);
+        let protocol = self.protocol.borrow_mut().take();
+        drop(protocol);
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        drop(pending);
+        let hook = self.on_lost.borrow_mut().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+}
+
+impl Transport {
+    /// The loop this transport runs on.
+    pub fn get_loop(&self) -> &Loop {
+        &self.0.lp
+    }
+
+    /// Send `data`: at once as far as the socket takes it, the rest buffered
+    /// and sent in order as the socket drains (TP-04). Never blocks.
+    ///
+    /// Crossing the high-water mark calls the protocol's
+    /// [`pause_writing`](Protocol::pause_writing): before `write` returns when
+    /// called from outside the protocol (FC-03), right after the running
+    /// protocol method returns when called from inside it.
+    ///
+    /// A send error (reset, broken pipe) is not returned here: the transport
+    /// closes and the protocol gets `connection_lost(Some(error))`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidState`] after [`write_eof`](Transport::write_eof)
+    /// (TP-07) or once the transport is closing (after `close`, `abort` or a
+    /// lost connection); the data is discarded. [`ErrorKind::Unsupported`]
+    /// on the read end of a pipe.
+    pub fn write(&self, data: &[u8]) -> Result<()> {
+        let inner = &self.0;
+        let mut data = data;
+        if inner.kind == Kind::ReadPipe {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "write() on the read end of a pipe",
+            ));
+        }
+        let (register, pause) = {
+            let mut st = inner.state.borrow_mut();
+            if st.eof_requested && !st.closing {
+                return Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "write() after write_eof()",
+                ));
+            }
+            if st.closing {
+                return Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "write() on a closing transport",
+                ));
+            }
+            if data.is_empty() {
+                return Ok(());
+            }
+            let was_empty = st.buf.is_empty();
+            if was_empty {
+                let sock = inner.sock.borrow();
+                let Some(s) = sock.as_ref() else {
+                    return Ok(());
+                };
+                match s.send(data) {
+                    Ok(n) => data = &data[n..],
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => {
+                        drop((sock, st));
+                        inner.force_close(Some(e.into()));
+                        return Ok(());
+                    }
+                }
+                if data.is_empty() {
+                    return Ok(());
+                }
+            }
+            st.buf.push(data);
+            let pause = !st.protocol_paused && st.buf.above_high();
+            if pause {
+                st.protocol_paused = true;
+            }
+            (was_empty, pause)
+        };
+        if register {
+            inner.set_writing(true);
+        }
+        if pause {
+            inner.notify(Note::PauseWriting);
+        }
+        Ok(())
+    }
+
+    /// Write each chunk in order, as one `write` each.
+    ///
+    /// # Errors
+    /// As [`write`](Transport::write); chunks after a failure are not written.
+    pub fn writelines<I>(&self, chunks: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        for c in chunks {
+            self.write(c.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Close the write side once the buffered data is sent (TCP half-close,
+    /// TP-07). Idempotent; ignored on a closing transport. Reading goes on.
+    /// On a write pipe it closes the pipe after the buffered data; on a read
+    /// pipe it does nothing.
+    pub fn write_eof(&self) {
+        let inner = &self.0;
+        match inner.kind {
+            Kind::Socket => {}
+            Kind::ReadPipe => return,
+            // A pipe's EOF is its closing, after the buffered data.
+            Kind::WritePipe => return self.close(),
+        }
+        let now = {
+            let mut st = inner.state.borrow_mut();
+            if st.closing || st.eof_requested {
+                return;
+            }
+            st.eof_requested = true;
+            let now = st.buf.is_empty();
+            if now {
+                st.eof_sent = true;
+            }
+            now
+        };
+        if now && let Some(s) = &*inner.sock.borrow() {
+            s.shutdown_write();
+        }
+    }
+
+    /// Whether [`write_eof`](Transport::write_eof) is supported: for stream
+    /// sockets and write pipes, not for read pipes.
+    pub fn can_write_eof(&self) -> bool {
+        self.0.kind != Kind::ReadPipe
+    }
+
+    /// Close gracefully: stop reading at once, send what is buffered, then
+    /// call `connection_lost(None)` from a later callback (TP-05).
+    /// [`is_closing`](Transport::is_closing) is true from now on. Idempotent.
+    pub fn close(&self) {
+        let inner = &self.0;
+        let flushed = {
+            let mut st = inner.state.borrow_mut();
+            if st.closing {
+                return;
+            }
+            st.closing = true;
+            let flushed = st.buf.is_empty();
+            if flushed {
+                st.lost_scheduled = true;
+            }
+            flushed
+        };
+        inner.set_reading(false);
+        if flushed {
+            inner.schedule_lost(None);
+        }
+    }
+
+    /// Close at once: discard the buffer, stop reading and writing, then
+    /// call `connection_lost(None)` from a later callback — never from inside
+    /// `abort` (TP-06). Idempotent, and harmless after `close`.
+    pub fn abort(&self) {
+        self.0.force_close(None);
+    }
+
+    /// Whether the transport is closing or closed.
+    pub fn is_closing(&self) -> bool {
+        self.0.state.borrow().closing
+    }
+
+    /// Stop reading: no `data_received` until
+    /// [`resume_reading`](Transport::resume_reading), and the fd is no
+    /// longer watched, so the kernel buffers fill and slow the peer (FC-04).
+    /// Idempotent; ignored on a closing transport. Called inside
+    /// `connection_made`, it holds back even the first read (FC-05).
+    pub fn pause_reading(&self) {
+        let inner = &self.0;
+        {
+            let mut st = inner.state.borrow_mut();
+            if st.closing || st.reading_paused || inner.kind == Kind::WritePipe {
+                return;
+            }
+            st.reading_paused = true;
+        }
+        inner.set_reading(false);
+    }
+
+    /// Undo [`pause_reading`](Transport::pause_reading). Idempotent; ignored
+    /// on a closing transport.
+    pub fn resume_reading(&self) {
+        let inner = &self.0;
+        let start = {
+            let mut st = inner.state.borrow_mut();
+            if st.closing || !st.reading_paused || inner.kind == Kind::WritePipe {
+                return;
+            }
+            st.reading_paused = false;
+            st.made && !st.read_eof && !st.lost
+        };
+        if start {
+            inner.set_reading(true);
+        }
+    }
+
+    /// Whether the transport is receiving (not paused, not closing, not at EOF).
+    pub fn is_reading(&self) -> bool {
+        let st = self.0.state.borrow();
+        self.0.kind != Kind::WritePipe && !st.closing && !st.reading_paused && !st.read_eof
+    }
+
+    /// Set the water marks of write flow control (FC-02). `None` for `high`
+    /// means 64 KiB, or four times `low` if given; `None` for `low` means a
+    /// quarter of `high`. `high = 0` pauses the protocol whenever anything is
+    /// buffered. A buffer already above the new mark pauses the protocol now.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] if `low > high`; nothing changes.
+    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
+        let inner = &self.0;
+        let pause = {
+            let mut st = inner.state.borrow_mut();
+            st.buf.set_limits(high, low)?;
+            let pause = !st.closing && !st.protocol_paused && st.buf.above_high();
+            if pause {
+                st.protocol_paused = true;
+            }
+            pause
+        };
+        if pause {
+            inner.notify(Note::PauseWriting);
+        }
+        Ok(())
+    }
+
+    /// Whether the buffer went above the high-water mark and has not yet
+    /// drained to the low one: the state `pause_writing` announces. A
+    /// protocol writing in a loop inside one of its own methods (where the
+    /// `pause_writing` call is delivered only after it returns) checks this.
+    pub fn is_writing_paused(&self) -> bool {
+        self.0.state.borrow().protocol_paused
+    }
+
+    /// The water marks, as `(low, high)`.
+    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+        let st = self.0.state.borrow();
+        (st.buf.low, st.buf.high)
+    }
+
+    /// The number of bytes buffered and not yet taken by the socket (exact).
+    pub fn get_write_buffer_size(&self) -> usize {
+        self.0.state.borrow().buf.len()
+    }
+
+    /// The address of the peer.
+    pub fn peername(&self) -> Option<SocketAddress> {
+        self.0.peer.clone()
+    }
+
+    /// The local address of the socket.
+    pub fn sockname(&self) -> Option<SocketAddress> {
+        self.0.local.clone()
+    }
+
+    /// The socket's fd, until `connection_lost`; for socket options. Do not
+    /// read, write or close it behind the transport's back.
+    pub fn socket_fd(&self) -> Option<RawFd> {
+        self.0.sock.borrow().as_ref().map(|s| s.as_fd().as_raw_fd())
+    }
+
+    /// PEP 3156's extra information by name: `"peername"`, `"sockname"`,
+    /// `"socket"`. An unknown name, or a value not available, gives `None`
+    /// (TP-09).
+    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        match name {
+            "peername" => self.peername().map(ExtraInfo::Address),
+            "sockname" => self.sockname().map(ExtraInfo::Address),
+            "socket" => self.socket_fd().map(ExtraInfo::Fd),
+            _ => None,
+        }
+    }
+}

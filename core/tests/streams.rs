@@ -1,0 +1,285 @@
+//! Streams (`futures::io` reader/writer pairs over protocols) on the default loop.
+
+mod transport_fixtures;
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener};
+use std::rc::Rc;
+use std::thread;
+use std::time::Duration;
+
+use futures::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use oneloop::{Loop, StreamReader, StreamWriter};
+use transport_fixtures::{new_loop, run, run_until};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+async fn echo(mut r: StreamReader, mut w: StreamWriter) {
+    let mut buf = vec![0; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if w.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 253) as u8).collect()
+}
+
+#[test]
+fn a_stream_echo_server_and_client_move_4_mib_both_ways() {
+    let lp = new_loop();
+    let server = run(&lp, LIMIT, lp.start_server(echo, "127.0.0.1:0")).unwrap();
+    let addr = server.local_addrs()[0].as_inet().unwrap();
+    let payload = pattern(4 << 20);
+    let p2 = payload.clone();
+    let lp2 = lp.clone();
+    let back = run(&lp, LIMIT, async move {
+        let (r, mut w) = lp2.open_connection(addr).await.unwrap();
+        // Write and read concurrently: neither side may deadlock on the other.
+        let writer = lp2
+            .spawn(async move {
+                w.write_all(&p2).await.unwrap();
+                w.flush().await.unwrap();
+                w.close().await.unwrap();
+                w
+            })
+            .unwrap();
+        let mut r = r;
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).await.unwrap();
+        assert!(r.at_eof());
+        drop(writer.await.unwrap());
+        back
+    });
+    assert_eq!(back.len(), payload.len());
+    assert!(back == payload, "bytes differ");
+    server.close();
+    run(&lp, LIMIT, server.wait_closed()).unwrap();
+}
+
+#[test]
+fn buf_read_lines_from_a_peer() {
+    let lp = new_loop();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let peer = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"one\ntwo\nthree").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    });
+    let lp2 = lp.clone();
+    let lines = run(&lp, LIMIT, async move {
+        let (r, mut w) = lp2.open_connection(addr).await.unwrap();
+        let mut lines = Vec::new();
+        let mut r = BufReader::new(r);
+        let mut line = String::new();
+        while r.read_line(&mut line).await.unwrap() > 0 {
+            lines.push(std::mem::take(&mut line));
+        }
+        w.write_all(b"thanks").await.unwrap();
+        drop((r, w)); // both halves gone: the transport flushes and closes
+        lines
+    });
+    assert_eq!(lines, ["one\n", "two\n", "three"]);
+    let reply = {
+        let mut done = false;
+        run_until(&lp, LIMIT, || {
+            done = done || peer.is_finished();
+            done
+        });
+        peer.join().unwrap()
+    };
+    assert_eq!(reply, "thanks");
+}
+
+/// A reader that does not read makes the transport stop reading: the
+/// peer is pushed back instead of the process buffering without bound.
+#[test]
+fn a_slow_reader_pauses_the_transport() {
+    let lp = new_loop();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (r, w) = run(&lp, LIMIT, lp.open_connection(addr)).unwrap();
+    let (mut peer, _) = l.accept().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let chunk = vec![1u8; 64 * 1024];
+    let mut sent = 0usize;
+    let mut blocked = false;
+    for _ in 0..10_000 {
+        match peer.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Let the loop read what it will, then try once more.
+                run(&lp, LIMIT, oneloop::sleep(Duration::from_millis(5))).unwrap();
+                match peer.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        blocked = true;
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+        let lp2 = lp.clone();
+        lp.call_soon(move || lp2.stop()).unwrap();
+        lp.run_forever().unwrap();
+    }
+    assert!(blocked, "the peer was pushed back after {sent} bytes");
+    assert!(!r.transport().is_reading(), "the transport paused reading");
+    // Reading everything resumes the transport and loses nothing.
+    peer.shutdown(Shutdown::Write).unwrap();
+    let got = run(&lp, LIMIT, async move {
+        let mut r = r;
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        (r, got.len())
+    });
+    assert_eq!(got.1, sent);
+    drop((got.0, w));
+}
+
+#[test]
+fn a_reset_is_an_error_for_the_reader_and_the_writer() {
+    let lp = new_loop();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (r, w) = run(&lp, LIMIT, lp.open_connection(addr)).unwrap();
+    let (peer, _) = l.accept().unwrap();
+    socket2::SockRef::from(&peer)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(peer);
+    let (re, we) = run(&lp, LIMIT, async move {
+        let (mut r, mut w) = (r, w);
+        let mut buf = [0; 16];
+        let re = r.read(&mut buf).await.unwrap_err();
+        let we = w.write_all(b"x").await.unwrap_err();
+        (re, we)
+    });
+    assert_eq!(re.kind(), std::io::ErrorKind::ConnectionReset);
+    assert_eq!(we.kind(), std::io::ErrorKind::ConnectionReset);
+}
+
+/// Stream handlers run as tasks; the server counts their connections.
+#[test]
+fn start_server_runs_one_handler_task_per_connection() {
+    let lp = new_loop();
+    let seen: Rc<RefCell<Vec<String>>> = Rc::default();
+    let s2 = seen.clone();
+    let server = run(
+        &lp,
+        LIMIT,
+        lp.start_server(
+            move |r, mut w| {
+                let seen = s2.clone();
+                async move {
+                    let mut r = BufReader::new(r);
+                    let mut line = String::new();
+                    r.read_line(&mut line).await.unwrap();
+                    seen.borrow_mut().push(line.clone());
+                    w.write_all(line.to_uppercase().as_bytes()).await.unwrap();
+                }
+            },
+            "127.0.0.1:0",
+        ),
+    )
+    .unwrap();
+    let addr = server.local_addrs()[0].as_inet().unwrap();
+    let clients: Vec<_> = (0..3)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(LIMIT)).unwrap();
+                writeln!(s, "hello {i}").unwrap();
+                let mut back = String::new();
+                s.read_to_string(&mut back).unwrap();
+                back
+            })
+        })
+        .collect();
+    run_until(&lp, LIMIT, || clients.iter().all(|c| c.is_finished()));
+    let mut answers: Vec<String> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    answers.sort();
+    assert_eq!(answers, ["HELLO 0\n", "HELLO 1\n", "HELLO 2\n"]);
+    assert_eq!(seen.borrow().len(), 3);
+    run_until(&lp, LIMIT, || server.active_connections() == 0);
+    server.close();
+    run(&lp, LIMIT, server.wait_closed()).unwrap();
+}
+
+/// Streams work with any `futures-io` code: `futures::io::copy` between two
+/// oneloop streams.
+#[test]
+fn futures_io_copy_runs_on_oneloop_streams() {
+    let lp: Loop = new_loop();
+    let server = run(
+        &lp,
+        LIMIT,
+        lp.start_server(
+            |r, mut w| async move {
+                futures::io::copy(r, &mut w).await.unwrap();
+            },
+            "127.0.0.1:0",
+        ),
+    )
+    .unwrap();
+    let addr = server.local_addrs()[0].as_inet().unwrap();
+    let lp2 = lp.clone();
+    let out = run(&lp, LIMIT, async move {
+        let (mut r, mut w) = lp2.open_connection(addr).await.unwrap();
+        w.write_all(b"through futures::io::copy").await.unwrap();
+        w.close().await.unwrap();
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).await.unwrap();
+        out
+    });
+    assert_eq!(out, b"through futures::io::copy");
+    server.close();
+}
+
+/// A writer to a peer that never reads is held at the high-water mark plus
+/// one chunk, however much one `write_all` hands over.
+#[test]
+fn a_huge_write_all_to_a_peer_that_never_reads_stays_bounded() {
+    let lp = new_loop();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (r, mut w) = run(&lp, LIMIT, lp.open_connection(addr)).unwrap();
+    let (peer, _) = l.accept().unwrap();
+    let t = w.transport().clone();
+    let (_, high) = t.get_write_buffer_limits();
+    let task = lp
+        .spawn(async move {
+            let huge = vec![0u8; 64 << 20];
+            let _ = w.write_all(&huge).await;
+            w
+        })
+        .unwrap();
+    let mut max = 0;
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    run_until(&lp, LIMIT, || {
+        max = max.max(t.get_write_buffer_size());
+        std::time::Instant::now() > deadline
+    });
+    assert!(!task.done(), "the writer waits for the peer");
+    assert!(max > 0, "the kernel buffers filled");
+    assert!(
+        max <= high + 64 * 1024,
+        "buffered {max} > high {high} + one chunk"
+    );
+    task.cancel();
+    drop((r, peer));
+}
