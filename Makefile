@@ -8,8 +8,10 @@ export CARGO_TERM_COLOR ?= never
 
 .PHONY: demo test deps fmt clippy unit doc gtk-selftest bench
 
+# Runs every adapter's conformance suite (cargo test --workspace --test
+# conformance), then prints the guarantee x adapter matrix and writes it.
 demo: deps
-	$(CARGO) run --release -p oneloop-conformance --bin oneloop-report -- --write docs/conformance.md
+	$(CARGO) run -p oneloop-conformance --bin oneloop-report -- --workspace --write docs/conformance.md
 
 test: deps fmt clippy unit doc gtk-selftest
 

@@ -96,9 +96,3 @@ pub use task::{Task, TaskRef};
 pub use time::{Sleep, Timeout, sleep, sleep_until, timeout};
 pub use transport::{DatagramProtocol, DatagramTransport, SocketAddress, Transport};
 pub use udp::DatagramOptions;
-
-/// The README's examples, compiled and run as doctests so that they cannot
-/// drift from the code.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

@@ -1,1 +1,85 @@
 //! oneloop on the async-io engine shared by async-std and smol.
+//!
+//! **async-std is discontinued upstream** (1.13, "use smol instead"). Its
+//! engine lives on: async-std was async-global-executor over async-io, the
+//! same reactor and executor smol is made of (async-io + async-executor).
+//! This adapter runs oneloop on that engine, so it serves **smol users as
+//! well**: code written for smol or async-std and code written against
+//! oneloop share one thread, one reactor and one poll.
+//!
+//! - **smol users**: build the loop with [`AsyncIoBackend::new`] (owned: the
+//!   loop runs its own `LocalExecutor` inside `async_io::block_on`), with
+//!   [`AsyncIoBackend::with_executor`] (owned, your executor's tasks run
+//!   alongside), or [`AsyncIoBackend::attach`] (attached to the
+//!   `LocalExecutor` your program already runs). Depend on this crate with
+//!   `default-features = false` and no async-std code is compiled.
+//! - **async-std users**: [`AsyncIoBackend::attach_async_std`] attaches the
+//!   loop to async-std's runtime on this thread (feature `async-std`, on by
+//!   default).
+//!
+//! Either way, inside oneloop tasks and callbacks the async-io world just
+//! works: `async_io::Timer`, `smol::net`, `async_std::net`,
+//! `async_std::task::sleep` are all async-io registrations driven by the same
+//! reactor, on the loop's thread while the loop runs. And [`BlockingPool`]
+//! gives `run_in_executor` the `blocking` pool behind `smol::unblock` and
+//! `async_std::task::spawn_blocking`, so a program keeps one pool of
+//! blocking threads.
+//!
+//! ```
+//! use std::time::Duration;
+//! use oneloop::Loop;
+//! use oneloop_async_std::AsyncIoBackend;
+//!
+//! let lp = Loop::with_backend(AsyncIoBackend::new()?)?;
+//! let task = lp.spawn(async {
+//!     // smol's TCP and timer futures, awaited in a oneloop task.
+//!     let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let addr = listener.local_addr()?;
+//!     let (client, server) = futures_lite::future::zip(
+//!         smol::net::TcpStream::connect(addr),
+//!         listener.accept(),
+//!     )
+//!     .await;
+//!     let (_client, _server) = (client?, server?.0);
+//!     smol::Timer::after(Duration::from_millis(1)).await;
+//!     Ok::<_, std::io::Error>(addr.port())
+//! })?;
+//! let port = lp.run_until_complete(task)???;
+//! assert_ne!(port, 0);
+//! lp.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # How it maps (HOSTS.md §2.3)
+//!
+//! | oneloop | async-io / async-executor |
+//! |---|---|
+//! | ready queue, `call_soon` | oneloop's own queue, drained by **one** driver task on the `LocalExecutor` |
+//! | timers | oneloop's own timer heap, plus **one** `async_io::Timer` re-armed to the earliest deadline (sub-millisecond, never early) |
+//! | `add_reader`/`add_writer` | **one** `Async` registration per fd carrying both interests, made with `Async::new_nonblocking` so the fd keeps its blocking mode; re-armed after every dispatch, which makes async-io's oneshot registrations level-triggered |
+//! | `call_soon_threadsafe` | one byte on a socket pair the reactor watches: async-signal-safe, coalesced |
+//! | `run_forever` | `async_io::block_on` over the executor's tasks, in FIFO order, with a zero-timeout reactor poll after every oneloop iteration: the reactor runs on the loop's thread, as in any `block_on` program |
+//! | attached | the driver is a task on the host's executor; the loop counts as running until `close` |
+//!
+//! Executor tasks and oneloop iterations interleave: the driver runs one
+//! oneloop iteration per poll and yields back to the executor, which runs
+//! its other tasks (in FIFO order) before the next one.
+//!
+//! # Nested host loops
+//!
+//! A oneloop callback that blocks in a nested executor run (a "modal" loop,
+//! `async_io::block_on(ex.run(..))` from inside a callback) suspends oneloop
+//! dispatch until it returns: the driver task is the one running the
+//! callback, so the executor cannot poll it again (the default of decision
+//! D4). The executor's other tasks keep running.
+#![doc(test(attr(deny(warnings))))]
+
+mod backend;
+mod blocking;
+mod driver;
+mod fd;
+mod fds;
+mod wake;
+
+pub use backend::{AsyncIoBackend, DriverFuture};
+pub use blocking::BlockingPool;

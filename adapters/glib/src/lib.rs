@@ -1,1 +1,64 @@
 //! oneloop inside a GLib main context: GTK applications.
+//!
+//! The headline use: a GTK application embeds network and timer code on the
+//! GUI thread, with no second runtime and no frozen UI. [`attach`] inserts a
+//! oneloop [`Loop`](oneloop::Loop) into the main context that `gtk::Application::run`
+//! iterates; [`new_loop`] gives an owned loop on a fresh context for tests
+//! and worker threads.
+//!
+//! # Add oneloop to your GTK app
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use gtk::{glib, prelude::*};
+//!
+//! let app = gtk::Application::builder().application_id("org.example.App").build();
+//! let lp = oneloop_glib::attach(&glib::MainContext::default())?; // oneloop inside GTK's loop
+//! let label = gtk::Label::new(Some("waiting…"));
+//! let (l, w) = (lp.clone(), label.clone());
+//! app.connect_activate(move |app| {
+//!     gtk::ApplicationWindow::builder().application(app).child(&w).build().present();
+//!     let w = w.clone();
+//!     l.call_later(Duration::from_secs(1), move || w.set_text("one second later")).unwrap();
+//! });
+//! app.run();
+//! lp.close()?;
+//! # Ok::<(), oneloop::Error>(())
+//! ```
+//!
+//! Signal handlers may call `lp.call_soon`, `lp.spawn`, `add_reader`,
+//! `run_in_executor`…: the work runs at once, on the GUI thread, between GTK
+//! events; glib and gio futures can be awaited in oneloop tasks.
+//!
+//! # How it works
+//!
+//! One custom `GSource` per loop ([`GlibBackend`]): it drains oneloop's
+//! ready queue, sets its ready time to the earliest oneloop deadline in
+//! microseconds (rounded up, so timers are never early despite GLib's
+//! millisecond poll), and watches oneloop's fds with
+//! `g_source_add_unix_fd`. Ordering is oneloop's (asyncio's), not GLib's:
+//! there is no GLib source per callback or per timer. See [`GlibBackend`]
+//! for the priorities, nested main loops, and the thread rules.
+//!
+//! # Map of the crate
+//!
+//! | item | what |
+//! |---|---|
+//! | [`attach`] | a loop inside a context someone else iterates (GTK) |
+//! | [`new_loop`] | an owned loop on a fresh context (`run_*` iterate it) |
+//! | [`GlibBackend`] | the backend itself: modes, priorities, the context |
+//!
+//! All `unsafe` code (the custom `GSource`, through `glib::ffi`) is in one
+//! private module, `source.rs`; every block states why it is sound.
+#![doc(test(attr(deny(warnings))))]
+
+mod backend;
+mod source;
+
+pub use backend::{GlibBackend, attach, new_loop};
+
+/// The workspace README's examples (the core loop and the GTK snippet),
+/// compiled as doctests here, where gtk4 is available, so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,359 @@
+//! [`AsyncIoBackend`]: the [`Backend`] on async-io and async-executor, owned
+//! or attached, and [`DriverFuture`], its driver for any host executor.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_executor::{LocalExecutor, Task};
+use futures_lite::FutureExt;
+use oneloop::backend::{Backend, Driver, Interest, NextDispatch, RemoteWake};
+
+use crate::driver::{Core, DriverTask, Gate};
+
+/// Executor tasks an owned turn runs between two reactor polls.
+const TICKS_PER_POLL: u32 = 64;
+
+/// oneloop on the async-io reactor and an async-executor `LocalExecutor`:
+/// the engine under smol and async-std.
+///
+/// Build a [`Loop`](oneloop::Loop) with it through
+/// [`Loop::with_backend`](oneloop::Loop::with_backend):
+///
+/// | constructor | mode | who runs the loop |
+/// |---|---|---|
+/// | [`new`](AsyncIoBackend::new) | owned | `run_forever`/`run_until_complete`, on an executor of its own |
+/// | [`with_executor`](AsyncIoBackend::with_executor) | owned | the same, and your executor's tasks run alongside |
+/// | [`attach`](AsyncIoBackend::attach) | attached | whoever runs your `LocalExecutor` (e.g. `smol::block_on(ex.run(..))`) |
+/// | [`attach_async_std`](AsyncIoBackend::attach_async_std) | attached | async-std's runtime on this thread (`async_std::task::block_on`) |
+/// | [`attached`](AsyncIoBackend::attached) | attached | any executor you spawn the returned [`DriverFuture`] on |
+///
+/// One driver task drains oneloop's ready queue; one `async_io::Timer`
+/// follows the earliest deadline; one `Async` registration per watched fd
+/// carries both interests and leaves the fd's blocking mode alone; wakes
+/// from other threads are one byte on a socket pair (async-signal-safe,
+/// coalesced).
+///
+/// ```
+/// use std::time::Duration;
+/// use oneloop::Loop;
+/// use oneloop_async_std::AsyncIoBackend;
+///
+/// let lp = Loop::with_backend(AsyncIoBackend::new()?)?;
+/// let out = lp.run_until_complete(async {
+///     // async-io's own timer and oneloop's sleep, in one task.
+///     async_io::Timer::after(Duration::from_millis(1)).await;
+///     oneloop::sleep(Duration::from_millis(1)).await?;
+///     Ok::<_, oneloop::Error>(7)
+/// })??;
+/// assert_eq!(out, 7);
+/// lp.close()?;
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+#[doc(alias = "smol")]
+#[doc(alias = "async-std")]
+pub struct AsyncIoBackend {
+    core: Rc<Core>,
+    mode: Mode,
+}
+
+enum Mode {
+    /// `turn()` runs `ex` inside `async_io::block_on`.
+    Owned {
+        ex: Rc<LocalExecutor<'static>>,
+        task: RefCell<Option<Task<()>>>,
+    },
+    /// The host runs the driver; `task` is its handle when we have one
+    /// (dropping it cancels the driver).
+    Attached { task: RefCell<Option<Task<()>>> },
+}
+
+impl fmt::Debug for AsyncIoBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.mode {
+            Mode::Owned { .. } => "owned",
+            Mode::Attached { .. } => "attached",
+        };
+        f.debug_struct("AsyncIoBackend")
+            .field("mode", &mode)
+            .field("core", &self.core)
+            .finish()
+    }
+}
+
+/// The driver of an attached [`AsyncIoBackend`], for a host executor that
+/// is neither an async-executor `LocalExecutor` nor async-std's runtime.
+///
+/// Spawn it once, as a `!Send` task on the executor that runs on the loop's
+/// thread, and keep that executor running: it is what dispatches the loop.
+/// It completes when the loop is closed (or dropped).
+///
+/// ```
+/// use std::{cell::Cell, rc::Rc};
+/// use futures::executor::LocalPool;
+/// use futures::task::LocalSpawnExt;
+/// use oneloop::Loop;
+/// use oneloop_async_std::AsyncIoBackend;
+///
+/// let mut pool = LocalPool::new();
+/// let (backend, driver) = AsyncIoBackend::attached()?;
+/// pool.spawner().spawn_local(driver).unwrap();
+/// let lp = Loop::with_backend(backend)?;
+/// let ran = Rc::new(Cell::new(false));
+/// lp.call_soon({ let ran = ran.clone(); move || ran.set(true) })?;
+/// pool.run_until_stalled();
+/// assert!(ran.get());
+/// lp.close()?;
+/// pool.run(); // the driver ends with the loop
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+#[must_use = "the loop is dispatched only while its driver runs on an executor"]
+pub struct DriverFuture {
+    task: DriverTask,
+}
+
+impl fmt::Debug for DriverFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DriverFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for DriverFuture {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.task).poll(cx)
+    }
+}
+
+impl AsyncIoBackend {
+    /// Owned mode, on an executor of its own: `run_forever` and
+    /// `run_until_complete` run it inside `async_io::block_on`, so the
+    /// reactor runs on the loop's thread.
+    ///
+    /// # Errors
+    /// If the wake socket pair cannot be created or registered.
+    pub fn new() -> io::Result<AsyncIoBackend> {
+        AsyncIoBackend::with_executor(Rc::new(LocalExecutor::new()))
+    }
+
+    /// Owned mode on `ex`: while the loop runs, `ex`'s other tasks (smol or
+    /// async-std code spawned with `ex.spawn`) run too, interleaved with
+    /// oneloop's iterations on the same thread.
+    ///
+    /// # Errors
+    /// If the wake socket pair cannot be created or registered.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use async_executor::LocalExecutor;
+    /// use oneloop::Loop;
+    /// use oneloop_async_std::AsyncIoBackend;
+    ///
+    /// let ex = Rc::new(LocalExecutor::new());
+    /// let lp = Loop::with_backend(AsyncIoBackend::with_executor(ex.clone())?)?;
+    /// let smol_task = ex.spawn(async { 6 * 7 });
+    /// assert_eq!(lp.run_until_complete(smol_task)?, 42);
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
+    pub fn with_executor(ex: Rc<LocalExecutor<'static>>) -> io::Result<AsyncIoBackend> {
+        let core = Rc::new(Core::new(Gate::Closed)?);
+        let task = ex.spawn(DriverTask { core: core.clone() });
+        Ok(AsyncIoBackend {
+            core,
+            mode: Mode::Owned {
+                ex,
+                task: RefCell::new(Some(task)),
+            },
+        })
+    }
+
+    /// Attached mode: the driver is spawned on `ex`, which the host already
+    /// runs on this thread (`smol::block_on(ex.run(..))`, or
+    /// `async_io::block_on(ex.run(..))`). The loop counts as running from
+    /// now until [`Loop::close`](oneloop::Loop::close); `run_*` answer
+    /// `AlreadyRunning`.
+    ///
+    /// # Errors
+    /// If the wake socket pair cannot be created or registered.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_executor::LocalExecutor;
+    /// use oneloop::Loop;
+    /// use oneloop_async_std::AsyncIoBackend;
+    ///
+    /// let ex = LocalExecutor::new();
+    /// let lp = Loop::with_backend(AsyncIoBackend::attach(&ex)?)?;
+    /// assert!(lp.is_running());
+    /// let task = lp.spawn(async {
+    ///     oneloop::sleep(Duration::from_millis(2)).await?;
+    ///     Ok::<_, oneloop::Error>("done")
+    /// })?;
+    /// // The host runs its executor; oneloop runs inside it.
+    /// let out = async_io::block_on(ex.run(task))??;
+    /// assert_eq!(out, "done");
+    /// lp.close()?;
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
+    pub fn attach(ex: &LocalExecutor<'_>) -> io::Result<AsyncIoBackend> {
+        let (backend, driver) = AsyncIoBackend::attached()?;
+        let task = ex.spawn(driver);
+        if let Mode::Attached { task: slot } = &backend.mode {
+            *slot.borrow_mut() = Some(task);
+        }
+        Ok(backend)
+    }
+
+    /// Attached mode on async-std's runtime: the driver is spawned with
+    /// `async_std::task::spawn_local`, so it runs while this thread is inside
+    /// `async_std::task::block_on`.
+    ///
+    /// async-std is discontinued upstream; this is for programs that still
+    /// run it. Feature `async-std` (on by default).
+    ///
+    /// # Errors
+    /// If the wake socket pair cannot be created or registered.
+    ///
+    /// ```
+    /// use oneloop::Loop;
+    /// use oneloop_async_std::AsyncIoBackend;
+    ///
+    /// async_std::task::block_on(async {
+    ///     let lp = Loop::with_backend(AsyncIoBackend::attach_async_std()?)?;
+    ///     let fut = lp.create_future::<u32>();
+    ///     lp.call_soon({ let fut = fut.clone(); move || { let _ = fut.set_result(5); } })?;
+    ///     assert_eq!(fut.await?, 5);
+    ///     lp.close()
+    /// })?;
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
+    #[cfg(feature = "async-std")]
+    pub fn attach_async_std() -> io::Result<AsyncIoBackend> {
+        let (backend, driver) = AsyncIoBackend::attached()?;
+        // The handle detaches on drop; the driver ends when the loop closes.
+        drop(async_std::task::spawn_local(driver));
+        Ok(backend)
+    }
+
+    /// Attached mode on any executor: spawn the returned [`DriverFuture`] on
+    /// the executor that runs on this thread.
+    ///
+    /// # Errors
+    /// If the wake socket pair cannot be created or registered.
+    pub fn attached() -> io::Result<(AsyncIoBackend, DriverFuture)> {
+        let core = Rc::new(Core::new(Gate::Open)?);
+        let driver = DriverFuture {
+            task: DriverTask { core: core.clone() },
+        };
+        let backend = AsyncIoBackend {
+            core,
+            mode: Mode::Attached {
+                task: RefCell::new(None),
+            },
+        };
+        Ok((backend, driver))
+    }
+
+    fn shut(&self) {
+        self.core.shut();
+        let task = match &self.mode {
+            Mode::Owned { task, .. } | Mode::Attached { task } => task.borrow_mut().take(),
+        };
+        drop(task);
+    }
+}
+
+impl Backend for AsyncIoBackend {
+    fn name(&self) -> &str {
+        "async-io"
+    }
+
+    fn install(&self, driver: Driver) -> io::Result<()> {
+        self.core
+            .driver
+            .set(driver)
+            .map_err(|_| io::Error::other("backend installed twice"))?;
+        // A host may have polled the driver before it had a loop.
+        self.core.wake_task();
+        Ok(())
+    }
+
+    fn arm(&self, next: NextDispatch) {
+        self.core.arm(next);
+    }
+
+    fn remote_waker(&self) -> Arc<dyn RemoteWake> {
+        self.core.remote.clone()
+    }
+
+    fn turn(&self) -> io::Result<()> {
+        let Mode::Owned { ex, .. } = &self.mode else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "an attached async-io loop is run by its host executor",
+            ));
+        };
+        if self.core.driver.get().is_none() {
+            return Err(io::Error::other("backend not installed"));
+        }
+        let core = &self.core;
+        core.open_turn();
+        // Closes the turn even if a task's panic unwinds out of the executor.
+        struct TurnGuard<'a>(&'a Core);
+        impl Drop for TurnGuard<'_> {
+            fn drop(&mut self) {
+                self.0.close_turn();
+            }
+        }
+        let _guard = TurnGuard(core);
+        async_io::block_on(async {
+            // Run the executor's tasks in its FIFO order, the driver among
+            // them, until the turn ends. Before the first and after every
+            // oneloop iteration, yield once: `block_on` then polls the
+            // reactor with a zero timeout, as any loop polls I/O once per
+            // iteration, so a callback storm cannot starve fds and timers
+            // (CB-04). Long stretches of other tasks yield every
+            // `TICKS_PER_POLL` for the same reason.
+            let mut ticks = 0u32;
+            let mut seen = core.dispatches.get();
+            futures_lite::future::yield_now().await;
+            while core.gate.get() == Gate::Turn {
+                ex.tick().or(poll_fn(|cx| core.poll_turn(cx))).await;
+                ticks += 1;
+                let dispatched = core.dispatches.get() != seen;
+                seen = core.dispatches.get();
+                if dispatched || ticks.is_multiple_of(TICKS_PER_POLL) {
+                    futures_lite::future::yield_now().await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        self.core.fds.watch(fd, interest)
+    }
+
+    fn is_attached(&self) -> bool {
+        matches!(self.mode, Mode::Attached { .. })
+    }
+
+    fn close(&self) {
+        self.shut();
+    }
+}
+
+impl Drop for AsyncIoBackend {
+    fn drop(&mut self) {
+        // A loop dropped without `close` still deregisters every fd now,
+        // while its owner keeps it open.
+        self.shut();
+    }
+}

@@ -1,0 +1,326 @@
+//! The oneloop `GSource`: the one file of this crate with `unsafe` code.
+//!
+//! glib-rs 0.22 exposes no safe custom source (HOSTS.md §2.4), so this file
+//! builds one with `glib::ffi`, the way glib's own future executor does
+//! (`glib/src/main_context_futures.rs`): `g_source_new` with static
+//! [`GSourceFuncs`](ffi::GSourceFuncs), `g_source_set_ready_time` for the
+//! next oneloop deadline, and `g_source_add_unix_fd` for the watched fds.
+//!
+//! # How the source maps the backend contract
+//!
+//! - **ready time**: `Now` is ready time 0, `At(t)` is `t` on GLib's
+//!   monotonic clock in microseconds rounded **up**, `OnEvent` is -1. GLib
+//!   itself checks the ready time against `g_get_monotonic_time()` and rounds
+//!   its poll timeout up to the next millisecond, so a timer is never early.
+//! - **fds**: one `g_source_add_unix_fd` tag per watched fd, modified in
+//!   place when the interest changes; GLib polls them and `dispatch` reads
+//!   `g_source_query_unix_fd`, mapping `G_IO_HUP | G_IO_ERR | G_IO_NVAL` to
+//!   hang-up (FD-07).
+//! - **remote wake**: an atomic flag that `prepare`/`check` read, set before
+//!   `g_main_context_wakeup` (thread-safe, a write to GLib's wakeup fd).
+//! - **recursion**: the source is not `can_recurse` (GLib's default): while
+//!   its dispatch runs, a nested main loop on the same context neither
+//!   dispatches it nor polls its fds. That is decision D4, "suspend".
+//! - **panics**: every trampoline runs inside `catch_unwind`; nothing
+//!   unwinds into C.
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
+use std::ffi::c_int;
+use std::mem;
+use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, ThreadId};
+
+use glib::ffi;
+use glib::translate::{FromGlibPtrFull, IntoGlib, ToGlibPtr};
+use oneloop::backend::{Driver, Interest, Readiness};
+
+/// What the source's callbacks need; shared between the backend (an `Rc`)
+/// and the C source (one `Rc` turned into a raw pointer, released in
+/// `finalize`).
+pub(crate) struct SourceState {
+    /// Set by the backend's `install`.
+    pub(crate) driver: OnceCell<Driver>,
+    /// Set by remote wakes, cleared by the dispatch that serves them.
+    pub(crate) woken: Arc<AtomicBool>,
+    /// True while `dispatch` runs, so that `arm(Now)` issued at the end of a
+    /// batch can be told from new work posted by host code (EM-07).
+    pub(crate) in_dispatch: Cell<bool>,
+    /// The `g_source_add_unix_fd` tag of each watched fd.
+    fds: RefCell<HashMap<RawFd, Tag>>,
+    /// The thread that created the source: the only one that may drop the
+    /// `!Send` driver.
+    owner: ThreadId,
+}
+
+/// A `g_source_add_unix_fd` tag.
+#[derive(Clone, Copy)]
+struct Tag(ffi::gpointer);
+
+/// The C layout GLib allocates: the `GSource` header first, then ours.
+#[repr(C)]
+struct RawSource {
+    base: ffi::GSource,
+    /// `Rc::into_raw` of the state; owned by the source until `finalize`.
+    state: *const SourceState,
+}
+
+static FUNCS: ffi::GSourceFuncs = ffi::GSourceFuncs {
+    prepare: Some(prepare),
+    check: Some(check),
+    dispatch: Some(dispatch),
+    finalize: Some(finalize),
+    closure_callback: None,
+    closure_marshal: None,
+};
+
+/// The oneloop source of one loop, attached to one main context.
+///
+/// # Invariant
+/// `source` was made by [`LoopSource::new`] from [`FUNCS`], so its memory is
+/// a [`RawSource`] whose `state` is valid until `finalize`; this struct holds
+/// a strong reference to the source (and so to the state) until dropped.
+pub(crate) struct LoopSource {
+    source: glib::Source,
+    state: Rc<SourceState>,
+    /// The priority last set, to skip redundant `g_source_set_priority`.
+    priority: Cell<i32>,
+}
+
+impl LoopSource {
+    /// A new source at `priority`, attached to `ctx`, whose `prepare` and
+    /// `check` read `woken`.
+    pub(crate) fn new(
+        ctx: &glib::MainContext,
+        priority: glib::Priority,
+        woken: Arc<AtomicBool>,
+    ) -> LoopSource {
+        let state = Rc::new(SourceState {
+            driver: OnceCell::new(),
+            woken,
+            in_dispatch: Cell::new(false),
+            fds: RefCell::new(HashMap::new()),
+            owner: thread::current().id(),
+        });
+        // SAFETY: `FUNCS` lives for the program and GLib never writes
+        // through the pointer (glib-rs passes its static funcs the same
+        // way); the size is that of `RawSource`, whose first field is the
+        // `GSource` header, as `g_source_new` requires. The returned source
+        // has one reference, which `from_glib_full` takes over.
+        let source = unsafe {
+            let raw = ffi::g_source_new(
+                std::ptr::addr_of!(FUNCS).cast_mut(),
+                mem::size_of::<RawSource>() as u32,
+            );
+            (*raw.cast::<RawSource>()).state = Rc::into_raw(state.clone());
+            glib::Source::from_glib_full(raw)
+        };
+        // SAFETY: a valid source (just created); GLib copies the name.
+        unsafe {
+            ffi::g_source_set_name(source.to_glib_none().0, c"oneloop".as_ptr());
+            ffi::g_source_set_priority(source.to_glib_none().0, priority.into_glib());
+        }
+        source.attach(Some(ctx));
+        LoopSource {
+            source,
+            state,
+            priority: Cell::new(priority.into_glib()),
+        }
+    }
+
+    pub(crate) fn state(&self) -> &Rc<SourceState> {
+        &self.state
+    }
+
+    /// `g_source_set_ready_time`: 0 now, -1 never, else monotonic µs.
+    /// (GLib returns early when the value is unchanged.)
+    pub(crate) fn set_ready_time(&self, us: i64) {
+        if !self.source.is_destroyed() {
+            // SAFETY: the source is valid (see the type's invariant) and not
+            // destroyed; GLib locks the context itself.
+            unsafe { ffi::g_source_set_ready_time(self.source.to_glib_none().0, us) };
+        }
+    }
+
+    /// `g_source_set_priority`, skipped when unchanged.
+    pub(crate) fn set_priority(&self, priority: i32) {
+        if self.priority.replace(priority) != priority && !self.source.is_destroyed() {
+            // SAFETY: valid, not destroyed, not a child source.
+            unsafe { ffi::g_source_set_priority(self.source.to_glib_none().0, priority) };
+        }
+    }
+
+    /// Watch `fd` for `interest` (level-triggered, GLib polls it);
+    /// [`Interest::NONE`] removes it.
+    pub(crate) fn watch(&self, fd: RawFd, interest: Interest) {
+        if self.source.is_destroyed() {
+            return;
+        }
+        let ptr = self.source.to_glib_none().0;
+        let mut fds = self.state.fds.borrow_mut();
+        let mut events = 0;
+        if interest.readable {
+            events |= ffi::G_IO_IN | ffi::G_IO_PRI;
+        }
+        if interest.writable {
+            events |= ffi::G_IO_OUT;
+        }
+        // poll() reports these whatever was asked; asking makes it explicit.
+        events |= ffi::G_IO_HUP | ffi::G_IO_ERR | ffi::G_IO_NVAL;
+        match (fds.get(&fd).copied(), interest.is_none()) {
+            (None, true) => {}
+            (None, false) => {
+                // SAFETY: valid source; GLib only polls the fd number, it
+                // never reads or closes it.
+                let tag = unsafe { ffi::g_source_add_unix_fd(ptr, fd, events) };
+                fds.insert(fd, Tag(tag));
+            }
+            (Some(tag), true) => {
+                fds.remove(&fd);
+                // SAFETY: `tag` came from `g_source_add_unix_fd` on this
+                // source and was not removed yet (it was in the map).
+                unsafe { ffi::g_source_remove_unix_fd(ptr, tag.0) };
+            }
+            (Some(tag), false) => {
+                // SAFETY: as above, a live tag of this source.
+                unsafe { ffi::g_source_modify_unix_fd(ptr, tag.0, events) };
+            }
+        }
+    }
+
+    /// Remove the source from its context; no callback runs afterwards.
+    pub(crate) fn destroy(&self) {
+        let tags: Vec<(RawFd, Tag)> = self.state.fds.borrow_mut().drain().collect();
+        if !self.source.is_destroyed() {
+            let ptr = self.source.to_glib_none().0;
+            for (_, tag) in tags {
+                // SAFETY: live tags of this (valid, not destroyed) source.
+                unsafe { ffi::g_source_remove_unix_fd(ptr, tag.0) };
+            }
+            self.source.destroy();
+        }
+    }
+}
+
+impl Drop for LoopSource {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+/// The current monotonic time GLib compares ready times with, in µs.
+pub(crate) fn monotonic_us() -> i64 {
+    glib::monotonic_time()
+}
+
+/// The state of `source`.
+///
+/// # Safety
+/// `source` is a live source created by [`LoopSource::new`], and the
+/// reference is used only during the current call from GLib.
+unsafe fn state<'a>(source: *mut ffi::GSource) -> &'a SourceState {
+    // SAFETY: by the caller's contract `source` is a `RawSource` whose
+    // `state` stays valid until `finalize`, which cannot run while GLib is
+    // calling one of this source's other functions.
+    unsafe { &*(*source.cast::<RawSource>()).state }
+}
+
+/// Run `f`, catching any panic: nothing may unwind into GLib (a panic out
+/// of an `extern "C"` function aborts the process).
+fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            eprintln!("oneloop-glib: panic caught at the GSource boundary: {msg}");
+            fallback
+        }
+    }
+}
+
+unsafe extern "C" fn prepare(source: *mut ffi::GSource, timeout: *mut c_int) -> ffi::gboolean {
+    // SAFETY: GLib calls this only for sources made from `FUNCS`.
+    let state = unsafe { state(source) };
+    let woken = guard(false, || state.woken.load(Ordering::Acquire));
+    // SAFETY: GLib passes a valid out-pointer. -1 lets the ready time and
+    // the fds decide how long GLib may block.
+    unsafe { *timeout = if woken { 0 } else { -1 } };
+    woken.into()
+}
+
+unsafe extern "C" fn check(source: *mut ffi::GSource) -> ffi::gboolean {
+    // GLib itself treats a reached ready time and polled fds as ready.
+    // SAFETY: GLib calls this only for sources made from `FUNCS`.
+    let state = unsafe { state(source) };
+    guard(false, || state.woken.load(Ordering::Acquire)).into()
+}
+
+unsafe extern "C" fn dispatch(
+    source: *mut ffi::GSource,
+    _callback: ffi::GSourceFunc,
+    _data: ffi::gpointer,
+) -> ffi::gboolean {
+    // SAFETY: GLib calls this only for sources made from `FUNCS`.
+    let state = unsafe { state(source) };
+    guard((), || dispatch_state(source, state));
+    state.in_dispatch.set(false);
+    ffi::GTRUE
+}
+
+fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
+    state.woken.store(false, Ordering::Release);
+    let Some(driver) = state.driver.get() else {
+        return;
+    };
+    // Collect first: a callback may watch or unwatch fds.
+    let ready: Vec<(RawFd, u32)> = state
+        .fds
+        .borrow()
+        .iter()
+        .filter_map(|(&fd, tag)| {
+            // SAFETY: `source` is ours and `tag` one of its live tags,
+            // queried from its own dispatch as GLib documents.
+            let cond = unsafe { ffi::g_source_query_unix_fd(source, tag.0) };
+            (cond != 0).then_some((fd, cond))
+        })
+        .collect();
+    for (fd, cond) in ready {
+        driver.fd_ready(
+            fd,
+            Readiness {
+                readable: cond & (ffi::G_IO_IN | ffi::G_IO_PRI) != 0,
+                writable: cond & ffi::G_IO_OUT != 0,
+                hangup: cond & (ffi::G_IO_HUP | ffi::G_IO_ERR | ffi::G_IO_NVAL) != 0,
+            },
+        );
+    }
+    state.in_dispatch.set(true);
+    driver.dispatch();
+    state.in_dispatch.set(false);
+    if !driver.is_live() {
+        // Not running (owned mode between runs) or closed: do not stay
+        // ready and spin whoever iterates the context; the next run arms
+        // again (EM-06).
+        // SAFETY: our own valid source, from its dispatch.
+        unsafe { ffi::g_source_set_ready_time(source, -1) };
+    }
+}
+
+unsafe extern "C" fn finalize(source: *mut ffi::GSource) {
+    // SAFETY: GLib calls `finalize` once, when the last reference goes; the
+    // pointer came from `Rc::into_raw` in `LoopSource::new`.
+    let state = unsafe { Rc::from_raw((*source.cast::<RawSource>()).state) };
+    if thread::current().id() != state.owner {
+        // The context was finalized on another thread: the state holds a
+        // `!Send` driver that must not be dropped here; leak it instead.
+        mem::forget(state);
+    }
+}

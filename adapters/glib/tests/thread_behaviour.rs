@@ -1,0 +1,162 @@
+//! Threads: `call_soon_threadsafe` wakes a context idle in its poll (TH-01,
+//! pitfall 10), and a loop on a non-main thread uses its own context.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::counter;
+use glib::MainContext;
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+/// An attached context blocked in `iteration(true)` with nothing else to
+/// do is woken by another thread, with no tick source to rescue it.
+#[test]
+fn threadsafe_call_wakes_an_idle_attached_context() {
+    let ctx = MainContext::new();
+    let lp = oneloop_glib::attach(&ctx).unwrap();
+    let _tw = common::tripwire(&lp);
+    let ran = counter();
+    let remote = lp.remote();
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        remote
+            .call_soon_threadsafe(move || {
+                d.store(1, Ordering::SeqCst);
+            })
+            .unwrap();
+    });
+    // Watchdog: wakes the context (without running anything) if the remote
+    // wake is lost, so the test fails instead of hanging.
+    let wd_ctx = ctx.clone();
+    let _wd = std::thread::spawn(move || {
+        std::thread::sleep(LIMIT);
+        wd_ctx.wakeup();
+    });
+    let start = Instant::now();
+    while done.load(Ordering::SeqCst) == 0 && start.elapsed() < LIMIT {
+        ctx.iteration(true);
+    }
+    assert!(start.elapsed() < LIMIT, "the remote wake was lost");
+    assert_eq!(done.load(Ordering::SeqCst), 1);
+    t.join().unwrap();
+    drop(ran);
+    lp.close().unwrap();
+}
+
+/// Owned loops on worker threads, each with its own fresh context, run
+/// concurrently with an attached loop on this thread; many threads posting
+/// many callbacks lose none (TH-04).
+#[test]
+fn loops_on_worker_threads_with_their_own_context() {
+    let total = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let total = total.clone();
+            std::thread::spawn(move || {
+                let lp = oneloop_glib::new_loop().unwrap();
+                let _tw = common::tripwire(&lp);
+                let remote = lp.remote();
+                let posters: Vec<_> = (0..4)
+                    .map(|_| {
+                        let (remote, total) = (remote.clone(), total.clone());
+                        std::thread::spawn(move || {
+                            for _ in 0..500 {
+                                let t = total.clone();
+                                remote
+                                    .call_soon_threadsafe(move || {
+                                        t.fetch_add(1, Ordering::SeqCst);
+                                    })
+                                    .unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                let watchdog = remote.clone();
+                let _wd = std::thread::spawn(move || {
+                    std::thread::sleep(LIMIT);
+                    let _ = watchdog.stop();
+                });
+                let lp2 = lp.clone();
+                let task = lp
+                    .spawn(async move {
+                        for p in posters {
+                            // Join off the loop thread: never block the loop.
+                            lp2.run_in_executor(move || p.join().unwrap())
+                                .unwrap()
+                                .await?;
+                        }
+                        Ok::<_, oneloop::Error>(())
+                    })
+                    .unwrap();
+                lp.run_until_complete(task).unwrap().unwrap().unwrap();
+                // Callbacks posted before the joins returned are all queued:
+                // one more run drains them.
+                let l = lp.clone();
+                lp.call_soon(move || l.stop()).unwrap();
+                lp.run_forever().unwrap();
+                lp.close().unwrap();
+            })
+        })
+        .collect();
+    let ctx = MainContext::new();
+    let lp = oneloop_glib::attach(&ctx).unwrap();
+    let _tw = common::tripwire(&lp);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(total.load(Ordering::SeqCst), 2 * 4 * 500);
+    lp.close().unwrap();
+}
+
+/// The GTK pattern on a worker thread: the thread's own context, pushed as
+/// its thread-default, run by a `MainLoop`; oneloop attached to it quits
+/// that `MainLoop` from a timer. The main thread's default context is never
+/// touched.
+#[test]
+fn attached_loop_on_a_worker_thread_with_its_own_main_loop() {
+    let t = std::thread::spawn(|| {
+        let ctx = MainContext::new();
+        ctx.with_thread_default(|| {
+            let lp = oneloop_glib::attach(&ctx).unwrap();
+            let _tw = common::tripwire(&lp);
+            let ml = glib::MainLoop::new(Some(&ctx), false);
+            let ticks = counter();
+            let (m, tk) = (ml.clone(), ticks.clone());
+            let task = lp
+                .spawn(async move {
+                    for _ in 0..3 {
+                        oneloop::sleep(Duration::from_millis(2)).await?;
+                        glib::timeout_future(Duration::from_millis(2)).await;
+                        tk.set(tk.get() + 1);
+                    }
+                    m.quit();
+                    Ok::<_, oneloop::Error>(())
+                })
+                .unwrap();
+            // Watchdog: quits the MainLoop if a wake-up is lost.
+            let remote_ctx = ctx.clone();
+            let wd = glib::timeout_source_new(LIMIT, None, glib::Priority::DEFAULT, {
+                let ml = glib::thread_guard::ThreadGuard::new(ml.clone());
+                move || {
+                    ml.get_ref().quit();
+                    glib::ControlFlow::Break
+                }
+            });
+            wd.attach(Some(&remote_ctx));
+            ml.run();
+            wd.destroy();
+            assert_eq!(ticks.get(), 3);
+            assert!(task.done());
+            lp.close().unwrap();
+        })
+        .unwrap();
+    });
+    t.join().unwrap();
+    assert!(!MainContext::default().is_owner());
+}

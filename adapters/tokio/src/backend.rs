@@ -1,0 +1,341 @@
+//! [`TokioBackend`]: the `Backend` on a tokio current-thread runtime, owned
+//! or attached, and the two one-line constructors [`new_loop`] and [`attach`].
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use oneloop::backend::{Backend, Driver, Interest, NextDispatch, RemoteWake};
+use oneloop::{Error, ErrorKind, Loop};
+use tokio::runtime::{Handle, Runtime};
+use tokio::task::{JoinHandle, LocalSet};
+
+use crate::driver::{DriverTask, State, Turn, panic_message};
+use crate::fd::FdWatch;
+use crate::stats::DriverStats;
+
+/// oneloop on tokio: a [`Backend`] whose host is a tokio current-thread
+/// runtime with a local task set.
+///
+/// - **Owned** ([`TokioBackend::new`]): the backend builds and owns the
+///   runtime and its [`LocalSet`]; `run_forever`/`run_until_complete` drive
+///   them on the calling thread.
+/// - **Attached** ([`TokioBackend::attached`]): created inside a running
+///   `LocalSet` or `LocalRuntime`, it spawns its driver there and never
+///   blocks; the program's tokio code keeps running the thread.
+///
+/// Either way one local task drains oneloop's queues, one `Sleep` serves
+/// every oneloop timer, and each watched fd has one `AsyncFd`. Callbacks run
+/// inside the runtime's context, so tokio-native futures (`tokio::net`,
+/// `tokio::time`, `tokio::sync`, `tokio::process`) and
+/// `tokio::task::spawn_local` work inside oneloop callbacks and tasks.
+///
+/// Most programs call [`new_loop`] or [`attach`] instead.
+pub struct TokioBackend {
+    state: Rc<State>,
+    /// The driver task: owned mode watches it, close aborts it.
+    task: RefCell<Option<JoinHandle<()>>>,
+    mode: Mode,
+}
+
+enum Mode {
+    /// The backend owns the host. `rt` is only `None` while dropping.
+    Owned {
+        local: LocalSet,
+        rt: Option<Runtime>,
+    },
+    /// A `LocalSet`/`LocalRuntime` someone else runs is the host.
+    Attached,
+}
+
+impl fmt::Debug for TokioBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokioBackend")
+            .field("attached", &self.is_attached())
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl TokioBackend {
+    /// An owned backend: a new current-thread runtime (I/O and timers
+    /// enabled) with a [`LocalSet`], run by `run_forever`/`run_until_complete`.
+    ///
+    /// # Errors
+    /// If the runtime or its wake fd cannot be created.
+    ///
+    /// ```
+    /// use oneloop_tokio::TokioBackend;
+    ///
+    /// let backend = TokioBackend::new()?;
+    /// let handle = backend.runtime_handle(); // the escape hatch
+    /// let lp = oneloop::Loop::with_backend(backend)?;
+    /// let joined = handle.spawn(async { 6 * 7 });
+    /// assert_eq!(lp.run_until_complete(joined)?.unwrap(), 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new() -> io::Result<TokioBackend> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let state = Rc::new(State::new(rt.handle().clone())?);
+        let local = LocalSet::new();
+        let task = {
+            let _enter = rt.enter();
+            local.spawn_local(DriverTask::new(state.clone()))
+        };
+        Ok(TokioBackend {
+            state,
+            task: RefCell::new(Some(task)),
+            mode: Mode::Owned {
+                local,
+                rt: Some(rt),
+            },
+        })
+    }
+
+    /// An attached backend: joins the `LocalSet` or `LocalRuntime` running on
+    /// this thread, which then drives the loop; never blocks.
+    ///
+    /// Call it from inside that context (in `LocalSet::run_until`, in a task
+    /// spawned on it, or under `LocalRuntime::block_on`). The loop counts as
+    /// running until it is closed (or dropped), which removes its task and
+    /// fds and leaves the `LocalSet` running.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::Unsupported`] outside a tokio runtime, outside a
+    /// `LocalSet`/`LocalRuntime` (tokio reports that with a panic, which this
+    /// call catches and turns into the error; the panic hook still prints
+    /// it), or on a runtime built without I/O or timers.
+    pub fn attached() -> io::Result<TokioBackend> {
+        let handle = Handle::try_current().map_err(|_| {
+            unsupported(
+                "attach() must be called inside a tokio runtime, in a LocalSet or LocalRuntime",
+            )
+        })?;
+        let (state, task) = catch_unwind(AssertUnwindSafe(|| {
+            let state = Rc::new(State::new(handle)?);
+            let task = tokio::task::spawn_local(DriverTask::new(state.clone()));
+            Ok::<_, io::Error>((state, task))
+        }))
+        .map_err(|payload| {
+            unsupported(&format!(
+                "attach() needs a LocalSet or LocalRuntime with I/O and timers enabled: {}",
+                panic_message(&*payload)
+            ))
+        })??;
+        Ok(TokioBackend {
+            state,
+            task: RefCell::new(Some(task)),
+            mode: Mode::Attached,
+        })
+    }
+
+    /// The tokio runtime this backend runs on: the escape hatch for tokio
+    /// APIs outside oneloop callbacks (inside them,
+    /// `tokio::runtime::Handle::current()` works too).
+    pub fn runtime_handle(&self) -> Handle {
+        self.state.handle.clone()
+    }
+
+    /// A live view of what the driver task does (dispatches, wakes, fd
+    /// reports, probes): for tests, benchmarks and host drivers.
+    pub fn stats(&self) -> DriverStats {
+        DriverStats {
+            counters: self.state.counters.clone(),
+        }
+    }
+}
+
+fn unsupported(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, msg.to_owned())
+}
+
+impl Backend for TokioBackend {
+    fn name(&self) -> &str {
+        "tokio"
+    }
+
+    fn enter(&self, f: &mut dyn FnMut()) {
+        // `run_until_complete`'s root future is polled between turns: enter
+        // the runtime and the LocalSet so it can await tokio futures
+        // (`tokio::time::sleep`, `tokio::net`) and `spawn_local` directly.
+        match &self.mode {
+            Mode::Owned {
+                local,
+                rt: Some(rt),
+            } => {
+                let _rt = rt.enter();
+                let _local = local.enter();
+                f()
+            }
+            _ => f(),
+        }
+    }
+
+    fn install(&self, driver: Driver) -> io::Result<()> {
+        self.state
+            .driver
+            .set(driver)
+            .map_err(|_| io::Error::other("backend installed twice"))?;
+        self.state.wake_driver();
+        Ok(())
+    }
+
+    fn arm(&self, next: NextDispatch) {
+        self.state.armed.set(next);
+        if next != NextDispatch::OnEvent {
+            self.state.wake_driver();
+        }
+    }
+
+    fn remote_waker(&self) -> Arc<dyn RemoteWake> {
+        self.state.wake.clone()
+    }
+
+    fn turn(&self) -> io::Result<()> {
+        let Mode::Owned {
+            local,
+            rt: Some(rt),
+        } = &self.mode
+        else {
+            return Err(unsupported("an attached tokio loop is run by its host"));
+        };
+        let turn = Turn {
+            state: &self.state,
+            task: &self.task,
+            start: self.state.counters.remote_wakes.get(),
+            primed: false,
+        };
+        // tokio refuses to block inside a runtime's async context with a
+        // panic, before it runs anything; report that as an error. Callback
+        // panics never get here: the scheduler catches them (D3).
+        catch_unwind(AssertUnwindSafe(|| local.block_on(rt, turn))).map_err(|payload| {
+            io::Error::other(format!(
+                "the tokio runtime could not run the loop: {} (an owned tokio loop cannot run \
+                 inside a tokio runtime's async context; use oneloop_tokio::attach() there)",
+                panic_message(&*payload)
+            ))
+        })?
+    }
+
+    fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        let st = &self.state;
+        if interest.is_none() {
+            let old = st.fds.borrow_mut().remove(&fd);
+            drop(old);
+            return Ok(());
+        }
+        if let Some(watch) = st.fds.borrow_mut().get_mut(&fd) {
+            watch.set_interest(interest);
+            watch.wake.schedule();
+            return Ok(());
+        }
+        if st.closed.get() {
+            return Err(io::Error::other("the tokio backend is closed"));
+        }
+        let watch = {
+            let _enter = st.handle.enter();
+            FdWatch::register(fd, interest, st.signal.clone())?
+        };
+        watch.wake.schedule();
+        st.fds.borrow_mut().insert(fd, watch);
+        Ok(())
+    }
+
+    fn is_attached(&self) -> bool {
+        matches!(self.mode, Mode::Attached)
+    }
+
+    fn clock_resolution(&self) -> Duration {
+        // tokio's timer wheel has millisecond slots and rounds up.
+        Duration::from_millis(1)
+    }
+
+    fn close(&self) {
+        let st = &self.state;
+        st.closed.set(true);
+        let fds = std::mem::take(&mut *st.fds.borrow_mut());
+        drop(fds);
+        if let Some(task) = self.task.borrow_mut().take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for TokioBackend {
+    fn drop(&mut self) {
+        self.close();
+        if let Mode::Owned { local, rt } = &mut self.mode {
+            // Drop the driver and any local tasks before their runtime.
+            drop(std::mem::take(local));
+            if let Some(rt) = rt.take() {
+                if Handle::try_current().is_ok() {
+                    // Dropping a runtime blocks, which tokio forbids inside
+                    // another runtime's context.
+                    rt.shutdown_background();
+                } else {
+                    drop(rt);
+                }
+            }
+        }
+    }
+}
+
+/// A new loop on an owned tokio current-thread runtime.
+///
+/// # Errors
+/// [`ErrorKind::Io`] if the runtime cannot be created.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let lp = oneloop_tokio::new_loop()?;
+/// let answer = lp.run_until_complete(lp.spawn(async {
+///     tokio::time::sleep(Duration::from_millis(2)).await; // tokio-native
+///     oneloop::sleep(Duration::from_millis(1)).await?;    // oneloop
+///     Ok::<_, oneloop::Error>(42)
+/// })?)???;
+/// assert_eq!(answer, 42);
+/// lp.close()?;
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+pub fn new_loop() -> oneloop::Result<Loop> {
+    Loop::with_backend(TokioBackend::new()?)
+}
+
+/// A loop attached to the `LocalSet` or `LocalRuntime` running on this
+/// thread (see [`TokioBackend::attached`]).
+///
+/// # Errors
+/// [`ErrorKind::Unsupported`] outside a `LocalSet`/`LocalRuntime`;
+/// [`ErrorKind::AlreadyRunning`] if another oneloop loop runs on this thread.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// let local = tokio::task::LocalSet::new();
+/// local.block_on(&rt, async {
+///     let lp = oneloop_tokio::attach()?;
+///     assert!(lp.is_running()); // the LocalSet runs it
+///     let (tx, rx) = tokio::sync::oneshot::channel();
+///     lp.call_later(Duration::from_millis(1), move || { let _ = tx.send("fired"); })?;
+///     assert_eq!(rx.await.unwrap(), "fired");
+///     lp.close()?; // detaches; the LocalSet goes on
+///     Ok::<(), oneloop::Error>(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn attach() -> oneloop::Result<Loop> {
+    let backend = TokioBackend::attached().map_err(|e| match e.kind() {
+        io::ErrorKind::Unsupported => Error::new(ErrorKind::Unsupported, e.to_string()),
+        _ => Error::from(e),
+    })?;
+    Loop::with_backend(backend)
+}

@@ -1,0 +1,327 @@
+//! `CB`: callbacks — FIFO, never inline, never overlapping, cancellable
+//! (PEP 3156 §Basic Callbacks, §Mutual Exclusion of Callbacks, §Handles).
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::time::Duration;
+
+use oneloop::{Future, Handle, Loop, RemoteLoop, Task, TimerHandle};
+
+use super::{push, trace};
+
+use crate::Env;
+use crate::spec::Caps;
+
+/// CB-01 (MUST): `call_soon` callbacks run in the order they were
+/// registered (FIFO), each exactly once.
+pub fn call_soon_runs_fifo_once(env: &Env) {
+    let lp = env.lp();
+    let t = trace();
+    for i in 0..100 {
+        lp.call_soon(push(&t, i)).unwrap();
+    }
+    env.run_briefly();
+    env.run_briefly();
+    assert_eq!(
+        *t.borrow(),
+        (0..100).collect::<Vec<_>>(),
+        "call_soon callbacks out of FIFO order, lost or repeated"
+    );
+}
+
+/// CB-02 (MUST): `call_soon` never runs the callback inside the call; it
+/// runs after `call_soon` returns, once control is back in the loop.
+pub fn call_soon_never_runs_inside_call(env: &Env) {
+    let lp = env.lp();
+    let t = trace();
+    lp.call_soon(push(&t, "from outside")).unwrap();
+    assert!(
+        t.borrow().is_empty(),
+        "call_soon ran the callback inside the call"
+    );
+    lp.call_soon({
+        let lp = lp.clone();
+        let t = t.clone();
+        move || {
+            t.borrow_mut().push("outer start");
+            lp.call_soon(push(&t, "inner")).unwrap();
+            t.borrow_mut().push("outer end");
+        }
+    })
+    .unwrap();
+    env.run_briefly();
+    env.run_briefly();
+    assert_eq!(
+        *t.borrow(),
+        ["from outside", "outer start", "outer end", "inner"],
+        "a callback queued from a callback must run after it returns"
+    );
+}
+
+thread_local! {
+    /// The callback running on this thread, if any (CB-03).
+    static BUSY: Cell<Option<&'static str>> = const { Cell::new(None) };
+    /// Overlaps seen, and the kinds of callback that ran (CB-03).
+    static SEEN: std::cell::RefCell<(Vec<String>, Vec<&'static str>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` as one callback of kind `what`, recording an overlap if another
+/// callback is running on this thread. Thread-local, so that a `Send`
+/// closure (a threadsafe callback) can take part.
+fn exclusive(what: &'static str, f: impl FnOnce()) {
+    if let Some(other) = BUSY.with(|b| b.get()) {
+        SEEN.with(|s| {
+            s.borrow_mut()
+                .0
+                .push(format!("{what} started while {other} was running"))
+        });
+    }
+    BUSY.with(|b| b.set(Some(what)));
+    f();
+    BUSY.with(|b| b.set(None));
+    SEEN.with(|s| s.borrow_mut().1.push(what));
+}
+
+/// CB-03 (MUST): callbacks never overlap: no callback of any kind (soon,
+/// timer, threadsafe, fd, future-done, task step) starts while another runs,
+/// even if the running callback iterates the host loop.
+pub fn callbacks_never_overlap(env: &Env) {
+    SEEN.with(|s| *s.borrow_mut() = Default::default());
+    let lp = env.lp();
+    let fut: Future<()> = lp.create_future();
+    let (a, b) = UnixStream::pair().unwrap();
+    std::io::Write::write_all(&mut &b, b"x").unwrap();
+    let fd = env.has(Caps::FD);
+    let host = env.shared_host();
+
+    // The first callback makes every other kind of work ready, then (on a
+    // host) iterates the host: nothing of oneloop may run inside it.
+    lp.call_soon({
+        let lp = lp.clone();
+        let a = Rc::new(a);
+        move || {
+            exclusive("first", || {
+                lp.call_soon(|| exclusive("soon", || {})).unwrap();
+                lp.call_later(Duration::ZERO, || exclusive("timer", || {}))
+                    .unwrap();
+                lp.call_soon_threadsafe(|| exclusive("threadsafe", || {}))
+                    .unwrap();
+                fut.add_done_callback(|_| exclusive("future done", || {}));
+                fut.set_result(()).unwrap();
+                if fd {
+                    let lp2 = lp.clone();
+                    let a2 = a.clone();
+                    lp.add_reader(&*a, move || {
+                        exclusive("fd", || {});
+                        lp2.remove_reader(&*a2);
+                    })
+                    .unwrap();
+                }
+                let _task: Task<()> = lp
+                    .spawn(async move {
+                        exclusive("task step", || {});
+                        super::yield_now().await;
+                        exclusive("task step", || {});
+                    })
+                    .unwrap();
+                if let Some(host) = &host {
+                    for _ in 0..3 {
+                        host.iterate(false);
+                    }
+                }
+            });
+        }
+    })
+    .unwrap();
+    let mut want = vec![
+        "first",
+        "soon",
+        "timer",
+        "threadsafe",
+        "future done",
+        "task step",
+        "task step",
+    ];
+    if fd {
+        want.push("fd");
+    }
+    let n = want.len();
+    env.run_until_true(|| SEEN.with(|s| s.borrow().1.len()) >= n);
+    let (overlaps, mut got) = SEEN.with(|s| s.borrow().clone());
+    got.sort();
+    want.sort();
+    assert!(overlaps.is_empty(), "callbacks overlapped: {overlaps:?}");
+    assert_eq!(got, want, "every kind of callback ran, once each");
+}
+
+/// CB-04 (SHOULD): a callback that keeps re-queueing itself cannot starve
+/// I/O or due timers: work queued during an iteration runs only after the
+/// next poll.
+pub fn requeueing_callback_cannot_starve(env: &Env) {
+    const LIMIT: u32 = 1_000_000;
+    let lp = env.lp();
+    let spins = Rc::new(Cell::new(0u32));
+    let timer_at = Rc::new(Cell::new(None));
+    let io_at = Rc::new(Cell::new(None));
+    let fd = env.has(Caps::FD);
+    let (a, b) = UnixStream::pair().unwrap();
+    std::io::Write::write_all(&mut &b, b"x").unwrap();
+    if fd {
+        let (io_at, spins, lp2) = (io_at.clone(), spins.clone(), lp.clone());
+        let a = Rc::new(a.try_clone().unwrap());
+        let a2 = a.clone();
+        lp.add_reader(&*a, move || {
+            io_at.set(Some(spins.get()));
+            lp2.remove_reader(&*a2);
+        })
+        .unwrap();
+    } else {
+        io_at.set(Some(0));
+    }
+    lp.call_later(Duration::from_millis(10), {
+        let (timer_at, spins) = (timer_at.clone(), spins.clone());
+        move || timer_at.set(Some(spins.get()))
+    })
+    .unwrap();
+    fn again(lp: Loop, spins: Rc<Cell<u32>>, stop: Rc<dyn Fn() -> bool>) {
+        spins.set(spins.get() + 1);
+        if spins.get() < LIMIT && !stop() {
+            let lp2 = lp.clone();
+            lp.call_soon(move || again(lp2, spins, stop)).unwrap();
+        }
+    }
+    let stop: Rc<dyn Fn() -> bool> = {
+        let (timer_at, io_at) = (timer_at.clone(), io_at.clone());
+        Rc::new(move || timer_at.get().is_some() && io_at.get().is_some())
+    };
+    lp.call_soon({
+        let (lp, spins) = (lp.clone(), spins.clone());
+        move || again(lp, spins, stop)
+    })
+    .unwrap();
+    let stop2 = {
+        let (timer_at, io_at, spins) = (timer_at.clone(), io_at.clone(), spins.clone());
+        move || (timer_at.get().is_some() && io_at.get().is_some()) || spins.get() >= LIMIT
+    };
+    env.run_until_true(stop2);
+    assert!(
+        timer_at.get().is_some(),
+        "a due timer never ran while a callback kept re-queueing itself ({LIMIT} times)"
+    );
+    assert!(
+        io_at.get().is_some(),
+        "a ready fd was never dispatched while a callback kept re-queueing itself ({LIMIT} times)"
+    );
+}
+
+/// CB-05 (MUST): `handle.cancel()` before the callback runs prevents the
+/// call, including from an earlier callback of the same batch; cancelling
+/// after the run, or twice, does nothing.
+pub fn cancelled_handle_never_runs(env: &Env) {
+    let lp = env.lp();
+    let t = trace();
+    let later: Rc<Cell<Option<Handle>>> = Rc::new(Cell::new(None));
+    lp.call_soon({
+        let (t, later) = (t.clone(), later.clone());
+        move || {
+            t.borrow_mut().push("a");
+            if let Some(h) = later.take() {
+                h.cancel();
+                later.set(Some(h));
+            }
+        }
+    })
+    .unwrap();
+    later.set(Some(lp.call_soon(push(&t, "b (cancelled by a)")).unwrap()));
+    let c = lp.call_soon(push(&t, "c")).unwrap();
+    let d = lp.call_soon(push(&t, "d (cancelled)")).unwrap();
+    d.cancel();
+    d.cancel();
+    let timer: TimerHandle = lp
+        .call_later(Duration::ZERO, push(&t, "timer (cancelled)"))
+        .unwrap();
+    timer.cancel();
+    env.run_briefly();
+    env.run_briefly();
+    c.cancel();
+    c.cancel();
+    env.run_briefly();
+    assert_eq!(
+        *t.borrow(),
+        ["a", "c"],
+        "cancelled callbacks ran, or others were lost"
+    );
+    let b = later.take().unwrap();
+    assert!(
+        b.cancelled() && d.cancelled() && timer.cancelled(),
+        "cancelled() after cancel()"
+    );
+    assert!(!c.cancelled(), "cancelling after the run marks nothing");
+}
+
+struct Probe<T>(PhantomData<T>);
+trait IsSend {
+    fn is_send(&self) -> bool {
+        true
+    }
+}
+impl<T: Send> IsSend for Probe<T> {}
+// The fallbacks are picked only when the auto trait is missing.
+#[allow(dead_code)]
+trait NotSend {
+    fn is_send(&self) -> bool {
+        false
+    }
+}
+impl<T> NotSend for &Probe<T> {}
+trait IsSync {
+    fn is_sync(&self) -> bool {
+        true
+    }
+}
+impl<T: Sync> IsSync for Probe<T> {}
+#[allow(dead_code)]
+trait NotSync {
+    fn is_sync(&self) -> bool {
+        false
+    }
+}
+impl<T> NotSync for &Probe<T> {}
+
+/// CB-06 (MUST): only `call_soon_threadsafe` may be used from another
+/// thread; oneloop enforces it statically: `Loop`, `Handle`, `TimerHandle`,
+/// `Future` and `Task` are `!Send`, and `RemoteLoop` is `Send + Sync`.
+// The borrows are the auto-ref specialisation itself, not noise.
+#[allow(clippy::needless_borrow)]
+pub fn only_remote_handle_crosses_threads(env: &Env) {
+    let _ = env;
+    // Method resolution picks the `Send` impl when the bound holds and falls
+    // back to the auto-ref'd one otherwise: a run-time view of auto traits.
+    let not_send = [
+        ("Loop", (&Probe::<Loop>(PhantomData)).is_send()),
+        ("Handle", (&Probe::<Handle>(PhantomData)).is_send()),
+        (
+            "TimerHandle",
+            (&Probe::<TimerHandle>(PhantomData)).is_send(),
+        ),
+        (
+            "Future<u32>",
+            (&Probe::<Future<u32>>(PhantomData)).is_send(),
+        ),
+        ("Task<u32>", (&Probe::<Task<u32>>(PhantomData)).is_send()),
+    ];
+    for (name, send) in not_send {
+        assert!(
+            !send,
+            "{name} is Send: it could be used from another thread"
+        );
+    }
+    assert!(
+        (&Probe::<RemoteLoop>(PhantomData)).is_send()
+            && (&Probe::<RemoteLoop>(PhantomData)).is_sync(),
+        "RemoteLoop must be Send + Sync"
+    );
+}

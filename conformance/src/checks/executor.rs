@@ -1,0 +1,89 @@
+//! `EX`: the executor — blocking work off the loop thread, its result
+//! delivered as a loop future (PEP 3156 §run_in_executor).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use oneloop::Executor;
+
+use super::futures::GateExecutor;
+use crate::Env;
+
+/// An executor that counts its jobs and runs each on a new thread.
+#[derive(Clone, Default)]
+struct Counting(Arc<AtomicUsize>);
+
+impl Executor for Counting {
+    fn execute(&self, job: Box<dyn FnOnce() + Send>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(job);
+    }
+}
+
+/// EX-01 (MUST): `run_in_executor(f)` runs f off the loop thread and
+/// delivers its result as a loop future, even while the loop is otherwise
+/// idle; `set_default_executor` replaces the default pool.
+pub fn run_in_executor_runs_off_thread(env: &Env) {
+    let lp = env.lp();
+    let f = lp
+        .run_in_executor(|| {
+            std::thread::sleep(Duration::from_millis(10));
+            std::thread::current().id()
+        })
+        .expect("run_in_executor");
+    let ran_on = env.run_until(f).expect("the executor's result");
+    assert_ne!(
+        ran_on,
+        std::thread::current().id(),
+        "run_in_executor ran f on the loop thread"
+    );
+    let counting = Counting::default();
+    lp.set_default_executor(counting.clone());
+    let f = lp.run_in_executor(|| 5).expect("run_in_executor");
+    assert_eq!(env.run_until(f).expect("result"), 5);
+    assert_eq!(
+        counting.0.load(Ordering::SeqCst),
+        1,
+        "set_default_executor must replace the pool"
+    );
+}
+
+/// EX-02 (SHOULD): `shutdown_default_executor` waits for the pool's
+/// threads, and afterwards the default pool refuses work; cancelling an
+/// executor future and then closing the loop never calls back into the
+/// closed loop.
+pub fn shutdown_default_executor_waits(env: &Env) {
+    let lp = env.lp();
+    let finished = Arc::new(AtomicBool::new(false));
+    let _job = lp
+        .run_in_executor({
+            let finished = finished.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(20));
+                finished.store(true, Ordering::SeqCst);
+            }
+        })
+        .expect("run_in_executor");
+    let shutdown = lp
+        .shutdown_default_executor()
+        .expect("shutdown_default_executor");
+    env.run_until(shutdown).expect("shutdown");
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "shutdown_default_executor did not wait for the pool"
+    );
+    assert!(
+        lp.run_in_executor(|| ()).is_err(),
+        "the default pool must refuse work after shutdown"
+    );
+
+    let gate = GateExecutor::default();
+    lp.set_default_executor(gate.clone());
+    let f = lp.run_in_executor(|| 1).expect("run_in_executor");
+    assert!(f.cancel());
+    drop(f);
+    lp.close().expect("close");
+    // The job runs after close: it must neither panic nor reach the loop.
+    gate.release();
+}

@@ -1,0 +1,23 @@
+//! The checks, one module per guarantee group; each function's first doc
+//! line states the guarantee it proves.
+//!
+//! Every check takes an [`Env`](crate::Env): a fresh loop from the adapter's
+//! factory, built on the thread that runs the check. Checks use only the
+//! public `oneloop` interface, and fail by panicking with a message that says
+//! what broke.
+
+pub mod callbacks;
+pub mod cancellation;
+pub mod embedding;
+pub mod errors;
+pub mod executor;
+pub mod fd;
+pub mod futures;
+pub mod lifecycle;
+pub mod policy;
+pub mod tasks;
+pub mod threads;
+pub mod timers;
+
+mod support;
+pub(crate) use support::{Signal, Trace, push, trace, yield_now};

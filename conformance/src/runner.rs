@@ -1,0 +1,320 @@
+//! Running one check on one adapter: applicability, a fresh loop on the
+//! right thread, the watchdog, the tripwire, teardown, and the mapping of
+//! divergences to expected failures.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Once, mpsc};
+use std::time::Duration;
+
+use crate::env::Env;
+use crate::registry::{Check, Level, Mode};
+use crate::spec::AdapterSpec;
+
+/// The outcome of one check on one adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guarantee holds.
+    Pass,
+    /// The guarantee does not hold (or the check hung); the message says how.
+    Fail(String),
+    /// The check does not apply; the reason says why.
+    Ignored(String),
+    /// A listed divergence failed as expected; the divergence's reason.
+    ExpectedFailure(String),
+    /// A listed divergence passed: the divergence is no longer needed.
+    UnexpectedPass(String),
+}
+
+impl Outcome {
+    /// The short tag used in results files and reports.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail(_) => "fail",
+            Outcome::Ignored(_) => "ignored",
+            Outcome::ExpectedFailure(_) => "xfail",
+            Outcome::UnexpectedPass(_) => "xpass",
+        }
+    }
+
+    /// The message, reason or divergence note ("" for a pass).
+    pub fn detail(&self) -> &str {
+        match self {
+            Outcome::Pass => "",
+            Outcome::Fail(s)
+            | Outcome::Ignored(s)
+            | Outcome::ExpectedFailure(s)
+            | Outcome::UnexpectedPass(s) => s,
+        }
+    }
+
+    /// Whether the outcome fails a test run (a failure, or a divergence that
+    /// is no longer needed).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Fail(_) | Outcome::UnexpectedPass(_))
+    }
+
+    /// Rebuild an outcome from its [`tag`](Outcome::tag) and detail.
+    pub fn from_tag(tag: &str, detail: String) -> Option<Outcome> {
+        Some(match tag {
+            "pass" => Outcome::Pass,
+            "fail" => Outcome::Fail(detail),
+            "ignored" => Outcome::Ignored(detail),
+            "xfail" => Outcome::ExpectedFailure(detail),
+            "xpass" => Outcome::UnexpectedPass(detail),
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Pass => f.write_str("pass"),
+            other => write!(f, "{}: {}", other.tag(), other.detail()),
+        }
+    }
+}
+
+/// Limits of one check run.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How long one `run_*` helper of [`Env`] may take (an in-loop deadline
+    /// timer plus a thread that stops the loop).
+    pub deadline: Duration,
+    /// How long the whole check may take before its thread is abandoned and
+    /// the check reported as hung (a loop that cannot even be stopped).
+    pub hang_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            deadline: Duration::from_secs(5),
+            hang_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why `check` does not apply to `spec`, decided before any loop is built.
+pub fn not_applicable(spec: &AdapterSpec, check: &Check) -> Option<String> {
+    let missing = check.caps.missing_from(spec.caps);
+    if !missing.is_empty() {
+        return Some(format!(
+            "needs the {missing} capability, which {} does not declare",
+            spec.name
+        ));
+    }
+    if !check.absent.is_empty() && spec.caps.contains(check.absent) {
+        return Some(format!(
+            "{} declares {}, so the capability's own checks run instead",
+            spec.name, check.absent
+        ));
+    }
+    None
+}
+
+/// Run check `id` on a fresh loop of `spec`, with default [`Options`].
+///
+/// For a `main_thread` spec this must be called on the main thread.
+///
+/// # Panics
+/// If no check has this ID.
+///
+/// ```
+/// use oneloop_conformance::{native_spec, run_check, Outcome};
+///
+/// assert_eq!(run_check(&native_spec(), "CB-01"), Outcome::Pass);
+/// ```
+pub fn run_check(spec: &AdapterSpec, id: &str) -> Outcome {
+    let check = crate::registry::check(id).unwrap_or_else(|| panic!("no check with ID {id}"));
+    run_check_with(spec, check, Options::default())
+}
+
+/// Run `check` on a fresh loop of `spec`.
+pub fn run_check_with(spec: &AdapterSpec, check: &'static Check, opts: Options) -> Outcome {
+    if let Some(reason) = not_applicable(spec, check) {
+        return Outcome::Ignored(reason);
+    }
+    let divergence = spec.divergence(check.id);
+    if let (Some(d), Level::Must) = (divergence, check.level) {
+        return Outcome::Fail(format!(
+            "{} is a MUST and can never be waived (listed as a divergence: {})",
+            check.id, d.reason
+        ));
+    }
+    let raw = if spec.main_thread {
+        execute_here(spec, check, opts)
+    } else {
+        execute_on_thread(spec, check, opts)
+    };
+    match (raw, divergence) {
+        (Outcome::Fail(msg), Some(d)) => {
+            Outcome::ExpectedFailure(format!("{} (failed as expected: {msg})", d.reason))
+        }
+        (Outcome::Pass, Some(d)) => Outcome::UnexpectedPass(format!(
+            "listed as a divergence ({}) but it passes: divergence no longer needed, remove it",
+            d.reason
+        )),
+        (raw, _) => raw,
+    }
+}
+
+fn execute_on_thread(spec: &AdapterSpec, check: &'static Check, opts: Options) -> Outcome {
+    let (tx, rx) = mpsc::channel();
+    let spec2 = spec.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("conformance {}", check.id))
+        .spawn(move || {
+            let _ = tx.send(execute_here(&spec2, check, opts));
+        });
+    if let Err(e) = spawned {
+        return Outcome::Fail(format!("cannot start the check's thread: {e}"));
+    }
+    match rx.recv_timeout(opts.hang_timeout) {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Fail(format!(
+            "{} hung: no result after {:?}; its thread was abandoned (the loop could not even be stopped)",
+            check.id, opts.hang_timeout
+        )),
+    }
+}
+
+/// Runs the check on this thread. For a main-thread spec, a watchdog thread
+/// ends the process if the check hangs, naming the check.
+fn execute_here(spec: &AdapterSpec, check: &'static Check, opts: Options) -> Outcome {
+    let _process_watchdog = spec.main_thread.then(|| {
+        let (tx, rx) = mpsc::channel::<()>();
+        let id = check.id;
+        let name = spec.name;
+        let limit = opts.hang_timeout;
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                eprintln!(
+                    "oneloop-conformance: {name}::{id} hung for {limit:?} on the main thread; exiting"
+                );
+                std::process::exit(101);
+            }
+        });
+        tx
+    });
+    install_panic_hook();
+    CAPTURE.with(|c| *c.borrow_mut() = Some(None));
+    let outcome = execute_inner(spec, check, opts);
+    CAPTURE.with(|c| *c.borrow_mut() = None);
+    outcome
+}
+
+fn execute_inner(spec: &AdapterSpec, check: &'static Check, opts: Options) -> Outcome {
+    let setup = match panic::catch_unwind(spec.setup) {
+        Ok(Ok(setup)) => setup,
+        Ok(Err(e)) => return Outcome::Fail(format!("the adapter's setup failed: {e}")),
+        Err(_) => return Outcome::Fail(format!("the adapter's setup panicked: {}", take_panic())),
+    };
+    let attached = setup.lp.is_attached();
+    match (check.mode, attached) {
+        (Mode::Owned, true) => {
+            return Outcome::Ignored(
+                "needs an owned loop (run_*, stop); an attached loop is run by its host, and EM-01 checks that instead"
+                    .into(),
+            );
+        }
+        (Mode::Attached, false) => {
+            return Outcome::Ignored("applies to loops attached to a host only".into());
+        }
+        _ => {}
+    }
+    if attached && setup.host.is_none() {
+        return Outcome::Fail("an attached setup must give a HostDriver to drive it".into());
+    }
+    let env = Env::new(check.id, spec, setup, opts.deadline);
+    let result = panic::catch_unwind(AssertUnwindSafe(|| (check.run)(&env)));
+    let failure = match result {
+        Err(_) => Some(take_panic()),
+        Ok(()) => {
+            let reports = env.take_reports();
+            (!reports.is_empty()).then(|| {
+                format!(
+                    "unexpected exception-handler report(s): {}",
+                    reports.join(" | ")
+                )
+            })
+        }
+    };
+    let teardown = panic::catch_unwind(AssertUnwindSafe(|| env.teardown()));
+    let late_reports = env.take_reports();
+    drop(env);
+    if let Some(msg) = failure {
+        return Outcome::Fail(format!("{}: {msg}", check.id));
+    }
+    match teardown {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Outcome::Fail(format!("{}: teardown: close failed: {e}", check.id)),
+        Err(_) => {
+            return Outcome::Fail(format!("{}: teardown panicked: {}", check.id, take_panic()));
+        }
+    }
+    if !late_reports.is_empty() {
+        return Outcome::Fail(format!(
+            "{}: unexpected exception-handler report(s) at close: {}",
+            check.id,
+            late_reports.join(" | ")
+        ));
+    }
+    Outcome::Pass
+}
+
+thread_local! {
+    /// `Some` while a check runs on this thread: its panics are recorded here
+    /// instead of printed, and become the failure message.
+    static CAPTURE: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+}
+
+fn take_panic() -> String {
+    CAPTURE
+        .with(|c| c.borrow_mut().as_mut().and_then(Option::take))
+        .unwrap_or_else(|| "panicked".into())
+}
+
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let captured = CAPTURE
+                .try_with(|c| {
+                    let mut c = c.borrow_mut();
+                    match c.as_mut() {
+                        Some(slot) => {
+                            let msg = payload_text(info.payload());
+                            let at = info
+                                .location()
+                                .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+                                .unwrap_or_default();
+                            // Keep the last: a check may provoke panics on purpose
+                            // (ER-01) before the one that fails it.
+                            *slot = Some(format!("{msg}{at}"));
+                            true
+                        }
+                        None => false,
+                    }
+                })
+                .unwrap_or(false);
+            if !captured {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

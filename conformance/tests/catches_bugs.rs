@@ -1,0 +1,364 @@
+//! The suite has teeth: deliberately broken loops fail exactly the checks
+//! they break, and the healthy default loop passes those same checks.
+//!
+//! Scheduler faults come from `oneloop`'s `fault-injection` feature; the
+//! host faults are small backends written here: a clock that runs ahead
+//! while dispatching (timers fire 1 ms early in real time), a wake handle
+//! that does not wake, and fd readiness reported only on edges.
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oneloop::backend::{Backend, Driver, Interest, NextDispatch, Readiness, RemoteWake};
+use oneloop::native::NativeBackend;
+use oneloop::{Fault, Loop, LoopBuilder};
+use oneloop_conformance::{
+    AdapterSpec, Caps, Options, Outcome, Setup, check, native_spec, run_check_with,
+};
+
+/// Short limits: a broken wake-up should fail in about a second, not five.
+const OPTIONS: Options = Options {
+    deadline: Duration::from_secs(1),
+    hang_timeout: Duration::from_secs(20),
+};
+
+fn spec(name: &'static str, setup: fn() -> oneloop::Result<Setup>) -> AdapterSpec {
+    AdapterSpec {
+        name,
+        setup,
+        caps: Caps::FD | Caps::THREADS | Caps::EXECUTOR,
+        clock_resolution: Duration::from_millis(1),
+        divergences: &[],
+        main_thread: false,
+    }
+}
+
+fn run(spec: &AdapterSpec, id: &str) -> Outcome {
+    run_check_with(spec, check(id).expect("a check with this ID"), OPTIONS)
+}
+
+/// `id` fails on `broken` and passes on the default loop.
+///
+/// A timing fault (a timer 1 ms early) can hide behind a late wake-up on a
+/// loaded machine, so a broken loop gets three runs to be caught; the
+/// healthy loop must pass its one run.
+fn catches(broken: AdapterSpec, id: &str) {
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        match run(&broken, id) {
+            Outcome::Fail(msg) => {
+                eprintln!("{id} caught {}: {msg}", broken.name);
+                outcomes.clear();
+                break;
+            }
+            other => outcomes.push(other),
+        }
+    }
+    assert!(
+        outcomes.is_empty(),
+        "{id} did not catch {}: {outcomes:?}",
+        broken.name
+    );
+    assert_eq!(
+        run(&native_spec(), id),
+        Outcome::Pass,
+        "{id} on the healthy default loop"
+    );
+}
+
+fn faulty(fault: Fault) -> oneloop::Result<Setup> {
+    Ok(Setup::new(LoopBuilder::new().inject_fault(fault).build()?))
+}
+
+#[test]
+fn lifo_ready_queue_fails_cb_01() {
+    catches(spec("lifo", || faulty(Fault::LifoReadyQueue)), "CB-01");
+}
+
+#[test]
+fn eager_done_callbacks_fail_fu_04() {
+    catches(
+        spec("eager-done", || faulty(Fault::EagerDoneCallbacks)),
+        "FU-04",
+    );
+}
+
+#[test]
+fn allowed_nested_run_fails_lc_02() {
+    catches(
+        spec("nested-run", || faulty(Fault::AllowNestedRun)),
+        "LC-02",
+    );
+}
+
+#[test]
+fn stop_dropping_queued_callbacks_fails_lc_03() {
+    catches(
+        spec("stop-drops", || faulty(Fault::StopDropsQueued)),
+        "LC-03",
+    );
+}
+
+/// The default backend, with a clock 1 ms ahead while it dispatches and its
+/// timer armed 1 ms early: timers fire 1 ms early in real time, although
+/// `time()` inside the callback looks right.
+struct EarlyClock {
+    inner: NativeBackend,
+    dispatching: Cell<bool>,
+}
+
+const AHEAD: Duration = Duration::from_millis(1);
+
+impl Backend for EarlyClock {
+    fn name(&self) -> &str {
+        "early-clock"
+    }
+    fn install(&self, driver: Driver) -> io::Result<()> {
+        self.inner.install(driver)
+    }
+    fn arm(&self, next: NextDispatch) {
+        self.inner.arm(match next {
+            NextDispatch::At(t) => NextDispatch::At(t.checked_sub(AHEAD).unwrap_or(t)),
+            other => other,
+        })
+    }
+    fn remote_waker(&self) -> Arc<dyn RemoteWake> {
+        self.inner.remote_waker()
+    }
+    fn turn(&self) -> io::Result<()> {
+        self.dispatching.set(true);
+        let r = self.inner.turn();
+        self.dispatching.set(false);
+        r
+    }
+    fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        self.inner.watch(fd, interest)
+    }
+    fn now(&self) -> Instant {
+        if self.dispatching.get() {
+            Instant::now() + AHEAD
+        } else {
+            Instant::now()
+        }
+    }
+    fn close(&self) {
+        self.inner.close()
+    }
+}
+
+#[test]
+fn timer_firing_1ms_early_fails_tm_03() {
+    catches(
+        spec("early-clock", || {
+            Ok(Setup::new(Loop::with_backend(EarlyClock {
+                inner: NativeBackend::new()?,
+                dispatching: Cell::new(false),
+            })?))
+        }),
+        "TM-03",
+    );
+}
+
+/// The default backend with a wake handle that does nothing.
+struct DeafWaker(NativeBackend);
+
+impl Backend for DeafWaker {
+    fn name(&self) -> &str {
+        "deaf-waker"
+    }
+    fn install(&self, driver: Driver) -> io::Result<()> {
+        self.0.install(driver)
+    }
+    fn arm(&self, next: NextDispatch) {
+        self.0.arm(next)
+    }
+    fn remote_waker(&self) -> Arc<dyn RemoteWake> {
+        Arc::new(|| {})
+    }
+    fn turn(&self) -> io::Result<()> {
+        self.0.turn()
+    }
+    fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        self.0.watch(fd, interest)
+    }
+    fn close(&self) {
+        self.0.close()
+    }
+}
+
+#[test]
+fn threadsafe_call_that_does_not_wake_fails_th_01() {
+    catches(
+        spec("deaf-waker", || {
+            Ok(Setup::new(Loop::with_backend(DeafWaker(
+                NativeBackend::new()?,
+            ))?))
+        }),
+        "TH-01",
+    );
+}
+
+/// A backend on `polling` in edge-triggered mode: an fd is reported once
+/// when it becomes ready, not on every iteration while it stays ready.
+struct EdgeTriggered {
+    poller: Arc<polling::Poller>,
+    driver: OnceCell<Driver>,
+    armed: Cell<NextDispatch>,
+    watched: RefCell<HashMap<RawFd, Interest>>,
+    events: RefCell<polling::Events>,
+}
+
+impl EdgeTriggered {
+    fn new() -> io::Result<EdgeTriggered> {
+        Ok(EdgeTriggered {
+            poller: Arc::new(polling::Poller::new()?),
+            driver: OnceCell::new(),
+            armed: Cell::new(NextDispatch::OnEvent),
+            watched: RefCell::new(HashMap::new()),
+            events: RefCell::new(polling::Events::new()),
+        })
+    }
+}
+
+impl Backend for EdgeTriggered {
+    fn name(&self) -> &str {
+        "edge-triggered"
+    }
+    fn install(&self, driver: Driver) -> io::Result<()> {
+        self.driver
+            .set(driver)
+            .map_err(|_| io::Error::other("installed twice"))
+    }
+    fn arm(&self, next: NextDispatch) {
+        self.armed.set(next);
+    }
+    fn remote_waker(&self) -> Arc<dyn RemoteWake> {
+        let poller = self.poller.clone();
+        Arc::new(move || {
+            let _ = poller.notify();
+        })
+    }
+    fn turn(&self) -> io::Result<()> {
+        let driver = self
+            .driver
+            .get()
+            .ok_or_else(|| io::Error::other("not installed"))?;
+        let timeout = self
+            .armed
+            .get()
+            .timeout(Instant::now(), Duration::from_nanos(1));
+        let mut events = self.events.borrow_mut();
+        events.clear();
+        match self.poller.wait(&mut events, timeout) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => return Err(e),
+            _ => {}
+        }
+        for ev in events.iter() {
+            driver.fd_ready(
+                ev.key as RawFd,
+                Readiness {
+                    readable: ev.readable,
+                    writable: ev.writable,
+                    hangup: false,
+                },
+            );
+        }
+        drop(events);
+        driver.dispatch();
+        Ok(())
+    }
+    fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        let ev = polling::Event::new(fd as usize, interest.readable, interest.writable);
+        let mut watched = self.watched.borrow_mut();
+        // SAFETY: the loop lends only fds that its user keeps open while they
+        // are registered (the `add_reader` contract), and this one is
+        // registered (or being registered) now.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        match (watched.contains_key(&fd), interest.is_none()) {
+            (false, true) => Ok(()),
+            (false, false) => {
+                // SAFETY: as above; `watched` records the fd, so it is deleted
+                // before the loop lets go of it (removal or close).
+                unsafe { self.poller.add_with_mode(fd, ev, polling::PollMode::Edge)? };
+                watched.insert(fd, interest);
+                Ok(())
+            }
+            (true, true) => {
+                watched.remove(&fd);
+                self.poller.delete(borrowed)
+            }
+            (true, false) => {
+                watched.insert(fd, interest);
+                self.poller
+                    .modify_with_mode(borrowed, ev, polling::PollMode::Edge)
+            }
+        }
+    }
+    fn close(&self) {
+        for (fd, _) in self.watched.borrow_mut().drain() {
+            // SAFETY: registered, hence open by the same contract.
+            let _ = self.poller.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+        }
+    }
+}
+
+#[test]
+fn edge_triggered_readiness_fails_fd_01() {
+    catches(
+        spec("edge-triggered", || {
+            Ok(Setup::new(Loop::with_backend(EdgeTriggered::new()?)?))
+        }),
+        "FD-01",
+    );
+}
+
+#[test]
+fn a_must_divergence_is_never_waived() {
+    let mut s = native_spec();
+    s.divergences = &[oneloop_conformance::Divergence {
+        id: "CB-01",
+        reason: "trying to waive a MUST",
+    }];
+    assert!(matches!(run(&s, "CB-01"), Outcome::Fail(m) if m.contains("never be waived")));
+}
+
+#[test]
+fn a_should_divergence_is_an_expected_failure_until_it_passes() {
+    // TM-03 on the early clock: listed, so an expected failure.
+    let mut early = spec("early-clock", || {
+        Ok(Setup::new(Loop::with_backend(EarlyClock {
+            inner: NativeBackend::new()?,
+            dispatching: Cell::new(false),
+        })?))
+    });
+    early.divergences = &[oneloop_conformance::Divergence {
+        id: "TM-03",
+        reason: "timers fire early",
+    }];
+    let xfail = (0..3).any(|_| matches!(run(&early, "TM-03"), Outcome::ExpectedFailure(_)));
+    assert!(
+        xfail,
+        "a listed divergence that fails is an expected failure"
+    );
+    // The same divergence on a loop that passes: no longer needed.
+    let mut healthy = native_spec();
+    healthy.divergences = early.divergences;
+    assert!(matches!(run(&healthy, "TM-03"), Outcome::UnexpectedPass(_)));
+}
+
+#[test]
+fn missing_capabilities_are_ignored_with_a_reason_and_must_answer_unsupported() {
+    let mut s = native_spec();
+    s.caps = Caps::THREADS;
+    match run(&s, "FD-01") {
+        Outcome::Ignored(reason) => assert!(reason.contains("fd"), "{reason}"),
+        other => panic!("FD-01 without fd: {other:?}"),
+    }
+    // The default loop does watch fds, so UNSUP-FD (add_reader must answer
+    // Unsupported) fails on it when it pretends not to: the check has teeth.
+    assert!(matches!(run(&s, "UNSUP-FD"), Outcome::Fail(_)));
+}
