@@ -355,40 +355,52 @@ impl StreamInner {
     // ---- loop registrations ----
 
     fn set_reading(self: &Rc<Self>, on: bool) {
-        let was = std::mem::replace(&mut self.state.borrow_mut().reader_on, on);
-        if was == on {
-            return;
-        }
-        let sock = self.sock.borrow();
-        let Some(s) = sock.as_ref() else { return };
-        if on {
-            let me = self.clone();
-            if let Err(e) = self.lp.add_reader(s, move || me.on_readable()) {
-                drop(sock);
-                self.state.borrow_mut().reader_on = false;
-                self.force_close(Some(e));
-            }
-        } else {
-            self.lp.remove_reader(s);
-        }
+        self.set_watching(true, on);
     }
 
     fn set_writing(self: &Rc<Self>, on: bool) {
-        let was = std::mem::replace(&mut self.state.borrow_mut().writer_on, on);
+        self.set_watching(false, on);
+    }
+
+    /// Register or remove the reader (`readable`) or the writer.
+    fn set_watching(self: &Rc<Self>, readable: bool, on: bool) {
+        let was = {
+            let mut st = self.state.borrow_mut();
+            let flag = if readable {
+                &mut st.reader_on
+            } else {
+                &mut st.writer_on
+            };
+            std::mem::replace(flag, on)
+        };
         if was == on {
             return;
         }
         let sock = self.sock.borrow();
         let Some(s) = sock.as_ref() else { return };
-        if on {
-            let me = self.clone();
-            if let Err(e) = self.lp.add_writer(s, move || me.on_writable()) {
-                drop(sock);
-                self.state.borrow_mut().writer_on = false;
-                self.force_close(Some(e));
+        let me = self.clone();
+        let added = match (readable, on) {
+            (true, true) => self.lp.add_reader(s, move || me.on_readable()),
+            (false, true) => self.lp.add_writer(s, move || me.on_writable()),
+            (true, false) => {
+                self.lp.remove_reader(s);
+                Ok(())
             }
-        } else {
-            self.lp.remove_writer(s);
+            (false, false) => {
+                self.lp.remove_writer(s);
+                Ok(())
+            }
+        };
+        if let Err(e) = added {
+            drop(sock);
+            let mut st = self.state.borrow_mut();
+            *(if readable {
+                &mut st.reader_on
+            } else {
+                &mut st.writer_on
+            }) = false;
+            drop(st);
+            self.force_close(Some(e));
         }
     }
 
