@@ -1,0 +1,148 @@
+//! oneloop on tokio (`oneloop-tokio`, owned mode) against tokio's own
+//! primitives and the plain-Rust floor, in the same run: `call_soon` vs
+//! `spawn_local`, `call_soon_threadsafe` vs an unbounded mpsc channel,
+//! `call_at` vs a task awaiting `sleep_until` per timer.
+
+use std::sync::Arc;
+use std::thread;
+
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use oneloop_bench::cpu::thread_cpu_time;
+use oneloop_bench::floor::{Inbox, Queue};
+use oneloop_bench::mode;
+use oneloop_bench::ratios::Table;
+use oneloop_bench::workload::{
+    self, BATCH, Fired, Lateness, add, call_soon_batch, deadlines, fire_floor, fire_oneloop,
+    fire_table, floor_threadsafe_round, threadsafe_round, timed,
+};
+
+const HOST: &str = "tokio";
+
+fn call_soon(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tokio_call_soon");
+    g.throughput(Throughput::Elements(BATCH));
+    g.bench_function(BenchmarkId::new("floor", BATCH), |b| {
+        let mut q = Queue::default();
+        b.iter_custom(|iters| {
+            timed(iters, BATCH, || {
+                for i in 0..BATCH {
+                    q.push(move || add(i));
+                }
+                q.run_all();
+            })
+        });
+    });
+    g.bench_function(BenchmarkId::new("oneloop", BATCH), |b| {
+        let lp = oneloop_tokio::new_loop().expect("loop");
+        b.iter_custom(|iters| timed(iters, BATCH, || call_soon_batch(&lp, BATCH)));
+        lp.close().expect("close");
+    });
+    g.bench_function(BenchmarkId::new("native", BATCH), |b| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        b.iter_custom(|iters| {
+            timed(iters, BATCH, || {
+                let local = tokio::task::LocalSet::new();
+                for i in 0..BATCH {
+                    local.spawn_local(async move { add(i) });
+                }
+                rt.block_on(local);
+            })
+        });
+    });
+    g.finish();
+}
+
+fn threadsafe(c: &mut Criterion) {
+    let n: u64 = if mode::smoke() { 1_000 } else { 100_000 };
+    let mut g = c.benchmark_group("tokio_call_soon_threadsafe");
+    g.sample_size(10).sampling_mode(SamplingMode::Flat);
+    g.throughput(Throughput::Elements(n));
+    g.bench_function(BenchmarkId::new("floor", n), |b| {
+        let inbox = Arc::new(Inbox::new().expect("poller"));
+        let mut events = polling::Events::new();
+        b.iter_custom(|iters| timed(iters, n, || floor_threadsafe_round(&inbox, &mut events, n)));
+    });
+    g.bench_function(BenchmarkId::new("oneloop", n), |b| {
+        let lp = oneloop_tokio::new_loop().expect("loop");
+        b.iter_custom(|iters| timed(iters, n, || threadsafe_round(&lp, n)));
+        lp.close().expect("close");
+    });
+    g.bench_function(BenchmarkId::new("native", n), |b| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        b.iter_custom(|iters| {
+            timed(iters, n, || {
+                let (tx, mut rx) =
+                    tokio::sync::mpsc::unbounded_channel::<Box<dyn FnOnce() + Send>>();
+                let producer = thread::spawn(move || {
+                    for i in 0..n {
+                        assert!(tx.send(Box::new(move || add(i))).is_ok(), "receiver gone");
+                    }
+                });
+                rt.block_on(async {
+                    while let Some(f) = rx.recv().await {
+                        f();
+                    }
+                });
+                producer.join().expect("producer");
+            })
+        });
+    });
+    g.finish();
+}
+
+/// One tokio task awaiting `sleep_until` per timer.
+fn fire_native(n: usize) -> Fired {
+    let late = Lateness::with_capacity(n);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let cpu = thread_cpu_time();
+    let local = tokio::task::LocalSet::new();
+    for w in deadlines(std::time::Instant::now(), n) {
+        let late = late.clone();
+        local.spawn_local(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(w)).await;
+            late.record(w, std::time::Instant::now());
+        });
+    }
+    rt.block_on(local);
+    late.finish(n, thread_cpu_time() - cpu)
+}
+
+fn main() {
+    let mut c = mode::criterion();
+    call_soon(&mut c);
+    threadsafe(&mut c);
+    c.final_summary();
+    let n = if mode::smoke() { 1_000 } else { 100_000 };
+    for (group, n) in [
+        ("tokio_call_soon", BATCH),
+        ("tokio_call_soon_threadsafe", n),
+    ] {
+        Table::new(group, "native")
+            .function("floor")
+            .function("oneloop")
+            .function("native")
+            .param(n, n)
+            .print();
+    }
+    if mode::selected("tokio_timers_fire") {
+        let oneloop = |n| fire_oneloop(oneloop_tokio::new_loop().expect("loop"), n);
+        let results = fire_table(
+            "tokio_timers_fire",
+            &mode::sizes(&[1_000, 10_000, 100_000]),
+            &[
+                ("floor", &fire_floor),
+                ("oneloop", &oneloop),
+                ("native", &fire_native),
+            ],
+            2,
+        );
+        workload::assert_never_early(HOST, &results, 1);
+    }
+}

@@ -1,0 +1,19 @@
+//! CPU time of the calling thread, the figure the timer benchmarks compare:
+//! a loop that waits for deadlines spends wall time idle, and only the CPU it
+//! burns per timer tells two loops apart.
+
+use std::time::Duration;
+
+/// CPU time consumed so far by the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
+///
+/// ```
+/// let before = oneloop_bench::cpu::thread_cpu_time();
+/// let mut x = 0u64;
+/// for i in 0..1_000_000u64 { x = std::hint::black_box(x ^ i); }
+/// assert!(oneloop_bench::cpu::thread_cpu_time() >= before);
+/// ```
+pub fn thread_cpu_time() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    // Both fields are non-negative for a CPU clock.
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
