@@ -59,6 +59,21 @@ fn bench(c: &mut Criterion) {
         lp.close().expect("close");
     });
 
+    g.bench_function(BenchmarkId::new("oneloop_detached", BATCH), |b| {
+        let lp = Loop::new().expect("loop");
+        b.iter_custom(|iters| {
+            timed(iters, BATCH, || {
+                for i in 0..BATCH {
+                    lp.call_soon_detached(move || add(i))
+                        .expect("call_soon_detached");
+                }
+                lp.stop();
+                lp.run_forever().expect("run");
+            })
+        });
+        lp.close().expect("close");
+    });
+
     g.bench_function(BenchmarkId::new("oneloop_keep_handle", BATCH), |b| {
         let lp = Loop::new().expect("loop");
         let mut handles = Vec::with_capacity(BATCH as usize);
@@ -102,6 +117,7 @@ fn main() {
         .function("floor")
         .function("floor_rc_handle")
         .function("oneloop_drop_handle")
+        .function("oneloop_detached")
         .function("oneloop_keep_handle")
         .function("tokio_spawn_local")
         .param(BATCH, BATCH)

@@ -186,7 +186,7 @@ impl<T: 'static> Future<T> {
             let fut = self.clone();
             // On a closed loop the callbacks are dropped, as everything
             // queued on it is (LC-11).
-            let _ = self.inner.lp.call_soon(move || cb(&fut));
+            let _ = self.inner.lp.call_soon_detached(move || cb(&fut));
         }
         let wakers = std::mem::take(&mut *self.inner.wakers.borrow_mut());
         for w in wakers {
@@ -220,7 +220,7 @@ impl<T: 'static> Future<T> {
         self.inner.next_id.set(id.0 + 1);
         if self.done() {
             let fut = self.clone();
-            let _ = self.inner.lp.call_soon(move || f(&fut));
+            let _ = self.inner.lp.call_soon_detached(move || f(&fut));
         } else {
             self.inner.callbacks.borrow_mut().push((id, Box::new(f)));
         }
