@@ -59,6 +59,9 @@ pub(crate) struct LoopInner {
     pub(crate) shared: Arc<Shared>,
     /// Callbacks ready to run, FIFO (CB-01).
     pub(crate) ready: RefCell<VecDeque<Ready>>,
+    /// An empty buffer swapped with `ready` at each iteration's snapshot,
+    /// so taking the batch out allocates nothing.
+    pub(crate) spare: RefCell<VecDeque<Ready>>,
     /// Pending timers.
     pub(crate) timers: RefCell<TimerQueue>,
     /// Watched fds.
@@ -230,6 +233,7 @@ impl LoopBuilder {
             backend,
             shared,
             ready: RefCell::new(VecDeque::new()),
+            spare: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerQueue::new(now)),
             fds: RefCell::new(FdRegistry::default()),
             run_state: Cell::new(if attached {

@@ -34,6 +34,7 @@ pub(crate) mod fds;
 pub(crate) mod inbox;
 pub(crate) mod timers;
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::rc::Rc;
 use std::time::Instant;
@@ -206,13 +207,24 @@ impl LoopInner {
         }
     }
 
-    fn pop_ready(&self) -> Option<Ready> {
-        let mut ready = self.ready.borrow_mut();
-        if self.faults.has(crate::fault::Fault::LifoReadyQueue) {
-            ready.pop_back()
-        } else {
-            ready.pop_front()
+    /// Step 4's snapshot: take the whole ready queue out in one borrow (the
+    /// queue keeps a spare buffer, so no allocation churns); what callbacks
+    /// queue meanwhile lands in the emptied queue, for the next iteration.
+    fn take_batch(&self) -> VecDeque<Ready> {
+        let spare = std::mem::take(&mut *self.spare.borrow_mut());
+        std::mem::replace(&mut *self.ready.borrow_mut(), spare)
+    }
+
+    /// Give the batch buffer back: items left by a stopping panic go back to
+    /// the front of the queue, in order; the emptied buffer is the spare.
+    fn return_batch(&self, mut batch: VecDeque<Ready>) {
+        if !batch.is_empty() {
+            let mut ready = self.ready.borrow_mut();
+            while let Some(item) = batch.pop_back() {
+                ready.push_front(item);
+            }
         }
+        *self.spare.borrow_mut() = batch;
     }
 
     /// One scheduler iteration; see the module docs.
@@ -243,10 +255,16 @@ impl LoopInner {
                 .extend(remote.into_iter().map(Ready::from));
         }
         // Step 4: the snapshot.
-        let batch = self.ready.borrow().len();
+        let mut batch = self.take_batch();
         let slow = self.slow_callback.get();
-        for _ in 0..batch {
-            let Some(item) = self.pop_ready() else { break };
+        let lifo = self.faults.has(crate::fault::Fault::LifoReadyQueue);
+        loop {
+            let next = if lifo {
+                batch.pop_back()
+            } else {
+                batch.pop_front()
+            };
+            let Some(item) = next else { break };
             let outcome = match slow {
                 None => item.run(),
                 Some(limit) => {
@@ -279,6 +297,7 @@ impl LoopInner {
                 break;
             }
         }
+        self.return_batch(batch);
         // Step 5.
         self.dispatching.set(false);
         if self.stopping.replace(false) && self.run_state.get() == RunState::Running {
