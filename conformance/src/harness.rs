@@ -114,6 +114,9 @@ impl Harness {
     /// Parse the test arguments, run the trials, write the results file when
     /// [`RESULTS_ENV`] is set, and exit with the test run's status.
     pub fn run(self) -> ! {
+        if let Some((adapter, id)) = runner::child_request() {
+            self.run_child(&adapter, &id)
+        }
         let mut args = Arguments::from_args();
         if self.specs.iter().any(|s| s.main_thread) {
             args.test_threads = Some(1);
@@ -140,6 +143,19 @@ impl Harness {
         }
         conclusion.exit()
     }
+
+    /// In an isolated check's child process: run that one check on the main
+    /// thread, print its outcome for the parent, and exit.
+    fn run_child(&self, adapter: &str, id: &str) -> ! {
+        let spec = self.specs.iter().find(|s| s.name == adapter);
+        match (spec, crate::registry::check(id)) {
+            (Some(spec), Some(check)) => runner::run_as_child(spec, check, self.options),
+            _ => {
+                println!("oneloop-conformance: no check {id} for adapter {adapter} in this binary")
+            }
+        }
+        std::process::exit(0)
+    }
 }
 
 /// The body of one `#[test]` stamped by [`suite!`](crate::suite).
@@ -152,7 +168,15 @@ pub fn run_for_test(spec: &AdapterSpec, id: &str) {
             spec.name
         );
     }
-    match runner::run_check(spec, id) {
+    let check = crate::registry::check(id).unwrap_or_else(|| panic!("no check with ID {id}"));
+    if let Some((adapter, child_id)) = runner::child_request() {
+        if adapter == spec.name && child_id == id {
+            runner::run_as_child(spec, check, Options::default());
+        }
+        return;
+    }
+    let outcome = runner::run_check_from(spec, check, Options::default(), runner::FrontEnd::Suite);
+    match outcome {
         Outcome::Pass => {}
         Outcome::Ignored(reason) => eprintln!("{}::{id} ignored: {reason}", spec.name),
         Outcome::ExpectedFailure(note) => {

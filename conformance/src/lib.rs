@@ -1,8 +1,10 @@
 //! The oneloop conformance suite: every guarantee of the interface as a check, runnable against any adapter.
 //!
 //! Each guarantee of `GUARANTEES.md` in the groups lifecycle, callbacks,
-//! timers, threads, fd, futures, tasks, cancellation, errors, executor,
-//! policy and embedding is one documented check in [`checks`](mod@checks), under its
+//! timers, threads, fd, futures, tasks, cancellation, errors, the
+//! transports (TCP, flow control, UDP, Unix sockets, pipes, subprocesses,
+//! signals), executor, policy and embedding is one documented check in
+//! [`checks`](mod@checks), under its
 //! stable ID; the first line of each check's documentation states the
 //! guarantee, so these pages read as the specification. One registry
 //! ([`CHECKS`]) lists them all, and both front ends expand from it:
@@ -35,6 +37,11 @@
 //!     Harness::new(SPEC).run()
 //! }
 //! ```
+//!
+//! The subprocess and signal checks touch process-wide state, so each runs
+//! in a child process of the test binary (re-executed with the check's ID in
+//! `ONELOOP_CONFORMANCE_CHILD`), signal checks on that child's main thread;
+//! the parent reads the outcome, under the same hang timeout.
 //!
 //! Every check runs on a fresh loop built on the thread that runs it, under
 //! a watchdog (a missed wake-up fails with the check's ID, it never hangs

@@ -152,6 +152,13 @@ impl Group {
         }
     }
 
+    /// Whether its checks run each in a child process of their own: signal
+    /// dispositions and child processes are process-wide state
+    /// (`GUARANTEES.md` §2, point 7).
+    pub fn is_isolated(self) -> bool {
+        matches!(self, Group::Subprocess | Group::Signals)
+    }
+
     /// The group of an ID such as `"TM-03"` (`UNSUP-FD` belongs to `FD`).
     pub fn of_id(id: &str) -> Option<Group> {
         let prefix = id.strip_prefix("UNSUP-").unwrap_or(id);
@@ -229,26 +236,12 @@ pub struct LeftOut {
 }
 
 /// The guarantees of the covered groups that are not checked yet.
-pub const LEFT_OUT: &[LeftOut] = &[
-    LeftOut {
-        id: "CN-06",
-        level: Level::Should,
-        statement: "Cancelling a pending socket operation releases its fd registration promptly.",
-        reason: "needs socket operations (the transports issue); the fd half is covered by FD-03",
-    },
-    LeftOut {
-        id: "ER-05",
-        level: Level::Should,
-        statement: "Failures in protocol methods go to the handler with the transport and protocol; the transport is torn down and connection_lost runs once.",
-        reason: "needs protocols and transports (the transports issue)",
-    },
-    LeftOut {
-        id: "EM-09",
-        level: Level::Should,
-        statement: "Guest mode: I/O wait on a helper thread, dispatch on the host thread through a host-supplied run-soon hook.",
-        reason: "oneloop has no guest mode (every backend dispatches on the loop thread); nothing to check until one exists",
-    },
-];
+pub const LEFT_OUT: &[LeftOut] = &[LeftOut {
+    id: "EM-09",
+    level: Level::Should,
+    statement: "Guest mode: I/O wait on a helper thread, dispatch on the host thread through a host-supplied run-soon hook.",
+    reason: "oneloop has no guest mode (every backend dispatches on the loop thread); nothing to check until one exists",
+}];
 
 /// Expands the one list of checks in the form its first token asks for:
 /// `[table]` (the registry) or `[suite <spec>]` (one `#[test]` per check).
@@ -370,6 +363,8 @@ macro_rules! __with_checks {
           "Cancelling the future a task awaits cancels the task; cancelling both yields one clean cancellation." }
         { cn_05, "CN-05", Should, Cancellation, (), (), Any, cancellation::timeout_cleans_up_before_reporting,
           "A timeout cancels the inner work and finishes its cleanup before reporting TimedOut." }
+        { cn_06, "CN-06", Should, Cancellation, (TCP), (), Any, tcp::cancelled_connect_releases_its_fd,
+          "Cancelling a pending socket operation (an unanswered connect) releases its fd registration promptly." }
         { er_01, "ER-01", Must, Errors, (), (), Any, errors::callback_panic_is_reported_during_run,
           "A panic in a callback is caught and passed to the exception handler with a context, during the run; the remaining callbacks still run." }
         { er_02, "ER-02", Must, Errors, (), (), Any, errors::exception_handler_can_be_set_and_reset,
@@ -378,6 +373,88 @@ macro_rules! __with_checks {
           "An exception handler that itself panics is caught, and the loop survives." }
         { er_04, "ER-04", Must, Errors, (), (), Owned, errors::fatal_panic_propagates_and_loop_is_reusable,
           "Fatal-class failures (PanicPolicy::Propagate) leave run_*, leave the loop open, and the loop can run again." }
+        { er_05, "ER-05", Should, Errors, (TCP), (), Any, tcp::protocol_panic_is_contained,
+          "A panic in a protocol method goes to the exception handler naming the method; that transport is torn down with connection_lost once; the loop and other connections carry on." }
+        { tp_01, "TP-01", Must, Tcp, (TCP), (), Any, tcp::protocol_call_order,
+          "Protocol call order: connection_made once, data_received*, eof_received at most once, connection_lost once; nothing after it." }
+        { tp_02, "TP-02", Must, Tcp, (TCP), (), Any, tcp::data_is_whole_and_in_order,
+          "data_received always gets non-empty bytes, and their concatenation is exactly what the peer sent, whatever the chunking." }
+        { tp_03, "TP-03", Should, Tcp, (TCP), (), Any, tcp::create_connection_resolves_after_made,
+          "create_connection resolves only after connection_made has run (D2)." }
+        { tp_04, "TP-04", Must, Tcp, (TCP), (), Any, tcp::write_never_blocks_and_keeps_order,
+          "write() never blocks, buffers and keeps order; writing after close or abort is a defined error, never a crash." }
+        { tp_05, "TP-05", Must, Tcp, (TCP), (), Any, tcp::close_flushes_then_loses_cleanly,
+          "close() flushes the buffer, then connection_lost(None); no data_received after close(); is_closing() is true at once." }
+        { tp_06, "TP-06", Must, Tcp, (TCP), (), Any, tcp::abort_discards_and_loses_later,
+          "abort() discards the buffer and connection_lost(None) follows, never from inside abort(); abort twice or abort then close raise nothing." }
+        { tp_07, "TP-07", Must, Tcp, (TCP), (), Any, tcp::eof_half_close_and_write_eof,
+          "eof_received false closes, true keeps the connection half-open; write_eof sends EOF after the buffer, is idempotent, and writing after it fails; can_write_eof is true for TCP." }
+        { tp_08, "TP-08", Should, Tcp, (TCP), (), Any, tcp::clean_close_and_reset_are_told_apart,
+          "A clean peer close gives eof_received then connection_lost(None); a reset gives connection_lost(err)." }
+        { tp_09, "TP-09", Must, Tcp, (TCP), (), Any, tcp::server_factory_close_and_extra_info,
+          "One factory call per accepted connection; Server.close() refuses new connections and keeps the old, wait_closed resolves after they end; get_extra_info answers names and the default." }
+        { tp_10, "TP-10", Should, Tcp, (TCP), (), Any, tcp::failure_in_connection_made_still_completes,
+          "abort(), close() or a panic inside connection_made: create_connection still completes and connection_lost runs once." }
+        { tp_11, "TP-11", Should, Tcp, (TCP), (), Any, tcp::adopted_socket_and_bind_errors,
+          "An adopted accepted socket gives the same sequence; address in use and refused connections fail the create call and make no protocol." }
+        { fc_01, "FC-01", Must, Flow, (TCP), (), Any, flow::pause_and_resume_pair_around_the_marks,
+          "pause_writing once when the buffer goes strictly above high, resume_writing once at or below low, paired; a peer that never reads bounds the writer." }
+        { fc_02, "FC-02", Must, Flow, (TCP), (), Any, flow::write_buffer_limits_checked_and_exact,
+          "set_write_buffer_limits requires 0 <= low <= high; high alone gives low <= high; high = 0 pauses whenever anything is buffered; get_write_buffer_size is exact." }
+        { fc_03, "FC-03", Should, Flow, (TCP), (), Any, flow::pause_comes_with_the_crossing_write,
+          "pause_writing runs inside the write() that crossed the mark, or right after the protocol method that wrote, never re-entrantly." }
+        { fc_04, "FC-04", Must, Flow, (TCP), (), Any, flow::pause_reading_holds_data_back,
+          "After pause_reading no data_received until resume_reading, and the socket is not read; both are idempotent and do nothing on a closing transport." }
+        { fc_05, "FC-05", Should, Flow, (TCP), (), Any, flow::pause_reading_in_connection_made,
+          "pause_reading inside connection_made holds back the first read, even of data already waiting." }
+        { fc_06, "FC-06", Should, Flow, (TCP), (), Any, flow::resume_writing_may_write_elsewhere,
+          "resume_writing may write to another transport; closing while reading is paused completes." }
+        { ud_01, "UD-01", Must, Udp, (UDP), (), Any, udp::datagram_call_order,
+          "Datagram call order: connection_made once, then datagram_received/error_received, then connection_lost once." }
+        { ud_02, "UD-02", Must, Udp, (UDP), (), Any, udp::datagrams_whole_with_source,
+          "sendto(data, addr), or to the remote_addr given at creation; each datagram arrives whole with its source address." }
+        { ud_03, "UD-03", Should, Udp, (UDP), (), Any, udp::error_received_does_not_close,
+          "error_received does not close the endpoint: sending to a port with no listener does not break later receives." }
+        { ud_04, "UD-04", Must, Udp, (UDP), (), Any, udp::close_abort_and_adopted_socket,
+          "close() leads to connection_lost(None), abort() discards queued datagrams, and an endpoint can be made from a bound socket." }
+        { ux_01, "UX-01", Should, Unix, (UNIX), (), Any, unix::unix_stream_follows_tcp_sequence,
+          "Unix stream servers and connections follow the TCP protocol sequence; a missing path fails without a protocol." }
+        { pi_01, "PI-01", Must, Pipes, (PIPES), (), Any, pipes::read_pipe_sequence,
+          "A read pipe: connection_made, data_received*, eof_received, then exactly one connection_lost when the write end closes." }
+        { pi_02, "PI-02", Must, Pipes, (PIPES), (), Any, pipes::write_pipe_in_order,
+          "A write pipe: only connection_made and connection_lost (and flow control) are called, and the bytes arrive in order." }
+        { pi_03, "PI-03", Should, Pipes, (PIPES), (), Any, pipes::write_pipe_learns_reader_closed,
+          "A write pipe whose reader closes gets connection_lost without having to write." }
+        { pi_04, "PI-04", Should, Pipes, (PIPES), (), Any, pipes::pty_as_read_and_write_pipe,
+          "A PTY works as a read pipe, a write pipe, and both at once; transports left open when the loop closes can be inspected and dropped." }
+        { sp_01, "SP-01", Must, Subprocess, (SUBPROCESS), (), Any, subprocess::call_order_and_output,
+          "Subprocess call order: made once, pipe data, each pipe lost once, process_exited once, connection_lost once after all of them." }
+        { sp_02, "SP-02", Must, Subprocess, (SUBPROCESS), (), Any, subprocess::returncode_and_pid,
+          "get_returncode() is none while the child runs, then its code (-N when killed by signal N); get_pid() is the child's pid." }
+        { sp_03, "SP-03", Must, Subprocess, (SUBPROCESS), (), Any, subprocess::stdin_writable_and_null_stdio,
+          "get_pipe_transport(0) is writable; null stdio has no pipe transports; close() after exit is harmless." }
+        { sp_04, "SP-04", Should, Subprocess, (SUBPROCESS), (), Any, subprocess::signals_delivered_and_default_dispositions,
+          "kill, terminate and send_signal are delivered, and the child starts with default signal dispositions." }
+        { sp_05, "SP-05", Should, Subprocess, (SUBPROCESS), (), Any, subprocess::stderr_to_stdout_and_early_close,
+          "stderr=STDOUT merges into fd 1 with no fd-2 transport; closing stdout early makes the child's next write fail." }
+        { sp_06, "SP-06", Should, Subprocess, (SUBPROCESS), (), Any, subprocess::exit_seen_while_grandchild_holds_pipes,
+          "Exit is detected from the OS, not pipe EOF: a grandchild holding the pipes does not delay process_exited." }
+        { sp_07, "SP-07", Should, Subprocess, (SUBPROCESS), (), Any, subprocess::output_before_exit_not_lost,
+          "Output written just before exit is not lost: after process_exited the rest arrives and each pipe reaches EOF." }
+        { sg_01, "SG-01", Must, Signals, (SIGNALS), (), Owned, signals::handler_runs_as_loop_callback,
+          "A signal handler runs as an ordinary serialized loop callback and may use the loop." }
+        { sg_02, "SG-02", Must, Signals, (SIGNALS), (), Any, signals::invalid_signals_refused,
+          "Invalid signal numbers fail with InvalidArgument, SIGKILL fails, and removing a SIGKILL handler returns false." }
+        { sg_03, "SG-03", Must, Signals, (SIGNALS), (), Owned, signals::second_add_replaces,
+          "Adding again for a signal replaces the handler; remove_signal_handler returns true, then false." }
+        { sg_04, "SG-04", Must, Signals, (SIGNALS), (), Owned, signals::signal_wakes_blocked_loop,
+          "A signal arriving while the loop is blocked in its poll wakes the loop." }
+        { sg_05, "SG-05", Should, Signals, (SIGNALS), (), Owned, signals::remove_restores_default_disposition,
+          "Removing a handler restores the previous disposition, and a run after a caught signal is not interrupted again." }
+        { sg_06, "SG-06", Should, Signals, (SIGNALS), (), Owned, signals::signal_state_left_unchanged,
+          "A loop without signal handlers leaves the process's signal state unchanged; closing one with handlers restores it." }
+        { sg_07, "SG-07", Must, Signals, (SIGNALS), (), Any, signals::unable_loop_refuses_explicitly,
+          "A loop that cannot handle signals (off the main thread, attached to a host) fails add_signal_handler with Unsupported." }
         { ex_01, "EX-01", Must, Executor, (EXECUTOR), (), Any, executor::run_in_executor_runs_off_thread,
           "run_in_executor runs f off the loop thread and delivers its result as a loop future, even on an idle loop; set_default_executor replaces the pool." }
         { ex_02, "EX-02", Should, Executor, (EXECUTOR), (), Any, executor::shutdown_default_executor_waits,

@@ -4,13 +4,32 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::io::Read;
 use std::panic::{self, AssertUnwindSafe};
+use std::process::{Command, Stdio};
 use std::sync::{Once, mpsc};
 use std::time::Duration;
 
 use crate::env::Env;
-use crate::registry::{Check, Level, Mode};
+use crate::registry::{Check, Group, Level, Mode};
 use crate::spec::AdapterSpec;
+
+/// Marks a child process that runs one isolated check: `<adapter>\t<ID>`.
+pub(crate) const CHILD_ENV: &str = "ONELOOP_CONFORMANCE_CHILD";
+
+/// Starts the line on which an isolated child reports its outcome.
+const OUTCOME_MARK: &str = "oneloop-conformance-outcome\t";
+
+/// How the test binary runs checks, so that an isolated check can re-run
+/// itself, alone, in a child process of the same binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrontEnd {
+    /// [`Harness`](crate::Harness): the child's `main` runs the check on its
+    /// main thread.
+    Harness,
+    /// [`suite!`](crate::suite): the child is libtest, filtered to the one test.
+    Suite,
+}
 
 /// The outcome of one check on one adapter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +153,21 @@ pub fn run_check(spec: &AdapterSpec, id: &str) -> Outcome {
 }
 
 /// Run `check` on a fresh loop of `spec`.
+///
+/// A check of an isolated group (`SP`, `SG`) runs in a child process of the
+/// running test binary, which must therefore be a [`Harness`](crate::Harness)
+/// or [`suite!`](crate::suite) test of the same spec.
 pub fn run_check_with(spec: &AdapterSpec, check: &'static Check, opts: Options) -> Outcome {
+    run_check_from(spec, check, opts, FrontEnd::Harness)
+}
+
+/// [`run_check_with`] from a known front end.
+pub(crate) fn run_check_from(
+    spec: &AdapterSpec,
+    check: &'static Check,
+    opts: Options,
+    front: FrontEnd,
+) -> Outcome {
     if let Some(reason) = not_applicable(spec, check) {
         return Outcome::Ignored(reason);
     }
@@ -145,7 +178,9 @@ pub fn run_check_with(spec: &AdapterSpec, check: &'static Check, opts: Options) 
             check.id, d.reason
         ));
     }
-    let raw = if spec.main_thread {
+    let raw = if check.group.is_isolated() {
+        run_isolated(spec, check, opts, front)
+    } else if spec.main_thread {
         execute_here(spec, check, opts)
     } else {
         execute_on_thread(spec, check, opts)
@@ -159,6 +194,133 @@ pub fn run_check_with(spec: &AdapterSpec, check: &'static Check, opts: Options) 
             d.reason
         )),
         (raw, _) => raw,
+    }
+}
+
+/// Whether the check installs signal handlers on an owned loop, which only
+/// the main thread may do.
+pub(crate) fn needs_main_thread(check: &Check) -> bool {
+    check.group == Group::Signals && check.mode == Mode::Owned
+}
+
+/// The isolated check this process is a child for, if it is one.
+pub(crate) fn child_request() -> Option<(String, String)> {
+    let v = std::env::var(CHILD_ENV).ok()?;
+    let (adapter, id) = v.split_once('\t')?;
+    Some((adapter.to_owned(), id.to_owned()))
+}
+
+/// In an isolated child: run the check here and print the outcome line the
+/// parent reads.
+pub(crate) fn run_as_child(spec: &AdapterSpec, check: &'static Check, opts: Options) {
+    let on_main = std::thread::current().name() == Some("main");
+    let outcome = if needs_main_thread(check) && !on_main {
+        Outcome::Ignored(
+            "signal handlers can only be installed on the main thread, which libtest's #[test] \
+             threads are not: run the suite with oneloop_conformance::Harness (harness = false)"
+                .into(),
+        )
+    } else {
+        execute_here(spec, check, opts)
+    };
+    println!(
+        "{OUTCOME_MARK}{}\t{}",
+        outcome.tag(),
+        outcome.detail().replace('\n', " | ")
+    );
+}
+
+/// Runs the check alone in a child process of this test binary, under the
+/// hang timeout, and reads its outcome line.
+fn run_isolated(
+    spec: &AdapterSpec,
+    check: &'static Check,
+    opts: Options,
+    front: FrontEnd,
+) -> Outcome {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            return Outcome::Fail(format!(
+                "cannot find the test binary to isolate {}: {e}",
+                check.id
+            ));
+        }
+    };
+    let mut cmd = Command::new(exe);
+    cmd.env(CHILD_ENV, format!("{}\t{}", spec.name, check.id))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if front == FrontEnd::Suite {
+        let test = format!(
+            "{}::{}",
+            check.id.to_ascii_lowercase().replace('-', "_"),
+            check.name
+        );
+        cmd.args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"]);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome::Fail(format!(
+                "cannot start the child process for {}: {e}",
+                check.id
+            ));
+        }
+    };
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    std::thread::spawn(move || {
+        // stderr on its own thread: a chatty child cannot fill one pipe
+        // while this one waits on the other.
+        let stderr = std::thread::spawn(move || {
+            let mut stderr = String::new();
+            if let Some(e) = err.as_mut() {
+                let _ = e.read_to_string(&mut stderr);
+            }
+            stderr
+        });
+        let mut stdout = String::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_string(&mut stdout);
+        }
+        let stderr = stderr.join().unwrap_or_default();
+        let status = child.wait();
+        let _ = tx.send((status, stdout, stderr));
+    });
+    let (status, stdout, stderr) = match rx.recv_timeout(opts.hang_timeout) {
+        Ok(r) => r,
+        Err(_) => {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            return Outcome::Fail(format!(
+                "{} hung in its child process (pid {pid}) for {:?}; the child was killed",
+                check.id, opts.hang_timeout
+            ));
+        }
+    };
+    let reported = stdout.lines().find_map(|l| {
+        // libtest may have printed the test's name on the same line.
+        let rest = &l[l.find(OUTCOME_MARK)? + OUTCOME_MARK.len()..];
+        let (tag, detail) = rest.split_once('\t').unwrap_or((rest, ""));
+        Outcome::from_tag(tag, detail.to_owned())
+    });
+    match reported {
+        Some(outcome) => outcome,
+        None => {
+            let tail: String = {
+                let lines: Vec<&str> = stderr.lines().collect();
+                lines[lines.len().saturating_sub(8)..].join(" | ")
+            };
+            Outcome::Fail(format!(
+                "{}: the child process ended ({}) without reporting an outcome; stderr: {tail}",
+                check.id,
+                status.map_or_else(|e| e.to_string(), |s| s.to_string())
+            ))
+        }
     }
 }
 
@@ -215,6 +377,12 @@ fn execute_inner(spec: &AdapterSpec, check: &'static Check, opts: Options) -> Ou
     };
     let attached = setup.lp.is_attached();
     match (check.mode, attached) {
+        (Mode::Owned, true) if check.group == Group::Signals => {
+            return Outcome::Ignored(
+                "needs an owned loop: an attached loop's host owns signal handling, and SG-07 checks that it says so"
+                    .into(),
+            );
+        }
         (Mode::Owned, true) => {
             return Outcome::Ignored(
                 "needs an owned loop (run_*, stop); an attached loop is run by its host, and EM-01 checks that instead"

@@ -316,6 +316,18 @@ fn edge_triggered_readiness_fails_fd_01() {
     );
 }
 
+/// A transport on edge-triggered readiness: resuming reads with megabytes
+/// waiting in the kernel and the peer silent gets no new edge, so the rest
+/// never arrives.
+#[test]
+fn edge_triggered_readiness_fails_fc_04() {
+    let mut s = spec("edge-triggered", || {
+        Ok(Setup::new(Loop::with_backend(EdgeTriggered::new()?)?))
+    });
+    s.caps |= Caps::TCP;
+    catches(s, "FC-04");
+}
+
 #[test]
 fn a_must_divergence_is_never_waived() {
     let mut s = native_spec();

@@ -157,6 +157,55 @@ fn one_loop_owns_signals_at_a_time() {
 enum Expect {
     Success,
     KilledBy(i32),
+    /// Start the child with SIGHUP, SIGINT and SIGQUIT ignored (as a
+    /// background job or `nohup` would), then expect success.
+    SuccessWhileIgnoring,
+}
+
+/// The standard signals (1–31) ignored by this process or a child, from
+/// `/proc/<pid>/status`.
+fn ignored_standard_signals(status: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("SigIgn:"))
+        .expect("a SigIgn line");
+    let mask = u64::from_str_radix(line["SigIgn:".len()..].trim(), 16).unwrap();
+    mask & ((1 << 31) - 1)
+}
+
+fn sp04_children_start_with_default_dispositions() {
+    // The runner started this process with SIGHUP, SIGINT and SIGQUIT
+    // ignored: make sure, so the check cannot pass vacuously.
+    let own = ignored_standard_signals(&std::fs::read_to_string("/proc/self/status").unwrap());
+    assert_eq!(
+        own & 0b111,
+        0b111,
+        "the runner did not ignore SIGHUP/SIGINT/SIGQUIT (SigIgn {own:#x})"
+    );
+    struct Out(Rc<std::cell::RefCell<Vec<u8>>>);
+    impl oneloop::SubprocessProtocol for Out {
+        fn pipe_data_received(&mut self, _fd: i32, data: &[u8]) {
+            self.0.borrow_mut().extend_from_slice(data);
+        }
+    }
+    let out = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let lp = Loop::new().unwrap();
+    let o = out.clone();
+    let t = lp
+        .run_until_complete(lp.subprocess_shell(
+            move || Out(o),
+            "cat /proc/self/status",
+            oneloop::SubprocessStdio::new(),
+        ))
+        .unwrap()
+        .unwrap();
+    assert_eq!(lp.run_until_complete(t.wait()).unwrap().unwrap(), 0);
+    run_until(&lp, || out.borrow().windows(7).any(|w| w == b"SigIgn:"));
+    let child = ignored_standard_signals(&String::from_utf8_lossy(&out.borrow()));
+    assert_eq!(
+        child, 0,
+        "the child inherited ignored signals (SigIgn {child:#x}) (SP-04)"
+    );
 }
 
 type Check = (&'static str, fn(), Expect);
@@ -201,6 +250,11 @@ const CHECKS: &[Check] = &[
         "one_loop_owns_signals_at_a_time",
         one_loop_owns_signals_at_a_time,
         Expect::Success,
+    ),
+    (
+        "sp04_children_start_with_default_dispositions",
+        sp04_children_start_with_default_dispositions,
+        Expect::SuccessWhileIgnoring,
     ),
 ];
 
@@ -261,15 +315,31 @@ fn main() -> ExitCode {
             continue;
         }
         ran += 1;
-        let mut child = Command::new(&exe)
-            .args(["--child", name])
+        let mut command = match expect {
+            // A shell sets the dispositions the child starts with, no
+            // `unsafe` needed; `exec` keeps the pid.
+            Expect::SuccessWhileIgnoring => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg("trap '' HUP INT QUIT; exec \"$0\" --child \"$1\"")
+                    .arg(&exe)
+                    .arg(name);
+                c
+            }
+            _ => {
+                let mut c = Command::new(&exe);
+                c.args(["--child", name]);
+                c
+            }
+        };
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let status = wait_with_watchdog(&mut child, Duration::from_secs(20));
         let ok = match (status, expect) {
-            (Some(st), Expect::Success) => st.success(),
+            (Some(st), Expect::Success | Expect::SuccessWhileIgnoring) => st.success(),
             (Some(st), Expect::KilledBy(sig)) => st.signal() == Some(*sig),
             (None, _) => false,
         };

@@ -107,7 +107,13 @@ fn attached() -> oneloop::Result<Setup> {
 const CAPS: Caps = Caps::FD
     .union(Caps::THREADS)
     .union(Caps::EXECUTOR)
-    .union(Caps::HOST);
+    .union(Caps::HOST)
+    .union(Caps::SIGNALS)
+    .union(Caps::TCP)
+    .union(Caps::UDP)
+    .union(Caps::UNIX)
+    .union(Caps::PIPES)
+    .union(Caps::SUBPROCESS);
 
 const OWNED: AdapterSpec = AdapterSpec {
     name: "async-std (owned)",

@@ -135,7 +135,15 @@ fn attached() -> oneloop::Result<Setup> {
     Ok(Setup::with_host(lp, host))
 }
 
-const CAPS: Caps = Caps::FD.union(Caps::THREADS).union(Caps::EXECUTOR);
+const CAPS: Caps = Caps::FD
+    .union(Caps::THREADS)
+    .union(Caps::EXECUTOR)
+    .union(Caps::SIGNALS)
+    .union(Caps::TCP)
+    .union(Caps::UDP)
+    .union(Caps::UNIX)
+    .union(Caps::PIPES)
+    .union(Caps::SUBPROCESS);
 
 fn main() {
     // What the backend declares (a timerfd on Linux: no rounding of its own).

@@ -141,7 +141,13 @@ fn owned() -> oneloop::Result<Setup> {
 const CAPS: Caps = Caps::FD
     .union(Caps::THREADS)
     .union(Caps::EXECUTOR)
-    .union(Caps::HOST);
+    .union(Caps::HOST)
+    .union(Caps::SIGNALS)
+    .union(Caps::TCP)
+    .union(Caps::UDP)
+    .union(Caps::UNIX)
+    .union(Caps::PIPES)
+    .union(Caps::SUBPROCESS);
 
 fn main() {
     Harness::new(AdapterSpec {

@@ -11,16 +11,21 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use oneloop::Loop;
-use oneloop_conformance::{AdapterSpec, Caps, Divergence, Harness, HostDriver, Setup};
+use oneloop_conformance::{AdapterSpec, Caps, Harness, HostDriver, Setup};
 use oneloop_tokio::{DriverStats, TokioBackend};
 use tokio::runtime::Runtime;
 use tokio::task::LocalSet;
 
 /// What both modes can do beyond the core.
-const CAPS: Caps = Caps::FD.union(Caps::THREADS).union(Caps::EXECUTOR);
-
-/// SHOULD items this host cannot keep, reviewed.
-const ATTACHED_DIVERGENCES: &[Divergence] = &[];
+const CAPS: Caps = Caps::FD
+    .union(Caps::THREADS)
+    .union(Caps::EXECUTOR)
+    .union(Caps::SIGNALS)
+    .union(Caps::TCP)
+    .union(Caps::UDP)
+    .union(Caps::UNIX)
+    .union(Caps::PIPES)
+    .union(Caps::SUBPROCESS);
 
 fn owned_setup() -> oneloop::Result<Setup> {
     Ok(Setup::new(oneloop_tokio::new_loop()?))
@@ -206,7 +211,7 @@ fn main() {
         setup: attached_setup,
         caps: CAPS.union(Caps::HOST),
         clock_resolution: Duration::from_millis(1),
-        divergences: ATTACHED_DIVERGENCES,
+        divergences: &[],
         main_thread: false,
     })
     .run()

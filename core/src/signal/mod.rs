@@ -19,7 +19,7 @@
 //!   signal when the owning loop closes (SG-05, SG-06). A loop that adds no
 //!   handler changes nothing process-wide.
 
-mod sys;
+pub(crate) mod sys;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -225,11 +225,13 @@ impl StreamInner {
         let queued = self.lp.call_soon(move || {
             me.state.borrow_mut().made = true;
             me.notify(Note::Made);
-            // A write pipe is watched for reading too: it turns readable
-            // when the reader closes (PI-03).
             let start_reading = {
                 let st = me.state.borrow();
-                !st.closing && (!st.reading_paused || me.kind == Kind::WritePipe) && !st.lost
+                let wanted = match me.kind {
+                    Kind::WritePipe => me.readable_means_reader_closed(),
+                    _ => !st.reading_paused,
+                };
+                !st.closing && !st.lost && wanted
             };
             if start_reading {
                 me.set_reading(true);
@@ -405,6 +407,22 @@ impl StreamInner {
     }
 
     // ---- I/O ----
+
+    /// A write pipe is watched for reading too when readability means the
+    /// read end closed (PI-03): on a FIFO or a socket. On a PTY or another
+    /// character device it only means the other side wrote something
+    /// (PI-04), so the write pipe learns of a closed reader from its next
+    /// write instead, as asyncio's write-pipe transport decides.
+    fn readable_means_reader_closed(&self) -> bool {
+        let sock = self.sock.borrow();
+        let Some(s) = sock.as_ref() else { return false };
+        rustix::fs::fstat(s.as_fd()).is_ok_and(|st| {
+            matches!(
+                rustix::fs::FileType::from_raw_mode(st.st_mode),
+                rustix::fs::FileType::Fifo | rustix::fs::FileType::Socket
+            )
+        })
+    }
 
     fn on_readable(self: &Rc<Self>) {
         if self.kind == Kind::WritePipe {
