@@ -17,3 +17,19 @@ pub fn thread_cpu_time() -> Duration {
     // Both fields are non-negative for a CPU clock.
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+/// CPU time consumed so far by the whole process, every thread, user and
+/// system (`CLOCK_PROCESS_CPUTIME_ID`, what `getrusage` sums): the echo
+/// server's cost, kernel work on its sockets included.
+///
+/// ```
+/// let before = oneloop_bench::cpu::process_cpu_time();
+/// let mut x = 0u64;
+/// for i in 0..1_000_000u64 { x = std::hint::black_box(x ^ i); }
+/// assert!(oneloop_bench::cpu::process_cpu_time() >= before);
+/// ```
+pub fn process_cpu_time() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    // Both fields are non-negative for a CPU clock.
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}

@@ -7,13 +7,18 @@
 //!   ([`threadsafe_round`], floor [`floor_threadsafe_round`]);
 //! - **timers fired**: `n` one-shot timers spread over [`WINDOW`], run to
 //!   the last; CPU per timer, lateness, never early ([`fire_oneloop`],
-//!   floor [`fire_floor`], table [`fire_table`]).
+//!   floor [`fire_floor`], table [`fire_table`]);
+//! - an **fd ping-pong**: one byte bouncing over a socket pair through two
+//!   `add_reader` callbacks, each a wake-up, a `read` and a `write`
+//!   ([`fd_pingpong`], floor [`fd_pingpong_floor`]).
 //!
 //! Every callback adds a captured value to a thread-local sum ([`add`]), so
 //! boxing it allocates as for a real callback, and the sum proves that every
 //! callback ran exactly once.
 
 use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
@@ -320,6 +325,116 @@ pub fn assert_never_early(backend: &str, results: &[Vec<Vec<Fired>>], variant: u
                 round.early, 0,
                 "oneloop on {backend} fired a timer early (D7)"
             );
+        }
+    }
+}
+
+/// Two connected, non-blocking Unix sockets: the fd ping-pong's pair.
+///
+/// # Panics
+/// If the sockets cannot be made.
+pub fn socket_pair() -> Rc<(UnixStream, UnixStream)> {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    a.set_nonblocking(true).expect("non-blocking");
+    b.set_nonblocking(true).expect("non-blocking");
+    Rc::new((a, b))
+}
+
+/// One fd callback of the ping-pong: take the byte that made `from`
+/// readable, count it, and send one back through `from` (to the other end)
+/// unless this was the `n`th. `true` when the round is complete.
+///
+/// # Panics
+/// If the socket fails, or there was nothing to read (a level-triggered
+/// loop must call a reader only when it is readable).
+pub fn pingpong_step(from: &UnixStream, count: &Cell<u64>, n: u64) -> bool {
+    pingpong_try_step(from, count, n).expect("a reader called with nothing to read")
+}
+
+/// [`pingpong_step`] for edge-triggered hosts, whose readiness may be stale:
+/// `WouldBlock` (and nothing counted) when there was nothing to read.
+///
+/// # Errors
+/// `WouldBlock` if nothing was there to read; any other socket error.
+///
+/// # Panics
+/// If a write does not take the byte.
+pub fn pingpong_try_step(
+    mut from: &UnixStream,
+    count: &Cell<u64>,
+    n: u64,
+) -> std::io::Result<bool> {
+    let mut byte = [0u8; 1];
+    if from.read(&mut byte)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let i = count.get();
+    count.set(i + 1);
+    add(i);
+    if i + 1 == n {
+        return Ok(true);
+    }
+    assert_eq!(from.write(&byte)?, 1);
+    Ok(false)
+}
+
+/// `n` fd callbacks through `add_reader`: one byte bounces between the two
+/// ends of `pair`, each end's reader reading it and writing it back, so
+/// every callback is one wake-up of the loop, one `read` and one `write`.
+/// Registers the readers, runs the loop until the `n`th callback stops it,
+/// and unregisters them.
+///
+/// # Panics
+/// If the loop refuses the readers or a callback is lost (checked by [`timed`]).
+pub fn fd_pingpong(lp: &Loop, pair: &Rc<(UnixStream, UnixStream)>, n: u64) {
+    let _watchdog = Watchdog::arm("fd_pingpong", Duration::from_secs(60));
+    let count = Rc::new(Cell::new(0u64));
+    for end in 0..2 {
+        let (pair2, count) = (pair.clone(), count.clone());
+        let fd = if end == 0 { &pair.0 } else { &pair.1 };
+        lp.add_reader(fd, move || {
+            let from = if end == 0 { &pair2.0 } else { &pair2.1 };
+            if pingpong_step(from, &count, n) {
+                oneloop::get_running_loop().expect("running loop").stop();
+            }
+        })
+        .expect("add_reader");
+    }
+    (&pair.1).write_all(&[1]).expect("serve");
+    lp.run_forever().expect("run_forever");
+    assert!(lp.remove_reader(&pair.0) && lp.remove_reader(&pair.1));
+    assert_eq!(count.get(), n);
+}
+
+/// The floor of [`fd_pingpong`]: the same two sockets on a bare
+/// level-triggered epoll, the "callback" a direct call in the wait loop.
+///
+/// # Panics
+/// If epoll fails or a callback is lost.
+pub fn fd_pingpong_floor(pair: &(UnixStream, UnixStream), n: u64) {
+    use rustix::event::epoll;
+
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
+    for (key, fd) in [(0u64, &pair.0), (1, &pair.1)] {
+        epoll::add(
+            &ep,
+            fd,
+            epoll::EventData::new_u64(key),
+            epoll::EventFlags::IN,
+        )
+        .expect("epoll add");
+    }
+    let count = Cell::new(0u64);
+    (&pair.1).write_all(&[1]).expect("serve");
+    let mut events = Vec::with_capacity(2);
+    'run: loop {
+        events.clear();
+        epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), None).expect("wait");
+        for ev in &events {
+            let from = if ev.data.u64() == 0 { &pair.0 } else { &pair.1 };
+            if pingpong_step(from, &count, n) {
+                break 'run;
+            }
         }
     }
 }

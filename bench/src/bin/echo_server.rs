@@ -1,0 +1,22 @@
+//! The echo benchmark's server: `echo_server --server oneloop-protocol|oneloop-streams|raw
+//! --loop native|tokio|async-std|glib|calloop [--port N]`. Prints `port <N>`, then
+//! answers `cpu` on stdin with `cpu_ns <N>` (its process CPU time) and exits on
+//! `quit` or the end of stdin (`oneloop_bench::echo::control`).
+
+use oneloop_bench::echo::args::Args;
+use oneloop_bench::echo::server::{self, LoopKind, Server};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("echo_server: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::from_env()?;
+    let kind: Server = args.get("server", Server::Protocol)?;
+    let lp: LoopKind = args.get("loop", LoopKind::Native)?;
+    let port: u16 = args.get("port", 0)?;
+    server::run(kind, lp, port)
+}

@@ -1,0 +1,22 @@
+//! The TCP echo benchmark of the performance plan (the vmbench method): a
+//! server process on one core, a load-generator process on the other,
+//! strict request/response over N connections, and the server's own CPU
+//! time per request, the figure that separates loops on this machine.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`server`] | the servers: oneloop protocols and streams on each loop, and each host's own raw echo |
+//! | [`load`] | the load generator: N blocking connections, latencies, checked replies |
+//! | [`control`] | the server's stdin/stdout control protocol (port, CPU time, quit) |
+//!
+//! The binaries `echo_server`, `echo_load` and `echo_matrix` (the driver
+//! that runs every cell in interleaved rounds and prints same-round ratios)
+//! are thin wrappers over these modules; `docs/benchmarks.md` has the
+//! commands and the results.
+
+pub mod args;
+pub mod control;
+pub mod load;
+pub mod matrix;
+mod raw;
+pub mod server;

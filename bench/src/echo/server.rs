@@ -1,0 +1,235 @@
+//! The echo servers: what to serve (`--server`) on which loop (`--loop`).
+//!
+//! | `--server` | what |
+//! |---|---|
+//! | `oneloop-protocol` | a [`Protocol`] whose `data_received` writes the bytes back ([`Loop::create_server`]) |
+//! | `oneloop-streams` | a task per connection: `read` into a buffer, `write_all` it back ([`Loop::start_server`]) |
+//! | `raw` | the host's own primitive echo, no oneloop: a tokio task per connection (`tokio`), an `Async<TcpStream>` task on a `LocalExecutor` (`async-std`: the async-io engine), a `g_unix_fd_add` source per connection (`glib`), a calloop `Generic` fd source per connection (`calloop`); none on `native` (the raw tokio echo is its reference) |
+//!
+//! `tokio-raw` is accepted for `raw` on `tokio`. Every server listens on
+//! 127.0.0.1, has `TCP_NODELAY` on accepted sockets (oneloop's servers set it, as asyncio does; the raw ones set it themselves), and runs on the
+//! calling thread until the control channel ends the process.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::str::FromStr;
+
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use oneloop::{Loop, Protocol, Transport};
+
+use super::control;
+
+/// What the server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Server {
+    /// oneloop's protocol API.
+    Protocol,
+    /// oneloop's streams over protocols.
+    Streams,
+    /// The host's own echo, without oneloop.
+    Raw,
+}
+
+/// Which event loop the server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LoopKind {
+    /// oneloop's default loop (`Loop::new()`).
+    Native,
+    /// tokio (`oneloop-tokio`, or a current-thread runtime for `raw`).
+    Tokio,
+    /// the async-io engine of smol and async-std (`oneloop-async-std`).
+    AsyncStd,
+    /// glib (`oneloop-glib`).
+    Glib,
+    /// calloop (`oneloop-calloop`).
+    Calloop,
+}
+
+impl Server {
+    /// Every server kind, in the order of the tables.
+    pub const ALL: [Server; 3] = [Server::Protocol, Server::Streams, Server::Raw];
+}
+
+impl LoopKind {
+    /// Every loop, in the order of the tables.
+    pub const ALL: [LoopKind; 5] = [
+        LoopKind::Native,
+        LoopKind::Tokio,
+        LoopKind::AsyncStd,
+        LoopKind::Glib,
+        LoopKind::Calloop,
+    ];
+}
+
+impl FromStr for Server {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Server, String> {
+        match s {
+            "oneloop-protocol" | "protocol" => Ok(Server::Protocol),
+            "oneloop-streams" | "streams" => Ok(Server::Streams),
+            "raw" | "tokio-raw" => Ok(Server::Raw),
+            _ => Err(format!(
+                "unknown server `{s}` (oneloop-protocol, oneloop-streams, raw)"
+            )),
+        }
+    }
+}
+
+impl FromStr for LoopKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LoopKind, String> {
+        match s {
+            "native" | "default" => Ok(LoopKind::Native),
+            "tokio" => Ok(LoopKind::Tokio),
+            "async-std" | "async-io" | "smol" => Ok(LoopKind::AsyncStd),
+            "glib" => Ok(LoopKind::Glib),
+            "calloop" => Ok(LoopKind::Calloop),
+            _ => Err(format!(
+                "unknown loop `{s}` (native, tokio, async-std, glib, calloop)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Server::Protocol => "oneloop-protocol",
+            Server::Streams => "oneloop-streams",
+            Server::Raw => "raw",
+        })
+    }
+}
+
+impl fmt::Display for LoopKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LoopKind::Native => "native",
+            LoopKind::Tokio => "tokio",
+            LoopKind::AsyncStd => "async-std",
+            LoopKind::Glib => "glib",
+            LoopKind::Calloop => "calloop",
+        })
+    }
+}
+
+/// Whether this build can serve `server` on `kind` (the adapter's feature
+/// is on, and the host has a raw echo here).
+pub fn supported(server: Server, kind: LoopKind) -> bool {
+    let adapter = match kind {
+        LoopKind::Native => true,
+        LoopKind::Tokio => cfg!(feature = "tokio"),
+        LoopKind::AsyncStd => cfg!(feature = "smol"),
+        LoopKind::Glib => cfg!(feature = "glib"),
+        LoopKind::Calloop => cfg!(feature = "calloop"),
+    };
+    match server {
+        Server::Protocol | Server::Streams => adapter,
+        // tokio is a dependency of the bench crate whatever the features.
+        Server::Raw => match kind {
+            LoopKind::Tokio => true,
+            LoopKind::AsyncStd | LoopKind::Glib | LoopKind::Calloop => adapter,
+            LoopKind::Native => false,
+        },
+    }
+}
+
+/// Serve echo on 127.0.0.1:`port` (0: any free port), announce the port and
+/// answer control commands ([`control`]); never returns unless the server
+/// fails to start or stops with an error.
+///
+/// # Errors
+/// If the combination is not [`supported`], the loop cannot be built, or
+/// the port cannot be bound.
+pub fn run(server: Server, kind: LoopKind, port: u16) -> Result<(), Box<dyn std::error::Error>> {
+    if !supported(server, kind) {
+        return Err(
+            format!("`--server {server} --loop {kind}` is not available in this build").into(),
+        );
+    }
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    if server == Server::Raw {
+        return super::raw::run(kind, addr);
+    }
+    let lp = new_loop(kind)?;
+    let srv = match server {
+        Server::Protocol => lp.run_until_complete(lp.create_server(Echo::default, addr))??,
+        Server::Streams => lp.run_until_complete(lp.start_server(echo_stream, addr))??,
+        Server::Raw => unreachable!("handled above"),
+    };
+    let port = srv
+        .local_addrs()
+        .first()
+        .and_then(|a| a.as_inet())
+        .ok_or("the server has no address")?
+        .port();
+    control::serve(port);
+    lp.run_forever()?;
+    Ok(())
+}
+
+/// A new oneloop loop of `kind` (owned mode).
+///
+/// # Errors
+/// If the backend cannot be built or its feature is off.
+pub fn new_loop(kind: LoopKind) -> oneloop::Result<Loop> {
+    match kind {
+        LoopKind::Native => Loop::new(),
+        #[cfg(feature = "tokio")]
+        LoopKind::Tokio => oneloop_tokio::new_loop(),
+        #[cfg(feature = "smol")]
+        LoopKind::AsyncStd => Loop::with_backend(oneloop_async_std::AsyncIoBackend::new()?),
+        #[cfg(feature = "glib")]
+        LoopKind::Glib => oneloop_glib::new_loop(),
+        #[cfg(feature = "calloop")]
+        LoopKind::Calloop => oneloop_calloop::new_loop(),
+        #[allow(unreachable_patterns)]
+        _ => Err(oneloop::Error::new(
+            oneloop::ErrorKind::Unsupported,
+            format!("loop `{kind}` is not in this build"),
+        )),
+    }
+}
+
+/// Bind a std listener on `addr` (for the raw servers).
+pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let l = TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// The echo protocol: every byte received is written back.
+#[derive(Debug, Default)]
+struct Echo(Option<Transport>);
+
+impl Protocol for Echo {
+    fn connection_made(&mut self, transport: &Transport) {
+        self.0 = Some(transport.clone());
+    }
+
+    fn data_received(&mut self, data: &[u8]) {
+        if let Some(t) = &self.0 {
+            // Fails only once the transport is closing: the connection is over.
+            let _ = t.write(data);
+        }
+    }
+
+    fn connection_lost(&mut self, _error: Option<oneloop::Error>) {
+        self.0 = None;
+    }
+}
+
+/// The streams echo: one task per connection.
+async fn echo_stream(mut reader: oneloop::StreamReader, mut writer: oneloop::StreamWriter) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if writer.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = writer.close().await;
+}
