@@ -1,6 +1,6 @@
 //! One small, standard event-loop interface for Rust: PEP 3156 (the design
 //! behind Python's asyncio), with a scheduler that owns ordering and a
-//! default loop on `polling`.
+//! default loop on the OS poller.
 //!
 //! Frameworks program against [`Loop`]; adapters put it on the loops people
 //! already run (tokio, async-std/smol, glib, calloop) by implementing the

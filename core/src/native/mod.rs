@@ -1,23 +1,37 @@
-//! The default loop: a [`Backend`] on the `polling` crate (epoll, kqueue,
-//! event ports, poll(), IOCP).
+//! The default loop: a [`Backend`] on the OS poller.
 //!
-//! `polling` gives exactly what the scheduler asks of a host: level-triggered
-//! registrations (asyncio's `add_reader` semantics with no emulation),
-//! `notify()` as the cross-thread wake (an eventfd write on Linux, safe in a
-//! signal handler), and sub-millisecond timeouts (timerfd), so the default
-//! loop sets the suite's strictest timing bar (HOSTS.md §3).
+//! What the scheduler asks of a host, the OS poller gives directly:
+//! level-triggered registrations (asyncio's `add_reader` semantics with no
+//! emulation), a cross-thread wake that is one `write(2)` (safe in a signal
+//! handler, D6), and sub-millisecond timeouts, so the default loop sets the
+//! suite's strictest timing bar (HOSTS.md §3).
+//!
+//! The platform module is picked once, as `sys`; each exposes the same
+//! `Registry` (`new`, `waker`, `wait`, `watch`, `clear`):
+//! - Linux and Android: `epoll.rs`, epoll driven directly (one
+//!   `epoll_pwait2` per iteration, nanosecond timeouts, the wake eventfd
+//!   registered once);
+//! - elsewhere: `poller.rs`, on the `polling` crate (kqueue, event ports,
+//!   poll()), which re-arms a timer and its notifier around each wait.
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod epoll;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use epoll as sys;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 mod poller;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+use poller as sys;
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, OnceCell};
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, Driver, Interest, NextDispatch, Readiness, RemoteWake};
-use poller::Registry;
+use crate::backend::{Backend, Driver, Interest, NextDispatch, RemoteWake};
+use sys::Registry;
 
 /// The backend of [`Loop::new`](crate::Loop::new), in owned mode.
 pub struct NativeBackend {
@@ -27,8 +41,6 @@ pub struct NativeBackend {
     driver: OnceCell<Driver>,
     /// When the scheduler next wants a dispatch.
     armed: Cell<NextDispatch>,
-    /// Reused event buffer.
-    events: RefCell<polling::Events>,
 }
 
 impl fmt::Debug for NativeBackend {
@@ -49,7 +61,6 @@ impl NativeBackend {
             registry: Registry::new()?,
             driver: OnceCell::new(),
             armed: Cell::new(NextDispatch::OnEvent),
-            events: RefCell::new(polling::Events::new()),
         })
     }
 }
@@ -70,12 +81,7 @@ impl Backend for NativeBackend {
     }
 
     fn remote_waker(&self) -> Arc<dyn RemoteWake> {
-        let poller = self.registry.poller();
-        Arc::new(move || {
-            // notify() fails only if the poller is gone, i.e. the loop was
-            // dropped: nothing to wake then.
-            let _ = poller.notify();
-        })
+        self.registry.waker()
     }
 
     fn turn(&self) -> io::Result<()> {
@@ -86,25 +92,8 @@ impl Backend for NativeBackend {
             .armed
             .get()
             .timeout(Instant::now(), Duration::from_nanos(1));
-        let mut events = self.events.borrow_mut();
-        events.clear();
-        match self.registry.wait(&mut events, timeout) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-        for ev in events.iter() {
-            let hangup = ev.is_interrupt() || ev.is_err().unwrap_or(false);
-            driver.fd_ready(
-                ev.key as RawFd,
-                Readiness {
-                    readable: ev.readable,
-                    writable: ev.writable,
-                    hangup,
-                },
-            );
-        }
-        drop(events);
+        self.registry
+            .wait(timeout, |fd, readiness| driver.fd_ready(fd, readiness))?;
         driver.dispatch();
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! The registrations of the default loop with `polling`: the one place in
-//! `oneloop` with `unsafe` code.
+//! The default loop's registrations with `polling`, on platforms other
+//! than Linux (kqueue, event ports, poll()): the one place in this module
+//! with `unsafe` code there.
 //!
 //! `polling::Poller::add` is `unsafe` because of I/O safety: the fd must be
 //! deleted before it is closed, or a later fd with the same number could see
@@ -17,11 +18,13 @@ use std::time::Duration;
 
 use polling::{Event, Events, PollMode, Poller};
 
-use crate::backend::Interest;
+use crate::backend::{Interest, Readiness, RemoteWake};
 
 /// A poller plus the interest registered for each fd.
 pub(super) struct Registry {
     poller: Arc<Poller>,
+    /// Reused event buffer.
+    events: RefCell<Events>,
     /// # Invariant
     /// Holds exactly the fds added to `poller` and not yet deleted.
     watched: RefCell<HashMap<RawFd, Interest>>,
@@ -39,12 +42,41 @@ impl Registry {
         })
     }
 
-    pub(super) fn poller(&self) -> Arc<Poller> {
-        self.poller.clone()
+    pub(super) fn waker(&self) -> Arc<dyn RemoteWake> {
+        let poller = self.poller.clone();
+        Arc::new(move || {
+            // notify() fails only if the poller is gone, i.e. the loop was
+            // dropped: nothing to wake then.
+            let _ = poller.notify();
+        })
     }
 
-    pub(super) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
-        self.poller.wait(events, timeout)
+    /// Wait up to `timeout` (`None`: until an event) and report each ready
+    /// fd.
+    pub(super) fn wait(
+        &self,
+        timeout: Option<Duration>,
+        mut ready: impl FnMut(RawFd, Readiness),
+    ) -> io::Result<()> {
+        let mut events = self.events.borrow_mut();
+        events.clear();
+        match self.poller.wait(&mut events, timeout) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            let hangup = ev.is_interrupt() || ev.is_err().unwrap_or(false);
+            ready(
+                ev.key as RawFd,
+                Readiness {
+                    readable: ev.readable,
+                    writable: ev.writable,
+                    hangup,
+                },
+            );
+        }
+        Ok(())
     }
 
     pub(super) fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
