@@ -135,7 +135,7 @@ fn main() {
         let oneloop = |n| fire_oneloop(oneloop_tokio::new_loop().expect("loop"), n);
         let results = fire_table(
             "tokio_timers_fire",
-            &mode::sizes(&[1_000, 10_000, 100_000]),
+            &mode::sizes(&[1_000, 10_000, 100_000, 1_000_000]),
             &[
                 ("floor", &fire_floor),
                 ("oneloop", &oneloop),
