@@ -260,6 +260,7 @@ impl Core {
         fire |= self.poll_timer(cx);
         let mut ready = std::mem::take(&mut *self.ready.borrow_mut());
         self.fds.reported(&mut ready);
+        self.fds.confirm(&mut ready);
         if self.gate.get() == Gate::Turn && self.fresh.replace(false) {
             self.fds.probe(&mut ready);
         }

@@ -186,38 +186,106 @@ impl FdTable {
     /// Append the readiness of every watched fd, from one zero-timeout
     /// `poll(2)`: I/O polled on this thread, whoever holds the reactor.
     pub(crate) fn probe(&self, ready: &mut Vec<(RawFd, Readiness)>) {
-        let fds = self.fds.borrow();
-        if fds.is_empty() {
+        let fds: Vec<RawFd> = self.fds.borrow().keys().copied().collect();
+        if let Some(polled) = self.poll_now(&fds) {
+            ready.extend(
+                polled
+                    .into_iter()
+                    .filter(|(_, r)| r.readable || r.writable || r.hangup),
+            );
+        }
+    }
+
+    /// Keep only the readiness that still holds, by one zero-timeout
+    /// `poll(2)` of the reported fds. The reactor's report can be stale: the
+    /// same data may already have been seen by a probe and drained by its
+    /// reader, and a drained fd must not call its reader again (FD-01). A
+    /// side that is no longer ready is re-armed, to wait for the next edge.
+    pub(crate) fn confirm(&self, ready: &mut Vec<(RawFd, Readiness)>) {
+        if ready.is_empty() {
             return;
         }
+        let mut fds: Vec<RawFd> = ready.iter().map(|&(fd, _)| fd).collect();
+        fds.sort_unstable();
+        fds.dedup();
+        let Some(now) = self.poll_now(&fds) else {
+            return;
+        };
+        let table = self.fds.borrow();
+        let mut confirmed = Vec::with_capacity(now.len());
+        for (fd, r) in now {
+            let reported =
+                ready
+                    .iter()
+                    .filter(|(f, _)| *f == fd)
+                    .fold(Readiness::default(), |a, (_, b)| Readiness {
+                        readable: a.readable || b.readable,
+                        writable: a.writable || b.writable,
+                        hangup: a.hangup || b.hangup,
+                    });
+            let kept = Readiness {
+                readable: r.readable && (reported.readable || reported.hangup),
+                writable: r.writable && (reported.writable || reported.hangup),
+                hangup: r.hangup,
+            };
+            if let Some(w) = table.get(&fd) {
+                for (side, was, still) in [
+                    (Side::Read, reported.readable, kept.readable || kept.hangup),
+                    (Side::Write, reported.writable, kept.writable || kept.hangup),
+                ] {
+                    if was && !still && w.wants(side) && w.arm(side).is_err() {
+                        w.side(side).1.wake_by_ref();
+                    }
+                }
+            }
+            if kept.readable || kept.writable || kept.hangup {
+                confirmed.push((fd, kept));
+            }
+        }
+        *ready = confirmed;
+    }
+
+    /// The readiness of `fds` right now (one zero-timeout `poll(2)`), for
+    /// the sides each is watched for; `None` if the call failed (EINTR,
+    /// ENOMEM: the reactor reports the same readiness soon).
+    fn poll_now(&self, fds: &[RawFd]) -> Option<Vec<(RawFd, Readiness)>> {
+        let table = self.fds.borrow();
         let (numbers, mut polled): (Vec<RawFd>, Vec<PollFd<'_>>) = fds
             .iter()
-            .map(|(&fd, w)| {
+            .filter_map(|fd| table.get(fd).map(|w| (*fd, w)))
+            .map(|(fd, w)| {
                 let mut flags = PollFlags::empty();
                 flags.set(PollFlags::IN, w.interest.readable);
                 flags.set(PollFlags::OUT, w.interest.writable);
                 (fd, PollFd::new(w.io.get_ref(), flags))
             })
             .unzip();
+        if numbers.is_empty() {
+            return Some(Vec::new());
+        }
         let zero = Timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        if rustix::event::poll(&mut polled, Some(&zero)).is_err() {
-            // EINTR or ENOMEM: the reactor reports the same readiness soon.
-            return;
-        }
-        for (fd, p) in numbers.into_iter().zip(&polled) {
-            let got = p.revents();
-            let r = Readiness {
-                readable: got.contains(PollFlags::IN),
-                writable: got.contains(PollFlags::OUT),
-                hangup: got.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL),
-            };
-            if r.readable || r.writable || r.hangup {
-                ready.push((fd, r));
-            }
-        }
+        rustix::event::poll(&mut polled, Some(&zero)).ok()?;
+        Some(
+            numbers
+                .into_iter()
+                .zip(&polled)
+                .map(|(fd, p)| {
+                    let got = p.revents();
+                    (
+                        fd,
+                        Readiness {
+                            readable: got.contains(PollFlags::IN),
+                            writable: got.contains(PollFlags::OUT),
+                            hangup: got
+                                .intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL),
+                        },
+                    )
+                })
+                .collect(),
+        )
     }
 
     /// Re-arm the sides just dispatched. A side that cannot be re-armed
