@@ -10,14 +10,14 @@
 //! ```text
 //! CARGO_TARGET_DIR=/work/targets/bench cargo bench -p oneloop-bench    # full run, ratio tables at the end
 //! cargo test -p oneloop-bench                                          # smoke: each bench once, small sizes
-//! cargo build --release -p oneloop-bench --bins && $CARGO_TARGET_DIR/release/echo_matrix   # TCP echo, separate processes
+//! cargo build --release -p oneloop-bench --bins && $CARGO_TARGET_DIR/release/bench_echo_matrix   # TCP echo, separate processes
 //! ```
 //!
 //! | module | what |
 //! |---|---|
 //! | [`floor`] | the floors: a boxed-closure queue, a binary-heap timer queue, a coalesced eventfd inbox |
 //! | [`cpu`] | CPU time of the calling thread, and of the whole process |
-//! | [`echo`] | the TCP echo benchmark: servers, load generator, driver (binaries `echo_server`, `echo_load`, `echo_matrix`) |
+//! | [`echo`] | the TCP echo benchmark: servers, load generator, driver (binaries `bench_echo_server`, `bench_echo_load`, `bench_echo_matrix`) |
 //! | [`mode`] | smoke or full run, sizes, criterion settings |
 //! | [`ratios`] | same-run ratio tables from criterion's estimates, and their medians over runs |
 //! | [`workload`] | the workloads, written once against `oneloop::Loop` for every backend |

@@ -14,7 +14,7 @@ use oneloop_bench::echo::server::{LoopKind, Server, supported};
 use oneloop_bench::watchdog::Watchdog;
 
 fn start(server: Server, kind: LoopKind) -> ServerProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo_server"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bench_echo_server"));
     cmd.args(["--server", &server.to_string(), "--loop", &kind.to_string()]);
     ServerProcess::start(cmd).unwrap_or_else(|e| panic!("{server} on {kind}: {e}"))
 }
@@ -70,7 +70,7 @@ fn every_server_echoes_every_size_and_reports_its_cpu() {
 #[test]
 fn a_server_exits_when_its_driver_goes_away() {
     let _guard = Watchdog::arm("echo exit", Duration::from_secs(30));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echo_server"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bench_echo_server"))
         .args(["--server", "oneloop-protocol", "--loop", "native"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -82,13 +82,13 @@ fn a_server_exits_when_its_driver_goes_away() {
 
 #[test]
 fn unknown_or_unavailable_combinations_are_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_echo_server"))
+    let out = Command::new(env!("CARGO_BIN_EXE_bench_echo_server"))
         .args(["--server", "raw", "--loop", "native"])
         .output()
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available"));
-    let out = Command::new(env!("CARGO_BIN_EXE_echo_server"))
+    let out = Command::new(env!("CARGO_BIN_EXE_bench_echo_server"))
         .args(["--loop", "nope"])
         .output()
         .expect("run");
@@ -99,12 +99,12 @@ fn unknown_or_unavailable_combinations_are_refused() {
 #[test]
 fn the_driver_runs_a_tiny_matrix_and_prints_the_ratios() {
     let _guard = Watchdog::arm("echo matrix", Duration::from_secs(60));
-    let out = Command::new(env!("CARGO_BIN_EXE_echo_matrix"))
+    let out = Command::new(env!("CARGO_BIN_EXE_bench_echo_matrix"))
         .args(["--cells", "protocol/native,streams/native,raw/tokio"])
         .args(["--rounds", "2", "--secs", "0.05", "--warmup", "0.02"])
         .args(["--sizes", "1024", "--connections", "2", "--no-pin"])
         .output()
-        .expect("run echo_matrix");
+        .expect("run bench_echo_matrix");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -29,7 +29,7 @@ pub fn serve(port: u16) {
                 match line.as_deref().map(str::trim) {
                     Ok("cpu") => println!("cpu_ns {}", process_cpu_time().as_nanos()),
                     Ok("quit") | Err(_) => break,
-                    Ok(other) => eprintln!("echo_server: unknown command `{other}`"),
+                    Ok(other) => eprintln!("bench_echo_server: unknown command `{other}`"),
                 }
             }
             println!("cpu_ns {}", process_cpu_time().as_nanos());
@@ -39,7 +39,7 @@ pub fn serve(port: u16) {
         .expect("spawn the control thread");
 }
 
-/// An `echo_server` child process, seen from the driver.
+/// An `bench_echo_server` child process, seen from the driver.
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
@@ -49,7 +49,7 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Start `command` (an `echo_server` invocation, possibly under
+    /// Start `command` (an `bench_echo_server` invocation, possibly under
     /// `taskset`) and wait for it to announce its port.
     ///
     /// # Errors
@@ -104,7 +104,7 @@ impl ServerProcess {
         let cpu = self.cpu_line();
         let status = self.child.wait()?;
         if !status.success() {
-            return Err(bad(format!("echo_server exited with {status}")));
+            return Err(bad(format!("bench_echo_server exited with {status}")));
         }
         cpu
     }
@@ -120,7 +120,7 @@ impl ServerProcess {
     fn line(&mut self) -> io::Result<String> {
         let mut line = String::new();
         if self.stdout.read_line(&mut line)? == 0 {
-            return Err(bad("echo_server closed its stdout".into()));
+            return Err(bad("bench_echo_server closed its stdout".into()));
         }
         Ok(line)
     }

@@ -100,7 +100,7 @@ pub struct MatrixConfig {
     pub warmup: f64,
     /// Pin servers to CPU 0 and load generators to CPU 1 with `taskset`.
     pub pin: bool,
-    /// Where `echo_server` and `echo_load` are.
+    /// Where `bench_echo_server` and `bench_echo_load` are.
     pub bin_dir: PathBuf,
 }
 
@@ -131,7 +131,7 @@ pub type Results = BTreeMap<(Cell, usize), Vec<Sample>>;
 pub fn run(config: &MatrixConfig) -> io::Result<Results> {
     let mut servers = Vec::new();
     for &cell in &config.cells {
-        let mut cmd = pinned(config.pin, "0", &config.bin_dir.join("echo_server"));
+        let mut cmd = pinned(config.pin, "0", &config.bin_dir.join("bench_echo_server"));
         cmd.args([
             "--server",
             &cell.server.to_string(),
@@ -197,7 +197,7 @@ fn pinned(pin: bool, cpu: &str, program: &Path) -> Command {
 }
 
 fn load(config: &MatrixConfig, port: u16, size: usize, secs: f64) -> io::Result<ParsedReport> {
-    let out = pinned(config.pin, "1", &config.bin_dir.join("echo_load"))
+    let out = pinned(config.pin, "1", &config.bin_dir.join("bench_echo_load"))
         .args(["--port", &port.to_string()])
         .args(["--connections", &config.connections.to_string()])
         .args(["--size", &size.to_string()])
@@ -205,14 +205,14 @@ fn load(config: &MatrixConfig, port: u16, size: usize, secs: f64) -> io::Result<
         .output()?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
-            "echo_load failed ({}): {}",
+            "bench_echo_load failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     ParsedReport::parse(text.trim())
-        .ok_or_else(|| io::Error::other(format!("echo_load printed {text:?}")))
+        .ok_or_else(|| io::Error::other(format!("bench_echo_load printed {text:?}")))
 }
 
 /// A target ratio: `numerator` over `denominator`, per round.

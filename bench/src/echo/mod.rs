@@ -9,7 +9,7 @@
 //! | [`load`] | the load generator: N blocking connections, latencies, checked replies |
 //! | [`control`] | the server's stdin/stdout control protocol (port, CPU time, quit) |
 //!
-//! The binaries `echo_server`, `echo_load` and `echo_matrix` (the driver
+//! The binaries `bench_echo_server`, `bench_echo_load` and `bench_echo_matrix` (the driver
 //! that runs every cell in interleaved rounds and prints same-round ratios)
 //! are thin wrappers over these modules; `docs/benchmarks.md` has the
 //! commands and the results.

@@ -1,10 +1,10 @@
-//! The echo benchmark's driver: starts an `echo_server` per cell pinned to
-//! CPU 0, runs `echo_load` pinned to CPU 1 against each in interleaved
+//! The echo benchmark's driver: starts an `bench_echo_server` per cell pinned to
+//! CPU 0, runs `bench_echo_load` pinned to CPU 1 against each in interleaved
 //! rounds, and prints the tables and same-round ratios of
 //! `docs/benchmarks.md`.
 //!
 //! ```text
-//! echo_matrix [--rounds 3] [--secs 2] [--warmup 1] [--connections 10]
+//! bench_echo_matrix [--rounds 3] [--secs 2] [--warmup 1] [--connections 10]
 //!             [--sizes 1024,16384,102400] [--cells protocol/native,raw/tokio,…] [--no-pin]
 //! ```
 
@@ -15,7 +15,7 @@ use oneloop_bench::echo::matrix::{self, Cell, MatrixConfig};
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("echo_matrix: {e}");
+        eprintln!("bench_echo_matrix: {e}");
         std::process::exit(2);
     }
 }
@@ -30,7 +30,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     if pin && (cpus < 2 || which("taskset").is_none()) {
         eprintln!(
-            "echo_matrix: not pinning (needs `taskset` and 2 CPUs; have {cpus} CPU(s){})",
+            "bench_echo_matrix: not pinning (needs `taskset` and 2 CPUs; have {cpus} CPU(s){})",
             if which("taskset").is_none() {
                 ", no taskset"
             } else {
@@ -50,7 +50,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         bin_dir,
     };
     eprintln!(
-        "echo_matrix: {} cells × {} sizes × {} rounds of {} s{}",
+        "bench_echo_matrix: {} cells × {} sizes × {} rounds of {} s{}",
         config.cells.len(),
         config.sizes.len(),
         config.rounds,

@@ -1,4 +1,4 @@
-//! The echo benchmark's load generator: `echo_load --port N [--host 127.0.0.1]
+//! The echo benchmark's load generator: `bench_echo_load --port N [--host 127.0.0.1]
 //! [--connections 10] [--size 1024] [--secs 2] [--warmup 0]`. Strict
 //! request/response; prints one line `requests .. elapsed_ns .. p50_ns .. p99_ns ..`
 //! for the measured part; exits non-zero if any reply is wrong.
@@ -11,7 +11,7 @@ use oneloop_bench::echo::load::{self, LoadConfig};
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("echo_load: {e}");
+        eprintln!("bench_echo_load: {e}");
         std::process::exit(2);
     }
 }

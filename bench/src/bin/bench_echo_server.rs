@@ -1,4 +1,4 @@
-//! The echo benchmark's server: `echo_server --server oneloop-protocol|oneloop-streams|raw
+//! The echo benchmark's server: `bench_echo_server --server oneloop-protocol|oneloop-streams|raw
 //! --loop native|tokio|async-std|glib|calloop [--port N]`. Prints `port <N>`, then
 //! answers `cpu` on stdin with `cpu_ns <N>` (its process CPU time) and exits on
 //! `quit` or the end of stdin (`oneloop_bench::echo::control`).
@@ -8,7 +8,7 @@ use oneloop_bench::echo::server::{self, LoopKind, Server};
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("echo_server: {e}");
+        eprintln!("bench_echo_server: {e}");
         std::process::exit(2);
     }
 }
