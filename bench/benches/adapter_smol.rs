@@ -7,7 +7,6 @@
 //! its own (smol users reach for a channel crate).
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use async_executor::LocalExecutor;
@@ -15,37 +14,20 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use oneloop::Loop;
 use oneloop_async_std::AsyncIoBackend;
 use oneloop_bench::cpu::thread_cpu_time;
-use oneloop_bench::floor::{Inbox, Queue};
 use oneloop_bench::mode;
 use oneloop_bench::ratios::Table;
 use oneloop_bench::workload::{
-    self, BATCH, Fired, Lateness, add, call_soon_batch, deadlines, fire_floor, fire_oneloop,
-    fire_table, floor_threadsafe_round, threadsafe_round, timed,
+    self, BATCH, Fired, Lateness, add, deadlines, fire_floor, fire_oneloop, fire_table, timed,
 };
 
-fn new_loop() -> Loop {
-    Loop::with_backend(AsyncIoBackend::new().expect("backend")).expect("loop")
+fn new_loop() -> oneloop::Result<Loop> {
+    Loop::with_backend(AsyncIoBackend::new()?)
 }
 
 fn call_soon(c: &mut Criterion) {
     let mut g = c.benchmark_group("smol_call_soon");
     g.throughput(Throughput::Elements(BATCH));
-    g.bench_function(BenchmarkId::new("floor", BATCH), |b| {
-        let mut q = Queue::default();
-        b.iter_custom(|iters| {
-            timed(iters, BATCH, || {
-                for i in 0..BATCH {
-                    q.push(move || add(i));
-                }
-                q.run_all();
-            })
-        });
-    });
-    g.bench_function(BenchmarkId::new("oneloop", BATCH), |b| {
-        let lp = new_loop();
-        b.iter_custom(|iters| timed(iters, BATCH, || call_soon_batch(&lp, BATCH)));
-        lp.close().expect("close");
-    });
+    workload::call_soon_cases(&mut g, new_loop);
     g.bench_function(BenchmarkId::new("native", BATCH), |b| {
         let ex = LocalExecutor::new();
         b.iter_custom(|iters| {
@@ -65,16 +47,7 @@ fn threadsafe(c: &mut Criterion) {
     let mut g = c.benchmark_group("smol_call_soon_threadsafe");
     g.sample_size(10).sampling_mode(SamplingMode::Flat);
     g.throughput(Throughput::Elements(n));
-    g.bench_function(BenchmarkId::new("floor", n), |b| {
-        let inbox = Arc::new(Inbox::new().expect("poller"));
-        let mut events = polling::Events::new();
-        b.iter_custom(|iters| timed(iters, n, || floor_threadsafe_round(&inbox, &mut events, n)));
-    });
-    g.bench_function(BenchmarkId::new("oneloop", n), |b| {
-        let lp = new_loop();
-        b.iter_custom(|iters| timed(iters, n, || threadsafe_round(&lp, n)));
-        lp.close().expect("close");
-    });
+    workload::threadsafe_cases(&mut g, n, new_loop);
     g.finish();
 }
 
@@ -119,7 +92,7 @@ fn main() {
         .param(n, n)
         .print();
     if mode::selected("smol_timers_fire") {
-        let oneloop = |n| fire_oneloop(new_loop(), n);
+        let oneloop = |n| fire_oneloop(new_loop().expect("loop"), n);
         let results = fire_table(
             "smol_timers_fire",
             &mode::sizes(&[1_000, 10_000, 100_000]),

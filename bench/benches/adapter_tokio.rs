@@ -3,17 +3,14 @@
 //! `spawn_local`, `call_soon_threadsafe` vs an unbounded mpsc channel,
 //! `call_at` vs a task awaiting `sleep_until` per timer.
 
-use std::sync::Arc;
 use std::thread;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use oneloop_bench::cpu::thread_cpu_time;
-use oneloop_bench::floor::{Inbox, Queue};
 use oneloop_bench::mode;
 use oneloop_bench::ratios::Table;
 use oneloop_bench::workload::{
-    self, BATCH, Fired, Lateness, add, call_soon_batch, deadlines, fire_floor, fire_oneloop,
-    fire_table, floor_threadsafe_round, threadsafe_round, timed,
+    self, BATCH, Fired, Lateness, add, deadlines, fire_floor, fire_oneloop, fire_table, timed,
 };
 
 const HOST: &str = "tokio";
@@ -21,22 +18,7 @@ const HOST: &str = "tokio";
 fn call_soon(c: &mut Criterion) {
     let mut g = c.benchmark_group("tokio_call_soon");
     g.throughput(Throughput::Elements(BATCH));
-    g.bench_function(BenchmarkId::new("floor", BATCH), |b| {
-        let mut q = Queue::default();
-        b.iter_custom(|iters| {
-            timed(iters, BATCH, || {
-                for i in 0..BATCH {
-                    q.push(move || add(i));
-                }
-                q.run_all();
-            })
-        });
-    });
-    g.bench_function(BenchmarkId::new("oneloop", BATCH), |b| {
-        let lp = oneloop_tokio::new_loop().expect("loop");
-        b.iter_custom(|iters| timed(iters, BATCH, || call_soon_batch(&lp, BATCH)));
-        lp.close().expect("close");
-    });
+    workload::call_soon_cases(&mut g, oneloop_tokio::new_loop);
     g.bench_function(BenchmarkId::new("native", BATCH), |b| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -59,16 +41,7 @@ fn threadsafe(c: &mut Criterion) {
     let mut g = c.benchmark_group("tokio_call_soon_threadsafe");
     g.sample_size(10).sampling_mode(SamplingMode::Flat);
     g.throughput(Throughput::Elements(n));
-    g.bench_function(BenchmarkId::new("floor", n), |b| {
-        let inbox = Arc::new(Inbox::new().expect("poller"));
-        let mut events = polling::Events::new();
-        b.iter_custom(|iters| timed(iters, n, || floor_threadsafe_round(&inbox, &mut events, n)));
-    });
-    g.bench_function(BenchmarkId::new("oneloop", n), |b| {
-        let lp = oneloop_tokio::new_loop().expect("loop");
-        b.iter_custom(|iters| timed(iters, n, || threadsafe_round(&lp, n)));
-        lp.close().expect("close");
-    });
+    workload::threadsafe_cases(&mut g, n, oneloop_tokio::new_loop);
     g.bench_function(BenchmarkId::new("native", n), |b| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -438,3 +438,48 @@ pub fn fd_pingpong_floor(pair: &(UnixStream, UnixStream), n: u64) {
         }
     }
 }
+
+/// The cases every adapter's `call_soon` group shares, measured in the same
+/// run as the host's own primitive (which the caller adds): the floor, and
+/// oneloop on the loop `new_loop` builds.
+pub fn call_soon_cases(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    new_loop: fn() -> oneloop::Result<Loop>,
+) {
+    g.bench_function(criterion::BenchmarkId::new("floor", BATCH), |b| {
+        let mut q = crate::floor::Queue::default();
+        b.iter_custom(|iters| {
+            timed(iters, BATCH, || {
+                for i in 0..BATCH {
+                    q.push(move || add(i));
+                }
+                q.run_all();
+            })
+        });
+    });
+    g.bench_function(criterion::BenchmarkId::new("oneloop", BATCH), |b| {
+        let lp = new_loop().expect("loop");
+        b.iter_custom(|iters| timed(iters, BATCH, || call_soon_batch(&lp, BATCH)));
+        lp.close().expect("close");
+    });
+}
+
+/// The cases every adapter's `call_soon_threadsafe` group shares, for `n`
+/// callbacks from one producer thread: the coalesced eventfd floor, and
+/// oneloop on the loop `new_loop` builds.
+pub fn threadsafe_cases(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    n: u64,
+    new_loop: fn() -> oneloop::Result<Loop>,
+) {
+    g.bench_function(criterion::BenchmarkId::new("floor", n), |b| {
+        let inbox = Arc::new(Inbox::new().expect("poller"));
+        let mut events = polling::Events::new();
+        b.iter_custom(|iters| timed(iters, n, || floor_threadsafe_round(&inbox, &mut events, n)));
+    });
+    g.bench_function(criterion::BenchmarkId::new("oneloop", n), |b| {
+        let lp = new_loop().expect("loop");
+        b.iter_custom(|iters| timed(iters, n, || threadsafe_round(&lp, n)));
+        lp.close().expect("close");
+    });
+}
