@@ -6,7 +6,10 @@
 //!   left behind (`Loop::stats().timers`) (criterion);
 //! - `timers_fire`: N one-shot timers spread over 100 ms, run to the last:
 //!   thread CPU per timer and lateness, never early (interleaved rounds,
-//!   printed as a table with the same `ratio` lines).
+//!   printed as a table with the same `ratio` lines);
+//! - `timers_slack`: the same at N = 1e3 and 1e4 for several
+//!   [timer slacks](oneloop::Loop::set_timer_slack), against tokio: what
+//!   sharing wake-ups saves in CPU and costs in lateness.
 //!
 //! tokio's "schedule" is what makes a tokio timer exist: a boxed
 //! `sleep_until` polled once, which registers it in the wheel; its "cancel"
@@ -214,6 +217,38 @@ fn main() {
             2,
         );
         workload::assert_never_early("the default loop", &results, 1);
+    }
+    if mode::selected("timers_slack") {
+        let with_slack = |us: u64| {
+            move |n| {
+                let lp = Loop::new().expect("loop");
+                lp.set_timer_slack(Duration::from_micros(us));
+                fire_oneloop(lp, n)
+            }
+        };
+        let (s0, s250, s500, s1000, s2000) = (
+            with_slack(0),
+            with_slack(250),
+            with_slack(500),
+            with_slack(1000),
+            with_slack(2000),
+        );
+        let results = fire_table(
+            "timers_slack",
+            &[1_000, 10_000],
+            &[
+                ("slack_0", &s0),
+                ("slack_250us", &s250),
+                ("slack_500us", &s500),
+                ("slack_1ms", &s1000),
+                ("slack_2ms", &s2000),
+                ("tokio", &fire_tokio),
+            ],
+            5,
+        );
+        for variant in 0..5 {
+            workload::assert_never_early("the default loop", &results, variant);
+        }
     }
 
     let mut schedule_table = Table::new("timers_schedule", "tokio")

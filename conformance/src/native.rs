@@ -1,4 +1,5 @@
-//! The spec of the default loop (`oneloop::Loop::new()`, on `polling`).
+//! The spec of the default loop (`oneloop::Loop::new()`: epoll on Linux,
+//! `polling` elsewhere).
 
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ fn native_setup() -> oneloop::Result<Setup> {
 /// The default loop's declaration: owned mode, fd watching, threads, the
 /// executor, signals and every transport; no host to embed in.
 ///
-/// Its clock resolution is declared as 1 ms, a safe bound for `polling` on
-/// Linux (epoll waits with a timerfd, so it is much finer in practice).
+/// Its clock resolution is declared as 1 ms: on Linux before 5.11 (no
+/// `epoll_pwait2`) and through `polling` on other systems, waits round up
+/// to whole milliseconds. Where `epoll_pwait2` works, it is much finer.
 pub fn native_spec() -> AdapterSpec {
     AdapterSpec {
         name: "native",

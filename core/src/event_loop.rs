@@ -80,6 +80,8 @@ pub(crate) struct LoopInner {
     pub(crate) exceptions: ExceptionHandler,
     /// Debug mode: warn about callbacks slower than this.
     pub(crate) slow_callback: Cell<Option<Duration>>,
+    /// How late a wake-up for timers may come to serve later timers too.
+    pub(crate) timer_slack: Cell<Duration>,
     /// The executor of `run_in_executor`.
     pub(crate) executor: RefCell<ExecutorSlot>,
     /// Pending tasks, for `all_tasks` and `current_task` (TK-05).
@@ -87,6 +89,9 @@ pub(crate) struct LoopInner {
     /// Deliberate faults (feature `fault-injection`), for the suite's own tests.
     pub(crate) faults: crate::fault::Faults,
 }
+
+/// The [timer slack](Loop::set_timer_slack) of a new loop.
+pub const DEFAULT_TIMER_SLACK: Duration = Duration::from_millis(1);
 
 static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -150,6 +155,7 @@ pub struct LoopBuilder {
     debug: bool,
     slow_callback: Duration,
     panic_policy: PanicPolicy,
+    timer_slack: Duration,
     faults: crate::fault::Faults,
 }
 
@@ -159,6 +165,7 @@ impl Default for LoopBuilder {
             debug: false,
             slow_callback: Duration::from_millis(100),
             panic_policy: PanicPolicy::Report,
+            timer_slack: DEFAULT_TIMER_SLACK,
             faults: crate::fault::Faults::default(),
         }
     }
@@ -190,6 +197,13 @@ impl LoopBuilder {
         self
     }
 
+    /// The loop's [timer slack](Loop::set_timer_slack) (default
+    /// [`DEFAULT_TIMER_SLACK`]).
+    pub fn timer_slack(mut self, slack: Duration) -> Self {
+        self.timer_slack = slack;
+        self
+    }
+
     /// Break the loop on purpose (feature `fault-injection`): for the
     /// conformance suite's proof that its checks catch broken loops.
     #[cfg(feature = "fault-injection")]
@@ -199,7 +213,8 @@ impl LoopBuilder {
         self
     }
 
-    /// A loop on the default backend (`polling`).
+    /// A loop on the default backend ([`NativeBackend`](crate::native::NativeBackend): epoll on
+    /// Linux, `polling` elsewhere).
     ///
     /// # Errors
     /// [`ErrorKind::Io`] if the OS poller cannot be created.
@@ -247,6 +262,7 @@ impl LoopBuilder {
             armed: Cell::new(NextDispatch::OnEvent),
             exceptions: ExceptionHandler::new(self.panic_policy),
             slow_callback: Cell::new(self.debug.then_some(self.slow_callback)),
+            timer_slack: Cell::new(self.timer_slack),
             executor: RefCell::new(ExecutorSlot::Unset),
             tasks: TaskRegistry::default(),
             faults: self.faults,
@@ -263,7 +279,8 @@ impl LoopBuilder {
 }
 
 impl Loop {
-    /// A new loop on the default backend (`polling`: epoll, kqueue, …).
+    /// A new loop on the default backend (epoll on Linux; kqueue, event
+    /// ports or poll() through `polling` elsewhere).
     ///
     /// # Errors
     /// [`ErrorKind::Io`] if the OS poller cannot be created.
@@ -636,6 +653,39 @@ impl Loop {
     /// Turn debug mode on with `d` as the slow-callback threshold.
     pub fn set_slow_callback_duration(&self, d: Duration) {
         self.inner.slow_callback.set(Some(d));
+    }
+
+    /// How late the loop may wake up for a timer so that the timers due
+    /// within that span share the wake-up (default [`DEFAULT_TIMER_SLACK`]).
+    pub fn timer_slack(&self) -> Duration {
+        self.inner.timer_slack.get()
+    }
+
+    /// Let the loop wake up to `slack` after a timer's deadline, so that
+    /// the timers due within that span run on one wake-up instead of one
+    /// each: it wakes at the latest deadline within `slack` of the earliest.
+    /// Timers still never run early (D7) and still run in deadline order
+    /// (TM-05); each one runs at most `slack` late, plus the host's own
+    /// rounding ([`clock_resolution`](Loop::clock_resolution)). Work that
+    /// wakes the loop anyway (I/O, `call_soon`) runs every due timer at once.
+    ///
+    /// Each wake-up of an idle thread costs CPU (about 20 µs on the VM the
+    /// benchmarks ran on, most of it the context switch), so timers packed
+    /// closer than that cost more than they need. `Duration::ZERO` wakes for
+    /// each deadline; tokio's and GLib's timers have a 1 ms granularity,
+    /// Linux's own default slack for a thread's timers is 50 µs.
+    /// docs/benchmarks.md measures the CPU/lateness trade.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// lp.set_timer_slack(Duration::from_millis(1));
+    /// assert_eq!(lp.timer_slack(), Duration::from_millis(1));
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
+    pub fn set_timer_slack(&self, slack: Duration) {
+        self.inner.timer_slack.set(slack);
     }
 
     /// Install `handler` as the exception handler, or restore the default

@@ -18,9 +18,11 @@ use crate::event_loop::LoopInner;
 /// The life of a scheduled callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
-    /// Waiting in the timer heap.
+    /// A timer, waiting in the timer queue or, once due, in the ready queue
+    /// (the queue does not touch the callback as it moves it: see
+    /// `TimerQueue::pop_due`).
     Scheduled,
-    /// In the ready queue (queued by `call_soon`, or a timer that fell due).
+    /// Queued by `call_soon`, in the ready queue.
     Ready,
     /// Cancelled before it ran; the closure is already dropped.
     Cancelled,
@@ -36,8 +38,6 @@ pub(crate) trait Callback {
     fn cancel(&self) -> State;
     /// The current state.
     fn state(&self) -> State;
-    /// Mark a timer that fell due as ready (no-op unless `Scheduled`).
-    fn set_ready(&self);
     /// Where the callback was scheduled (for debug mode and the exception
     /// handler's context).
     fn location(&self) -> &'static Location<'static>;
@@ -91,12 +91,6 @@ impl<F: FnOnce()> Callback for CallbackCell<F> {
 
     fn state(&self) -> State {
         self.state.get()
-    }
-
-    fn set_ready(&self) {
-        if self.state.get() == State::Scheduled {
-            self.state.set(State::Ready);
-        }
     }
 
     fn location(&self) -> &'static Location<'static> {

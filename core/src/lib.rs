@@ -74,7 +74,7 @@ pub mod transport;
 mod udp;
 
 pub use error::{Error, ErrorKind, Result};
-pub use event_loop::{Loop, LoopBuilder, LoopStats};
+pub use event_loop::{DEFAULT_TIMER_SLACK, Loop, LoopBuilder, LoopStats};
 pub use exception::{ExceptionContext, PanicPolicy};
 pub use executor::{DefaultExecutor, Executor};
 #[cfg(feature = "fault-injection")]

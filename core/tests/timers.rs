@@ -241,3 +241,125 @@ fn tm09_now_is_refreshed_after_a_blocking_callback() {
     lp.run_forever().unwrap();
     assert!(result.get().unwrap() >= Duration::from_millis(10));
 }
+
+/// A backend on a virtual clock: each turn jumps the clock to the armed
+/// deadline and records it, so wake-ups can be counted exactly.
+struct VirtualClock {
+    driver: std::cell::OnceCell<oneloop::backend::Driver>,
+    armed: Cell<oneloop::backend::NextDispatch>,
+    now: Cell<Instant>,
+    wakes: Rc<std::cell::RefCell<Vec<Instant>>>,
+}
+
+impl oneloop::backend::Backend for VirtualClock {
+    fn name(&self) -> &str {
+        "virtual-clock"
+    }
+    fn install(&self, d: oneloop::backend::Driver) -> std::io::Result<()> {
+        self.driver
+            .set(d)
+            .map_err(|_| std::io::Error::other("installed twice"))
+    }
+    fn arm(&self, next: oneloop::backend::NextDispatch) {
+        self.armed.set(next);
+    }
+    fn remote_waker(&self) -> std::sync::Arc<dyn oneloop::backend::RemoteWake> {
+        struct Nothing;
+        impl oneloop::backend::RemoteWake for Nothing {
+            fn wake(&self) {}
+        }
+        std::sync::Arc::new(Nothing)
+    }
+    fn now(&self) -> Instant {
+        self.now.get()
+    }
+    fn turn(&self) -> std::io::Result<()> {
+        use oneloop::backend::NextDispatch;
+        match self.armed.get() {
+            NextDispatch::Now => {}
+            NextDispatch::At(t) => {
+                self.wakes.borrow_mut().push(t);
+                self.now.set(self.now.get().max(t));
+            }
+            NextDispatch::OnEvent => return Err(std::io::Error::other("would wait forever")),
+        }
+        self.driver.get().expect("installed").dispatch();
+        Ok(())
+    }
+}
+
+/// Timers at these offsets (ms) from the start, scheduled from a callback,
+/// with `slack`: the wake-ups the loop asked for, and the lateness of each
+/// timer on the loop's clock (never negative: D7).
+fn virtual_round(offsets_ms: &[f64], slack: Duration) -> (Vec<Duration>, Vec<Duration>) {
+    let start = Instant::now();
+    let wakes = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let backend = VirtualClock {
+        driver: std::cell::OnceCell::new(),
+        armed: Cell::new(oneloop::backend::NextDispatch::OnEvent),
+        now: Cell::new(start),
+        wakes: wakes.clone(),
+    };
+    let lp = Loop::builder()
+        .timer_slack(slack)
+        .build_with(backend)
+        .unwrap();
+    let lateness = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let deadlines: Vec<Instant> = offsets_ms
+        .iter()
+        .map(|ms| start + Duration::from_secs_f64(ms / 1e3))
+        .collect();
+    let lp2 = lp.clone();
+    let late = lateness.clone();
+    lp.call_soon(move || {
+        for &when in &deadlines {
+            let (lp3, late) = (lp2.clone(), late.clone());
+            lp2.call_at(when, move || {
+                let now = lp3.time();
+                assert!(now >= when, "a timer ran early (D7)");
+                late.borrow_mut().push(now - when);
+            })
+            .unwrap();
+        }
+        let lp3 = lp2.clone();
+        let last = *deadlines.iter().max().unwrap();
+        lp2.call_at(last, move || lp3.stop()).unwrap();
+    })
+    .unwrap();
+    lp.run_forever().unwrap();
+    let wakes = wakes.borrow().iter().map(|w| *w - start).collect();
+    let lateness = lateness.borrow().clone();
+    (wakes, lateness)
+}
+
+#[test]
+fn timers_within_the_slack_share_a_wake_up_and_none_runs_early() {
+    let ms = |x: f64| Duration::from_secs_f64(x / 1e3);
+    let offsets = [10.0, 10.3, 10.9, 12.5, 12.6, 20.0];
+    // No slack: one wake-up per distinct deadline.
+    let (wakes, late) = virtual_round(&offsets, Duration::ZERO);
+    assert_eq!(wakes, offsets.map(ms));
+    assert!(late.iter().all(|l| l.is_zero()));
+    // 1 ms: 10.0-10.9 share the wake-up at 10.9, 12.5-12.6 at 12.6, and
+    // the lone 20 ms timer is not delayed at all.
+    let (wakes, late) = virtual_round(&offsets, Duration::from_millis(1));
+    assert_eq!(wakes, [10.9, 12.6, 20.0].map(ms));
+    assert_eq!(late.len(), offsets.len(), "every timer ran once");
+    assert!(late.iter().all(|l| *l <= ms(1.0)), "{late:?}");
+    // A slack shorter than the gaps changes nothing.
+    let (wakes, _) = virtual_round(&offsets, Duration::from_micros(50));
+    assert_eq!(wakes, offsets.map(ms));
+}
+
+#[test]
+fn timer_slack_is_a_loop_setting_with_a_documented_default() {
+    let lp = Loop::new().unwrap();
+    assert_eq!(lp.timer_slack(), oneloop::DEFAULT_TIMER_SLACK);
+    lp.set_timer_slack(Duration::ZERO);
+    assert_eq!(lp.timer_slack(), Duration::ZERO);
+    let lp = Loop::builder()
+        .timer_slack(Duration::from_micros(250))
+        .build()
+        .unwrap();
+    assert_eq!(lp.timer_slack(), Duration::from_micros(250));
+}

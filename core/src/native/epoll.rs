@@ -8,20 +8,25 @@
 //! timerfd), and the wake eventfd stays registered, level-triggered: it is
 //! read only in the iterations it fired.
 //!
+//! `epoll_pwait2` is Linux 5.11 and later, and a seccomp filter written
+//! before it (an old container runtime's default profile) answers `EPERM`.
+//! Either answer switches this registry, for good, to `epoll_wait` with the
+//! timeout rounded **up** to whole milliseconds: timers then wake up to 1 ms
+//! late, never early. rustix only chooses between the two at compile time
+//! (its `linux_5_11` feature), so the wait itself is a raw syscall here.
+//!
 //! I/O safety: `Loop::add_reader`/`add_writer` lend the fd through `AsFd`
 //! and require it to stay open until it is removed; this module keeps its
 //! half by deleting every fd it added, on removal and on close.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustix::buffer::spare_capacity;
-use rustix::event::Timespec;
-use rustix::event::epoll::{self, Event, EventData, EventFlags};
+use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::{EventfdFlags, eventfd};
 
 use crate::backend::{Interest, Readiness, RemoteWake};
@@ -37,7 +42,27 @@ pub(super) struct Registry {
     /// Holds exactly the fds added to `epoll` and not yet deleted.
     watched: RefCell<HashMap<RawFd, Interest>>,
     /// Reused event buffer.
-    events: RefCell<Vec<Event>>,
+    events: RefCell<Vec<libc::epoll_event>>,
+    /// Whether `epoll_pwait2` may be tried (see the module docs).
+    pwait2: Cell<bool>,
+}
+
+/// Events taken per wait; more stay ready for the next one (level-triggered).
+const EVENTS: usize = 256;
+
+/// The kernel's `struct __kernel_timespec`, what `epoll_pwait2` reads: 64-bit
+/// fields on every architecture (libc's `timespec` is 32-bit on some).
+#[repr(C)]
+struct KernelTimespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+/// `d` in whole milliseconds, rounded up, for `epoll_wait`; saturates at
+/// `c_int::MAX` (24 days: a wake-up that early only re-arms).
+fn millis_rounded_up(d: Duration) -> libc::c_int {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
 }
 
 fn flags(i: Interest) -> EventFlags {
@@ -71,7 +96,8 @@ impl Registry {
             epoll,
             wake: Arc::new(wake),
             watched: RefCell::new(HashMap::new()),
-            events: RefCell::new(Vec::with_capacity(256)),
+            events: RefCell::new(Vec::with_capacity(EVENTS)),
+            pwait2: Cell::new(cfg!(target_os = "linux")),
         })
     }
 
@@ -86,23 +112,21 @@ impl Registry {
         timeout: Option<Duration>,
         mut ready: impl FnMut(RawFd, Readiness),
     ) -> io::Result<()> {
-        // A timeout too large for a timespec (TM-07) waits for events only.
-        let ts = timeout.and_then(|d| Timespec::try_from(d).ok());
         let mut events = self.events.borrow_mut();
-        events.clear();
-        match epoll::wait(&self.epoll, spare_capacity(&mut *events), ts.as_ref()) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => return Ok(()),
-            Err(e) => return Err(e.into()),
+        match self.wait_into(&mut events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
         }
         for ev in events.iter() {
-            let key = ev.data.u64();
+            // Copies: the struct is packed on x86_64.
+            let (key, bits) = (ev.u64, ev.events);
             if key == WAKE {
                 let mut buf = [0u8; 8];
                 let _ = rustix::io::read(&*self.wake, &mut buf);
                 continue;
             }
-            let f = ev.flags;
+            let f = EventFlags::from_bits_retain(bits);
             ready(
                 key as RawFd,
                 Readiness {
@@ -112,6 +136,70 @@ impl Registry {
                 },
             );
         }
+        Ok(())
+    }
+
+    /// One wait: `events` is overwritten with what the kernel reported.
+    fn wait_into(
+        &self,
+        events: &mut Vec<libc::epoll_event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        events.clear();
+        let epfd = self.epoll.as_raw_fd();
+        let buf = events.as_mut_ptr();
+        let cap = libc::c_int::try_from(events.capacity()).unwrap_or(libc::c_int::MAX);
+        // A timeout too large for a timespec (TM-07) waits for events only.
+        let ts = timeout.and_then(|d| {
+            Some(KernelTimespec {
+                tv_sec: i64::try_from(d.as_secs()).ok()?,
+                tv_nsec: i64::from(d.subsec_nanos()),
+            })
+        });
+        let n = match &ts {
+            // A sub-millisecond deadline needs `epoll_pwait2`; zero and
+            // whole-millisecond timeouts are the same with `epoll_wait`.
+            Some(t) if self.pwait2.get() && t.tv_nsec % 1_000_000 != 0 => {
+                // SAFETY: `buf` points to `cap` writable `epoll_event`s
+                // (the vector's capacity), which the kernel fills with at
+                // most `cap` entries; `t` is a valid `__kernel_timespec`
+                // that outlives the call; a null sigmask (size 0) leaves
+                // the signal mask alone; `epfd` is our epoll fd, open.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_epoll_pwait2,
+                        epfd,
+                        buf,
+                        cap,
+                        std::ptr::from_ref(t),
+                        std::ptr::null::<libc::sigset_t>(),
+                        0usize,
+                    )
+                };
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
+                        self.pwait2.set(false);
+                        return self.wait_into(events, timeout);
+                    }
+                    return Err(e);
+                }
+                r
+            }
+            _ => {
+                let ms = timeout.map_or(-1, millis_rounded_up);
+                // SAFETY: as above for `buf`, `cap` and `epfd`.
+                let r = unsafe { libc::epoll_wait(epfd, buf, cap, ms) };
+                if r < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::c_long::from(r)
+            }
+        };
+        let n = usize::try_from(n).unwrap_or(0).min(events.capacity());
+        // SAFETY: the kernel initialised the first `n` entries (`n` is its
+        // count, never more than `cap`).
+        unsafe { events.set_len(n) };
         Ok(())
     }
 
@@ -156,6 +244,37 @@ impl Registry {
             // SAFETY: as in `watch`: registered, hence open by contract.
             let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
             let _ = epoll::delete(&self.epoll, borrowed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_millisecond_fallback_rounds_up_never_down() {
+        assert_eq!(millis_rounded_up(Duration::ZERO), 0);
+        assert_eq!(millis_rounded_up(Duration::from_nanos(1)), 1);
+        assert_eq!(millis_rounded_up(Duration::from_millis(1)), 1);
+        assert_eq!(millis_rounded_up(Duration::from_micros(1001)), 2);
+        assert_eq!(millis_rounded_up(Duration::MAX), libc::c_int::MAX);
+    }
+
+    /// Both waits report the same events: a sub-millisecond timeout (the
+    /// `epoll_pwait2` path, or its fallback) and a whole one.
+    #[test]
+    fn sub_millisecond_and_whole_millisecond_waits_time_out_and_report_wakes() {
+        let r = Registry::new().unwrap();
+        for timeout in [Duration::from_micros(300), Duration::from_millis(1)] {
+            let start = std::time::Instant::now();
+            let mut seen = 0;
+            r.wait(Some(timeout), |_, _| seen += 1).unwrap();
+            assert_eq!(seen, 0);
+            assert!(start.elapsed() >= timeout, "woke before the timeout");
+            r.waker().wake();
+            r.wait(Some(timeout), |_, _| seen += 1).unwrap();
+            assert_eq!(seen, 0, "the wake eventfd is consumed, not reported");
         }
     }
 }

@@ -4,13 +4,17 @@
 //! level-triggered registrations (asyncio's `add_reader` semantics with no
 //! emulation), a cross-thread wake that is one `write(2)` (safe in a signal
 //! handler, D6), and sub-millisecond timeouts, so the default loop sets the
-//! suite's strictest timing bar (HOSTS.md §3).
+//! suite's strictest timing bar (HOSTS.md §3). How often it wakes for timers
+//! is the loop's [timer slack](crate::Loop::set_timer_slack), not the
+//! poller's granularity.
 //!
 //! The platform module is picked once, as `sys`; each exposes the same
 //! `Registry` (`new`, `waker`, `wait`, `watch`, `clear`):
 //! - Linux and Android: `epoll.rs`, epoll driven directly (one
 //!   `epoll_pwait2` per iteration, nanosecond timeouts, the wake eventfd
-//!   registered once);
+//!   registered once; `epoll_wait` with timeouts rounded up to whole
+//!   milliseconds where `epoll_pwait2` is missing: Linux before 5.11,
+//!   old seccomp profiles, Android);
 //! - elsewhere: `poller.rs`, on the `polling` crate (kqueue, event ports,
 //!   poll()), which re-arms a timer and its notifier around each wait.
 

@@ -32,6 +32,7 @@
 
 pub(crate) mod fds;
 pub(crate) mod inbox;
+mod prefetch;
 pub(crate) mod timers;
 
 use std::collections::VecDeque;
@@ -46,6 +47,10 @@ use crate::policy;
 use crate::task::TaskMeta;
 use fds::FdCallback;
 use inbox::Remote;
+
+/// How far ahead of the running item the batch loop prefetches: far enough
+/// that a memory load (~100 ns) overlaps a few small callbacks.
+const PREFETCH_AHEAD: usize = 16;
 
 /// An item of the ready queue.
 pub(crate) enum Ready {
@@ -67,6 +72,16 @@ pub(crate) struct Failed {
 }
 
 impl Ready {
+    /// Ask for the memory this item will touch first when it runs.
+    fn prefetch(&self) {
+        match self {
+            Ready::Call(cb) => prefetch::prefetch(Rc::as_ptr(cb)),
+            Ready::Fd(f) => prefetch::prefetch(Rc::as_ptr(f)),
+            Ready::Boxed(f, _) => prefetch::prefetch(&raw const **f),
+            Ready::Task(_) => {}
+        }
+    }
+
     fn location(&self) -> &'static Location<'static> {
         match self {
             Ready::Call(cb) => cb.location(),
@@ -138,9 +153,19 @@ impl LoopInner {
         }
     }
 
-    /// Add a timer and make sure the backend will dispatch by its deadline.
+    /// Add a timer and make sure the backend will dispatch by its deadline,
+    /// or within the timer slack after it.
     pub(crate) fn push_timer(&self, when: Instant, cb: Rc<dyn Callback>) {
         self.timers.borrow_mut().push(when, cb);
+        if let NextDispatch::At(armed) = self.armed.get()
+            && when <= armed
+            && when
+                .checked_add(self.timer_slack.get())
+                .is_none_or(|late| late >= armed)
+        {
+            // The wake-up already armed serves this timer too.
+            return;
+        }
         self.arm_if_earlier(NextDispatch::At(when));
     }
 
@@ -173,7 +198,12 @@ impl LoopInner {
         if self.stopping.get() || !self.ready.borrow().is_empty() {
             return NextDispatch::Now;
         }
-        match self.timers.borrow_mut().next_deadline() {
+        let now = self.backend.now();
+        match self
+            .timers
+            .borrow_mut()
+            .next_wake(now, self.timer_slack.get())
+        {
             Some(t) => NextDispatch::At(t),
             None => NextDispatch::OnEvent,
         }
@@ -265,6 +295,9 @@ impl LoopInner {
                 batch.pop_front()
             };
             let Some(item) = next else { break };
+            if let Some(ahead) = batch.get(PREFETCH_AHEAD) {
+                ahead.prefetch();
+            }
             let outcome = match slow {
                 None => item.run(),
                 Some(limit) => {

@@ -35,11 +35,18 @@
 //! - `cur_slot` only moves forward while entries are held, and only to the
 //!   next occupied slot, so it never skips an entry.
 //! - `len` counts the entries held, live or cancelled.
-//! - `cancelled` counts the entries held whose callback was cancelled while
-//!   `Scheduled`; it never exceeds `len`. When more than half the entries
-//!   (and at least `COMPACT_MIN`) are cancelled, every structure is rebuilt
-//!   without them, so scheduling and cancelling any number of timers keeps
-//!   memory proportional to the live ones.
+//! - `cancelled` counts the timers cancelled while `Scheduled` since the
+//!   last compaction, less the cancelled entries dropped from the top of
+//!   `current`: an estimate of the cancelled entries held, never below it.
+//!   It may be above: `pop_due` hands entries out without reading their
+//!   callbacks, so a cancelled entry that falls due leaves uncounted, and a
+//!   due timer cancelled before it runs is counted. When it passes half of
+//!   `len` (and `COMPACT_MIN`), every structure is rebuilt without the
+//!   cancelled entries and it restarts at zero. So scheduling and
+//!   cancelling any number of timers keeps memory proportional to the live
+//!   ones, and since a compaction (`O(len)`) follows at least `len / 2`
+//!   cancels, its cost is amortised `O(1)` per cancel, whatever the error
+//!   of the estimate.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -98,6 +105,9 @@ const COMPACT_MIN: usize = 1024;
 /// A bucket's vector keeps its capacity across reuse up to this many
 /// entries (32 KiB), so a burst leaves at most `SLOTS` times that behind.
 const KEEP_CAPACITY: usize = 1024;
+/// Entries `next_wake` reads at most, looking for deadlines to share a
+/// wake-up with.
+const SLACK_SCAN: usize = 4096;
 /// A bucket's first allocation, in entries.
 const MIN_CAPACITY: usize = 32;
 
@@ -322,7 +332,49 @@ impl TimerQueue {
         }
     }
 
-    /// Move every live timer due at `now` to `out`, in deadline order.
+    /// When to wake for the timers: the earliest live deadline, or, with a
+    /// `slack`, the latest deadline held that is at most `slack` after it,
+    /// so that timers close together share one wake-up. No timer runs
+    /// early that way, and none waits more than `slack` past its deadline
+    /// (plus the host's own rounding). A deadline already reached at `now`
+    /// is returned as it is: the loop is behind, there is nothing to share.
+    ///
+    /// The search looks at the current slot's heap, the wheel buckets up to
+    /// `slack` ahead and the far heap's first entry, and reads at most
+    /// `SLACK_SCAN` entries: past that it settles for the latest found,
+    /// which is still within `slack`.
+    pub(crate) fn next_wake(&mut self, now: Instant, slack: Duration) -> Option<Instant> {
+        let first = self.next_deadline()?;
+        if slack.is_zero() || first <= now {
+            return Some(first);
+        }
+        let d0 = self.to_nanos(first);
+        let limit = d0.saturating_add(u64::try_from(slack.as_nanos()).unwrap_or(u64::MAX));
+        let mut wake = d0;
+        let mut budget = SLACK_SCAN;
+        let mut consider = |entries: &mut dyn Iterator<Item = &Entry>| {
+            for e in entries.take(budget) {
+                budget -= 1;
+                if e.when <= limit && e.when > wake {
+                    wake = e.when;
+                }
+            }
+        };
+        consider(&mut self.current.iter());
+        let last_slot = (limit >> SHIFT).min(self.cur_slot + SLOTS - 1);
+        for slot in self.cur_slot + 1..=last_slot {
+            let i = (slot % SLOTS) as usize;
+            if self.occupied[i / 64] & (1 << (i % 64)) != 0 {
+                consider(&mut self.wheel[i].iter());
+            }
+        }
+        consider(&mut self.far.peek().into_iter());
+        Some(self.to_instant(wake))
+    }
+
+    /// Move every timer due at `now` to `out`, in deadline order. Timers
+    /// cancelled but still held are handed out too (their callbacks are
+    /// not read here) and do nothing when they run.
     pub(crate) fn pop_due(&mut self, now: Instant, mut out: impl FnMut(Rc<dyn Callback>)) {
         let now = self.to_nanos(now);
         loop {
@@ -332,12 +384,11 @@ impl TimerQueue {
                 }
                 let Some(e) = self.current.pop() else { break };
                 self.len -= 1;
-                if e.is_live() {
-                    e.cb.set_ready();
-                    out(e.cb);
-                } else {
-                    self.cancelled = self.cancelled.saturating_sub(1);
-                }
+                // The callback is not read here: a timer cancelled meanwhile
+                // is skipped when it runs. With a million timers each
+                // callback is a cache miss, and this keeps it to one, when
+                // the callback runs.
+                out(e.cb);
             }
             // `current` is empty; the next slot is due only if it starts by
             // `now` (every deadline in it is at least its start).
@@ -481,6 +532,39 @@ mod tests {
         assert!(q.len() <= COMPACT_MIN, "{} entries left", q.len());
         assert_eq!(q.next_deadline(), None);
         assert_eq!(q.len(), 0, "next_deadline drops what is cancelled");
+    }
+
+    /// `next_wake` picks the latest deadline within the slack of the
+    /// earliest, wherever it waits (current slot, wheel, far heap), and
+    /// never moves a wake-up the loop is already late for.
+    #[test]
+    fn next_wake_shares_a_wake_up_within_the_slack() {
+        let t0 = Instant::now();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let ms = |x: f64| t0 + Duration::from_secs_f64(x / 1e3);
+        let mut q = TimerQueue::new(t0);
+        // 10 ms, then 10.1 ms (same slot), 10.9 ms (a later slot), 11.5 ms
+        // (past a 1 ms slack), and one in the far heap.
+        for (i, at) in [10.0, 10.1, 10.9, 11.5, 400.0].into_iter().enumerate() {
+            q.push(ms(at), timer(i as u64, &log));
+        }
+        let at = |q: &mut TimerQueue, slack_us: u64| {
+            q.next_wake(t0, Duration::from_micros(slack_us)).unwrap()
+        };
+        assert_eq!(at(&mut q, 0), ms(10.0), "no slack: the earliest deadline");
+        assert_eq!(at(&mut q, 50), ms(10.0), "nothing else within 50 us");
+        assert_eq!(at(&mut q, 500), ms(10.1));
+        assert_eq!(at(&mut q, 1000), ms(10.9));
+        assert_eq!(at(&mut q, 1500), ms(11.5));
+        assert_eq!(at(&mut q, 390_000), ms(400.0), "the far heap counts too");
+        // Already late for the first: wake now, whatever the slack.
+        let late = q.next_wake(ms(10.05), Duration::from_millis(1)).unwrap();
+        assert_eq!(late, ms(10.0));
+        // Only the far timer left (the others fired): it alone decides.
+        let mut due = Vec::new();
+        q.pop_due(ms(12.0), |cb| due.push(cb));
+        assert_eq!(due.len(), 4);
+        assert_eq!(at(&mut q, 1000), ms(400.0));
     }
 
     #[test]
