@@ -352,7 +352,7 @@ impl Loop {
         let location = Location::caller();
         self.inner.check_open()?;
         let cb = CallbackCell::new_rc(f, State::Ready, location);
-        self.inner.push_ready(Ready::Call(cb.clone()));
+        self.inner.push_ready_with(|| Ready::Call(cb.clone()));
         Ok(Handle { cb })
     }
 
@@ -374,7 +374,8 @@ impl Loop {
     pub fn call_soon_detached(&self, f: impl FnOnce() + 'static) -> Result<()> {
         let location = Location::caller();
         self.inner.check_open()?;
-        self.inner.push_ready(Ready::Boxed(Box::new(f), location));
+        self.inner
+            .push_ready_with(|| Ready::Boxed(Box::new(f), location));
         Ok(())
     }
 
@@ -818,6 +819,7 @@ impl Drop for RunGuard<'_> {
 }
 
 impl LoopInner {
+    #[inline]
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.run_state.get() == RunState::Closed {
             Err(Error::closed())

@@ -27,6 +27,50 @@ fn er01_a_panicking_callback_is_reported_with_context_and_the_loop_goes_on() {
     );
 }
 
+/// The batch runs under one unwind guard, set up again after each panic:
+/// several panics in one batch, from every kind of item, are each reported
+/// with their own call site, and everything else runs, in order.
+#[test]
+fn er01_several_panics_in_one_batch_each_report_their_own_call_site() {
+    let lp = Loop::new().unwrap();
+    let reports = record_exceptions(&lp);
+    let log = Log::new();
+    let push = |what: &'static str| {
+        let l = log.clone();
+        move || l.push(what)
+    };
+    lp.call_soon_detached(push("1")).unwrap();
+    let detached_line = line!() + 1;
+    lp.call_soon_detached(|| panic!("detached")).unwrap();
+    lp.call_soon(push("2")).unwrap();
+    let handle_line = line!() + 1;
+    lp.call_soon(|| panic!("with a handle")).unwrap();
+    let task_line = line!() + 1;
+    let task = lp.spawn(async { panic!("task") }).unwrap();
+    lp.call_soon_detached(push("3")).unwrap();
+    run_once(&lp);
+    assert_eq!(log.get(), ["1", "2", "3"]);
+    let seen: Vec<(String, u32)> = reports
+        .get()
+        .iter()
+        .map(|r| {
+            let message = r.panic_message().unwrap_or_default().to_owned();
+            let location = r.location().expect("a call site");
+            assert!(location.file().ends_with("errors.rs"));
+            (message, location.line())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("detached".to_owned(), detached_line),
+            ("with a handle".to_owned(), handle_line),
+            ("task".to_owned(), task_line),
+        ]
+    );
+    drop(task);
+}
+
 #[test]
 fn er01_the_report_comes_during_the_run_not_at_close() {
     let lp = Loop::new().unwrap();
