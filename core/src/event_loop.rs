@@ -327,8 +327,8 @@ impl Loop {
     ///
     /// The returned [`Handle`] cancels it. Code that never cancels can use
     /// [`call_soon_detached`](Loop::call_soon_detached), which skips the
-    /// cancellable cell (PERFORMANCE.md: about 2.3x the cost of a plain
-    /// boxed closure with the handle, close to it without).
+    /// cancellable cell (docs/benchmarks.md: about 1.7x the cost of a plain
+    /// boxed closure with the handle, 1.3x without).
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] after [`close`](Loop::close).
