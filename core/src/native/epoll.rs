@@ -165,12 +165,13 @@ impl Registry {
                 // most `cap` entries; `t` is a valid `__kernel_timespec`
                 // that outlives the call; a null sigmask (size 0) leaves
                 // the signal mask alone; `epfd` is our epoll fd, open.
+                // The variadic `syscall` reads every argument as a `long`.
                 let r = unsafe {
                     libc::syscall(
                         libc::SYS_epoll_pwait2,
-                        epfd,
+                        libc::c_long::from(epfd),
                         buf,
-                        cap,
+                        libc::c_long::from(cap),
                         std::ptr::from_ref(t),
                         std::ptr::null::<libc::sigset_t>(),
                         0usize,
