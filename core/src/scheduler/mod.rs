@@ -49,7 +49,9 @@ use fds::FdCallback;
 use inbox::Remote;
 
 /// How far ahead of the running item the batch loop prefetches: far enough
-/// that a memory load (~100 ns) overlaps a few small callbacks.
+/// that a cache miss (~100 ns) is over before the item runs. 2, 4, 8 and 16
+/// measured the same within noise on 1e6 timers; 16 is what the recorded
+/// benchmarks ran with.
 const PREFETCH_AHEAD: usize = 16;
 
 /// An item of the ready queue.
