@@ -8,7 +8,8 @@
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -316,11 +317,44 @@ fn edge_triggered_readiness_fails_fd_01() {
     );
 }
 
+/// How many bytes loopback TCP takes from a writer whose reader does not
+/// read, before the writer would block: what FC-04's peer gets in.
+fn loopback_capacity() -> usize {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut w = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+    let (_silent, _) = l.accept().expect("accept");
+    w.set_nonblocking(true).expect("nonblocking");
+    let chunk = [0u8; 64 * 1024];
+    let mut held = 0;
+    while held < 64 << 20 {
+        match w.write(&chunk) {
+            Ok(n) => held += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    held
+}
+
 /// A transport on edge-triggered readiness: resuming reads with megabytes
 /// waiting in the kernel and the peer silent gets no new edge, so the rest
 /// never arrives.
+///
+/// That needs more waiting than one read takes (the default loop's
+/// transports read 256 KiB at a time); where loopback buffers are tuned
+/// smaller, one read drains them, FC-04 cannot tell, and this test says so
+/// and skips (FD-01 catches the same backend everywhere).
 #[test]
 fn edge_triggered_readiness_fails_fc_04() {
+    let held = loopback_capacity();
+    if held < 512 * 1024 {
+        eprintln!(
+            "skipped: loopback TCP holds only {held} bytes for a reader that does not \
+             read; FC-04 sees edge-triggered readiness only when more than one \
+             256 KiB read is waiting"
+        );
+        return;
+    }
     let mut s = spec("edge-triggered", || {
         Ok(Setup::new(Loop::with_backend(EdgeTriggered::new()?)?))
     });

@@ -9,7 +9,9 @@ use std::thread;
 use std::time::Duration;
 
 use oneloop::{ErrorKind, Loop, Transport};
-use transport_fixtures::{Event, Recorder, Shared, new_loop, run, run_until};
+use transport_fixtures::{
+    Event, Recorder, Shared, new_loop, pattern_from, run, run_until, write_until_buffered,
+};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -113,7 +115,7 @@ fn fc03_pause_from_inside_data_received_comes_after_it_returns() {
         let sh2 = sh.clone();
         r.on_data = Some(Box::new(move |t: &Transport, _: &[u8]| {
             t.set_write_buffer_limits(Some(1024), None).unwrap();
-            t.write(&vec![1u8; 8 << 20]).unwrap();
+            write_until_buffered(t, 1024, 64 * 1024);
             assert!(t.is_writing_paused());
             sh2.mark("data_received returns");
         }));
@@ -154,20 +156,19 @@ fn fc02_write_buffer_limits_are_checked_and_derived() {
     assert_eq!(t.get_write_buffer_limits(), (0, 0));
 
     // high = 0: paused whenever anything is buffered, resumed when empty.
-    let big = vec![3u8; 8 << 20];
-    t.write(&big).unwrap();
+    let written = write_until_buffered(&t, 0, 1 << 20);
     let buffered = t.get_write_buffer_size();
     assert!(
-        buffered > 0 && buffered <= big.len(),
-        "exact size: {buffered}"
+        buffered <= 1 << 20,
+        "{buffered} bytes buffered, more than the last write"
     );
     assert_eq!(sh.count(&Event::Pause), 1);
-    let reader = drain_in_thread(peer, big.len());
+    let reader = drain_in_thread(peer, written);
     run_until(&lp, LIMIT, || sh.count(&Event::Resume) == 1);
     assert_eq!(t.get_write_buffer_size(), 0);
     t.close();
     run_until(&lp, LIMIT, || sh.lost());
-    assert_eq!(reader.join().unwrap(), big);
+    assert!(reader.join().unwrap() == pattern_from(0, written));
     sh.assert_complete();
 }
 
@@ -269,16 +270,15 @@ fn fc06_resume_writing_writes_elsewhere_and_close_while_paused_completes() {
     });
     t.pause_reading();
     t.set_write_buffer_limits(Some(0), None).unwrap();
-    let big = vec![5u8; 4 << 20];
-    t.write(&big).unwrap();
-    let reader = drain_in_thread(peer, big.len());
+    let written = write_until_buffered(&t, 0, 1 << 20);
+    let reader = drain_in_thread(peer, written);
     run_until(&lp, LIMIT, || sh.count(&Event::Resume) == 1);
     let mut buf = [0; 7];
     other_peer.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"resumed");
     t.close();
     run_until(&lp, LIMIT, || sh.lost());
-    assert_eq!(reader.join().unwrap().len(), big.len());
+    assert_eq!(reader.join().unwrap().len(), written);
     sh.assert_complete();
     other.close();
     run_until(&lp, LIMIT, || other_sh.lost());

@@ -206,9 +206,12 @@ fn ud02_an_unconnected_endpoint_needs_an_address() {
 #[test]
 fn ud03_an_unreachable_port_is_error_received_not_the_end() {
     let lp = new_loop();
-    let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = gone.local_addr().unwrap();
-    drop(gone);
+    // Bound, so no other socket takes the port, and connected elsewhere, so
+    // it matches none of our datagrams: the kernel answers each with ICMP
+    // port unreachable. (Binding and releasing a port races.)
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    holder.connect("127.0.0.1:9").unwrap();
+    let addr = holder.local_addr().unwrap();
     let log = Log::default();
     let l2 = log.clone();
     let t = run(
@@ -231,8 +234,8 @@ fn ud03_an_unreachable_port_is_error_received_not_the_end() {
     });
     assert!(!t.is_closing(), "still open");
     // Someone listens there now: it can reach us.
-    let back = UdpSocket::bind(addr).unwrap();
-    back.send_to(b"here", t.sockname().unwrap()).unwrap();
+    holder.connect(t.sockname().unwrap()).unwrap();
+    holder.send(b"here").unwrap();
     run_until(&lp, LIMIT, || log.datagrams() == 1);
     t.close();
     run_until(&lp, LIMIT, || log.lost());

@@ -105,12 +105,17 @@ fn empty_input_is_a_clean_exchange() {
 /// Nobody listening: the client says so and exits 1.
 #[test]
 fn a_refused_connection_is_reported() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Bound but not listening: connects are refused, and no server another
+    // test starts can take the port meanwhile (bind-then-release races).
+    let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    holder.bind(&loopback.into()).unwrap();
+    let port = holder.local_addr().unwrap().as_socket().unwrap().port();
     let (ok, out, err) = run_client("native", port, Vec::new());
-    assert!(!ok);
+    assert!(
+        !ok,
+        "the client connected to a port nobody listens on: {err}"
+    );
     assert!(out.is_empty());
     assert!(err.contains("echo_client: "), "{err}");
     assert!(err.to_lowercase().contains("refused"), "{err}");

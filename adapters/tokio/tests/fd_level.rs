@@ -214,10 +214,12 @@ fn close_unwatches_and_leaves_fd_usable() {
 fn error_only_readiness_reaches_the_reader() {
     in_local_set(async {
         let lp = oneloop_tokio::attach().unwrap();
-        // A port nobody listens on: bind, learn the port, close.
-        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let target = closed.local_addr().unwrap();
-        drop(closed);
+        // A port that answers with ICMP port unreachable: bound, so no
+        // other socket takes it, and connected elsewhere, so it matches none
+        // of our datagrams. (Binding and releasing a port races.)
+        let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        holder.connect("127.0.0.1:9").unwrap();
+        let target = holder.local_addr().unwrap();
         let sock = Rc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
         sock.set_nonblocking(true).unwrap();
         sock.connect(target).unwrap();

@@ -10,7 +10,10 @@ use std::thread;
 
 use oneloop::{ErrorKind, Transport};
 
-use super::proto::{Event, PEER_LIMIT, Recorder, Shared, connected, drain_in_thread, join_on_loop};
+use super::proto::{
+    Event, PEER_LIMIT, Recorder, Shared, connected, drain_in_thread, join_on_loop, pattern,
+    pattern_from, write_until_buffered,
+};
 use crate::Env;
 
 /// FC-01 (MUST): `pause_writing` is called once when the buffer goes
@@ -101,12 +104,11 @@ pub fn write_buffer_limits_checked_and_exact(env: &Env) {
         "high = 0 forces low = 0"
     );
 
-    let big = vec![3u8; 8 << 20];
-    t.write(&big).expect("write");
+    let end = write_until_buffered(&t, 0, 1 << 20);
     let buffered = t.get_write_buffer_size();
     assert!(
-        buffered > 0 && buffered <= big.len(),
-        "buffer size {buffered}"
+        buffered <= 1 << 20,
+        "{buffered} bytes buffered, more than the last write"
     );
     assert_eq!(
         sh.count(&Event::Pause),
@@ -115,13 +117,13 @@ pub fn write_buffer_limits_checked_and_exact(env: &Env) {
     );
     // With bytes already queued, a write only appends: the size grows by
     // exactly its length.
-    t.write(&[3u8; 1000]).expect("write");
+    t.write(&pattern_from(end, 1000)).expect("write");
     assert_eq!(
         t.get_write_buffer_size(),
         buffered + 1000,
         "get_write_buffer_size is not exact"
     );
-    let total = big.len() + 1000;
+    let total = end + 1000;
     let reader = drain_in_thread(peer, total);
     env.run_until_true(|| sh.count(&Event::Resume) == 1);
     assert_eq!(
@@ -133,7 +135,7 @@ pub fn write_buffer_limits_checked_and_exact(env: &Env) {
     env.run_until_true(|| sh.lost());
     let got = join_on_loop(env, reader);
     assert_eq!(got.len(), total, "bytes lost");
-    assert!(got.iter().all(|&b| b == 3), "bytes garbled");
+    assert!(got == pattern(total), "bytes garbled or out of order");
     sh.assert_complete();
 }
 
@@ -143,7 +145,7 @@ pub fn write_buffer_limits_checked_and_exact(env: &Env) {
 pub fn pause_comes_with_the_crossing_write(env: &Env) {
     let (t, sh, _peer) = connected(env, Recorder::new);
     t.set_write_buffer_limits(Some(1024), None).expect("limits");
-    t.write(&vec![1u8; 8 << 20]).expect("write");
+    write_until_buffered(&t, 1024, 64 * 1024);
     assert_eq!(
         sh.count(&Event::Pause),
         1,
@@ -158,7 +160,7 @@ pub fn pause_comes_with_the_crossing_write(env: &Env) {
         let sh2 = sh.clone();
         r.on_data = Some(Box::new(move |t: &Transport, _: &[u8]| {
             t.set_write_buffer_limits(Some(1024), None).expect("limits");
-            t.write(&vec![1u8; 8 << 20]).expect("write");
+            write_until_buffered(t, 1024, 64 * 1024);
             sh2.mark("data_received returns");
         }));
         r
@@ -276,9 +278,8 @@ pub fn resume_writing_may_write_elsewhere(env: &Env) {
     });
     t.pause_reading();
     t.set_write_buffer_limits(Some(0), None).expect("limits");
-    let big = vec![5u8; 4 << 20];
-    t.write(&big).expect("write");
-    let reader = drain_in_thread(peer, big.len());
+    let written = write_until_buffered(&t, 0, 1 << 20);
+    let reader = drain_in_thread(peer, written);
     env.run_until_true(|| sh.count(&Event::Resume) == 1);
     other_peer
         .set_read_timeout(Some(PEER_LIMIT))
@@ -291,7 +292,7 @@ pub fn resume_writing_may_write_elsewhere(env: &Env) {
     assert_eq!(&join_on_loop(env, got), b"resumed");
     t.close();
     env.run_until_true(|| sh.lost());
-    assert_eq!(join_on_loop(env, reader).len(), big.len());
+    assert_eq!(join_on_loop(env, reader).len(), written);
     sh.assert_complete();
     other.close();
     env.run_until_true(|| other_sh.lost());

@@ -266,14 +266,62 @@ pub(crate) fn listener() -> (TcpListener, SocketAddr) {
     (l, a)
 }
 
-/// A loopback address nobody listens on (bound, then released).
-pub(crate) fn refused_addr() -> SocketAddr {
-    listener().1
+/// A loopback port that refuses connections, and the socket that holds
+/// it: bound, so no other test's socket takes the port while it lives, but
+/// not listening. (Binding and releasing a port races: a server elsewhere
+/// may bind it before the connect.)
+pub(crate) fn refusing_port() -> (socket2::Socket, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind a loopback port");
+    let a = s
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("its address");
+    (s, a)
 }
 
 /// `n` bytes of a pattern that shows reordering and loss.
 pub(crate) fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    pattern_from(0, n)
+}
+
+/// `len` bytes of [`pattern`]'s sequence, from its byte `from` on.
+pub(crate) fn pattern_from(from: usize, len: usize) -> Vec<u8> {
+    (from..from + len)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect()
+}
+
+/// More than a loopback connection whose peer never reads takes into the
+/// kernel; a writer that gets this far without buffering a byte has lost
+/// data or blocked.
+pub(crate) const KERNEL_CAP: usize = 256 << 20;
+
+/// Writes [`pattern`]'s sequence to `t` in `chunk`-byte writes until the
+/// transport holds more than `above` bytes — the kernel took all it would
+/// and the rest waits in the buffer — and returns how many were written.
+/// The peer must not be reading.
+///
+/// No fixed size can stand in for this loop: Linux autotunes loopback
+/// buffers (a send buffer grows up to `net.ipv4.tcp_wmem`'s maximum) and
+/// how far they grow differs between machines; 4 MiB fit whole on one CI
+/// machine.
+pub(crate) fn write_until_buffered(t: &Transport, above: usize, chunk: usize) -> usize {
+    let mut written = 0;
+    while t.get_write_buffer_size() <= above {
+        assert!(
+            written < KERNEL_CAP,
+            "wrote {} MiB to a peer that never reads and write() never buffered",
+            written >> 20
+        );
+        t.write(&pattern_from(written, chunk))
+            .expect("write on an open transport");
+        written += chunk;
+    }
+    written
 }
 
 /// `create_connection` on the loop to a blocking std listener: the

@@ -16,7 +16,7 @@ use oneloop::{ConnectOptions, ErrorKind, Protocol, ServerOptions, Transport};
 
 use super::proto::{
     Event, Phase, Recorder, Shared, connected, drain_in_thread, join_on_loop, listener, pattern,
-    refused_addr,
+    pattern_from, refusing_port, write_until_buffered,
 };
 use crate::Env;
 
@@ -150,25 +150,33 @@ pub fn create_connection_resolves_after_made(env: &Env) {
 /// defined error, never a crash.
 pub fn write_never_blocks_and_keeps_order(env: &Env) {
     let (t, sh, peer) = connected(env, Recorder::new);
-    let payload = pattern(4 << 20);
-    // The peer is not reading yet: 4 MiB cannot all go to the kernel, so
-    // write() must buffer and return.
-    for c in payload.chunks(100_000) {
-        t.write(c).expect("write on an open transport");
+    // The peer is not reading yet: write until the kernel is full and
+    // write() must buffer and return, then go on in tiny, odd and large
+    // writes that only append to the buffer.
+    let mut end = write_until_buffered(&t, 0, 100_000);
+    let first_buffered = t.get_write_buffer_size();
+    for n in [1usize, 7, 1000, 65_536, 3, 100_000]
+        .iter()
+        .cycle()
+        .take(60)
+    {
+        t.write(&pattern_from(end, *n))
+            .expect("write on an open transport");
+        end += n;
     }
     t.writelines([&b""[..], &b"tail-1"[..], &b"tail-2"[..]])
         .expect("writelines");
     assert!(
-        t.get_write_buffer_size() > 0,
-        "4 MiB fit the socket: the buffering path was not exercised"
+        t.get_write_buffer_size() > first_buffered,
+        "writes to a full socket were not buffered"
     );
-    let want = payload.len() + 12;
+    let want = end + 12;
     let reader = drain_in_thread(peer, want);
     env.run_until_true(|| t.get_write_buffer_size() == 0);
     let got = join_on_loop(env, reader);
     assert_eq!(got.len(), want, "every byte arrives");
     assert!(
-        got[..payload.len()] == payload[..] && &got[payload.len()..] == b"tail-1tail-2",
+        got[..end] == pattern(end)[..] && &got[end..] == b"tail-1tail-2",
         "the bytes arrive in the order written"
     );
     t.close();
@@ -226,7 +234,7 @@ pub fn close_flushes_then_loses_cleanly(env: &Env) {
 /// close, raises nothing.
 pub fn abort_discards_and_loses_later(env: &Env) {
     let (t, sh, mut peer) = connected(env, Recorder::new);
-    t.write(&pattern(4 << 20)).expect("write");
+    let written = write_until_buffered(&t, 0, 1 << 20);
     t.abort();
     assert!(!sh.lost(), "connection_lost ran inside abort()");
     assert_eq!(t.get_write_buffer_size(), 0, "abort() keeps the buffer");
@@ -239,8 +247,8 @@ pub fn abort_discards_and_loses_later(env: &Env) {
     let mut got = Vec::new();
     let _ = peer.read_to_end(&mut got);
     assert!(
-        got.len() < 4 << 20,
-        "the peer got everything: nothing was discarded"
+        got.len() < written,
+        "the peer got all {written} bytes: nothing was discarded"
     );
 }
 
@@ -493,8 +501,9 @@ pub fn adopted_socket_and_bind_errors(env: &Env) {
             Recorder::new(&Shared::new())
         }
     };
+    let (_holder, refusing) = refusing_port();
     let err = env
-        .run_until(lp.create_connection(factory.clone(), refused_addr()))
+        .run_until(lp.create_connection(factory.clone(), refusing))
         .expect_err("a connect to a closed port succeeded");
     assert_eq!(
         err.io_error().map(std::io::Error::kind),

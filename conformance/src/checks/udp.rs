@@ -197,17 +197,21 @@ pub fn datagrams_whole_with_source(env: &Env) {
 /// UD-03 (SHOULD): `error_received` does not close the endpoint: sending to
 /// a port with no listener does not break later receives.
 pub fn error_received_does_not_close(env: &Env) {
-    let gone = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let addr = gone.local_addr().expect("addr");
-    drop(gone);
+    // Bound, so no other socket takes the port, and connected elsewhere, so
+    // it matches none of our datagrams: the kernel answers each with ICMP
+    // port unreachable. (Binding and releasing a port races.)
+    let holder = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    holder.connect("127.0.0.1:9").expect("connect elsewhere");
+    let addr = holder.local_addr().expect("addr");
     let (t, log) = endpoint(env, DatagramOptions::new().remote_addr(addr), false);
     t.sendto(b"anyone?", None).expect("sendto");
     env.run_until_true(|| log.events().iter().any(|e| matches!(e, Ev::Error(_))));
     assert!(!t.is_closing(), "error_received closed the endpoint");
     // Someone listens there now and answers.
-    let back = UdpSocket::bind(addr).expect("rebind the port");
-    back.send_to(b"here", t.sockname().expect("sockname"))
-        .expect("send");
+    holder
+        .connect(t.sockname().expect("sockname"))
+        .expect("connect to the endpoint");
+    holder.send(b"here").expect("send");
     env.run_until_true(|| log.datagrams() == 1);
     t.close();
     env.run_until_true(|| log.lost());

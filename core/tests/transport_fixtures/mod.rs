@@ -325,3 +325,32 @@ impl Flag {
         self.0.load(Ordering::Acquire)
     }
 }
+
+/// `len` bytes of a pattern that shows reordering and loss, from its byte
+/// `from` on.
+pub fn pattern_from(from: usize, len: usize) -> Vec<u8> {
+    (from..from + len)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect()
+}
+
+/// Writes [`pattern_from`]'s sequence to `t` in `chunk`-byte writes until
+/// the transport holds more than `above` bytes, and returns how many were
+/// written. The peer must not be reading.
+///
+/// A fixed size cannot stand in for this loop: Linux autotunes loopback
+/// buffers, and how far they grow differs between machines (4 MiB fit whole
+/// on one CI machine). 256 MiB is far past any of them.
+pub fn write_until_buffered(t: &Transport, above: usize, chunk: usize) -> usize {
+    let mut written = 0;
+    while t.get_write_buffer_size() <= above {
+        assert!(
+            written < 256 << 20,
+            "wrote {} MiB to a peer that never reads and write() never buffered",
+            written >> 20
+        );
+        t.write(&pattern_from(written, chunk)).unwrap();
+        written += chunk;
+    }
+    written
+}
