@@ -18,9 +18,17 @@
 //!   hang-up (FD-07).
 //! - **remote wake**: an atomic flag that `prepare`/`check` read, set before
 //!   `g_main_context_wakeup` (thread-safe, a write to GLib's wakeup fd).
-//! - **recursion**: the source is not `can_recurse` (GLib's default): while
-//!   its dispatch runs, a nested main loop on the same context neither
-//!   dispatches it nor polls its fds. That is decision D4, "suspend".
+//! - **recursion**: while its dispatch runs, a nested main loop on the same
+//!   context (a modal dialog) neither dispatches the source nor polls its
+//!   fds: decision D4, "suspend". GLib would do that itself for a source
+//!   that is not `can_recurse`, but by blocking it around *every* dispatch:
+//!   each watched fd leaves the poll set and comes back, two writes to the
+//!   context's wake-up fd per fd per dispatch, whether anything nests or
+//!   not. So the source is `can_recurse` and suspends itself, only when a
+//!   nested iteration calls `prepare` during its dispatch: its fds leave the
+//!   poll set and its ready time goes to -1 until that dispatch returns
+//!   (`SourceState::suspend`/`resume`); what the backend asks for meanwhile
+//!   is recorded and applied on resume.
 //! - **panics**: every trampoline runs inside `catch_unwind`; nothing
 //!   unwinds into C.
 
@@ -50,16 +58,87 @@ pub(crate) struct SourceState {
     /// True while `dispatch` runs, so that `arm(Now)` issued at the end of a
     /// batch can be told from new work posted by host code (EM-07).
     pub(crate) in_dispatch: Cell<bool>,
-    /// The `g_source_add_unix_fd` tag of each watched fd.
-    fds: RefCell<HashMap<RawFd, Tag>>,
+    /// Each watched fd: its GLib events and, unless suspended, its
+    /// `g_source_add_unix_fd` tag.
+    fds: RefCell<HashMap<RawFd, Watch>>,
+    /// The ready time the backend asked for, applied unless suspended.
+    ready_time: Cell<i64>,
+    /// True for the whole of this source's `dispatch`.
+    dispatching: Cell<bool>,
+    /// True while a nested iteration found this source dispatching: its fds
+    /// are out of GLib's poll set and its ready time is -1 (D4).
+    suspended: Cell<bool>,
     /// The thread that created the source: the only one that may drop the
     /// `!Send` driver.
     owner: ThreadId,
 }
 
+impl SourceState {
+    /// Ask for `us` as the ready time; applied at once unless suspended.
+    ///
+    /// # Safety
+    /// `source` is this state's live, not destroyed source.
+    unsafe fn set_ready_time(&self, source: *mut ffi::GSource, us: i64) {
+        self.ready_time.set(us);
+        if !self.suspended.get() {
+            // SAFETY: by the caller's contract; GLib locks the context.
+            unsafe { ffi::g_source_set_ready_time(source, us) };
+        }
+    }
+
+    /// Take the fds out of GLib's poll set and the ready time off, so that
+    /// a nested iteration neither polls nor dispatches this source (D4).
+    ///
+    /// # Safety
+    /// `source` is this state's live source, and GLib is calling it.
+    unsafe fn suspend(&self, source: *mut ffi::GSource) {
+        if self.suspended.replace(true) {
+            return;
+        }
+        for w in self.fds.borrow_mut().values_mut() {
+            if let Some(tag) = w.tag.take() {
+                // SAFETY: a live tag of this source, removed once (taken).
+                unsafe { ffi::g_source_remove_unix_fd(source, tag.0) };
+            }
+        }
+        // SAFETY: by the caller's contract.
+        unsafe { ffi::g_source_set_ready_time(source, -1) };
+    }
+
+    /// Undo [`suspend`](Self::suspend), with the fds and ready time asked
+    /// for meanwhile.
+    ///
+    /// # Safety
+    /// As for `suspend`.
+    unsafe fn resume(&self, source: *mut ffi::GSource) {
+        // SAFETY: by the caller's contract, a live source.
+        if !self.suspended.replace(false) || unsafe { ffi::g_source_is_destroyed(source) } != 0 {
+            // Not suspended, or closed meanwhile (`destroy` emptied `fds`).
+            return;
+        }
+        for (&fd, w) in self.fds.borrow_mut().iter_mut() {
+            // SAFETY: our source; GLib only polls the fd number.
+            w.tag = Some(Tag(unsafe {
+                ffi::g_source_add_unix_fd(source, fd, w.events)
+            }));
+        }
+        // SAFETY: by the caller's contract.
+        unsafe { ffi::g_source_set_ready_time(source, self.ready_time.get()) };
+    }
+}
+
 /// A `g_source_add_unix_fd` tag.
 #[derive(Clone, Copy)]
 struct Tag(ffi::gpointer);
+
+/// One watched fd.
+#[derive(Clone, Copy)]
+struct Watch {
+    /// The `GIOCondition` bits asked for.
+    events: u32,
+    /// `None` while the source is suspended.
+    tag: Option<Tag>,
+}
 
 /// The C layout GLib allocates: the `GSource` header first, then ours.
 #[repr(C)]
@@ -104,6 +183,9 @@ impl LoopSource {
             woken,
             in_dispatch: Cell::new(false),
             fds: RefCell::new(HashMap::new()),
+            ready_time: Cell::new(-1),
+            dispatching: Cell::new(false),
+            suspended: Cell::new(false),
             owner: thread::current().id(),
         });
         // SAFETY: `FUNCS` lives for the program and GLib never writes
@@ -123,6 +205,12 @@ impl LoopSource {
         unsafe {
             ffi::g_source_set_name(source.to_glib_none().0, c"oneloop".as_ptr());
             ffi::g_source_set_priority(source.to_glib_none().0, priority.into_glib());
+            // GLib would otherwise block the source around every dispatch:
+            // take each fd out of its poll set and put it back, two writes
+            // to its wake-up fd per watched fd per dispatch. The source
+            // suspends itself instead, only when a nested iteration needs
+            // it (see `prepare`).
+            ffi::g_source_set_can_recurse(source.to_glib_none().0, ffi::GTRUE);
         }
         source.attach(Some(ctx));
         LoopSource {
@@ -136,13 +224,14 @@ impl LoopSource {
         &self.state
     }
 
-    /// `g_source_set_ready_time`: 0 now, -1 never, else monotonic µs.
-    /// (GLib returns early when the value is unchanged.)
+    /// `g_source_set_ready_time`: 0 now, -1 never, else monotonic µs;
+    /// kept for the resume while suspended. (GLib returns early when the
+    /// value is unchanged.)
     pub(crate) fn set_ready_time(&self, us: i64) {
         if !self.source.is_destroyed() {
             // SAFETY: the source is valid (see the type's invariant) and not
-            // destroyed; GLib locks the context itself.
-            unsafe { ffi::g_source_set_ready_time(self.source.to_glib_none().0, us) };
+            // destroyed.
+            unsafe { self.state.set_ready_time(self.source.to_glib_none().0, us) };
         }
     }
 
@@ -174,30 +263,37 @@ impl LoopSource {
         match (fds.get(&fd).copied(), interest.is_none()) {
             (None, true) => {}
             (None, false) => {
-                // SAFETY: valid source; GLib only polls the fd number, it
-                // never reads or closes it.
-                let tag = unsafe { ffi::g_source_add_unix_fd(ptr, fd, events) };
-                fds.insert(fd, Tag(tag));
+                let tag = (!self.state.suspended.get()).then(|| {
+                    // SAFETY: valid source; GLib only polls the fd number,
+                    // it never reads or closes it.
+                    Tag(unsafe { ffi::g_source_add_unix_fd(ptr, fd, events) })
+                });
+                fds.insert(fd, Watch { events, tag });
             }
-            (Some(tag), true) => {
+            (Some(w), true) => {
                 fds.remove(&fd);
-                // SAFETY: `tag` came from `g_source_add_unix_fd` on this
-                // source and was not removed yet (it was in the map).
-                unsafe { ffi::g_source_remove_unix_fd(ptr, tag.0) };
+                if let Some(tag) = w.tag {
+                    // SAFETY: `tag` came from `g_source_add_unix_fd` on this
+                    // source and was not removed yet (it was in the map).
+                    unsafe { ffi::g_source_remove_unix_fd(ptr, tag.0) };
+                }
             }
-            (Some(tag), false) => {
-                // SAFETY: as above, a live tag of this source.
-                unsafe { ffi::g_source_modify_unix_fd(ptr, tag.0, events) };
+            (Some(w), false) => {
+                if let Some(tag) = w.tag {
+                    // SAFETY: as above, a live tag of this source.
+                    unsafe { ffi::g_source_modify_unix_fd(ptr, tag.0, events) };
+                }
+                fds.insert(fd, Watch { events, ..w });
             }
         }
     }
 
     /// Remove the source from its context; no callback runs afterwards.
     pub(crate) fn destroy(&self) {
-        let tags: Vec<(RawFd, Tag)> = self.state.fds.borrow_mut().drain().collect();
+        let watches: Vec<(RawFd, Watch)> = self.state.fds.borrow_mut().drain().collect();
         if !self.source.is_destroyed() {
             let ptr = self.source.to_glib_none().0;
-            for (_, tag) in tags {
+            for tag in watches.into_iter().filter_map(|(_, w)| w.tag) {
                 // SAFETY: live tags of this (valid, not destroyed) source.
                 unsafe { ffi::g_source_remove_unix_fd(ptr, tag.0) };
             }
@@ -249,7 +345,15 @@ fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
 unsafe extern "C" fn prepare(source: *mut ffi::GSource, timeout: *mut c_int) -> ffi::gboolean {
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
     let state = unsafe { state(source) };
-    let woken = guard(false, || state.woken.load(Ordering::Acquire));
+    let woken = if state.dispatching.get() {
+        // A nested iteration from inside our dispatch (a modal dialog):
+        // oneloop is suspended until that dispatch returns (D4).
+        // SAFETY: our source, from GLib's call.
+        unsafe { state.suspend(source) };
+        false
+    } else {
+        guard(false, || state.woken.load(Ordering::Acquire))
+    };
     // SAFETY: GLib passes a valid out-pointer. -1 lets the ready time and
     // the fds decide how long GLib may block.
     unsafe { *timeout = if woken { 0 } else { -1 } };
@@ -260,7 +364,8 @@ unsafe extern "C" fn check(source: *mut ffi::GSource) -> ffi::gboolean {
     // GLib itself treats a reached ready time and polled fds as ready.
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
     let state = unsafe { state(source) };
-    guard(false, || state.woken.load(Ordering::Acquire)).into()
+    let woken = !state.dispatching.get() && guard(false, || state.woken.load(Ordering::Acquire));
+    woken.into()
 }
 
 unsafe extern "C" fn dispatch(
@@ -270,8 +375,17 @@ unsafe extern "C" fn dispatch(
 ) -> ffi::gboolean {
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
     let state = unsafe { state(source) };
+    if state.dispatching.get() {
+        // Nested, though `prepare` suspended the source: GLib found it
+        // ready from before the nesting. The outer dispatch serves it.
+        return ffi::GTRUE;
+    }
+    state.dispatching.set(true);
     guard((), || dispatch_state(source, state));
     state.in_dispatch.set(false);
+    state.dispatching.set(false);
+    // SAFETY: our source, from its dispatch.
+    unsafe { state.resume(source) };
     ffi::GTRUE
 }
 
@@ -285,7 +399,8 @@ fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
         .fds
         .borrow()
         .iter()
-        .filter_map(|(&fd, tag)| {
+        .filter_map(|(&fd, w)| {
+            let tag = w.tag?;
             // SAFETY: `source` is ours and `tag` one of its live tags,
             // queried from its own dispatch as GLib documents.
             let cond = unsafe { ffi::g_source_query_unix_fd(source, tag.0) };
@@ -310,7 +425,7 @@ fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
         // ready and spin whoever iterates the context; the next run arms
         // again (EM-06).
         // SAFETY: our own valid source, from its dispatch.
-        unsafe { ffi::g_source_set_ready_time(source, -1) };
+        unsafe { state.set_ready_time(source, -1) };
     }
 }
 

@@ -4,6 +4,8 @@
 mod common;
 
 use std::cell::{Cell, RefCell};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -192,5 +194,59 @@ fn run_from_a_host_callback_fails_at_once() {
     });
     lp.run_forever().unwrap();
     assert_eq!(kind.get(), Some(oneloop::ErrorKind::AlreadyRunning));
+    lp.close().unwrap();
+}
+
+/// While a oneloop callback runs a nested iteration, oneloop's source is
+/// neither polled nor ready, whatever it has pending: a watched fd that
+/// stays readable, queued callbacks and a thread's wake-up. Otherwise every
+/// nested iteration would find it ready and return at once (a modal dialog
+/// spinning a core), or dispatch it re-entrantly. Afterwards all of it runs.
+#[test]
+fn a_suspended_loop_leaves_the_nested_context_idle() {
+    let backend = oneloop_glib::GlibBackend::new();
+    let ctx = backend.main_context().clone();
+    let lp = oneloop::Loop::with_backend(backend).unwrap();
+    let _tw = common::tripwire(&lp);
+    let (readable, mut peer) = UnixStream::pair().unwrap();
+    peer.write_all(b"x").unwrap();
+    let reader_calls = Rc::new(Cell::new(0u32));
+    {
+        let calls = reader_calls.clone();
+        // Never reads: the fd stays readable (level-triggered).
+        lp.add_reader(&readable, move || calls.set(calls.get() + 1))
+            .unwrap();
+    }
+    let nested = Rc::new(Cell::new(None));
+    let (queued_ran, threadsafe_ran) = (lp.create_future::<()>(), lp.create_future::<()>());
+    {
+        let (lp2, nested, queued_ran) = (lp.clone(), nested.clone(), queued_ran.clone());
+        let remote = lp.remote();
+        let threadsafe_ran = threadsafe_ran.clone();
+        lp.call_soon(move || {
+            lp2.call_soon(move || drop(queued_ran.set_result(())))
+                .unwrap();
+            // Run on this thread, where the guarded future lives.
+            let fut = glib::thread_guard::ThreadGuard::new(threadsafe_ran.clone());
+            remote
+                .call_soon_threadsafe(move || drop(fut.get_ref().set_result(())))
+                .unwrap();
+            // The nested loop's view: nothing to do, nothing dispatched.
+            nested.set(Some((ctx.pending(), ctx.iteration(false))));
+        })
+        .unwrap();
+    }
+    lp.run_until_complete(oneloop::timeout(LIMIT, async move {
+        queued_ran.await.unwrap();
+        threadsafe_ran.await.unwrap();
+    }))
+    .unwrap()
+    .expect("the work deferred past the nested iteration ran");
+    assert_eq!(
+        nested.get(),
+        Some((false, false)),
+        "(pending, dispatched) inside the nested iteration"
+    );
+    assert!(reader_calls.get() > 0, "the reader ran after the nesting");
     lp.close().unwrap();
 }
