@@ -349,7 +349,7 @@ unsafe extern "C" fn prepare(source: *mut ffi::GSource, timeout: *mut c_int) -> 
         // A nested iteration from inside our dispatch (a modal dialog):
         // oneloop is suspended until that dispatch returns (D4).
         // SAFETY: our source, from GLib's call.
-        unsafe { state.suspend(source) };
+        guard((), || unsafe { state.suspend(source) });
         false
     } else {
         guard(false, || state.woken.load(Ordering::Acquire))
@@ -385,7 +385,7 @@ unsafe extern "C" fn dispatch(
     state.in_dispatch.set(false);
     state.dispatching.set(false);
     // SAFETY: our source, from its dispatch.
-    unsafe { state.resume(source) };
+    guard((), || unsafe { state.resume(source) });
     ffi::GTRUE
 }
 
