@@ -55,16 +55,16 @@ pub(crate) struct SourceState {
     pub(crate) driver: OnceCell<Driver>,
     /// Set by remote wakes, cleared by the dispatch that serves them.
     pub(crate) woken: Arc<AtomicBool>,
-    /// True while `dispatch` runs, so that `arm(Now)` issued at the end of a
-    /// batch can be told from new work posted by host code (EM-07).
+    /// True while `dispatch` runs the driver: so that `arm(Now)` issued at
+    /// the end of a batch can be told from new work posted by host code
+    /// (EM-07), and so that a nested iteration, which only a callback run
+    /// by the driver can start, finds the source dispatching (D4).
     pub(crate) in_dispatch: Cell<bool>,
     /// Each watched fd: its GLib events and, unless suspended, its
     /// `g_source_add_unix_fd` tag.
     fds: RefCell<HashMap<RawFd, Watch>>,
     /// The ready time the backend asked for, applied unless suspended.
     ready_time: Cell<i64>,
-    /// True for the whole of this source's `dispatch`.
-    dispatching: Cell<bool>,
     /// True while a nested iteration found this source dispatching: its fds
     /// are out of GLib's poll set and its ready time is -1 (D4).
     suspended: Cell<bool>,
@@ -184,7 +184,6 @@ impl LoopSource {
             in_dispatch: Cell::new(false),
             fds: RefCell::new(HashMap::new()),
             ready_time: Cell::new(-1),
-            dispatching: Cell::new(false),
             suspended: Cell::new(false),
             owner: thread::current().id(),
         });
@@ -345,7 +344,7 @@ fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
 unsafe extern "C" fn prepare(source: *mut ffi::GSource, timeout: *mut c_int) -> ffi::gboolean {
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
     let state = unsafe { state(source) };
-    let woken = if state.dispatching.get() {
+    let woken = if state.in_dispatch.get() {
         // A nested iteration from inside our dispatch (a modal dialog):
         // oneloop is suspended until that dispatch returns (D4).
         // SAFETY: our source, from GLib's call.
@@ -364,7 +363,7 @@ unsafe extern "C" fn check(source: *mut ffi::GSource) -> ffi::gboolean {
     // GLib itself treats a reached ready time and polled fds as ready.
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
     let state = unsafe { state(source) };
-    let woken = !state.dispatching.get() && guard(false, || state.woken.load(Ordering::Acquire));
+    let woken = !state.in_dispatch.get() && guard(false, || state.woken.load(Ordering::Acquire));
     woken.into()
 }
 
@@ -375,15 +374,14 @@ unsafe extern "C" fn dispatch(
 ) -> ffi::gboolean {
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
     let state = unsafe { state(source) };
-    if state.dispatching.get() {
+    if state.in_dispatch.get() {
         // Nested, though `prepare` suspended the source: GLib found it
         // ready from before the nesting. The outer dispatch serves it.
         return ffi::GTRUE;
     }
-    state.dispatching.set(true);
     guard((), || dispatch_state(source, state));
+    // Also after a panic in the driver's dispatch.
     state.in_dispatch.set(false);
-    state.dispatching.set(false);
     // SAFETY: our source, from its dispatch.
     guard((), || unsafe { state.resume(source) });
     ffi::GTRUE
