@@ -6,7 +6,7 @@
 //! while dispatching (timers fire 1 ms early in real time), a wake handle
 //! that does not wake, and fd readiness reported only on edges.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{TcpListener, TcpStream};
@@ -118,9 +118,6 @@ impl Backend for EarlyClock {
     fn name(&self) -> &str {
         "early-clock"
     }
-    fn install(&self, driver: Driver) -> io::Result<()> {
-        self.inner.install(driver)
-    }
     fn arm(&self, next: NextDispatch) {
         self.inner.arm(match next {
             NextDispatch::At(t) => NextDispatch::At(t.checked_sub(AHEAD).unwrap_or(t)),
@@ -155,9 +152,11 @@ impl Backend for EarlyClock {
 fn timer_firing_1ms_early_fails_tm_03() {
     catches(
         spec("early-clock", || {
-            Ok(Setup::new(Loop::with_backend(EarlyClock {
-                inner: NativeBackend::new()?,
-                dispatching: Cell::new(false),
+            Ok(Setup::new(Loop::with_backend(|driver| {
+                Ok(EarlyClock {
+                    inner: NativeBackend::new(driver)?,
+                    dispatching: Cell::new(false),
+                })
             })?))
         }),
         "TM-03",
@@ -170,9 +169,6 @@ struct DeafWaker(NativeBackend);
 impl Backend for DeafWaker {
     fn name(&self) -> &str {
         "deaf-waker"
-    }
-    fn install(&self, driver: Driver) -> io::Result<()> {
-        self.0.install(driver)
     }
     fn arm(&self, next: NextDispatch) {
         self.0.arm(next)
@@ -195,9 +191,9 @@ impl Backend for DeafWaker {
 fn threadsafe_call_that_does_not_wake_fails_th_01() {
     catches(
         spec("deaf-waker", || {
-            Ok(Setup::new(Loop::with_backend(DeafWaker(
-                NativeBackend::new()?,
-            ))?))
+            Ok(Setup::new(Loop::with_backend(|driver| {
+                Ok(DeafWaker(NativeBackend::new(driver)?))
+            })?))
         }),
         "TH-01",
     );
@@ -207,17 +203,17 @@ fn threadsafe_call_that_does_not_wake_fails_th_01() {
 /// when it becomes ready, not on every iteration while it stays ready.
 struct EdgeTriggered {
     poller: Arc<polling::Poller>,
-    driver: OnceCell<Driver>,
+    driver: Driver,
     armed: Cell<NextDispatch>,
     watched: RefCell<HashMap<RawFd, Interest>>,
     events: RefCell<polling::Events>,
 }
 
 impl EdgeTriggered {
-    fn new() -> io::Result<EdgeTriggered> {
+    fn new(driver: Driver) -> io::Result<EdgeTriggered> {
         Ok(EdgeTriggered {
             poller: Arc::new(polling::Poller::new()?),
-            driver: OnceCell::new(),
+            driver,
             armed: Cell::new(NextDispatch::OnEvent),
             watched: RefCell::new(HashMap::new()),
             events: RefCell::new(polling::Events::new()),
@@ -229,11 +225,6 @@ impl Backend for EdgeTriggered {
     fn name(&self) -> &str {
         "edge-triggered"
     }
-    fn install(&self, driver: Driver) -> io::Result<()> {
-        self.driver
-            .set(driver)
-            .map_err(|_| io::Error::other("installed twice"))
-    }
     fn arm(&self, next: NextDispatch) {
         self.armed.set(next);
     }
@@ -244,10 +235,7 @@ impl Backend for EdgeTriggered {
         })
     }
     fn turn(&self) -> io::Result<()> {
-        let driver = self
-            .driver
-            .get()
-            .ok_or_else(|| io::Error::other("not installed"))?;
+        let driver = &self.driver;
         let timeout = self
             .armed
             .get()
@@ -311,7 +299,7 @@ impl Backend for EdgeTriggered {
 fn edge_triggered_readiness_fails_fd_01() {
     catches(
         spec("edge-triggered", || {
-            Ok(Setup::new(Loop::with_backend(EdgeTriggered::new()?)?))
+            Ok(Setup::new(Loop::with_backend(EdgeTriggered::new)?))
         }),
         "FD-01",
     );
@@ -356,7 +344,7 @@ fn edge_triggered_readiness_fails_fc_04() {
         return;
     }
     let mut s = spec("edge-triggered", || {
-        Ok(Setup::new(Loop::with_backend(EdgeTriggered::new()?)?))
+        Ok(Setup::new(Loop::with_backend(EdgeTriggered::new)?))
     });
     s.caps |= Caps::TCP;
     catches(s, "FC-04");
@@ -376,9 +364,11 @@ fn a_must_divergence_is_never_waived() {
 fn a_should_divergence_is_an_expected_failure_until_it_passes() {
     // TM-03 on the early clock: listed, so an expected failure.
     let mut early = spec("early-clock", || {
-        Ok(Setup::new(Loop::with_backend(EarlyClock {
-            inner: NativeBackend::new()?,
-            dispatching: Cell::new(false),
+        Ok(Setup::new(Loop::with_backend(|driver| {
+            Ok(EarlyClock {
+                inner: NativeBackend::new(driver)?,
+                dispatching: Cell::new(false),
+            })
         })?))
     });
     early.divergences = &[oneloop_conformance::Divergence {

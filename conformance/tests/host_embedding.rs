@@ -98,15 +98,22 @@ struct HostBackend {
     attached: bool,
 }
 
+impl HostBackend {
+    /// The backend's constructor: the host (which exists before the loop)
+    /// learns the loop's driver here.
+    fn build(host: Rc<Host>, attached: bool) -> impl FnOnce(Driver) -> io::Result<HostBackend> {
+        move |driver| {
+            host.driver
+                .set(driver)
+                .map_err(|_| io::Error::other("the host already has a loop"))?;
+            Ok(HostBackend { host, attached })
+        }
+    }
+}
+
 impl Backend for HostBackend {
     fn name(&self) -> &str {
         "test-host"
-    }
-    fn install(&self, driver: Driver) -> io::Result<()> {
-        self.host
-            .driver
-            .set(driver)
-            .map_err(|_| io::Error::other("installed twice"))
     }
     fn arm(&self, next: NextDispatch) {
         self.host.armed.set(Some(next));
@@ -165,10 +172,7 @@ impl HostDriver for TestHostDriver {
 
 fn setup(attached: bool) -> oneloop::Result<Setup> {
     let host = Rc::new(Host::default());
-    let lp: Loop = LoopBuilder::new().build_with(HostBackend {
-        host: host.clone(),
-        attached,
-    })?;
+    let lp: Loop = LoopBuilder::new().build_with(HostBackend::build(host.clone(), attached))?;
     Ok(Setup::with_host(lp.clone(), TestHostDriver(host, lp)))
 }
 
@@ -236,10 +240,7 @@ fn owned_host_passes_the_suite() {
 fn a_nested_loop_deaf_to_stop_fails_em_04() {
     fn deaf() -> oneloop::Result<Setup> {
         let host = Rc::new(Host::default());
-        let lp: Loop = LoopBuilder::new().build_with(HostBackend {
-            host: host.clone(),
-            attached: false,
-        })?;
+        let lp: Loop = LoopBuilder::new().build_with(HostBackend::build(host.clone(), false))?;
         // The helper watches a loop that is never stopped.
         Ok(Setup::with_host(lp, TestHostDriver(host, Loop::new()?)))
     }

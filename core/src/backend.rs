@@ -6,11 +6,14 @@
 //! every backend gives the same guarantees, whatever order its host
 //! dispatches in (`HOSTS.md`).
 //!
+//! The plug depends on nothing else in this crate: a backend sees a
+//! [`Driver`], which reaches the loop through the small [`Dispatch`] trait,
+//! and never the scheduler's types (`docs/architecture.md`).
+//!
 //! # What a backend must provide
 //!
 //! | item | required | carries |
 //! |---|---|---|
-//! | [`Backend::install`] | yes | keeps the [`Driver`] the host calls back into |
 //! | [`Backend::arm`] | yes | "dispatch now / at T / on events only": CB-02, TM-02…TM-06, EM-02 |
 //! | [`Backend::remote_waker`] | yes | a `Send + Sync`, async-signal-safe wake (D6): TH-01, TH-02 |
 //! | [`Backend::turn`] | owned mode | one host iteration, blocking until something happened: LC-01…LC-05 |
@@ -24,10 +27,11 @@
 //!
 //! # The contract, step by step
 //!
-//! 1. [`Loop::with_backend`](crate::Loop::with_backend) calls
-//!    [`install`](Backend::install) once with a [`Driver`]. The backend keeps
-//!    it and inserts its host sources (one "dispatch" source, one timer, one
-//!    fd source per watched fd: never one host source per callback).
+//! 1. [`LoopBuilder::build_with`](crate::LoopBuilder::build_with) hands the
+//!    backend's constructor its [`Driver`], once, on the thread that will
+//!    run the loop. The backend keeps it and inserts its host sources (one
+//!    "dispatch" source, one timer, one fd source per watched fd: never one
+//!    host source per callback).
 //! 2. The scheduler calls [`arm`](Backend::arm) whenever the moment it needs
 //!    to be dispatched changes, and at the end of every dispatch. The backend
 //!    makes its host call [`Driver::dispatch`] at that moment: *at once* for
@@ -52,9 +56,30 @@
 //!    running on this loop (a host loop iterated from inside a oneloop
 //!    callback, a modal dialog), it returns at once and the work waits until
 //!    the outer callback returns (decision D4). Hosts need no guard of their own.
+//! 7. [`close`](Backend::close) comes once, after every fd was unwatched;
+//!    the backend is dropped with the loop.
 //!
 //! A backend never runs oneloop callbacks itself and never decides their
 //! order: it only says *when* to dispatch.
+//!
+//! # Threads and re-entrancy
+//!
+//! | call | thread | may come during |
+//! |---|---|---|
+//! | the constructor given to `build_with` | the loop's | nothing: no dispatch can run yet |
+//! | [`arm`](Backend::arm), [`watch`](Backend::watch), [`stop_requested`](Backend::stop_requested) | the loop's | a [`Driver::dispatch`] (from a callback) or plain user code, so also inside [`turn`](Backend::turn) when the host dispatches from there |
+//! | [`turn`](Backend::turn) | the loop's | never inside a dispatch (a nested run is refused first) |
+//! | [`enter`](Backend::enter) | the loop's | only around `run_until_complete`'s root poll, between turns |
+//! | [`now`](Backend::now), [`name`](Backend::name), [`clock_resolution`](Backend::clock_resolution), [`is_attached`](Backend::is_attached) | the loop's | anything |
+//! | [`close`](Backend::close) | the loop's | never inside a dispatch or a turn |
+//! | [`RemoteWake::wake`] | any, and signal handlers | anything |
+//!
+//! The scheduler holds no borrow of its own state while it calls a backend
+//! method, so a backend may call the [`Driver`] from inside `arm`, `watch`
+//! or `stop_requested` without a borrow panic, but it should not: a
+//! `Driver::dispatch` there would run callbacks inside the user code that
+//! scheduled them. The [`Driver`] itself may be called at any time on the
+//! loop's thread; calls after the loop is gone do nothing.
 
 use std::fmt;
 use std::io;
@@ -62,8 +87,6 @@ use std::os::fd::RawFd;
 use std::rc::Weak;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use crate::event_loop::LoopInner;
 
 /// When the scheduler next needs [`Driver::dispatch`] to be called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,18 +213,14 @@ impl<F: Fn() + Send + Sync + 'static> RemoteWake for F {
 
 /// What an adapter implements to run oneloop on a host loop.
 ///
-/// See the [module documentation](self) for the contract. The required core
-/// is four methods; fd watching, attached mode, the clock and closing have
-/// defaults.
+/// See the [module documentation](self) for the contract, the call order
+/// and the thread rules. The required core is three methods; fd watching,
+/// attached mode, the clock and closing have defaults. A backend is built by
+/// the constructor given to [`LoopBuilder::build_with`](crate::LoopBuilder::build_with),
+/// which receives the backend's [`Driver`].
 pub trait Backend: 'static {
     /// A short name for reports and debug output (`"native"`, `"tokio"`).
     fn name(&self) -> &str;
-
-    /// Keep `driver` and insert the backend's sources into the host.
-    ///
-    /// Called once, by [`Loop::with_backend`](crate::Loop::with_backend),
-    /// on the thread that will run the loop.
-    fn install(&self, driver: Driver) -> io::Result<()>;
 
     /// Make the host call [`Driver::dispatch`] at `next` (see
     /// [`NextDispatch`]); replaces any earlier arming.
@@ -291,6 +310,66 @@ pub trait Backend: 'static {
     fn close(&self) {}
 }
 
+/// What [`LoopBuilder::build_with`](crate::LoopBuilder::build_with) takes:
+/// something that builds a backend once it is given the loop's [`Driver`].
+///
+/// A closure `FnOnce(Driver) -> io::Result<B>` is one; so is an adapter's
+/// backend configuration (`GlibBackend::attach(&ctx)`,
+/// `TokioBackend::new()?`), which holds what the backend needs from the
+/// host and builds the backend, driver in hand, when the loop is made.
+///
+/// ```
+/// use oneloop::{Loop, native::NativeBackend};
+///
+/// let lp = Loop::with_backend(NativeBackend::new)?; // a constructor is one
+/// assert_eq!(lp.backend_name(), "native");
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+pub trait IntoBackend {
+    /// The backend built.
+    type Backend: Backend;
+
+    /// Build the backend for the loop `driver` dispatches. Called once, on
+    /// the thread that will run the loop, before anything can dispatch.
+    ///
+    /// # Errors
+    /// Whatever keeps the backend from being built; the loop is not made.
+    fn into_backend(self, driver: Driver) -> io::Result<Self::Backend>;
+
+    /// Whether the backend it builds will be attached to a host loop. The
+    /// loop asks before building, so that an attached loop refused because
+    /// another loop runs on this thread (PO-03) claims nothing in the host
+    /// first. The default says no; the built backend's
+    /// [`Backend::is_attached`] is checked too.
+    fn attached(&self) -> bool {
+        false
+    }
+}
+
+impl<B: Backend, F: FnOnce(Driver) -> io::Result<B>> IntoBackend for F {
+    type Backend = B;
+
+    fn into_backend(self, driver: Driver) -> io::Result<B> {
+        self(driver)
+    }
+}
+
+/// What a [`Driver`] calls: the loop's side of the plug.
+///
+/// The scheduler implements it; a backend only ever sees it through a
+/// [`Driver`]. It is public so that a backend can be tested on its own,
+/// against a recording implementation, without a loop.
+pub trait Dispatch {
+    /// See [`Driver::fd_ready`].
+    fn fd_ready(&self, fd: RawFd, readiness: Readiness);
+    /// See [`Driver::dispatch`].
+    fn dispatch(&self);
+    /// See [`Driver::next_dispatch`].
+    fn next_dispatch(&self) -> NextDispatch;
+    /// See [`Driver::is_live`].
+    fn is_live(&self) -> bool;
+}
+
 /// The backend's handle back into the scheduler: report readiness, dispatch.
 ///
 /// `!Send`: a backend calls it on the loop's thread only. It holds the loop
@@ -298,19 +377,25 @@ pub trait Backend: 'static {
 /// loop is gone every call does nothing.
 #[derive(Clone)]
 pub struct Driver {
-    /// The loop this driver dispatches.
-    pub(crate) inner: Weak<LoopInner>,
+    target: Weak<dyn Dispatch>,
 }
 
 impl Driver {
+    /// A driver that calls `target` while it is alive.
+    ///
+    /// A loop makes its own; this is for testing a backend without one.
+    pub fn new(target: Weak<dyn Dispatch>) -> Driver {
+        Driver { target }
+    }
+
     /// Report that `fd` is ready as `readiness` in this host iteration.
     ///
     /// Call it before [`dispatch`](Driver::dispatch). Readiness of an fd that
     /// is no longer watched, or while the loop is not running, is ignored
     /// (EM-06).
     pub fn fd_ready(&self, fd: RawFd, readiness: Readiness) {
-        if let Some(inner) = self.inner.upgrade() {
-            inner.fd_ready(fd, readiness);
+        if let Some(target) = self.target.upgrade() {
+            target.fd_ready(fd, readiness);
         }
     }
 
@@ -321,16 +406,16 @@ impl Driver {
     /// Does nothing when the loop is not running, is closed, or is already
     /// dispatching further up this thread's stack (D4).
     pub fn dispatch(&self) {
-        if let Some(inner) = self.inner.upgrade() {
-            inner.dispatch();
+        if let Some(target) = self.target.upgrade() {
+            target.dispatch();
         }
     }
 
     /// When the scheduler next needs a dispatch, for hosts that ask rather
     /// than being told (a GSource's `prepare`).
     pub fn next_dispatch(&self) -> NextDispatch {
-        match self.inner.upgrade() {
-            Some(inner) => inner.next_dispatch(),
+        match self.target.upgrade() {
+            Some(target) => target.next_dispatch(),
             None => NextDispatch::OnEvent,
         }
     }
@@ -338,7 +423,7 @@ impl Driver {
     /// Whether the loop would run callbacks if dispatched now (it is running
     /// or attached, not closed, not halted by `stop()`).
     pub fn is_live(&self) -> bool {
-        self.inner.upgrade().is_some_and(|inner| inner.is_live())
+        self.target.upgrade().is_some_and(|target| target.is_live())
     }
 }
 
@@ -347,5 +432,42 @@ impl fmt::Debug for Driver {
         f.debug_struct("Driver")
             .field("live", &self.is_live())
             .finish()
+    }
+}
+
+/// A boxed backend is a backend: adapters may pick their backend at run time.
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn arm(&self, next: NextDispatch) {
+        (**self).arm(next)
+    }
+    fn remote_waker(&self) -> Arc<dyn RemoteWake> {
+        (**self).remote_waker()
+    }
+    fn turn(&self) -> io::Result<()> {
+        (**self).turn()
+    }
+    fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        (**self).watch(fd, interest)
+    }
+    fn is_attached(&self) -> bool {
+        (**self).is_attached()
+    }
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+    fn clock_resolution(&self) -> Duration {
+        (**self).clock_resolution()
+    }
+    fn enter(&self, f: &mut dyn FnMut()) {
+        (**self).enter(f)
+    }
+    fn stop_requested(&self) {
+        (**self).stop_requested()
+    }
+    fn close(&self) {
+        (**self).close()
     }
 }

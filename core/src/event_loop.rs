@@ -1,9 +1,9 @@
 //! [`Loop`], the handle frameworks program against, and [`LoopBuilder`].
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future as StdFuture;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::panic::Location;
 use std::pin::pin;
@@ -13,81 +13,38 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, Driver, Interest, NextDispatch, RemoteWake};
+use crate::backend::{Backend, Dispatch, Driver, IntoBackend, NextDispatch, Readiness, RemoteWake};
+use crate::context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exception::{ExceptionContext, ExceptionHandler, PanicPolicy};
 use crate::executor::ExecutorSlot;
-use crate::future::Future;
-use crate::handle::{CallbackCell, Handle, State, TimerHandle};
-use crate::policy;
-use crate::remote::RemoteLoop;
-use crate::scheduler::Ready;
-use crate::scheduler::fds::{FdCallback, FdRegistry};
+use crate::fault::Fault;
+use crate::handle::{Handle, TimerHandle};
+use crate::scheduler::callback::{CallbackCell, State};
+use crate::scheduler::fds::FdCallback;
 use crate::scheduler::inbox::Shared;
-use crate::scheduler::timers::TimerQueue;
-use crate::task::{Task, TaskRegistry};
+use crate::scheduler::{Ready, RunState, Scheduler, Settings};
+use crate::task::state::TaskRegistry;
 
-/// Where a loop is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RunState {
-    /// Owned mode, not running.
-    Idle,
-    /// Owned mode, inside `run_forever`/`run_until_complete`.
-    Running,
-    /// Attached to a host that runs it: counts as running (EM-01).
-    Attached,
-    /// Closed for good.
-    Closed,
-}
-
-/// Everything a loop owns. `Loop` is an `Rc` of this.
+/// Everything a loop owns: the [`Scheduler`] and the services around it.
+/// `Loop` is an `Rc` of this.
 ///
-/// # Invariants
-/// - No `RefCell` borrow of `ready`, `timers` or `fds` is held while user
-///   code runs (a callback, a `Drop`, the exception handler), so user code
-///   may call any `Loop` method from anywhere without a borrow panic.
-/// - `dispatching` is true exactly while `dispatch` runs; a nested
-///   `dispatch` returns at once (D4, CB-03, TK-04).
-/// - `armed` is what the backend was last told; outside a dispatch the
-///   scheduler only re-arms when the new wake-up is earlier.
+/// # Ownership
+/// Only user handles (`Loop`) hold it strongly. Everything it owns, and
+/// everything oneloop hands out that it may end up owning (futures, tasks,
+/// timers, fd callbacks of transports), holds it weakly, so dropping the
+/// last user handle drops it, and its `Drop` closes it.
 pub(crate) struct LoopInner {
     /// This loop, weakly, to hand out `Loop`s and `Driver`s from `&self`.
     pub(crate) weak: Weak<LoopInner>,
-    /// The host.
-    pub(crate) backend: Box<dyn Backend>,
-    /// What other threads may touch.
-    pub(crate) shared: Arc<Shared>,
-    /// Callbacks ready to run, FIFO (CB-01).
-    pub(crate) ready: RefCell<VecDeque<Ready>>,
-    /// An empty buffer swapped with `ready` at each iteration's snapshot,
-    /// so taking the batch out allocates nothing.
-    pub(crate) spare: RefCell<VecDeque<Ready>>,
-    /// Pending timers.
-    pub(crate) timers: RefCell<TimerQueue>,
-    /// Watched fds.
-    pub(crate) fds: RefCell<FdRegistry>,
-    /// See [`RunState`].
-    pub(crate) run_state: Cell<RunState>,
-    /// `stop()` was called: halt after the current batch.
-    pub(crate) stopping: Cell<bool>,
-    /// The batch after `stop()` finished: the run returns, no more dispatch.
-    pub(crate) halted: Cell<bool>,
-    /// A dispatch is on the stack.
-    pub(crate) dispatching: Cell<bool>,
-    /// The last wake-up given to the backend.
-    pub(crate) armed: Cell<NextDispatch>,
+    /// The engine: queues, timers, fds, inbox, the backend.
+    pub(crate) sched: Scheduler,
     /// Exception handler, panic policy, a panic waiting to be resumed.
     pub(crate) exceptions: ExceptionHandler,
-    /// Debug mode: warn about callbacks slower than this.
-    pub(crate) slow_callback: Cell<Option<Duration>>,
-    /// How late a wake-up for timers may come to serve later timers too.
-    pub(crate) timer_slack: Cell<Duration>,
     /// The executor of `run_in_executor`.
     pub(crate) executor: RefCell<ExecutorSlot>,
-    /// Pending tasks, for `all_tasks` and `current_task` (TK-05).
+    /// Pending tasks, for `all_tasks` (TK-05).
     pub(crate) tasks: TaskRegistry,
-    /// Deliberate faults (feature `fault-injection`), for the suite's own tests.
-    pub(crate) faults: crate::fault::Faults,
 }
 
 /// The [timer slack](Loop::set_timer_slack) of a new loop.
@@ -122,9 +79,9 @@ pub struct Loop {
 impl fmt::Debug for Loop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Loop")
-            .field("id", &self.inner.shared.id)
-            .field("backend", &self.inner.backend.name())
-            .field("state", &self.inner.run_state.get())
+            .field("id", &self.inner.sched.shared().id)
+            .field("backend", &self.inner.sched.backend().name())
+            .field("state", &self.inner.sched.state())
             .finish()
     }
 }
@@ -219,62 +176,104 @@ impl LoopBuilder {
     /// # Errors
     /// [`ErrorKind::Io`] if the OS poller cannot be created.
     pub fn build(self) -> Result<Loop> {
-        self.build_with(crate::native::NativeBackend::new()?)
+        self.build_with(crate::native::NativeBackend::new)
     }
 
-    /// A loop on `backend`.
+    /// A loop on the backend that `make` builds from the loop's [`Driver`]:
+    /// a closure or an adapter's backend configuration ([`IntoBackend`]).
+    ///
+    /// `make` runs once, here, on the thread that will run the loop; the
+    /// backend keeps the driver to report readiness and dispatch (see
+    /// [`backend`](crate::backend) for the contract).
     ///
     /// # Errors
-    /// Whatever [`Backend::install`] fails with; [`ErrorKind::AlreadyRunning`]
-    /// for an attached backend on a thread where another loop is running (PO-03).
-    pub fn build_with(self, backend: impl Backend) -> Result<Loop> {
-        let backend: Box<dyn Backend> = Box::new(backend);
-        let now = backend.now();
-        let attached = backend.is_attached();
-        if attached && policy::running_loop_inner().is_some() {
-            return Err(Error::new(
+    /// Whatever `make` fails with; [`ErrorKind::AlreadyRunning`] for an
+    /// attached backend on a thread where another loop is running (PO-03).
+    ///
+    /// ```
+    /// use oneloop::{LoopBuilder, native::NativeBackend};
+    ///
+    /// let lp = LoopBuilder::new().build_with(|driver| NativeBackend::new(driver))?;
+    /// assert_eq!(lp.backend_name(), "native");
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
+    pub fn build_with(self, make: impl IntoBackend) -> Result<Loop> {
+        let another_runs = || {
+            Error::new(
                 ErrorKind::AlreadyRunning,
                 "another event loop is running on this thread; one thread runs one loop at a time",
-            ));
+            )
+        };
+        if make.attached() && context::running_loop_inner().is_some() {
+            return Err(another_runs());
         }
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::new(Shared::new(
-            id,
-            std::thread::current().id(),
-            backend.remote_waker(),
-        ));
-        let inner = Rc::new_cyclic(|weak| LoopInner {
-            weak: weak.clone(),
-            backend,
-            shared,
-            ready: RefCell::new(VecDeque::new()),
-            spare: RefCell::new(VecDeque::new()),
-            timers: RefCell::new(TimerQueue::new(now)),
-            fds: RefCell::new(FdRegistry::default()),
-            run_state: Cell::new(if attached {
-                RunState::Attached
-            } else {
-                RunState::Idle
-            }),
-            stopping: Cell::new(false),
-            halted: Cell::new(false),
-            dispatching: Cell::new(false),
-            armed: Cell::new(NextDispatch::OnEvent),
-            exceptions: ExceptionHandler::new(self.panic_policy),
-            slow_callback: Cell::new(self.debug.then_some(self.slow_callback)),
-            timer_slack: Cell::new(self.timer_slack),
-            executor: RefCell::new(ExecutorSlot::Unset),
-            tasks: TaskRegistry::default(),
-            faults: self.faults,
+        let mut failed = None;
+        let inner = Rc::new_cyclic(|weak: &Weak<LoopInner>| {
+            let driver = Driver::new(weak.clone() as Weak<dyn Dispatch>);
+            let backend: Box<dyn Backend> = match make.into_backend(driver) {
+                Ok(b) => Box::new(b),
+                Err(e) => {
+                    failed = Some(match e.kind() {
+                        io::ErrorKind::Unsupported => {
+                            Error::new(ErrorKind::Unsupported, e.to_string())
+                        }
+                        _ => Error::from(e),
+                    });
+                    Box::new(Unbuilt)
+                }
+            };
+            let attached = backend.is_attached() && failed.is_none();
+            if attached && context::running_loop_inner().is_some() {
+                failed = Some(another_runs());
+            }
+            let shared = Arc::new(Shared::new(
+                id,
+                std::thread::current().id(),
+                backend.remote_waker(),
+            ));
+            let sched = Scheduler::new(
+                backend,
+                shared,
+                Settings {
+                    attached,
+                    timer_slack: self.timer_slack,
+                    slow_callback: self.debug.then_some(self.slow_callback),
+                    faults: self.faults,
+                },
+            );
+            LoopInner {
+                weak: weak.clone(),
+                sched,
+                exceptions: ExceptionHandler::new(self.panic_policy),
+                executor: RefCell::new(ExecutorSlot::Unset),
+                tasks: TaskRegistry::default(),
+            }
         });
-        policy::register_local(&inner);
-        inner.backend.install(Driver {
-            inner: Rc::downgrade(&inner),
-        })?;
-        if attached {
-            policy::set_running(Some(&inner));
+        if let Some(e) = failed {
+            // Nothing was handed out: close the half-made loop, which tells
+            // the backend (if one was built) to remove what it inserted.
+            let _ = inner.close();
+            return Err(e);
+        }
+        context::register_local(id, &inner.weak);
+        if inner.sched.state() == RunState::Attached {
+            context::set_running(Some(&inner));
         }
         Ok(Loop { inner })
+    }
+}
+
+/// The backend of a loop whose backend could not be built; never runs.
+struct Unbuilt;
+
+impl Backend for Unbuilt {
+    fn name(&self) -> &str {
+        "unbuilt"
+    }
+    fn arm(&self, _: NextDispatch) {}
+    fn remote_waker(&self) -> Arc<dyn RemoteWake> {
+        Arc::new(|| {})
     }
 }
 
@@ -293,33 +292,43 @@ impl Loop {
         LoopBuilder::new()
     }
 
-    /// A new loop on `backend`, with default options.
+    /// A new loop on the backend `make` builds, with default options.
     ///
     /// # Errors
     /// See [`LoopBuilder::build_with`].
-    pub fn with_backend(backend: impl Backend) -> Result<Loop> {
-        LoopBuilder::new().build_with(backend)
+    pub fn with_backend(make: impl IntoBackend) -> Result<Loop> {
+        LoopBuilder::new().build_with(make)
     }
 
     pub(crate) fn from_inner(inner: Rc<LoopInner>) -> Loop {
         Loop { inner }
     }
 
+    /// The loop's id, unique in the process.
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.sched.shared().id
+    }
+
+    /// [`ErrorKind::Closed`] once the loop is closed.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        self.inner.sched.check_open()
+    }
+
     /// The name of the backend (`"native"`, `"tokio"`, `"glib"`, …).
     pub fn backend_name(&self) -> &str {
-        self.inner.backend.name()
+        self.inner.sched.backend().name()
     }
 
     /// The loop's monotonic clock (TM-01); deadlines of
     /// [`call_at`](Loop::call_at) are on this clock.
     pub fn time(&self) -> Instant {
-        self.inner.backend.now()
+        self.inner.sched.backend().now()
     }
 
     /// How late the host may dispatch a timer by its own rounding (TM-03).
     /// Timers are never early (D7).
     pub fn clock_resolution(&self) -> Duration {
-        self.inner.backend.clock_resolution()
+        self.inner.sched.backend().clock_resolution()
     }
 
     /// Schedule `f` to run once, on a later iteration, after the callbacks
@@ -350,9 +359,10 @@ impl Loop {
     #[track_caller]
     pub fn call_soon(&self, f: impl FnOnce() + 'static) -> Result<Handle> {
         let location = Location::caller();
-        self.inner.check_open()?;
         let cb = CallbackCell::new_rc(f, State::Ready, location);
-        self.inner.push_ready_with(|| Ready::Call(cb.clone()));
+        self.inner
+            .sched
+            .try_push_ready_with(|| Ready::Call(cb.clone()))?;
         Ok(Handle { cb })
     }
 
@@ -373,10 +383,9 @@ impl Loop {
     #[track_caller]
     pub fn call_soon_detached(&self, f: impl FnOnce() + 'static) -> Result<()> {
         let location = Location::caller();
-        self.inner.check_open()?;
         self.inner
-            .push_ready_with(|| Ready::Boxed(Box::new(f), location));
-        Ok(())
+            .sched
+            .try_push_ready_with(|| Ready::Boxed(Box::new(f), location))
     }
 
     /// Schedule `f` to run `delay` from now: the same as
@@ -400,9 +409,12 @@ impl Loop {
     #[track_caller]
     pub fn call_at(&self, when: Instant, f: impl FnOnce() + 'static) -> Result<TimerHandle> {
         let location = Location::caller();
-        self.inner.check_open()?;
         let cb = CallbackCell::new_rc(f, State::Scheduled, location);
-        self.inner.push_timer(when, cb.clone());
+        if let Err(cb) = self.inner.sched.push_timer(when, cb.clone()) {
+            // Dropped outside the scheduler's borrow: it owns `f`.
+            drop(cb);
+            return Err(Error::closed());
+        }
         Ok(TimerHandle {
             cb,
             when,
@@ -455,45 +467,6 @@ impl Loop {
         self.inner.remove_fd(fd.as_fd().as_raw_fd(), false)
     }
 
-    /// A `Send + Sync` handle for other threads: `call_soon_threadsafe`,
-    /// `spawn` of `Send` futures, `stop`.
-    pub fn remote(&self) -> RemoteLoop {
-        RemoteLoop {
-            shared: self.inner.shared.clone(),
-        }
-    }
-
-    /// [`RemoteLoop::call_soon_threadsafe`] from the loop's own thread: the
-    /// same FIFO as [`call_soon`](Loop::call_soon) (D8, TH-03).
-    ///
-    /// # Errors
-    /// [`ErrorKind::Closed`] after close (TH-05).
-    #[track_caller]
-    pub fn call_soon_threadsafe(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
-        self.remote().call_soon_threadsafe(f)
-    }
-
-    /// Run `future` as a task on this loop (PEP `create_task`). Its first
-    /// step is queued with `call_soon`, never run inside the call (TK-02).
-    ///
-    /// # Errors
-    /// [`ErrorKind::Closed`] after close (LC-11).
-    #[doc(alias = "create_task")]
-    #[track_caller]
-    pub fn spawn<F>(&self, future: F) -> Result<Task<F::Output>>
-    where
-        F: StdFuture + 'static,
-        F::Output: 'static,
-    {
-        self.inner.check_open()?;
-        Ok(crate::task::spawn(self, future, Location::caller()))
-    }
-
-    /// A new pending [`Future`] bound to this loop.
-    pub fn create_future<T: 'static>(&self) -> Future<T> {
-        Future::new(self)
-    }
-
     /// Run until [`stop`](Loop::stop) is called (LC-01). A `stop()` issued
     /// before the call makes it run one non-blocking iteration and return (LC-05).
     ///
@@ -512,10 +485,10 @@ impl Loop {
             return Ok(());
         }
         let result = loop {
-            if self.inner.halted.get() {
+            if self.inner.sched.is_halted() {
                 break Ok(());
             }
-            if let Err(e) = self.inner.backend.turn() {
+            if let Err(e) = self.inner.sched.backend().turn() {
                 break Err(Error::from(e));
             }
         };
@@ -527,12 +500,12 @@ impl Loop {
     /// Run until `future` completes and return its output (LC-07).
     ///
     /// `future` is polled on this thread between iterations and need not be
-    /// `'static`; a oneloop [`Task`] or [`Future`] works as well as any other.
+    /// `'static`; a oneloop [`Task`](crate::Task) or [`Future`](crate::Future) works as well as any other.
     ///
     /// # Errors
     /// As [`run_forever`](Loop::run_forever), and [`ErrorKind::Stopped`] if
     /// [`stop`](Loop::stop) ends the run first; the future is then dropped
-    /// unfinished, so pass a [`Task`] to keep it running later (D5, LC-08).
+    /// unfinished, so pass a [`Task`](crate::Task) to keep it running later (D5, LC-08).
     ///
     /// # Panics
     /// As [`run_forever`](Loop::run_forever); a panic of `future` itself
@@ -547,7 +520,7 @@ impl Loop {
         }
         let root = Arc::new(RootWake {
             woken: AtomicBool::new(true),
-            remote: self.inner.backend.remote_waker(),
+            remote: self.inner.sched.backend().remote_waker(),
         });
         let waker = Waker::from(root.clone());
         let mut cx = Context::from_waker(&waker);
@@ -558,7 +531,8 @@ impl Loop {
                 // so that it may await the host's own futures.
                 let mut polled = Poll::Pending;
                 self.inner
-                    .backend
+                    .sched
+                    .backend()
                     .enter(&mut || polled = future.as_mut().poll(&mut cx));
                 if let Poll::Ready(out) = polled {
                     break Ok(out);
@@ -566,13 +540,13 @@ impl Loop {
             }
             // Work the root poll queued (a spawned task, a call_soon)
             // armed the backend itself.
-            if self.inner.halted.get() {
+            if self.inner.sched.is_halted() {
                 break Err(Error::new(
                     ErrorKind::Stopped,
                     "stop() was called before the future completed",
                 ));
             }
-            if let Err(e) = self.inner.backend.turn() {
+            if let Err(e) = self.inner.sched.backend().turn() {
                 break Err(Error::from(e));
             }
         };
@@ -586,12 +560,7 @@ impl Loop {
     /// run, it makes that run a single non-blocking iteration (LC-05).
     /// Queued callbacks are kept for the next run (LC-03).
     pub fn stop(&self) {
-        if self.inner.run_state.get() == RunState::Closed {
-            return;
-        }
-        self.inner.stopping.set(true);
-        self.inner.backend.stop_requested();
-        self.inner.arm_if_earlier(NextDispatch::Now);
+        self.inner.sched.request_stop();
     }
 
     /// Whether `stop()` was called and the current batch is still finishing.
@@ -599,14 +568,14 @@ impl Loop {
     /// A nested host loop run from a oneloop callback (a modal dialog helper)
     /// checks it to unwind when the loop is stopped (EM-04).
     pub fn is_stopping(&self) -> bool {
-        self.inner.stopping.get()
+        self.inner.sched.is_stopping()
     }
 
     /// Whether the loop is running: inside a run (until it returns, even
     /// after `stop()`, D1), or attached to a host (EM-01).
     pub fn is_running(&self) -> bool {
         matches!(
-            self.inner.run_state.get(),
+            self.inner.sched.state(),
             RunState::Running | RunState::Attached
         )
     }
@@ -615,12 +584,12 @@ impl Loop {
     /// is in attached mode): `run_*` then answer
     /// [`ErrorKind::AlreadyRunning`] and the host drives dispatch.
     pub fn is_attached(&self) -> bool {
-        self.inner.backend.is_attached()
+        self.inner.sched.backend().is_attached()
     }
 
     /// Whether [`close`](Loop::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.inner.run_state.get() == RunState::Closed
+        self.inner.sched.state() == RunState::Closed
     }
 
     /// Close the loop: drop every queued callback without running it, stop
@@ -637,29 +606,26 @@ impl Loop {
 
     /// Whether debug mode (slow-callback warnings) is on.
     pub fn debug(&self) -> bool {
-        self.inner.slow_callback.get().is_some()
+        self.inner.sched.slow_callback().is_some()
     }
 
     /// Turn debug mode on or off, keeping the slow-callback threshold at
     /// 100 ms unless [`set_slow_callback_duration`](Loop::set_slow_callback_duration) changed it.
     pub fn set_debug(&self, on: bool) {
-        self.inner.slow_callback.set(on.then(|| {
-            self.inner
-                .slow_callback
-                .get()
-                .unwrap_or(Duration::from_millis(100))
-        }));
+        let sched = &self.inner.sched;
+        let d = sched.slow_callback().unwrap_or(Duration::from_millis(100));
+        sched.set_slow_callback(on.then_some(d));
     }
 
     /// Turn debug mode on with `d` as the slow-callback threshold.
     pub fn set_slow_callback_duration(&self, d: Duration) {
-        self.inner.slow_callback.set(Some(d));
+        self.inner.sched.set_slow_callback(Some(d));
     }
 
     /// How late the loop may wake up for a timer so that the timers due
     /// within that span share the wake-up (default [`DEFAULT_TIMER_SLACK`]).
     pub fn timer_slack(&self) -> Duration {
-        self.inner.timer_slack.get()
+        self.inner.sched.timer_slack()
     }
 
     /// Let the loop wake up to `slack` after a timer's deadline, so that
@@ -689,7 +655,7 @@ impl Loop {
     /// # Ok::<(), oneloop::Error>(())
     /// ```
     pub fn set_timer_slack(&self, slack: Duration) {
-        self.inner.timer_slack.set(slack);
+        self.inner.sched.set_timer_slack(slack);
     }
 
     /// Install `handler` as the exception handler, or restore the default
@@ -727,23 +693,14 @@ impl Loop {
         self.inner.exceptions.set_policy(policy);
     }
 
-    /// The task whose step is running, if any (TK-05).
-    pub fn current_task(&self) -> Option<crate::task::TaskRef> {
-        self.inner.tasks.current(self.inner.shared.id)
-    }
-
-    /// The pending tasks of this loop (TK-05).
-    pub fn all_tasks(&self) -> Vec<crate::task::TaskRef> {
-        self.inner.tasks.all()
-    }
-
     /// Debug counters: callbacks queued, timer entries held (live and not
     /// yet compacted), fds watched. For tests and leak checks.
     pub fn stats(&self) -> LoopStats {
+        let counts = self.inner.sched.counts();
         LoopStats {
-            ready: self.inner.ready.borrow().len(),
-            timers: self.inner.timers.borrow().len(),
-            fds: self.inner.fds.borrow().entries.len(),
+            ready: counts.ready,
+            timers: counts.timers,
+            fds: counts.fds,
             tasks: self.inner.tasks.len(),
         }
     }
@@ -786,15 +743,45 @@ impl Wake for RootWake {
 }
 
 impl Drop for LoopInner {
-    /// A loop dropped without `close()` still detaches from its host: an
-    /// attached loop must not leave a dead source in a GTK or calloop loop.
+    /// Dropping the last handle closes the loop: queued work and pending
+    /// tasks are dropped, fds unwatched, and an attached loop detaches from
+    /// its host, so that the thread can attach another.
     fn drop(&mut self) {
-        if self.run_state.get() != RunState::Closed && !self.dispatching.get() {
-            if self.run_state.get() == RunState::Running {
-                self.run_state.set(RunState::Idle);
-            }
+        if self.sched.state() != RunState::Closed && !self.sched.is_dispatching() {
+            self.sched.end_run();
             let _ = self.close();
         }
+    }
+}
+
+/// The loop's side of the plug: what the backend's [`Driver`] calls.
+impl Dispatch for LoopInner {
+    fn fd_ready(&self, fd: RawFd, readiness: Readiness) {
+        self.sched.fd_ready(fd, readiness);
+    }
+
+    fn dispatch(&self) {
+        if !self.sched.is_live() {
+            return;
+        }
+        // Keep the loop alive for the whole iteration: a callback may drop
+        // the last user handle.
+        let Some(this) = self.weak.upgrade() else {
+            return;
+        };
+        let _running = context::RunningScope::enter(self);
+        let lp = Loop { inner: this };
+        let owned_run = self.sched.state() == RunState::Running;
+        self.sched
+            .run_once(|failed| self.exceptions.callback_panicked(&lp, failed, owned_run));
+    }
+
+    fn next_dispatch(&self) -> NextDispatch {
+        self.sched.next_dispatch()
+    }
+
+    fn is_live(&self) -> bool {
+        self.sched.is_live()
     }
 }
 
@@ -807,34 +794,19 @@ pub(crate) struct RunGuard<'a> {
 
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
-        let inner = self.inner;
         if self.nested {
             return;
         }
-        if inner.run_state.get() == RunState::Running {
-            inner.run_state.set(RunState::Idle);
-        }
-        // No stale stop request survives a run (LC-09).
-        inner.stopping.set(false);
-        inner.halted.set(false);
-        policy::set_running(None);
+        self.inner.sched.end_run();
+        context::set_running(None);
     }
 }
 
 impl LoopInner {
-    #[inline]
-    pub(crate) fn check_open(&self) -> Result<()> {
-        if self.run_state.get() == RunState::Closed {
-            Err(Error::closed())
-        } else {
-            Ok(())
-        }
-    }
-
     fn enter_run(&self) -> Result<RunGuard<'_>> {
-        match self.run_state.get() {
+        match self.sched.state() {
             RunState::Closed => return Err(Error::closed()),
-            RunState::Running if self.faults.has(crate::fault::Fault::AllowNestedRun) => {
+            RunState::Running if self.sched.has_fault(Fault::AllowNestedRun) => {
                 return Ok(RunGuard {
                     inner: self,
                     nested: true,
@@ -851,34 +823,28 @@ impl LoopInner {
                     ErrorKind::AlreadyRunning,
                     format!(
                         "the loop is attached to a {} host loop, which runs it",
-                        self.backend.name()
+                        self.sched.backend().name()
                     ),
                 ));
             }
             RunState::Idle => {}
         }
-        if policy::running_loop_inner().is_some() {
+        if context::running_loop_inner().is_some() {
             return Err(Error::new(
                 ErrorKind::AlreadyRunning,
                 "another event loop is running on this thread",
             ));
         }
-        self.run_state.set(RunState::Running);
-        self.halted.set(false);
-        policy::set_running(Some(self));
-        // Queued work from before the run, or a stop() before it (LC-05),
-        // needs a dispatch without waiting.
-        let next = self.compute_next();
-        self.armed.set(next);
-        self.backend.arm(next);
+        context::set_running(Some(self));
+        self.sched.begin_run();
         Ok(RunGuard {
             inner: self,
             nested: false,
         })
     }
 
-    fn close(&self) -> Result<()> {
-        match self.run_state.get() {
+    pub(crate) fn close(&self) -> Result<()> {
+        match self.sched.state() {
             RunState::Closed => return Ok(()),
             RunState::Running => {
                 return Err(Error::new(
@@ -888,39 +854,33 @@ impl LoopInner {
             }
             RunState::Attached | RunState::Idle => {}
         }
-        if self.dispatching.get() {
+        if self.sched.is_dispatching() {
             return Err(Error::new(
                 ErrorKind::AlreadyRunning,
                 "cannot close the event loop from inside its callback",
             ));
         }
-        self.run_state.set(RunState::Closed);
-        if policy::running_is(self) {
-            policy::set_running(None);
+        if context::running_is(self) {
+            context::set_running(None);
         }
-        // Unwatch every fd, then let the backend remove its sources.
-        let fds: Vec<RawFd> = self.fds.borrow().entries.keys().copied().collect();
-        for fd in fds {
-            let _ = self.backend.watch(fd, Interest::NONE);
-        }
-        self.backend.close();
-        // Drop queued work without running it (LC-11). Take everything out
-        // first: dropping a closure runs user `Drop` code, which may call
+        let crate::scheduler::Leftovers {
+            ready,
+            timers,
+            fds,
+            inbox,
+        } = self.sched.close();
+        // Drop queued work without running it (LC-11), outside every
+        // borrow: dropping a closure runs user `Drop` code, which may call
         // back into this loop.
-        let ready = std::mem::take(&mut *self.ready.borrow_mut());
-        let timers = self.timers.borrow_mut().clear();
-        let fds = std::mem::take(&mut self.fds.borrow_mut().entries);
-        let inbox = self.shared.close();
-        let tasks = self.tasks.take_all();
         for t in &timers {
             t.cancel();
         }
         drop((ready, timers, fds, inbox));
-        for t in tasks {
+        for t in self.tasks.take_all() {
             t.abandon();
         }
         drop(std::mem::take(&mut *self.executor.borrow_mut()));
-        policy::unregister_local(self.shared.id);
+        context::unregister_local(self.sched.shared().id);
         Ok(())
     }
 
@@ -931,63 +891,24 @@ impl LoopInner {
         f: Box<dyn FnMut()>,
         location: &'static Location<'static>,
     ) -> Result<()> {
-        self.check_open()?;
+        self.sched.check_open()?;
         check_watchable(fd)?;
         let fd = fd.as_raw_fd();
-        let before = self.fds.borrow().interest(fd);
         let cb = FdCallback::new(f, location);
-        let old = {
-            let mut fds = self.fds.borrow_mut();
-            fds.slot(fd, readable).replace(cb)
-        };
-        if let Some(old) = &old {
-            old.active.set(false);
-        }
-        let after = self.fds.borrow().interest(fd);
-        if before != after
-            && let Err(e) = self.backend.watch(fd, after)
-        {
-            // Roll back so the registry matches what the backend watches.
-            let mut fds = self.fds.borrow_mut();
-            *fds.slot(fd, readable) = None;
-            fds.prune(fd);
-            drop(fds);
-            return Err(match e.kind() {
-                std::io::ErrorKind::Unsupported => {
-                    Error::new(ErrorKind::Unsupported, e.to_string())
-                }
-                std::io::ErrorKind::PermissionDenied => Error::new(
+        self.sched
+            .watch_fd(fd, readable, cb)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::Unsupported => Error::new(ErrorKind::Unsupported, e.to_string()),
+                io::ErrorKind::PermissionDenied => Error::new(
                     ErrorKind::InvalidArgument,
                     format!("fd {fd} cannot be watched: {e}"),
                 ),
                 _ => Error::from(e),
-            });
-        }
-        drop(old);
-        Ok(())
+            })
     }
 
     fn remove_fd(&self, fd: RawFd, readable: bool) -> bool {
-        if self.run_state.get() == RunState::Closed {
-            return false;
-        }
-        let old = {
-            let mut fds = self.fds.borrow_mut();
-            if !fds.entries.contains_key(&fd) {
-                return false;
-            }
-            let old = fds.slot(fd, readable).take();
-            fds.prune(fd);
-            old
-        };
-        let Some(old) = old else { return false };
-        old.active.set(false);
-        let after = self.fds.borrow().interest(fd);
-        // The fd may already be closed by its owner; the registration is gone
-        // from our side either way.
-        let _ = self.backend.watch(fd, after);
-        drop(old);
-        true
+        self.sched.unwatch_fd(fd, readable)
     }
 }
 

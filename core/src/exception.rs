@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use crate::error::{Error, ErrorKind};
 use crate::event_loop::Loop;
+use crate::scheduler::Failed;
 
 /// What happens to a panic caught at the callback boundary (D3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -190,29 +191,22 @@ impl ExceptionHandler {
     }
 
     /// A callback panicked. Returns true when the run must stop
-    /// (`Propagate`); the payload is then kept to be resumed.
-    pub(crate) fn callback_panicked(
-        &self,
-        inner: &Rc<crate::event_loop::LoopInner>,
-        payload: Box<dyn Any + Send>,
-        what: &str,
-        location: &'static Location<'static>,
-    ) -> bool {
-        if self.policy.get() == PanicPolicy::Propagate
-            && inner.run_state.get() == crate::event_loop::RunState::Running
-        {
+    /// (`Propagate`, in an owned run); the payload is then kept to be
+    /// resumed when the run returns. Otherwise the panic is reported.
+    pub(crate) fn callback_panicked(&self, lp: &Loop, failed: Failed, owned_run: bool) -> bool {
+        if self.policy.get() == PanicPolicy::Propagate && owned_run {
             let mut pending = self.pending.borrow_mut();
             if pending.is_none() {
-                *pending = Some(payload);
+                *pending = Some(failed.payload);
             }
             return true;
         }
-        let message = panic_message(&*payload);
-        let ctx = ExceptionContext::new(format!("{what} panicked"))
+        let message = panic_message(&*failed.payload);
+        let ctx = ExceptionContext::new(format!("{} panicked", failed.what))
             .with_panic(message.clone())
             .with_error(Error::new(ErrorKind::Panicked, message))
-            .with_location(location);
-        self.call(&Loop::from_inner(inner.clone()), &ctx);
+            .with_location(failed.location);
+        self.call(lp, &ctx);
         false
     }
 

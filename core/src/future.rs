@@ -4,14 +4,15 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
+use crate::context;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event_loop::Loop;
+use crate::event_loop::{Loop, LoopInner};
 use crate::exception::ExceptionContext;
-use crate::policy;
-use crate::task;
+use crate::fault::Fault;
+use crate::task::state::cancelled_error;
 
 /// Where a future is.
 pub(crate) enum Slot<T> {
@@ -29,8 +30,9 @@ pub struct CallbackId(u64);
 type DoneCallback<T> = Box<dyn FnOnce(&Future<T>)>;
 
 pub(crate) struct FutureInner<T> {
-    /// The loop the done-callbacks are scheduled on.
-    lp: Loop,
+    /// The loop the done-callbacks are scheduled on, weakly: a future the
+    /// loop owns (in a callback, a task) must not keep it alive.
+    lp: Weak<LoopInner>,
     slot: RefCell<Slot<T>>,
     /// Done-callbacks in registration order.
     callbacks: RefCell<Vec<(CallbackId, DoneCallback<T>)>>,
@@ -87,7 +89,7 @@ impl<T: 'static> Future<T> {
     pub fn new(lp: &Loop) -> Future<T> {
         Future {
             inner: Rc::new(FutureInner {
-                lp: lp.clone(),
+                lp: lp.inner.weak.clone(),
                 slot: RefCell::new(Slot::Pending),
                 callbacks: RefCell::new(Vec::new()),
                 next_id: Cell::new(0),
@@ -98,9 +100,12 @@ impl<T: 'static> Future<T> {
         }
     }
 
-    /// The loop this future belongs to.
-    pub fn get_loop(&self) -> &Loop {
-        &self.inner.lp
+    /// The loop this future belongs to, while it exists (PEP 3156's
+    /// `get_loop`). A future holds its loop weakly, so this is `None` once
+    /// every [`Loop`] handle was dropped.
+    #[doc(alias = "get_loop")]
+    pub fn event_loop(&self) -> Option<Loop> {
+        self.inner.lp.upgrade().map(Loop::from_inner)
     }
 
     /// Whether a result, an error or a cancellation was set.
@@ -168,25 +173,26 @@ impl<T: 'static> Future<T> {
             }
             *slot = new;
         }
-        self.inner.canceller.borrow_mut().take();
+        let canceller = self.inner.canceller.borrow_mut().take();
+        drop(canceller);
         let callbacks = std::mem::take(&mut *self.inner.callbacks.borrow_mut());
-        if self
-            .inner
-            .lp
-            .inner
-            .faults
-            .has(crate::fault::Fault::EagerDoneCallbacks)
+        let lp = self.event_loop();
+        if lp
+            .as_ref()
+            .is_some_and(|lp| lp.inner.sched.has_fault(Fault::EagerDoneCallbacks))
         {
             for (_, cb) in callbacks {
                 cb(self);
             }
             return Ok(());
         }
-        for (_, cb) in callbacks {
-            let fut = self.clone();
-            // On a closed loop the callbacks are dropped, as everything
-            // queued on it is (LC-11).
-            let _ = self.inner.lp.call_soon_detached(move || cb(&fut));
+        // On a closed (or dropped) loop the callbacks are dropped, as
+        // everything queued on it is (LC-11).
+        if let Some(lp) = lp {
+            for (_, cb) in callbacks {
+                let fut = self.clone();
+                let _ = lp.call_soon_detached(move || cb(&fut));
+            }
         }
         let wakers = std::mem::take(&mut *self.inner.wakers.borrow_mut());
         for w in wakers {
@@ -220,7 +226,9 @@ impl<T: 'static> Future<T> {
         self.inner.next_id.set(id.0 + 1);
         if self.done() {
             let fut = self.clone();
-            let _ = self.inner.lp.call_soon_detached(move || f(&fut));
+            if let Some(lp) = self.event_loop() {
+                let _ = lp.call_soon_detached(move || f(&fut));
+            }
         } else {
             self.inner.callbacks.borrow_mut().push((id, Box::new(f)));
         }
@@ -243,15 +251,15 @@ impl<T: 'static> Future<T> {
         cx: &mut Context<'_>,
         take: impl FnOnce(&mut Slot<T>) -> Result<T>,
     ) -> Poll<Result<T>> {
-        if let Ok(running) = policy::get_running_loop()
-            && running != self.inner.lp
+        if let Some(running) = context::running_loop_inner()
+            && !std::ptr::eq(Rc::as_ptr(&running), self.inner.lp.as_ptr())
         {
             return Poll::Ready(Err(Error::new(
                 ErrorKind::InvalidArgument,
                 "this future belongs to another event loop",
             )));
         }
-        let task = task::current_state();
+        let task = context::current_task();
         // A cancellation requested of the awaiting task is delivered here, at
         // its next suspension point (CN-01), even if this future is already
         // done: like asyncio, which throws CancelledError into the coroutine
@@ -260,7 +268,7 @@ impl<T: 'static> Future<T> {
             && task.take_cancel_request()
         {
             self.cancel();
-            return Poll::Ready(Err(task::cancelled_error(Some(task))));
+            return Poll::Ready(Err(cancelled_error(Some(task))));
         }
         let mut slot = self.inner.slot.borrow_mut();
         match &mut *slot {
@@ -280,7 +288,7 @@ impl<T: 'static> Future<T> {
             }
             Slot::Cancelled => {
                 drop(slot);
-                Poll::Ready(Err(task::cancelled_error(task.as_deref())))
+                Poll::Ready(Err(cancelled_error(task.as_deref())))
             }
             Slot::Done(Err(_)) | Slot::Done(Ok(_)) | Slot::Taken => {
                 self.inner.retrieved.set(true);
@@ -332,16 +340,27 @@ impl<T: Clone + 'static> std::future::Future for Future<T> {
 impl<T> Drop for FutureInner<T> {
     fn drop(&mut self) {
         // FU-06: an error nobody looked at is reported when the future goes.
-        if self.retrieved.get() || self.lp.is_closed() {
+        if self.retrieved.get() {
             return;
         }
-        if let Slot::Done(Err(e)) = &*self.slot.borrow() {
-            if e.kind() == ErrorKind::Cancelled {
-                return;
-            }
-            let ctx =
-                ExceptionContext::new("future exception was never retrieved").with_error(e.clone());
-            self.lp.call_exception_handler(ctx);
+        let Some(lp) = self.lp.upgrade().map(Loop::from_inner) else {
+            return;
+        };
+        if lp.is_closed() {
+            return;
         }
+        let error = match &*self.slot.borrow() {
+            Slot::Done(Err(e)) if e.kind() != ErrorKind::Cancelled => e.clone(),
+            _ => return,
+        };
+        let ctx = ExceptionContext::new("future exception was never retrieved").with_error(error);
+        lp.call_exception_handler(ctx);
+    }
+}
+
+impl Loop {
+    /// A new pending [`Future`] bound to this loop.
+    pub fn create_future<T: 'static>(&self) -> Future<T> {
+        Future::new(self)
     }
 }

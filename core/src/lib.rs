@@ -50,6 +50,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod backend;
+mod context;
 mod error;
 mod event_loop;
 mod exception;
@@ -92,7 +93,8 @@ pub use protocol::Protocol;
 pub use remote::{RemoteLoop, RemoteTask};
 pub use server::{Server, ServerOptions};
 pub use subprocess::{Redirect, SubprocessProtocol, SubprocessStdio, SubprocessTransport};
-pub use task::{Task, TaskRef};
+pub use task::Task;
+pub use task::state::TaskRef;
 pub use time::{Sleep, Timeout, sleep, sleep_until, timeout};
 pub use transport::{DatagramProtocol, DatagramTransport, SocketAddress, Transport};
 pub use udp::DatagramOptions;

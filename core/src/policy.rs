@@ -11,89 +11,11 @@
 //! `Loop::with_backend` never consult the policy, so tests can build a fresh
 //! loop each without touching process-global state (PO-04).
 
-use std::cell::RefCell;
-use std::rc::{Rc, Weak};
 use std::sync::{Arc, RwLock};
 
+use crate::context;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event_loop::{Loop, LoopInner};
-
-thread_local! {
-    /// The loop running on this thread.
-    static RUNNING: RefCell<Option<Weak<LoopInner>>> = const { RefCell::new(None) };
-    /// The loop set with `set_event_loop`.
-    static CURRENT: RefCell<Option<Loop>> = const { RefCell::new(None) };
-    /// Every open loop made on this thread, by id: lets a `RemoteLoop` used
-    /// on its own loop's thread push straight into the ready queue (TH-03).
-    static LOCAL: RefCell<Vec<(u64, Weak<LoopInner>)>> = const { RefCell::new(Vec::new()) };
-}
-
-pub(crate) fn running_loop_inner() -> Option<Rc<LoopInner>> {
-    RUNNING.with(|r| r.borrow().as_ref().and_then(Weak::upgrade))
-}
-
-pub(crate) fn set_running(inner: Option<&LoopInner>) {
-    RUNNING.with(|r| *r.borrow_mut() = inner.map(|i| i.weak.clone()));
-}
-
-pub(crate) fn running_is(inner: &LoopInner) -> bool {
-    RUNNING.with(|r| {
-        r.borrow()
-            .as_ref()
-            .is_some_and(|w| Weak::ptr_eq(w, &inner.weak))
-    })
-}
-
-/// Marks `inner` as the running loop for a dispatch, restoring the previous
-/// value afterwards (a dispatch driven by a host while no run is active).
-pub(crate) struct RunningScope {
-    previous: Option<Option<Weak<LoopInner>>>,
-}
-
-impl RunningScope {
-    pub(crate) fn enter(inner: &Rc<LoopInner>) -> RunningScope {
-        if running_is(inner) {
-            return RunningScope { previous: None };
-        }
-        let previous = RUNNING.with(|r| r.borrow_mut().replace(Rc::downgrade(inner)));
-        RunningScope {
-            previous: Some(previous),
-        }
-    }
-}
-
-impl Drop for RunningScope {
-    fn drop(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            RUNNING.with(|r| *r.borrow_mut() = previous);
-        }
-    }
-}
-
-pub(crate) fn register_local(inner: &Rc<LoopInner>) {
-    LOCAL.with(|l| {
-        let mut l = l.borrow_mut();
-        l.retain(|(_, w)| w.strong_count() > 0);
-        l.push((inner.shared.id, Rc::downgrade(inner)));
-    });
-}
-
-pub(crate) fn unregister_local(id: u64) {
-    // `try_with`: a loop may be closed from a thread-local destructor.
-    let _ = LOCAL.try_with(|l| l.borrow_mut().retain(|(i, _)| *i != id));
-}
-
-pub(crate) fn local_loop(id: u64) -> Option<Rc<LoopInner>> {
-    LOCAL
-        .try_with(|l| {
-            l.borrow()
-                .iter()
-                .find(|(i, _)| *i == id)
-                .and_then(|(_, w)| w.upgrade())
-        })
-        .ok()
-        .flatten()
-}
+use crate::event_loop::Loop;
 
 /// The loop running on this thread (PO-01).
 ///
@@ -108,12 +30,14 @@ pub(crate) fn local_loop(id: u64) -> Option<Rc<LoopInner>> {
 /// # Ok::<(), oneloop::Error>(())
 /// ```
 pub fn get_running_loop() -> Result<Loop> {
-    running_loop_inner().map(Loop::from_inner).ok_or_else(|| {
-        Error::new(
-            ErrorKind::NotRunning,
-            "no event loop is running on this thread",
-        )
-    })
+    context::running_loop_inner()
+        .map(Loop::from_inner)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotRunning,
+                "no event loop is running on this thread",
+            )
+        })
 }
 
 /// The running loop if there is one, else the loop set with
@@ -123,10 +47,10 @@ pub fn get_running_loop() -> Result<Loop> {
 /// [`ErrorKind::NotRunning`] when neither exists; call [`set_event_loop`]
 /// or create one with [`new_event_loop`].
 pub fn get_event_loop() -> Result<Loop> {
-    if let Some(inner) = running_loop_inner() {
+    if let Some(inner) = context::running_loop_inner() {
         return Ok(Loop::from_inner(inner));
     }
-    CURRENT.with(|c| c.borrow().clone()).ok_or_else(|| {
+    context::current_loop().ok_or_else(|| {
         Error::new(
             ErrorKind::NotRunning,
             "no current event loop on this thread; call set_event_loop(Some(loop)) first",
@@ -136,7 +60,7 @@ pub fn get_event_loop() -> Result<Loop> {
 
 /// Set (or clear, with `None`) this thread's current loop.
 pub fn set_event_loop(lp: Option<Loop>) {
-    CURRENT.with(|c| *c.borrow_mut() = lp);
+    context::set_current_loop(lp);
 }
 
 /// A new loop from the current policy (by default the native loop).

@@ -9,9 +9,9 @@ use std::task::{Context, Poll};
 
 use futures::channel::oneshot;
 
+use crate::context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::Loop;
-use crate::policy;
 use crate::scheduler::Ready;
 use crate::scheduler::inbox::{Remote, Shared};
 
@@ -57,11 +57,11 @@ impl RemoteLoop {
     pub fn call_soon_threadsafe(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
         let location = Location::caller();
         if std::thread::current().id() == self.shared.thread
-            && let Some(inner) = policy::local_loop(self.shared.id)
+            && let Some(inner) = context::local_loop(self.shared.id)
         {
-            inner.check_open()?;
-            inner.push_ready(Ready::Boxed(Box::new(f), location));
-            return Ok(());
+            return inner
+                .sched
+                .try_push_ready_with(|| Ready::Boxed(Box::new(f), location));
         }
         self.shared
             .post(Remote::Call(Box::new(f), location))
@@ -75,7 +75,7 @@ impl RemoteLoop {
     pub fn stop(&self) -> Result<()> {
         let id = self.shared.id;
         self.call_soon_threadsafe(move || {
-            if let Some(inner) = policy::local_loop(id) {
+            if let Some(inner) = context::local_loop(id) {
                 Loop::from_inner(inner).stop();
             }
         })
@@ -95,7 +95,7 @@ impl RemoteLoop {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.id;
         self.call_soon_threadsafe(move || {
-            let Some(inner) = policy::local_loop(id) else {
+            let Some(inner) = context::local_loop(id) else {
                 return;
             };
             let lp = Loop::from_inner(inner);
@@ -138,5 +138,25 @@ impl<T> StdFuture for RemoteTask<T> {
             ))),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+impl Loop {
+    /// A `Send + Sync` handle for other threads: `call_soon_threadsafe`,
+    /// `spawn` of `Send` futures, `stop`.
+    pub fn remote(&self) -> RemoteLoop {
+        RemoteLoop {
+            shared: self.inner.sched.shared().clone(),
+        }
+    }
+
+    /// [`RemoteLoop::call_soon_threadsafe`] from the loop's own thread: the
+    /// same FIFO as [`call_soon`](Loop::call_soon) (D8, TH-03).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] after close (TH-05).
+    #[track_caller]
+    pub fn call_soon_threadsafe(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        self.remote().call_soon_threadsafe(f)
     }
 }

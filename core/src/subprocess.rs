@@ -536,7 +536,7 @@ fn spawn(
     stdio: SubprocessStdio,
     make_protocol: Box<dyn FnOnce() -> Box<dyn SubprocessProtocol>>,
 ) -> Result<SubprocessTransport> {
-    lp.inner.check_open()?;
+    lp.check_open()?;
     command.stdin(stdio_for(stdio.stdin, "stdin")?);
     // stderr → stdout: one pipe (or the parent's stdout) for both.
     let mut merged_read: Option<OwnedFd> = None;

@@ -183,9 +183,6 @@ impl oneloop::backend::Backend for Counting {
     fn name(&self) -> &str {
         "counting"
     }
-    fn install(&self, d: oneloop::backend::Driver) -> std::io::Result<()> {
-        self.0.install(d)
-    }
     fn arm(&self, next: oneloop::backend::NextDispatch) {
         self.0.arm(next)
     }
@@ -201,11 +198,13 @@ impl oneloop::backend::Backend for Counting {
 #[test]
 fn tm08_tiny_sleeps_do_not_busy_spin() {
     let turns = Rc::new(Cell::new(0));
-    let backend = Counting(
-        oneloop::native::NativeBackend::new().unwrap(),
-        turns.clone(),
-    );
-    let lp = Loop::with_backend(backend).unwrap();
+    let lp = Loop::with_backend(|driver| {
+        Ok(Counting(
+            oneloop::native::NativeBackend::new(driver)?,
+            turns.clone(),
+        ))
+    })
+    .unwrap();
     lp.run_until_complete(async {
         for exp in [2, 4, 6, 8, 10] {
             oneloop::sleep(Duration::from_secs_f64(10f64.powi(-exp)))
@@ -245,7 +244,7 @@ fn tm09_now_is_refreshed_after_a_blocking_callback() {
 /// A backend on a virtual clock: each turn jumps the clock to the armed
 /// deadline and records it, so wake-ups can be counted exactly.
 struct VirtualClock {
-    driver: std::cell::OnceCell<oneloop::backend::Driver>,
+    driver: oneloop::backend::Driver,
     armed: Cell<oneloop::backend::NextDispatch>,
     now: Cell<Instant>,
     wakes: Rc<std::cell::RefCell<Vec<Instant>>>,
@@ -254,11 +253,6 @@ struct VirtualClock {
 impl oneloop::backend::Backend for VirtualClock {
     fn name(&self) -> &str {
         "virtual-clock"
-    }
-    fn install(&self, d: oneloop::backend::Driver) -> std::io::Result<()> {
-        self.driver
-            .set(d)
-            .map_err(|_| std::io::Error::other("installed twice"))
     }
     fn arm(&self, next: oneloop::backend::NextDispatch) {
         self.armed.set(next);
@@ -283,7 +277,7 @@ impl oneloop::backend::Backend for VirtualClock {
             }
             NextDispatch::OnEvent => return Err(std::io::Error::other("would wait forever")),
         }
-        self.driver.get().expect("installed").dispatch();
+        self.driver.dispatch();
         Ok(())
     }
 }
@@ -294,15 +288,16 @@ impl oneloop::backend::Backend for VirtualClock {
 fn virtual_round(offsets_ms: &[f64], slack: Duration) -> (Vec<Duration>, Vec<Duration>) {
     let start = Instant::now();
     let wakes = Rc::new(std::cell::RefCell::new(Vec::new()));
-    let backend = VirtualClock {
-        driver: std::cell::OnceCell::new(),
-        armed: Cell::new(oneloop::backend::NextDispatch::OnEvent),
-        now: Cell::new(start),
-        wakes: wakes.clone(),
-    };
     let lp = Loop::builder()
         .timer_slack(slack)
-        .build_with(backend)
+        .build_with(|driver| {
+            Ok(VirtualClock {
+                driver,
+                armed: Cell::new(oneloop::backend::NextDispatch::OnEvent),
+                now: Cell::new(start),
+                wakes: wakes.clone(),
+            })
+        })
         .unwrap();
     let lateness = Rc::new(std::cell::RefCell::new(Vec::new()));
     let deadlines: Vec<Instant> = offsets_ms

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use async_executor::{LocalExecutor, Task};
 use futures_lite::FutureExt;
-use oneloop::backend::{Backend, Driver, Interest, NextDispatch, RemoteWake};
+use oneloop::backend::{Backend, Driver, Interest, IntoBackend, NextDispatch, RemoteWake};
 
 use crate::driver::{Core, DriverTask, Gate};
 
@@ -113,9 +113,36 @@ impl fmt::Debug for AsyncIoBackend {
 /// pool.run(); // the driver ends with the loop
 /// # Ok::<(), oneloop::Error>(())
 /// ```
+///
+/// It may be spawned before the loop is built: it waits for the loop, and
+/// completes at once if the [`AsyncIoBuilder`] is dropped unbuilt.
 #[must_use = "the loop is dispatched only while its driver runs on an executor"]
 pub struct DriverFuture {
-    task: DriverTask,
+    pending: Rc<Pending>,
+    task: Option<DriverTask>,
+}
+
+/// Where an attached backend's [`DriverFuture`] finds its loop's driver
+/// task once the loop is built.
+#[derive(Default)]
+struct Pending {
+    task: RefCell<Option<DriverTask>>,
+    waker: RefCell<Option<std::task::Waker>>,
+    /// The builder was dropped without building a loop.
+    abandoned: std::cell::Cell<bool>,
+}
+
+impl Pending {
+    fn fill(&self, task: Option<DriverTask>) {
+        match task {
+            Some(task) => *self.task.borrow_mut() = Some(task),
+            None => self.abandoned.set(true),
+        }
+        let waker = self.waker.borrow_mut().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
 }
 
 impl fmt::Debug for DriverFuture {
@@ -128,7 +155,103 @@ impl Future for DriverFuture {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.task).poll(cx)
+        let this = &mut *self;
+        if this.task.is_none() {
+            this.task = this.pending.task.borrow_mut().take();
+        }
+        match &mut this.task {
+            Some(task) => Pin::new(task).poll(cx),
+            None if this.pending.abandoned.get() => Poll::Ready(()),
+            None => {
+                *this.pending.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// How to build an [`AsyncIoBackend`]: its executor (owned mode), or the
+/// driver already handed to a host executor (attached mode). Give it to
+/// [`Loop::with_backend`](oneloop::Loop::with_backend) (it is an
+/// [`IntoBackend`]), which builds the backend with the loop's driver.
+pub struct AsyncIoBuilder {
+    mode: Build,
+}
+
+enum Build {
+    Owned(Rc<LocalExecutor<'static>>),
+    Attached {
+        pending: Rc<Pending>,
+        task: Option<Task<()>>,
+    },
+    /// Built (or being built): nothing left to hand over.
+    Taken,
+}
+
+impl fmt::Debug for AsyncIoBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.mode {
+            Build::Owned(_) => "owned",
+            Build::Attached { .. } => "attached",
+            Build::Taken => "taken",
+        };
+        f.debug_struct("AsyncIoBuilder")
+            .field("mode", &mode)
+            .finish()
+    }
+}
+
+impl IntoBackend for AsyncIoBuilder {
+    type Backend = AsyncIoBackend;
+
+    fn attached(&self) -> bool {
+        matches!(self.mode, Build::Attached { .. })
+    }
+
+    /// Make the backend's state and start (or release) its driver task.
+    ///
+    /// # Errors
+    /// If the wake socket pair cannot be created or registered.
+    fn into_backend(mut self, driver: Driver) -> io::Result<AsyncIoBackend> {
+        match std::mem::replace(&mut self.mode, Build::Taken) {
+            Build::Owned(ex) => {
+                let core = Rc::new(Core::new(Gate::Closed, driver)?);
+                let task = ex.spawn(DriverTask { core: core.clone() });
+                Ok(AsyncIoBackend {
+                    core,
+                    mode: Mode::Owned {
+                        ex,
+                        task: RefCell::new(Some(task)),
+                    },
+                })
+            }
+            Build::Attached { pending, task } => {
+                let core = match Core::new(Gate::Open, driver) {
+                    Ok(core) => Rc::new(core),
+                    Err(e) => {
+                        pending.fill(None);
+                        return Err(e);
+                    }
+                };
+                pending.fill(Some(DriverTask { core: core.clone() }));
+                Ok(AsyncIoBackend {
+                    core,
+                    mode: Mode::Attached {
+                        task: RefCell::new(task),
+                    },
+                })
+            }
+            Build::Taken => Err(io::Error::other("this backend was already built")),
+        }
+    }
+}
+
+impl Drop for AsyncIoBuilder {
+    /// A driver handed out for a loop that is never built ends.
+    fn drop(&mut self) {
+        if let Build::Attached { pending, .. } = &self.mode {
+            pending.fill(None);
+        }
     }
 }
 
@@ -139,7 +262,8 @@ impl AsyncIoBackend {
     ///
     /// # Errors
     /// If the wake socket pair cannot be created or registered.
-    pub fn new() -> io::Result<AsyncIoBackend> {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> io::Result<AsyncIoBuilder> {
         AsyncIoBackend::with_executor(Rc::new(LocalExecutor::new()))
     }
 
@@ -162,15 +286,9 @@ impl AsyncIoBackend {
     /// assert_eq!(lp.run_until_complete(smol_task)?, 42);
     /// # Ok::<(), oneloop::Error>(())
     /// ```
-    pub fn with_executor(ex: Rc<LocalExecutor<'static>>) -> io::Result<AsyncIoBackend> {
-        let core = Rc::new(Core::new(Gate::Closed)?);
-        let task = ex.spawn(DriverTask { core: core.clone() });
-        Ok(AsyncIoBackend {
-            core,
-            mode: Mode::Owned {
-                ex,
-                task: RefCell::new(Some(task)),
-            },
+    pub fn with_executor(ex: Rc<LocalExecutor<'static>>) -> io::Result<AsyncIoBuilder> {
+        Ok(AsyncIoBuilder {
+            mode: Build::Owned(ex),
         })
     }
 
@@ -202,13 +320,13 @@ impl AsyncIoBackend {
     /// lp.close()?;
     /// # Ok::<(), oneloop::Error>(())
     /// ```
-    pub fn attach(ex: &LocalExecutor<'_>) -> io::Result<AsyncIoBackend> {
-        let (backend, driver) = AsyncIoBackend::attached()?;
-        let task = ex.spawn(driver);
-        if let Mode::Attached { task: slot } = &backend.mode {
-            *slot.borrow_mut() = Some(task);
+    pub fn attach(ex: &LocalExecutor<'_>) -> io::Result<AsyncIoBuilder> {
+        let (mut builder, driver) = AsyncIoBackend::attached()?;
+        let spawned = ex.spawn(driver);
+        if let Build::Attached { task, .. } = &mut builder.mode {
+            *task = Some(spawned);
         }
-        Ok(backend)
+        Ok(builder)
     }
 
     /// Attached mode on async-std's runtime: the driver is spawned with
@@ -235,11 +353,11 @@ impl AsyncIoBackend {
     /// # Ok::<(), oneloop::Error>(())
     /// ```
     #[cfg(feature = "async-std")]
-    pub fn attach_async_std() -> io::Result<AsyncIoBackend> {
-        let (backend, driver) = AsyncIoBackend::attached()?;
+    pub fn attach_async_std() -> io::Result<AsyncIoBuilder> {
+        let (builder, driver) = AsyncIoBackend::attached()?;
         // The handle detaches on drop; the driver ends when the loop closes.
         drop(async_std::task::spawn_local(driver));
-        Ok(backend)
+        Ok(builder)
     }
 
     /// Attached mode on any executor: spawn the returned [`DriverFuture`] on
@@ -247,18 +365,19 @@ impl AsyncIoBackend {
     ///
     /// # Errors
     /// If the wake socket pair cannot be created or registered.
-    pub fn attached() -> io::Result<(AsyncIoBackend, DriverFuture)> {
-        let core = Rc::new(Core::new(Gate::Open)?);
+    pub fn attached() -> io::Result<(AsyncIoBuilder, DriverFuture)> {
+        let pending = Rc::new(Pending::default());
         let driver = DriverFuture {
-            task: DriverTask { core: core.clone() },
+            pending: pending.clone(),
+            task: None,
         };
-        let backend = AsyncIoBackend {
-            core,
-            mode: Mode::Attached {
-                task: RefCell::new(None),
+        let builder = AsyncIoBuilder {
+            mode: Build::Attached {
+                pending,
+                task: None,
             },
         };
-        Ok((backend, driver))
+        Ok((builder, driver))
     }
 
     fn shut(&self) {
@@ -273,16 +392,6 @@ impl AsyncIoBackend {
 impl Backend for AsyncIoBackend {
     fn name(&self) -> &str {
         "async-io"
-    }
-
-    fn install(&self, driver: Driver) -> io::Result<()> {
-        self.core
-            .driver
-            .set(driver)
-            .map_err(|_| io::Error::other("backend installed twice"))?;
-        // A host may have polled the driver before it had a loop.
-        self.core.wake_task();
-        Ok(())
     }
 
     fn arm(&self, next: NextDispatch) {
@@ -300,9 +409,6 @@ impl Backend for AsyncIoBackend {
                 "an attached async-io loop is run by its host executor",
             ));
         };
-        if self.core.driver.get().is_none() {
-            return Err(io::Error::other("backend not installed"));
-        }
         let core = &self.core;
         core.open_turn();
         // Closes the turn even if a task's panic unwinds out of the executor.

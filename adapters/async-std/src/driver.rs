@@ -32,7 +32,7 @@
 //!   when a run starts: a pre-stopped run still sees the I/O that is ready
 //!   (LC-05).
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -66,7 +66,8 @@ pub(crate) enum Gate {
 /// Field order matters: `wake_io` is dropped before `remote`, which owns the
 /// socket it watches (the invariant of [`LentFd`]).
 pub(crate) struct Core {
-    pub(crate) driver: OnceCell<Driver>,
+    /// The loop's side of the plug.
+    pub(crate) driver: Driver,
     /// `arm(Now)` is pending.
     now: Cell<bool>,
     /// The deadline `timer` is set to; `None` once it fired or was never set.
@@ -111,12 +112,12 @@ impl fmt::Debug for Core {
 }
 
 impl Core {
-    pub(crate) fn new(gate: Gate) -> io::Result<Core> {
+    pub(crate) fn new(gate: Gate, driver: Driver) -> io::Result<Core> {
         let remote = Arc::new(RemoteWaker::new()?);
         let wakeups = Arc::new(Wakeups::default());
         let wake_io = Async::new_nonblocking(LentFd::new(remote.rx.as_raw_fd())?)?;
         Ok(Core {
-            driver: OnceCell::new(),
+            driver,
             now: Cell::new(false),
             timer_at: Cell::new(None),
             timer: RefCell::new(Timer::never()),
@@ -243,10 +244,6 @@ impl Core {
             }
         }
         self.wakeups.driver.register(cx.waker());
-        if self.driver.get().is_none() {
-            // Spawned before `install`; `install` wakes it.
-            return Poll::Pending;
-        }
         match self.gate.get() {
             Gate::Closed => {
                 self.deferred.set(true);
@@ -270,14 +267,12 @@ impl Core {
             return Poll::Pending;
         }
 
-        let mut live = false;
-        if let Some(driver) = self.driver.get() {
-            for &(fd, r) in &ready {
-                driver.fd_ready(fd, r);
-            }
-            driver.dispatch();
-            live = driver.is_live();
+        let driver = &self.driver;
+        for &(fd, r) in &ready {
+            driver.fd_ready(fd, r);
         }
+        driver.dispatch();
+        let live = driver.is_live();
         self.dispatches.set(self.dispatches.get() + 1);
         self.fds.rearm(&ready);
         self.put_back(ready);

@@ -81,5 +81,5 @@ mod fd;
 mod fds;
 mod wake;
 
-pub use backend::{AsyncIoBackend, DriverFuture};
+pub use backend::{AsyncIoBackend, AsyncIoBuilder, DriverFuture};
 pub use blocking::BlockingPool;

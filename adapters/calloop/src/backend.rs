@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calloop::{EventLoop, LoopHandle};
-use oneloop::backend::{Backend, Driver, Interest, NextDispatch, RemoteWake};
+use oneloop::backend::{Backend, Driver, Interest, IntoBackend, NextDispatch, RemoteWake};
 use oneloop::{Loop, LoopBuilder};
 
 use crate::sources::Sources;
@@ -58,11 +58,57 @@ impl<D: 'static> fmt::Debug for CalloopBackend<D> {
     }
 }
 
+/// How to build a [`CalloopBackend`]: the event loop it runs on (owned,
+/// or the host's handle). Give it to [`Loop::with_backend`] (it is an
+/// [`IntoBackend`]), which inserts the backend's sources with the loop's
+/// driver.
+pub struct CalloopBuilder<D: 'static> {
+    handle: LoopHandle<'static, D>,
+    /// Owned mode: the event loop the backend will own.
+    owned: Option<EventLoop<'static, ()>>,
+}
+
+impl<D: 'static> fmt::Debug for CalloopBuilder<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CalloopBuilder")
+            .field("owned", &self.owned.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: 'static> CalloopBuilder<D> {
+    /// A handle to the calloop event loop the backend will run on, for
+    /// native calloop sources.
+    pub fn handle(&self) -> Option<LoopHandle<'static, D>> {
+        Some(self.handle.clone())
+    }
+}
+
+impl<D: 'static> IntoBackend for CalloopBuilder<D> {
+    type Backend = CalloopBackend<D>;
+
+    fn attached(&self) -> bool {
+        self.owned.is_none()
+    }
+
+    /// Insert the ping source into the event loop.
+    ///
+    /// # Errors
+    /// If the ping's eventfd cannot be created, or calloop refuses the source.
+    fn into_backend(self, driver: Driver) -> io::Result<CalloopBackend<D>> {
+        let sources = Sources::new(&self.handle, driver)?;
+        Ok(CalloopBackend {
+            sources,
+            owned: self.owned.map(RefCell::new),
+        })
+    }
+}
+
 impl CalloopBackend<()> {
     /// An owned backend: a new `EventLoop<'static, ()>` that the loop runs.
     ///
     /// # Errors
-    /// If calloop cannot create its poller or the ping's eventfd.
+    /// If calloop cannot create its poller.
     ///
     /// # Examples
     /// ```
@@ -83,12 +129,12 @@ impl CalloopBackend<()> {
     /// lp.run_until_complete(oneloop::sleep(Duration::from_millis(2)))??;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn new() -> io::Result<CalloopBackend<()>> {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> io::Result<CalloopBuilder<()>> {
         let event_loop: EventLoop<'static, ()> = EventLoop::try_new().map_err(io::Error::from)?;
-        let sources = Sources::new(&event_loop.handle())?;
-        Ok(CalloopBackend {
-            sources,
-            owned: Some(RefCell::new(event_loop)),
+        Ok(CalloopBuilder {
+            handle: event_loop.handle(),
+            owned: Some(event_loop),
         })
     }
 }
@@ -98,10 +144,11 @@ impl<D: 'static> CalloopBackend<D> {
     /// it; oneloop only inserts sources through `handle`.
     ///
     /// # Errors
-    /// If the ping's eventfd cannot be created.
-    pub fn attached(handle: LoopHandle<'static, D>) -> io::Result<CalloopBackend<D>> {
-        Ok(CalloopBackend {
-            sources: Sources::new(&handle)?,
+    /// None today (building the loop creates the ping's eventfd); kept
+    /// fallible for the callers that `?` it.
+    pub fn attached(handle: LoopHandle<'static, D>) -> io::Result<CalloopBuilder<D>> {
+        Ok(CalloopBuilder {
+            handle,
             owned: None,
         })
     }
@@ -116,10 +163,6 @@ impl<D: 'static> CalloopBackend<D> {
 impl<D: 'static> Backend for CalloopBackend<D> {
     fn name(&self) -> &str {
         "calloop"
-    }
-
-    fn install(&self, driver: Driver) -> io::Result<()> {
-        self.sources.install(driver)
     }
 
     fn arm(&self, next: NextDispatch) {

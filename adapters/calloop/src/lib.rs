@@ -169,4 +169,4 @@ mod backend;
 mod fd;
 mod sources;
 
-pub use backend::{CalloopBackend, attach, attach_with, new_loop};
+pub use backend::{CalloopBackend, CalloopBuilder, attach, attach_with, new_loop};

@@ -29,7 +29,7 @@
 //! Work queued by a oneloop callback pings the `Ping`, so the next host poll
 //! returns at once instead of waiting for an idle that would not shorten it.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
@@ -37,7 +37,7 @@ use std::rc::{Rc, Weak};
 use std::time::Instant;
 
 use calloop::generic::Generic;
-use calloop::ping::{Ping, PingSource, make_ping};
+use calloop::ping::{Ping, make_ping};
 use calloop::timer::{TimeoutAction, Timer};
 use calloop::{Dispatcher, Idle, LoopHandle, Mode, PostAction, RegistrationToken};
 use oneloop::backend::{Driver, Interest, NextDispatch, Readiness};
@@ -68,10 +68,9 @@ pub(crate) struct Sources<D: 'static> {
     /// alive; once it is gone every operation is a no-op or an error. (A
     /// closure because calloop 0.14 does not export `WeakLoopHandle`'s name.)
     handle: Box<dyn Fn() -> Option<LoopHandle<'static, D>>>,
-    driver: OnceCell<Driver>,
+    /// The loop's side of the plug.
+    driver: Driver,
     ping: Ping,
-    /// Until `install` moves it into the host.
-    ping_source: Cell<Option<PingSource>>,
     ping_token: Cell<Option<RegistrationToken>>,
     /// We pinged and the ping source has not run since: pinging again would
     /// only cost a syscall.
@@ -91,24 +90,39 @@ fn host_gone() -> io::Error {
 }
 
 impl<D: 'static> Sources<D> {
-    pub(crate) fn new(handle: &LoopHandle<'static, D>) -> io::Result<Rc<Sources<D>>> {
+    /// The sources of a new loop on `handle`'s event loop: for now the
+    /// ping, inserted at once.
+    pub(crate) fn new(
+        handle: &LoopHandle<'static, D>,
+        driver: Driver,
+    ) -> io::Result<Rc<Sources<D>>> {
         let (ping, ping_source) = make_ping()?;
-        Ok(Rc::new_cyclic(|me| Sources {
+        let sources = Rc::new_cyclic(|me| Sources {
             me: me.clone(),
             handle: {
                 let weak = handle.downgrade();
                 Box::new(move || weak.upgrade())
             },
-            driver: OnceCell::new(),
+            driver,
             ping,
-            ping_source: Cell::new(Some(ping_source)),
             ping_token: Cell::new(None),
             pinged: Cell::new(false),
             timer: Cell::new(None),
             fds: RefCell::new(HashMap::new()),
             idle: RefCell::new(None),
             closed: Cell::new(false),
-        }))
+        });
+        let me = sources.me.clone();
+        let token = handle
+            .insert_source(ping_source, move |(), &mut (), _: &mut D| {
+                if let Some(me) = me.upgrade() {
+                    me.pinged.set(false);
+                    me.schedule_dispatch();
+                }
+            })
+            .map_err(|e| io::Error::from(e.error))?;
+        sources.ping_token.set(Some(token));
+        Ok(sources)
     }
 
     pub(crate) fn handle(&self) -> Option<LoopHandle<'static, D>> {
@@ -118,29 +132,6 @@ impl<D: 'static> Sources<D> {
     /// The wake other threads use: a ping (an eventfd write).
     pub(crate) fn ping(&self) -> Ping {
         self.ping.clone()
-    }
-
-    /// Keep the driver and insert the ping source.
-    pub(crate) fn install(&self, driver: Driver) -> io::Result<()> {
-        self.driver
-            .set(driver)
-            .map_err(|_| io::Error::other("backend installed twice"))?;
-        let handle = self.handle().ok_or_else(host_gone)?;
-        let source = self
-            .ping_source
-            .take()
-            .ok_or_else(|| io::Error::other("backend installed twice"))?;
-        let me = self.me.clone();
-        let token = handle
-            .insert_source(source, move |(), &mut (), _: &mut D| {
-                if let Some(me) = me.upgrade() {
-                    me.pinged.set(false);
-                    me.schedule_dispatch();
-                }
-            })
-            .map_err(|e| io::Error::from(e.error))?;
-        self.ping_token.set(Some(token));
-        Ok(())
     }
 
     /// Queue the scheduler iteration as a calloop idle, once: it runs after
@@ -157,9 +148,7 @@ impl<D: 'static> Sources<D> {
             // Forget the idle before running oneloop code, which may close
             // the loop (cancelling a running idle would panic in calloop).
             drop(me.idle.borrow_mut().take());
-            if let Some(driver) = me.driver.get() {
-                driver.dispatch();
-            }
+            me.driver.dispatch();
         });
         *self.idle.borrow_mut() = Some(idle);
     }
@@ -252,16 +241,14 @@ impl<D: 'static> Sources<D> {
             Generic::new(WatchedFd::new(fd), to_calloop(interest), Mode::Level),
             move |r: calloop::Readiness, _: &mut _, _: &mut D| {
                 if let Some(me) = me.upgrade() {
-                    if let Some(driver) = me.driver.get() {
-                        driver.fd_ready(
-                            fd,
-                            Readiness {
-                                readable: r.readable,
-                                writable: r.writable,
-                                hangup: r.error,
-                            },
-                        );
-                    }
+                    me.driver.fd_ready(
+                        fd,
+                        Readiness {
+                            readable: r.readable,
+                            writable: r.writable,
+                            hangup: r.error,
+                        },
+                    );
                     me.schedule_dispatch();
                 }
                 Ok(PostAction::Continue)

@@ -1,6 +1,6 @@
 //! [`GlibBackend`]: the oneloop [`Backend`] on a GLib [`MainContext`].
 
-use std::cell::{Cell, OnceCell};
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use glib::translate::{IntoGlib, ToGlibPtr};
 use glib::{MainContext, Priority};
-use oneloop::backend::{Backend, Driver, Interest, NextDispatch, RemoteWake};
+use oneloop::backend::{Backend, Driver, Interest, IntoBackend, NextDispatch, RemoteWake};
 use oneloop::{Loop, Result};
 
 use crate::source::{LoopSource, monotonic_us};
@@ -97,11 +97,11 @@ enum Mode {
 /// # Priorities (EM-07)
 ///
 /// GLib dispatches by strict priority. The oneloop source runs at
-/// [`priority`](GlibBackend::priority) (default [`Priority::DEFAULT`], the
+/// [`priority`](GlibBuilder::priority) (default [`Priority::DEFAULT`], the
 /// priority of GTK input) when it is woken by a timer, an fd, another thread
 /// or new work from host code; when a batch of callbacks leaves follow-up
 /// work (callbacks queued by callbacks, a task that woke itself), the
-/// follow-up runs at [`yield_priority`](GlibBackend::yield_priority)
+/// follow-up runs at [`yield_priority`](GlibBuilder::yield_priority)
 /// (default [`Priority::DEFAULT_IDLE`]). So a oneloop callback storm lets
 /// GTK input, redraw (`HIGH_IDLE + 20`) and idles run between its batches,
 /// and a burst of host sources at `DEFAULT` delays oneloop only until the
@@ -172,7 +172,7 @@ pub struct GlibBackend {
     priority: Priority,
     yield_priority: Priority,
     woken: Arc<AtomicBool>,
-    source: OnceCell<LoopSource>,
+    source: LoopSource,
     /// The clock pair that maps `Instant`s to GLib's monotonic µs.
     base_instant: Instant,
     base_us: i64,
@@ -190,58 +190,123 @@ impl fmt::Debug for GlibBackend {
     }
 }
 
-impl GlibBackend {
-    fn with_mode(ctx: MainContext, mode: Mode) -> GlibBackend {
-        let base_instant = Instant::now();
-        let base_us = monotonic_us();
-        GlibBackend {
+/// How to build a [`GlibBackend`]: the context, the mode and the
+/// priorities. Give it to [`Loop::with_backend`] (it is an
+/// [`IntoBackend`]), which builds the backend with the loop's driver.
+#[derive(Debug, Clone)]
+pub struct GlibBuilder {
+    ctx: MainContext,
+    mode: Mode,
+    priority: Priority,
+    yield_priority: Priority,
+}
+
+impl GlibBuilder {
+    fn with_mode(ctx: MainContext, mode: Mode) -> GlibBuilder {
+        GlibBuilder {
             ctx,
             mode,
             priority: Priority::DEFAULT,
             yield_priority: Priority::DEFAULT_IDLE,
-            woken: Arc::new(AtomicBool::new(false)),
-            source: OnceCell::new(),
-            base_instant,
-            base_us,
-            claimed: Cell::new(false),
         }
-    }
-
-    /// Attached mode: run inside `ctx`, which someone else iterates (GTK's
-    /// `Application::run`, a `MainLoop`, a host's own iteration).
-    ///
-    /// Build the loop on the thread that iterates `ctx`. Installing fails
-    /// if that context already has an open oneloop loop (EM-10) or is owned
-    /// by another thread.
-    #[doc(alias = "g_source_attach")]
-    pub fn attach(ctx: &MainContext) -> GlibBackend {
-        GlibBackend::with_mode(ctx.clone(), Mode::Attached)
-    }
-
-    /// Owned mode on a fresh [`MainContext`]: `run_forever` and
-    /// `run_until_complete` iterate it.
-    pub fn new() -> GlibBackend {
-        GlibBackend::with_mode(MainContext::new(), Mode::Owned)
-    }
-
-    /// Owned mode on `ctx`: `run_*` iterate it (and push it as the
-    /// thread-default context while they do).
-    pub fn owned(ctx: &MainContext) -> GlibBackend {
-        GlibBackend::with_mode(ctx.clone(), Mode::Owned)
     }
 
     /// The priority of the oneloop source when it is woken by events and new
     /// work (default [`Priority::DEFAULT`]).
-    pub fn priority(mut self, priority: Priority) -> GlibBackend {
+    pub fn priority(mut self, priority: Priority) -> GlibBuilder {
         self.priority = priority;
         self
     }
 
     /// The priority of follow-up batches (default
     /// [`Priority::DEFAULT_IDLE`]); see [Priorities](GlibBackend#priorities-em-07).
-    pub fn yield_priority(mut self, priority: Priority) -> GlibBackend {
+    pub fn yield_priority(mut self, priority: Priority) -> GlibBuilder {
         self.yield_priority = priority;
         self
+    }
+
+    /// The context the backend will run in.
+    pub fn main_context(&self) -> &MainContext {
+        &self.ctx
+    }
+}
+
+impl IntoBackend for GlibBuilder {
+    type Backend = GlibBackend;
+
+    fn attached(&self) -> bool {
+        self.mode == Mode::Attached
+    }
+
+    /// Claim the context and attach the loop's source to it.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::ResourceBusy`] if another thread owns the context;
+    /// [`io::ErrorKind::AlreadyExists`] if it already has an open oneloop
+    /// loop (EM-10).
+    fn into_backend(self, driver: Driver) -> io::Result<GlibBackend> {
+        // A context owned by another thread cannot be run from this one.
+        drop(self.ctx.acquire().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "the main context is owned by another thread; build the loop on the thread that iterates it",
+            )
+        })?);
+        let key = ctx_key(&self.ctx);
+        {
+            let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+            if claimed.contains(&key) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "this main context already has an open oneloop loop (EM-10); close it first",
+                ));
+            }
+            claimed.push(key);
+        }
+        let woken = Arc::new(AtomicBool::new(false));
+        let source = LoopSource::new(&self.ctx, self.priority, woken.clone(), driver);
+        Ok(GlibBackend {
+            ctx: self.ctx,
+            mode: self.mode,
+            priority: self.priority,
+            yield_priority: self.yield_priority,
+            woken,
+            source,
+            base_instant: Instant::now(),
+            base_us: monotonic_us(),
+            claimed: Cell::new(true),
+        })
+    }
+}
+
+fn ctx_key(ctx: &MainContext) -> usize {
+    let ptr: *mut glib::ffi::GMainContext = ctx.to_glib_none().0;
+    ptr as usize
+}
+
+impl GlibBackend {
+    /// Attached mode: run inside `ctx`, which someone else iterates (GTK's
+    /// `Application::run`, a `MainLoop`, a host's own iteration).
+    ///
+    /// Build the loop on the thread that iterates `ctx`. Building fails
+    /// if that context already has an open oneloop loop (EM-10) or is owned
+    /// by another thread.
+    #[doc(alias = "g_source_attach")]
+    pub fn attach(ctx: &MainContext) -> GlibBuilder {
+        GlibBuilder::with_mode(ctx.clone(), Mode::Attached)
+    }
+
+    /// Owned mode on a fresh [`MainContext`]: `run_forever` and
+    /// `run_until_complete` iterate it.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> GlibBuilder {
+        GlibBuilder::with_mode(MainContext::new(), Mode::Owned)
+    }
+
+    /// Owned mode on `ctx`: `run_*` iterate it (and push it as the
+    /// thread-default context while they do).
+    pub fn owned(ctx: &MainContext) -> GlibBuilder {
+        GlibBuilder::with_mode(ctx.clone(), Mode::Owned)
     }
 
     /// The context this backend runs in.
@@ -249,14 +314,9 @@ impl GlibBackend {
         &self.ctx
     }
 
-    fn ctx_key(&self) -> usize {
-        let ptr: *mut glib::ffi::GMainContext = self.ctx.to_glib_none().0;
-        ptr as usize
-    }
-
     fn release_claim(&self) {
         if self.claimed.replace(false) {
-            let key = self.ctx_key();
+            let key = ctx_key(&self.ctx);
             let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
             claimed.retain(|&k| k != key);
         }
@@ -268,12 +328,6 @@ impl GlibBackend {
         let us = i64::try_from(ahead.as_nanos().div_ceil(1000)).unwrap_or(i64::MAX);
         let target = self.base_us.saturating_add(us);
         target.min(monotonic_us().saturating_add(MAX_AHEAD_US))
-    }
-
-    fn source(&self) -> io::Result<&LoopSource> {
-        self.source
-            .get()
-            .ok_or_else(|| io::Error::other("the glib backend is not installed"))
     }
 }
 
@@ -292,39 +346,8 @@ impl Backend for GlibBackend {
         f()
     }
 
-    fn install(&self, driver: Driver) -> io::Result<()> {
-        if self.source.get().is_some() {
-            return Err(io::Error::other("backend installed twice"));
-        }
-        // A context owned by another thread cannot be run from this one.
-        drop(self.ctx.acquire().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::ResourceBusy,
-                "the main context is owned by another thread; build the loop on the thread that iterates it",
-            )
-        })?);
-        {
-            let key = self.ctx_key();
-            let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
-            if claimed.contains(&key) {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "this main context already has an open oneloop loop (EM-10); close it first",
-                ));
-            }
-            claimed.push(key);
-            self.claimed.set(true);
-        }
-        let source = LoopSource::new(&self.ctx, self.priority, self.woken.clone());
-        let _ = source.state().driver.set(driver);
-        let _ = self.source.set(source);
-        Ok(())
-    }
-
     fn arm(&self, next: NextDispatch) {
-        let Some(source) = self.source.get() else {
-            return;
-        };
+        let source = &self.source;
         match next {
             NextDispatch::Now => {
                 // At the end of a batch `Now` means follow-up work: yield
@@ -375,7 +398,7 @@ impl Backend for GlibBackend {
     }
 
     fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
-        self.source()?.watch(fd, interest);
+        self.source.watch(fd, interest);
         Ok(())
     }
 
@@ -395,17 +418,8 @@ impl Backend for GlibBackend {
     }
 
     fn close(&self) {
-        if let Some(source) = self.source.get() {
-            source.destroy();
-        }
+        self.source.destroy();
         self.release_claim();
-    }
-}
-
-impl Default for GlibBackend {
-    /// Owned mode on a fresh context, as [`GlibBackend::new`].
-    fn default() -> GlibBackend {
-        GlibBackend::new()
     }
 }
 

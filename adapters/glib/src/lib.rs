@@ -55,7 +55,7 @@
 mod backend;
 mod source;
 
-pub use backend::{GlibBackend, attach, new_loop};
+pub use backend::{GlibBackend, GlibBuilder, attach, new_loop};
 
 /// The workspace README's examples (the core loop and the GTK snippet),
 /// compiled as doctests here, where gtk4 is available, so they cannot drift.

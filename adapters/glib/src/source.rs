@@ -32,7 +32,7 @@
 //! - **panics**: every trampoline runs inside `catch_unwind`; nothing
 //!   unwinds into C.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::c_int;
 use std::mem;
@@ -51,8 +51,8 @@ use oneloop::backend::{Driver, Interest, Readiness};
 /// and the C source (one `Rc` turned into a raw pointer, released in
 /// `finalize`).
 pub(crate) struct SourceState {
-    /// Set by the backend's `install`.
-    pub(crate) driver: OnceCell<Driver>,
+    /// The loop's side of the plug.
+    pub(crate) driver: Driver,
     /// Set by remote wakes, cleared by the dispatch that serves them.
     pub(crate) woken: Arc<AtomicBool>,
     /// True while `dispatch` runs the driver: so that `arm(Now)` issued at
@@ -177,9 +177,10 @@ impl LoopSource {
         ctx: &glib::MainContext,
         priority: glib::Priority,
         woken: Arc<AtomicBool>,
+        driver: Driver,
     ) -> LoopSource {
         let state = Rc::new(SourceState {
-            driver: OnceCell::new(),
+            driver,
             woken,
             in_dispatch: Cell::new(false),
             fds: RefCell::new(HashMap::new()),
@@ -389,9 +390,7 @@ unsafe extern "C" fn dispatch(
 
 fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
     state.woken.store(false, Ordering::Release);
-    let Some(driver) = state.driver.get() else {
-        return;
-    };
+    let driver = &state.driver;
     // Collect first: a callback may watch or unwatch fds.
     let ready: Vec<(RawFd, u32)> = state
         .fds

@@ -10,14 +10,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oneloop::backend::{Backend, Driver, Interest, NextDispatch, RemoteWake};
+use oneloop::backend::{Backend, Driver, Interest, IntoBackend, NextDispatch, RemoteWake};
 use oneloop::{Error, ErrorKind, Loop};
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::{JoinHandle, LocalSet};
 
 use crate::driver::{DriverTask, State, Turn, panic_message};
 use crate::fd::FdWatch;
-use crate::stats::DriverStats;
+use crate::stats::{Counters, DriverStats};
 
 /// oneloop on tokio: a [`Backend`] whose host is a tokio current-thread
 /// runtime with a local task set.
@@ -62,12 +62,106 @@ impl fmt::Debug for TokioBackend {
     }
 }
 
+/// How to build a [`TokioBackend`]: the runtime it runs on (and, in owned
+/// mode, the runtime and `LocalSet` it owns). Give it to
+/// [`Loop::with_backend`] (it is an [`IntoBackend`]), which spawns the
+/// driver task with the loop's driver.
+pub struct TokioBuilder {
+    mode: Mode,
+    handle: Handle,
+    counters: Rc<Counters>,
+}
+
+impl fmt::Debug for TokioBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokioBuilder")
+            .field("attached", &matches!(self.mode, Mode::Attached))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokioBuilder {
+    /// The tokio runtime the backend will run on: the escape hatch for
+    /// tokio APIs outside oneloop callbacks (inside them,
+    /// `tokio::runtime::Handle::current()` works too).
+    pub fn runtime_handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// A live view of what the driver task will do (dispatches, wakes, fd
+    /// reports, probes): for tests, benchmarks and host drivers.
+    pub fn stats(&self) -> DriverStats {
+        DriverStats {
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+impl IntoBackend for TokioBuilder {
+    type Backend = TokioBackend;
+
+    fn attached(&self) -> bool {
+        matches!(self.mode, Mode::Attached)
+    }
+
+    /// Spawn the driver task: on the owned `LocalSet`, or on the one
+    /// running this thread in attached mode.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::Unsupported`] in attached mode outside a
+    /// `LocalSet`/`LocalRuntime` (tokio reports that with a panic, which
+    /// this call catches and turns into the error; the panic hook still
+    /// prints it), or on a runtime built without I/O or timers.
+    fn into_backend(mut self, driver: Driver) -> io::Result<TokioBackend> {
+        // The builder's `Drop` then has nothing left to drop.
+        let mode = std::mem::replace(&mut self.mode, Mode::Attached);
+        let (handle, counters) = (self.handle.clone(), self.counters.clone());
+        let (state, task) = match &mode {
+            Mode::Owned {
+                local,
+                rt: Some(rt),
+            } => {
+                let state = Rc::new(State::new(handle, driver, counters)?);
+                let _enter = rt.enter();
+                let task = local.spawn_local(DriverTask::new(state.clone()));
+                (state, task)
+            }
+            Mode::Owned { rt: None, .. } => {
+                return Err(io::Error::other("the tokio runtime is gone"));
+            }
+            Mode::Attached => catch_unwind(AssertUnwindSafe(|| {
+                let state = Rc::new(State::new(handle, driver, counters)?);
+                let task = tokio::task::spawn_local(DriverTask::new(state.clone()));
+                Ok::<_, io::Error>((state, task))
+            }))
+            .map_err(|payload| {
+                unsupported(&format!(
+                    "attach() needs a LocalSet or LocalRuntime with I/O and timers enabled: {}",
+                    panic_message(&*payload)
+                ))
+            })??,
+        };
+        state.wake_driver();
+        Ok(TokioBackend {
+            state,
+            task: RefCell::new(Some(task)),
+            mode,
+        })
+    }
+}
+
+impl Drop for TokioBuilder {
+    fn drop(&mut self) {
+        drop_mode(&mut self.mode);
+    }
+}
+
 impl TokioBackend {
     /// An owned backend: a new current-thread runtime (I/O and timers
     /// enabled) with a [`LocalSet`], run by `run_forever`/`run_until_complete`.
     ///
     /// # Errors
-    /// If the runtime or its wake fd cannot be created.
+    /// If the runtime cannot be created.
     ///
     /// ```
     /// use oneloop_tokio::TokioBackend;
@@ -79,60 +173,43 @@ impl TokioBackend {
     /// assert_eq!(lp.run_until_complete(joined)?.unwrap(), 42);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn new() -> io::Result<TokioBackend> {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> io::Result<TokioBuilder> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let state = Rc::new(State::new(rt.handle().clone())?);
-        let local = LocalSet::new();
-        let task = {
-            let _enter = rt.enter();
-            local.spawn_local(DriverTask::new(state.clone()))
-        };
-        Ok(TokioBackend {
-            state,
-            task: RefCell::new(Some(task)),
+        Ok(TokioBuilder {
+            handle: rt.handle().clone(),
             mode: Mode::Owned {
-                local,
+                local: LocalSet::new(),
                 rt: Some(rt),
             },
+            counters: Rc::new(Counters::default()),
         })
     }
 
     /// An attached backend: joins the `LocalSet` or `LocalRuntime` running on
     /// this thread, which then drives the loop; never blocks.
     ///
-    /// Call it from inside that context (in `LocalSet::run_until`, in a task
-    /// spawned on it, or under `LocalRuntime::block_on`). The loop counts as
-    /// running until it is closed (or dropped), which removes its task and
-    /// fds and leaves the `LocalSet` running.
+    /// Call it, and build the loop, from inside that context (in
+    /// `LocalSet::run_until`, in a task spawned on it, or under
+    /// `LocalRuntime::block_on`). The loop counts as running until it is
+    /// closed (or dropped), which removes its task and fds and leaves the
+    /// `LocalSet` running.
     ///
     /// # Errors
-    /// [`io::ErrorKind::Unsupported`] outside a tokio runtime, outside a
-    /// `LocalSet`/`LocalRuntime` (tokio reports that with a panic, which this
-    /// call catches and turns into the error; the panic hook still prints
-    /// it), or on a runtime built without I/O or timers.
-    pub fn attached() -> io::Result<TokioBackend> {
+    /// [`io::ErrorKind::Unsupported`] outside a tokio runtime; building the
+    /// loop fails the same way outside a `LocalSet`/`LocalRuntime`.
+    pub fn attached() -> io::Result<TokioBuilder> {
         let handle = Handle::try_current().map_err(|_| {
             unsupported(
                 "attach() must be called inside a tokio runtime, in a LocalSet or LocalRuntime",
             )
         })?;
-        let (state, task) = catch_unwind(AssertUnwindSafe(|| {
-            let state = Rc::new(State::new(handle)?);
-            let task = tokio::task::spawn_local(DriverTask::new(state.clone()));
-            Ok::<_, io::Error>((state, task))
-        }))
-        .map_err(|payload| {
-            unsupported(&format!(
-                "attach() needs a LocalSet or LocalRuntime with I/O and timers enabled: {}",
-                panic_message(&*payload)
-            ))
-        })??;
-        Ok(TokioBackend {
-            state,
-            task: RefCell::new(Some(task)),
+        Ok(TokioBuilder {
+            handle,
             mode: Mode::Attached,
+            counters: Rc::new(Counters::default()),
         })
     }
 
@@ -148,6 +225,23 @@ impl TokioBackend {
     pub fn stats(&self) -> DriverStats {
         DriverStats {
             counters: self.state.counters.clone(),
+        }
+    }
+}
+
+/// Drop an owned mode's `LocalSet` (and the tasks on it) before its
+/// runtime, without blocking inside another runtime's context.
+fn drop_mode(mode: &mut Mode) {
+    if let Mode::Owned { local, rt } = mode {
+        drop(std::mem::take(local));
+        if let Some(rt) = rt.take() {
+            if Handle::try_current().is_ok() {
+                // Dropping a runtime blocks, which tokio forbids inside
+                // another runtime's context.
+                rt.shutdown_background();
+            } else {
+                drop(rt);
+            }
         }
     }
 }
@@ -176,15 +270,6 @@ impl Backend for TokioBackend {
             }
             _ => f(),
         }
-    }
-
-    fn install(&self, driver: Driver) -> io::Result<()> {
-        self.state
-            .driver
-            .set(driver)
-            .map_err(|_| io::Error::other("backend installed twice"))?;
-        self.state.wake_driver();
-        Ok(())
     }
 
     fn arm(&self, next: NextDispatch) {
@@ -271,19 +356,8 @@ impl Backend for TokioBackend {
 impl Drop for TokioBackend {
     fn drop(&mut self) {
         self.close();
-        if let Mode::Owned { local, rt } = &mut self.mode {
-            // Drop the driver and any local tasks before their runtime.
-            drop(std::mem::take(local));
-            if let Some(rt) = rt.take() {
-                if Handle::try_current().is_ok() {
-                    // Dropping a runtime blocks, which tokio forbids inside
-                    // another runtime's context.
-                    rt.shutdown_background();
-                } else {
-                    drop(rt);
-                }
-            }
-        }
+        // The driver and any local tasks go before their runtime.
+        drop_mode(&mut self.mode);
     }
 }
 

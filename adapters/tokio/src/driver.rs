@@ -23,7 +23,7 @@
 //! - `State` holds no `RefCell` borrow while `dispatch` runs user code, so
 //!   callbacks may call `watch`/`arm` (they do, through `Loop`).
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -45,8 +45,8 @@ use crate::wake::{WakeFd, WakeReceiver};
 
 /// What the backend and its driver task share, on the loop thread.
 pub(crate) struct State {
-    /// Given by the loop at install.
-    pub(crate) driver: OnceCell<Driver>,
+    /// The loop's side of the plug.
+    pub(crate) driver: Driver,
     /// The scheduler's last `arm`.
     pub(crate) armed: Cell<NextDispatch>,
     /// Fd wake-ups and the driver task's waker.
@@ -85,13 +85,17 @@ impl fmt::Debug for State {
 
 impl State {
     /// New state for a loop on the runtime of `handle`.
-    pub(crate) fn new(handle: tokio::runtime::Handle) -> io::Result<State> {
+    pub(crate) fn new(
+        handle: tokio::runtime::Handle,
+        driver: Driver,
+        counters: Rc<Counters>,
+    ) -> io::Result<State> {
         let (wake, wake_rx) = {
             let _enter = handle.enter();
             crate::wake::pair()?
         };
         Ok(State {
-            driver: OnceCell::new(),
+            driver,
             armed: Cell::new(NextDispatch::OnEvent),
             signal: Arc::new(Signal::default()),
             fds: RefCell::new(HashMap::new()),
@@ -100,7 +104,7 @@ impl State {
             wake_rx,
             in_poll: Cell::new(false),
             io_fresh: Cell::new(true),
-            counters: Rc::new(Counters::default()),
+            counters,
             turn_waker: RefCell::new(None),
             closed: Cell::new(false),
             handle,
@@ -109,7 +113,7 @@ impl State {
 
     /// Whether a dispatch would run callbacks.
     pub(crate) fn is_live(&self) -> bool {
-        self.driver.get().is_some_and(Driver::is_live)
+        self.driver.is_live()
     }
 
     /// Make the driver task run soon (from outside its poll).
@@ -230,10 +234,7 @@ impl Future for DriverTask {
             return Poll::Ready(());
         }
         st.signal.task.register(cx.waker());
-        let Some(driver) = st.driver.get() else {
-            // Not installed yet: `install` wakes us.
-            return Poll::Pending;
-        };
+        let driver = &st.driver;
         if !st.io_fresh.get() {
             // An owned turn just began: let tokio poll its reactor first, so
             // fds already ready are part of this iteration (LC-05). The turn

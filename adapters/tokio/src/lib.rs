@@ -76,6 +76,6 @@ mod fd;
 mod stats;
 mod wake;
 
-pub use backend::{TokioBackend, attach, new_loop};
+pub use backend::{TokioBackend, TokioBuilder, attach, new_loop};
 pub use executor::BlockingExecutor;
 pub use stats::DriverStats;

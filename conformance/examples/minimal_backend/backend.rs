@@ -2,7 +2,7 @@
 //! host. It has no fd watching (so it declares no `fd` capability), and
 //! passes every other check of the suite.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::Cell;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -21,9 +21,8 @@ struct Wake {
 
 /// The backend: it only has to wait and wake. The scheduler in `oneloop`
 /// decides what runs and in which order.
-#[derive(Default)]
 pub(crate) struct CondvarBackend {
-    driver: OnceCell<Driver>,
+    driver: Driver,
     armed: Cell<Option<NextDispatch>>,
     wake: Arc<Wake>,
 }
@@ -31,12 +30,6 @@ pub(crate) struct CondvarBackend {
 impl Backend for CondvarBackend {
     fn name(&self) -> &str {
         "condvar"
-    }
-
-    fn install(&self, driver: Driver) -> io::Result<()> {
-        self.driver
-            .set(driver)
-            .map_err(|_| io::Error::other("installed twice"))
     }
 
     fn arm(&self, next: NextDispatch) {
@@ -52,10 +45,7 @@ impl Backend for CondvarBackend {
     }
 
     fn turn(&self) -> io::Result<()> {
-        let driver = self
-            .driver
-            .get()
-            .ok_or_else(|| io::Error::other("not installed"))?;
+        let driver = &self.driver;
         let next = self.armed.get().unwrap_or(NextDispatch::OnEvent);
         // Rounds up, so the wait never ends before a timer's deadline (D7).
         let timeout = next.timeout(Instant::now(), Duration::from_nanos(1));
@@ -79,9 +69,14 @@ impl Backend for CondvarBackend {
 }
 
 fn setup() -> oneloop::Result<Setup> {
-    Ok(Setup::new(oneloop::Loop::with_backend(
-        CondvarBackend::default(),
-    )?))
+    // The backend is built with the loop's driver, its handle back in.
+    Ok(Setup::new(oneloop::Loop::with_backend(|driver| {
+        Ok(CondvarBackend {
+            driver,
+            armed: Cell::new(None),
+            wake: Arc::default(),
+        })
+    })?))
 }
 
 /// What the backend declares to the conformance suite.

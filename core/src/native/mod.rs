@@ -27,7 +27,7 @@ mod poller;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 use poller as sys;
 
-use std::cell::{Cell, OnceCell};
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
@@ -41,8 +41,8 @@ use sys::Registry;
 pub struct NativeBackend {
     /// The OS poller and what is registered with it.
     registry: Registry,
-    /// Given by the loop at install.
-    driver: OnceCell<Driver>,
+    /// The loop's side of the plug.
+    driver: Driver,
     /// When the scheduler next wants a dispatch.
     armed: Cell<NextDispatch>,
 }
@@ -56,14 +56,15 @@ impl fmt::Debug for NativeBackend {
 }
 
 impl NativeBackend {
-    /// A backend with a new OS poller.
+    /// A backend with a new OS poller, driving the loop of `driver`: the
+    /// constructor to give [`LoopBuilder::build_with`](crate::LoopBuilder::build_with).
     ///
     /// # Errors
     /// If the OS poller cannot be created.
-    pub fn new() -> io::Result<NativeBackend> {
+    pub fn new(driver: Driver) -> io::Result<NativeBackend> {
         Ok(NativeBackend {
             registry: Registry::new()?,
-            driver: OnceCell::new(),
+            driver,
             armed: Cell::new(NextDispatch::OnEvent),
         })
     }
@@ -72,12 +73,6 @@ impl NativeBackend {
 impl Backend for NativeBackend {
     fn name(&self) -> &str {
         "native"
-    }
-
-    fn install(&self, driver: Driver) -> io::Result<()> {
-        self.driver
-            .set(driver)
-            .map_err(|_| io::Error::other("backend installed twice"))
     }
 
     fn arm(&self, next: NextDispatch) {
@@ -89,9 +84,7 @@ impl Backend for NativeBackend {
     }
 
     fn turn(&self) -> io::Result<()> {
-        let Some(driver) = self.driver.get() else {
-            return Err(io::Error::other("backend not installed"));
-        };
+        let driver = &self.driver;
         let timeout = self
             .armed
             .get()

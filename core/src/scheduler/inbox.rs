@@ -6,8 +6,8 @@ use std::panic::Location;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
+use super::ready::TaskMeta;
 use crate::backend::RemoteWake;
-use crate::task::TaskMeta;
 
 /// An item posted from another thread.
 pub(crate) enum Remote {

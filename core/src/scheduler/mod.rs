@@ -1,7 +1,13 @@
-//! The scheduler: ready queue, timer heap, fd registry, inbox, and the one
-//! iteration every backend drives.
+//! The scheduler: the ready queue, the timer queue, the fd table and the
+//! inbox, and the one iteration every backend drives.
 //!
-//! # One iteration (`dispatch`, asyncio's `_run_once`)
+//! [`Scheduler`] is the engine below [`Loop`](crate::Loop). It depends only
+//! on the plug ([`backend`](crate::backend)), the error type and its own
+//! parts; it knows nothing of loops, tasks, futures or exception handlers.
+//! What it cannot decide alone (what to do with a panic) it hands back to
+//! its caller, the loop.
+//!
+//! # One iteration ([`Scheduler::run_once`], asyncio's `_run_once`)
 //!
 //! 1. The callbacks of fds the backend reported ready are already queued:
 //!    [`Driver::fd_ready`](crate::backend::Driver::fd_ready) appends them as
@@ -18,112 +24,51 @@
 //!    or on events only. If `stop()` was called, halt instead: the run
 //!    returns and queued work waits for the next run (LC-03, LC-04).
 //!
-//! # Mutual exclusion
+//! # One cell, never borrowed across foreign code
 //!
-//! - No `RefCell` borrow is held while a callback (or a `Drop` of user
-//!   data) runs: items are popped one at a time, so callbacks may call
-//!   every `Loop` method, including cancelling a later item of the same
-//!   batch (CB-05).
-//! - `dispatch` never nests (CB-03, TK-04, D4): a host loop iterated from
-//!   inside a callback (a modal dialog) finds `dispatching` set and returns;
-//!   the deferred work runs, in order, once the outer callback returns.
-//! - A panic is caught around each callback and handled by the exception
-//!   handler or the panic policy (D3); it never unwinds through the host.
+//! All mutable state is one [`Core`] in one `RefCell`, reached only through
+//! [`Scheduler::with`]. The closures given to `with` touch the core and
+//! nothing else: they never run a callback, never drop user data, never call
+//! the backend. So user code (a callback, a `Drop`, the exception handler)
+//! and backend code can call every scheduler method from anywhere without a
+//! borrow panic, including cancelling a later item of the running batch
+//! (CB-05).
+//!
+//! `run_once` never nests (CB-03, TK-04, D4): a host loop iterated from
+//! inside a callback (a modal dialog) finds `dispatching` set and returns;
+//! the deferred work runs, in order, once the outer callback returns. A panic
+//! is caught around the batch and handed to the caller (D3); it never
+//! unwinds through the host.
 
+pub(crate) mod callback;
 pub(crate) mod fds;
 pub(crate) mod inbox;
 mod prefetch;
+mod ready;
 pub(crate) mod timers;
 
 use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::rc::Rc;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::backend::{NextDispatch, Readiness};
-use crate::event_loop::{LoopInner, RunState};
-use crate::handle::Callback;
-use crate::policy;
-use crate::task::TaskMeta;
-use fds::FdCallback;
-use inbox::Remote;
+use crate::backend::{Backend, Interest, NextDispatch, Readiness};
+use crate::error::{Error, Result};
+use crate::fault::{Fault, Faults};
+use callback::Callback;
+use fds::{FdCallback, FdRegistry};
+use inbox::{Remote, Shared};
+pub(crate) use ready::{Failed, Ready, TaskMeta};
+use timers::TimerQueue;
 
 /// How far ahead of the running item the batch loop prefetches: far enough
 /// that a cache miss (~100 ns) is over before the item runs. 2, 4, 8 and 16
 /// measured the same within noise on 1e6 timers; 16 is what the recorded
 /// benchmarks ran with.
 const PREFETCH_AHEAD: usize = 16;
-
-/// An item of the ready queue.
-pub(crate) enum Ready {
-    /// `call_soon` or a timer that fell due.
-    Call(Rc<dyn Callback>),
-    /// `call_soon_threadsafe`, drained from the inbox.
-    Boxed(Box<dyn FnOnce()>, &'static Location<'static>),
-    /// A task step.
-    Task(async_task::Runnable<TaskMeta>),
-    /// An fd reader or writer whose fd was reported ready.
-    Fd(Rc<FdCallback>),
-}
-
-/// A callback that panicked: what it was, where it was scheduled, why.
-pub(crate) struct Failed {
-    pub(crate) what: &'static str,
-    pub(crate) location: &'static Location<'static>,
-    pub(crate) payload: Box<dyn std::any::Any + Send>,
-}
-
-impl Ready {
-    /// Ask for the memory this item will touch first when it runs.
-    fn prefetch(&self) {
-        match self {
-            Ready::Call(cb) => prefetch::prefetch(Rc::as_ptr(cb)),
-            Ready::Fd(f) => prefetch::prefetch(Rc::as_ptr(f)),
-            Ready::Boxed(f, _) => prefetch::prefetch(&raw const **f),
-            Ready::Task(_) => {}
-        }
-    }
-
-    fn location(&self) -> &'static Location<'static> {
-        match self {
-            Ready::Call(cb) => cb.location(),
-            Ready::Boxed(_, location) => location,
-            Ready::Task(r) => r.metadata().location,
-            Ready::Fd(f) => f.location,
-        }
-    }
-
-    fn describe(&self) -> &'static str {
-        match self {
-            Ready::Call(_) | Ready::Boxed(..) => "callback",
-            Ready::Task(_) => "task step",
-            Ready::Fd(_) => "fd callback",
-        }
-    }
-
-    /// Run the item; a panic unwinds out of here, to the batch's guard.
-    #[inline]
-    fn run_unguarded(self) {
-        match self {
-            Ready::Call(cb) => cb.run(),
-            Ready::Boxed(f, _) => f(),
-            Ready::Task(r) => {
-                r.run();
-            }
-            Ready::Fd(f) => f.run(),
-        }
-    }
-
-    /// Run the item, catching a panic.
-    fn run(self) -> Result<(), Failed> {
-        let (what, location) = (self.describe(), self.location());
-        catch_unwind(AssertUnwindSafe(|| self.run_unguarded())).map_err(|payload| Failed {
-            what,
-            location,
-            payload,
-        })
-    }
-}
 
 impl From<Remote> for Ready {
     fn from(r: Remote) -> Ready {
@@ -134,66 +79,66 @@ impl From<Remote> for Ready {
     }
 }
 
-impl LoopInner {
-    /// Whether a dispatch would run callbacks now.
-    pub(crate) fn is_live(&self) -> bool {
-        matches!(self.run_state.get(), RunState::Running | RunState::Attached) && !self.halted.get()
+/// Where a loop is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunState {
+    /// Owned mode, not running.
+    Idle,
+    /// Owned mode, inside `run_forever`/`run_until_complete`.
+    Running,
+    /// Attached to a host that runs it: counts as running (EM-01).
+    Attached,
+    /// Closed for good.
+    Closed,
+}
+
+/// The scheduler's mutable state, all of it.
+///
+/// # Invariants
+/// - `dispatching` is true exactly while [`Scheduler::run_once`] runs.
+/// - `armed` is what the backend was last told; outside a dispatch the
+///   scheduler only re-arms when the new wake-up is earlier.
+/// - `halted` is only set in `Running`: the batch after `stop()` finished
+///   and the run must return; no dispatch runs callbacks until the run ends.
+pub(crate) struct Core {
+    /// Callbacks ready to run, FIFO (CB-01).
+    ready: VecDeque<Ready>,
+    /// An empty buffer swapped with `ready` at each iteration's snapshot,
+    /// so taking the batch out allocates nothing.
+    spare: VecDeque<Ready>,
+    /// Pending timers.
+    timers: TimerQueue,
+    /// Watched fds.
+    fds: FdRegistry,
+    /// See [`RunState`].
+    state: RunState,
+    /// `stop()` was called: halt after the current batch.
+    stopping: bool,
+    /// The batch after `stop()` finished: the run returns, no more dispatch.
+    halted: bool,
+    /// A dispatch is on the stack.
+    dispatching: bool,
+    /// The last wake-up given to the backend.
+    armed: NextDispatch,
+    /// How late a wake-up for timers may come to serve later timers too.
+    timer_slack: Duration,
+    /// Debug mode: warn about callbacks slower than this.
+    slow_callback: Option<Duration>,
+}
+
+impl Core {
+    fn is_live(&self) -> bool {
+        matches!(self.state, RunState::Running | RunState::Attached) && !self.halted
     }
 
-    /// Append to the ready queue and make sure the backend will dispatch.
-    #[inline]
-    pub(crate) fn push_ready(&self, item: Ready) {
-        self.push_ready_with(|| item);
-    }
-
-    /// [`push_ready`](Self::push_ready) of the item `make` builds, which it
-    /// builds straight into the queue's free slot.
-    ///
-    /// Why not `push_back(make())`: `push_back` may grow the buffer first,
-    /// so the item is built on the stack with 8-byte stores, then copied
-    /// with 16-byte loads that the CPU cannot forward from those stores.
-    /// That stall was a third of `call_soon`'s cost. `extend` with a
-    /// `TrustedLen` iterator reserves first and builds the item in place.
-    #[inline]
-    pub(crate) fn push_ready_with(&self, make: impl FnOnce() -> Ready) {
-        let was_empty = {
-            let mut ready = self.ready.borrow_mut();
-            ready.extend(std::iter::once_with(make));
-            ready.len() == 1
-        };
-        if was_empty {
-            self.arm_if_earlier(NextDispatch::Now);
+    /// Whether `next` is earlier than what the backend was told, and so
+    /// must be armed now (EM-02: work created from a host callback must
+    /// wake the host). Inside a dispatch the end of the iteration arms anyway.
+    fn take_if_earlier(&mut self, next: NextDispatch) -> bool {
+        if self.dispatching || self.state == RunState::Closed {
+            return false;
         }
-    }
-
-    /// Add a timer and make sure the backend will dispatch by its deadline,
-    /// or within the timer slack after it.
-    pub(crate) fn push_timer(&self, when: Instant, cb: Rc<dyn Callback>) {
-        self.timers.borrow_mut().push(when, cb);
-        if let NextDispatch::At(armed) = self.armed.get()
-            && when <= armed
-            && when
-                .checked_add(self.timer_slack.get())
-                .is_none_or(|late| late >= armed)
-        {
-            // The wake-up already armed serves this timer too.
-            return;
-        }
-        self.arm_if_earlier(NextDispatch::At(when));
-    }
-
-    pub(crate) fn timer_cancelled(&self) {
-        self.timers.borrow_mut().note_cancelled();
-    }
-
-    /// Outside a dispatch, tell the backend about a wake-up earlier than the
-    /// one it has (EM-02: work created from a host callback must wake the
-    /// host). Inside a dispatch the end of the iteration arms anyway.
-    pub(crate) fn arm_if_earlier(&self, next: NextDispatch) {
-        if self.dispatching.get() || self.run_state.get() == RunState::Closed {
-            return;
-        }
-        let earlier = match (next, self.armed.get()) {
+        let earlier = match (next, self.armed) {
             (_, NextDispatch::Now) => false,
             (NextDispatch::Now, _) => true,
             (NextDispatch::At(t), NextDispatch::At(armed)) => t < armed,
@@ -201,73 +146,368 @@ impl LoopInner {
             (NextDispatch::OnEvent, _) => false,
         };
         if earlier {
-            self.armed.set(next);
-            self.backend.arm(next);
+            self.armed = next;
         }
+        earlier
     }
 
     /// When the next dispatch is needed, from the queues.
-    pub(crate) fn compute_next(&self) -> NextDispatch {
-        if self.stopping.get() || !self.ready.borrow().is_empty() {
+    fn compute_next(&mut self, now: Instant) -> NextDispatch {
+        if self.stopping || !self.ready.is_empty() {
             return NextDispatch::Now;
         }
-        let now = self.backend.now();
-        match self
-            .timers
-            .borrow_mut()
-            .next_wake(now, self.timer_slack.get())
-        {
+        match self.timers.next_wake(now, self.timer_slack) {
             Some(t) => NextDispatch::At(t),
             None => NextDispatch::OnEvent,
         }
     }
+}
 
-    pub(crate) fn next_dispatch(&self) -> NextDispatch {
-        if !self.is_live() {
-            return NextDispatch::OnEvent;
+/// What [`Scheduler::close`] took out of the queues, for the caller to drop
+/// outside any borrow (dropping a closure runs user code).
+pub(crate) struct Leftovers {
+    pub(crate) ready: VecDeque<Ready>,
+    pub(crate) timers: Vec<Rc<dyn Callback>>,
+    pub(crate) fds: FdRegistry,
+    pub(crate) inbox: VecDeque<Remote>,
+}
+
+/// Counters for `Loop::stats`.
+pub(crate) struct Counts {
+    pub(crate) ready: usize,
+    pub(crate) timers: usize,
+    pub(crate) fds: usize,
+}
+
+/// The engine of one loop: see the module docs.
+pub(crate) struct Scheduler {
+    /// The host.
+    backend: Box<dyn Backend>,
+    /// What other threads may touch: the inbox and the wake.
+    shared: Arc<Shared>,
+    /// Everything mutable.
+    core: std::cell::RefCell<Core>,
+    /// Deliberate faults (feature `fault-injection`), for the suite's own tests.
+    faults: Faults,
+}
+
+/// A scheduler's settings at creation.
+pub(crate) struct Settings {
+    pub(crate) attached: bool,
+    pub(crate) timer_slack: Duration,
+    pub(crate) slow_callback: Option<Duration>,
+    pub(crate) faults: Faults,
+}
+
+impl Scheduler {
+    pub(crate) fn new(backend: Box<dyn Backend>, shared: Arc<Shared>, s: Settings) -> Scheduler {
+        let now = backend.now();
+        Scheduler {
+            backend,
+            shared,
+            core: std::cell::RefCell::new(Core {
+                ready: VecDeque::new(),
+                spare: VecDeque::new(),
+                timers: TimerQueue::new(now),
+                fds: FdRegistry::default(),
+                state: if s.attached {
+                    RunState::Attached
+                } else {
+                    RunState::Idle
+                },
+                stopping: false,
+                halted: false,
+                dispatching: false,
+                armed: NextDispatch::OnEvent,
+                timer_slack: s.timer_slack,
+                slow_callback: s.slow_callback,
+            }),
+            faults: s.faults,
         }
-        self.compute_next()
+    }
+
+    /// The one way into the core. `f` must not run foreign code (see the
+    /// module docs); a nested `with` would be a bug in this crate.
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
+        f(&mut self.core.borrow_mut())
+    }
+
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(crate) fn has_fault(&self, fault: Fault) -> bool {
+        self.faults.has(fault)
+    }
+
+    pub(crate) fn state(&self) -> RunState {
+        self.with(|c| c.state)
+    }
+
+    #[inline]
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.state() == RunState::Closed {
+            Err(Error::closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether a dispatch would run callbacks now.
+    pub(crate) fn is_live(&self) -> bool {
+        self.with(|c| c.is_live())
+    }
+
+    pub(crate) fn is_dispatching(&self) -> bool {
+        self.with(|c| c.dispatching)
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.with(|c| c.stopping)
+    }
+
+    pub(crate) fn is_halted(&self) -> bool {
+        self.with(|c| c.halted)
+    }
+
+    pub(crate) fn timer_slack(&self) -> Duration {
+        self.with(|c| c.timer_slack)
+    }
+
+    pub(crate) fn set_timer_slack(&self, slack: Duration) {
+        self.with(|c| c.timer_slack = slack);
+    }
+
+    pub(crate) fn slow_callback(&self) -> Option<Duration> {
+        self.with(|c| c.slow_callback)
+    }
+
+    pub(crate) fn set_slow_callback(&self, d: Option<Duration>) {
+        self.with(|c| c.slow_callback = d);
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        self.with(|c| Counts {
+            ready: c.ready.len(),
+            timers: c.timers.len(),
+            fds: c.fds.entries.len(),
+        })
+    }
+
+    /// Tell the backend about `next` if it is earlier than what it has.
+    fn arm_if_earlier(&self, next: NextDispatch) {
+        if self.with(|c| c.take_if_earlier(next)) {
+            self.backend.arm(next);
+        }
+    }
+
+    /// Append the item `make` builds to the ready queue and make sure the
+    /// backend will dispatch, in one borrow. On a closed loop:
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed), and `make` is
+    /// dropped unused, outside the borrow (it may own user data, whose
+    /// `Drop` may call back into the loop).
+    ///
+    /// The item is built straight into the queue's free slot. Why not
+    /// `push_back(make())`: `push_back` may grow the buffer first, so the
+    /// item is built on the stack with 8-byte stores, then copied with
+    /// 16-byte loads that the CPU cannot forward from those stores. That
+    /// stall was a third of `call_soon`'s cost. `extend` with a `TrustedLen`
+    /// iterator reserves first and builds the item in place.
+    #[inline]
+    pub(crate) fn try_push_ready_with(&self, make: impl FnOnce() -> Ready) -> Result<()> {
+        let mut make = Some(make);
+        let arm = self.with(|c| {
+            if c.state == RunState::Closed {
+                return None;
+            }
+            if let Some(make) = make.take() {
+                c.ready.extend(std::iter::once_with(make));
+            }
+            Some(c.ready.len() == 1 && c.take_if_earlier(NextDispatch::Now))
+        });
+        match arm {
+            None => {
+                drop(make);
+                Err(Error::closed())
+            }
+            Some(arm) => {
+                if arm {
+                    self.backend.arm(NextDispatch::Now);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Add a timer and make sure the backend will dispatch by its deadline,
+    /// or within the timer slack after it. On a closed loop the callback is
+    /// handed back, to be dropped outside the borrow.
+    pub(crate) fn push_timer(
+        &self,
+        when: Instant,
+        cb: Rc<dyn Callback>,
+    ) -> Result<(), Rc<dyn Callback>> {
+        let arm = self.with(|c| {
+            if c.state == RunState::Closed {
+                return Err(cb);
+            }
+            c.timers.push(when, cb);
+            if let NextDispatch::At(armed) = c.armed
+                && when <= armed
+                && when
+                    .checked_add(c.timer_slack)
+                    .is_none_or(|late| late >= armed)
+            {
+                // The wake-up already armed serves this timer too.
+                return Ok(false);
+            }
+            Ok(c.take_if_earlier(NextDispatch::At(when)))
+        })?;
+        if arm {
+            self.backend.arm(NextDispatch::At(when));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn timer_cancelled(&self) {
+        self.with(|c| c.timers.note_cancelled());
+    }
+
+    /// `stop()`: halt after the current batch (LC-04); before a run, make
+    /// that run one non-blocking iteration (LC-05).
+    pub(crate) fn request_stop(&self) {
+        if self.state() == RunState::Closed {
+            return;
+        }
+        self.with(|c| c.stopping = true);
+        self.backend.stop_requested();
+        self.arm_if_earlier(NextDispatch::Now);
+    }
+
+    /// A run begins: arm for the work queued before it, or a `stop()` made
+    /// before it (LC-05), without waiting.
+    pub(crate) fn begin_run(&self) {
+        let now = self.backend.now();
+        let next = self.with(|c| {
+            c.state = RunState::Running;
+            c.halted = false;
+            let next = c.compute_next(now);
+            c.armed = next;
+            next
+        });
+        self.backend.arm(next);
+    }
+
+    /// A run ended, even by unwinding: no stale stop request survives it (LC-09).
+    pub(crate) fn end_run(&self) {
+        self.with(|c| {
+            if c.state == RunState::Running {
+                c.state = RunState::Idle;
+            }
+            c.stopping = false;
+            c.halted = false;
+        });
+    }
+
+    /// When the next dispatch is needed, for hosts that ask.
+    pub(crate) fn next_dispatch(&self) -> NextDispatch {
+        let now = self.backend.now();
+        self.with(|c| {
+            if c.is_live() {
+                c.compute_next(now)
+            } else {
+                NextDispatch::OnEvent
+            }
+        })
     }
 
     /// Step 1: queue the reader and/or writer of a ready fd.
-    pub(crate) fn fd_ready(&self, fd: std::os::fd::RawFd, r: Readiness) {
-        if !self.is_live() {
-            return;
-        }
-        let (reader, writer) = {
-            let fds = self.fds.borrow();
-            let Some(e) = fds.entries.get(&fd) else {
+    pub(crate) fn fd_ready(&self, fd: RawFd, r: Readiness) {
+        self.with(|c| {
+            if !c.is_live() {
+                return;
+            }
+            let Some(e) = c.fds.entries.get(&fd) else {
                 return;
             };
             let reader = e.reader.clone().filter(|_| r.readable || r.hangup);
             let writer = e.writer.clone().filter(|_| r.writable || r.hangup);
-            (reader, writer)
-        };
-        for cb in [reader, writer].into_iter().flatten() {
-            if !cb.queued.replace(true) {
-                self.ready.borrow_mut().push_back(Ready::Fd(cb));
+            for cb in [reader, writer].into_iter().flatten() {
+                if !cb.queued.replace(true) {
+                    c.ready.push_back(Ready::Fd(cb));
+                }
             }
-        }
+        });
     }
 
-    /// Step 4's snapshot: take the whole ready queue out in one borrow (the
-    /// queue keeps a spare buffer, so no allocation churns); what callbacks
-    /// queue meanwhile lands in the emptied queue, for the next iteration.
-    fn take_batch(&self) -> VecDeque<Ready> {
-        let spare = std::mem::take(&mut *self.spare.borrow_mut());
-        std::mem::replace(&mut *self.ready.borrow_mut(), spare)
+    /// Register `cb` as `fd`'s reader (`readable`) or writer, telling the
+    /// backend when the merged interest changes. On a backend error the
+    /// table is rolled back so that it matches what the backend watches.
+    pub(crate) fn watch_fd(&self, fd: RawFd, readable: bool, cb: Rc<FdCallback>) -> io::Result<()> {
+        let (old, before, after) = self.with(|c| {
+            let before = c.fds.interest(fd);
+            let old = c.fds.slot(fd, readable).replace(cb);
+            (old, before, c.fds.interest(fd))
+        });
+        if let Some(old) = &old {
+            old.active.set(false);
+        }
+        if before != after
+            && let Err(e) = self.backend.watch(fd, after)
+        {
+            let new = self.with(|c| {
+                let new = c.fds.slot(fd, readable).take();
+                c.fds.prune(fd);
+                new
+            });
+            drop((new, old));
+            return Err(e);
+        }
+        drop(old);
+        Ok(())
+    }
+
+    /// Remove `fd`'s reader (`readable`) or writer; whether there was one.
+    pub(crate) fn unwatch_fd(&self, fd: RawFd, readable: bool) -> bool {
+        let taken = self.with(|c| {
+            if c.state == RunState::Closed || !c.fds.entries.contains_key(&fd) {
+                return None;
+            }
+            let old = c.fds.slot(fd, readable).take();
+            c.fds.prune(fd);
+            old.map(|old| (old, c.fds.interest(fd)))
+        });
+        let Some((old, after)) = taken else {
+            return false;
+        };
+        old.active.set(false);
+        // The fd may already be closed by its owner; the registration is gone
+        // from our side either way.
+        let _ = self.backend.watch(fd, after);
+        drop(old);
+        true
+    }
+
+    /// Step 4's snapshot: take the whole ready queue out (the queue keeps a
+    /// spare buffer, so no allocation churns); what callbacks queue
+    /// meanwhile lands in the emptied queue, for the next iteration.
+    fn take_batch(c: &mut Core) -> VecDeque<Ready> {
+        let spare = std::mem::take(&mut c.spare);
+        std::mem::replace(&mut c.ready, spare)
     }
 
     /// Give the batch buffer back: items left by a stopping panic go back to
     /// the front of the queue, in order; the emptied buffer is the spare.
-    fn return_batch(&self, mut batch: VecDeque<Ready>) {
-        if !batch.is_empty() {
-            let mut ready = self.ready.borrow_mut();
-            while let Some(item) = batch.pop_back() {
-                ready.push_front(item);
-            }
+    fn return_batch(c: &mut Core, mut batch: VecDeque<Ready>) {
+        while let Some(item) = batch.pop_back() {
+            c.ready.push_front(item);
         }
-        *self.spare.borrow_mut() = batch;
+        c.spare = batch;
     }
 
     /// Run the batch up to its end or its first panic, the fast way: one
@@ -295,7 +535,7 @@ impl LoopInner {
     /// [`run_batch`](Self::run_batch) in debug mode (each callback timed)
     /// or with an injected queue fault.
     fn run_batch_checked(&self, batch: &mut VecDeque<Ready>) -> Result<(), Failed> {
-        let lifo = self.faults.has(crate::fault::Fault::LifoReadyQueue);
+        let lifo = self.faults.has(Fault::LifoReadyQueue);
         loop {
             let next = if lifo {
                 batch.pop_back()
@@ -303,7 +543,7 @@ impl LoopInner {
                 batch.pop_front()
             };
             let Some(item) = next else { return Ok(()) };
-            let Some(limit) = self.slow_callback.get() else {
+            let Some(limit) = self.slow_callback() else {
                 item.run()?;
                 continue;
             };
@@ -323,74 +563,87 @@ impl LoopInner {
         }
     }
 
-    /// One scheduler iteration; see the module docs.
-    pub(crate) fn dispatch(&self) {
-        if !self.is_live() || self.dispatching.get() {
-            return;
-        }
-        // Keep the loop alive for the whole iteration: a callback may drop
-        // the last user handle.
-        let Some(this) = self.weak.upgrade() else {
-            return;
-        };
-        self.dispatching.set(true);
-        let _running = policy::RunningScope::enter(&this);
-
-        // Step 2: due timers.
+    /// One scheduler iteration; see the module docs. `on_panic` is told of
+    /// each callback that panicked and answers whether the run must stop
+    /// (`PanicPolicy::Propagate`); the rest of the batch then stays queued
+    /// for the next run (ER-04). Returns false, having done nothing, when
+    /// the loop is not live or already dispatching.
+    pub(crate) fn run_once(&self, mut on_panic: impl FnMut(Failed) -> bool) -> bool {
         let now = self.backend.now();
-        {
-            let mut timers = self.timers.borrow_mut();
-            let mut ready = self.ready.borrow_mut();
+        // Steps 2 to 4 in one borrow: due timers, the inbox, the snapshot.
+        let batch = self.with(|c| {
+            if !c.is_live() || c.dispatching {
+                return None;
+            }
+            c.dispatching = true;
+            let Core { timers, ready, .. } = c;
             timers.pop_due(now, |cb| ready.push_back(Ready::Call(cb)));
-        }
-        // Step 3: the inbox.
-        let remote = self.shared.take();
-        if !remote.is_empty() {
-            self.ready
-                .borrow_mut()
-                .extend(remote.into_iter().map(Ready::from));
-        }
-        // Step 4: the snapshot.
-        let mut batch = self.take_batch();
+            let remote = self.shared.take();
+            if !remote.is_empty() {
+                c.ready.extend(remote.into_iter().map(Ready::from));
+            }
+            Some((Self::take_batch(c), c.slow_callback.is_some()))
+        });
+        let Some((mut batch, checked)) = batch else {
+            return false;
+        };
+        let checked = checked || self.faults.has(Fault::LifoReadyQueue);
         loop {
-            let outcome = if self.slow_callback.get().is_none()
-                && !self.faults.has(crate::fault::Fault::LifoReadyQueue)
-            {
-                Self::run_batch(&mut batch)
-            } else {
+            let outcome = if checked {
                 self.run_batch_checked(&mut batch)
+            } else {
+                Self::run_batch(&mut batch)
             };
             let Err(failed) = outcome else { break };
-            if self.exceptions.callback_panicked(
-                &this,
-                failed.payload,
-                failed.what,
-                failed.location,
-            ) {
-                // PanicPolicy::Propagate: stop here; the rest of the batch
-                // stays queued for the next run (ER-04).
-                self.stopping.set(true);
+            if on_panic(failed) {
+                self.with(|c| c.stopping = true);
                 break;
             }
             // Reported: carry on with the rest of the batch.
         }
-        self.return_batch(batch);
         // Step 5.
-        self.dispatching.set(false);
-        if self.stopping.replace(false) && self.run_state.get() == RunState::Running {
-            self.halted.set(true);
-            if self.faults.has(crate::fault::Fault::StopDropsQueued) {
-                let dropped = std::mem::take(&mut *self.ready.borrow_mut());
-                drop(dropped);
+        let now = self.backend.now();
+        let (next, dropped) = self.with(|c| {
+            Self::return_batch(c, batch);
+            c.dispatching = false;
+            if std::mem::replace(&mut c.stopping, false) && c.state == RunState::Running {
+                c.halted = true;
+                let dropped = self
+                    .faults
+                    .has(Fault::StopDropsQueued)
+                    .then(|| std::mem::take(&mut c.ready));
+                // Still wake the run loop promptly (it checks `halted` after
+                // `turn`), and leave queued work armed for the next run.
+                c.armed = NextDispatch::Now;
+                return (NextDispatch::Now, dropped);
             }
-            // Still wake the run loop promptly (it checks `halted` after
-            // `turn`), and leave queued work armed for the next run.
-            self.armed.set(NextDispatch::Now);
-            self.backend.arm(NextDispatch::Now);
-            return;
-        }
-        let next = self.compute_next();
-        self.armed.set(next);
+            let next = c.compute_next(now);
+            c.armed = next;
+            (next, None)
+        });
+        drop(dropped);
         self.backend.arm(next);
+        true
+    }
+
+    /// Close: refuse further work, unwatch every fd, let the backend remove
+    /// its sources, and hand back everything queued. The caller checked
+    /// that the loop is neither running nor dispatching.
+    pub(crate) fn close(&self) -> Leftovers {
+        let fds: Vec<RawFd> = self.with(|c| {
+            c.state = RunState::Closed;
+            c.fds.entries.keys().copied().collect()
+        });
+        for fd in fds {
+            let _ = self.backend.watch(fd, Interest::NONE);
+        }
+        self.backend.close();
+        let inbox = self.shared.close();
+        self.with(|c| Leftovers {
+            ready: std::mem::take(&mut c.ready),
+            timers: c.timers.clear(),
+            fds: std::mem::take(&mut c.fds),
+            inbox,
+        })
     }
 }

@@ -53,7 +53,7 @@ use std::collections::BinaryHeap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::handle::{Callback, State};
+use super::callback::{Callback, State};
 
 /// One pending timer. 32 bytes: the deadline is kept as nanoseconds since the
 /// queue's epoch so that the heaps and buckets stay dense.
@@ -422,7 +422,7 @@ impl TimerQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handle::CallbackCell;
+    use crate::scheduler::callback::CallbackCell;
     use std::cell::RefCell;
     use std::panic::Location;
 

@@ -149,7 +149,7 @@ impl Loop {
                 format!("signal {sig} cannot be handled"),
             ));
         }
-        self.inner.check_open()?;
+        self.check_open()?;
         if self.is_attached() {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -182,8 +182,7 @@ impl Loop {
     pub fn remove_signal_handler(&self, sig: i32) -> Result<bool> {
         check_number(sig)?;
         let owner = OWNER.with(|o| o.borrow().clone());
-        let Some(owner) = owner.filter(|o| o.loop_id == self.inner.shared.id && !o.released.get())
-        else {
+        let Some(owner) = owner.filter(|o| o.loop_id == self.id() && !o.released.get()) else {
             return Ok(false);
         };
         let removed = owner.handlers.borrow_mut().remove(&sig);
@@ -204,7 +203,7 @@ impl Loop {
 
     /// This loop's signal state, set up on first use.
     fn signal_owner(&self) -> Result<Rc<Owner>> {
-        let id = self.inner.shared.id;
+        let id = self.id();
         if let Some(o) = OWNER.with(|o| o.borrow().clone()) {
             if o.loop_id == id {
                 return Ok(o);

@@ -8,207 +8,28 @@
 //! Cancellation follows asyncio's model where oneloop can see it; the rules
 //! are on [`Task`] (section *Cancellation*).
 
+pub(crate) mod state;
+
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future as StdFuture;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 use async_task::Runnable;
 
+use crate::context::{self, TaskScope};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event_loop::Loop;
+use crate::event_loop::{Loop, LoopInner};
 use crate::exception::panic_message;
 use crate::future::{CallbackId, Future, Slot};
-use crate::policy;
-use crate::scheduler::Ready;
 use crate::scheduler::inbox::{Remote, Shared};
-
-/// What `async-task` keeps beside each task: for debug output.
-#[derive(Debug)]
-pub(crate) struct TaskMeta {
-    /// Where the task was spawned.
-    pub(crate) location: &'static Location<'static>,
-}
-
-static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// The task whose step is running on this thread.
-    static CURRENT: RefCell<Option<Rc<TaskState>>> = const { RefCell::new(None) };
-}
-
-pub(crate) fn current_state() -> Option<Rc<TaskState>> {
-    CURRENT.with(|c| c.borrow().clone())
-}
-
-/// A `Cancelled` error, tied to the current task's cancellation when there
-/// is one (see the module docs, point 3).
-pub(crate) fn cancelled_error(task: Option<&TaskState>) -> Error {
-    let mut e = Error::cancelled();
-    if let Some(task) = task {
-        e.token = Some(
-            task.token
-                .borrow_mut()
-                .get_or_insert_with(|| Arc::new(()))
-                .clone(),
-        );
-    }
-    e
-}
-
-/// The non-generic state of a task.
-pub(crate) struct TaskState {
-    id: u64,
-    /// Id of the loop, to answer `current_task` for the right loop only.
-    loop_id: u64,
-    location: &'static Location<'static>,
-    /// `cancel()` was called and no oneloop await has delivered it yet.
-    cancel_requested: Cell<bool>,
-    /// Cancels the oneloop future the task is suspended on.
-    awaiting: RefCell<Option<Box<dyn Fn() -> bool>>>,
-    /// Shared by every `Cancelled` error delivered to this task.
-    token: RefCell<Option<Arc<()>>>,
-    /// The first step ran.
-    started: Cell<bool>,
-    /// Finished (result, error, cancelled, or abandoned at close).
-    done: Cell<bool>,
-    /// The task's own waker, to queue a step on `cancel()`.
-    waker: RefCell<Option<Waker>>,
-    /// The `async-task` handle, kept so that `close()` can cancel the task
-    /// on the loop thread; taken when the task finishes.
-    handle: RefCell<Option<async_task::Task<(), TaskMeta>>>,
-    /// Cancels the result future when the loop closes under the task.
-    abandon: RefCell<Option<Box<dyn FnOnce()>>>,
-}
-
-impl TaskState {
-    pub(crate) fn take_cancel_request(&self) -> bool {
-        self.cancel_requested.replace(false)
-    }
-
-    pub(crate) fn set_awaiting(&self, cancel: Box<dyn Fn() -> bool>) {
-        *self.awaiting.borrow_mut() = Some(cancel);
-    }
-
-    fn cancel(&self) -> bool {
-        if self.done.get() {
-            return false;
-        }
-        self.cancel_requested.set(true);
-        let awaiting = self.awaiting.borrow_mut().take();
-        match awaiting {
-            // Completing the awaited future wakes the task.
-            Some(cancel_awaited) => {
-                cancel_awaited();
-            }
-            None => {
-                let waker = self.waker.borrow().clone();
-                if let Some(w) = waker {
-                    w.wake();
-                }
-            }
-        }
-        true
-    }
-
-    /// The loop closed under the task: cancel it where it stands.
-    pub(crate) fn abandon(&self) {
-        self.done.set(true);
-        let handle = self.handle.borrow_mut().take();
-        // Dropping the handle cancels the task; `async-task` reschedules it
-        // once so the future is dropped by a runnable, on this thread.
-        drop(handle);
-        let abandon = self.abandon.borrow_mut().take();
-        if let Some(f) = abandon {
-            f();
-        }
-    }
-}
-
-/// The pending tasks of a loop.
-#[derive(Default)]
-pub(crate) struct TaskRegistry {
-    tasks: RefCell<HashMap<u64, Weak<TaskState>>>,
-}
-
-impl TaskRegistry {
-    fn insert(&self, t: &Rc<TaskState>) {
-        self.tasks.borrow_mut().insert(t.id, Rc::downgrade(t));
-    }
-    fn remove(&self, id: u64) {
-        self.tasks.borrow_mut().remove(&id);
-    }
-    pub(crate) fn len(&self) -> usize {
-        self.tasks.borrow().len()
-    }
-    pub(crate) fn current(&self, loop_id: u64) -> Option<TaskRef> {
-        current_state()
-            .filter(|s| s.loop_id == loop_id)
-            .map(TaskRef)
-    }
-    pub(crate) fn all(&self) -> Vec<TaskRef> {
-        let mut v: Vec<TaskRef> = self
-            .tasks
-            .borrow()
-            .values()
-            .filter_map(Weak::upgrade)
-            .map(TaskRef)
-            .collect();
-        v.sort_by_key(|t| t.0.id);
-        v
-    }
-    pub(crate) fn take_all(&self) -> Vec<Rc<TaskState>> {
-        std::mem::take(&mut *self.tasks.borrow_mut())
-            .into_values()
-            .filter_map(|w| w.upgrade())
-            .collect()
-    }
-}
-
-/// A type-erased reference to a task, from [`Loop::current_task`] and
-/// [`Loop::all_tasks`].
-#[derive(Clone)]
-pub struct TaskRef(Rc<TaskState>);
-
-impl TaskRef {
-    /// The task's id, unique in the process.
-    pub fn id(&self) -> u64 {
-        self.0.id
-    }
-    /// Where the task was spawned.
-    pub fn location(&self) -> &'static Location<'static> {
-        self.0.location
-    }
-    /// Whether the task finished.
-    pub fn done(&self) -> bool {
-        self.0.done.get()
-    }
-    /// Request cancellation (see [`Task::cancel`]).
-    pub fn cancel(&self) -> bool {
-        self.0.cancel()
-    }
-}
-
-impl fmt::Debug for TaskRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskRef")
-            .field("id", &self.0.id)
-            .field("location", &self.0.location)
-            .finish()
-    }
-}
-
-impl PartialEq for TaskRef {
-    fn eq(&self, other: &TaskRef) -> bool {
-        Rc::ptr_eq(&self.0, &other.0)
-    }
-}
+use crate::scheduler::{Ready, TaskMeta};
+use state::{NEXT_TASK_ID, TaskRef, TaskState};
 
 /// A future running on a loop; itself a future of the output (TK-03).
 ///
@@ -352,23 +173,7 @@ struct Step<F: StdFuture> {
     fut: Option<Pin<Box<F>>>,
     state: Rc<TaskState>,
     result: Future<F::Output>,
-    lp: Weak<crate::event_loop::LoopInner>,
-}
-
-/// Makes a task current for the duration of one step.
-struct CurrentGuard(Option<Rc<TaskState>>);
-
-impl CurrentGuard {
-    fn enter(state: &Rc<TaskState>) -> CurrentGuard {
-        CurrentGuard(CURRENT.with(|c| c.borrow_mut().replace(state.clone())))
-    }
-}
-
-impl Drop for CurrentGuard {
-    fn drop(&mut self) {
-        let prev = self.0.take();
-        CURRENT.with(|c| *c.borrow_mut() = prev);
-    }
+    lp: Weak<LoopInner>,
 }
 
 impl<F: StdFuture> Step<F>
@@ -412,7 +217,7 @@ where
         }
         state.started.set(true);
         state.awaiting.borrow_mut().take();
-        let guard = CurrentGuard::enter(&state);
+        let guard = TaskScope::enter(&state);
         let outcome = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx)));
         drop(guard);
         match outcome {
@@ -458,12 +263,15 @@ where
 /// Queue a task step: straight into the ready queue on the loop's thread,
 /// through the inbox from any other.
 fn schedule(shared: &Arc<Shared>, runnable: Runnable<TaskMeta>) {
-    if std::thread::current().id() == shared.thread
-        && let Some(inner) = policy::local_loop(shared.id)
-    {
-        if inner.check_open().is_ok() {
-            inner.push_ready(Ready::Task(runnable));
+    if std::thread::current().id() == shared.thread {
+        if let Some(inner) = context::local_loop(shared.id) {
+            // On a closed loop the step is dropped here, which drops the
+            // future on its own thread.
+            let _ = inner.sched.try_push_ready_with(|| Ready::Task(runnable));
         }
+        // Otherwise the loop is being dropped (a task cancelled by its
+        // close): dropping the runnable here drops the future, on the
+        // loop's thread, as it must be.
         return;
     }
     if let Err(Remote::Task(r)) = shared.post(Remote::Task(runnable)) {
@@ -484,9 +292,10 @@ where
     F: StdFuture + 'static,
     F::Output: 'static,
 {
+    let shared = lp.inner.sched.shared().clone();
     let state = Rc::new(TaskState {
         id: NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed),
-        loop_id: lp.inner.shared.id,
+        loop_id: shared.id,
         location,
         cancel_requested: Cell::new(false),
         awaiting: RefCell::new(None),
@@ -514,7 +323,6 @@ where
         result: result.clone(),
         lp: lp.inner.weak.clone(),
     };
-    let shared = lp.inner.shared.clone();
     let (runnable, handle) = async_task::Builder::new()
         .metadata(TaskMeta { location })
         .spawn_local(move |_| step, move |r| schedule(&shared, r));
@@ -523,4 +331,35 @@ where
     // TK-02: the first step is queued, not run.
     runnable.schedule();
     Task { state, result }
+}
+
+impl Loop {
+    /// Run `future` as a task on this loop (PEP `create_task`). Its first
+    /// step is queued with `call_soon`, never run inside the call (TK-02).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] after close (LC-11).
+    #[doc(alias = "create_task")]
+    #[track_caller]
+    pub fn spawn<F>(&self, future: F) -> Result<Task<F::Output>>
+    where
+        F: StdFuture + 'static,
+        F::Output: 'static,
+    {
+        self.inner.sched.check_open()?;
+        Ok(spawn(self, future, Location::caller()))
+    }
+
+    /// The task whose step is running, if any (TK-05).
+    pub fn current_task(&self) -> Option<TaskRef> {
+        let id = self.inner.sched.shared().id;
+        context::current_task()
+            .filter(|s| s.loop_id == id)
+            .map(TaskRef)
+    }
+
+    /// The pending tasks of this loop (TK-05).
+    pub fn all_tasks(&self) -> Vec<TaskRef> {
+        self.inner.tasks.all()
+    }
 }

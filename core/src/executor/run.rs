@@ -1,87 +1,17 @@
-//! `run_in_executor`: blocking work on a thread pool, its result delivered
+//! `run_in_executor`: blocking work on the executor, its result delivered
 //! on the loop thread as a [`Future`].
 
-use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 
 use futures::channel::oneshot;
-use futures::executor::ThreadPool;
 
+use super::{DefaultExecutor, Executor, ExecutorSlot};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::Loop;
 use crate::exception::panic_message;
 use crate::future::Future;
-
-/// Runs jobs off the loop thread (PEP 3156's `concurrent.futures.Executor`).
-pub trait Executor: Send + Sync + 'static {
-    /// Run `job` on some other thread, soon.
-    fn execute(&self, job: Box<dyn FnOnce() + Send>);
-}
-
-/// The default executor: a `futures` thread pool, with a count of the jobs
-/// in flight so that shutting it down can wait for them (EX-02).
-pub struct DefaultExecutor {
-    pool: ThreadPool,
-    in_flight: Arc<(Mutex<usize>, Condvar)>,
-}
-
-impl fmt::Debug for DefaultExecutor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DefaultExecutor")
-            .field("in_flight", &*self.lock())
-            .finish()
-    }
-}
-
-impl DefaultExecutor {
-    /// A pool with one thread per CPU (at least two).
-    ///
-    /// # Errors
-    /// [`ErrorKind::Io`] if the threads cannot be started.
-    pub fn new() -> Result<DefaultExecutor> {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .max(2);
-        let pool = ThreadPool::builder()
-            .pool_size(threads)
-            .name_prefix("oneloop-executor-")
-            .create()?;
-        Ok(DefaultExecutor {
-            pool,
-            in_flight: Arc::new((Mutex::new(0), Condvar::new())),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
-        self.in_flight.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Block until every job handed to this executor has finished.
-    pub fn wait_idle(&self) {
-        let mut n = self.lock();
-        while *n > 0 {
-            n = self.in_flight.1.wait(n).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-impl Executor for DefaultExecutor {
-    fn execute(&self, job: Box<dyn FnOnce() + Send>) {
-        *self.lock() += 1;
-        let in_flight = self.in_flight.clone();
-        self.pool.spawn_ok(async move {
-            job();
-            let mut n = in_flight.0.lock().unwrap_or_else(|e| e.into_inner());
-            *n -= 1;
-            if *n == 0 {
-                in_flight.1.notify_all();
-            }
-        });
-    }
-}
 
 impl Loop {
     /// Run `f` on the executor and get its result as a future on this loop
@@ -106,7 +36,7 @@ impl Loop {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.inner.check_open()?;
+        self.inner.sched.check_open()?;
         let executor = self.executor()?;
         let fut = self.create_future::<T>();
         let (tx, rx) = oneshot::channel::<std::thread::Result<T>>();
@@ -159,7 +89,7 @@ impl Loop {
     /// # Errors
     /// [`ErrorKind::Closed`] after close.
     pub fn shutdown_default_executor(&self) -> Result<Future<()>> {
-        self.inner.check_open()?;
+        self.inner.sched.check_open()?;
         let previous = std::mem::replace(
             &mut *self.inner.executor.borrow_mut(),
             ExecutorSlot::ShutDown,
@@ -201,18 +131,4 @@ impl Loop {
             }
         }
     }
-}
-
-/// Which executor a loop uses.
-#[derive(Default)]
-pub(crate) enum ExecutorSlot {
-    /// None yet: the default pool is made on first use.
-    #[default]
-    Unset,
-    /// The default pool.
-    Default(Arc<DefaultExecutor>),
-    /// One set with `set_default_executor`.
-    Custom(Arc<dyn Executor>),
-    /// `shutdown_default_executor` was called.
-    ShutDown,
 }
