@@ -98,3 +98,8 @@ macro_rules! suite {
 pub mod __private {
     pub use crate::harness::run_for_test;
 }
+
+/// The adapter author's guide, `docs/writing-an-adapter.md`, here so that its
+/// example backend is compiled and run as a doc test.
+#[doc = include_str!("../../docs/writing-an-adapter.md")]
+pub mod guide {}
