@@ -10,8 +10,10 @@
 //! ([`CHECKS`]) lists them all, and both front ends expand from it:
 //!
 //! - the [`Harness`] (libtest-mimic, `harness = false`): missing capabilities
-//!   and attached-mode gaps show as *ignored* with the reason, reviewed
-//!   divergences run as expected failures, and it can run on the main thread;
+//!   and attached-mode gaps show as *ignored* with the reason, checks that
+//!   could not run on this system as ignored with `skipped: <reason>`,
+//!   reviewed divergences run as expected failures, and it can run on the
+//!   main thread;
 //! - the [`suite!`] macro, which stamps one `#[test]` per check.
 //!
 //! An adapter declares itself as data, in an [`AdapterSpec`]:
@@ -84,9 +86,13 @@ pub use spec::{AdapterSpec, Caps, Divergence, HostDriver, Setup};
 /// ```
 ///
 /// Each check becomes `<id>::<check>` (for example `tm_03::timer_never_early`).
-/// libtest cannot mark a test ignored at run time, so a check that does not
-/// apply *passes* after printing why; use the [`Harness`] to see ignored
-/// checks as ignored.
+/// libtest cannot mark a test ignored at run time (`#[ignore]` is decided
+/// at compile time), so a check that does not apply, or that could not run
+/// here ([`Outcome::Skipped`]), *passes* after printing
+/// `<adapter>::<ID> ignored: <reason>` or `<adapter>::<ID> skipped: <reason>`
+/// on stderr (shown with `--nocapture`). Use the [`Harness`] to see them as
+/// ignored, and its results file and `oneloop-report` to see them counted
+/// as ignored and skipped, never as passes.
 #[macro_export]
 macro_rules! suite {
     ($spec:expr) => {
