@@ -8,7 +8,6 @@ use std::future::Future as StdFuture;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use oneloop::{Loop, RemoteLoop};
 
 use crate::spec::{AdapterSpec, Caps, HostDriver, Setup};
+use crate::support::Watchdog;
 
 /// The exception-handler reports a loop made, as text.
 pub(crate) type Reports = Rc<RefCell<Vec<String>>>;
@@ -198,7 +198,8 @@ impl Env {
                 }
             })
             .unwrap_or_else(|e| panic!("cannot arm the deadline timer: {e}"));
-        let watchdog = Watchdog::arm(self.lp.remote(), self.deadline + Duration::from_secs(1));
+        let watchdog =
+            Watchdog::stop_remote(self.lp.remote(), self.deadline + Duration::from_secs(1));
         let out = if self.lp.is_attached() {
             self.drive_attached(future, &timed_out)
         } else {
@@ -305,7 +306,8 @@ impl Env {
                 }
             })
             .unwrap_or_else(|e| panic!("cannot arm the deadline timer: {e}"));
-        let watchdog = Watchdog::arm(self.lp.remote(), self.deadline + Duration::from_secs(1));
+        let watchdog =
+            Watchdog::stop_remote(self.lp.remote(), self.deadline + Duration::from_secs(1));
         let r = self.lp.run_forever();
         deadline_timer.cancel();
         assert!(
@@ -346,51 +348,6 @@ impl Wake for RootWake {
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.woken.swap(true, Ordering::AcqRel) {
             self.remote.wake();
-        }
-    }
-}
-
-/// A thread that stops the loop through `call_soon_threadsafe` past a deadline,
-/// unless dropped first.
-struct Watchdog {
-    cancel: Option<mpsc::Sender<()>>,
-    fired: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Watchdog {
-    fn arm(remote: RemoteLoop, after: Duration) -> Watchdog {
-        let (tx, rx) = mpsc::channel::<()>();
-        let fired = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("oneloop-conformance-watchdog".into())
-            .spawn({
-                let fired = fired.clone();
-                move || {
-                    if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(after) {
-                        fired.store(true, Ordering::Release);
-                        let _ = remote.stop();
-                    }
-                }
-            })
-            .ok();
-        Watchdog {
-            cancel: Some(tx),
-            fired,
-            thread,
-        }
-    }
-
-    fn fired(&self) -> bool {
-        self.fired.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        drop(self.cancel.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

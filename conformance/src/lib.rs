@@ -68,6 +68,7 @@ pub mod report;
 pub mod results;
 mod runner;
 mod spec;
+pub mod support;
 
 pub use env::{Env, Log, thread_cpu_time};
 pub use harness::{Harness, RESULTS_ENV};
