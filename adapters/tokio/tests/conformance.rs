@@ -174,10 +174,7 @@ impl HostDriver for TokioHost {
     /// a modal call is blocking its thread, which is what this does: nothing
     /// of the host or of oneloop runs until it returns.
     fn iterate_nested(&self, until: &dyn Fn() -> bool, limit: Duration) {
-        let end = Instant::now() + limit;
-        while !until() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        oneloop_conformance::support::wait_until(Instant::now() + limit, until);
     }
 
     fn quit(&self) {
