@@ -101,7 +101,8 @@ impl HostDriver for CalloopHost {
                 .dispatch(Some(left.min(Duration::from_millis(10))))
                 .is_none()
             {
-                std::thread::sleep(left.min(Duration::from_millis(1)));
+                // Inside a callback: only wait, for `until()` or the limit.
+                oneloop_conformance::support::wait_until(start + limit, until);
             }
         }
     }
