@@ -189,6 +189,43 @@ pub fn thread_is_sleeping(tid: i32) -> Option<bool> {
     Some(state == "S")
 }
 
+/// Wait until thread `tid` of this process is asleep in the kernel, or
+/// `deadline` passes: for a helper thread that must act only once the
+/// loop's thread (`tid`, from [`current_tid`] on that thread) is idle,
+/// blocked in its poll, so that what it does next has to wake the loop.
+///
+/// `Some(true)` once it is asleep, `Some(false)` if the deadline passed
+/// first, `None` at once where the OS does not tell (no `/proc`). A thread
+/// asleep for another reason (a lock) makes a wake-up test weaker once,
+/// never falsely failing.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use oneloop_conformance::support::{current_tid, wait_until_asleep};
+///
+/// let lp = oneloop::Loop::new()?;
+/// let (remote, tid) = (lp.remote(), current_tid());
+/// let poster = std::thread::spawn(move || {
+///     let asleep = wait_until_asleep(tid, Instant::now() + Duration::from_secs(5));
+///     remote.stop().unwrap(); // wakes the idle loop
+///     asleep
+/// });
+/// lp.run_forever()?;
+/// assert_ne!(poster.join().unwrap(), Some(false));
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+pub fn wait_until_asleep(tid: i32, deadline: Instant) -> Option<bool> {
+    let mut known = true;
+    let asleep = wait_until(deadline, || match thread_is_sleeping(tid) {
+        Some(asleep) => asleep,
+        None => {
+            known = false;
+            true
+        }
+    });
+    known.then_some(asleep)
+}
+
 /// The kernel's ID of the calling thread, for [`thread_is_sleeping`].
 pub fn current_tid() -> i32 {
     rustix::thread::gettid().as_raw_nonzero().get()

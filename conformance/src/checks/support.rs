@@ -89,17 +89,8 @@ impl<T: Clone> std::future::Future for Signal<T> {
 /// that it could not make sure the loop was blocked. A thread that sleeps
 /// for another reason (a lock) makes one run weaker, never a false failure.
 pub(crate) fn wait_for_loop_asleep(tid: i32) -> bool {
-    use crate::support::{thread_is_sleeping, wait_until};
-    let mut known = true;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    wait_until(deadline, || match thread_is_sleeping(tid) {
-        Some(asleep) => asleep,
-        None => {
-            known = false;
-            true
-        }
-    });
-    known
+    crate::support::wait_until_asleep(tid, deadline).is_some()
 }
 
 /// What a check records when [`wait_for_loop_asleep`] could not tell.
