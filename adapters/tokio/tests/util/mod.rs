@@ -6,7 +6,9 @@ use std::future::Future;
 
 /// The suite's one watchdog and its limit: a hang fails the test after
 /// `LIMIT`, it never blocks CI.
-pub use oneloop_conformance::support::{LIMIT, Watchdog, current_tid, wait_until, wait_until_asleep};
+pub use oneloop_conformance::support::{
+    LIMIT, Watchdog, current_tid, wait_until, wait_until_asleep,
+};
 
 /// A current-thread runtime and a `LocalSet`, as a tokio program has.
 pub fn tokio_host() -> (tokio::runtime::Runtime, tokio::task::LocalSet) {
