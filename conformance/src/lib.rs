@@ -51,6 +51,20 @@
 //! the check), and asserts timing one-sidedly: never early, generous upper
 //! bounds, ordering over durations.
 //!
+//! A check that applies but cannot run on the system at hand (no
+//! pseudo-terminal, no `/proc`, a kernel that took another path) says so
+//! with [`Env::skip`] or, for one part of it, [`Env::skip_part`]: it is
+//! reported [`Outcome::Skipped`] with the reason, never as a pass.
+//!
+//! # For adapters' own tests
+//!
+//! [`support`] holds the one [`Watchdog`](support::Watchdog) (a hang fails
+//! a test instead of blocking CI) and [`wait_until`](support::wait_until)
+//! (wait for a condition with a deadline instead of sleeping and hoping),
+//! which this workspace's adapters use in their behaviour tests too. Their
+//! host drivers live beside this crate, in `conformance/hosts/` (one module
+//! per host, compiled into each adapter's `tests/conformance.rs`).
+//!
 //! # Stability
 //!
 //! Adding a check can make an adapter that passed before fail, so a new
