@@ -230,3 +230,88 @@ pub fn wait_until_asleep(tid: i32, deadline: Instant) -> Option<bool> {
 pub fn current_tid() -> i32 {
     rustix::thread::gettid().as_raw_nonzero().get()
 }
+
+/// Records every report that reaches a loop's exception handler, and fails
+/// the test if any is left: a panic inside a oneloop callback is caught at
+/// the callback boundary and reported there (D3), so an assertion that
+/// failed inside a callback would otherwise go unnoticed.
+///
+/// Checked when dropped (unless the test is already panicking), or earlier
+/// with [`assert_clean`](Tripwire::assert_clean); a test that expects
+/// reports takes them with [`take`](Tripwire::take).
+///
+/// ```
+/// use oneloop_conformance::support::Tripwire;
+///
+/// let lp = oneloop::Loop::new()?;
+/// let tw = Tripwire::install(&lp);
+/// lp.call_soon(|| panic!("inside a callback"))?;
+/// lp.call_soon({
+///     let lp = lp.clone();
+///     move || lp.stop()
+/// })?;
+/// lp.run_forever()?;
+/// assert_eq!(tw.take().len(), 1);
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Tripwire(std::rc::Rc<std::cell::RefCell<Vec<String>>>);
+
+impl Tripwire {
+    /// Replace `lp`'s exception handler with one that records reports.
+    pub fn install(lp: &Loop) -> Tripwire {
+        let reports = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let r = reports.clone();
+        lp.set_exception_handler(Some(move |_: &Loop, cx: &oneloop::ExceptionContext| {
+            r.borrow_mut().push(cx.to_string());
+        }));
+        Tripwire(reports)
+    }
+
+    /// Take the reports so far (they no longer trip the wire).
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.borrow_mut())
+    }
+
+    /// Fail the test if any report arrived.
+    ///
+    /// # Panics
+    /// If the exception handler was called.
+    #[track_caller]
+    pub fn assert_clean(&self) {
+        let reports = self.take();
+        assert!(
+            reports.is_empty(),
+            "the loop's exception handler was called: {reports:?}"
+        );
+    }
+}
+
+impl Drop for Tripwire {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_clean();
+        }
+    }
+}
+
+/// `run_until_complete(fut)` on an owned loop under a [`Watchdog`] armed for
+/// `limit`: a missed wake-up fails the test instead of hanging it.
+///
+/// # Panics
+/// If the watchdog had to stop the loop, or the run fails.
+///
+/// ```
+/// use oneloop_conformance::support::{LIMIT, run_within};
+///
+/// let lp = oneloop::Loop::new()?;
+/// assert_eq!(run_within(&lp, LIMIT, async { 7 }), 7);
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+#[track_caller]
+pub fn run_within<F: std::future::Future>(lp: &Loop, limit: Duration, fut: F) -> F::Output {
+    let dog = Watchdog::stop_loop(lp, limit);
+    let out = lp.run_until_complete(fut);
+    dog.assert_not_fired("run_until_complete");
+    out.unwrap_or_else(|e| panic!("run_until_complete failed: {e}"))
+}

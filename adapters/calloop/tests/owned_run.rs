@@ -62,7 +62,7 @@ fn timers_fire_in_order_and_never_early() {
         .unwrap()
         .unwrap();
     assert_eq!(*fired.borrow(), [5, 10, 20, 30]);
-    assert!(exceptions.borrow().is_empty(), "{:?}", exceptions.borrow());
+    exceptions.assert_clean();
     lp.close().unwrap();
 }
 

@@ -29,13 +29,10 @@ pub(crate) fn host_run<T>(ex: &LocalExecutor<'_>, fut: impl Future<Output = T>) 
     async_io::block_on(ex.run(limited)).expect("timed out: a wake-up was missed")
 }
 
-/// `run_until_complete` on an owned loop under a [`Watchdog`].
+/// `run_until_complete` on an owned loop under the suite's watchdog.
 ///
 /// # Panics
 /// On timeout or if the run fails.
 pub(crate) fn run_owned<F: Future>(lp: &Loop, fut: F) -> F::Output {
-    let dog = Watchdog::stop_loop(lp, LIMIT);
-    let out = lp.run_until_complete(fut);
-    assert!(!dog.fired(), "timed out: a wake-up was missed");
-    out.expect("run_until_complete failed")
+    oneloop_conformance::support::run_within(lp, LIMIT, fut)
 }

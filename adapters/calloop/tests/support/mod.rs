@@ -19,14 +19,8 @@ pub fn socket_pair() -> (UnixStream, UnixStream) {
 }
 
 /// Records every report to the loop's exception handler (a panic in a
-/// callback is caught there, D3), so a test can assert there was none.
-pub fn record_exceptions(lp: &oneloop::Loop) -> std::rc::Rc<std::cell::RefCell<Vec<String>>> {
-    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-    let s = seen.clone();
-    lp.set_exception_handler(Some(
-        move |_: &oneloop::Loop, ctx: &oneloop::ExceptionContext| {
-            s.borrow_mut().push(format!("{ctx:?}"));
-        },
-    ));
-    seen
+/// callback is caught there, D3) and fails the test if one is left: the
+/// suite's [`Tripwire`](oneloop_conformance::support::Tripwire).
+pub fn record_exceptions(lp: &oneloop::Loop) -> oneloop_conformance::support::Tripwire {
+    oneloop_conformance::support::Tripwire::install(lp)
 }
