@@ -8,7 +8,6 @@ use std::future::Future as StdFuture;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use oneloop::{Loop, RemoteLoop};
 
 use crate::spec::{AdapterSpec, Caps, HostDriver, Setup};
+use crate::support::Watchdog;
 
 /// The exception-handler reports a loop made, as text.
 pub(crate) type Reports = Rc<RefCell<Vec<String>>>;
@@ -34,7 +34,13 @@ pub struct Env {
     host: Option<Rc<dyn HostDriver>>,
     reports: Reports,
     deadline: Duration,
+    /// What [`skip_part`](Env::skip_part) recorded.
+    skipped_parts: RefCell<Vec<String>>,
 }
+
+/// The unwind payload of [`Env::skip`]: the runner turns it into
+/// [`Outcome::Skipped`](crate::Outcome::Skipped).
+pub(crate) struct Skip(pub(crate) String);
 
 impl fmt::Debug for Env {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,6 +66,7 @@ impl Env {
             host: setup.host.map(Rc::from),
             reports,
             deadline,
+            skipped_parts: RefCell::new(Vec::new()),
         }
     }
 
@@ -134,6 +141,35 @@ impl Env {
         install_tripwire(&self.lp, &self.reports);
     }
 
+    /// End the check here: it cannot run on this system, for `reason` (no
+    /// pseudo-terminal, no `/proc`, a kernel that took another path). The
+    /// check is reported [skipped](crate::Outcome::Skipped) with the reason,
+    /// never as a pass: the Harness shows it as ignored, the `suite!` test
+    /// prints `skipped: <reason>`, and the report counts it as skipped.
+    ///
+    /// Call it from the check's own body, not from inside a loop callback or
+    /// task (the loop catches unwinding callbacks and reports them to the
+    /// exception handler, which fails the check).
+    pub fn skip(&self, reason: impl Into<String>) -> ! {
+        // `resume_unwind` does not run the panic hook: nothing is printed
+        // or captured as a failure; the runner recognises the payload.
+        std::panic::resume_unwind(Box::new(Skip(format!("{}: {}", self.id, reason.into()))))
+    }
+
+    /// Record that one part of the guarantee cannot be checked on this
+    /// system, for `reason`, and go on with the rest. If the rest passes,
+    /// the check is reported [skipped](crate::Outcome::Skipped) ("only
+    /// partly checked"), with every recorded reason, not as a pass; if the
+    /// rest fails, it fails.
+    pub fn skip_part(&self, reason: impl Into<String>) {
+        self.skipped_parts.borrow_mut().push(reason.into());
+    }
+
+    /// The reasons [`skip_part`](Env::skip_part) recorded, taken.
+    pub(crate) fn take_skipped_parts(&self) -> Vec<String> {
+        std::mem::take(&mut *self.skipped_parts.borrow_mut())
+    }
+
     /// Take the reports the exception handler received so far: a check that
     /// expects reports takes them, so that they do not trip the check.
     pub fn take_reports(&self) -> Vec<String> {
@@ -162,7 +198,8 @@ impl Env {
                 }
             })
             .unwrap_or_else(|e| panic!("cannot arm the deadline timer: {e}"));
-        let watchdog = Watchdog::arm(self.lp.remote(), self.deadline + Duration::from_secs(1));
+        let watchdog =
+            Watchdog::stop_remote(self.lp.remote(), self.deadline + Duration::from_secs(1));
         let out = if self.lp.is_attached() {
             self.drive_attached(future, &timed_out)
         } else {
@@ -269,7 +306,8 @@ impl Env {
                 }
             })
             .unwrap_or_else(|e| panic!("cannot arm the deadline timer: {e}"));
-        let watchdog = Watchdog::arm(self.lp.remote(), self.deadline + Duration::from_secs(1));
+        let watchdog =
+            Watchdog::stop_remote(self.lp.remote(), self.deadline + Duration::from_secs(1));
         let r = self.lp.run_forever();
         deadline_timer.cancel();
         assert!(
@@ -310,51 +348,6 @@ impl Wake for RootWake {
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.woken.swap(true, Ordering::AcqRel) {
             self.remote.wake();
-        }
-    }
-}
-
-/// A thread that stops the loop through `call_soon_threadsafe` past a deadline,
-/// unless dropped first.
-struct Watchdog {
-    cancel: Option<mpsc::Sender<()>>,
-    fired: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Watchdog {
-    fn arm(remote: RemoteLoop, after: Duration) -> Watchdog {
-        let (tx, rx) = mpsc::channel::<()>();
-        let fired = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("oneloop-conformance-watchdog".into())
-            .spawn({
-                let fired = fired.clone();
-                move || {
-                    if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(after) {
-                        fired.store(true, Ordering::Release);
-                        let _ = remote.stop();
-                    }
-                }
-            })
-            .ok();
-        Watchdog {
-            cancel: Some(tx),
-            fired,
-            thread,
-        }
-    }
-
-    fn fired(&self) -> bool {
-        self.fired.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        drop(self.cancel.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -402,9 +395,9 @@ pub fn thread_cpu_time() -> Option<Duration> {
 }
 
 /// The CPU time this thread used during `f`, and the wall time; `None` for
-/// the CPU time (with a note on stderr naming the check) where the OS does
-/// not tell, so that the skipped half of a check is visible.
-pub(crate) fn cpu_and_wall(id: &str, f: impl FnOnce()) -> (Option<Duration>, Duration) {
+/// the CPU time where the OS does not tell, after recording with
+/// [`Env::skip_part`] that the no-spin half of the check is not checked.
+pub(crate) fn cpu_and_wall(env: &Env, f: impl FnOnce()) -> (Option<Duration>, Duration) {
     let cpu0 = thread_cpu_time();
     let wall = Instant::now();
     f();
@@ -413,8 +406,9 @@ pub(crate) fn cpu_and_wall(id: &str, f: impl FnOnce()) -> (Option<Duration>, Dur
         .zip(thread_cpu_time())
         .map(|(a, b)| b.saturating_sub(a));
     if cpu.is_none() {
-        eprintln!(
-            "{id}: no per-thread CPU time on this platform; the no-spin half of the check is skipped"
+        env.skip_part(
+            "no per-thread CPU time on this platform (/proc/thread-self/schedstat): \
+             the no-spin half is not checked",
         );
     }
     (cpu, wall)

@@ -10,8 +10,10 @@
 //! ([`CHECKS`]) lists them all, and both front ends expand from it:
 //!
 //! - the [`Harness`] (libtest-mimic, `harness = false`): missing capabilities
-//!   and attached-mode gaps show as *ignored* with the reason, reviewed
-//!   divergences run as expected failures, and it can run on the main thread;
+//!   and attached-mode gaps show as *ignored* with the reason, checks that
+//!   could not run on this system as ignored with `skipped: <reason>`,
+//!   reviewed divergences run as expected failures, and it can run on the
+//!   main thread;
 //! - the [`suite!`] macro, which stamps one `#[test]` per check.
 //!
 //! An adapter declares itself as data, in an [`AdapterSpec`]:
@@ -49,6 +51,20 @@
 //! the check), and asserts timing one-sidedly: never early, generous upper
 //! bounds, ordering over durations.
 //!
+//! A check that applies but cannot run on the system at hand (no
+//! pseudo-terminal, no `/proc`, a kernel that took another path) says so
+//! with [`Env::skip`] or, for one part of it, [`Env::skip_part`]: it is
+//! reported [`Outcome::Skipped`] with the reason, never as a pass.
+//!
+//! # For adapters' own tests
+//!
+//! [`support`] holds the one [`Watchdog`](support::Watchdog) (a hang fails
+//! a test instead of blocking CI) and [`wait_until`](support::wait_until)
+//! (wait for a condition with a deadline instead of sleeping and hoping),
+//! which this workspace's adapters use in their behaviour tests too. Their
+//! host drivers live beside this crate, in `conformance/hosts/` (one module
+//! per host, compiled into each adapter's `tests/conformance.rs`).
+//!
 //! # Stability
 //!
 //! Adding a check can make an adapter that passed before fail, so a new
@@ -66,6 +82,7 @@ pub mod report;
 pub mod results;
 mod runner;
 mod spec;
+pub mod support;
 
 pub use env::{Env, Log, thread_cpu_time};
 pub use harness::{Harness, RESULTS_ENV};
@@ -84,9 +101,13 @@ pub use spec::{AdapterSpec, Caps, Divergence, HostDriver, Setup};
 /// ```
 ///
 /// Each check becomes `<id>::<check>` (for example `tm_03::timer_never_early`).
-/// libtest cannot mark a test ignored at run time, so a check that does not
-/// apply *passes* after printing why; use the [`Harness`] to see ignored
-/// checks as ignored.
+/// libtest cannot mark a test ignored at run time (`#[ignore]` is decided
+/// at compile time), so a check that does not apply, or that could not run
+/// here ([`Outcome::Skipped`]), *passes* after printing
+/// `<adapter>::<ID> ignored: <reason>` or `<adapter>::<ID> skipped: <reason>`
+/// on stderr (shown with `--nocapture`). Use the [`Harness`] to see them as
+/// ignored, and its results file and `oneloop-report` to see them counted
+/// as ignored and skipped, never as passes.
 #[macro_export]
 macro_rules! suite {
     ($spec:expr) => {

@@ -19,15 +19,7 @@ pub fn native_spec() -> AdapterSpec {
     AdapterSpec {
         name: "native",
         setup: native_setup,
-        caps: Caps::FD
-            | Caps::THREADS
-            | Caps::EXECUTOR
-            | Caps::SIGNALS
-            | Caps::TCP
-            | Caps::UDP
-            | Caps::UNIX
-            | Caps::PIPES
-            | Caps::SUBPROCESS,
+        caps: Caps::ALL_BUT_HOST,
         clock_resolution: Duration::from_millis(1),
         divergences: &[],
         main_thread: false,

@@ -25,12 +25,13 @@ fn cell(o: Option<&Outcome>) -> &'static str {
         Some(Outcome::Pass) => "pass",
         Some(Outcome::Fail(_)) => "FAIL",
         Some(Outcome::Ignored(_)) => "ignored",
+        Some(Outcome::Skipped(_)) => "skipped",
         Some(Outcome::ExpectedFailure(_)) => "xfail",
         Some(Outcome::UnexpectedPass(_)) => "XPASS",
     }
 }
 
-/// Counts of one adapter: pass, fail, ignored, xfail, xpass.
+/// Counts of one adapter: pass, fail, ignored, skipped, xfail, xpass.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
     /// Passed.
@@ -39,6 +40,8 @@ pub struct Counts {
     pub fail: usize,
     /// Ignored (not applicable).
     pub ignored: usize,
+    /// Skipped: applicable, but could not run (fully) on this system.
+    pub skipped: usize,
     /// Expected failures (listed divergences).
     pub xfail: usize,
     /// Divergences that pass (no longer needed): count as failures.
@@ -51,6 +54,7 @@ impl Counts {
             Outcome::Pass => self.pass += 1,
             Outcome::Fail(_) => self.fail += 1,
             Outcome::Ignored(_) => self.ignored += 1,
+            Outcome::Skipped(_) => self.skipped += 1,
             Outcome::ExpectedFailure(_) => self.xfail += 1,
             Outcome::UnexpectedPass(_) => self.xpass += 1,
         }
@@ -64,6 +68,9 @@ impl std::fmt::Display for Counts {
             "{} pass, {} fail, {} ignored",
             self.pass, self.fail, self.ignored
         )?;
+        if self.skipped > 0 {
+            write!(f, ", {} skipped", self.skipped)?;
+        }
         if self.xfail > 0 {
             write!(f, ", {} xfail", self.xfail)?;
         }
@@ -146,10 +153,15 @@ pub fn terminal(rows: &[Row]) -> String {
             .filter_map(|g| {
                 let c = by_group.get(&(a.clone(), *g))?;
                 let ran = c.pass + c.fail + c.xfail + c.xpass;
-                Some(if ran == 0 {
+                let skipped = if c.skipped > 0 {
+                    format!(" ({} skipped)", c.skipped)
+                } else {
+                    String::new()
+                };
+                Some(if ran == 0 && c.skipped == 0 {
                     format!("{g} ignored")
                 } else {
-                    format!("{g} {}/{ran}", c.pass + c.xfail)
+                    format!("{g} {}/{ran}{skipped}", c.pass + c.xfail)
                 })
             })
             .collect();
@@ -188,18 +200,20 @@ pub fn markdown(rows: &[Row]) -> String {
     );
     out.push_str(
         "Legend: **pass**; **FAIL**; *ignored* (does not apply, reason below); \
+                  *skipped* (applies, but could not run, or run in full, on the machine that \
+                  made the report: not a pass, reason below); \
                   *xfail* (a reviewed divergence from a SHOULD, failing as declared); \
                   **XPASS** (a listed divergence that passes: remove it); · (not run).\n\n",
     );
-    out.push_str("## Summary\n\n| adapter | level | pass | fail | ignored | xfail | xpass |\n|---|---|---|---|---|---|---|\n");
+    out.push_str("## Summary\n\n| adapter | level | pass | fail | ignored | skipped | xfail | xpass |\n|---|---|---|---|---|---|---|---|\n");
     let by_level = counts_by_level(rows);
     for a in &ads {
         for level in [Level::Must, Level::Should] {
             if let Some(c) = by_level.get(&(a.clone(), level)) {
                 let _ = writeln!(
                     out,
-                    "| {a} | {level} | {} | {} | {} | {} | {} |",
-                    c.pass, c.fail, c.ignored, c.xfail, c.xpass
+                    "| {a} | {level} | {} | {} | {} | {} | {} | {} |",
+                    c.pass, c.fail, c.ignored, c.skipped, c.xfail, c.xpass
                 );
             }
         }
@@ -231,6 +245,9 @@ pub fn markdown(rows: &[Row]) -> String {
                     if c.ignored > 0 {
                         let _ = write!(out, ", {} ignored", c.ignored);
                     }
+                    if c.skipped > 0 {
+                        let _ = write!(out, ", {} skipped", c.skipped);
+                    }
                     out.push_str(" |");
                 }
                 None => out.push_str(" · |"),
@@ -258,6 +275,7 @@ pub fn markdown(rows: &[Row]) -> String {
         for a in &ads {
             let s = match find(rows, a, c.id) {
                 Some(Outcome::Ignored(_)) => "*ignored*",
+                Some(Outcome::Skipped(_)) => "*skipped*",
                 Some(Outcome::ExpectedFailure(_)) => "*xfail*",
                 Some(Outcome::Fail(_)) => "**FAIL**",
                 Some(Outcome::UnexpectedPass(_)) => "**XPASS**",
@@ -278,7 +296,7 @@ pub fn markdown(rows: &[Row]) -> String {
             l.id, l.level, l.statement, l.reason
         );
     }
-    out.push_str("\n## Notes: failures, ignored checks and divergences\n\n");
+    out.push_str("\n## Notes: failures, ignored and skipped checks, and divergences\n\n");
     for a in &ads {
         let notes: Vec<&Row> = rows
             .iter()

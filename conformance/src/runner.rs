@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Once, mpsc};
 use std::time::Duration;
 
-use crate::env::Env;
+use crate::env::{Env, Skip};
 use crate::registry::{Check, Group, Level, Mode};
 use crate::spec::AdapterSpec;
 
@@ -38,8 +38,17 @@ pub enum Outcome {
     Pass,
     /// The guarantee does not hold (or the check hung); the message says how.
     Fail(String),
-    /// The check does not apply; the reason says why.
+    /// The check does not apply to this adapter (a capability it does not
+    /// declare, a mode it does not have), decided before the check runs; the
+    /// reason says why.
     Ignored(String),
+    /// The check applies but could not run here, or could run only in part
+    /// (no pseudo-terminal, no `/proc`, a kernel that took another path):
+    /// decided by the check at run time with [`Env::skip`](crate::Env::skip)
+    /// or [`Env::skip_part`](crate::Env::skip_part). Not a pass: the
+    /// guarantee was not (fully) verified; the reason says what was left out
+    /// and why.
+    Skipped(String),
     /// A listed divergence failed as expected; the divergence's reason.
     ExpectedFailure(String),
     /// A listed divergence passed: the divergence is no longer needed.
@@ -53,6 +62,7 @@ impl Outcome {
             Outcome::Pass => "pass",
             Outcome::Fail(_) => "fail",
             Outcome::Ignored(_) => "ignored",
+            Outcome::Skipped(_) => "skipped",
             Outcome::ExpectedFailure(_) => "xfail",
             Outcome::UnexpectedPass(_) => "xpass",
         }
@@ -64,6 +74,7 @@ impl Outcome {
             Outcome::Pass => "",
             Outcome::Fail(s)
             | Outcome::Ignored(s)
+            | Outcome::Skipped(s)
             | Outcome::ExpectedFailure(s)
             | Outcome::UnexpectedPass(s) => s,
         }
@@ -81,6 +92,7 @@ impl Outcome {
             "pass" => Outcome::Pass,
             "fail" => Outcome::Fail(detail),
             "ignored" => Outcome::Ignored(detail),
+            "skipped" => Outcome::Skipped(detail),
             "xfail" => Outcome::ExpectedFailure(detail),
             "xpass" => Outcome::UnexpectedPass(detail),
             _ => return None,
@@ -399,8 +411,16 @@ fn execute_inner(spec: &AdapterSpec, check: &'static Check, opts: Options) -> Ou
     }
     let env = Env::new(check.id, spec, setup, opts.deadline);
     let result = panic::catch_unwind(AssertUnwindSafe(|| (check.run)(&env)));
-    let failure = match result {
-        Err(_) => Some(take_panic()),
+    // `Env::skip` unwinds with a `Skip` payload (without the panic hook).
+    let (ended, skipped) = match result {
+        Err(payload) => match payload.downcast::<Skip>() {
+            Ok(skip) => (Ok(()), Some(skip.0)),
+            Err(_) => (Err(()), None),
+        },
+        Ok(()) => (Ok(()), None),
+    };
+    let failure = match ended {
+        Err(()) => Some(take_panic()),
         Ok(()) => {
             let reports = env.take_reports();
             (!reports.is_empty()).then(|| {
@@ -411,6 +431,7 @@ fn execute_inner(spec: &AdapterSpec, check: &'static Check, opts: Options) -> Ou
             })
         }
     };
+    let parts = env.take_skipped_parts();
     let teardown = panic::catch_unwind(AssertUnwindSafe(|| env.teardown()));
     let late_reports = env.take_reports();
     drop(env);
@@ -431,7 +452,15 @@ fn execute_inner(spec: &AdapterSpec, check: &'static Check, opts: Options) -> Ou
             late_reports.join(" | ")
         ));
     }
-    Outcome::Pass
+    match (skipped, parts.is_empty()) {
+        (Some(reason), _) => Outcome::Skipped(reason),
+        (None, false) => Outcome::Skipped(format!(
+            "{}: only partly checked (the rest holds): {}",
+            check.id,
+            parts.join("; ")
+        )),
+        (None, true) => Outcome::Pass,
+    }
 }
 
 thread_local! {

@@ -149,6 +149,20 @@ impl Caps {
     /// Subprocesses (the `SP` group).
     pub const SUBPROCESS: Caps = Caps(1 << 9);
 
+    /// Every capability but [`HOST`](Caps::HOST): what an adapter that has
+    /// fd watching, threads, the executor, signals and every transport
+    /// declares (the default loop, and each adapter of this workspace before
+    /// it adds `HOST` for an embedded mode).
+    pub const ALL_BUT_HOST: Caps = Caps::FD
+        .union(Caps::THREADS)
+        .union(Caps::EXECUTOR)
+        .union(Caps::SIGNALS)
+        .union(Caps::TCP)
+        .union(Caps::UDP)
+        .union(Caps::UNIX)
+        .union(Caps::PIPES)
+        .union(Caps::SUBPROCESS);
+
     const NAMES: [(Caps, &'static str); 10] = [
         (Caps::FD, "fd"),
         (Caps::THREADS, "threads"),

@@ -4,7 +4,8 @@
 //! Scheduler faults come from `oneloop`'s `fault-injection` feature; the
 //! host faults are small backends written here: a clock that runs ahead
 //! while dispatching (timers fire 1 ms early in real time), a wake handle
-//! that does not wake, and fd readiness reported only on edges.
+//! that does not wake, a dispatch on another thread than the loop's, and
+//! fd readiness reported only on edges.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -196,6 +197,66 @@ fn threadsafe_call_that_does_not_wake_fails_th_01() {
             })?))
         }),
         "TH-01",
+    );
+}
+
+/// The default backend, turned on a helper thread: each turn (the poll and
+/// the dispatch inside it) runs on a scoped thread while the loop's thread
+/// waits for it. Callbacks, and the `!Send` handles they hold, end up on
+/// another thread: the loop breaks its side of CB-06.
+struct OffThreadDispatch(NativeBackend);
+
+/// Lets the backend cross to the helper thread (the deliberate bug).
+struct AssertSend<T>(T);
+
+// SAFETY: a deliberately broken loop, but no data race: the loop's thread
+// is blocked in `join` for as long as the helper thread uses the backend
+// (and, through it, the loop's `Rc`s and `RefCell`s), and spawning and
+// joining order every access on one thread before those on the other.
+unsafe impl<T> Send for AssertSend<T> {}
+
+impl Backend for OffThreadDispatch {
+    fn name(&self) -> &str {
+        "off-thread-dispatch"
+    }
+    fn install(&self, driver: Driver) -> io::Result<()> {
+        self.0.install(driver)
+    }
+    fn arm(&self, next: NextDispatch) {
+        self.0.arm(next)
+    }
+    fn remote_waker(&self) -> Arc<dyn RemoteWake> {
+        self.0.remote_waker()
+    }
+    fn turn(&self) -> io::Result<()> {
+        let inner = AssertSend(&self.0);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // The whole wrapper moves, not just its (non-Send) field.
+                let inner = inner;
+                inner.0.turn()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+    fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        self.0.watch(fd, interest)
+    }
+    fn close(&self) {
+        self.0.close()
+    }
+}
+
+#[test]
+fn dispatching_on_another_thread_fails_cb_06() {
+    catches(
+        spec("off-thread-dispatch", || {
+            Ok(Setup::new(Loop::with_backend(OffThreadDispatch(
+                NativeBackend::new()?,
+            ))?))
+        }),
+        "CB-06",
     );
 }
 

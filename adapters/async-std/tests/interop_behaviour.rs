@@ -9,6 +9,8 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_executor::LocalExecutor;
@@ -101,8 +103,11 @@ async fn echo_beside_a_reader(lp: Loop, addr: SocketAddr) -> (Vec<u8>, Vec<u8>) 
     let rx = Rc::new(rx);
     let lines = Rc::new(RefCell::new(Vec::<u8>::new()));
     let eof = lp.create_future::<()>();
+    // How many bytes the reader took, for the feeder on its thread.
+    let taken = Arc::new(AtomicUsize::new(0));
     lp.add_reader(&*rx, {
         let (lp, rx, lines, eof) = (lp.clone(), rx.clone(), lines.clone(), eof.clone());
+        let taken = taken.clone();
         move || {
             assert_eq!(std::thread::current().id(), thread);
             let mut buf = [0u8; 64];
@@ -113,15 +118,19 @@ async fn echo_beside_a_reader(lp: Loop, addr: SocketAddr) -> (Vec<u8>, Vec<u8>) 
                     break;
                 }
                 lines.borrow_mut().extend_from_slice(&buf[..n]);
+                taken.fetch_add(n, Ordering::SeqCst);
             }
         }
     })
     .unwrap();
-    // A thread feeds the oneloop reader while the echo runs.
+    // A thread feeds the oneloop reader while the echo runs, one byte per
+    // wake-up of the reader: the next byte once the last one was taken.
     let feeder = std::thread::spawn(move || {
         for i in 0..20u8 {
             tx.write_all(&[b'a' + i]).unwrap();
-            std::thread::sleep(Duration::from_millis(1));
+            support::wait_until(Instant::now() + support::LIMIT, || {
+                taken.load(Ordering::SeqCst) > usize::from(i)
+            });
         }
     });
     let mut c = async_std::net::TcpStream::connect(addr).await.unwrap();

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_executor::LocalExecutor;
 use async_io::{Async, Timer};
@@ -38,7 +38,7 @@ fn owned_loop_runs_callbacks_timers_tasks_and_stops() {
         }
     })
     .unwrap();
-    let dog = Watchdog::arm(&lp);
+    let dog = Watchdog::stop_loop(&lp, support::LIMIT);
     lp.run_forever().unwrap();
     assert!(!dog.fired(), "run_forever missed the timer");
     assert_eq!(*log.borrow(), [0, 1, 2, 99]);
@@ -142,12 +142,14 @@ fn threads_wake_an_idle_loop_in_both_modes() {
     // Owned: blocked in the reactor with nothing armed.
     let lp = Loop::with_backend(AsyncIoBackend::new().unwrap()).unwrap();
     let remote = lp.remote();
+    let tid = support::current_tid();
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(5));
+        // Once the loop is idle in the reactor: the post has to wake it.
+        support::wait_until_asleep(tid, Instant::now() + support::LIMIT);
         remote.call_soon_threadsafe(|| ()).unwrap();
         remote.stop().unwrap();
     });
-    let dog = Watchdog::arm(&lp);
+    let dog = Watchdog::stop_loop(&lp, support::LIMIT);
     lp.run_forever().unwrap();
     assert!(!dog.fired(), "call_soon_threadsafe did not wake the loop");
     t.join().unwrap();
@@ -161,8 +163,10 @@ fn threads_wake_an_idle_loop_in_both_modes() {
     let loop_thread = std::thread::current().id();
     let remote = lp.remote();
     let (tx, rx) = futures::channel::oneshot::channel();
+    let tid = support::current_tid();
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(5));
+        // Once the host executor is parked in the reactor.
+        support::wait_until_asleep(tid, Instant::now() + support::LIMIT);
         let seen = Arc::new(AtomicUsize::new(0));
         for i in 0..100 {
             let seen = seen.clone();

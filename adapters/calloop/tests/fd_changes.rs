@@ -9,6 +9,8 @@ use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use calloop::EventLoop;
@@ -18,21 +20,9 @@ use support::socket_pair;
 struct Host {
     event_loop: EventLoop<'static, ()>,
     lp: oneloop::Loop,
-    exceptions: Rc<RefCell<Vec<String>>>,
-}
-
-impl Drop for Host {
     /// An assertion that failed inside a callback was caught by the loop
-    /// (D3); fail the test with it.
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            assert!(
-                self.exceptions.borrow().is_empty(),
-                "{:?}",
-                self.exceptions.borrow()
-            );
-        }
-    }
+    /// (D3): this fails the test with it when the host is dropped.
+    _exceptions: oneloop_conformance::support::Tripwire,
 }
 
 impl Host {
@@ -43,7 +33,7 @@ impl Host {
         Host {
             event_loop,
             lp,
-            exceptions,
+            _exceptions: exceptions,
         }
     }
 
@@ -243,7 +233,9 @@ fn owned_loop_reads_from_a_thread() {
     let (peer, sock) = socket_pair();
     let sock = Rc::new(sock);
     let got = Rc::new(RefCell::new(Vec::new()));
-    let (g, lp2, s2) = (got.clone(), lp.clone(), sock.clone());
+    // How many bytes the reader took, for the writer on its thread.
+    let taken = Arc::new(AtomicUsize::new(0));
+    let (g, lp2, s2, t2) = (got.clone(), lp.clone(), sock.clone(), taken.clone());
     lp.add_reader(&*sock, move || {
         let mut buf = [0u8; 64];
         match (&*s2).read(&mut buf) {
@@ -251,7 +243,10 @@ fn owned_loop_reads_from_a_thread() {
                 lp2.remove_reader(&*s2);
                 lp2.stop();
             }
-            Ok(n) => g.borrow_mut().extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                g.borrow_mut().extend_from_slice(&buf[..n]);
+                t2.fetch_add(n, Ordering::SeqCst);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => panic!("{e}"),
         }
@@ -260,20 +255,25 @@ fn owned_loop_reads_from_a_thread() {
     let writer = std::thread::spawn(move || {
         let mut peer = peer;
         peer.set_nonblocking(false).unwrap();
+        // Two separate arrivals: the second chunk once the first was read.
+        let mut sent = 0;
         for chunk in [b"he".as_slice(), b"llo"] {
             peer.write_all(chunk).unwrap();
-            std::thread::sleep(Duration::from_millis(2));
+            sent += chunk.len();
+            support::wait_until(Instant::now() + support::LIMIT, || {
+                taken.load(Ordering::SeqCst) >= sent
+            });
         }
         // Dropping `peer` hangs up: EOF is reported as readable (FD-07).
     });
     let remote = lp.remote();
-    let dog = support::Watchdog::new(Duration::from_secs(10), move || {
+    let dog = support::Watchdog::with_action(support::LIMIT, move || {
         let _ = remote.stop();
     });
     lp.run_forever().unwrap();
     assert!(!dog.fired(), "EOF never arrived");
     writer.join().unwrap();
     assert_eq!(*got.borrow(), b"hello");
-    assert!(exceptions.borrow().is_empty(), "{:?}", exceptions.borrow());
+    exceptions.assert_clean();
     lp.close().unwrap();
 }

@@ -109,7 +109,7 @@ fn host_sources_and_oneloop_work_share_one_loop() {
         .unwrap();
 
     let signal = event_loop.get_signal();
-    let dog = Watchdog::new(Duration::from_secs(10), move || {
+    let dog = Watchdog::with_action(support::LIMIT, move || {
         signal.stop();
         signal.wakeup();
     });
@@ -137,7 +137,7 @@ fn host_sources_and_oneloop_work_share_one_loop() {
         pos(&format!("soon from host {n}"));
         assert!(state.log.contains(&format!("host msg {n}")));
     }
-    assert!(exceptions.borrow().is_empty(), "{:?}", exceptions.borrow());
+    exceptions.assert_clean();
     lp.close().unwrap();
 }
 

@@ -62,7 +62,7 @@ fn timers_fire_in_order_and_never_early() {
         .unwrap()
         .unwrap();
     assert_eq!(*fired.borrow(), [5, 10, 20, 30]);
-    assert!(exceptions.borrow().is_empty(), "{:?}", exceptions.borrow());
+    exceptions.assert_clean();
     lp.close().unwrap();
 }
 
@@ -71,11 +71,13 @@ fn stop_from_another_thread_wakes_the_poll() {
     let lp = oneloop_calloop::new_loop().unwrap();
     let remote = lp.remote();
     let dog_remote = lp.remote();
-    let dog = Watchdog::new(Duration::from_secs(10), move || {
+    let dog = Watchdog::with_action(support::LIMIT, move || {
         let _ = dog_remote.stop();
     });
+    let tid = support::current_tid();
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(20));
+        // Once the loop is idle in its poll: the post has to wake it.
+        support::wait_until_asleep(tid, std::time::Instant::now() + support::LIMIT);
         remote.call_soon_threadsafe(|| ()).unwrap();
         remote.stop().unwrap();
     });

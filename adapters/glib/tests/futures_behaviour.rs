@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::iterate_until;
 use glib::MainContext;
+use oneloop_conformance::support::Watchdog;
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -60,11 +61,7 @@ fn glib_futures_in_owned_tasks() {
             Ok::<_, oneloop::Error>(3)
         })
         .unwrap();
-    let watchdog = lp.remote();
-    let _wd = std::thread::spawn(move || {
-        std::thread::sleep(LIMIT);
-        let _ = watchdog.stop();
-    });
+    let _wd = Watchdog::stop_loop(&lp, LIMIT);
     assert_eq!(lp.run_until_complete(task).unwrap().unwrap().unwrap(), 3);
     lp.close().unwrap();
 }

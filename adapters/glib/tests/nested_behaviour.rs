@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{add_timeout, iterate_until, post};
 use glib::{MainContext, MainLoop, Priority};
+use oneloop_conformance::support::Watchdog;
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -150,11 +151,7 @@ fn owned_loop_nested_modal_then_stop() {
         })
         .unwrap();
     }
-    let watchdog = lp.remote();
-    let wd = std::thread::spawn(move || {
-        std::thread::sleep(LIMIT);
-        let _ = watchdog.stop();
-    });
+    let wd = Watchdog::stop_loop(&lp, LIMIT);
     let start = Instant::now();
     lp.run_forever().unwrap();
     assert!(start.elapsed() < LIMIT, "stop() inside the modal was lost");
@@ -187,11 +184,7 @@ fn run_from_a_host_callback_fails_at_once() {
             lp2.stop();
         });
     }
-    let watchdog = lp.remote();
-    let _wd = std::thread::spawn(move || {
-        std::thread::sleep(LIMIT);
-        let _ = watchdog.stop();
-    });
+    let _wd = Watchdog::stop_loop(&lp, LIMIT);
     lp.run_forever().unwrap();
     assert_eq!(kind.get(), Some(oneloop::ErrorKind::AlreadyRunning));
     lp.close().unwrap();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::counter;
 use glib::MainContext;
+use oneloop_conformance::support::Watchdog;
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -23,8 +24,11 @@ fn threadsafe_call_wakes_an_idle_attached_context() {
     let remote = lp.remote();
     let done = Arc::new(AtomicUsize::new(0));
     let d = done.clone();
+    let tid = oneloop_conformance::support::current_tid();
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(20));
+        // Once this thread is blocked in `iteration(true)`: nothing else
+        // can wake it but the remote call.
+        oneloop_conformance::support::wait_until_asleep(tid, Instant::now() + LIMIT);
         remote
             .call_soon_threadsafe(move || {
                 d.store(1, Ordering::SeqCst);
@@ -34,10 +38,7 @@ fn threadsafe_call_wakes_an_idle_attached_context() {
     // Watchdog: wakes the context (without running anything) if the remote
     // wake is lost, so the test fails instead of hanging.
     let wd_ctx = ctx.clone();
-    let _wd = std::thread::spawn(move || {
-        std::thread::sleep(LIMIT);
-        wd_ctx.wakeup();
-    });
+    let _wd = Watchdog::with_action(LIMIT, move || wd_ctx.wakeup());
     let start = Instant::now();
     while done.load(Ordering::SeqCst) == 0 && start.elapsed() < LIMIT {
         ctx.iteration(true);
@@ -77,11 +78,7 @@ fn loops_on_worker_threads_with_their_own_context() {
                         })
                     })
                     .collect();
-                let watchdog = remote.clone();
-                let _wd = std::thread::spawn(move || {
-                    std::thread::sleep(LIMIT);
-                    let _ = watchdog.stop();
-                });
+                let _wd = Watchdog::stop_remote(remote.clone(), LIMIT);
                 let lp2 = lp.clone();
                 let task = lp
                     .spawn(async move {

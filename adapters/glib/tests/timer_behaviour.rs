@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::iterate_until;
 use glib::MainContext;
+use oneloop_conformance::support::Watchdog;
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -97,10 +98,7 @@ fn tiny_sleeps_do_not_busy_spin() {
         .unwrap();
     // Watchdog: wakes the context if a wake-up is lost.
     let wd_ctx = ctx.clone();
-    let _wd = std::thread::spawn(move || {
-        std::thread::sleep(LIMIT);
-        wd_ctx.wakeup();
-    });
+    let _wd = Watchdog::with_action(LIMIT, move || wd_ctx.wakeup());
     let start = Instant::now();
     let mut iterations = 0;
     while !task.done() && start.elapsed() < LIMIT {

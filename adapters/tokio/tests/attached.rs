@@ -64,8 +64,10 @@ fn lifecycle_attach_work_close_and_the_local_set_goes_on() {
         let from_thread = lp.create_future::<u32>();
         let tx = from_thread.clone();
         let (ttx, trx) = std::sync::mpsc::channel();
+        let tid = util::current_tid();
         thread::spawn(move || {
-            thread::sleep(Duration::from_millis(5));
+            // Arrive while the host is parked, not before it ran.
+            util::wait_until_asleep(tid, Instant::now() + util::LIMIT);
             remote
                 .call_soon_threadsafe(move || {
                     let _ = ttx.send(());
@@ -251,15 +253,17 @@ fn misuse_is_an_error_not_a_panic() {
 #[test]
 fn owned_threadsafe_call_wakes_an_idle_loop() {
     let lp = oneloop_tokio::new_loop().unwrap();
-    let dog = Watchdog::new(&lp);
+    let dog = Watchdog::stop_loop(&lp, util::LIMIT);
     let remote = lp.remote();
-    let start = Instant::now();
+    let tid = util::current_tid();
     let t = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(20));
+        // Only once the loop is idle, parked in tokio with nothing to do.
+        let asleep = util::wait_until_asleep(tid, Instant::now() + util::LIMIT);
         remote.stop().unwrap();
+        asleep
     });
     lp.run_forever().unwrap();
-    t.join().unwrap();
-    dog.check("threadsafe wake");
-    assert!(start.elapsed() >= Duration::from_millis(20));
+    let asleep = t.join().unwrap();
+    dog.assert_not_fired("threadsafe wake");
+    assert_ne!(asleep, Some(false), "the loop never went idle");
 }

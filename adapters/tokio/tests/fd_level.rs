@@ -129,14 +129,14 @@ async fn writer_scenario(lp: Loop) {
 #[test]
 fn level_triggered_owned() {
     let lp = oneloop_tokio::new_loop().unwrap();
-    let dog = Watchdog::new(&lp);
+    let dog = Watchdog::stop_loop(&lp, util::LIMIT);
     let t = lp.spawn(level_scenario(lp.clone())).unwrap();
     let level = lp.run_until_complete(t);
-    dog.check("level-triggered reader");
+    dog.assert_not_fired("level-triggered reader");
     level.unwrap().unwrap();
     let t = lp.spawn(writer_scenario(lp.clone())).unwrap();
     let writer = lp.run_until_complete(t);
-    dog.check("level-triggered writer");
+    dog.assert_not_fired("level-triggered writer");
     writer.unwrap().unwrap();
     assert_eq!(lp.stats().fds, 0);
 }

@@ -7,6 +7,8 @@ use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -84,10 +86,10 @@ const EXPECTED: [&str; 3] = ["fd ping", "timer", "echo hello"];
 #[test]
 fn owned_tcp_echo_fd_reader_and_timer_on_one_thread() {
     let lp = oneloop_tokio::new_loop().unwrap();
-    let dog = Watchdog::new(&lp);
+    let dog = Watchdog::stop_loop(&lp, util::LIMIT);
     let work = lp.spawn(echo_reader_and_timer(&lp)).unwrap();
     let log = lp.run_until_complete(work);
-    dog.check("owned echo");
+    dog.assert_not_fired("owned echo");
     assert_eq!(log.unwrap().unwrap(), EXPECTED);
     lp.close().unwrap();
 }
@@ -105,7 +107,7 @@ fn attached_tcp_echo_fd_reader_and_timer_on_one_thread() {
 #[test]
 fn oneloop_task_awaits_tokio_futures() {
     let lp = oneloop_tokio::new_loop().unwrap();
-    let dog = Watchdog::new(&lp);
+    let dog = Watchdog::stop_loop(&lp, util::LIMIT);
     let task = lp
         .spawn(async {
             // tokio::time: never early.
@@ -119,8 +121,10 @@ fn oneloop_task_awaits_tokio_futures() {
             );
             // tokio::sync, woken from another thread.
             let (tx, rx) = tokio::sync::oneshot::channel();
+            let tid = util::current_tid();
             let t = thread::spawn(move || {
-                thread::sleep(Duration::from_millis(10));
+                // Sent once the loop is parked on `rx`: the send must wake it.
+                util::wait_until_asleep(tid, Instant::now() + util::LIMIT);
                 tx.send(5).unwrap();
             });
             let five = rx.await.unwrap();
@@ -146,7 +150,7 @@ fn oneloop_task_awaits_tokio_futures() {
         })
         .unwrap();
     let out = lp.run_until_complete(task);
-    dog.check("tokio futures");
+    dog.assert_not_fired("tokio futures");
     assert_eq!(out.unwrap().unwrap(), 5 + 3 + 3 + 10);
 }
 
@@ -210,10 +214,10 @@ fn tokio_tasks_and_oneloop_callbacks_interleave_attached() {
 #[test]
 fn tokio_tasks_and_oneloop_callbacks_interleave_owned() {
     let lp = oneloop_tokio::new_loop().unwrap();
-    let dog = Watchdog::new(&lp);
+    let dog = Watchdog::stop_loop(&lp, util::LIMIT);
     let task = lp.spawn(both_progress(lp.clone())).unwrap();
     let (tokio_while_oneloop, oneloop_while_tokio) = lp.run_until_complete(task).unwrap().unwrap();
-    dog.check("fairness");
+    dog.assert_not_fired("fairness");
     assert!(
         tokio_while_oneloop >= 200,
         "tokio starved: {tokio_while_oneloop}"
@@ -231,27 +235,33 @@ fn callback_storm_does_not_starve_tokio_io() {
     in_local_set(async {
         let lp = oneloop_tokio::attach().unwrap();
         let stop = Rc::new(Cell::new(false));
-        fn again(lp: Loop, stop: Rc<Cell<bool>>) {
+        let spins = Arc::new(AtomicUsize::new(0));
+        fn again(lp: Loop, stop: Rc<Cell<bool>>, spins: Arc<AtomicUsize>) {
             if !stop.get() {
+                spins.fetch_add(1, Ordering::Relaxed);
                 let lp2 = lp.clone();
-                let _ = lp.call_soon(move || again(lp2, stop));
+                let _ = lp.call_soon(move || again(lp2, stop, spins));
             }
         }
         {
-            let (lp2, stop) = (lp.clone(), stop.clone());
-            lp.call_soon(move || again(lp2, stop)).unwrap();
+            let (lp2, stop, spins) = (lp.clone(), stop.clone(), spins.clone());
+            lp.call_soon(move || again(lp2, stop, spins)).unwrap();
         }
-        // tokio I/O, with the data arriving from another thread mid-storm.
+        // tokio I/O, with the data arriving from another thread mid-storm:
+        // once the storm has been going for a thousand callbacks.
         let (mut a, b) = UnixStream::pair().unwrap();
         b.set_nonblocking(true).unwrap();
         let mut b = tokio::net::UnixStream::from_std(b).unwrap();
         let t = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(5));
+            let storming = util::wait_until(Instant::now() + util::LIMIT, || {
+                spins.load(Ordering::Relaxed) >= 1000
+            });
             a.write_all(b"x").unwrap();
+            storming
         });
         let mut buf = [0u8; 1];
         b.read_exact(&mut buf).await.unwrap();
-        t.join().unwrap();
+        assert!(t.join().unwrap(), "the callback storm never got going");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let remote = lp.remote();
         thread::spawn(move || {
@@ -274,7 +284,7 @@ fn run_in_executor_on_tokio_blocking_pool() {
     let pool = oneloop_tokio::BlockingExecutor::new(backend.runtime_handle());
     let lp = Loop::with_backend(backend).unwrap();
     lp.set_default_executor(pool);
-    let dog = Watchdog::new(&lp);
+    let dog = Watchdog::stop_loop(&lp, util::LIMIT);
     let me = thread::current().id();
     let fut = lp
         .run_in_executor(move || {
@@ -284,7 +294,7 @@ fn run_in_executor_on_tokio_blocking_pool() {
         })
         .unwrap();
     let in_tokio = lp.run_until_complete(fut);
-    dog.check("blocking pool");
+    dog.assert_not_fired("blocking pool");
     assert!(in_tokio.unwrap().unwrap());
 }
 

@@ -5,14 +5,15 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use oneloop::{Future, Handle, Loop, RemoteLoop, Task, TimerHandle};
 
 use super::{push, trace};
 
-use crate::Env;
 use crate::spec::Caps;
+use crate::{Env, Log};
 
 /// CB-01 (MUST): `call_soon` callbacks run in the order they were
 /// registered (FIFO), each exactly once.
@@ -292,14 +293,24 @@ trait NotSync {
 impl<T> NotSync for &Probe<T> {}
 
 /// CB-06 (MUST): only `call_soon_threadsafe` may be used from another
-/// thread; oneloop enforces it statically: `Loop`, `Handle`, `TimerHandle`,
+/// thread. oneloop enforces it statically: `Loop`, `Handle`, `TimerHandle`,
 /// `Future` and `Task` are `!Send`, and `RemoteLoop` is `Send + Sync`.
+///
+/// That holds only if the loop keeps its side of it: everything it runs
+/// (callbacks, timers, done-callbacks, task steps, fd callbacks, and
+/// `call_soon_threadsafe` callbacks posted from another thread) runs on the
+/// loop's own thread, the thread that runs or iterates it, where the `!Send`
+/// handles those callbacks capture live. A backend that dispatched on a
+/// helper thread, or a threadsafe call that ran its callback on the calling
+/// thread, would hand `!Send` handles to another thread behind the type
+/// system's back; this check records where each kind of callback ran, and
+/// fails on such a loop.
 // The borrows are the auto-ref specialisation itself, not noise.
 #[allow(clippy::needless_borrow)]
 pub fn only_remote_handle_crosses_threads(env: &Env) {
-    let _ = env;
-    // Method resolution picks the `Send` impl when the bound holds and falls
-    // back to the auto-ref'd one otherwise: a run-time view of auto traits.
+    // The static half. Method resolution picks the `Send` impl when the
+    // bound holds and falls back to the auto-ref'd one otherwise: a
+    // run-time view of auto traits (its own teeth: the unit tests below).
     let not_send = [
         ("Loop", (&Probe::<Loop>(PhantomData)).is_send()),
         ("Handle", (&Probe::<Handle>(PhantomData)).is_send()),
@@ -324,4 +335,92 @@ pub fn only_remote_handle_crosses_threads(env: &Env) {
             && (&Probe::<RemoteLoop>(PhantomData)).is_sync(),
         "RemoteLoop must be Send + Sync"
     );
+
+    // The loop's half: where every kind of callback runs.
+    let lp = env.lp();
+    let loop_thread = std::thread::current().id();
+    let ran: Log<(&'static str, ThreadId)> = Log::new();
+    let at = |what: &'static str| {
+        let ran = ran.clone();
+        move || ran.push((what, std::thread::current().id()))
+    };
+    let mut want = vec!["call_soon", "call_later", "future done-callback"];
+    lp.call_soon(at("call_soon")).expect("call_soon");
+    lp.call_later(Duration::from_millis(1), at("call_later"))
+        .expect("call_later");
+    let fut: Future<()> = lp.create_future();
+    let done = at("future done-callback");
+    fut.add_done_callback(move |_| done());
+    fut.set_result(()).expect("set_result");
+    if env.has(Caps::THREADS) {
+        want.push("call_soon_threadsafe from another thread");
+        let remote = lp.remote();
+        let posted = at("call_soon_threadsafe from another thread");
+        std::thread::spawn(move || {
+            remote
+                .call_soon_threadsafe(posted)
+                .expect("call_soon_threadsafe from another thread");
+        })
+        .join()
+        .expect("the posting thread");
+    }
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    if env.has(Caps::FD) {
+        want.push("fd reader");
+        std::io::Write::write_all(&mut &b, b"x").expect("write");
+        let a = Rc::new(a);
+        let (lp2, a2, reader) = (lp.clone(), a.clone(), at("fd reader"));
+        lp.add_reader(&*a, move || {
+            reader();
+            lp2.remove_reader(&*a2);
+        })
+        .expect("add_reader");
+    }
+    let on_loop_thread = |want: &mut Vec<&'static str>| {
+        env.run_until_true(|| ran.len() >= want.len());
+        let ran = ran.get();
+        let mut kinds: Vec<&str> = ran.iter().map(|(what, _)| *what).collect();
+        kinds.sort();
+        want.sort();
+        assert_eq!(&kinds, want, "every kind of callback ran, once each");
+        let elsewhere: Vec<&str> = ran
+            .iter()
+            .filter(|(_, thread)| *thread != loop_thread)
+            .map(|(what, _)| *what)
+            .collect();
+        assert!(
+            elsewhere.is_empty(),
+            "callbacks ran off the loop's thread, with the !Send handles they hold: {elsewhere:?}"
+        );
+    };
+    on_loop_thread(&mut want);
+    drop(b);
+    // Task steps last: a loop that polls a task off its thread makes
+    // async-task abort the process, so the callbacks above must have
+    // failed the check first on such a loop.
+    let (first_step, second_step) = (at("task step"), at("task step after a wake-up"));
+    let _task: Task<()> = lp
+        .spawn(async move {
+            first_step();
+            super::yield_now().await;
+            second_step();
+        })
+        .expect("spawn");
+    want.extend(["task step", "task step after a wake-up"]);
+    on_loop_thread(&mut want);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The probe itself can fail: it tells Send from !Send types.
+    #[test]
+    #[allow(clippy::needless_borrow)]
+    fn the_auto_trait_probe_tells_send_from_not_send() {
+        assert!((&Probe::<u32>(PhantomData)).is_send());
+        assert!((&Probe::<std::sync::Arc<u32>>(PhantomData)).is_sync());
+        assert!(!(&Probe::<Rc<u32>>(PhantomData)).is_send());
+        assert!(!(&Probe::<Cell<u32>>(PhantomData)).is_sync());
+    }
 }

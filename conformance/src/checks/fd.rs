@@ -196,7 +196,7 @@ pub fn removed_writer_leaves_loop_idle(env: &Env) {
     })
     .unwrap();
     env.run_until_true(|| removed.get());
-    let (cpu, wall) = cpu_and_wall(env.id(), || env.run_for(Duration::from_millis(40)));
+    let (cpu, wall) = cpu_and_wall(env, || env.run_for(Duration::from_millis(40)));
     if let Some(cpu) = cpu {
         assert!(
             cpu < wall / 2 + Duration::from_millis(2),

@@ -28,4 +28,6 @@ pub mod unix;
 
 mod proto;
 mod support;
-pub(crate) use support::{Signal, Trace, push, trace, yield_now};
+pub(crate) use support::{
+    ASLEEP_UNKNOWN, Signal, Trace, push, trace, wait_for_loop_asleep, yield_now,
+};

@@ -79,3 +79,20 @@ impl<T: Clone> std::future::Future for Signal<T> {
         }
     }
 }
+
+/// On a helper thread: wait (up to 5 s) until the loop's thread `tid` is
+/// asleep in the kernel, which for a loop with nothing to do means blocked
+/// in its poll, so that what the helper does next has to wake it.
+///
+/// Returns `false` where the OS does not tell; the helper then goes on at
+/// once, and the check records with [`Env::skip_part`](crate::Env::skip_part)
+/// that it could not make sure the loop was blocked. A thread that sleeps
+/// for another reason (a lock) makes one run weaker, never a false failure.
+pub(crate) fn wait_for_loop_asleep(tid: i32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    crate::support::wait_until_asleep(tid, deadline).is_some()
+}
+
+/// What a check records when [`wait_for_loop_asleep`] could not tell.
+pub(crate) const ASLEEP_UNKNOWN: &str = "no /proc/self/task/<tid>/stat on this system: \
+     that the loop was blocked in its poll (not merely busy) when woken is not made sure of";

@@ -270,7 +270,7 @@ pub fn far_timers_neither_break_nor_spin(env: &Env) {
         move || near.set_result(()).unwrap()
     })
     .unwrap();
-    let (cpu, wall) = cpu_and_wall(env.id(), || {
+    let (cpu, wall) = cpu_and_wall(env, || {
         env.run_until(near).expect("the near timer");
         env.run_for(Duration::from_millis(40));
     });
@@ -293,7 +293,7 @@ pub fn far_timers_neither_break_nor_spin(env: &Env) {
 /// TM-08 (SHOULD): very small sleeps (1e-2 s down to 1e-10 s) complete
 /// without busy-spinning.
 pub fn tiny_sleeps_do_not_spin(env: &Env) {
-    let (cpu, wall) = cpu_and_wall(env.id(), || {
+    let (cpu, wall) = cpu_and_wall(env, || {
         env.run_until(async {
             for exp in [2, 4, 6, 8, 10] {
                 let d = Duration::from_secs_f64(10f64.powi(-exp));

@@ -62,30 +62,7 @@ pub fn add_timeout(ctx: &MainContext, after: Duration, f: impl FnOnce() + 'stati
 }
 
 /// Fails the test (when dropped) if the loop's exception handler was
-/// called: a panic inside a oneloop callback is caught and reported, so an
-/// assertion there would otherwise go unnoticed.
-pub struct Tripwire(Rc<std::cell::RefCell<Vec<String>>>);
-
-/// Install a [`Tripwire`] on `lp`.
-pub fn tripwire(lp: &oneloop::Loop) -> Tripwire {
-    let reports = Rc::new(std::cell::RefCell::new(Vec::new()));
-    let r = reports.clone();
-    lp.set_exception_handler(Some(
-        move |_: &oneloop::Loop, cx: &oneloop::ExceptionContext| {
-            r.borrow_mut().push(format!("{cx:?}"));
-        },
-    ));
-    Tripwire(reports)
-}
-
-impl Drop for Tripwire {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            assert!(
-                self.0.borrow().is_empty(),
-                "the exception handler was called: {:?}",
-                self.0.borrow()
-            );
-        }
-    }
+/// called: the suite's [`Tripwire`](oneloop_conformance::support::Tripwire).
+pub fn tripwire(lp: &oneloop::Loop) -> oneloop_conformance::support::Tripwire {
+    oneloop_conformance::support::Tripwire::install(lp)
 }
