@@ -219,9 +219,6 @@ impl Backend for OffThreadDispatch {
     fn name(&self) -> &str {
         "off-thread-dispatch"
     }
-    fn install(&self, driver: Driver) -> io::Result<()> {
-        self.0.install(driver)
-    }
     fn arm(&self, next: NextDispatch) {
         self.0.arm(next)
     }
@@ -252,9 +249,9 @@ impl Backend for OffThreadDispatch {
 fn dispatching_on_another_thread_fails_cb_06() {
     catches(
         spec("off-thread-dispatch", || {
-            Ok(Setup::new(Loop::with_backend(OffThreadDispatch(
-                NativeBackend::new()?,
-            ))?))
+            Ok(Setup::new(Loop::with_backend(|driver| {
+                Ok(OffThreadDispatch(NativeBackend::new(driver)?))
+            })?))
         }),
         "CB-06",
     );
