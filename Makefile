@@ -6,14 +6,14 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test deps fmt clippy unit doc gtk-selftest bench
+.PHONY: demo test deps fmt clippy unit doc package gtk-selftest bench
 
 # Runs every adapter's conformance suite (cargo test --workspace --test
 # conformance), then prints the guarantee x adapter matrix and writes it.
 demo: deps
 	$(CARGO) run -p oneloop-conformance --bin oneloop-report -- --workspace --write docs/conformance.md
 
-test: deps fmt clippy unit doc gtk-selftest
+test: deps fmt clippy unit doc package gtk-selftest
 
 deps:
 	@scripts/install-deps.sh
@@ -30,6 +30,11 @@ unit:
 
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+# Every library crate packages and its tarball builds, as `cargo publish`
+# would check (the examples and the bench are not published).
+package:
+	$(CARGO) package --workspace --exclude oneloop-examples --exclude oneloop-bench --allow-dirty
 
 # The GTK example drives itself and checks its window, under a virtual X server.
 gtk-selftest:

@@ -71,6 +71,7 @@
 //! check is a minor version of this crate, released in lockstep with
 //! `oneloop`. The check functions are public so that they can be read and
 //! called one by one; their signatures follow the registry.
+#![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
 pub mod checks;
@@ -120,7 +121,8 @@ pub mod __private {
     pub use crate::harness::run_for_test;
 }
 
-/// The adapter author's guide, `docs/writing-an-adapter.md`, here so that its
+/// The adapter author's guide, `docs/writing-an-adapter.md` (linked into this
+/// crate so that it is packaged with it), here so that its
 /// example backend is compiled and run as a doc test.
-#[doc = include_str!("../../docs/writing-an-adapter.md")]
+#[doc = include_str!("../writing-an-adapter.md")]
 pub mod guide {}

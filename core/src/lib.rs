@@ -47,6 +47,7 @@
 //! | [`Loop::subprocess_exec`], [`SubprocessProtocol`] | child processes |
 //! | [`Loop::add_signal_handler`] | Unix signals as loop callbacks |
 //! | [`native::NativeBackend`] | the default loop |
+#![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
 pub mod backend;

@@ -72,6 +72,7 @@
 //! dispatch until it returns: the driver task is the one running the
 //! callback, so the executor cannot poll it again (the default of decision
 //! D4). The executor's other tasks keep running.
+#![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;

@@ -163,6 +163,7 @@
 //! Timers fire once `Instant::now()` passed their deadline (never early);
 //! calloop's poller waits on a timerfd on Linux, so they are late by the
 //! scheduling latency only.
+#![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;

@@ -50,6 +50,7 @@
 //!
 //! All `unsafe` code (the custom `GSource`, through `glib::ffi`) is in one
 //! private module, `source.rs`; every block states why it is sound.
+#![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;

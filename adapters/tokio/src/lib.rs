@@ -67,6 +67,7 @@
 //!
 //! - An owned loop cannot run inside another tokio runtime's async context
 //!   (tokio forbids blocking there): use [`attach`] in that case.
+#![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;

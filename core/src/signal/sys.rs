@@ -23,8 +23,9 @@ static PENDING: [AtomicBool; NSIG as usize] = [const { AtomicBool::new(false) };
 
 extern "C" fn on_signal(sig: libc::c_int) {
     // errno must survive the handler: the interrupted code may be reading it.
-    // SAFETY: `__errno_location` returns this thread's errno slot.
-    let saved = unsafe { *libc::__errno_location() };
+    // The `errno` crate reads and writes this thread's errno slot on every
+    // Unix (`__errno_location`, `__error`, `___errno`), nothing more.
+    let saved = errno::errno();
     if (0..NSIG).contains(&sig) {
         PENDING[sig as usize].store(true, Ordering::SeqCst);
     }
@@ -38,10 +39,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
             libc::write(fd, (&raw const byte).cast(), 1);
         }
     }
-    // SAFETY: `__errno_location` returns this thread's errno slot.
-    unsafe {
-        *libc::__errno_location() = saved;
-    }
+    errno::set_errno(saved);
 }
 
 /// Point the C handler at a self-pipe write end (or -1 for none).
