@@ -1,10 +1,12 @@
 //! [`RustLoop`]: a oneloop [`Loop`] as the Python package sees it.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use oneloop::{Loop, PanicPolicy, RemoteLoop, TimerHandle};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -28,6 +30,71 @@ type FdSlots = HashMap<RawFd, [Option<Py<PyAny>>; 2]>;
 const READ: usize = 0;
 const WRITE: usize = 1;
 
+/// Handles queued by `call_soon_threadsafe` from other threads, in order.
+///
+/// oneloop's own `RemoteLoop::call_soon_threadsafe` joins the ready queue
+/// only at the loop's next iteration, so a call made on another thread
+/// *before* a `call_soon` on the loop's thread (ordered by a lock, say) would
+/// run *after* it. asyncio appends both to one deque, in happens-before
+/// order, and CPython's `test_call_soon_threadsafe` checks it. So
+/// threadsafe handles wait here, and the loop thread moves them into the
+/// ready queue before each `call_soon` of its own, or when the drain posted
+/// through oneloop's inbox (which also wakes the loop) runs first.
+#[derive(Debug, Default)]
+struct Inbox {
+    queue: Mutex<VecDeque<Py<PyAny>>>,
+    /// `queue` is non-empty: lets `call_soon` skip the lock.
+    pending: AtomicBool,
+}
+
+impl Inbox {
+    fn take(&self) -> VecDeque<Py<PyAny>> {
+        if !self.pending.load(Ordering::Acquire) {
+            return VecDeque::new();
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        self.pending.store(false, Ordering::Release);
+        std::mem::take(&mut *q)
+    }
+
+    /// Queue `handle`; true if the queue was empty (a drain must be posted).
+    fn push(&self, handle: Py<PyAny>) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.push_back(handle);
+        !self.pending.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// Run the threadsafe handles waiting in `inbox`, in order, one at a time
+/// (a `KeyboardInterrupt` in one leaves the rest queued, with a drain
+/// posted for the next run).
+fn drain_inbox(inbox: &Arc<Inbox>, remote: &RemoteLoop) {
+    let taken = inbox.take();
+    let mut rest = taken.into_iter();
+    struct Requeue<'a, I: Iterator<Item = Py<PyAny>>>(&'a mut I, &'a Arc<Inbox>, &'a RemoteLoop);
+    impl<I: Iterator<Item = Py<PyAny>>> Drop for Requeue<'_, I> {
+        fn drop(&mut self) {
+            let left: Vec<Py<PyAny>> = self.0.collect();
+            if left.is_empty() {
+                return;
+            }
+            let mut q = self.1.queue.lock().unwrap_or_else(|e| e.into_inner());
+            for h in left.into_iter().rev() {
+                q.push_front(h);
+            }
+            self.1.pending.store(true, Ordering::Release);
+            drop(q);
+            let (inbox, remote) = (self.1.clone(), self.2.clone());
+            let again = remote.clone();
+            let _ = remote.call_soon_threadsafe(move || drain_inbox(&inbox, &again));
+        }
+    }
+    let guard = Requeue(&mut rest, inbox, remote);
+    while let Some(h) = guard.0.next() {
+        run_handle(h);
+    }
+}
+
 /// A oneloop loop on one host, driven by `oneloop.OneloopEventLoop`.
 ///
 /// Every method is for the loop's own thread (the class is `unsendable`:
@@ -39,6 +106,7 @@ pub struct RustLoop {
     host: String,
     clock: Clock,
     fds: Rc<RefCell<FdSlots>>,
+    inbox: Arc<Inbox>,
     /// A `weakref.ref` to the Python loop, to tell it about a cancelled fd
     /// handle (as asyncio's `_process_events` does) without a cycle.
     owner: Rc<RefCell<Option<Py<PyAny>>>>,
@@ -74,21 +142,31 @@ impl Timer {
 /// The thread-safe half of a [`RustLoop`]: usable from any thread.
 #[pyclass(frozen, module = "oneloop._oneloop")]
 #[derive(Debug)]
-pub struct Remote(RemoteLoop);
+pub struct Remote {
+    remote: RemoteLoop,
+    inbox: Arc<Inbox>,
+}
 
 #[pymethods]
 impl Remote {
     /// Queue the asyncio `handle` on the loop's thread and wake the loop:
-    /// the same FIFO as `call_soon` (D8).
+    /// the same FIFO as `call_soon`, in happens-before order (see [`Inbox`]).
     fn call_soon_threadsafe(&self, handle: Py<PyAny>) -> PyResult<()> {
-        self.0
-            .call_soon_threadsafe(move || run_handle(handle))
-            .map_err(to_py)
+        if self.remote.is_closed() {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        if self.inbox.push(handle) {
+            let (inbox, remote) = (self.inbox.clone(), self.remote.clone());
+            self.remote
+                .call_soon_threadsafe(move || drain_inbox(&inbox, &remote))
+                .map_err(to_py)?;
+        }
+        Ok(())
     }
 
     /// Stop the loop from any thread.
     fn stop(&self) -> PyResult<()> {
-        self.0.stop().map_err(to_py)
+        self.remote.stop().map_err(to_py)
     }
 }
 
@@ -205,6 +283,7 @@ impl RustLoop {
             host: host.to_owned(),
             clock,
             fds: Rc::default(),
+            inbox: Arc::default(),
             owner: Rc::default(),
         })
     }
@@ -238,6 +317,11 @@ impl RustLoop {
 
     /// Queue the asyncio `handle` (FIFO, next iteration).
     fn call_soon(&self, handle: Py<PyAny>) -> PyResult<()> {
+        for earlier in self.inbox.take() {
+            self.lp
+                .call_soon_detached(move || run_handle(earlier))
+                .map_err(to_py)?;
+        }
         self.lp
             .call_soon_detached(move || run_handle(handle))
             .map_err(to_py)
@@ -274,7 +358,10 @@ impl RustLoop {
 
     /// The thread-safe handle.
     fn remote(&self) -> Remote {
-        Remote(self.lp.remote())
+        Remote {
+            remote: self.lp.remote(),
+            inbox: self.inbox.clone(),
+        }
     }
 
     /// Run until `stop()`, with the GIL released while the host waits.
@@ -317,8 +404,10 @@ impl RustLoop {
     /// unwatched, the host released.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.lp.close().map_err(to_py)?;
+        // Dropped here, with the GIL held: the Python handles go at once.
         let slots = std::mem::take(&mut *self.fds.borrow_mut());
-        drop(slots);
+        let threadsafe = self.inbox.take();
+        drop((slots, threadsafe));
         let _ = py;
         Ok(())
     }
