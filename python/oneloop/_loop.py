@@ -119,6 +119,10 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
     from another thread (asyncio raises it only in debug mode).
     """
 
+    # Until BaseEventLoop.__init__ runs: a constructor that failed (an
+    # unknown host) leaves a loop that __del__ must see as closed.
+    _closed = True
+
     def __init__(self, host="default"):
         self._owner_ident = threading.get_ident()
         self._rust = _oneloop.RustLoop(host)
@@ -181,6 +185,7 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
     def _timer_handle_cancelled(self, handle):
         timer = getattr(handle, "_oneloop_timer", None)
         if timer is not None:
+            handle._oneloop_timer = None
             timer.cancel()
 
     def call_soon_threadsafe(self, callback, *args, context=None):
@@ -202,6 +207,14 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
     def _add_writer(self, fd, callback, *args):
         self._check_owner()
         return super()._add_writer(fd, callback, *args)
+
+    def _remove_reader(self, fd):
+        self._check_owner()
+        return super()._remove_reader(fd)
+
+    def _remove_writer(self, fd):
+        self._check_owner()
+        return super()._remove_writer(fd)
 
     # -- running ----------------------------------------------------------
 
@@ -260,7 +273,11 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
             pass
 
     def stop(self):
-        self._rust.stop()
+        if threading.get_ident() == self._owner_ident:
+            self._rust.stop()
+        else:
+            # asyncio tolerates this (it only sets a flag); make it safe.
+            self._rust_remote.stop()
 
     def close(self):
         if self.is_running():

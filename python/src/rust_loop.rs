@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use crate::clock::Clock;
 use crate::errors::{Escape, escape, to_py};
 use crate::hosts;
+use crate::thread_bound::ThreadBound;
 
 /// The asyncio handles of the fd callbacks, by fd: `[reader, writer]`.
 ///
@@ -97,16 +98,22 @@ fn drain_inbox(inbox: &Arc<Inbox>, remote: &RemoteLoop) {
 
 /// A oneloop loop on one host, driven by `oneloop.OneloopEventLoop`.
 ///
-/// Every method is for the loop's own thread (the class is `unsendable`:
-/// pyo3 refuses a call from another thread); other threads use
-/// [`remote`](RustLoop::remote).
-#[pyclass(unsendable, module = "oneloop._oneloop")]
+/// Every method but the getters is for the loop's own thread and raises
+/// `RuntimeError` elsewhere; other threads use [`remote`](RustLoop::remote).
+#[pyclass(module = "oneloop._oneloop")]
 pub struct RustLoop {
-    lp: Loop,
     host: String,
+    backend: String,
     clock: Clock,
-    fds: Rc<RefCell<FdSlots>>,
     inbox: Arc<Inbox>,
+    /// `None` once closed: the loop is dropped by `close()`, on its thread.
+    state: ThreadBound<RefCell<Option<State>>>,
+}
+
+/// What only the loop's thread may touch.
+struct State {
+    lp: Loop,
+    fds: Rc<RefCell<FdSlots>>,
     /// A `weakref.ref` to the Python loop, to tell it about a cancelled fd
     /// handle (as asyncio's `_process_events` does) without a cycle.
     owner: Rc<RefCell<Option<Py<PyAny>>>>,
@@ -116,26 +123,32 @@ impl std::fmt::Debug for RustLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RustLoop")
             .field("host", &self.host)
-            .field("loop", &self.lp)
+            .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
 }
 
 /// The oneloop timer behind one asyncio `TimerHandle`.
-#[pyclass(unsendable, module = "oneloop._oneloop")]
-#[derive(Debug)]
-pub struct Timer(TimerHandle);
+#[pyclass(module = "oneloop._oneloop")]
+pub struct Timer(ThreadBound<TimerHandle>);
+
+impl std::fmt::Debug for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timer").finish_non_exhaustive()
+    }
+}
 
 #[pymethods]
 impl Timer {
     /// Cancel the timer: its closure (and the Python handle in it) is dropped now.
-    fn cancel(&self) {
-        self.0.cancel();
+    fn cancel(&self) -> PyResult<()> {
+        self.0.get()?.cancel();
+        Ok(())
     }
 
     /// Whether the timer was cancelled before it fired.
-    fn cancelled(&self) -> bool {
-        self.0.cancelled()
+    fn cancelled(&self) -> PyResult<bool> {
+        Ok(self.0.get()?.cancelled())
     }
 }
 
@@ -188,6 +201,17 @@ fn run_handle(handle: Py<PyAny>) {
     if let Some(err) = failed {
         escape(err);
     }
+}
+
+/// Run an asyncio `TimerHandle`: as [`run_handle`], and first let go of the
+/// handle's `Timer`, so that it is freed here, on the loop's thread.
+fn run_timer(handle: Py<PyAny>) {
+    Python::attach(|py| {
+        let _ = handle
+            .bind(py)
+            .setattr(intern!(py, "_oneloop_timer"), py.None());
+    });
+    run_handle(handle);
 }
 
 fn is_cancelled(py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
@@ -255,6 +279,22 @@ fn borrow_fd(fd: RawFd) -> PyResult<BorrowedFd<'static>> {
     Ok(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
+fn closed() -> PyErr {
+    PyRuntimeError::new_err("Event loop is closed")
+}
+
+impl RustLoop {
+    /// The loop's state, on its thread, while open.
+    fn with<R>(&self, f: impl FnOnce(&State) -> PyResult<R>) -> PyResult<R> {
+        let cell = self.state.get()?;
+        let state = cell.try_borrow().map_err(|_| closed())?;
+        match state.as_ref() {
+            Some(state) => f(state),
+            None => Err(closed()),
+        }
+    }
+}
+
 #[pymethods]
 impl RustLoop {
     /// A new owned loop on `host` (see `oneloop.HOSTS`).
@@ -279,18 +319,24 @@ impl RustLoop {
             .extract()?;
         let clock = Clock::new(lp.time(), secs);
         Ok(RustLoop {
-            lp,
             host: host.to_owned(),
+            backend: lp.backend_name().to_owned(),
             clock,
-            fds: Rc::default(),
             inbox: Arc::default(),
-            owner: Rc::default(),
+            state: ThreadBound::new(RefCell::new(Some(State {
+                lp,
+                fds: Rc::default(),
+                owner: Rc::default(),
+            }))),
         })
     }
 
     /// Remember the Python loop (a `weakref.ref` to it).
-    fn set_owner(&self, owner: Py<PyAny>) {
-        *self.owner.borrow_mut() = Some(owner);
+    fn set_owner(&self, owner: Py<PyAny>) -> PyResult<()> {
+        self.with(|s| {
+            *s.owner.borrow_mut() = Some(owner);
+            Ok(())
+        })
     }
 
     /// The host this loop runs on.
@@ -302,66 +348,70 @@ impl RustLoop {
     /// oneloop's name for the backend (`"native"`, `"tokio"`, …).
     #[getter]
     fn backend_name(&self) -> &str {
-        self.lp.backend_name()
+        &self.backend
     }
 
     /// The loop's clock in asyncio seconds (`loop.time()`).
-    fn time(&self) -> f64 {
-        self.clock.secs(self.lp.time())
+    fn time(&self) -> PyResult<f64> {
+        self.with(|s| Ok(self.clock.secs(s.lp.time())))
     }
 
     /// How late the host may dispatch a timer by its own rounding, in seconds.
-    fn clock_resolution(&self) -> f64 {
-        self.lp.clock_resolution().as_secs_f64()
+    fn clock_resolution(&self) -> PyResult<f64> {
+        self.with(|s| Ok(s.lp.clock_resolution().as_secs_f64()))
     }
 
-    /// Queue the asyncio `handle` (FIFO, next iteration).
+    /// Queue the asyncio `handle` (FIFO, next iteration), after the
+    /// threadsafe handles that were queued before this call.
     fn call_soon(&self, handle: Py<PyAny>) -> PyResult<()> {
-        for earlier in self.inbox.take() {
-            self.lp
-                .call_soon_detached(move || run_handle(earlier))
-                .map_err(to_py)?;
-        }
-        self.lp
-            .call_soon_detached(move || run_handle(handle))
-            .map_err(to_py)
+        self.with(|s| {
+            for earlier in self.inbox.take() {
+                s.lp.call_soon_detached(move || run_handle(earlier))
+                    .map_err(to_py)?;
+            }
+            s.lp.call_soon_detached(move || run_handle(handle))
+                .map_err(to_py)
+        })
     }
 
-    /// Run the asyncio `handle` at `when` (asyncio seconds), never earlier.
+    /// Run the asyncio `TimerHandle` at `when` (asyncio seconds), never earlier.
     fn call_at(&self, when: f64, handle: Py<PyAny>) -> PyResult<Timer> {
-        self.lp
-            .call_at(self.clock.instant(when), move || run_handle(handle))
-            .map(Timer)
-            .map_err(to_py)
+        self.with(|s| {
+            s.lp.call_at(self.clock.instant(when), move || run_timer(handle))
+                .map(|t| Timer(ThreadBound::new(t)))
+                .map_err(to_py)
+        })
     }
 
     /// Run the asyncio `handle` whenever `fd` is readable (level-triggered),
     /// replacing a previous reader of `fd`.
-    fn add_reader(&self, py: Python<'_>, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
-        self.add_fd(py, fd, READ, handle)
+    fn add_reader(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
+        self.with(|s| s.add_fd(fd, READ, handle))
     }
 
     /// Run the asyncio `handle` whenever `fd` is writable.
-    fn add_writer(&self, py: Python<'_>, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
-        self.add_fd(py, fd, WRITE, handle)
+    fn add_writer(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
+        self.with(|s| s.add_fd(fd, WRITE, handle))
     }
 
     /// Stop watching `fd` for reading; whether a reader was registered.
-    fn remove_reader(&self, py: Python<'_>, fd: RawFd) -> PyResult<bool> {
-        self.remove_fd(py, fd, READ)
+    fn remove_reader(&self, fd: RawFd) -> PyResult<bool> {
+        self.with(|s| s.remove_fd(fd, READ))
     }
 
     /// Stop watching `fd` for writing; whether a writer was registered.
-    fn remove_writer(&self, py: Python<'_>, fd: RawFd) -> PyResult<bool> {
-        self.remove_fd(py, fd, WRITE)
+    fn remove_writer(&self, fd: RawFd) -> PyResult<bool> {
+        self.with(|s| s.remove_fd(fd, WRITE))
     }
 
     /// The thread-safe handle.
-    fn remote(&self) -> Remote {
-        Remote {
-            remote: self.lp.remote(),
-            inbox: self.inbox.clone(),
-        }
+    fn remote(&self) -> PyResult<Remote> {
+        self.with(|s| {
+            Ok(Remote {
+                remote: s.lp.remote(),
+                inbox: self.inbox.clone(),
+            })
+        })
     }
 
     /// Run until `stop()`, with the GIL released while the host waits.
@@ -369,7 +419,8 @@ impl RustLoop {
     /// Raises what a callback let escape (`SystemExit`, `KeyboardInterrupt`),
     /// after the loop was put back in a state where it can run again.
     fn run_forever(&self, py: Python<'_>) -> PyResult<()> {
-        let lp = Unsync(self.lp.clone());
+        // A clone, so no borrow of the state is held while callbacks run.
+        let lp = Unsync(self.with(|s| Ok(s.lp.clone()))?);
         let outcome = py.detach(move || {
             let lp = lp;
             catch_unwind(AssertUnwindSafe(|| lp.get().run_forever()))
@@ -386,41 +437,68 @@ impl RustLoop {
     }
 
     /// Stop after the current batch of callbacks.
-    fn stop(&self) {
-        self.lp.stop();
+    fn stop(&self) -> PyResult<()> {
+        self.with(|s| {
+            s.lp.stop();
+            Ok(())
+        })
     }
 
     /// Whether the Rust loop is inside a run.
-    fn is_running(&self) -> bool {
-        self.lp.is_running()
+    fn is_running(&self) -> PyResult<bool> {
+        match self.with(|s| Ok(s.lp.is_running())) {
+            Err(_) if self.state.is_home() => Ok(false),
+            other => other,
+        }
     }
 
     /// Whether the Rust loop was closed.
-    fn is_closed(&self) -> bool {
-        self.lp.is_closed()
+    fn is_closed(&self) -> PyResult<bool> {
+        let cell = self.state.get()?;
+        Ok(cell.try_borrow().map(|s| s.is_none()).unwrap_or(false))
     }
 
-    /// Close the loop: queued callbacks and timers are dropped unrun, fds
-    /// unwatched, the host released.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.lp.close().map_err(to_py)?;
-        // Dropped here, with the GIL held: the Python handles go at once.
-        let slots = std::mem::take(&mut *self.fds.borrow_mut());
+    /// Close the loop and drop it, here on its thread: queued callbacks and
+    /// timers are dropped unrun, fds unwatched, the host released.
+    fn close(&self) -> PyResult<()> {
+        let cell = self.state.get()?;
+        let Some(state) = cell.try_borrow().map_err(|_| closed())?.as_ref().map(|s| s.lp.clone())
+        else {
+            return Ok(());
+        };
+        state.close().map_err(to_py)?;
+        drop(state);
+        let taken = cell
+            .try_borrow_mut()
+            .map_err(|_| PyRuntimeError::new_err("the loop is in use"))?
+            .take();
         let threadsafe = self.inbox.take();
-        drop((slots, threadsafe));
-        let _ = py;
+        // The Python handles in the fd slots and the inbox go here, with the
+        // GIL held, after the borrow ended (their finalizers may call back).
+        drop((taken, threadsafe));
         Ok(())
     }
 
     /// Debug counters: `(ready, timers, fds, tasks)`.
-    fn stats(&self) -> (usize, usize, usize, usize) {
-        let s = self.lp.stats();
-        (s.ready, s.timers, s.fds, s.tasks)
+    fn stats(&self) -> PyResult<(usize, usize, usize, usize)> {
+        self.with(|s| {
+            let st = s.lp.stats();
+            Ok((st.ready, st.timers, st.fds, st.tasks))
+        })
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // try_borrow: a collection may start while a method holds the borrow.
-        if let Ok(fds) = self.fds.try_borrow() {
+        // Off the loop's thread (or mid-borrow) nothing is visited: the
+        // collector then treats the handles as reachable, which is safe.
+        let Ok(cell) = self.state.get() else {
+            return Ok(());
+        };
+        let Ok(state) = cell.try_borrow() else {
+            return Ok(());
+        };
+        if let Some(state) = state.as_ref()
+            && let Ok(fds) = state.fds.try_borrow()
+        {
             for h in fds.values().flatten().flatten() {
                 visit.call(h)?;
             }
@@ -429,27 +507,29 @@ impl RustLoop {
     }
 
     fn __clear__(&mut self) {
-        if !self.lp.is_running() {
-            let fds: Vec<RawFd> = self.fds.borrow().keys().copied().collect();
+        let Some(cell) = self.state.get_mut() else {
+            return;
+        };
+        let Some(state) = cell.get_mut().as_mut() else {
+            return;
+        };
+        if !state.lp.is_running() {
+            let fds: Vec<RawFd> = state.fds.borrow().keys().copied().collect();
             for fd in fds {
                 if let Ok(bfd) = borrow_fd(fd) {
-                    self.lp.remove_reader(bfd);
-                    self.lp.remove_writer(bfd);
+                    state.lp.remove_reader(bfd);
+                    state.lp.remove_writer(bfd);
                 }
             }
         }
-        if let Ok(mut fds) = self.fds.try_borrow_mut() {
-            fds.clear();
-        }
+        let slots = std::mem::take(&mut *state.fds.borrow_mut());
+        drop(slots);
     }
 }
 
-impl RustLoop {
-    fn add_fd(&self, py: Python<'_>, fd: RawFd, dir: usize, handle: Py<PyAny>) -> PyResult<()> {
+impl State {
+    fn add_fd(&self, fd: RawFd, dir: usize, handle: Py<PyAny>) -> PyResult<()> {
         let bfd = borrow_fd(fd)?;
-        if self.lp.is_closed() {
-            return Err(PyRuntimeError::new_err("Event loop is closed"));
-        }
         let old = {
             let mut fds = self.fds.borrow_mut();
             fds.entry(fd).or_default()[dir].replace(handle)
@@ -462,22 +542,26 @@ impl RustLoop {
             self.lp.add_writer(bfd, cb)
         };
         if let Err(e) = added {
-            let mut fds = self.fds.borrow_mut();
-            if let Some(slot) = fds.get_mut(&fd) {
-                slot[dir] = old;
-                if slot.iter().all(Option::is_none) {
-                    fds.remove(&fd);
+            let restored = {
+                let mut fds = self.fds.borrow_mut();
+                let mut new = None;
+                if let Some(slot) = fds.get_mut(&fd) {
+                    new = std::mem::replace(&mut slot[dir], old);
+                    if slot.iter().all(Option::is_none) {
+                        fds.remove(&fd);
+                    }
                 }
-            }
+                new
+            };
+            drop(restored);
             return Err(to_py(e));
         }
-        // Dropped with the GIL held and no borrow of the slots.
+        // Dropped with no borrow of the slots held.
         drop(old);
-        let _ = py;
         Ok(())
     }
 
-    fn remove_fd(&self, py: Python<'_>, fd: RawFd, dir: usize) -> PyResult<bool> {
+    fn remove_fd(&self, fd: RawFd, dir: usize) -> PyResult<bool> {
         let bfd = borrow_fd(fd)?;
         let old = {
             let mut fds = self.fds.borrow_mut();
@@ -493,7 +577,6 @@ impl RustLoop {
             self.lp.remove_writer(bfd)
         };
         drop(old);
-        let _ = py;
         Ok(removed)
     }
 }
