@@ -54,7 +54,7 @@ def _make_tests(host):
         def create_event_loop(self):
             return oneloop.new_event_loop(host)
 
-    namespace = {}
+    namespace = {"host": host}
     for name, reason in IMPLEMENTATION_DETAILS.items():
         namespace[name] = unittest.skip(reason)(lambda self: None)
 
