@@ -55,3 +55,6 @@ python-test:
 		$(PY_VENV)/bin/maturin build -j2 --out $(CURDIR)/python/target/wheels
 	$(PY_VENV)/bin/pip install -q --force-reinstall --no-deps $(CURDIR)/python/target/wheels/oneloop-*.whl
 	cd python/tests && $(PY_VENV)/bin/python run.py
+	@# Again in asyncio's debug mode (-X dev) with CPython's debug allocator,
+	@# which catches use-after-free of Python objects held from Rust.
+	cd python/tests && PYTHONMALLOC=debug $(PY_VENV)/bin/python -X dev run.py

@@ -352,8 +352,17 @@ impl RustLoop {
     }
 
     /// The loop's clock in asyncio seconds (`loop.time()`).
-    fn time(&self) -> PyResult<f64> {
-        self.with(|s| Ok(self.clock.secs(s.lp.time())))
+    ///
+    /// asyncio lets any thread read it (debug mode times `getaddrinfo` in an
+    /// executor thread), and after `close()` too. There the loop cannot be
+    /// asked, so the reading is `Instant::now()` on the same base: the
+    /// backend's own clock is `Instant::now()` on every host but glib, whose
+    /// GLib clock is the same `CLOCK_MONOTONIC` read in whole microseconds.
+    fn time(&self) -> f64 {
+        match self.with(|s| Ok(s.lp.time())) {
+            Ok(t) => self.clock.secs(t),
+            Err(_) => self.clock.secs(std::time::Instant::now()),
+        }
     }
 
     /// How late the host may dispatch a timer by its own rounding, in seconds.

@@ -266,7 +266,6 @@ class ThreadTests(_Base):
                 lambda: self.loop.call_soon(print),
                 lambda: self.loop.call_later(1, print),
                 lambda: self.loop.call_at(0, print),
-                lambda: self.loop.time(),
                 lambda: self.loop.add_reader(0, print),
                 lambda: self.loop.remove_reader(0),
                 lambda: self.loop.run_forever(),
@@ -282,9 +281,27 @@ class ThreadTests(_Base):
         t = threading.Thread(target=worker)
         t.start()
         t.join()
-        self.assertEqual(len(errors), 8)
+        self.assertEqual(len(errors), 7)
         self.assertTrue(all(isinstance(e, RuntimeError) for e in errors), errors)
 
+
+    def test_time_from_another_thread_and_after_close(self):
+        # asyncio's debug mode reads loop.time() in executor threads.
+        out = []
+        t = threading.Thread(target=lambda: out.append(self.loop.time()))
+        before = self.loop.time()
+        t.start()
+        t.join()
+        after = self.loop.time()
+        self.assertLessEqual(before, out[0] + 1e-5)
+        self.assertLessEqual(out[0], after + 1e-5)
+        self.loop.close()
+        self.assertGreaterEqual(self.loop.time(), after)
+
+    def test_debug_mode_getaddrinfo_in_executor(self):
+        self.loop.set_debug(True)
+        infos = self.loop.run_until_complete(self.loop.getaddrinfo("127.0.0.1", 80))
+        self.assertTrue(infos)
 
     def test_stop_from_another_thread_goes_through_the_remote(self):
         # asyncio tolerates loop.stop() from another thread (it sets a flag);
