@@ -43,7 +43,7 @@ bench: deps
 
 # The Python package (python/, its own cargo workspace): build the abi3 wheel
 # with maturin into python/.venv (PyPI and crates.io only), install it, and
-# run CPython's test_events plus our own tests on every host.
+# run CPython's asyncio loop suites plus our own tests on every host.
 PYTHON ?= python3
 PY_VENV := $(CURDIR)/python/.venv
 
@@ -51,6 +51,8 @@ PY_VENV := $(CURDIR)/python/.venv
 python-test:
 	@test -x $(PY_VENV)/bin/python || $(PYTHON) -m venv $(PY_VENV)
 	$(PY_VENV)/bin/pip install -q 'maturin>=1.7,<2'
+	cd python && PYO3_PYTHON=$(PY_VENV)/bin/python CARGO_TARGET_DIR=$(CURDIR)/python/target \
+		$(CARGO) test -j2
 	cd python && VIRTUAL_ENV=$(PY_VENV) CARGO_TARGET_DIR=$(CURDIR)/python/target \
 		$(PY_VENV)/bin/maturin build -j2 --out $(CURDIR)/python/target/wheels
 	$(PY_VENV)/bin/pip install -q --force-reinstall --no-deps $(CURDIR)/python/target/wheels/oneloop-*.whl

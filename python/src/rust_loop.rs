@@ -66,33 +66,43 @@ impl Inbox {
     }
 }
 
-/// Run the threadsafe handles waiting in `inbox`, in order, one at a time
-/// (a `KeyboardInterrupt` in one leaves the rest queued, with a drain
-/// posted for the next run).
+/// Run the threadsafe handles waiting in `inbox`, in order, one at a time.
 fn drain_inbox(inbox: &Arc<Inbox>, remote: &RemoteLoop) {
-    let taken = inbox.take();
-    let mut rest = taken.into_iter();
-    struct Requeue<'a, I: Iterator<Item = Py<PyAny>>>(&'a mut I, &'a Arc<Inbox>, &'a RemoteLoop);
-    impl<I: Iterator<Item = Py<PyAny>>> Drop for Requeue<'_, I> {
-        fn drop(&mut self) {
-            let left: Vec<Py<PyAny>> = self.0.collect();
-            if left.is_empty() {
-                return;
-            }
-            let mut q = self.1.queue.lock().unwrap_or_else(|e| e.into_inner());
-            for h in left.into_iter().rev() {
-                q.push_front(h);
-            }
-            self.1.pending.store(true, Ordering::Release);
-            drop(q);
-            let (inbox, remote) = (self.1.clone(), self.2.clone());
-            let again = remote.clone();
-            let _ = remote.call_soon_threadsafe(move || drain_inbox(&inbox, &again));
-        }
-    }
-    let guard = Requeue(&mut rest, inbox, remote);
-    while let Some(h) = guard.0.next() {
+    let mut rest = inbox.take();
+    let guard = Requeue {
+        rest: &mut rest,
+        inbox,
+        remote,
+    };
+    while let Some(h) = guard.rest.pop_front() {
         run_handle(h);
+    }
+}
+
+/// If a handle lets `KeyboardInterrupt` out of [`drain_inbox`], the handles
+/// after it go back to the front of the inbox, with a drain posted for the
+/// next run: asyncio keeps them too.
+struct Requeue<'a> {
+    rest: &'a mut VecDeque<Py<PyAny>>,
+    inbox: &'a Arc<Inbox>,
+    remote: &'a RemoteLoop,
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if self.rest.is_empty() {
+            return;
+        }
+        let mut q = self.inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(h) = self.rest.pop_back() {
+            q.push_front(h);
+        }
+        self.inbox.pending.store(true, Ordering::Release);
+        drop(q);
+        let (inbox, remote) = (self.inbox.clone(), self.remote.clone());
+        let _ = self
+            .remote
+            .call_soon_threadsafe(move || drain_inbox(&inbox, &remote));
     }
 }
 
@@ -471,7 +481,11 @@ impl RustLoop {
     /// timers are dropped unrun, fds unwatched, the host released.
     fn close(&self) -> PyResult<()> {
         let cell = self.state.get()?;
-        let Some(state) = cell.try_borrow().map_err(|_| closed())?.as_ref().map(|s| s.lp.clone())
+        let Some(state) = cell
+            .try_borrow()
+            .map_err(|_| closed())?
+            .as_ref()
+            .map(|s| s.lp.clone())
         else {
             return Ok(());
         };

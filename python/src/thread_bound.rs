@@ -60,7 +60,11 @@ impl<T> ThreadBound<T> {
 
     /// The value, on the owning thread.
     pub(crate) fn get_mut(&mut self) -> Option<&mut T> {
-        if self.is_home() { Some(&mut self.value) } else { None }
+        if self.is_home() {
+            Some(&mut self.value)
+        } else {
+            None
+        }
     }
 }
 

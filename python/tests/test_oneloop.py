@@ -133,6 +133,26 @@ class CallbackTests(_Base):
                 self.loop.run_forever()
                 self.assertEqual(seen, ["before", "after"])
 
+    def test_keyboard_interrupt_among_threadsafe_calls_keeps_the_rest(self):
+        seen = []
+
+        def raise_it():
+            raise KeyboardInterrupt
+
+        def post():
+            self.loop.call_soon_threadsafe(raise_it)
+            self.loop.call_soon_threadsafe(seen.append, 1)
+
+        t = threading.Thread(target=post)
+        t.start()
+        t.join()
+        with self.assertRaises(KeyboardInterrupt):
+            self.loop.run_forever()
+        self.assertEqual(seen, [])
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, [1])
+
     def test_keyboard_interrupt_out_of_run_until_complete(self):
         async def main():
             await asyncio.sleep(0)
