@@ -45,3 +45,23 @@ gtk-selftest:
 
 bench: deps
 	$(CARGO) bench -p oneloop-bench
+
+# The Python package (python/, its own cargo workspace): build the abi3 wheel
+# with maturin into python/.venv (PyPI and crates.io only), install it, and
+# run CPython's asyncio loop suites plus our own tests on every host.
+PYTHON ?= python3
+PY_VENV := $(CURDIR)/python/.venv
+
+.PHONY: python-test
+python-test:
+	@test -x $(PY_VENV)/bin/python || $(PYTHON) -m venv $(PY_VENV)
+	$(PY_VENV)/bin/pip install -q 'maturin>=1.7,<2'
+	cd python && PYO3_PYTHON=$(PY_VENV)/bin/python CARGO_TARGET_DIR=$(CURDIR)/python/target \
+		$(CARGO) test -j2
+	cd python && VIRTUAL_ENV=$(PY_VENV) CARGO_TARGET_DIR=$(CURDIR)/python/target \
+		$(PY_VENV)/bin/maturin build -j2 --out $(CURDIR)/python/target/wheels
+	$(PY_VENV)/bin/pip install -q --force-reinstall --no-deps $(CURDIR)/python/target/wheels/oneloop-*.whl
+	cd python/tests && $(PY_VENV)/bin/python run.py
+	@# Again in asyncio's debug mode (-X dev) with CPython's debug allocator,
+	@# which catches use-after-free of Python objects held from Rust.
+	cd python/tests && PYTHONMALLOC=debug $(PY_VENV)/bin/python -X dev run.py

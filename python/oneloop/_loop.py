@@ -1,0 +1,311 @@
+"""The asyncio event loop on a oneloop loop.
+
+What runs where:
+
+* **Rust (oneloop)**: the ready queue of ``call_soon``, the timer heap of
+  ``call_at``/``call_later``, the fd watching of ``add_reader``/
+  ``add_writer`` (and so the *waiting* of every socket, pipe and the
+  self-pipe), ``call_soon_threadsafe`` (oneloop's inbox and wake-up), the
+  clock, and ``run_forever``/``stop``/``close``. The wait happens inside
+  the host loop (epoll, tokio, GLib, calloop or async-io) with the GIL
+  released.
+* **Python (asyncio's own code, reused)**: ``Handle``/``TimerHandle`` (so
+  exceptions reach ``call_exception_handler`` with asyncio's context keys),
+  tasks and futures, the socket/pipe/SSL transports of ``selector_events``
+  and ``unix_events`` (their ``_add_reader``/``_add_writer`` calls land in
+  oneloop through the selector below), ``sock_*``, servers, DNS, signal
+  handling through ``signal.set_wakeup_fd`` on the self-pipe, subprocesses
+  through asyncio's child watchers, ``run_in_executor``.
+"""
+
+import asyncio
+import selectors
+import signal
+import sys
+import threading
+import weakref
+from asyncio import events, unix_events
+
+from . import _oneloop
+
+__all__ = ["OneloopEventLoop", "EventLoopPolicy", "new_event_loop", "run", "HOSTS"]
+
+HOSTS = tuple(_oneloop.HOSTS)
+
+
+class _TimerHandle(events.TimerHandle):
+    """asyncio's ``TimerHandle`` plus the oneloop timer behind it."""
+
+    __slots__ = ("_oneloop_timer",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._oneloop_timer = None
+
+
+class _OneloopSelector(selectors._BaseSelectorImpl):
+    """A selector whose registrations are oneloop fd watches.
+
+    asyncio's ``BaseSelectorEventLoop`` keeps its ``(reader, writer)``
+    handles in selector keys; this selector keeps the same bookkeeping
+    (so CPython's ``_add_reader``/``_remove_reader``, its transports and
+    their ``repr`` work unchanged) and turns each change into
+    ``add_reader``/``remove_reader`` on the oneloop loop, which runs the
+    handle when the fd is ready. ``select()`` is never called: oneloop waits.
+    """
+
+    def __init__(self, rust):
+        super().__init__()
+        self._rust = rust
+
+    def register(self, fileobj, events, data=None):
+        if (not events) or (events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE)):
+            raise ValueError(f"Invalid events: {events!r}")
+        key = selectors.SelectorKey(fileobj, self._fileobj_lookup(fileobj), events, data)
+        if key.fd in self._fd_to_key:
+            raise KeyError(f"{fileobj!r} (FD {key.fd}) is already registered")
+        self._watch(key.fd, None, key)
+        self._fd_to_key[key.fd] = key
+        return key
+
+    def unregister(self, fileobj):
+        try:
+            key = self._fd_to_key.pop(self._fileobj_lookup(fileobj))
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        self._watch(key.fd, key, None)
+        return key
+
+    def modify(self, fileobj, events, data=None):
+        try:
+            old = self._fd_to_key[self._fileobj_lookup(fileobj)]
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        if (not events) or (events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE)):
+            raise ValueError(f"Invalid events: {events!r}")
+        new = old._replace(events=events, data=data)
+        self._watch(old.fd, old, new)
+        self._fd_to_key[old.fd] = new
+        return new
+
+    def _watch(self, fd, old, new):
+        rust = self._rust
+        for index, mask, add, remove in (
+            (0, selectors.EVENT_READ, rust.add_reader, rust.remove_reader),
+            (1, selectors.EVENT_WRITE, rust.add_writer, rust.remove_writer),
+        ):
+            before = old.data[index] if old is not None and old.events & mask else None
+            after = new.data[index] if new is not None and new.events & mask else None
+            if after is not None:
+                if after is not before:
+                    add(fd, after)
+            elif before is not None:
+                remove(fd)
+
+    def select(self, timeout=None):
+        raise RuntimeError("oneloop waits for fds itself; select() is not used")
+
+    def close(self):
+        self._fd_to_key.clear()
+        self._map = None
+
+
+class OneloopEventLoop(unix_events.SelectorEventLoop):
+    """An asyncio event loop whose scheduling and waiting is a oneloop loop.
+
+    ``host`` picks the host loop (see ``oneloop.HOSTS``). The loop belongs to
+    the thread that created it: oneloop loops are single-threaded by type,
+    so methods other than ``call_soon_threadsafe`` raise ``RuntimeError``
+    from another thread (asyncio raises it only in debug mode).
+    """
+
+    # Until BaseEventLoop.__init__ runs: a constructor that failed (an
+    # unknown host) leaves a loop that __del__ must see as closed.
+    _closed = True
+
+    def __init__(self, host="default"):
+        self._owner_ident = threading.get_ident()
+        self._rust = _oneloop.RustLoop(host)
+        self._rust_remote = self._rust.remote()
+        super().__init__(_OneloopSelector(self._rust))
+        self._rust.set_owner(weakref.ref(self))
+        self._clock_resolution = max(self._clock_resolution, self._rust.clock_resolution())
+
+    @property
+    def host(self):
+        """The host loop this loop runs on (``"default"``, ``"tokio"``, …)."""
+        return self._rust.host
+
+    def __repr__(self):
+        return (
+            f"<{self.__class__.__name__} host={self._rust.host} "
+            f"running={self.is_running()} closed={self.is_closed()} debug={self.get_debug()}>"
+        )
+
+    def _check_owner(self):
+        if threading.get_ident() != self._owner_ident:
+            raise RuntimeError(
+                "Non-thread-safe operation invoked on an event loop other "
+                "than the current one (a oneloop loop belongs to the thread "
+                "that created it; use call_soon_threadsafe)"
+            )
+
+    # -- time and scheduling: oneloop's ready queue and timer heap --------
+
+    def time(self):
+        return self._rust.time()
+
+    def _call_soon(self, callback, args, context):
+        self._check_owner()
+        handle = events.Handle(callback, args, self, context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
+        self._rust.call_soon(handle)
+        return handle
+
+    def _add_callback(self, handle):
+        # asyncio's signal path (_handle_signal) queues ready handles here.
+        if not handle._cancelled:
+            self._rust.call_soon(handle)
+
+    def call_at(self, when, callback, *args, context=None):
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed()
+        self._check_owner()
+        if self._debug:
+            self._check_callback(callback, "call_at")
+        timer = _TimerHandle(when, callback, args, self, context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        timer._oneloop_timer = self._rust.call_at(float(when), timer)
+        timer._scheduled = True
+        return timer
+
+    def _timer_handle_cancelled(self, handle):
+        timer = getattr(handle, "_oneloop_timer", None)
+        if timer is not None:
+            handle._oneloop_timer = None
+            timer.cancel()
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        self._check_closed()
+        if self._debug:
+            self._check_callback(callback, "call_soon_threadsafe")
+        handle = events.Handle(callback, args, self, context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
+        self._rust_remote.call_soon_threadsafe(handle)
+        return handle
+
+    # -- fds: the selector above turns these into oneloop watches ---------
+
+    def _add_reader(self, fd, callback, *args):
+        self._check_owner()
+        return super()._add_reader(fd, callback, *args)
+
+    def _add_writer(self, fd, callback, *args):
+        self._check_owner()
+        return super()._add_writer(fd, callback, *args)
+
+    def _remove_reader(self, fd):
+        self._check_owner()
+        return super()._remove_reader(fd)
+
+    def _remove_writer(self, fd):
+        self._check_owner()
+        return super()._remove_writer(fd)
+
+    # -- running ----------------------------------------------------------
+
+    def run_forever(self):
+        self._check_closed()
+        self._check_running()
+        self._check_owner()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        wakeup = self._watch_signals()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._rust.run_forever()
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+            self._unwatch_signals(wakeup)
+
+    def _watch_signals(self):
+        """Let Python signal handlers run while oneloop waits.
+
+        The wait is in Rust with the GIL released, where CPython cannot run
+        its signal handlers (Ctrl-C's KeyboardInterrupt, asyncio.Runner's
+        SIGINT handler). On the main thread the signal module's wakeup fd is
+        pointed at the self-pipe, which oneloop watches: a signal wakes the
+        loop, and the self-pipe's reader is Python code, where the pending
+        handler runs. Returns the wakeup fd to restore, or None.
+        """
+        if threading.current_thread() is not threading.main_thread() or self._csock is None:
+            return None
+        try:
+            old = signal.set_wakeup_fd(self._csock.fileno())
+        except (ValueError, OSError):
+            return None
+        if old not in (-1, self._csock.fileno()):
+            # Someone else's wakeup fd (another library's): leave it.
+            signal.set_wakeup_fd(old)
+            return None
+        return old
+
+    def _unwatch_signals(self, old):
+        if old is None or self._signal_handlers:
+            # add_signal_handler() owns the wakeup fd while handlers exist.
+            return
+        try:
+            signal.set_wakeup_fd(old)
+        except (ValueError, OSError):
+            pass
+
+    def stop(self):
+        if threading.get_ident() == self._owner_ident:
+            self._rust.stop()
+        else:
+            # asyncio tolerates this (it only sets a flag); make it safe.
+            self._rust_remote.stop()
+
+    def close(self):
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        self._check_owner()
+        super().close()
+        self._rust.close()
+
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """An event loop policy whose loops are ``OneloopEventLoop`` on ``host``."""
+
+    def __init__(self, host="default"):
+        super().__init__()
+        self._host = host
+
+    def new_event_loop(self):
+        return OneloopEventLoop(self._host)
+
+
+def new_event_loop(host="default"):
+    """A new ``OneloopEventLoop`` on ``host`` (one of ``oneloop.HOSTS``)."""
+    return OneloopEventLoop(host)
+
+
+def run(main, *, host="default", debug=None):
+    """``asyncio.run(main)`` on a oneloop loop on ``host``."""
+    with asyncio.Runner(debug=debug, loop_factory=lambda: OneloopEventLoop(host)) as runner:
+        return runner.run(main)

@@ -1,0 +1,41 @@
+//! Host names to new owned oneloop loops.
+
+use oneloop::Loop;
+
+/// The hosts this build supports, in `new_event_loop(host=...)` spelling.
+pub(crate) fn available() -> Vec<&'static str> {
+    let mut hosts = vec!["default"];
+    if cfg!(feature = "tokio") {
+        hosts.push("tokio");
+    }
+    if cfg!(feature = "glib") {
+        hosts.push("glib");
+    }
+    if cfg!(feature = "calloop") {
+        hosts.push("calloop");
+    }
+    if cfg!(feature = "async-std") {
+        hosts.push("async-std");
+    }
+    hosts
+}
+
+/// A new loop that owns its host: `run_forever` runs the host loop.
+///
+/// `None` for a host this build does not know.
+pub(crate) fn new_loop(host: &str) -> Option<oneloop::Result<Loop>> {
+    Some(match host {
+        "default" | "native" => Loop::new(),
+        #[cfg(feature = "tokio")]
+        "tokio" => oneloop_tokio::new_loop(),
+        #[cfg(feature = "glib")]
+        "glib" => oneloop_glib::new_loop(),
+        #[cfg(feature = "calloop")]
+        "calloop" => oneloop_calloop::new_loop(),
+        #[cfg(feature = "async-std")]
+        "async-std" => oneloop_async_std::AsyncIoBackend::new()
+            .map_err(oneloop::Error::from)
+            .and_then(Loop::with_backend),
+        _ => return None,
+    })
+}

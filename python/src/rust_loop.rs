@@ -1,0 +1,605 @@
+//! [`RustLoop`]: a oneloop [`Loop`] as the Python package sees it.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use oneloop::{Loop, PanicPolicy, RemoteLoop, TimerHandle};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::gc::{PyTraverseError, PyVisit};
+use pyo3::intern;
+use pyo3::prelude::*;
+
+use crate::clock::Clock;
+use crate::errors::{Escape, escape, to_py};
+use crate::hosts;
+use crate::thread_bound::ThreadBound;
+
+/// The asyncio handles of the fd callbacks, by fd: `[reader, writer]`.
+///
+/// Kept here rather than in the oneloop closures so that Python's garbage
+/// collector can see them ([`RustLoop::__traverse__`]): a reader's handle
+/// usually leads back to the loop (the self-pipe reader is a bound method of
+/// it), and a reference the collector cannot see would keep an unclosed
+/// loop alive forever.
+type FdSlots = HashMap<RawFd, [Option<Py<PyAny>>; 2]>;
+
+const READ: usize = 0;
+const WRITE: usize = 1;
+
+/// Handles queued by `call_soon_threadsafe` from other threads, in order.
+///
+/// oneloop's own `RemoteLoop::call_soon_threadsafe` joins the ready queue
+/// only at the loop's next iteration, so a call made on another thread
+/// *before* a `call_soon` on the loop's thread (ordered by a lock, say) would
+/// run *after* it. asyncio appends both to one deque, in happens-before
+/// order, and CPython's `test_call_soon_threadsafe` checks it. So
+/// threadsafe handles wait here, and the loop thread moves them into the
+/// ready queue before each `call_soon` of its own, or when the drain posted
+/// through oneloop's inbox (which also wakes the loop) runs first.
+#[derive(Debug, Default)]
+struct Inbox {
+    queue: Mutex<VecDeque<Py<PyAny>>>,
+    /// `queue` is non-empty: lets `call_soon` skip the lock.
+    pending: AtomicBool,
+}
+
+impl Inbox {
+    fn take(&self) -> VecDeque<Py<PyAny>> {
+        if !self.pending.load(Ordering::Acquire) {
+            return VecDeque::new();
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        self.pending.store(false, Ordering::Release);
+        std::mem::take(&mut *q)
+    }
+
+    /// Queue `handle`; true if the queue was empty (a drain must be posted).
+    fn push(&self, handle: Py<PyAny>) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.push_back(handle);
+        !self.pending.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// Run the threadsafe handles waiting in `inbox`, in order, one at a time.
+fn drain_inbox(inbox: &Arc<Inbox>, remote: &RemoteLoop) {
+    let mut rest = inbox.take();
+    let guard = Requeue {
+        rest: &mut rest,
+        inbox,
+        remote,
+    };
+    while let Some(h) = guard.rest.pop_front() {
+        run_handle(h);
+    }
+}
+
+/// If a handle lets `KeyboardInterrupt` out of [`drain_inbox`], the handles
+/// after it go back to the front of the inbox, with a drain posted for the
+/// next run: asyncio keeps them too.
+struct Requeue<'a> {
+    rest: &'a mut VecDeque<Py<PyAny>>,
+    inbox: &'a Arc<Inbox>,
+    remote: &'a RemoteLoop,
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if self.rest.is_empty() {
+            return;
+        }
+        let mut q = self.inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(h) = self.rest.pop_back() {
+            q.push_front(h);
+        }
+        self.inbox.pending.store(true, Ordering::Release);
+        drop(q);
+        let (inbox, remote) = (self.inbox.clone(), self.remote.clone());
+        let _ = self
+            .remote
+            .call_soon_threadsafe(move || drain_inbox(&inbox, &remote));
+    }
+}
+
+/// A oneloop loop on one host, driven by `oneloop.OneloopEventLoop`.
+///
+/// Every method but the getters is for the loop's own thread and raises
+/// `RuntimeError` elsewhere; other threads use [`remote`](RustLoop::remote).
+#[pyclass(module = "oneloop._oneloop")]
+pub struct RustLoop {
+    host: String,
+    backend: String,
+    clock: Clock,
+    inbox: Arc<Inbox>,
+    /// `None` once closed: the loop is dropped by `close()`, on its thread.
+    state: ThreadBound<RefCell<Option<State>>>,
+}
+
+/// What only the loop's thread may touch.
+struct State {
+    lp: Loop,
+    fds: Rc<RefCell<FdSlots>>,
+    /// A `weakref.ref` to the Python loop, to tell it about a cancelled fd
+    /// handle (as asyncio's `_process_events` does) without a cycle.
+    owner: Rc<RefCell<Option<Py<PyAny>>>>,
+}
+
+impl std::fmt::Debug for RustLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RustLoop")
+            .field("host", &self.host)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The oneloop timer behind one asyncio `TimerHandle`.
+#[pyclass(module = "oneloop._oneloop")]
+pub struct Timer(ThreadBound<TimerHandle>);
+
+impl std::fmt::Debug for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timer").finish_non_exhaustive()
+    }
+}
+
+#[pymethods]
+impl Timer {
+    /// Cancel the timer: its closure (and the Python handle in it) is dropped now.
+    fn cancel(&self) -> PyResult<()> {
+        self.0.get()?.cancel();
+        Ok(())
+    }
+
+    /// Whether the timer was cancelled before it fired.
+    fn cancelled(&self) -> PyResult<bool> {
+        Ok(self.0.get()?.cancelled())
+    }
+}
+
+/// The thread-safe half of a [`RustLoop`]: usable from any thread.
+#[pyclass(frozen, module = "oneloop._oneloop")]
+#[derive(Debug)]
+pub struct Remote {
+    remote: RemoteLoop,
+    inbox: Arc<Inbox>,
+}
+
+#[pymethods]
+impl Remote {
+    /// Queue the asyncio `handle` on the loop's thread and wake the loop:
+    /// the same FIFO as `call_soon`, in happens-before order (see [`Inbox`]).
+    fn call_soon_threadsafe(&self, handle: Py<PyAny>) -> PyResult<()> {
+        if self.remote.is_closed() {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        if self.inbox.push(handle) {
+            let (inbox, remote) = (self.inbox.clone(), self.remote.clone());
+            self.remote
+                .call_soon_threadsafe(move || drain_inbox(&inbox, &remote))
+                .map_err(to_py)?;
+        }
+        Ok(())
+    }
+
+    /// Stop the loop from any thread.
+    fn stop(&self) -> PyResult<()> {
+        self.remote.stop().map_err(to_py)
+    }
+}
+
+/// Run an asyncio `Handle` unless it was cancelled.
+///
+/// `Handle._run()` reports an `Exception` to the loop's exception handler
+/// itself, with asyncio's context (`message`, `exception`, `handle`); what
+/// it lets through leaves the run (see [`Escape`]).
+fn run_handle(handle: Py<PyAny>) {
+    let failed = Python::attach(move |py| {
+        let h = handle.bind(py);
+        if is_cancelled(py, h) {
+            return None;
+        }
+        let err = h.call_method0(intern!(py, "_run")).err();
+        drop(handle);
+        err
+    });
+    if let Some(err) = failed {
+        escape(err);
+    }
+}
+
+/// Run an asyncio `TimerHandle`: as [`run_handle`], and first let go of the
+/// handle's `Timer`, so that it is freed here, on the loop's thread.
+fn run_timer(handle: Py<PyAny>) {
+    Python::attach(|py| {
+        let _ = handle
+            .bind(py)
+            .setattr(intern!(py, "_oneloop_timer"), py.None());
+    });
+    run_handle(handle);
+}
+
+fn is_cancelled(py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
+    h.getattr(intern!(py, "_cancelled"))
+        .and_then(|c| c.is_truthy())
+        .unwrap_or(false)
+}
+
+/// An fd is ready: run its current handle, or drop a cancelled one from the
+/// Python loop's selector as asyncio's `_process_events` does.
+fn fd_ready(
+    fds: &Weak<RefCell<FdSlots>>,
+    owner: &Weak<RefCell<Option<Py<PyAny>>>>,
+    fd: RawFd,
+    dir: usize,
+) {
+    let failed = Python::attach(|py| {
+        let fds = fds.upgrade()?;
+        let handle = fds.borrow().get(&fd)?[dir].as_ref()?.clone_ref(py);
+        drop(fds);
+        let h = handle.bind(py);
+        if is_cancelled(py, h) {
+            let owner = owner.upgrade()?;
+            let lp = owner.borrow().as_ref()?.bind(py).call0().ok()?;
+            if lp.is_none() {
+                return None;
+            }
+            let method = if dir == READ {
+                intern!(py, "_remove_reader")
+            } else {
+                intern!(py, "_remove_writer")
+            };
+            return lp.call_method1(method, (fd,)).err();
+        }
+        h.call_method0(intern!(py, "_run")).err()
+    });
+    if let Some(err) = failed {
+        escape(err);
+    }
+}
+
+/// Lets the `!Send` loop cross into [`Python::detach`]'s closure.
+struct Unsync<T>(T);
+
+// SAFETY: `detach` runs its closure synchronously on the calling thread
+// (it only releases the GIL around it), so the value never reaches
+// another thread.
+unsafe impl<T> Send for Unsync<T> {}
+
+impl<T> Unsync<T> {
+    fn get(&self) -> &T {
+        &self.0
+    }
+}
+
+fn borrow_fd(fd: RawFd) -> PyResult<BorrowedFd<'static>> {
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
+    }
+    // SAFETY: `fd` is not -1 (BorrowedFd's niche). oneloop uses the number
+    // only for the duration of the call (fstat, then the host's watch
+    // call); an fd that is not open fails there with an error, never UB.
+    Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+fn closed() -> PyErr {
+    PyRuntimeError::new_err("Event loop is closed")
+}
+
+impl RustLoop {
+    /// The loop's state, on its thread, while open.
+    fn with<R>(&self, f: impl FnOnce(&State) -> PyResult<R>) -> PyResult<R> {
+        let cell = self.state.get()?;
+        let state = cell.try_borrow().map_err(|_| closed())?;
+        match state.as_ref() {
+            Some(state) => f(state),
+            None => Err(closed()),
+        }
+    }
+}
+
+#[pymethods]
+impl RustLoop {
+    /// A new owned loop on `host` (see `oneloop.HOSTS`).
+    #[new]
+    fn new(py: Python<'_>, host: &str) -> PyResult<RustLoop> {
+        let lp = match hosts::new_loop(host) {
+            Some(lp) => lp.map_err(to_py)?,
+            None => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown oneloop host {host:?}; this build has {:?}",
+                    hosts::available()
+                )));
+            }
+        };
+        // SystemExit and KeyboardInterrupt end the run after their callback,
+        // the rest of the batch kept (asyncio's rule, oneloop's ER-04).
+        lp.set_panic_policy(PanicPolicy::Propagate);
+        let secs: f64 = py
+            .import(intern!(py, "time"))?
+            .getattr(intern!(py, "monotonic"))?
+            .call0()?
+            .extract()?;
+        let clock = Clock::new(lp.time(), secs);
+        Ok(RustLoop {
+            host: host.to_owned(),
+            backend: lp.backend_name().to_owned(),
+            clock,
+            inbox: Arc::default(),
+            state: ThreadBound::new(RefCell::new(Some(State {
+                lp,
+                fds: Rc::default(),
+                owner: Rc::default(),
+            }))),
+        })
+    }
+
+    /// Remember the Python loop (a `weakref.ref` to it).
+    fn set_owner(&self, owner: Py<PyAny>) -> PyResult<()> {
+        self.with(|s| {
+            *s.owner.borrow_mut() = Some(owner);
+            Ok(())
+        })
+    }
+
+    /// The host this loop runs on.
+    #[getter]
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// oneloop's name for the backend (`"native"`, `"tokio"`, …).
+    #[getter]
+    fn backend_name(&self) -> &str {
+        &self.backend
+    }
+
+    /// The loop's clock in asyncio seconds (`loop.time()`).
+    ///
+    /// asyncio lets any thread read it (debug mode times `getaddrinfo` in an
+    /// executor thread), and after `close()` too. There the loop cannot be
+    /// asked, so the reading is `Instant::now()` on the same base: the
+    /// backend's own clock is `Instant::now()` on every host but glib, whose
+    /// GLib clock is the same `CLOCK_MONOTONIC` read in whole microseconds.
+    fn time(&self) -> f64 {
+        match self.with(|s| Ok(s.lp.time())) {
+            Ok(t) => self.clock.secs(t),
+            Err(_) => self.clock.secs(std::time::Instant::now()),
+        }
+    }
+
+    /// How late the host may dispatch a timer by its own rounding, in seconds.
+    fn clock_resolution(&self) -> PyResult<f64> {
+        self.with(|s| Ok(s.lp.clock_resolution().as_secs_f64()))
+    }
+
+    /// Queue the asyncio `handle` (FIFO, next iteration), after the
+    /// threadsafe handles that were queued before this call.
+    fn call_soon(&self, handle: Py<PyAny>) -> PyResult<()> {
+        self.with(|s| {
+            for earlier in self.inbox.take() {
+                s.lp.call_soon_detached(move || run_handle(earlier))
+                    .map_err(to_py)?;
+            }
+            s.lp.call_soon_detached(move || run_handle(handle))
+                .map_err(to_py)
+        })
+    }
+
+    /// Run the asyncio `TimerHandle` at `when` (asyncio seconds), never earlier.
+    fn call_at(&self, when: f64, handle: Py<PyAny>) -> PyResult<Timer> {
+        self.with(|s| {
+            s.lp.call_at(self.clock.instant(when), move || run_timer(handle))
+                .map(|t| Timer(ThreadBound::new(t)))
+                .map_err(to_py)
+        })
+    }
+
+    /// Run the asyncio `handle` whenever `fd` is readable (level-triggered),
+    /// replacing a previous reader of `fd`.
+    fn add_reader(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
+        self.with(|s| s.add_fd(fd, READ, handle))
+    }
+
+    /// Run the asyncio `handle` whenever `fd` is writable.
+    fn add_writer(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
+        self.with(|s| s.add_fd(fd, WRITE, handle))
+    }
+
+    /// Stop watching `fd` for reading; whether a reader was registered.
+    fn remove_reader(&self, fd: RawFd) -> PyResult<bool> {
+        self.with(|s| s.remove_fd(fd, READ))
+    }
+
+    /// Stop watching `fd` for writing; whether a writer was registered.
+    fn remove_writer(&self, fd: RawFd) -> PyResult<bool> {
+        self.with(|s| s.remove_fd(fd, WRITE))
+    }
+
+    /// The thread-safe handle.
+    fn remote(&self) -> PyResult<Remote> {
+        self.with(|s| {
+            Ok(Remote {
+                remote: s.lp.remote(),
+                inbox: self.inbox.clone(),
+            })
+        })
+    }
+
+    /// Run until `stop()`, with the GIL released while the host waits.
+    ///
+    /// Raises what a callback let escape (`SystemExit`, `KeyboardInterrupt`),
+    /// after the loop was put back in a state where it can run again.
+    fn run_forever(&self, py: Python<'_>) -> PyResult<()> {
+        // A clone, so no borrow of the state is held while callbacks run.
+        let lp = Unsync(self.with(|s| Ok(s.lp.clone()))?);
+        let outcome = py.detach(move || {
+            let lp = lp;
+            catch_unwind(AssertUnwindSafe(|| lp.get().run_forever()))
+        });
+        match outcome {
+            Ok(result) => result.map_err(to_py),
+            Err(payload) => match payload.downcast::<Escape>() {
+                Ok(escaped) => Err(escaped.0),
+                // A Rust panic (a bug here or in oneloop): let pyo3 turn it
+                // into a PanicException at the call boundary.
+                Err(other) => resume_unwind(other),
+            },
+        }
+    }
+
+    /// Stop after the current batch of callbacks.
+    fn stop(&self) -> PyResult<()> {
+        self.with(|s| {
+            s.lp.stop();
+            Ok(())
+        })
+    }
+
+    /// Whether the Rust loop is inside a run.
+    fn is_running(&self) -> PyResult<bool> {
+        match self.with(|s| Ok(s.lp.is_running())) {
+            Err(_) if self.state.is_home() => Ok(false),
+            other => other,
+        }
+    }
+
+    /// Whether the Rust loop was closed.
+    fn is_closed(&self) -> PyResult<bool> {
+        let cell = self.state.get()?;
+        Ok(cell.try_borrow().map(|s| s.is_none()).unwrap_or(false))
+    }
+
+    /// Close the loop and drop it, here on its thread: queued callbacks and
+    /// timers are dropped unrun, fds unwatched, the host released.
+    fn close(&self) -> PyResult<()> {
+        let cell = self.state.get()?;
+        let Some(state) = cell
+            .try_borrow()
+            .map_err(|_| closed())?
+            .as_ref()
+            .map(|s| s.lp.clone())
+        else {
+            return Ok(());
+        };
+        state.close().map_err(to_py)?;
+        drop(state);
+        let taken = cell
+            .try_borrow_mut()
+            .map_err(|_| PyRuntimeError::new_err("the loop is in use"))?
+            .take();
+        let threadsafe = self.inbox.take();
+        // The Python handles in the fd slots and the inbox go here, with the
+        // GIL held, after the borrow ended (their finalizers may call back).
+        drop((taken, threadsafe));
+        Ok(())
+    }
+
+    /// Debug counters: `(ready, timers, fds, tasks)`.
+    fn stats(&self) -> PyResult<(usize, usize, usize, usize)> {
+        self.with(|s| {
+            let st = s.lp.stats();
+            Ok((st.ready, st.timers, st.fds, st.tasks))
+        })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Off the loop's thread (or mid-borrow) nothing is visited: the
+        // collector then treats the handles as reachable, which is safe.
+        let Ok(cell) = self.state.get() else {
+            return Ok(());
+        };
+        let Ok(state) = cell.try_borrow() else {
+            return Ok(());
+        };
+        if let Some(state) = state.as_ref()
+            && let Ok(fds) = state.fds.try_borrow()
+        {
+            for h in fds.values().flatten().flatten() {
+                visit.call(h)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        let Some(cell) = self.state.get_mut() else {
+            return;
+        };
+        let Some(state) = cell.get_mut().as_mut() else {
+            return;
+        };
+        if !state.lp.is_running() {
+            let fds: Vec<RawFd> = state.fds.borrow().keys().copied().collect();
+            for fd in fds {
+                if let Ok(bfd) = borrow_fd(fd) {
+                    state.lp.remove_reader(bfd);
+                    state.lp.remove_writer(bfd);
+                }
+            }
+        }
+        let slots = std::mem::take(&mut *state.fds.borrow_mut());
+        drop(slots);
+    }
+}
+
+impl State {
+    fn add_fd(&self, fd: RawFd, dir: usize, handle: Py<PyAny>) -> PyResult<()> {
+        let bfd = borrow_fd(fd)?;
+        let old = {
+            let mut fds = self.fds.borrow_mut();
+            fds.entry(fd).or_default()[dir].replace(handle)
+        };
+        let (slots, owner) = (Rc::downgrade(&self.fds), Rc::downgrade(&self.owner));
+        let cb = move || fd_ready(&slots, &owner, fd, dir);
+        let added = if dir == READ {
+            self.lp.add_reader(bfd, cb)
+        } else {
+            self.lp.add_writer(bfd, cb)
+        };
+        if let Err(e) = added {
+            let restored = {
+                let mut fds = self.fds.borrow_mut();
+                let mut new = None;
+                if let Some(slot) = fds.get_mut(&fd) {
+                    new = std::mem::replace(&mut slot[dir], old);
+                    if slot.iter().all(Option::is_none) {
+                        fds.remove(&fd);
+                    }
+                }
+                new
+            };
+            drop(restored);
+            return Err(to_py(e));
+        }
+        // Dropped with no borrow of the slots held.
+        drop(old);
+        Ok(())
+    }
+
+    fn remove_fd(&self, fd: RawFd, dir: usize) -> PyResult<bool> {
+        let bfd = borrow_fd(fd)?;
+        let old = {
+            let mut fds = self.fds.borrow_mut();
+            let old = fds.get_mut(&fd).and_then(|slot| slot[dir].take());
+            if fds.get(&fd).is_some_and(|s| s.iter().all(Option::is_none)) {
+                fds.remove(&fd);
+            }
+            old
+        };
+        let removed = if dir == READ {
+            self.lp.remove_reader(bfd)
+        } else {
+            self.lp.remove_writer(bfd)
+        };
+        drop(old);
+        Ok(removed)
+    }
+}

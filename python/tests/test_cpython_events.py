@@ -1,0 +1,151 @@
+"""CPython's own event-loop tests, run on the oneloop loop, once per host.
+
+Each CPython suite below is reused unchanged; only the way it gets its loop
+differs, as in PyGObject's ``tests/test_events.py``:
+
+* ``test_events``: ``UnixEventLoopTestsMixin`` (``EventLoopTestsMixin`` plus
+  the child watcher) and ``SubprocessTestsMixin``, the bases of CPython's
+  ``EPollEventLoopTests``; ``create_event_loop`` returns our loop.
+* ``test_sock_lowlevel``: ``BaseSockTestsMixin`` (``sock_*`` methods).
+* ``test_sendfile``: ``SendfileTestsBase`` (``sendfile``, ``sock_sendfile``).
+* ``test_server``: ``BaseStartServer`` (``start_server``, ``serve_forever``).
+* ``test_streams``: ``StreamTests``, which calls ``asyncio.new_event_loop()``:
+  run with ``oneloop.EventLoopPolicy`` installed.
+* ``test_subprocess``: ``Subprocess*WatcherTests``, which get their loop
+  from the policy: run with ``oneloop.EventLoopPolicy`` installed.
+
+A test is skipped only where it inspects a CPython implementation detail
+rather than loop behaviour; ``IMPLEMENTATION_DETAILS`` says which and why.
+
+Run: ``python -m unittest -v test_cpython_events`` (from ``python/tests``),
+``ONELOOP_HOSTS=default,glib`` to pick hosts.
+"""
+
+import asyncio
+import os
+import unittest
+
+from test.test_asyncio import test_events
+from test.test_asyncio import test_sendfile
+from test.test_asyncio import test_server
+from test.test_asyncio import test_sock_lowlevel
+from test.test_asyncio import test_streams
+from test.test_asyncio import test_subprocess
+from test.test_asyncio import utils as test_utils
+
+import oneloop
+
+
+def tearDownModule():
+    # What CPython's own test_asyncio package does after its tests.
+    asyncio.set_event_loop_policy(None)
+
+
+# (suite, test name) -> why it is skipped. Everything else runs unchanged.
+IMPLEMENTATION_DETAILS = {
+    ("test_events", "test_timeout_rounding"): (
+        "counts calls of BaseEventLoop._run_once(), CPython's loop iteration; "
+        "oneloop's scheduler iterates in Rust and never calls _run_once, so "
+        "the test would pass without checking anything. Timer rounding is "
+        "checked by test_oneloop.TimerTests instead."
+    ),
+}
+
+
+def _hosts():
+    wanted = os.environ.get("ONELOOP_HOSTS")
+    if not wanted:
+        return oneloop.HOSTS
+    return tuple(h for h in wanted.split(",") if h)
+
+
+def _class_name(host):
+    return "".join(part.capitalize() for part in host.split("-"))
+
+
+class _PolicyMixin:
+    """Installs ``oneloop.EventLoopPolicy(host)`` for suites that ask the
+    policy (or ``asyncio.new_event_loop()``) for their loop."""
+
+    host = None
+
+    def setUp(self):
+        asyncio.set_event_loop_policy(oneloop.EventLoopPolicy(self.host))
+        super().setUp()
+        self.assertIsInstance(self.loop, oneloop.OneloopEventLoop)
+
+    def tearDown(self):
+        super().tearDown()
+        asyncio.set_event_loop_policy(None)
+
+
+def _suites(host):
+    """(suite name, class name, bases, extra namespace) for one host."""
+
+    def create_event_loop(self):
+        return oneloop.new_event_loop(host)
+
+    by_factory = {"create_event_loop": create_event_loop}
+    by_new_loop = {"new_loop": create_event_loop}
+    watcher_suites = [
+        (name, getattr(test_subprocess, name))
+        for name in (
+            "SubprocessThreadedWatcherTests",
+            "SubprocessSafeWatcherTests",
+            "SubprocessFastWatcherTests",
+            "SubprocessPidfdWatcherTests",
+        )
+        if hasattr(test_subprocess, name)
+    ]
+    yield (
+        "test_events",
+        "EventLoopTests",
+        (
+            test_events.UnixEventLoopTestsMixin,
+            test_events.SubprocessTestsMixin,
+            test_utils.TestCase,
+        ),
+        by_factory,
+    )
+    yield (
+        "test_sock_lowlevel",
+        "SockTests",
+        (test_sock_lowlevel.BaseSockTestsMixin, test_utils.TestCase),
+        by_factory,
+    )
+    yield (
+        "test_sendfile",
+        "SendfileTests",
+        (test_sendfile.SendfileTestsBase, test_utils.TestCase),
+        by_factory,
+    )
+    yield (
+        "test_server",
+        "StartServerTests",
+        (test_server.BaseStartServer, unittest.TestCase),
+        by_new_loop,
+    )
+    yield ("test_streams", "StreamTests", (_PolicyMixin, test_streams.StreamTests), {})
+    for name, cls in watcher_suites:
+        yield ("test_subprocess", name, (_PolicyMixin, cls), {})
+
+
+def _make(host):
+    for suite, name, bases, namespace in _suites(host):
+        ns = dict(namespace, host=host, cpython_suite=suite)
+        for (s, test), reason in IMPLEMENTATION_DETAILS.items():
+            if s == suite:
+                ns[test] = unittest.skip(reason)(lambda self: None)
+        cls = type(f"Oneloop{_class_name(host)}{name}", bases, ns)
+        cls.__module__ = __name__
+        yield cls
+
+
+for _host in _hosts():
+    for _cls in _make(_host):
+        globals()[_cls.__name__] = _cls
+del _host, _cls
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,430 @@
+"""oneloop's own promises to Python code, beyond CPython's test suite.
+
+Each test runs on every host (``ONELOOP_HOSTS`` narrows it). None of them
+sleeps and hopes: a wait is either for an event the test causes, or bounded
+by a watchdog whose firing is itself the failure.
+"""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import unittest
+import weakref
+import gc
+
+import oneloop
+
+
+def _hosts():
+    wanted = os.environ.get("ONELOOP_HOSTS")
+    return tuple(h for h in wanted.split(",") if h) if wanted else oneloop.HOSTS
+
+
+# The backend name oneloop reports for each host name.
+BACKEND = {
+    "default": "native",
+    "tokio": "tokio",
+    "glib": "glib",
+    "calloop": "calloop",
+    "async-std": "async-io",
+}
+
+
+class _Base:
+    host = None
+
+    def setUp(self):
+        self.loop = oneloop.new_event_loop(self.host)
+        self.addCleanup(self._close)
+
+    def _close(self):
+        if not self.loop.is_closed():
+            self.loop.close()
+        asyncio.set_event_loop(None)
+
+    def watchdog(self, seconds=10.0):
+        """Fail (by stopping the loop and recording it) if still running after `seconds`."""
+        fired = []
+
+        def fire():
+            fired.append(True)
+            self.loop.stop()
+
+        handle = self.loop.call_later(seconds, fire)
+        self.addCleanup(handle.cancel)
+        return fired
+
+
+class HostTests(_Base):
+    def test_runs_on_the_requested_host(self):
+        # The CPython suite is only evidence for a host if the loop is really on it.
+        self.assertEqual(self.loop.host, self.host)
+        self.assertEqual(self.loop._rust.backend_name, BACKEND[self.host])
+
+    def test_unknown_host_is_a_value_error(self):
+        with self.assertRaises(ValueError):
+            oneloop.new_event_loop("no-such-host")
+
+
+class CallbackTests(_Base):
+    def test_exception_reaches_handler_with_asyncio_context(self):
+        contexts = []
+        self.loop.set_exception_handler(lambda lp, ctx: contexts.append((lp, ctx)))
+        err = ValueError("boom")
+
+        def bad():
+            raise err
+
+        handle = self.loop.call_soon(bad)
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(len(contexts), 1)
+        lp, ctx = contexts[0]
+        self.assertIs(lp, self.loop)
+        self.assertIs(ctx["exception"], err)
+        self.assertIs(ctx["handle"], handle)
+        self.assertTrue(ctx["message"].startswith("Exception in callback"), ctx["message"])
+
+    def test_exception_in_timer_and_reader_reach_handler(self):
+        contexts = []
+        self.loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+
+        def bad_reader():
+            self.loop.remove_reader(r)
+            self.loop.stop()
+            raise KeyError("reader")
+
+        self.loop.call_later(0.001, lambda: 1 / 0)
+        self.loop.call_later(0.002, os.write, w, b"x")
+        self.loop.add_reader(r, bad_reader)
+        fired = self.watchdog()
+        self.loop.run_forever()
+        self.assertFalse(fired)
+        self.assertEqual(
+            [type(c["exception"]) for c in contexts], [ZeroDivisionError, KeyError]
+        )
+        self.assertTrue(all({"message", "exception", "handle"} <= set(c) for c in contexts))
+
+    def test_base_exceptions_leave_run_forever_and_keep_the_batch(self):
+        for exc in (KeyboardInterrupt, SystemExit):
+            with self.subTest(exc=exc.__name__):
+                seen = []
+
+                def raise_it():
+                    raise exc()
+
+                self.loop.call_soon(seen.append, "before")
+                self.loop.call_soon(raise_it)
+                self.loop.call_soon(seen.append, "after")
+                with self.assertRaises(exc):
+                    self.loop.run_forever()
+                # asyncio: the rest of the batch did not run, and is not lost.
+                self.assertEqual(seen, ["before"])
+                self.assertFalse(self.loop.is_running())
+                self.loop.call_soon(self.loop.stop)
+                self.loop.run_forever()
+                self.assertEqual(seen, ["before", "after"])
+
+    def test_keyboard_interrupt_among_threadsafe_calls_keeps_the_rest(self):
+        seen = []
+
+        def raise_it():
+            raise KeyboardInterrupt
+
+        def post():
+            self.loop.call_soon_threadsafe(raise_it)
+            self.loop.call_soon_threadsafe(seen.append, 1)
+
+        t = threading.Thread(target=post)
+        t.start()
+        t.join()
+        with self.assertRaises(KeyboardInterrupt):
+            self.loop.run_forever()
+        self.assertEqual(seen, [])
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, [1])
+
+    def test_keyboard_interrupt_out_of_run_until_complete(self):
+        async def main():
+            await asyncio.sleep(0)
+            raise KeyboardInterrupt
+
+        with self.assertRaises(KeyboardInterrupt):
+            self.loop.run_until_complete(main())
+
+    def test_cancelled_callbacks_and_timers_do_not_run(self):
+        ran = []
+        self.loop.call_soon(ran.append, "soon").cancel()
+        self.loop.call_later(0.001, ran.append, "timer").cancel()
+        self.loop.call_later(0.005, self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(ran, [])
+        # A cancelled timer's closure is gone from the Rust heap's live count.
+        ready, timers, fds, tasks = self.loop._rust.stats()
+        self.assertEqual(ready, 0)
+
+    def test_call_soon_is_fifo_and_later_calls_wait_an_iteration(self):
+        order = []
+
+        def first():
+            order.append(1)
+            self.loop.call_soon(order.append, 4)
+
+        self.loop.call_soon(first)
+        self.loop.call_soon(order.append, 2)
+        self.loop.call_soon(order.append, 3)
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(order, [1, 2, 3])
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(order, [1, 2, 3, 4])
+
+
+class TimerTests(_Base):
+    def test_timers_never_early_by_loop_time(self):
+        # D7; replaces CPython's test_timeout_rounding, which counts
+        # _run_once calls. Tiny delays must neither fire early nor busy-wait.
+        late = []
+
+        def check(when):
+            late.append(self.loop.time() - when)
+
+        for delay in (1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 0.0):
+            when = self.loop.time() + delay
+            self.loop.call_at(when, check, when)
+        self.loop.call_later(0.02, self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(len(late), 6)
+        self.assertTrue(all(d >= 0 for d in late), late)
+
+    def test_timers_fire_in_deadline_order_ties_in_scheduling_order(self):
+        order = []
+        now = self.loop.time()
+        self.loop.call_at(now + 0.003, order.append, "c")
+        self.loop.call_at(now + 0.001, order.append, "a1")
+        self.loop.call_at(now + 0.001, order.append, "a2")
+        self.loop.call_at(now + 0.002, order.append, "b")
+        self.loop.call_at(now + 0.004, self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(order, ["a1", "a2", "b", "c"])
+
+    def test_loop_time_follows_time_monotonic(self):
+        before = time.monotonic()
+        t = self.loop.time()
+        after = time.monotonic()
+        self.assertLessEqual(before - 0.001, t)
+        self.assertLessEqual(t, after + 0.001)
+
+
+class ThreadTests(_Base):
+    def test_gil_is_released_while_waiting(self):
+        # The loop waits with only a 10 s watchdog armed. A Python thread
+        # can only run (and stop the loop) if the wait released the GIL;
+        # otherwise the watchdog stops it and the test fails.
+        fired = self.watchdog(10.0)
+        done = threading.Event()
+        started = threading.Event()
+
+        def worker():
+            started.wait()
+            total = sum(range(10000))  # pure Python: needs the GIL
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            done.set()
+            return total
+
+        t = threading.Thread(target=worker)
+        t.start()
+        self.loop.call_soon(started.set)
+        t0 = time.monotonic()
+        self.loop.run_forever()
+        t.join()
+        self.assertFalse(fired, "the loop was not woken by the thread: GIL held while waiting?")
+        self.assertTrue(done.is_set())
+        self.assertLess(time.monotonic() - t0, 10.0)
+
+    def test_threadsafe_calls_from_many_threads_all_run(self):
+        n_threads, per = 4, 250
+        seen = []
+        fired = self.watchdog()
+
+        def add(i):
+            seen.append(i)
+            if len(seen) == n_threads * per:
+                self.loop.stop()
+
+        def worker(k):
+            for i in range(per):
+                self.loop.call_soon_threadsafe(add, (k, i))
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+        for t in threads:
+            t.start()
+        self.loop.run_forever()
+        for t in threads:
+            t.join()
+        self.assertFalse(fired)
+        self.assertEqual(len(seen), n_threads * per)
+        for k in range(n_threads):
+            mine = [i for (kk, i) in seen if kk == k]
+            self.assertEqual(mine, list(range(per)), "per-thread order kept")
+
+    def test_loop_methods_from_another_thread_raise_runtime_error(self):
+        errors = []
+
+        def worker():
+            for call in (
+                lambda: self.loop.call_soon(print),
+                lambda: self.loop.call_later(1, print),
+                lambda: self.loop.call_at(0, print),
+                lambda: self.loop.add_reader(0, print),
+                lambda: self.loop.remove_reader(0),
+                lambda: self.loop.run_forever(),
+                lambda: self.loop.close(),
+            ):
+                try:
+                    call()
+                except RuntimeError as e:
+                    errors.append(e)
+                except BaseException as e:  # PanicException would land here
+                    errors.append(("wrong type", e))
+
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        self.assertEqual(len(errors), 7)
+        self.assertTrue(all(isinstance(e, RuntimeError) for e in errors), errors)
+
+
+    def test_time_from_another_thread_and_after_close(self):
+        # asyncio's debug mode reads loop.time() in executor threads.
+        out = []
+        t = threading.Thread(target=lambda: out.append(self.loop.time()))
+        before = self.loop.time()
+        t.start()
+        t.join()
+        after = self.loop.time()
+        self.assertLessEqual(before, out[0] + 1e-5)
+        self.assertLessEqual(out[0], after + 1e-5)
+        self.loop.close()
+        self.assertGreaterEqual(self.loop.time(), after)
+
+    def test_debug_mode_getaddrinfo_in_executor(self):
+        self.loop.set_debug(True)
+        infos = self.loop.run_until_complete(self.loop.getaddrinfo("127.0.0.1", 80))
+        self.assertTrue(infos)
+
+    def test_stop_from_another_thread_goes_through_the_remote(self):
+        # asyncio tolerates loop.stop() from another thread (it sets a flag);
+        # here it is routed through oneloop's thread-safe stop.
+        fired = self.watchdog()
+        self.loop.call_soon(lambda: threading.Thread(target=self.loop.stop).start())
+        self.loop.run_forever()
+        self.assertFalse(fired)
+
+
+class LifecycleTests(_Base):
+    def test_closed_loop_refuses_work(self):
+        self.loop.close()
+        self.loop.close()  # idempotent
+        self.assertTrue(self.loop._rust.is_closed())
+        for call in (
+            lambda: self.loop.call_soon(print),
+            lambda: self.loop.call_later(0, print),
+            lambda: self.loop.call_soon_threadsafe(print),
+            lambda: self.loop.run_forever(),
+        ):
+            with self.assertRaises(RuntimeError):
+                call()
+
+    def test_unclosed_loop_is_collected(self):
+        # The self-pipe reader is a bound method of the loop, held from Rust;
+        # the Rust loop shows it to the garbage collector, so an unclosed
+        # loop is still collected (with asyncio's ResourceWarning).
+        lp = oneloop.new_event_loop(self.host)
+        ref = weakref.ref(lp)
+        del lp
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        self.assertIsNone(ref())
+
+
+class EntryPointTests(_Base):
+    def test_run(self):
+        async def main():
+            lp = asyncio.get_running_loop()
+            await asyncio.sleep(0.001)
+            return type(lp), lp.host
+
+        self.assertEqual(oneloop.run(main(), host=self.host), (oneloop.OneloopEventLoop, self.host))
+
+    def test_runner_loop_factory(self):
+        async def main():
+            return asyncio.get_running_loop().host
+
+        with asyncio.Runner(loop_factory=lambda: oneloop.new_event_loop(self.host)) as runner:
+            self.assertEqual(runner.run(main()), self.host)
+
+    def test_policy(self):
+        asyncio.set_event_loop_policy(oneloop.EventLoopPolicy(self.host))
+        self.addCleanup(asyncio.set_event_loop_policy, None)
+        lp = asyncio.new_event_loop()
+        self.addCleanup(lp.close)
+        self.assertIsInstance(lp, oneloop.OneloopEventLoop)
+        self.assertEqual(lp.host, self.host)
+
+    def test_ctrl_c_while_waiting_raises_keyboard_interrupt(self):
+        # A real SIGINT while oneloop waits in Rust (GIL released) must
+        # reach Python: asyncio.Runner cancels the main task, so run()
+        # raises KeyboardInterrupt. The child reports when it is waiting.
+        code = textwrap.dedent(
+            f"""
+            import asyncio, functools, sys, oneloop
+            async def main():
+                asyncio.get_running_loop().call_soon(functools.partial(print, "waiting", flush=True))
+                await asyncio.sleep(60)
+            try:
+                oneloop.run(main(), host={self.host!r})
+            except KeyboardInterrupt:
+                print("KeyboardInterrupt", flush=True)
+                sys.exit(0)
+            print("finished without interrupt", flush=True)
+            sys.exit(1)
+            """
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+        )
+        self.addCleanup(proc.kill)
+        self.assertEqual(proc.stdout.readline().strip(), "waiting")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        self.assertEqual(out.strip(), "KeyboardInterrupt")
+        self.assertEqual(proc.returncode, 0)
+        self.assertLess(time.monotonic() - t0, 30)
+
+
+for _host in _hosts():
+    _suffix = "".join(p.capitalize() for p in _host.split("-"))
+    for _base in (HostTests, CallbackTests, TimerTests, ThreadTests, LifecycleTests, EntryPointTests):
+        _name = _base.__name__.replace("Tests", f"{_suffix}Tests")
+        globals()[_name] = type(_name, (_base, unittest.TestCase), {"host": _host})
+del _host, _suffix, _base, _name
+del HostTests, CallbackTests, TimerTests, ThreadTests, LifecycleTests, EntryPointTests
+
+
+if __name__ == "__main__":
+    unittest.main()
