@@ -13,7 +13,7 @@ export CARGO_TERM_COLOR ?= never
 demo: deps
 	$(CARGO) run -p oneloop-conformance --bin oneloop-report -- --workspace --write docs/conformance.md
 
-test: deps fmt clippy unit doc package gtk-selftest
+test: deps fmt clippy unit doc package gtk-selftest python-test
 
 deps:
 	@scripts/install-deps.sh

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What went wrong, in a form generic code can act on.
 ///
@@ -76,6 +77,12 @@ impl fmt::Display for ErrorKind {
 /// Cheap to clone (the message and the OS error are shared), so that a
 /// future's error can be observed by several awaiters, as in asyncio.
 ///
+/// A `Cancelled` error that a task's await returns is the task's
+/// cancellation itself: if the task lets *that value* escape (returns it,
+/// for example with `?`), the task ends cancelled (see
+/// [`Task`](crate::Task), *Cancellation*). A clone is only a copy of the
+/// news: logging or storing a clone never changes how the task ends.
+///
 /// ```
 /// use oneloop::{Error, ErrorKind};
 ///
@@ -83,7 +90,6 @@ impl fmt::Display for ErrorKind {
 /// assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 /// assert_eq!(e.to_string(), "invalid argument: low water mark above high");
 /// ```
-#[derive(Clone)]
 pub struct Error {
     /// The kind generic code matches on.
     kind: ErrorKind,
@@ -91,9 +97,41 @@ pub struct Error {
     message: Arc<str>,
     /// The OS error behind an [`ErrorKind::Io`], kept whole.
     source: Option<Arc<io::Error>>,
-    /// Ties a `Cancelled` error to the task cancellation that produced it, so
-    /// the task can tell whether its coroutine let it escape (see `task`).
-    pub(crate) token: Option<Arc<()>>,
+    /// Only on the `Cancelled` error an await delivered to a task: counts
+    /// it among that task's delivered cancellations still alive. Not
+    /// cloned: a clone is not the cancellation.
+    pub(crate) delivered: Option<Delivered>,
+}
+
+impl Clone for Error {
+    fn clone(&self) -> Error {
+        Error {
+            kind: self.kind,
+            message: self.message.clone(),
+            source: self.source.clone(),
+            delivered: None,
+        }
+    }
+}
+
+/// Marks one delivered cancellation as alive until it is dropped: the
+/// task's count goes up on creation and down on drop. A task whose body
+/// completes while one of its delivered cancellations is still alive let it
+/// escape into its output (or stored the value itself somewhere), and ends
+/// cancelled.
+pub(crate) struct Delivered(Arc<AtomicUsize>);
+
+impl Delivered {
+    pub(crate) fn new(alive: &Arc<AtomicUsize>) -> Delivered {
+        alive.fetch_add(1, Ordering::AcqRel);
+        Delivered(alive.clone())
+    }
+}
+
+impl Drop for Delivered {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Error {
@@ -103,7 +141,7 @@ impl Error {
             kind,
             message: Arc::from(message.into()),
             source: None,
-            token: None,
+            delivered: None,
         }
     }
 
@@ -113,7 +151,7 @@ impl Error {
             kind,
             message: Arc::from(""),
             source: None,
-            token: None,
+            delivered: None,
         }
     }
 
@@ -183,7 +221,7 @@ impl From<io::Error> for Error {
             kind: ErrorKind::Io,
             message: Arc::from(""),
             source: Some(Arc::new(e)),
-            token: None,
+            delivered: None,
         }
     }
 }

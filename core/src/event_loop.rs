@@ -93,6 +93,22 @@ impl PartialEq for Loop {
 }
 impl Eq for Loop {}
 
+/// A [`Loop`] held weakly (see [`Loop::downgrade`]).
+#[derive(Clone)]
+pub(crate) struct WeakLoop(Weak<LoopInner>);
+
+impl WeakLoop {
+    /// The loop, while a user handle keeps it.
+    pub(crate) fn upgrade(&self) -> Option<Loop> {
+        self.0.upgrade().map(Loop::from_inner)
+    }
+
+    /// The loop, or [`ErrorKind::Closed`] once it was dropped.
+    pub(crate) fn get(&self) -> Result<Loop> {
+        self.upgrade().ok_or_else(Error::closed)
+    }
+}
+
 /// Options for a new loop: debug mode and the panic policy.
 ///
 /// ```
@@ -302,6 +318,12 @@ impl Loop {
 
     pub(crate) fn from_inner(inner: Rc<LoopInner>) -> Loop {
         Loop { inner }
+    }
+
+    /// A handle that does not keep the loop alive, for what the loop may
+    /// end up owning (transports, whose fd callbacks the loop holds).
+    pub(crate) fn downgrade(&self) -> WeakLoop {
+        WeakLoop(self.inner.weak.clone())
     }
 
     /// The loop's id, unique in the process.

@@ -57,12 +57,19 @@ use state::{NEXT_TASK_ID, TaskRef, TaskState};
 ///    return a value; the task then ends normally (CN-03).
 /// 3. If the coroutine instead lets that `Cancelled` error escape (for
 ///    example with `?`), so that its output still holds it when it
-///    completes, the task ends cancelled (CN-04).
+///    completes, the task ends cancelled (CN-04). What counts is the
+///    delivered error *value*, never its clones: a body that logs or stores
+///    a clone and returns a value ends with that value. (A body that stores
+///    the delivered value itself somewhere that outlives its step, rather
+///    than a clone, is taken to have let it escape.)
 /// 4. If the step after `cancel()` ends with the coroutine suspended on
 ///    something that is not a oneloop awaitable (a tokio or glib future,
 ///    say) and the request was not delivered, the future is dropped, which is
 ///    how Rust cancels, and the task ends cancelled. A task cancelled before
 ///    its first step never starts.
+/// 5. A cancellation requested during the task's last step and not
+///    delivered by an await before the body returned (a task that cancels
+///    itself, then returns) ends the task cancelled, as in asyncio.
 ///
 /// # Examples
 ///
@@ -233,11 +240,12 @@ where
             }
             Ok(Poll::Ready(value)) => {
                 this.finish();
-                let escaped = state
-                    .token
-                    .borrow()
-                    .as_ref()
-                    .is_some_and(|t| Arc::strong_count(t) > 1);
+                // The body let a delivered cancellation escape (CN-04),
+                // or a cancellation requested during its last step was
+                // never delivered (asyncio's `_must_cancel` at the end):
+                // the task ends cancelled.
+                let escaped = state.delivered.load(std::sync::atomic::Ordering::Acquire) > 0
+                    || state.cancel_requested.get();
                 if escaped {
                     drop(value);
                     this.result.cancel_now();
@@ -299,7 +307,7 @@ where
         location,
         cancel_requested: Cell::new(false),
         awaiting: RefCell::new(None),
-        token: RefCell::new(None),
+        delivered: Arc::default(),
         started: Cell::new(false),
         done: Cell::new(false),
         waker: RefCell::new(None),

@@ -7,25 +7,21 @@ use std::fmt;
 use std::panic::Location;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::task::Waker;
 
-use crate::error::Error;
+use crate::error::{Delivered, Error};
 use crate::scheduler::TaskMeta;
 
 pub(crate) static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A `Cancelled` error, tied to the current task's cancellation when there
-/// is one (see the module docs, point 3).
+/// A `Cancelled` error for an await of `task` (when there is one): the
+/// delivered cancellation itself, counted in the task's `delivered` while
+/// it is alive (see [`Task`](crate::Task), *Cancellation*).
 pub(crate) fn cancelled_error(task: Option<&TaskState>) -> Error {
     let mut e = Error::cancelled();
     if let Some(task) = task {
-        e.token = Some(
-            task.token
-                .borrow_mut()
-                .get_or_insert_with(|| Arc::new(()))
-                .clone(),
-        );
+        e.delivered = Some(Delivered::new(&task.delivered));
     }
     e
 }
@@ -40,8 +36,10 @@ pub(crate) struct TaskState {
     pub(crate) cancel_requested: Cell<bool>,
     /// Cancels the oneloop future the task is suspended on.
     pub(crate) awaiting: RefCell<Option<Box<dyn Fn() -> bool>>>,
-    /// Shared by every `Cancelled` error delivered to this task.
-    pub(crate) token: RefCell<Option<Arc<()>>>,
+    /// How many `Cancelled` errors delivered to this task are alive (not
+    /// their clones): non-zero when the body completes means it let one
+    /// escape.
+    pub(crate) delivered: Arc<AtomicUsize>,
     /// The first step ran.
     pub(crate) started: Cell<bool>,
     /// Finished (result, error, cancelled, or abandoned at close).

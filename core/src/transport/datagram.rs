@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::Rc;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::event_loop::Loop;
+use crate::event_loop::{Loop, WeakLoop};
 use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
 use crate::future::Future;
 
@@ -71,7 +71,8 @@ struct State {
 }
 
 pub(crate) struct DatagramInner {
-    lp: Loop,
+    /// Weakly: the loop holds this transport through its fd callbacks.
+    lp: WeakLoop,
     sock: RefCell<Option<UdpSocket>>,
     remote: Option<SocketAddr>,
     local: Option<SocketAddr>,
@@ -110,7 +111,7 @@ impl DatagramInner {
         protocol: Box<dyn DatagramProtocol>,
     ) -> Rc<DatagramInner> {
         Rc::new(DatagramInner {
-            lp: lp.clone(),
+            lp: lp.downgrade(),
             remote: sock.peer_addr().ok(),
             local: sock.local_addr().ok(),
             sock: RefCell::new(Some(sock)),
@@ -135,14 +136,16 @@ impl DatagramInner {
     /// Queue `connection_made`, then start receiving; `waiter` resolves after.
     pub(crate) fn start(self: &Rc<Self>, waiter: Future<DatagramTransport>) -> Result<()> {
         let me = self.clone();
-        self.lp.call_soon(move || {
+        self.lp.get()?.call_soon(move || {
             me.notify(Note::Made);
             let open = !me.state.borrow().closing;
             if open {
                 let r = match &*me.sock.borrow() {
                     Some(s) => {
                         let me2 = me.clone();
-                        me.lp.add_reader(s, move || me2.on_readable())
+                        me.lp
+                            .get()
+                            .and_then(|lp| lp.add_reader(s, move || me2.on_readable()))
                     }
                     None => Ok(()),
                 };
@@ -203,10 +206,14 @@ impl DatagramInner {
                 ErrorKind::Panicked,
                 format!("datagram protocol method {what} panicked: {msg}"),
             );
-            if self.lp.panic_policy() == PanicPolicy::Propagate {
+            let lp = self.lp.upgrade();
+            if lp
+                .as_ref()
+                .is_some_and(|lp| lp.panic_policy() == PanicPolicy::Propagate)
+            {
                 self.panic.borrow_mut().get_or_insert(payload);
-            } else {
-                self.lp.call_exception_handler(
+            } else if let Some(lp) = &lp {
+                lp.call_exception_handler(
                     ExceptionContext::new(format!(
                         "datagram protocol method {what} panicked; the endpoint was aborted"
                     ))
@@ -303,12 +310,16 @@ impl DatagramInner {
         let Some(s) = sock.as_ref() else { return };
         if on {
             let me = self.clone();
-            if let Err(e) = self.lp.add_writer(s, move || me.on_writable()) {
+            let added = self
+                .lp
+                .get()
+                .and_then(|lp| lp.add_writer(s, move || me.on_writable()));
+            if let Err(e) = added {
                 drop(sock);
                 self.force_close(Some(e));
             }
-        } else {
-            self.lp.remove_writer(s);
+        } else if let Some(lp) = self.lp.upgrade() {
+            lp.remove_writer(s);
         }
     }
 
@@ -329,8 +340,8 @@ impl DatagramInner {
 
     fn unwatch(self: &Rc<Self>) {
         self.set_writing(false);
-        if let Some(s) = &*self.sock.borrow() {
-            self.lp.remove_reader(s);
+        if let (Some(s), Some(lp)) = (&*self.sock.borrow(), self.lp.upgrade()) {
+            lp.remove_reader(s);
         }
     }
 
@@ -338,7 +349,8 @@ impl DatagramInner {
         let me = self.clone();
         if self
             .lp
-            .call_soon(move || me.notify(Note::Lost(err)))
+            .get()
+            .and_then(|lp| lp.call_soon(move || me.notify(Note::Lost(err))))
             .is_err()
         {
             self.state.borrow_mut().lost = true;
@@ -356,9 +368,11 @@ impl DatagramInner {
 }
 
 impl DatagramTransport {
-    /// The loop this endpoint runs on.
-    pub fn get_loop(&self) -> &Loop {
-        &self.0.lp
+    /// The loop this endpoint runs on, while it exists (PEP 3156's
+    /// `get_loop`); held weakly, as a [`Transport`](crate::Transport)'s.
+    #[doc(alias = "get_loop")]
+    pub fn event_loop(&self) -> Option<Loop> {
+        self.0.lp.upgrade()
     }
 
     /// Send one datagram to `addr`, or to the endpoint's remote address when
@@ -453,8 +467,8 @@ impl DatagramTransport {
             }
             flushed
         };
-        if let Some(s) = &*inner.sock.borrow() {
-            inner.lp.remove_reader(s);
+        if let (Some(s), Some(lp)) = (&*inner.sock.borrow(), inner.lp.upgrade()) {
+            lp.remove_reader(s);
         }
         if flushed {
             inner.schedule_lost(None);

@@ -13,7 +13,7 @@ use super::endpoint::{Endpoint, Kind};
 use super::write_buffer::WriteBuffer;
 use super::{ExtraInfo, SocketAddress};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event_loop::Loop;
+use crate::event_loop::{Loop, WeakLoop};
 use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
 use crate::future::Future;
 use crate::protocol::Protocol;
@@ -70,7 +70,8 @@ struct State {
 
 /// The shared body of a [`Transport`].
 pub(crate) struct StreamInner {
-    lp: Loop,
+    /// Weakly: the loop holds this transport through its fd callbacks.
+    lp: WeakLoop,
     /// `None` once `connection_lost` has run: the fd is closed then.
     sock: RefCell<Option<Endpoint>>,
     kind: Kind,
@@ -189,7 +190,7 @@ impl StreamInner {
         local: Option<SocketAddress>,
     ) -> Rc<StreamInner> {
         Rc::new(StreamInner {
-            lp: lp.clone(),
+            lp: lp.downgrade(),
             fd: sock.as_fd().as_raw_fd(),
             sock: RefCell::new(Some(sock)),
             kind,
@@ -224,23 +225,25 @@ impl StreamInner {
     /// returned.
     pub(crate) fn start(self: &Rc<Self>, waiter: Option<Future<Transport>>) -> Result<()> {
         let me = self.clone();
-        let queued = self.lp.call_soon(move || {
-            me.state.borrow_mut().made = true;
-            me.notify(Note::Made);
-            let start_reading = {
-                let st = me.state.borrow();
-                let wanted = match me.kind {
-                    Kind::WritePipe => me.readable_means_reader_closed(),
-                    _ => !st.reading_paused,
+        let queued = self.lp.get().and_then(|lp| {
+            lp.call_soon(move || {
+                me.state.borrow_mut().made = true;
+                me.notify(Note::Made);
+                let start_reading = {
+                    let st = me.state.borrow();
+                    let wanted = match me.kind {
+                        Kind::WritePipe => me.readable_means_reader_closed(),
+                        _ => !st.reading_paused,
+                    };
+                    !st.closing && !st.lost && wanted
                 };
-                !st.closing && !st.lost && wanted
-            };
-            if start_reading {
-                me.set_reading(true);
-            }
-            if let Some(w) = waiter {
-                let _ = w.set_result(Transport(me.clone()));
-            }
+                if start_reading {
+                    me.set_reading(true);
+                }
+                if let Some(w) = waiter {
+                    let _ = w.set_result(Transport(me.clone()));
+                }
+            })
         });
         if let Err(e) = queued {
             self.teardown();
@@ -337,7 +340,11 @@ impl StreamInner {
             ErrorKind::Panicked,
             format!("protocol method {what} panicked: {msg}"),
         );
-        if self.lp.panic_policy() == PanicPolicy::Propagate {
+        let lp = self.lp.upgrade();
+        if lp
+            .as_ref()
+            .is_some_and(|lp| lp.panic_policy() == PanicPolicy::Propagate)
+        {
             let mut slot = self.panic.borrow_mut();
             if slot.is_none() {
                 *slot = Some(payload);
@@ -349,7 +356,9 @@ impl StreamInner {
             ))
             .with_panic(msg)
             .with_error(err.clone());
-            self.lp.call_exception_handler(ctx);
+            if let Some(lp) = &lp {
+                lp.call_exception_handler(ctx);
+            }
         }
         if what != "connection_lost" {
             self.force_close(Some(err));
@@ -382,18 +391,21 @@ impl StreamInner {
         }
         let sock = self.sock.borrow();
         let Some(s) = sock.as_ref() else { return };
-        let me = self.clone();
-        let added = match (readable, on) {
-            (true, true) => self.lp.add_reader(s, move || me.on_readable()),
-            (false, true) => self.lp.add_writer(s, move || me.on_writable()),
-            (true, false) => {
-                self.lp.remove_reader(s);
+        let me = Watch(self.clone(), readable);
+        // A dropped loop has no registrations left to remove, and takes none.
+        let added = match (self.lp.get(), readable, on) {
+            (Ok(lp), true, true) => lp.add_reader(s, move || me.0.on_readable()),
+            (Ok(lp), false, true) => lp.add_writer(s, move || me.0.on_writable()),
+            (Ok(lp), true, false) => {
+                lp.remove_reader(s);
                 Ok(())
             }
-            (false, false) => {
-                self.lp.remove_writer(s);
+            (Ok(lp), false, false) => {
+                lp.remove_writer(s);
                 Ok(())
             }
+            (Err(e), _, true) => Err(e),
+            (Err(_), _, false) => Ok(()),
         };
         if let Err(e) = added {
             drop(sock);
@@ -539,11 +551,26 @@ impl StreamInner {
         self.schedule_lost(err);
     }
 
+    /// The loop closed (or was dropped) under the transport: no callback
+    /// will ever run again, so release the socket and the protocol now
+    /// (without `connection_lost`, which nothing could run).
+    fn release(self: &Rc<Self>) {
+        let Ok(mut st) = self.state.try_borrow_mut() else {
+            return;
+        };
+        if std::mem::replace(&mut st.lost, true) {
+            return;
+        }
+        drop(st);
+        self.teardown();
+    }
+
     fn schedule_lost(self: &Rc<Self>, err: Option<Error>) {
         let me = self.clone();
         if self
             .lp
-            .call_soon(move || me.notify(Note::Lost(err)))
+            .get()
+            .and_then(|lp| lp.call_soon(move || me.notify(Note::Lost(err))))
             .is_err()
         {
             // The loop is closed: no callback will ever run again.
@@ -570,10 +597,40 @@ impl StreamInner {
     }
 }
 
+/// An fd callback's hold on its transport. The loop drops its callbacks
+/// when it closes; the transport and its protocol hold each other until
+/// `connection_lost`, so that drop is the moment to release them, or the
+/// socket would stay open for good.
+///
+/// The transport's own removals (`set_watching(false)`) clear its flag
+/// first, so only a callback the loop dropped on its own releases it.
+struct Watch(Rc<StreamInner>, bool);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let Watch(me, readable) = self;
+        // A borrowed state means transport code is on the stack: it is the
+        // one removing this callback.
+        let still_on = me.state.try_borrow().is_ok_and(|st| {
+            if *readable {
+                st.reader_on
+            } else {
+                st.writer_on
+            }
+        });
+        if still_on && me.lp.upgrade().is_none_or(|lp| lp.is_closed()) {
+            me.release();
+        }
+    }
+}
+
 impl Transport {
-    /// The loop this transport runs on.
-    pub fn get_loop(&self) -> &Loop {
-        &self.0.lp
+    /// The loop this transport runs on, while it exists (PEP 3156's
+    /// `get_loop`). A transport holds its loop weakly: the loop holds the
+    /// transport, through its fd callbacks.
+    #[doc(alias = "get_loop")]
+    pub fn event_loop(&self) -> Option<Loop> {
+        self.0.lp.upgrade()
     }
 
     /// Send `data`: at once as far as the socket takes it, the rest buffered
