@@ -106,8 +106,8 @@ fn dropping_the_last_handle_drops_pending_tasks_and_frees_fds() {
 }
 
 /// A protocol that keeps its transport, as most do: the two hold each
-/// other until `connection_lost`.
-struct Keeper(Option<oneloop::Transport>, Dropped);
+/// other until `connection_lost`. The `Dropped` is held only to be dropped.
+struct Keeper(Option<oneloop::Transport>, #[allow(dead_code)] Dropped);
 
 impl oneloop::Protocol for Keeper {
     fn connection_made(&mut self, transport: &oneloop::Transport) {
