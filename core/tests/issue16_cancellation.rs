@@ -27,6 +27,18 @@ fn finish<T: 'static>(lp: &Loop, task: &oneloop::Task<T>) {
     .unwrap();
 }
 
+/// Cancel `task` from a callback, once it has started.
+fn cancel_soon<T: 'static>(lp: &Loop, task: &oneloop::Task<T>) {
+    let t = task.as_ref();
+    lp.call_soon(move || assert!(t.cancel())).unwrap();
+}
+
+/// A body that sleeps long and propagates a cancellation with `?`.
+async fn sleeper() -> Result<u32, Error> {
+    oneloop::sleep(Duration::from_secs(100)).await?;
+    Ok(1)
+}
+
 #[test]
 fn catch_clone_store_and_return_a_value_ends_with_the_value() {
     let lp = Loop::new().unwrap();
@@ -42,11 +54,7 @@ fn catch_clone_store_and_return_a_value_ends_with_the_value() {
             }
         })
         .unwrap();
-    lp.call_soon({
-        let t = task.as_ref();
-        move || assert!(t.cancel())
-    })
-    .unwrap();
+    cancel_soon(&lp, &task);
     finish(&lp, &task);
     assert!(!task.cancelled(), "CN-03: the task caught its cancellation");
     assert_eq!(task.result().unwrap(), 5);
@@ -67,11 +75,7 @@ fn catch_and_reraise_ends_cancelled() {
             }
         })
         .unwrap();
-    lp.call_soon({
-        let t = task.as_ref();
-        move || assert!(t.cancel())
-    })
-    .unwrap();
+    cancel_soon(&lp, &task);
     finish(&lp, &task);
     assert!(
         task.cancelled(),
@@ -82,17 +86,8 @@ fn catch_and_reraise_ends_cancelled() {
 #[test]
 fn propagating_with_the_question_mark_ends_cancelled() {
     let lp = Loop::new().unwrap();
-    let task = lp
-        .spawn(async {
-            oneloop::sleep(Duration::from_secs(100)).await?;
-            Ok::<_, Error>(1)
-        })
-        .unwrap();
-    lp.call_soon({
-        let t = task.as_ref();
-        move || assert!(t.cancel())
-    })
-    .unwrap();
+    let task = lp.spawn(sleeper()).unwrap();
+    cancel_soon(&lp, &task);
     finish(&lp, &task);
     assert!(task.cancelled());
 }
@@ -100,12 +95,7 @@ fn propagating_with_the_question_mark_ends_cancelled() {
 #[test]
 fn cancel_twice_is_one_clean_cancellation() {
     let lp = Loop::new().unwrap();
-    let task = lp
-        .spawn(async {
-            oneloop::sleep(Duration::from_secs(100)).await?;
-            Ok::<_, Error>(1)
-        })
-        .unwrap();
+    let task = lp.spawn(sleeper()).unwrap();
     lp.call_soon({
         let t = task.as_ref();
         move || {
@@ -149,12 +139,7 @@ fn a_task_that_catches_twice_and_returns_ends_with_its_value() {
 #[test]
 fn cancelled_while_awaiting_a_cancelled_inner_task() {
     let lp = Loop::new().unwrap();
-    let inner = lp
-        .spawn(async {
-            oneloop::sleep(Duration::from_secs(100)).await?;
-            Ok::<_, Error>(1)
-        })
-        .unwrap();
+    let inner = lp.spawn(sleeper()).unwrap();
     let inner_ref = inner.as_ref();
     let outer = lp.spawn(async move { inner.await? }).unwrap();
     lp.call_soon({
