@@ -20,6 +20,7 @@ use crate::exception::{ExceptionContext, ExceptionHandler, PanicPolicy};
 use crate::executor::ExecutorSlot;
 use crate::fault::Fault;
 use crate::handle::{Handle, TimerHandle};
+use crate::run_context::RunContexts;
 use crate::scheduler::callback::{CallbackCell, State};
 use crate::scheduler::fds::FdCallback;
 use crate::scheduler::inbox::Shared;
@@ -45,6 +46,8 @@ pub(crate) struct LoopInner {
     pub(crate) executor: RefCell<ExecutorSlot>,
     /// Pending tasks, for `all_tasks` (TK-05).
     pub(crate) tasks: TaskRegistry,
+    /// Entered around every batch and root poll (bridges).
+    pub(crate) contexts: RunContexts,
 }
 
 /// The [timer slack](Loop::set_timer_slack) of a new loop.
@@ -264,6 +267,7 @@ impl LoopBuilder {
                 exceptions: ExceptionHandler::new(self.panic_policy),
                 executor: RefCell::new(ExecutorSlot::Unset),
                 tasks: TaskRegistry::default(),
+                contexts: RunContexts::default(),
             }
         });
         if let Some(e) = failed {
@@ -552,10 +556,11 @@ impl Loop {
                 // Polled between host iterations: inside the host's context,
                 // so that it may await the host's own futures.
                 let mut polled = Poll::Pending;
-                self.inner
-                    .sched
-                    .backend()
-                    .enter(&mut || polled = future.as_mut().poll(&mut cx));
+                self.inner.sched.backend().enter(&mut || {
+                    self.inner
+                        .contexts
+                        .run(&mut || polled = future.as_mut().poll(&mut cx))
+                });
                 if let Poll::Ready(out) = polled {
                     break Ok(out);
                 }
@@ -743,7 +748,7 @@ pub struct LoopStats {
 }
 
 /// A deadline "never" in practice, that still fits an `Instant` (TM-07).
-fn far_future(now: Instant) -> Instant {
+pub(crate) fn far_future(now: Instant) -> Instant {
     now + Duration::from_secs(86_400 * 365 * 30)
 }
 
@@ -794,8 +799,10 @@ impl Dispatch for LoopInner {
         let _running = context::RunningScope::enter(self);
         let lp = Loop { inner: this };
         let owned_run = self.sched.state() == RunState::Running;
-        self.sched
-            .run_once(|failed| self.exceptions.callback_panicked(&lp, failed, owned_run));
+        self.contexts.run(&mut || {
+            self.sched
+                .run_once(|failed| self.exceptions.callback_panicked(&lp, failed, owned_run));
+        });
     }
 
     fn next_dispatch(&self) -> NextDispatch {
@@ -902,6 +909,8 @@ impl LoopInner {
             t.abandon();
         }
         drop(std::mem::take(&mut *self.executor.borrow_mut()));
+        // Last: a bridge's context may own a runtime its tasks used.
+        drop(self.contexts.take());
         context::unregister_local(self.sched.shared().id);
         Ok(())
     }
@@ -929,7 +938,7 @@ impl LoopInner {
             })
     }
 
-    fn remove_fd(&self, fd: RawFd, readable: bool) -> bool {
+    pub(crate) fn remove_fd(&self, fd: RawFd, readable: bool) -> bool {
         self.sched.unwatch_fd(fd, readable)
     }
 }

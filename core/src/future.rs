@@ -323,6 +323,63 @@ impl<T: Clone + 'static> Future<T> {
     }
 }
 
+impl<T: 'static> Future<T> {
+    /// Await the result by value: for results that are not `Clone`
+    /// (`io::Result<T>`, a `File`, a `Vec` you do not want copied), which
+    /// `.await` on the future itself (it may have several awaiters, each
+    /// given a clone) cannot hand out.
+    ///
+    /// The value moves out to this awaiter; afterwards
+    /// [`result`](Future::result) and other awaiters get
+    /// [`ErrorKind::InvalidState`].
+    ///
+    /// ```
+    /// let lp = oneloop::Loop::new()?;
+    /// let job = lp.run_in_executor(|| std::fs::read("/definitely/not/here"))?;
+    /// let read: std::io::Result<Vec<u8>> = lp.run_until_complete(job.take())??;
+    /// assert!(read.is_err());
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
+    pub fn take(self) -> Take<T> {
+        Take { fut: self }
+    }
+
+    /// Poll as the one awaiter that takes the value (a task's output,
+    /// [`take`](Future::take)).
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        self.poll_slot(cx, |slot| match std::mem::replace(slot, Slot::Taken) {
+            Slot::Done(r) => r,
+            other => {
+                *slot = other;
+                Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "the result was already taken by another awaiter",
+                ))
+            }
+        })
+    }
+}
+
+/// The future of [`Future::take`]: the result, by value.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Take<T> {
+    fut: Future<T>,
+}
+
+impl<T> fmt::Debug for Take<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Take").field(&self.fut).finish()
+    }
+}
+
+impl<T: 'static> std::future::Future for Take<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        self.fut.poll_take(cx)
+    }
+}
+
 impl<T: Clone + 'static> std::future::Future for Future<T> {
     type Output = Result<T>;
 

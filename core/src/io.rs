@@ -363,6 +363,103 @@ impl Drop for StreamWriter {
     }
 }
 
+/// A whole stream: [`StreamReader`] and [`StreamWriter`] of one
+/// connection as one object, implementing `AsyncRead`, `AsyncBufRead` and
+/// `AsyncWrite` (what hyper, async-tungstenite and most `futures-io`
+/// libraries take).
+///
+/// Make one with [`Loop::open_stream`], from an already connected socket
+/// with [`Loop::adopt_stream`], or from a pair with [`Stream::join`]; split
+/// it again with [`Stream::into_split`]. Dropping it closes the transport
+/// after flushing, as dropping both halves does.
+///
+/// ```
+/// use futures::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// let lp = oneloop::Loop::new()?;
+/// let (a, b) = std::os::unix::net::UnixStream::pair()?;
+/// let out = lp.run_until_complete(async {
+///     let lp = oneloop::get_running_loop()?;
+///     let (mut a, mut b) = (lp.adopt_stream(a).await?, lp.adopt_stream(b).await?);
+///     a.write_all(b"ping").await?;
+///     let mut got = [0; 4];
+///     b.read_exact(&mut got).await?;
+///     Ok::<_, Box<dyn std::error::Error>>(got)
+/// })?;
+/// assert_eq!(&out?, b"ping");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Stream {
+    reader: StreamReader,
+    writer: StreamWriter,
+}
+
+impl Stream {
+    /// Join the two halves of one connection.
+    ///
+    /// # Errors
+    /// Gives both back if they belong to different connections.
+    pub fn join(
+        reader: StreamReader,
+        writer: StreamWriter,
+    ) -> std::result::Result<Stream, (StreamReader, StreamWriter)> {
+        if Rc::ptr_eq(&reader.shared, &writer.shared) {
+            Ok(Stream { reader, writer })
+        } else {
+            Err((reader, writer))
+        }
+    }
+
+    /// The two halves, to read and write from different tasks.
+    pub fn into_split(self) -> (StreamReader, StreamWriter) {
+        (self.reader, self.writer)
+    }
+
+    /// The transport underneath (addresses, socket options, buffer limits).
+    pub fn transport(&self) -> &Transport {
+        &self.writer.transport
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().reader).poll_read(cx, out)
+    }
+}
+
+impl AsyncBufRead for Stream {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        Pin::new(&mut self.get_mut().reader).poll_fill_buf(cx)
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        Pin::new(&mut self.get_mut().reader).consume(amt)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().writer).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().writer).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().writer).poll_close(cx)
+    }
+}
+
 fn stream_protocol(on_connect: Option<OnConnect>) -> (StreamProtocol, Shared, Rc<Cell<u8>>) {
     let shared: Shared = Rc::default();
     let halves = Rc::new(Cell::new(0));
@@ -436,6 +533,36 @@ impl Loop {
         }
     }
 
+    /// Connect over TCP and get one duplex [`Stream`].
+    ///
+    /// # Errors
+    /// As [`create_connection`](Loop::create_connection).
+    pub fn open_stream<A>(&self, addr: A) -> impl StdFuture<Output = Result<Stream>> + 'static
+    where
+        A: ToSocketAddrs + Send + 'static,
+    {
+        let fut = self.open_connection(addr);
+        async move { fut.await.map(joined) }
+    }
+
+    /// A duplex [`Stream`] on an already connected stream socket (a
+    /// `std::net::TcpStream`, a `UnixStream`, an accepted or inherited
+    /// socket); the socket is made non-blocking.
+    ///
+    /// # Errors
+    /// As [`connect_accepted_socket`](Loop::connect_accepted_socket).
+    pub fn adopt_stream(
+        &self,
+        socket: impl Into<std::os::fd::OwnedFd>,
+    ) -> impl StdFuture<Output = Result<Stream>> + 'static {
+        let (protocol, shared, halves) = stream_protocol(None);
+        let fut = self.connect_accepted_socket(move || protocol, socket);
+        async move {
+            fut.await?;
+            Ok(joined(pair(&shared, &halves)))
+        }
+    }
+
     /// Serve TCP with streams: for each connection, `handler(reader, writer)`
     /// is spawned as a task on this loop (asyncio's `start_server`).
     ///
@@ -469,6 +596,10 @@ impl Loop {
     {
         self.create_unix_server(stream_factory(self, handler), path)
     }
+}
+
+fn joined((reader, writer): (StreamReader, StreamWriter)) -> Stream {
+    Stream { reader, writer }
 }
 
 fn stream_factory<H, Fut>(lp: &Loop, handler: H) -> impl Fn() -> StreamProtocol + 'static

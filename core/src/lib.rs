@@ -65,7 +65,9 @@ mod net;
 mod pipe;
 mod policy;
 mod protocol;
+mod readiness;
 mod remote;
+mod run_context;
 mod scheduler;
 mod server;
 mod signal;
@@ -82,16 +84,18 @@ pub use executor::{DefaultExecutor, Executor};
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub use fault::Fault;
-pub use future::{CallbackId, Future};
+pub use future::{CallbackId, Future, Take};
 pub use handle::{Handle, TimerHandle};
-pub use io::{StreamReader, StreamWriter};
+pub use io::{Stream, StreamReader, StreamWriter};
 pub use net::ConnectOptions;
 pub use policy::{
     EventLoopPolicy, get_event_loop, get_running_loop, new_event_loop, set_event_loop,
     set_event_loop_policy,
 };
 pub use protocol::Protocol;
-pub use remote::{RemoteLoop, RemoteTask};
+pub use readiness::Ready;
+pub use remote::{RemoteLoop, RemoteTask, RemoteTimer};
+pub use run_context::RunContext;
 pub use server::{Server, ServerOptions};
 pub use subprocess::{Redirect, SubprocessProtocol, SubprocessStdio, SubprocessTransport};
 pub use task::Task;

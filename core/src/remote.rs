@@ -4,15 +4,18 @@ use std::fmt;
 use std::future::Future as StdFuture;
 use std::panic::Location;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 
 use crate::context;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event_loop::Loop;
+use crate::event_loop::{Loop, LoopInner, far_future};
 use crate::scheduler::Ready;
+use crate::scheduler::callback::{SharedTimer, SharedTimerEntry, State};
 use crate::scheduler::inbox::{Remote, Shared};
 
 /// The thread-safe handle of a loop, from [`Loop::remote`].
@@ -108,6 +111,82 @@ impl RemoteLoop {
         Ok(RemoteTask { rx })
     }
 
+    /// Schedule `f` to run on the loop's thread `delay` from now, from any
+    /// thread; the returned handle is `Send + Sync` and cancels it from any
+    /// thread (what a `Send` sleep needs, e.g. hyper's `Timer`).
+    ///
+    /// From the loop's own thread the timer is in the queue at once, as with
+    /// [`Loop::call_later`]. From another thread it is installed when the
+    /// loop next runs its inbox, and `delay` counts from then: never early
+    /// (D7), possibly late by the loop's reaction time.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] once the loop is closed.
+    #[track_caller]
+    pub fn call_later(
+        &self,
+        delay: Duration,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<RemoteTimer> {
+        self.schedule(Deadline::After(delay), Box::new(f), Location::caller())
+    }
+
+    /// [`call_later`](Self::call_later) at a deadline on the loop's clock
+    /// ([`Loop::time`]; `Instant::now()` on every shipped backend).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] once the loop is closed.
+    #[track_caller]
+    pub fn call_at(&self, when: Instant, f: impl FnOnce() + Send + 'static) -> Result<RemoteTimer> {
+        self.schedule(Deadline::At(when), Box::new(f), Location::caller())
+    }
+
+    fn schedule(
+        &self,
+        deadline: Deadline,
+        f: Box<dyn FnOnce() + Send>,
+        location: &'static Location<'static>,
+    ) -> Result<RemoteTimer> {
+        let timer = Arc::new(SharedTimer::new(f, location));
+        let install = {
+            let timer = timer.clone();
+            move |inner: &LoopInner| {
+                let when = match deadline {
+                    Deadline::At(when) => when,
+                    Deadline::After(delay) => {
+                        let now = inner.sched.backend().now();
+                        now.checked_add(delay).unwrap_or_else(|| far_future(now))
+                    }
+                };
+                inner
+                    .sched
+                    .push_timer(when, Rc::new(SharedTimerEntry(timer)))
+                    .map_err(|_| Error::closed())
+            }
+        };
+        let id = self.shared.id;
+        if std::thread::current().id() == self.shared.thread
+            && let Some(inner) = context::local_loop(id)
+        {
+            install(&inner)?;
+        } else {
+            self.shared
+                .post(Remote::Call(
+                    Box::new(move || {
+                        if let Some(inner) = context::local_loop(id) {
+                            let _ = install(&inner);
+                        }
+                    }),
+                    location,
+                ))
+                .map_err(|_| Error::closed())?;
+        }
+        Ok(RemoteTimer {
+            timer,
+            remote: self.clone(),
+        })
+    }
+
     /// Whether the loop was closed.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
@@ -117,6 +196,121 @@ impl RemoteLoop {
     /// do). For adapters and tests; never needed by correct code.
     pub fn wake(&self) {
         self.shared.wake();
+    }
+}
+
+/// `futures`' executor trait: a `Send` future spawned from any thread runs
+/// as a task on the loop (`SpawnExt::spawn`, and libraries generic over
+/// `Spawn`). The output is dropped.
+///
+/// A spawn that returns `Ok` is queued on the loop; if the loop closes
+/// before it runs the future is dropped unstarted, like every queued
+/// callback (LC-11). After close, spawning fails with
+/// [`SpawnError::shutdown`](futures::task::SpawnError::shutdown).
+///
+/// ```
+/// use futures::task::SpawnExt;
+///
+/// let lp = oneloop::Loop::new()?;
+/// let remote = lp.remote();
+/// let (tx, rx) = futures::channel::oneshot::channel();
+/// std::thread::spawn(move || SpawnExt::spawn(&remote, async move { let _ = tx.send(7); }).unwrap());
+/// assert_eq!(lp.run_until_complete(rx)?, Ok(7));
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+impl futures::task::Spawn for RemoteLoop {
+    fn spawn_obj(
+        &self,
+        future: futures::task::FutureObj<'static, ()>,
+    ) -> std::result::Result<(), futures::task::SpawnError> {
+        let id = self.shared.id;
+        self.call_soon_threadsafe(move || {
+            if let Some(inner) = context::local_loop(id) {
+                let _ = Loop::from_inner(inner).spawn(future);
+            }
+        })
+        .map_err(|_| futures::task::SpawnError::shutdown())
+    }
+
+    fn status(&self) -> std::result::Result<(), futures::task::SpawnError> {
+        if self.is_closed() {
+            Err(futures::task::SpawnError::shutdown())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Deadline {
+    At(Instant),
+    After(Duration),
+}
+
+/// A timer scheduled with [`RemoteLoop::call_later`] or
+/// [`RemoteLoop::call_at`]: `Send + Sync`, cancellable from any thread.
+///
+/// Dropping the handle does **not** cancel the timer.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let lp = oneloop::Loop::new()?;
+/// let t = lp.remote().call_later(Duration::from_secs(60), || unreachable!())?;
+/// std::thread::spawn(move || t.cancel()).join().unwrap();
+/// lp.run_until_complete(oneloop::sleep(Duration::from_millis(1)))??;
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct RemoteTimer {
+    timer: Arc<SharedTimer>,
+    remote: RemoteLoop,
+}
+
+impl RemoteTimer {
+    /// Cancel the timer if it has not fired yet, from any thread. A
+    /// cancelled timer never fires and never keeps the loop waiting; its
+    /// closure is dropped here, on the calling thread.
+    pub fn cancel(&self) {
+        if self.timer.cancel() != State::Scheduled {
+            return;
+        }
+        // Account for the cancelled entry, so that the queue compacts
+        // (memory stays proportional to the live timers).
+        let id = self.remote.shared.id;
+        let note = move || {
+            if let Some(inner) = context::local_loop(id) {
+                inner.sched.timer_cancelled();
+            }
+        };
+        if std::thread::current().id() == self.remote.shared.thread {
+            note();
+        } else {
+            // Closed: nothing left to account for.
+            let _ = self
+                .remote
+                .shared
+                .post(Remote::Call(Box::new(note), Location::caller()));
+        }
+    }
+
+    /// Whether the timer was cancelled before it fired.
+    pub fn cancelled(&self) -> bool {
+        self.timer.state() == State::Cancelled
+    }
+
+    /// Whether the timer fired (its callback ran or is running).
+    pub fn fired(&self) -> bool {
+        self.timer.state() == State::Done
+    }
+}
+
+impl fmt::Debug for RemoteTimer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteTimer")
+            .field("state", &self.timer.state())
+            .field("loop", &self.remote.shared.id)
+            .finish()
     }
 }
 

@@ -92,3 +92,86 @@ impl<F: FnOnce()> Callback for CallbackCell<F> {
         self.location
     }
 }
+
+/// A timer whose handle crosses threads ([`RemoteTimer`](crate::RemoteTimer)):
+/// the state is atomic and the closure `Send`, so it may be cancelled from
+/// any thread; the timer queue holds it through [`SharedTimerEntry`].
+pub(crate) struct SharedTimer {
+    /// [`State`] as a `u8`: only `Scheduled`, `Cancelled` or `Done`.
+    state: std::sync::atomic::AtomicU8,
+    f: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    location: &'static Location<'static>,
+}
+
+const SCHEDULED: u8 = 0;
+const CANCELLED: u8 = 1;
+const DONE: u8 = 2;
+
+impl SharedTimer {
+    pub(crate) fn new(
+        f: Box<dyn FnOnce() + Send>,
+        location: &'static Location<'static>,
+    ) -> SharedTimer {
+        SharedTimer {
+            state: std::sync::atomic::AtomicU8::new(SCHEDULED),
+            f: std::sync::Mutex::new(Some(f)),
+            location,
+        }
+    }
+
+    /// Move from `Scheduled` to `to`; whether this call did.
+    fn settle(&self, to: u8) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        self.state
+            .compare_exchange(SCHEDULED, to, AcqRel, std::sync::atomic::Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn take(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        self.f.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Cancel if still scheduled (any thread); returns the state it was in.
+    pub(crate) fn cancel(&self) -> State {
+        if self.settle(CANCELLED) {
+            // Dropped here, on the cancelling thread: the closure is `Send`.
+            drop(self.take());
+            State::Scheduled
+        } else {
+            self.state()
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        match self.state.load(std::sync::atomic::Ordering::Acquire) {
+            SCHEDULED => State::Scheduled,
+            CANCELLED => State::Cancelled,
+            _ => State::Done,
+        }
+    }
+}
+
+/// The timer queue's side of a [`SharedTimer`].
+pub(crate) struct SharedTimerEntry(pub(crate) std::sync::Arc<SharedTimer>);
+
+impl Callback for SharedTimerEntry {
+    fn run(&self) {
+        if self.0.settle(DONE)
+            && let Some(f) = self.0.take()
+        {
+            f();
+        }
+    }
+
+    fn cancel(&self) -> State {
+        self.0.cancel()
+    }
+
+    fn state(&self) -> State {
+        self.0.state()
+    }
+
+    fn location(&self) -> &'static Location<'static> {
+        self.0.location
+    }
+}

@@ -26,7 +26,7 @@ use crate::context::{self, TaskScope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, LoopInner};
 use crate::exception::panic_message;
-use crate::future::{CallbackId, Future, Slot};
+use crate::future::{CallbackId, Future};
 use crate::scheduler::inbox::{Remote, Shared};
 use crate::scheduler::{Ready, TaskMeta};
 use state::{NEXT_TASK_ID, TaskRef, TaskState};
@@ -160,17 +160,7 @@ impl<T: 'static> StdFuture for Task<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        self.result
-            .poll_slot(cx, |slot| match std::mem::replace(slot, Slot::Taken) {
-                Slot::Done(r) => r,
-                other => {
-                    *slot = other;
-                    Err(Error::new(
-                        ErrorKind::InvalidState,
-                        "the task's output was already taken",
-                    ))
-                }
-            })
+        self.result.poll_take(cx)
     }
 }
 
@@ -369,5 +359,37 @@ impl Loop {
     /// The pending tasks of this loop (TK-05).
     pub fn all_tasks(&self) -> Vec<TaskRef> {
         self.inner.tasks.all()
+    }
+}
+
+/// `futures`' executor trait: libraries generic over a local spawner
+/// (`LocalSpawnExt::spawn_local`) run their tasks on this loop. A spawned
+/// future is a detached task (its output is dropped; a panic is reported
+/// to the exception handler like any task's).
+///
+/// ```
+/// use futures::task::LocalSpawnExt;
+///
+/// let lp = oneloop::Loop::new()?;
+/// let (tx, rx) = futures::channel::oneshot::channel();
+/// lp.spawn_local(async move { let _ = tx.send(7); }).unwrap();
+/// assert_eq!(lp.run_until_complete(rx)?, Ok(7));
+/// lp.close()?;
+/// assert!(lp.spawn_local(async {}).unwrap_err().is_shutdown());
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+impl futures::task::LocalSpawn for Loop {
+    fn spawn_local_obj(
+        &self,
+        future: futures::task::LocalFutureObj<'static, ()>,
+    ) -> std::result::Result<(), futures::task::SpawnError> {
+        self.spawn(future)
+            .map(drop)
+            .map_err(|_| futures::task::SpawnError::shutdown())
+    }
+
+    fn status_local(&self) -> std::result::Result<(), futures::task::SpawnError> {
+        self.check_open()
+            .map_err(|_| futures::task::SpawnError::shutdown())
     }
 }
