@@ -67,6 +67,12 @@ impl Harness {
         self
     }
 
+    /// The specs, for test suites of their own that run one body on every
+    /// mode (the interop matrix).
+    pub fn specs(&self) -> &[AdapterSpec] {
+        &self.specs
+    }
+
     /// Change the per-check limits.
     pub fn options(mut self, options: Options) -> Harness {
         self.options = options;

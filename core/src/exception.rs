@@ -119,13 +119,29 @@ impl fmt::Display for ExceptionContext {
 
 /// The message of a panic payload, as far as it is a string.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
+    let msg = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
-        "non-string panic payload".to_owned()
+        return "non-string panic payload".to_owned();
+    };
+    match runtime_hint(&msg) {
+        Some(hint) => format!("{msg} ({hint})"),
+        None => msg,
     }
+}
+
+/// The fix for a library that panicked because its runtime's context is
+/// missing on this thread: the panic texts of tokio 1.x (no reactor, no
+/// `LocalSet`), which bridges can supply.
+fn runtime_hint(msg: &str) -> Option<&'static str> {
+    let tokio = msg.contains("context of a Tokio 1.x runtime")
+        || msg.contains("called from outside of a `task::LocalSet`")
+        || msg.contains("A Tokio 1.x context was found, but");
+    tokio.then_some(
+        "this loop has no tokio context: call `oneloop_tokio::enable(&lp)` once to run tokio libraries on it",
+    )
 }
 
 pub(crate) fn log_context(lp: &Loop, ctx: &ExceptionContext) {

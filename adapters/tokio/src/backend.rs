@@ -19,6 +19,9 @@ use crate::driver::{DriverTask, State, Turn, panic_message};
 use crate::fd::FdWatch;
 use crate::stats::{Counters, DriverStats};
 
+/// The backend's name, as `Loop::backend_name` reports it.
+pub(crate) const NAME: &str = "tokio";
+
 /// oneloop on tokio: a [`Backend`] whose host is a tokio current-thread
 /// runtime with a local task set.
 ///
@@ -252,7 +255,7 @@ fn unsupported(msg: &str) -> io::Error {
 
 impl Backend for TokioBackend {
     fn name(&self) -> &str {
-        "tokio"
+        NAME
     }
 
     fn enter(&self, f: &mut dyn FnMut()) {

@@ -71,6 +71,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
+pub mod bridge;
 mod driver;
 mod executor;
 mod fd;
@@ -78,5 +79,6 @@ mod stats;
 mod wake;
 
 pub use backend::{TokioBackend, TokioBuilder, attach, new_loop};
+pub use bridge::{enable, is_enabled};
 pub use executor::BlockingExecutor;
 pub use stats::DriverStats;
