@@ -45,9 +45,20 @@ pub fn attach(ctx: &MainContext) -> Result<Loop> {
     Loop::with_backend(GlibBackend::attach(ctx))
 }
 
-/// An owned loop on a fresh [`MainContext`], driven by
+/// An owned loop on a **fresh** [`MainContext`], driven by
 /// [`run_forever`](Loop::run_forever) and
 /// [`run_until_complete`](Loop::run_until_complete).
+///
+/// While a `run_*` call runs, the fresh context is the thread-default one,
+/// so glib and gio code that uses the thread-default context, called from
+/// the loop's tasks and callbacks, attaches there and runs
+/// (`glib::timeout_future`, `glib::spawn_future_local`, gio's `*_future`
+/// and async calls). GLib's classic functions (`glib::timeout_add_local`,
+/// `glib::idle_add_local`, `g_timeout_add`) and `MainContext::default()`
+/// reach the process's **global** default context instead, which this
+/// loop does not iterate: they never run on it. For them, use
+/// [`new_default_loop`] (owned) or [`attach`] (someone else runs the
+/// default context).
 ///
 /// # Errors
 /// As [`Loop::with_backend`].
@@ -70,6 +81,41 @@ pub fn attach(ctx: &MainContext) -> Result<Loop> {
 /// ```
 pub fn new_loop() -> Result<Loop> {
     Loop::with_backend(GlibBackend::new())
+}
+
+/// An owned loop on the process's global [`MainContext::default()`], the
+/// context GTK and most GLib code use: `run_*` iterate it, so everything
+/// registered there runs beside oneloop's callbacks, whether it was added
+/// before the run or from inside it (`glib::timeout_add_local`,
+/// `MainContext::default().spawn_local`, GTK's own sources).
+///
+/// Use it for a program that has no `gtk::Application::run` or
+/// `glib::MainLoop` of its own (a command-line tool using gio, a test); when
+/// something else iterates the default context, [`attach`] to it instead.
+///
+/// # Errors
+/// [`ErrorKind::Io`](oneloop::ErrorKind::Io) if the default context already
+/// has an open oneloop loop (EM-10: one per context; close the first) or is
+/// owned by another thread; as [`Loop::with_backend`] otherwise.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let lp = oneloop_glib::new_default_loop()?;
+/// let fired = lp.create_future::<&str>();
+/// // GLib-native code on the default context, registered before the run:
+/// let f = fired.clone();
+/// glib::timeout_add_local_once(Duration::from_millis(1), move || {
+///     let _ = f.set_result("glib's own timeout");
+/// });
+/// assert_eq!(lp.run_until_complete(fired)??, "glib's own timeout");
+/// lp.close()?;
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+pub fn new_default_loop() -> Result<Loop> {
+    Loop::with_backend(GlibBackend::owned(&MainContext::default()))
 }
 
 /// The main contexts a loop is bound to (EM-10: one loop per context while

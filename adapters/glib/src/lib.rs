@@ -3,8 +3,10 @@
 //! The headline use: a GTK application embeds network and timer code on the
 //! GUI thread, with no second runtime and no frozen UI. [`attach`] inserts a
 //! oneloop [`Loop`](oneloop::Loop) into the main context that `gtk::Application::run`
-//! iterates; [`new_loop`] gives an owned loop on a fresh context for tests
-//! and worker threads.
+//! iterates; [`new_default_loop`] gives an owned loop that runs that same
+//! default context itself (GLib-native code runs beside it), and
+//! [`new_loop`] an owned loop on a fresh context for tests and worker
+//! threads.
 //!
 //! # Add oneloop to your GTK app
 //!
@@ -46,6 +48,7 @@
 //! |---|---|
 //! | [`attach`] | a loop inside a context someone else iterates (GTK) |
 //! | [`new_loop`] | an owned loop on a fresh context (`run_*` iterate it) |
+//! | [`new_default_loop`] | an owned loop on `MainContext::default()`, so GLib-native code runs beside it |
 //! | [`GlibBackend`] | the backend itself: modes, priorities, the context |
 //!
 //! All `unsafe` code (the custom `GSource`, through `glib::ffi`) is in one
@@ -56,7 +59,7 @@
 mod backend;
 mod source;
 
-pub use backend::{GlibBackend, GlibBuilder, attach, new_loop};
+pub use backend::{GlibBackend, GlibBuilder, attach, new_default_loop, new_loop};
 
 /// The workspace README's examples (the core loop and the GTK snippet),
 /// compiled as doctests here, where gtk4 is available, so they cannot drift.
