@@ -9,9 +9,11 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: demo test deps fmt clippy unit doc package gtk-selftest bench
 
 # Runs every adapter's conformance suite (cargo test --workspace --test
-# conformance), then prints the guarantee x adapter matrix and writes it.
+# conformance), then prints the guarantee x adapter matrix and writes it;
+# then the interop matrix (every loop mode x the libraries riding on it).
 demo: deps
 	$(CARGO) run -p oneloop-conformance --bin oneloop-report -- --workspace --write docs/conformance.md
+	ONELOOP_INTEROP_REPORT=$(CURDIR)/docs/interop.md $(CARGO) test -q -p oneloop-interop --test matrix
 
 test: deps fmt clippy unit doc package gtk-selftest python-test
 
@@ -32,9 +34,9 @@ doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 # Every library crate packages and its tarball builds, as `cargo publish`
-# would check (the examples and the bench are not published).
+# would check (the examples, the bench and the interop matrix are not published).
 package:
-	$(CARGO) package --workspace --exclude oneloop-examples --exclude oneloop-bench --allow-dirty
+	$(CARGO) package --workspace --exclude oneloop-examples --exclude oneloop-bench --exclude oneloop-interop --allow-dirty
 
 # The GTK example drives itself and checks its window, under a virtual X server.
 gtk-selftest:

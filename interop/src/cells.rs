@@ -5,12 +5,16 @@ use std::rc::Rc;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
+use bytes::Bytes;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::{BodyExt, Full};
 use oneloop::{ErrorKind, Loop};
 use oneloop_conformance::Env;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::Guest;
+use crate::{DEADLINE, Guest};
 
 /// The columns, in report order.
 pub static GUESTS: &[Guest] = &[
@@ -28,6 +32,21 @@ pub static GUESTS: &[Guest] = &[
         name: "tokio I/O in a cancelled task",
         needs_host: false,
         run: tokio_cancelled,
+    },
+    Guest {
+        name: "hyper server + client: http1, http2, header_read_timeout",
+        needs_host: false,
+        run: hyper_server_and_client,
+    },
+    Guest {
+        name: "hyper-util pooled client (tokio-based, via the bridge)",
+        needs_host: false,
+        run: hyper_util_client,
+    },
+    Guest {
+        name: "async-tungstenite WebSocket (futures-io)",
+        needs_host: false,
+        run: websocket,
     },
     Guest {
         name: "host-native code side by side",
@@ -192,4 +211,178 @@ fn host_native(env: &Env) {
     ] {
         assert!(log.contains(&what), "{what} never ran: {log:?}");
     }
+}
+
+/// A hyper server on the loop: http1 (with a read timeout for the request
+/// head) or http2 per connection; answers with the request body's length.
+async fn hyper_server(
+    lp: &Loop,
+    http2: bool,
+    head_timeout: Duration,
+) -> (oneloop::Server, SocketAddr) {
+    use oneloop_hyper::{HyperIo, LoopExecutor, LoopTimer};
+    let (exec, timer) = (LoopExecutor::new(lp), LoopTimer::new(lp));
+    let server = lp
+        .start_server(
+            move |r, w| {
+                let io = HyperIo::new(oneloop::Stream::join(r, w).unwrap());
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(
+                            format!("{} bytes", body.len()),
+                        ))))
+                    },
+                );
+                let (exec, timer) = (exec.clone(), timer.clone());
+                async move {
+                    let _ = if http2 {
+                        hyper::server::conn::http2::Builder::new(exec)
+                            .timer(timer)
+                            .serve_connection(io, service)
+                            .await
+                    } else {
+                        hyper::server::conn::http1::Builder::new()
+                            .timer(timer)
+                            .header_read_timeout(head_timeout)
+                            .serve_connection(io, service)
+                            .await
+                    };
+                }
+            },
+            "127.0.0.1:0",
+        )
+        .await
+        .unwrap();
+    let addr = server.local_addrs()[0].as_inet().unwrap();
+    (server, addr)
+}
+
+/// hyper's http1 and http2 servers and clients on the loop's thread, and
+/// `header_read_timeout` closing a connection whose head never ends.
+fn hyper_server_and_client(env: &Env) {
+    use oneloop_hyper::{HyperIo, LoopExecutor};
+    let loop_thread = std::thread::current().id();
+    let (bodies, waited) = run_task(env, async move {
+        let lp = oneloop::get_running_loop().unwrap();
+        let mut bodies = Vec::new();
+        for http2 in [false, true] {
+            let (server, addr) = hyper_server(&lp, http2, Duration::from_secs(5)).await;
+            let io = HyperIo::new(lp.open_stream(addr).await.unwrap());
+            let req = hyper::Request::post("/")
+                .body(Full::new(Bytes::from("abc")))
+                .unwrap();
+            let response = if http2 {
+                let (mut send, conn) =
+                    hyper::client::conn::http2::handshake(LoopExecutor::new(&lp), io)
+                        .await
+                        .unwrap();
+                lp.spawn(conn).unwrap();
+                send.send_request(req).await.unwrap()
+            } else {
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                lp.spawn(conn).unwrap();
+                send.send_request(req).await.unwrap()
+            };
+            bodies.push(response.into_body().collect().await.unwrap().to_bytes());
+            assert_eq!(std::thread::current().id(), loop_thread);
+            server.close();
+        }
+        let timeout = Duration::from_millis(30);
+        let (server, addr) = hyper_server(&lp, false, timeout).await;
+        let mut stream = lp.open_stream(addr).await.unwrap();
+        let start = Instant::now();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap(); // no blank line
+        // hyper closes the connection (or resets it) when the head times out.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        let waited = start.elapsed();
+        server.close();
+        assert!(
+            waited >= timeout,
+            "closed after {waited:?}, before the {timeout:?} head timeout"
+        );
+        (bodies, waited)
+    });
+    assert_eq!(bodies, ["3 bytes", "3 bytes"]);
+    assert!(waited < DEADLINE);
+}
+
+/// A tokio-based library: hyper-util's pooled client (a `Send` executor,
+/// tokio's `HttpConnector`) awaited in a oneloop task, against a hyper
+/// server over oneloop on the same loop; the response arrives on the
+/// loop's thread.
+fn hyper_util_client(env: &Env) {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    oneloop_tokio::enable(env.lp()).unwrap();
+    let loop_thread = std::thread::current().id();
+    let bodies = run_task(env, async move {
+        let lp = oneloop::get_running_loop().unwrap();
+        let (server, addr) = hyper_server(&lp, false, Duration::from_secs(5)).await;
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut bodies = Vec::new();
+        // Two requests: the second reuses the pooled connection.
+        for body in ["a", "bcde"] {
+            let req = hyper::Request::post(format!("http://{addr}/"))
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let response = client.request(req).await.unwrap();
+            bodies.push(response.into_body().collect().await.unwrap().to_bytes());
+            assert_eq!(std::thread::current().id(), loop_thread);
+        }
+        drop(client);
+        server.close();
+        bodies
+    });
+    assert_eq!(bodies, ["1 bytes", "4 bytes"]);
+}
+
+/// async-tungstenite over oneloop streams: a WebSocket server and client on
+/// the loop, a text and a binary message echoed, a clean close.
+fn websocket(env: &Env) {
+    use async_tungstenite::tungstenite::Message;
+    use futures::StreamExt;
+    let echoed = run_task(env, async move {
+        let lp = oneloop::get_running_loop().unwrap();
+        let server = lp
+            .start_server(
+                |r, w| async move {
+                    let stream = oneloop::Stream::join(r, w).unwrap();
+                    let mut ws = async_tungstenite::accept_async(stream).await.unwrap();
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if msg.is_text() || msg.is_binary() {
+                            ws.send(msg).await.unwrap();
+                        }
+                    }
+                },
+                "127.0.0.1:0",
+            )
+            .await
+            .unwrap();
+        let addr = server.local_addrs()[0].as_inet().unwrap();
+        let stream = lp.open_stream(addr).await.unwrap();
+        let (mut ws, _) = async_tungstenite::client_async(format!("ws://{addr}/"), stream)
+            .await
+            .unwrap();
+        let mut echoed = Vec::new();
+        for msg in [Message::text("hello"), Message::binary(vec![1, 2, 3])] {
+            ws.send(msg).await.unwrap();
+            echoed.push(ws.next().await.unwrap().unwrap());
+        }
+        ws.close(None).await.unwrap();
+        // The server's close frame answers ours.
+        while let Some(Ok(msg)) = ws.next().await {
+            assert!(msg.is_close(), "{msg:?}");
+        }
+        server.close();
+        echoed
+    });
+    assert_eq!(
+        echoed,
+        [Message::text("hello"), Message::binary(vec![1, 2, 3])]
+    );
 }

@@ -43,7 +43,9 @@ pub struct LoopTimer {
 impl LoopTimer {
     /// A timer on `lp`.
     pub fn new(lp: &Loop) -> LoopTimer {
-        LoopTimer { remote: lp.remote() }
+        LoopTimer {
+            remote: lp.remote(),
+        }
     }
 
     /// A timer on the loop `remote` reaches (from any thread).
@@ -194,11 +196,17 @@ mod tests {
         let mut boxed: Pin<Box<dyn Sleep>> = Box::pin(sleep);
         // A reset re-arms: the first arming's timer is cancelled.
         timer.reset(&mut boxed, deadline_after(Duration::from_secs(7200)));
-        assert!(armed.upgrade().is_none(), "reset left the first loop timer armed");
+        assert!(
+            armed.upgrade().is_none(),
+            "reset left the first loop timer armed"
+        );
         let now = boxed.as_mut().downcast_mut_pin::<LoopSleep>().unwrap();
         let current = Arc::downgrade(&now.shot);
         drop(boxed);
-        assert!(current.upgrade().is_none(), "drop left the loop timer armed");
+        assert!(
+            current.upgrade().is_none(),
+            "drop left the loop timer armed"
+        );
         assert!(shot.upgrade().is_none());
         lp.close().unwrap();
     }

@@ -26,15 +26,25 @@ fn run<T: 'static>(lp: &Loop, body: impl std::future::Future<Output = T> + 'stat
             let _ = remote.stop();
         }
     });
-    let out = lp.run_until_complete(body).expect("watchdog: the test ran past its limit");
+    let out = lp
+        .run_until_complete(body)
+        .expect("watchdog: the test ran past its limit");
     drop(tx);
     watchdog.join().unwrap();
     out
 }
 
 async fn hello(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    Ok(Response::new(Full::new(Bytes::from(format!("hello, {} bytes", body.len())))))
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok(Response::new(Full::new(Bytes::from(format!(
+        "hello, {} bytes",
+        body.len()
+    )))))
 }
 
 /// A hyper server on `lp`: http1 or http2 per connection, with a read
@@ -82,15 +92,35 @@ fn http1_and_http2_servers_and_clients_on_one_thread() {
             let io = HyperIo::new(lp.open_stream(addr).await.unwrap());
             let body = if http2 {
                 let (mut sender, conn) =
-                    hyper::client::conn::http2::handshake(LoopExecutor::new(&lp), io).await.unwrap();
+                    hyper::client::conn::http2::handshake(LoopExecutor::new(&lp), io)
+                        .await
+                        .unwrap();
                 lp.spawn(conn).unwrap();
-                let req = Request::post("/").body(Full::new(Bytes::from("abc"))).unwrap();
-                sender.send_request(req).await.unwrap().into_body().collect().await.unwrap()
+                let req = Request::post("/")
+                    .body(Full::new(Bytes::from("abc")))
+                    .unwrap();
+                sender
+                    .send_request(req)
+                    .await
+                    .unwrap()
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap()
             } else {
                 let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
                 lp.spawn(conn).unwrap();
-                let req = Request::post("/").body(Full::new(Bytes::from("abcd"))).unwrap();
-                sender.send_request(req).await.unwrap().into_body().collect().await.unwrap()
+                let req = Request::post("/")
+                    .body(Full::new(Bytes::from("abcd")))
+                    .unwrap();
+                sender
+                    .send_request(req)
+                    .await
+                    .unwrap()
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap()
             };
             got.push(body.to_bytes());
             server.close();
@@ -111,7 +141,10 @@ fn header_read_timeout_closes_a_connection_whose_head_never_ends() {
         let mut stream = lp.open_stream(addr).await.unwrap();
         use futures::io::{AsyncReadExt, AsyncWriteExt};
         let start = Instant::now();
-        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap(); // no blank line
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap(); // no blank line
         let mut rest = Vec::new();
         let read = stream.read_to_end(&mut rest).await.map(|_| rest);
         server.close();
@@ -120,10 +153,16 @@ fn header_read_timeout_closes_a_connection_whose_head_never_ends() {
     // hyper answers a head timeout by closing (optionally after a 408).
     let read = read.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
     match &read {
-        Ok(text) => assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}"),
+        Ok(text) => assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        ),
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
     }
-    assert!(waited >= timeout, "closed after {waited:?}, before the {timeout:?} timeout");
+    assert!(
+        waited >= timeout,
+        "closed after {waited:?}, before the {timeout:?} timeout"
+    );
     lp.close().unwrap();
 }
 
@@ -137,8 +176,11 @@ fn a_peer_that_resets_mid_body_is_an_error_not_a_panic() {
         let (mut s, _) = listener.accept().unwrap();
         let mut head = [0; 1024];
         let _ = std::io::Read::read(&mut s, &mut head).unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789").unwrap();
-        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+            .unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(s); // RST
     });
     let body = run(&lp, async move {
@@ -146,7 +188,10 @@ fn a_peer_that_resets_mid_body_is_an_error_not_a_panic() {
         let io = HyperIo::new(lp.open_stream(addr).await.unwrap());
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
         let conn = lp.spawn(conn).unwrap();
-        let response = sender.send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+        let response = sender
+            .send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let body = response.into_body().collect().await;
         let _ = conn.await;
@@ -167,17 +212,26 @@ fn the_timer_never_fires_early_and_reset_moves_it_both_ways() {
         let lp = oneloop::get_running_loop().unwrap();
         let start = Instant::now();
         timer.sleep(Duration::from_millis(5)).await;
-        assert!(start.elapsed() >= Duration::from_millis(5), "early: {:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(5),
+            "early: {:?}",
+            start.elapsed()
+        );
         // A long sleep brought forward, a short one pushed back: the loop
         // timer at 20 ms orders them.
         let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         let mut brought_forward = timer.sleep(Duration::from_secs(3600));
-        timer.reset(&mut brought_forward, Instant::now() + Duration::from_millis(2));
+        timer.reset(
+            &mut brought_forward,
+            Instant::now() + Duration::from_millis(2),
+        );
         let mut pushed_back = timer.sleep(Duration::from_millis(1));
         timer.reset(&mut pushed_back, Instant::now() + Duration::from_secs(3600));
         let l = log.clone();
-        lp.call_later(Duration::from_millis(20), move || l.borrow_mut().push("20 ms loop timer"))
-            .unwrap();
+        lp.call_later(Duration::from_millis(20), move || {
+            l.borrow_mut().push("20 ms loop timer")
+        })
+        .unwrap();
         let l = log.clone();
         let forward = lp
             .spawn(async move {
@@ -195,8 +249,7 @@ fn the_timer_never_fires_early_and_reset_moves_it_both_ways() {
         forward.await.unwrap();
         oneloop::sleep(Duration::from_millis(25)).await.unwrap();
         assert!(back.cancel());
-        let order = log.borrow().clone();
-        order
+        log.borrow().clone()
     });
     assert_eq!(order, ["brought forward", "20 ms loop timer"]);
     lp.close().unwrap();
