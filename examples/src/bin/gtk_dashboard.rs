@@ -9,6 +9,11 @@
 //!   started from a GTK button's `clicked` handler,
 //! - lines read from a socket through `add_reader` (a writer thread plays a
 //!   sensor feeding it),
+//! - an HTTP server (hyper over oneloop, `oneloop-hyper`) serving the
+//!   dashboard's own state, and a "Fetch" button that GETs it with
+//!   hyper-util's pooled client, a tokio-based library, through the tokio
+//!   bridge (`oneloop_tokio::enable`): no second runtime, no channel,
+//!   the response lands on the GUI thread where the label is set,
 //! - a host-native GLib heartbeat that shows the UI never froze.
 //!
 //! ```text
@@ -16,21 +21,28 @@
 //! xvfb-run -a cargo run -p oneloop-examples --bin gtk_dashboard -- --self-test [--screenshot docs/gtk-dashboard.png]
 //! ```
 //!
-//! `--self-test` drives the window from a oneloop task (clicks the button,
-//! waits for the clock, the pool result and the socket lines), checks that
+//! `--self-test` drives the window from a oneloop task (clicks the buttons,
+//! waits for the clock, the pool result, the socket lines and the HTTP
+//! round trip), checks that
 //! the widgets show them, optionally renders the window to a PNG, quits, and
 //! exits with status 0 only if every check passed.
 #![forbid(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use gtk::prelude::*;
 use gtk::{gdk, glib};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use oneloop::Loop;
 
 /// The widgets the loop updates, and what the self-test reads back.
@@ -44,6 +56,14 @@ struct Dashboard {
     feed: gtk::Label,
     lines: RefCell<Vec<String>>,
     feed_status: gtk::Label,
+    /// The HTTP server's address and request count.
+    http_server: gtk::Label,
+    served: Cell<u32>,
+    addr: Cell<Option<SocketAddr>>,
+    server: RefCell<Option<oneloop::Server>>,
+    fetch: gtk::Button,
+    http_result: gtk::Label,
+    fetches: Cell<u32>,
     heartbeat: gtk::Label,
     beats: Cell<u32>,
     /// The longest gap between two heartbeats: the UI's worst stall.
@@ -156,7 +176,7 @@ fn build_ui(app: &gtk::Application) -> Rc<Dashboard> {
         .application(app)
         .title("oneloop · GTK dashboard")
         .default_width(560)
-        .default_height(420)
+        .default_height(470)
         .build();
     let grid = gtk::Grid::builder()
         .row_spacing(10)
@@ -189,9 +209,19 @@ fn build_ui(app: &gtk::Application) -> Rc<Dashboard> {
     grid.attach(&feed_status, 1, 4, 1, 1);
     grid.attach(&feed, 1, 5, 1, 1);
 
+    let http_server = value_label("starting…");
+    let fetch = gtk::Button::with_label("Fetch /status with hyper-util (tokio bridge)");
+    fetch.set_sensitive(false);
+    let http_result = value_label("not fetched yet");
+    grid.attach(&heading("HTTP server (hyper over oneloop)"), 0, 6, 1, 1);
+    grid.attach(&http_server, 1, 6, 1, 1);
+    grid.attach(&heading("HTTP client (tokio-based)"), 0, 7, 1, 1);
+    grid.attach(&fetch, 1, 7, 1, 1);
+    grid.attach(&http_result, 1, 8, 1, 1);
+
     let heartbeat = value_label("0 beats");
-    grid.attach(&heading("UI heartbeat (GLib timeout)"), 0, 6, 1, 1);
-    grid.attach(&heartbeat, 1, 6, 1, 1);
+    grid.attach(&heading("UI heartbeat (GLib timeout)"), 0, 9, 1, 1);
+    grid.attach(&heartbeat, 1, 9, 1, 1);
 
     window.set_child(Some(&grid));
     Rc::new(Dashboard {
@@ -204,6 +234,13 @@ fn build_ui(app: &gtk::Application) -> Rc<Dashboard> {
         feed,
         lines: RefCell::new(Vec::new()),
         feed_status,
+        http_server,
+        served: Cell::new(0),
+        addr: Cell::new(None),
+        server: RefCell::new(None),
+        fetch,
+        http_result,
+        fetches: Cell::new(0),
         heartbeat,
         beats: Cell::new(0),
         worst_gap: Cell::new(Duration::ZERO),
@@ -324,6 +361,8 @@ fn start_feeds(lp: &Loop, dash: &Rc<Dashboard>) -> oneloop::Result<()> {
         }
     })?;
 
+    start_http(lp, dash)?;
+
     // A host-native GLib timer: if oneloop hogged the thread, its gaps
     // would show it.
     let d = dash.clone();
@@ -339,6 +378,108 @@ fn start_feeds(lp: &Loop, dash: &Rc<Dashboard>) -> oneloop::Result<()> {
             d.worst_gap.get().as_millis()
         ));
         glib::ControlFlow::Continue
+    });
+    Ok(())
+}
+
+/// What `/status` answers: the dashboard's own state.
+fn status_text(d: &Dashboard) -> String {
+    format!(
+        "{} clock ticks, {} sensor lines, {} pool results, {} heartbeats",
+        d.ticks.get(),
+        d.lines.borrow().len(),
+        d.results.get(),
+        d.beats.get()
+    )
+}
+
+/// An HTTP server on the GUI thread (hyper over oneloop streams), and a
+/// button that fetches from it with hyper-util's pooled client: tokio's
+/// `HttpConnector` and executor, working here because the tokio bridge is
+/// on. Both run in oneloop tasks on GTK's thread and set labels directly.
+fn start_http(lp: &Loop, dash: &Rc<Dashboard>) -> oneloop::Result<()> {
+    oneloop_tokio::enable(lp)?;
+    let d = dash.clone();
+    let timer = oneloop_hyper::LoopTimer::new(lp);
+    let serving = lp.start_server(
+        move |reader, writer| {
+            let io = oneloop_hyper::HyperIo::new(
+                oneloop::Stream::join(reader, writer).expect("one connection's halves"),
+            );
+            let d = d.clone();
+            let service = hyper::service::service_fn(move |_request| {
+                d.served.set(d.served.get() + 1);
+                if let Some(addr) = d.addr.get() {
+                    d.http_server.set_text(&format!(
+                        "serving http://{addr}/status · requests served: {}",
+                        d.served.get()
+                    ));
+                }
+                let body = Full::new(Bytes::from(status_text(&d)));
+                async move { Ok::<_, Infallible>(hyper::Response::new(body)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(timer.clone())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(io, service);
+            async move {
+                let _ = conn.await;
+            }
+        },
+        "127.0.0.1:0",
+    );
+    let d = dash.clone();
+    lp.spawn(async move {
+        match serving.await {
+            Ok(server) => {
+                let addr = server.local_addrs()[0].as_inet();
+                d.addr.set(addr);
+                *d.server.borrow_mut() = Some(server);
+                if let Some(addr) = addr {
+                    d.http_server.set_text(&format!(
+                        "serving http://{addr}/status · requests served: 0"
+                    ));
+                }
+                d.fetch.set_sensitive(true);
+            }
+            Err(e) => d.http_server.set_text(&format!("cannot serve: {e}")),
+        }
+    })?;
+
+    let client: Rc<Client<_, Empty<Bytes>>> =
+        Rc::new(Client::builder(TokioExecutor::new()).build_http());
+    let (lp, d) = (lp.clone(), dash.clone());
+    dash.fetch.connect_clicked(move |button| {
+        let Some(addr) = d.addr.get() else { return };
+        button.set_sensitive(false);
+        d.http_result.set_text("fetching…");
+        let (d2, client) = (d.clone(), client.clone());
+        let started = Instant::now();
+        let fetch = lp.spawn(async move {
+            let text = match client
+                .get(format!("http://{addr}/status").parse().unwrap())
+                .await
+            {
+                Ok(response) => {
+                    let status = response.status();
+                    match response.into_body().collect().await {
+                        Ok(body) => format!(
+                            "{status} in {} ms: {}",
+                            started.elapsed().as_millis(),
+                            String::from_utf8_lossy(&body.to_bytes())
+                        ),
+                        Err(e) => format!("{status}, body failed: {e}"),
+                    }
+                }
+                Err(e) => format!("request failed: {e}"),
+            };
+            d2.http_result.set_text(&text);
+            d2.fetches.set(d2.fetches.get() + 1);
+            d2.fetch.set_sensitive(true);
+        });
+        if let Err(e) = fetch {
+            d.http_result.set_text(&format!("could not start: {e}"));
+        }
     });
     Ok(())
 }
@@ -408,6 +549,19 @@ fn start_self_test(
             .await
                 && d.lines.borrow().len() == 12
                 && d.feed.text().contains("sensor #12"),
+        );
+        check(
+            "HTTP server up",
+            wait_for(|| d.addr.get().is_some(), Duration::from_secs(10)).await,
+        );
+        d.fetch.emit_clicked();
+        check(
+            "HTTP fetched with the tokio-based client, served by hyper over oneloop",
+            wait_for(|| d.fetches.get() == 1, Duration::from_secs(20)).await
+                && d.http_result.text().starts_with("200 OK")
+                && d.http_result.text().contains("sensor lines")
+                && d.served.get() == 1
+                && d.http_server.text().ends_with("requests served: 1"),
         );
         check(
             "clock ticked",
