@@ -21,6 +21,21 @@
 //! # Ok::<(), oneloop::Error>(())
 //! ```
 //!
+//! # The bridge: tokio libraries on any other loop
+//!
+//! On a loop of another host (glib, calloop, async-std, the default loop),
+//! [`enable`] makes tokio's types work inside its tasks and callbacks; see
+//! the [`bridge`] module for how, and what closing the loop stops.
+//!
+//! ```
+//! let lp = oneloop::Loop::new()?; // no tokio in this loop
+//! oneloop_tokio::enable(&lp)?;
+//! let task = lp.spawn(async { tokio::time::sleep(std::time::Duration::from_millis(1)).await })?;
+//! lp.run_until_complete(task)??;
+//! lp.close()?;
+//! # Ok::<(), oneloop::Error>(())
+//! ```
+//!
 //! # Attached: a tokio program runs oneloop
 //!
 //! Inside a running `LocalSet` (or `LocalRuntime`), [`attach`] inserts one
