@@ -49,6 +49,11 @@ pub static GUESTS: &[Guest] = &[
         run: websocket,
     },
     Guest {
+        name: "glib guest: a gio future and a GLib timeout on this loop",
+        needs_host: false,
+        run: glib_guest,
+    },
+    Guest {
         name: "host-native code side by side",
         needs_host: true,
         run: host_native,
@@ -290,8 +295,9 @@ fn hyper_server_and_client(env: &Env) {
         }
         let timeout = Duration::from_millis(30);
         let (server, addr) = hyper_server(&lp, false, timeout).await;
-        let mut stream = lp.open_stream(addr).await.unwrap();
+        // Before connecting: hyper's head timer starts when it accepts.
         let start = Instant::now();
+        let mut stream = lp.open_stream(addr).await.unwrap();
         stream
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
             .await
@@ -385,4 +391,47 @@ fn websocket(env: &Env) {
         echoed,
         [Message::text("hello"), Message::binary(vec![1, 2, 3])]
     );
+}
+
+/// A GLib context as a guest of the loop: a gio future (a file read, which
+/// gio completes through the context) awaited in a oneloop task, and a
+/// GLib timeout source, never early.
+fn glib_guest(env: &Env) {
+    let lp = env.lp().clone();
+    let ctx = glib::MainContext::new();
+    let guest = oneloop_glib::guest(&lp, &ctx).unwrap();
+    let path = std::env::temp_dir().join(format!("oneloop-interop-guest-{}", std::process::id()));
+    let path = path.with_extension(
+        format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_alphanumeric(), ""),
+    );
+    std::fs::write(&path, b"read by gio").unwrap();
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let start = Instant::now();
+    let tx = std::sync::Mutex::new(Some(tx));
+    glib::timeout_source_new(
+        Duration::from_millis(10),
+        None,
+        glib::Priority::DEFAULT,
+        move || {
+            if let Some(tx) = tx.lock().unwrap().take() {
+                let _ = tx.send(start.elapsed());
+            }
+            glib::ControlFlow::Break
+        },
+    )
+    .attach(Some(&ctx));
+    let file_path = path.clone();
+    let (contents, fired_after) = run_task(env, async move {
+        use gio::prelude::FileExtManual;
+        let file = gio::File::for_path(&file_path);
+        let (bytes, _etag) = file.load_contents_future().await.unwrap();
+        (bytes.to_vec(), rx.await.unwrap())
+    });
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(contents, b"read by gio");
+    assert!(
+        fired_after >= Duration::from_millis(10),
+        "the GLib timeout was early: {fired_after:?}"
+    );
+    assert!(guest.detach());
 }

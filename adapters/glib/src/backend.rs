@@ -298,17 +298,7 @@ impl IntoBackend for GlibBuilder {
                 "the main context is owned by another thread; build the loop on the thread that iterates it",
             )
         })?);
-        let key = ctx_key(&self.ctx);
-        {
-            let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
-            if claimed.contains(&key) {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "this main context already has an open oneloop loop (EM-10); close it first",
-                ));
-            }
-            claimed.push(key);
-        }
+        claim(&self.ctx)?;
         let woken = Arc::new(AtomicBool::new(false));
         let source = LoopSource::new(&self.ctx, self.priority, woken.clone(), driver);
         Ok(GlibBackend {
@@ -323,6 +313,32 @@ impl IntoBackend for GlibBuilder {
             claimed: Cell::new(true),
         })
     }
+}
+
+/// Bind `ctx` to one loop or guest (EM-10) until [`release`].
+///
+/// # Errors
+/// [`io::ErrorKind::AlreadyExists`] if it is bound already.
+pub(crate) fn claim(ctx: &MainContext) -> io::Result<()> {
+    let key = ctx_key(ctx);
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    if claimed.contains(&key) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "this main context already has an open oneloop loop or guest (EM-10); close it first",
+        ));
+    }
+    claimed.push(key);
+    Ok(())
+}
+
+/// Undo [`claim`].
+pub(crate) fn release(ctx: &MainContext) {
+    let key = ctx_key(ctx);
+    CLAIMED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&k| k != key);
 }
 
 fn ctx_key(ctx: &MainContext) -> usize {
@@ -362,9 +378,7 @@ impl GlibBackend {
 
     fn release_claim(&self) {
         if self.claimed.replace(false) {
-            let key = ctx_key(&self.ctx);
-            let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
-            claimed.retain(|&k| k != key);
+            release(&self.ctx);
         }
     }
 

@@ -50,16 +50,21 @@
 //! | [`new_loop`] | an owned loop on a fresh context (`run_*` iterate it) |
 //! | [`new_default_loop`] | an owned loop on `MainContext::default()`, so GLib-native code runs beside it |
 //! | [`GlibBackend`] | the backend itself: modes, priorities, the context |
+//! | [`guest`] | the other way round: a GLib context run by a loop of any adapter (gio futures, GLib sources on tokio, calloop, the default loop) |
 //!
-//! All `unsafe` code (the custom `GSource`, through `glib::ffi`) is in one
-//! private module, `source.rs`; every block states why it is sound.
+//! The `unsafe` code is in two private modules, one per place it is
+//! needed: `source.rs` (the custom `GSource`) and `guest.rs` (GLib's
+//! external-poll calls, `g_main_context_query`/`check`, `g_poll`); every
+//! block states why it is sound.
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
+mod guest;
 mod source;
 
 pub use backend::{GlibBackend, GlibBuilder, attach, new_default_loop, new_loop};
+pub use guest::{GuestContext, guest};
 
 /// The workspace README's examples (the core loop and the GTK snippet),
 /// compiled as doctests here, where gtk4 is available, so they cannot drift.

@@ -138,9 +138,10 @@ fn header_read_timeout_closes_a_connection_whose_head_never_ends() {
     let (waited, read) = run(&lp, async move {
         let lp = oneloop::get_running_loop().unwrap();
         let (server, addr) = serve(&lp, false, timeout).await;
-        let mut stream = lp.open_stream(addr).await.unwrap();
         use futures::io::{AsyncReadExt, AsyncWriteExt};
+        // Before connecting: hyper's head timer starts when it accepts.
         let start = Instant::now();
+        let mut stream = lp.open_stream(addr).await.unwrap();
         stream
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
             .await
