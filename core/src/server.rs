@@ -24,6 +24,19 @@ use crate::net::{annotate, would_block};
 use crate::protocol::Protocol;
 use crate::transport::{SocketAddress, StreamInner};
 
+/// Out of fds or kernel memory: accepting again at once would fail again.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(
+            rustix::io::Errno::MFILE
+                | rustix::io::Errno::NFILE
+                | rustix::io::Errno::NOBUFS
+                | rustix::io::Errno::NOMEM
+        )
+    )
+}
+
 /// After EMFILE/ENFILE/ENOBUFS/ENOMEM on accept, stop accepting this long:
 /// the listening fd stays readable, so retrying at once would spin.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -101,6 +114,9 @@ struct ServerInner {
     /// `serve_forever` callers: closed.
     close_waiters: RefCell<Vec<Future<()>>>,
     backoff: RefCell<Option<TimerHandle>>,
+    /// The exception handler was told of the current shortage; it is told
+    /// again only after an accept succeeds (once per pause, not per retry).
+    shortage_reported: Cell<bool>,
 }
 
 /// A listening server: one protocol per accepted connection (TP-09).
@@ -151,14 +167,20 @@ impl fmt::Debug for Server {
 }
 
 impl ServerInner {
+    /// Watch every listener; on failure none stays watched.
     fn start_accepting(self: &Rc<Self>) -> Result<()> {
         self.accepting.set(true);
-        let listeners = self.listeners.borrow();
-        for (i, l) in listeners.iter().enumerate() {
-            let me = self.clone();
-            self.lp.add_reader(l, move || me.on_acceptable(i))?;
+        let added = {
+            let listeners = self.listeners.borrow();
+            listeners.iter().enumerate().try_for_each(|(i, l)| {
+                let me = self.clone();
+                self.lp.add_reader(l, move || me.on_acceptable(i))
+            })
+        };
+        if added.is_err() {
+            self.stop_accepting();
         }
-        Ok(())
+        added
     }
 
     fn stop_accepting(&self) {
@@ -178,19 +200,14 @@ impl ServerInner {
                 }
             };
             match accepted {
-                Ok((sock, _)) => self.serve(sock),
+                Ok((sock, _)) => {
+                    self.shortage_reported.set(false);
+                    self.serve(sock);
+                }
                 Err(e) if would_block(&e) => return,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    let resource = matches!(
-                        rustix::io::Errno::from_io_error(&e),
-                        Some(
-                            rustix::io::Errno::MFILE
-                                | rustix::io::Errno::NFILE
-                                | rustix::io::Errno::NOBUFS
-                                | rustix::io::Errno::NOMEM
-                        )
-                    );
+                    let resource = out_of_resources(&e);
                     let what = if resource {
                         format!(
                             "accept failed; the server stops accepting for {ACCEPT_RETRY_DELAY:?}"
@@ -198,8 +215,11 @@ impl ServerInner {
                     } else {
                         "accept failed".to_string()
                     };
-                    self.lp
-                        .call_exception_handler(ExceptionContext::new(what).with_error(e.into()));
+                    if !(resource && self.shortage_reported.replace(true)) {
+                        self.lp.call_exception_handler(
+                            ExceptionContext::new(what).with_error(e.into()),
+                        );
+                    }
                     if resource {
                         self.back_off();
                     }
@@ -220,9 +240,16 @@ impl ServerInner {
                 && !me.accepting.get()
                 && let Err(e) = me.start_accepting()
             {
-                me.lp.call_exception_handler(
-                    ExceptionContext::new("cannot resume accepting").with_error(e),
-                );
+                // Still out of fds (watching one may need an fd of its own,
+                // as on the tokio adapter): pause again; the handler was
+                // told once, when the pause began.
+                if e.io_error().is_some_and(out_of_resources) {
+                    me.back_off();
+                } else {
+                    me.lp.call_exception_handler(
+                        ExceptionContext::new("cannot resume accepting").with_error(e),
+                    );
+                }
             }
         });
         *self.backoff.borrow_mut() = timer.ok();
@@ -504,6 +531,7 @@ fn serve(
         idle_waiters: RefCell::new(Vec::new()),
         close_waiters: RefCell::new(Vec::new()),
         backoff: RefCell::new(None),
+        shortage_reported: Cell::new(false),
     });
     let server = Server(inner.clone());
     if let Err(e) = inner.start_accepting() {

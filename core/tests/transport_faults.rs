@@ -46,9 +46,9 @@ fn in_child(name: &str) -> bool {
     false
 }
 
-/// EMFILE on accept: the server reports it, stops accepting for a while
-/// (no busy loop: a bounded number of reports), and serves the waiting
-/// connection once fds are free again.
+/// EMFILE on accept: the server reports it once, stops accepting for a
+/// while and retries (no busy loop), and serves the waiting connection once
+/// fds are free again.
 #[test]
 fn emfile_on_accept_backs_off_and_keeps_serving() {
     if !in_child("emfile_on_accept_backs_off_and_keeps_serving") {
@@ -83,12 +83,9 @@ fn emfile_on_accept_backs_off_and_keeps_serving() {
     assert!(!hog.is_empty());
     client.connect(&addr.into()).unwrap(); // completes in the kernel backlog
     run(&lp, LIMIT, oneloop::sleep(Duration::from_millis(350))).unwrap();
+    // Three retries fail in 350 ms: the handler is told once per pause.
     let during = reports.borrow().len();
-    assert!(during >= 1, "the failure was reported");
-    assert!(
-        during <= 10,
-        "{during} reports in 350 ms: the server spins instead of backing off"
-    );
+    assert_eq!(during, 1, "one report per shortage, not per retry");
     assert!(reports.borrow()[0].message().contains("accept"));
     assert!(!server.is_serving(), "backing off");
 

@@ -22,7 +22,7 @@ fn run<T: 'static>(lp: &Loop, body: impl std::future::Future<Output = T> + 'stat
     let remote = lp.remote();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
-        if rx.recv_timeout(LIMIT).is_err() {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(LIMIT) {
             let _ = remote.stop();
         }
     });
