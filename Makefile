@@ -55,7 +55,7 @@ PY_VENV := $(CURDIR)/python/.venv
 .PHONY: python-test
 python-test:
 	@test -x $(PY_VENV)/bin/python || $(PYTHON) -m venv $(PY_VENV)
-	$(PY_VENV)/bin/pip install -q 'maturin>=1.7,<2'
+	$(PY_VENV)/bin/pip install -q 'maturin>=1.7,<2' -r python/tests/requirements.txt
 	cd python && PYO3_PYTHON=$(PY_VENV)/bin/python CARGO_TARGET_DIR=$(CURDIR)/python/target \
 		$(CARGO) test -j2
 	cd python && VIRTUAL_ENV=$(PY_VENV) CARGO_TARGET_DIR=$(CURDIR)/python/target \
