@@ -1,6 +1,6 @@
 //! [`RustLoop`]: a oneloop [`Loop`] as the Python package sees it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -13,9 +13,10 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::clock::Clock;
-use crate::errors::{Escape, escape, to_py};
+use crate::errors::{Escape, Escapes, escape, to_py};
 use crate::hosts;
 use crate::thread_bound::ThreadBound;
 
@@ -41,14 +42,24 @@ const WRITE: usize = 1;
 /// threadsafe handles wait here, and the loop thread moves them into the
 /// ready queue before each `call_soon` of its own, or when the drain posted
 /// through oneloop's inbox (which also wakes the loop) runs first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inbox {
     queue: Mutex<VecDeque<Py<PyAny>>>,
     /// `queue` is non-empty: lets `call_soon` skip the lock.
     pending: AtomicBool,
+    /// The loop's mode, for the handles run from here.
+    escapes: Escapes,
 }
 
 impl Inbox {
+    fn new(escapes: Escapes) -> Inbox {
+        Inbox {
+            queue: Mutex::default(),
+            pending: AtomicBool::new(false),
+            escapes,
+        }
+    }
+
     fn take(&self) -> VecDeque<Py<PyAny>> {
         if !self.pending.load(Ordering::Acquire) {
             return VecDeque::new();
@@ -75,7 +86,7 @@ fn drain_inbox(inbox: &Arc<Inbox>, remote: &RemoteLoop) {
         remote,
     };
     while let Some(h) = guard.rest.pop_front() {
-        run_handle(h);
+        run_handle(h, inbox.escapes);
     }
 }
 
@@ -113,6 +124,7 @@ impl Drop for Requeue<'_> {
 #[pyclass(module = "oneloop._oneloop")]
 pub struct RustLoop {
     host: String,
+    escapes: Escapes,
     backend: String,
     clock: Clock,
     inbox: Arc<Inbox>,
@@ -193,20 +205,88 @@ impl Remote {
     }
 }
 
+thread_local! {
+    /// How many asyncio callbacks are running on this thread right now:
+    /// `close()` of an attached loop is refused inside one (asyncio cannot
+    /// close a running loop either; oneloop refuses too, LC-10).
+    static IN_CALLBACK: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts one running callback in [`IN_CALLBACK`], also across an unwind.
+struct InCallback;
+
+impl InCallback {
+    fn enter() -> InCallback {
+        IN_CALLBACK.with(|n| n.set(n.get() + 1));
+        InCallback
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|n| n.set(n.get() - 1));
+    }
+}
+
+/// What `Handle._run()` let through (a `BaseException`): leave the run, or
+/// on an attached loop hand it to asyncio's exception handler.
+fn on_escape(
+    py: Python<'_>,
+    handle: &Bound<'_, PyAny>,
+    err: PyErr,
+    escapes: Escapes,
+) -> Option<PyErr> {
+    match escapes {
+        Escapes::Propagate => Some(err),
+        Escapes::Report => {
+            report_escape(py, handle, err);
+            None
+        }
+    }
+}
+
+/// An attached loop's `BaseException`: to the handle's loop's
+/// `call_exception_handler`, with asyncio's context keys.
+fn report_escape(py: Python<'_>, handle: &Bound<'_, PyAny>, err: PyErr) {
+    let reported = (|| -> PyResult<()> {
+        let ctx = PyDict::new(py);
+        let name = err.get_type(py).name()?;
+        ctx.set_item(
+            "message",
+            format!(
+                "{name} in a callback of an attached loop: the host loop runs it, \
+                 so the exception cannot leave a run of ours"
+            ),
+        )?;
+        ctx.set_item("exception", err.value(py))?;
+        ctx.set_item("handle", handle)?;
+        handle
+            .getattr(intern!(py, "_loop"))?
+            .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        Ok(())
+    })();
+    if let Err(e) = reported {
+        e.write_unraisable(py, Some(handle));
+    }
+}
+
 /// Run an asyncio `Handle` unless it was cancelled.
 ///
 /// `Handle._run()` reports an `Exception` to the loop's exception handler
 /// itself, with asyncio's context (`message`, `exception`, `handle`); what
-/// it lets through leaves the run (see [`Escape`]).
-fn run_handle(handle: Py<PyAny>) {
+/// it lets through leaves the run (see [`Escape`]) or, on an attached
+/// loop, is reported too ([`Escapes`]).
+fn run_handle(handle: Py<PyAny>, escapes: Escapes) {
     let failed = Python::attach(move |py| {
         let h = handle.bind(py);
         if is_cancelled(py, h) {
             return None;
         }
+        let _in = InCallback::enter();
         let err = h.call_method0(intern!(py, "_run")).err();
+        let out = err.and_then(|e| on_escape(py, h, e, escapes));
         drop(handle);
-        err
+        out
     });
     if let Some(err) = failed {
         escape(err);
@@ -215,13 +295,13 @@ fn run_handle(handle: Py<PyAny>) {
 
 /// Run an asyncio `TimerHandle`: as [`run_handle`], and first let go of the
 /// handle's `Timer`, so that it is freed here, on the loop's thread.
-fn run_timer(handle: Py<PyAny>) {
+fn run_timer(handle: Py<PyAny>, escapes: Escapes) {
     Python::attach(|py| {
         let _ = handle
             .bind(py)
             .setattr(intern!(py, "_oneloop_timer"), py.None());
     });
-    run_handle(handle);
+    run_handle(handle, escapes);
 }
 
 fn is_cancelled(py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
@@ -237,6 +317,7 @@ fn fd_ready(
     owner: &Weak<RefCell<Option<Py<PyAny>>>>,
     fd: RawFd,
     dir: usize,
+    escapes: Escapes,
 ) {
     let failed = Python::attach(|py| {
         let fds = fds.upgrade()?;
@@ -256,7 +337,9 @@ fn fd_ready(
             };
             return lp.call_method1(method, (fd,)).err();
         }
-        h.call_method0(intern!(py, "_run")).err()
+        let _in = InCallback::enter();
+        let err = h.call_method0(intern!(py, "_run")).err();
+        err.and_then(|e| on_escape(py, h, e, escapes))
     });
     if let Some(err) = failed {
         escape(err);
@@ -307,11 +390,25 @@ impl RustLoop {
 
 #[pymethods]
 impl RustLoop {
-    /// A new owned loop on `host` (see `oneloop.HOSTS`).
+    /// A new loop on `host` (see `oneloop.HOSTS`): owned, or with
+    /// `attach=True` attached to the host loop this thread already runs
+    /// (glib only: `GLib.MainContext.default()`).
     #[new]
-    fn new(py: Python<'_>, host: &str) -> PyResult<RustLoop> {
-        let lp = match hosts::new_loop(host) {
+    #[pyo3(signature = (host, attach = false))]
+    fn new(py: Python<'_>, host: &str, attach: bool) -> PyResult<RustLoop> {
+        let made = if attach {
+            hosts::attach_loop(host)
+        } else {
+            hosts::new_loop(host)
+        };
+        let lp = match made {
             Some(lp) => lp.map_err(to_py)?,
+            None if attach && hosts::available().contains(&host) => {
+                return Err(PyValueError::new_err(format!(
+                    "attach=True is for host=\"glib\" (the GLib main context a PyGObject \
+                     app runs); a {host} loop is attached by the Rust program that runs it"
+                )));
+            }
             None => {
                 return Err(PyValueError::new_err(format!(
                     "unknown oneloop host {host:?}; this build has {:?}",
@@ -320,8 +417,14 @@ impl RustLoop {
             }
         };
         // SystemExit and KeyboardInterrupt end the run after their callback,
-        // the rest of the batch kept (asyncio's rule, oneloop's ER-04).
+        // the rest of the batch kept (asyncio's rule, oneloop's ER-04). An
+        // attached loop has no run: they are reported instead (`Escapes`).
         lp.set_panic_policy(PanicPolicy::Propagate);
+        let escapes = if lp.is_attached() {
+            Escapes::Report
+        } else {
+            Escapes::Propagate
+        };
         let secs: f64 = py
             .import(intern!(py, "time"))?
             .getattr(intern!(py, "monotonic"))?
@@ -330,9 +433,10 @@ impl RustLoop {
         let clock = Clock::new(lp.time(), secs);
         Ok(RustLoop {
             host: host.to_owned(),
+            escapes,
             backend: lp.backend_name().to_owned(),
             clock,
-            inbox: Arc::default(),
+            inbox: Arc::new(Inbox::new(escapes)),
             state: ThreadBound::new(RefCell::new(Some(State {
                 lp,
                 fds: Rc::default(),
@@ -353,6 +457,19 @@ impl RustLoop {
     #[getter]
     fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Whether the loop is attached to a host loop that runs it.
+    #[getter]
+    fn attached(&self) -> bool {
+        self.escapes == Escapes::Report
+    }
+
+    /// Whether an asyncio callback is running on this thread (an attached
+    /// loop cannot be closed from one).
+    #[staticmethod]
+    fn in_callback() -> bool {
+        IN_CALLBACK.with(Cell::get) > 0
     }
 
     /// oneloop's name for the backend (`"native"`, `"tokio"`, …).
@@ -383,20 +500,22 @@ impl RustLoop {
     /// Queue the asyncio `handle` (FIFO, next iteration), after the
     /// threadsafe handles that were queued before this call.
     fn call_soon(&self, handle: Py<PyAny>) -> PyResult<()> {
+        let escapes = self.escapes;
         self.with(|s| {
             for earlier in self.inbox.take() {
-                s.lp.call_soon_detached(move || run_handle(earlier))
+                s.lp.call_soon_detached(move || run_handle(earlier, escapes))
                     .map_err(to_py)?;
             }
-            s.lp.call_soon_detached(move || run_handle(handle))
+            s.lp.call_soon_detached(move || run_handle(handle, escapes))
                 .map_err(to_py)
         })
     }
 
     /// Run the asyncio `TimerHandle` at `when` (asyncio seconds), never earlier.
     fn call_at(&self, when: f64, handle: Py<PyAny>) -> PyResult<Timer> {
+        let escapes = self.escapes;
         self.with(|s| {
-            s.lp.call_at(self.clock.instant(when), move || run_timer(handle))
+            s.lp.call_at(self.clock.instant(when), move || run_timer(handle, escapes))
                 .map(|t| Timer(ThreadBound::new(t)))
                 .map_err(to_py)
         })
@@ -405,12 +524,12 @@ impl RustLoop {
     /// Run the asyncio `handle` whenever `fd` is readable (level-triggered),
     /// replacing a previous reader of `fd`.
     fn add_reader(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
-        self.with(|s| s.add_fd(fd, READ, handle))
+        self.with(|s| s.add_fd(fd, READ, handle, self.escapes))
     }
 
     /// Run the asyncio `handle` whenever `fd` is writable.
     fn add_writer(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
-        self.with(|s| s.add_fd(fd, WRITE, handle))
+        self.with(|s| s.add_fd(fd, WRITE, handle, self.escapes))
     }
 
     /// Stop watching `fd` for reading; whether a reader was registered.
@@ -551,14 +670,14 @@ impl RustLoop {
 }
 
 impl State {
-    fn add_fd(&self, fd: RawFd, dir: usize, handle: Py<PyAny>) -> PyResult<()> {
+    fn add_fd(&self, fd: RawFd, dir: usize, handle: Py<PyAny>, escapes: Escapes) -> PyResult<()> {
         let bfd = borrow_fd(fd)?;
         let old = {
             let mut fds = self.fds.borrow_mut();
             fds.entry(fd).or_default()[dir].replace(handle)
         };
         let (slots, owner) = (Rc::downgrade(&self.fds), Rc::downgrade(&self.owner));
-        let cb = move || fd_ready(&slots, &owner, fd, dir);
+        let cb = move || fd_ready(&slots, &owner, fd, dir, escapes);
         let added = if dir == READ {
             self.lp.add_reader(bfd, cb)
         } else {
