@@ -18,6 +18,7 @@ use pyo3::types::PyDict;
 use crate::clock::Clock;
 use crate::errors::{Escape, Escapes, escape, to_py};
 use crate::hosts;
+use crate::pending::Pending;
 use crate::thread_bound::ThreadBound;
 
 /// The asyncio handles of the fd callbacks, by fd: `[reader, writer]`.
@@ -27,7 +28,43 @@ use crate::thread_bound::ThreadBound;
 /// usually leads back to the loop (the self-pipe reader is a bound method of
 /// it), and a reference the collector cannot see would keep an unclosed
 /// loop alive forever.
-type FdSlots = HashMap<RawFd, [Option<Py<PyAny>>; 2]>;
+type FdSlots = HashMap<RawFd, FdSlot>;
+
+/// One watched fd number: its handles, and which open file it was when
+/// they were added.
+#[derive(Default)]
+struct FdSlot {
+    handles: [Option<Py<PyAny>>; 2],
+    /// `(st_dev, st_ino)` at the first add: epoll watches an open file, but
+    /// GLib polls a number and tokio watches a duplicate, so a number closed
+    /// and reused behind the loop's back is only noticed by comparing this.
+    file: Option<FileId>,
+}
+
+impl FdSlot {
+    fn is_empty(&self) -> bool {
+        self.handles.iter().all(Option::is_none)
+    }
+}
+
+/// Which open file an fd number refers to.
+type FileId = (u64, u64);
+
+/// The file `fd` refers to now, or `None` if it is not open.
+fn file_id(fd: RawFd) -> Option<FileId> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `stat` into the buffer we pass, which is
+    // valid for writes of its size; on failure (EBADF) it writes nothing
+    // and we do not read it.
+    let rc = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it initialised the buffer.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ by target
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
 
 const READ: usize = 0;
 const WRITE: usize = 1;
@@ -136,6 +173,8 @@ pub struct RustLoop {
 struct State {
     lp: Loop,
     fds: Rc<RefCell<FdSlots>>,
+    /// The handles of queued callbacks and timers (see `pending`).
+    pending: Rc<Pending>,
     /// A `weakref.ref` to the Python loop, to tell it about a cancelled fd
     /// handle (as asyncio's `_process_events` does) without a cycle.
     owner: Rc<RefCell<Option<Py<PyAny>>>>,
@@ -312,6 +351,14 @@ fn is_cancelled(py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
 
 /// An fd is ready: run its current handle, or drop a cancelled one from the
 /// Python loop's selector as asyncio's `_process_events` does.
+///
+/// An fd that was closed behind the loop's back (not open any more, or its
+/// number now another file) is unwatched here, its handle not run, as epoll
+/// forgets a closed file for asyncio's own loop. GLib polls the number (a
+/// closed one is `POLLNVAL` on every iteration; a reused one is whatever the
+/// new file is, often always writable) and tokio watches its duplicate of
+/// the old file, so without this check the loop can call a stale handle in
+/// a busy loop. The check is one `fstat` per ready event.
 fn fd_ready(
     fds: &Weak<RefCell<FdSlots>>,
     owner: &Weak<RefCell<Option<Py<PyAny>>>>,
@@ -321,10 +368,14 @@ fn fd_ready(
 ) {
     let failed = Python::attach(|py| {
         let fds = fds.upgrade()?;
-        let handle = fds.borrow().get(&fd)?[dir].as_ref()?.clone_ref(py);
+        let (handle, file) = {
+            let fds = fds.borrow();
+            let slot = fds.get(&fd)?;
+            (slot.handles[dir].as_ref()?.clone_ref(py), slot.file)
+        };
         drop(fds);
         let h = handle.bind(py);
-        if is_cancelled(py, h) {
+        if is_cancelled(py, h) || file_id(fd) != file {
             let owner = owner.upgrade()?;
             let lp = owner.borrow().as_ref()?.bind(py).call0().ok()?;
             if lp.is_none() {
@@ -440,6 +491,7 @@ impl RustLoop {
             state: ThreadBound::new(RefCell::new(Some(State {
                 lp,
                 fds: Rc::default(),
+                pending: Rc::default(),
                 owner: Rc::default(),
             }))),
         })
@@ -502,12 +554,16 @@ impl RustLoop {
     fn call_soon(&self, handle: Py<PyAny>) -> PyResult<()> {
         let escapes = self.escapes;
         self.with(|s| {
-            for earlier in self.inbox.take() {
-                s.lp.call_soon_detached(move || run_handle(earlier, escapes))
-                    .map_err(to_py)?;
+            for earlier in self.inbox.take().into_iter().chain([handle]) {
+                let queued = s.pending.park(earlier);
+                s.lp.call_soon_detached(move || {
+                    if let Some(h) = queued.take() {
+                        run_handle(h, escapes);
+                    }
+                })
+                .map_err(to_py)?;
             }
-            s.lp.call_soon_detached(move || run_handle(handle, escapes))
-                .map_err(to_py)
+            Ok(())
         })
     }
 
@@ -515,9 +571,14 @@ impl RustLoop {
     fn call_at(&self, when: f64, handle: Py<PyAny>) -> PyResult<Timer> {
         let escapes = self.escapes;
         self.with(|s| {
-            s.lp.call_at(self.clock.instant(when), move || run_timer(handle, escapes))
-                .map(|t| Timer(ThreadBound::new(t)))
-                .map_err(to_py)
+            let queued = s.pending.park(handle);
+            s.lp.call_at(self.clock.instant(when), move || {
+                if let Some(h) = queued.take() {
+                    run_timer(h, escapes);
+                }
+            })
+            .map(|t| Timer(ThreadBound::new(t)))
+            .map_err(to_py)
         })
     }
 
@@ -641,9 +702,12 @@ impl RustLoop {
         if let Some(state) = state.as_ref()
             && let Ok(fds) = state.fds.try_borrow()
         {
-            for h in fds.values().flatten().flatten() {
+            for h in fds.values().flat_map(|s| s.handles.iter().flatten()) {
                 visit.call(h)?;
             }
+        }
+        if let Some(state) = state.as_ref() {
+            state.pending.traverse(&visit)?;
         }
         Ok(())
     }
@@ -666,15 +730,34 @@ impl RustLoop {
         }
         let slots = std::mem::take(&mut *state.fds.borrow_mut());
         drop(slots);
+        state.pending.clear();
     }
 }
 
 impl State {
     fn add_fd(&self, fd: RawFd, dir: usize, handle: Py<PyAny>, escapes: Escapes) -> PyResult<()> {
         let bfd = borrow_fd(fd)?;
+        let file = file_id(fd);
+        // The number is watched, but for another file: that one was closed
+        // behind the loop's back and the number reused. Its watch goes first
+        // (tokio would go on watching its duplicate of the old file).
+        let stale = {
+            let mut fds = self.fds.borrow_mut();
+            match fds.get(&fd) {
+                Some(slot) if slot.file != file => fds.remove(&fd),
+                _ => None,
+            }
+        };
+        if let Some(stale) = stale {
+            self.lp.remove_reader(bfd);
+            self.lp.remove_writer(bfd);
+            drop(stale);
+        }
         let old = {
             let mut fds = self.fds.borrow_mut();
-            fds.entry(fd).or_default()[dir].replace(handle)
+            let slot = fds.entry(fd).or_default();
+            slot.file = file;
+            slot.handles[dir].replace(handle)
         };
         let (slots, owner) = (Rc::downgrade(&self.fds), Rc::downgrade(&self.owner));
         let cb = move || fd_ready(&slots, &owner, fd, dir, escapes);
@@ -688,8 +771,8 @@ impl State {
                 let mut fds = self.fds.borrow_mut();
                 let mut new = None;
                 if let Some(slot) = fds.get_mut(&fd) {
-                    new = std::mem::replace(&mut slot[dir], old);
-                    if slot.iter().all(Option::is_none) {
+                    new = std::mem::replace(&mut slot.handles[dir], old);
+                    if slot.is_empty() {
                         fds.remove(&fd);
                     }
                 }
@@ -707,8 +790,8 @@ impl State {
         let bfd = borrow_fd(fd)?;
         let old = {
             let mut fds = self.fds.borrow_mut();
-            let old = fds.get_mut(&fd).and_then(|slot| slot[dir].take());
-            if fds.get(&fd).is_some_and(|s| s.iter().all(Option::is_none)) {
+            let old = fds.get_mut(&fd).and_then(|slot| slot.handles[dir].take());
+            if fds.get(&fd).is_some_and(FdSlot::is_empty) {
                 fds.remove(&fd);
             }
             old
