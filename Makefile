@@ -49,15 +49,18 @@ bench: deps
 	$(CARGO) bench -p oneloop-bench
 
 # The Python package (python/, its own cargo workspace): build the abi3 wheel
-# with maturin into python/.venv (PyPI and crates.io only), install it, and
-# run CPython's asyncio loop suites plus our own tests on every host.
+# with maturin into python/.venv (PyPI and crates.io only; Debian -dev
+# packages for PyGObject's build), install it with the test requirements
+# (aiohttp, websockets, PyGObject), and run CPython's asyncio loop suites,
+# real programs and our own tests on every host.
 PYTHON ?= python3
 PY_VENV := $(CURDIR)/python/.venv
 
 .PHONY: python-test
 python-test:
+	@python/system-deps.sh
 	@test -x $(PY_VENV)/bin/python || $(PYTHON) -m venv $(PY_VENV)
-	$(PY_VENV)/bin/pip install -q 'maturin>=1.7,<2'
+	$(PY_VENV)/bin/pip install -q 'maturin>=1.7,<2' -r python/tests/requirements.txt
 	cd python && PYO3_PYTHON=$(PY_VENV)/bin/python CARGO_TARGET_DIR=$(CURDIR)/python/target \
 		$(CARGO) test -j2
 	cd python && VIRTUAL_ENV=$(PY_VENV) CARGO_TARGET_DIR=$(CURDIR)/python/target \

@@ -117,19 +117,60 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
     the thread that created it: oneloop loops are single-threaded by type,
     so methods other than ``call_soon_threadsafe`` raise ``RuntimeError``
     from another thread (asyncio raises it only in debug mode).
+
+    ``attach=True`` (``host="glib"`` only) makes an **attached** loop: it
+    lives inside ``GLib.MainContext.default()``, which the application
+    iterates itself (``GLib.MainLoop().run()``, ``Gtk.Application.run()``).
+    Such a loop is running from creation until ``close()``, as oneloop's
+    attached loops are: ``asyncio.get_running_loop()`` returns it on this
+    thread, tasks made with ``create_task`` run whenever GLib iterates, and
+    ``run_forever``/``run_until_complete`` raise ``RuntimeError`` (the host
+    runs it). ``stop()`` does nothing (there is no run of ours to end); a
+    ``KeyboardInterrupt``/``SystemExit`` out of a callback goes to the
+    exception handler, since it cannot unwind through GLib. Close it, from
+    outside its callbacks, after the host loop returned.
     """
 
     # Until BaseEventLoop.__init__ runs: a constructor that failed (an
     # unknown host) leaves a loop that __del__ must see as closed.
     _closed = True
+    _attached_state = None
 
-    def __init__(self, host="default"):
+    def __init__(self, host="default", *, attach=False):
         self._owner_ident = threading.get_ident()
-        self._rust = _oneloop.RustLoop(host)
+        if attach and events._get_running_loop() is not None:
+            raise RuntimeError("Cannot attach a loop while another loop is running on this thread")
+        self._rust = _oneloop.RustLoop(host, attach)
         self._rust_remote = self._rust.remote()
         super().__init__(_OneloopSelector(self._rust))
         self._rust.set_owner(weakref.ref(self))
         self._clock_resolution = max(self._clock_resolution, self._rust.clock_resolution())
+        if self._rust.attached:
+            self._enter_attached()
+
+    @property
+    def attached(self):
+        """Whether the loop is attached to a host loop the application runs."""
+        return self._rust.attached
+
+    def _enter_attached(self):
+        # What run_forever sets up for its run, for the loop's whole life.
+        self._attached_state = sys.get_asyncgen_hooks()
+        self._set_coroutine_origin_tracking(self._debug)
+        self._thread_id = threading.get_ident()
+        sys.set_asyncgen_hooks(
+            firstiter=self._asyncgen_firstiter_hook,
+            finalizer=self._asyncgen_finalizer_hook,
+        )
+        events._set_running_loop(self)
+
+    def _leave_attached(self):
+        old_agen_hooks, self._attached_state = self._attached_state, None
+        self._thread_id = None
+        if events._get_running_loop() is self:
+            events._set_running_loop(None)
+        self._set_coroutine_origin_tracking(False)
+        sys.set_asyncgen_hooks(*old_agen_hooks)
 
     @property
     def host(self):
@@ -273,6 +314,8 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
             pass
 
     def stop(self):
+        if self._attached_state is not None:
+            return
         if threading.get_ident() == self._owner_ident:
             self._rust.stop()
         else:
@@ -280,6 +323,14 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
             self._rust_remote.stop()
 
     def close(self):
+        if self._attached_state is not None and not self.is_closed():
+            self._check_owner()
+            if _oneloop.RustLoop.in_callback():
+                raise RuntimeError(
+                    "Cannot close an attached event loop from its own callbacks; "
+                    "close it after the host loop returned"
+                )
+            self._leave_attached()
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
@@ -300,9 +351,13 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
         return OneloopEventLoop(self._host)
 
 
-def new_event_loop(host="default"):
-    """A new ``OneloopEventLoop`` on ``host`` (one of ``oneloop.HOSTS``)."""
-    return OneloopEventLoop(host)
+def new_event_loop(host="default", *, attach=False):
+    """A new ``OneloopEventLoop`` on ``host`` (one of ``oneloop.HOSTS``).
+
+    ``attach=True`` (glib only): attached to ``GLib.MainContext.default()``,
+    which the application runs (see ``OneloopEventLoop``).
+    """
+    return OneloopEventLoop(host, attach=attach)
 
 
 def run(main, *, host="default", debug=None):

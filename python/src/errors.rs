@@ -34,3 +34,14 @@ pub(crate) struct Escape(pub(crate) PyErr);
 pub(crate) fn escape(err: PyErr) -> ! {
     std::panic::resume_unwind(Box::new(Escape(err)))
 }
+
+/// What a `BaseException` out of a callback does, by the loop's mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Escapes {
+    /// Owned loop: it leaves `run_forever` (see [`Escape`]).
+    Propagate,
+    /// Attached loop: there is no run of ours to leave (the host's loop,
+    /// GLib's, is on the stack, and nothing may unwind into C), so it goes
+    /// to asyncio's exception handler, with the exception.
+    Report,
+}

@@ -1,4 +1,5 @@
-//! Host names to new owned oneloop loops.
+//! Host names to new oneloop loops: owned, or attached to a host loop the
+//! process already runs.
 
 use oneloop::Loop;
 
@@ -38,4 +39,19 @@ pub(crate) fn new_loop(host: &str) -> Option<oneloop::Result<Loop>> {
             .and_then(Loop::with_backend),
         _ => return None,
     })
+}
+
+/// A loop attached to the host loop this process already runs on this
+/// thread: for `"glib"`, `GLib.MainContext.default()`, the context that
+/// PyGObject's `GLib.MainLoop().run()` and `Gtk.Application.run()` iterate
+/// (PyGObject and this module share one libglib, so one default context).
+///
+/// `None` for a host that has nothing to attach to from Python: tokio,
+/// calloop and async-io loops are made by the Rust program that runs them.
+pub(crate) fn attach_loop(host: &str) -> Option<oneloop::Result<Loop>> {
+    match host {
+        #[cfg(feature = "glib")]
+        "glib" => Some(oneloop_glib::attach(&glib::MainContext::default())),
+        _ => None,
+    }
 }

@@ -13,12 +13,14 @@
 //! | [`Remote`] | the thread-safe half: `call_soon_threadsafe` from any thread |
 //! | `hosts` | host name (`"default"`, `"tokio"`, …) to a new owned loop |
 //! | `clock` | asyncio's float seconds to and from the loop's `Instant`s |
+//! | `pending` | the queued asyncio handles, visible to Python's collector |
 //! | `thread_bound` | `!Send` state in objects any thread may free |
 //! | `errors` | oneloop errors as Python exceptions; `BaseException` escaping a run |
 
 mod clock;
 mod errors;
 mod hosts;
+mod pending;
 mod rust_loop;
 mod thread_bound;
 

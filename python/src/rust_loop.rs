@@ -1,6 +1,6 @@
 //! [`RustLoop`]: a oneloop [`Loop`] as the Python package sees it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -13,10 +13,12 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::clock::Clock;
-use crate::errors::{Escape, escape, to_py};
+use crate::errors::{Escape, Escapes, escape, to_py};
 use crate::hosts;
+use crate::pending::Pending;
 use crate::thread_bound::ThreadBound;
 
 /// The asyncio handles of the fd callbacks, by fd: `[reader, writer]`.
@@ -26,7 +28,43 @@ use crate::thread_bound::ThreadBound;
 /// usually leads back to the loop (the self-pipe reader is a bound method of
 /// it), and a reference the collector cannot see would keep an unclosed
 /// loop alive forever.
-type FdSlots = HashMap<RawFd, [Option<Py<PyAny>>; 2]>;
+type FdSlots = HashMap<RawFd, FdSlot>;
+
+/// One watched fd number: its handles, and which open file it was when
+/// they were added.
+#[derive(Default)]
+struct FdSlot {
+    handles: [Option<Py<PyAny>>; 2],
+    /// `(st_dev, st_ino)` at the first add: epoll watches an open file, but
+    /// GLib polls a number and tokio watches a duplicate, so a number closed
+    /// and reused behind the loop's back is only noticed by comparing this.
+    file: Option<FileId>,
+}
+
+impl FdSlot {
+    fn is_empty(&self) -> bool {
+        self.handles.iter().all(Option::is_none)
+    }
+}
+
+/// Which open file an fd number refers to.
+type FileId = (u64, u64);
+
+/// The file `fd` refers to now, or `None` if it is not open.
+fn file_id(fd: RawFd) -> Option<FileId> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `stat` into the buffer we pass, which is
+    // valid for writes of its size; on failure (EBADF) it writes nothing
+    // and we do not read it.
+    let rc = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it initialised the buffer.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ by target
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
 
 const READ: usize = 0;
 const WRITE: usize = 1;
@@ -41,14 +79,24 @@ const WRITE: usize = 1;
 /// threadsafe handles wait here, and the loop thread moves them into the
 /// ready queue before each `call_soon` of its own, or when the drain posted
 /// through oneloop's inbox (which also wakes the loop) runs first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inbox {
     queue: Mutex<VecDeque<Py<PyAny>>>,
     /// `queue` is non-empty: lets `call_soon` skip the lock.
     pending: AtomicBool,
+    /// The loop's mode, for the handles run from here.
+    escapes: Escapes,
 }
 
 impl Inbox {
+    fn new(escapes: Escapes) -> Inbox {
+        Inbox {
+            queue: Mutex::default(),
+            pending: AtomicBool::new(false),
+            escapes,
+        }
+    }
+
     fn take(&self) -> VecDeque<Py<PyAny>> {
         if !self.pending.load(Ordering::Acquire) {
             return VecDeque::new();
@@ -75,7 +123,7 @@ fn drain_inbox(inbox: &Arc<Inbox>, remote: &RemoteLoop) {
         remote,
     };
     while let Some(h) = guard.rest.pop_front() {
-        run_handle(h);
+        run_handle(h, inbox.escapes);
     }
 }
 
@@ -113,6 +161,7 @@ impl Drop for Requeue<'_> {
 #[pyclass(module = "oneloop._oneloop")]
 pub struct RustLoop {
     host: String,
+    escapes: Escapes,
     backend: String,
     clock: Clock,
     inbox: Arc<Inbox>,
@@ -124,6 +173,8 @@ pub struct RustLoop {
 struct State {
     lp: Loop,
     fds: Rc<RefCell<FdSlots>>,
+    /// The handles of queued callbacks and timers (see `pending`).
+    pending: Rc<Pending>,
     /// A `weakref.ref` to the Python loop, to tell it about a cancelled fd
     /// handle (as asyncio's `_process_events` does) without a cycle.
     owner: Rc<RefCell<Option<Py<PyAny>>>>,
@@ -193,20 +244,88 @@ impl Remote {
     }
 }
 
+thread_local! {
+    /// How many asyncio callbacks are running on this thread right now:
+    /// `close()` of an attached loop is refused inside one (asyncio cannot
+    /// close a running loop either; oneloop refuses too, LC-10).
+    static IN_CALLBACK: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts one running callback in [`IN_CALLBACK`], also across an unwind.
+struct InCallback;
+
+impl InCallback {
+    fn enter() -> InCallback {
+        IN_CALLBACK.with(|n| n.set(n.get() + 1));
+        InCallback
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|n| n.set(n.get() - 1));
+    }
+}
+
+/// What `Handle._run()` let through (a `BaseException`): leave the run, or
+/// on an attached loop hand it to asyncio's exception handler.
+fn on_escape(
+    py: Python<'_>,
+    handle: &Bound<'_, PyAny>,
+    err: PyErr,
+    escapes: Escapes,
+) -> Option<PyErr> {
+    match escapes {
+        Escapes::Propagate => Some(err),
+        Escapes::Report => {
+            report_escape(py, handle, err);
+            None
+        }
+    }
+}
+
+/// An attached loop's `BaseException`: to the handle's loop's
+/// `call_exception_handler`, with asyncio's context keys.
+fn report_escape(py: Python<'_>, handle: &Bound<'_, PyAny>, err: PyErr) {
+    let reported = (|| -> PyResult<()> {
+        let ctx = PyDict::new(py);
+        let name = err.get_type(py).name()?;
+        ctx.set_item(
+            "message",
+            format!(
+                "{name} in a callback of an attached loop: the host loop runs it, \
+                 so the exception cannot leave a run of ours"
+            ),
+        )?;
+        ctx.set_item("exception", err.value(py))?;
+        ctx.set_item("handle", handle)?;
+        handle
+            .getattr(intern!(py, "_loop"))?
+            .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        Ok(())
+    })();
+    if let Err(e) = reported {
+        e.write_unraisable(py, Some(handle));
+    }
+}
+
 /// Run an asyncio `Handle` unless it was cancelled.
 ///
 /// `Handle._run()` reports an `Exception` to the loop's exception handler
 /// itself, with asyncio's context (`message`, `exception`, `handle`); what
-/// it lets through leaves the run (see [`Escape`]).
-fn run_handle(handle: Py<PyAny>) {
+/// it lets through leaves the run (see [`Escape`]) or, on an attached
+/// loop, is reported too ([`Escapes`]).
+fn run_handle(handle: Py<PyAny>, escapes: Escapes) {
     let failed = Python::attach(move |py| {
         let h = handle.bind(py);
         if is_cancelled(py, h) {
             return None;
         }
+        let _in = InCallback::enter();
         let err = h.call_method0(intern!(py, "_run")).err();
+        let out = err.and_then(|e| on_escape(py, h, e, escapes));
         drop(handle);
-        err
+        out
     });
     if let Some(err) = failed {
         escape(err);
@@ -215,13 +334,13 @@ fn run_handle(handle: Py<PyAny>) {
 
 /// Run an asyncio `TimerHandle`: as [`run_handle`], and first let go of the
 /// handle's `Timer`, so that it is freed here, on the loop's thread.
-fn run_timer(handle: Py<PyAny>) {
+fn run_timer(handle: Py<PyAny>, escapes: Escapes) {
     Python::attach(|py| {
         let _ = handle
             .bind(py)
             .setattr(intern!(py, "_oneloop_timer"), py.None());
     });
-    run_handle(handle);
+    run_handle(handle, escapes);
 }
 
 fn is_cancelled(py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
@@ -232,18 +351,31 @@ fn is_cancelled(py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
 
 /// An fd is ready: run its current handle, or drop a cancelled one from the
 /// Python loop's selector as asyncio's `_process_events` does.
+///
+/// An fd that was closed behind the loop's back (not open any more, or its
+/// number now another file) is unwatched here, its handle not run, as epoll
+/// forgets a closed file for asyncio's own loop. GLib polls the number (a
+/// closed one is `POLLNVAL` on every iteration; a reused one is whatever the
+/// new file is, often always writable) and tokio watches its duplicate of
+/// the old file, so without this check the loop can call a stale handle in
+/// a busy loop. The check is one `fstat` per ready event.
 fn fd_ready(
     fds: &Weak<RefCell<FdSlots>>,
     owner: &Weak<RefCell<Option<Py<PyAny>>>>,
     fd: RawFd,
     dir: usize,
+    escapes: Escapes,
 ) {
     let failed = Python::attach(|py| {
         let fds = fds.upgrade()?;
-        let handle = fds.borrow().get(&fd)?[dir].as_ref()?.clone_ref(py);
+        let (handle, file) = {
+            let fds = fds.borrow();
+            let slot = fds.get(&fd)?;
+            (slot.handles[dir].as_ref()?.clone_ref(py), slot.file)
+        };
         drop(fds);
         let h = handle.bind(py);
-        if is_cancelled(py, h) {
+        if is_cancelled(py, h) || file_id(fd) != file {
             let owner = owner.upgrade()?;
             let lp = owner.borrow().as_ref()?.bind(py).call0().ok()?;
             if lp.is_none() {
@@ -256,7 +388,9 @@ fn fd_ready(
             };
             return lp.call_method1(method, (fd,)).err();
         }
-        h.call_method0(intern!(py, "_run")).err()
+        let _in = InCallback::enter();
+        let err = h.call_method0(intern!(py, "_run")).err();
+        err.and_then(|e| on_escape(py, h, e, escapes))
     });
     if let Some(err) = failed {
         escape(err);
@@ -307,11 +441,25 @@ impl RustLoop {
 
 #[pymethods]
 impl RustLoop {
-    /// A new owned loop on `host` (see `oneloop.HOSTS`).
+    /// A new loop on `host` (see `oneloop.HOSTS`): owned, or with
+    /// `attach=True` attached to the host loop this thread already runs
+    /// (glib only: `GLib.MainContext.default()`).
     #[new]
-    fn new(py: Python<'_>, host: &str) -> PyResult<RustLoop> {
-        let lp = match hosts::new_loop(host) {
+    #[pyo3(signature = (host, attach = false))]
+    fn new(py: Python<'_>, host: &str, attach: bool) -> PyResult<RustLoop> {
+        let made = if attach {
+            hosts::attach_loop(host)
+        } else {
+            hosts::new_loop(host)
+        };
+        let lp = match made {
             Some(lp) => lp.map_err(to_py)?,
+            None if attach && hosts::available().contains(&host) => {
+                return Err(PyValueError::new_err(format!(
+                    "attach=True is for host=\"glib\" (the GLib main context a PyGObject \
+                     app runs); a {host} loop is attached by the Rust program that runs it"
+                )));
+            }
             None => {
                 return Err(PyValueError::new_err(format!(
                     "unknown oneloop host {host:?}; this build has {:?}",
@@ -320,8 +468,14 @@ impl RustLoop {
             }
         };
         // SystemExit and KeyboardInterrupt end the run after their callback,
-        // the rest of the batch kept (asyncio's rule, oneloop's ER-04).
+        // the rest of the batch kept (asyncio's rule, oneloop's ER-04). An
+        // attached loop has no run: they are reported instead (`Escapes`).
         lp.set_panic_policy(PanicPolicy::Propagate);
+        let escapes = if lp.is_attached() {
+            Escapes::Report
+        } else {
+            Escapes::Propagate
+        };
         let secs: f64 = py
             .import(intern!(py, "time"))?
             .getattr(intern!(py, "monotonic"))?
@@ -330,12 +484,14 @@ impl RustLoop {
         let clock = Clock::new(lp.time(), secs);
         Ok(RustLoop {
             host: host.to_owned(),
+            escapes,
             backend: lp.backend_name().to_owned(),
             clock,
-            inbox: Arc::default(),
+            inbox: Arc::new(Inbox::new(escapes)),
             state: ThreadBound::new(RefCell::new(Some(State {
                 lp,
                 fds: Rc::default(),
+                pending: Rc::default(),
                 owner: Rc::default(),
             }))),
         })
@@ -353,6 +509,19 @@ impl RustLoop {
     #[getter]
     fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Whether the loop is attached to a host loop that runs it.
+    #[getter]
+    fn attached(&self) -> bool {
+        self.escapes == Escapes::Report
+    }
+
+    /// Whether an asyncio callback is running on this thread (an attached
+    /// loop cannot be closed from one).
+    #[staticmethod]
+    fn in_callback() -> bool {
+        IN_CALLBACK.with(Cell::get) > 0
     }
 
     /// oneloop's name for the backend (`"native"`, `"tokio"`, …).
@@ -383,34 +552,45 @@ impl RustLoop {
     /// Queue the asyncio `handle` (FIFO, next iteration), after the
     /// threadsafe handles that were queued before this call.
     fn call_soon(&self, handle: Py<PyAny>) -> PyResult<()> {
+        let escapes = self.escapes;
         self.with(|s| {
-            for earlier in self.inbox.take() {
-                s.lp.call_soon_detached(move || run_handle(earlier))
-                    .map_err(to_py)?;
+            for earlier in self.inbox.take().into_iter().chain([handle]) {
+                let queued = s.pending.park(earlier);
+                s.lp.call_soon_detached(move || {
+                    if let Some(h) = queued.take() {
+                        run_handle(h, escapes);
+                    }
+                })
+                .map_err(to_py)?;
             }
-            s.lp.call_soon_detached(move || run_handle(handle))
-                .map_err(to_py)
+            Ok(())
         })
     }
 
     /// Run the asyncio `TimerHandle` at `when` (asyncio seconds), never earlier.
     fn call_at(&self, when: f64, handle: Py<PyAny>) -> PyResult<Timer> {
+        let escapes = self.escapes;
         self.with(|s| {
-            s.lp.call_at(self.clock.instant(when), move || run_timer(handle))
-                .map(|t| Timer(ThreadBound::new(t)))
-                .map_err(to_py)
+            let queued = s.pending.park(handle);
+            s.lp.call_at(self.clock.instant(when), move || {
+                if let Some(h) = queued.take() {
+                    run_timer(h, escapes);
+                }
+            })
+            .map(|t| Timer(ThreadBound::new(t)))
+            .map_err(to_py)
         })
     }
 
     /// Run the asyncio `handle` whenever `fd` is readable (level-triggered),
     /// replacing a previous reader of `fd`.
     fn add_reader(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
-        self.with(|s| s.add_fd(fd, READ, handle))
+        self.with(|s| s.add_fd(fd, READ, handle, self.escapes))
     }
 
     /// Run the asyncio `handle` whenever `fd` is writable.
     fn add_writer(&self, fd: RawFd, handle: Py<PyAny>) -> PyResult<()> {
-        self.with(|s| s.add_fd(fd, WRITE, handle))
+        self.with(|s| s.add_fd(fd, WRITE, handle, self.escapes))
     }
 
     /// Stop watching `fd` for reading; whether a reader was registered.
@@ -522,9 +702,12 @@ impl RustLoop {
         if let Some(state) = state.as_ref()
             && let Ok(fds) = state.fds.try_borrow()
         {
-            for h in fds.values().flatten().flatten() {
+            for h in fds.values().flat_map(|s| s.handles.iter().flatten()) {
                 visit.call(h)?;
             }
+        }
+        if let Some(state) = state.as_ref() {
+            state.pending.traverse(&visit)?;
         }
         Ok(())
     }
@@ -547,18 +730,37 @@ impl RustLoop {
         }
         let slots = std::mem::take(&mut *state.fds.borrow_mut());
         drop(slots);
+        state.pending.clear();
     }
 }
 
 impl State {
-    fn add_fd(&self, fd: RawFd, dir: usize, handle: Py<PyAny>) -> PyResult<()> {
+    fn add_fd(&self, fd: RawFd, dir: usize, handle: Py<PyAny>, escapes: Escapes) -> PyResult<()> {
         let bfd = borrow_fd(fd)?;
+        let file = file_id(fd);
+        // The number is watched, but for another file: that one was closed
+        // behind the loop's back and the number reused. Its watch goes first
+        // (tokio would go on watching its duplicate of the old file).
+        let stale = {
+            let mut fds = self.fds.borrow_mut();
+            match fds.get(&fd) {
+                Some(slot) if slot.file != file => fds.remove(&fd),
+                _ => None,
+            }
+        };
+        if let Some(stale) = stale {
+            self.lp.remove_reader(bfd);
+            self.lp.remove_writer(bfd);
+            drop(stale);
+        }
         let old = {
             let mut fds = self.fds.borrow_mut();
-            fds.entry(fd).or_default()[dir].replace(handle)
+            let slot = fds.entry(fd).or_default();
+            slot.file = file;
+            slot.handles[dir].replace(handle)
         };
         let (slots, owner) = (Rc::downgrade(&self.fds), Rc::downgrade(&self.owner));
-        let cb = move || fd_ready(&slots, &owner, fd, dir);
+        let cb = move || fd_ready(&slots, &owner, fd, dir, escapes);
         let added = if dir == READ {
             self.lp.add_reader(bfd, cb)
         } else {
@@ -569,8 +771,8 @@ impl State {
                 let mut fds = self.fds.borrow_mut();
                 let mut new = None;
                 if let Some(slot) = fds.get_mut(&fd) {
-                    new = std::mem::replace(&mut slot[dir], old);
-                    if slot.iter().all(Option::is_none) {
+                    new = std::mem::replace(&mut slot.handles[dir], old);
+                    if slot.is_empty() {
                         fds.remove(&fd);
                     }
                 }
@@ -588,8 +790,8 @@ impl State {
         let bfd = borrow_fd(fd)?;
         let old = {
             let mut fds = self.fds.borrow_mut();
-            let old = fds.get_mut(&fd).and_then(|slot| slot[dir].take());
-            if fds.get(&fd).is_some_and(|s| s.iter().all(Option::is_none)) {
+            let old = fds.get_mut(&fd).and_then(|slot| slot.handles[dir].take());
+            if fds.get(&fd).is_some_and(FdSlot::is_empty) {
                 fds.remove(&fd);
             }
             old

@@ -15,7 +15,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-MODULES = ("test_cpython_events", "test_oneloop")
+MODULES = ("test_cpython_events", "test_oneloop", "test_programs", "test_attached", "test_edges")
 
 
 class _Counting(unittest.TextTestResult):
