@@ -131,3 +131,40 @@ fn cells_parse_and_print_alike() {
     assert!("protocol".parse::<Cell>().is_err());
     assert!("raw/nope".parse::<Cell>().is_err());
 }
+
+#[test]
+#[cfg(all(feature = "tokio", feature = "glib", feature = "calloop"))]
+fn the_bridge_benchmark_runs_every_row_and_prints_the_ratios() {
+    let _guard = Watchdog::arm("bridge echo", Duration::from_secs(60));
+    let out = Command::new(env!("CARGO_BIN_EXE_bench_echo_bridge"))
+        .args(["--hosts", "tokio,default,glib,calloop"])
+        .args(["--rounds", "2", "--requests", "50"])
+        .args(["--sizes", "1024", "--connections", "1,3", "--no-pin"])
+        .output()
+        .expect("run bench_echo_bridge");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "| 1 KiB, 1 connection | tokio |",
+        "| 1 KiB, 3 connections | glib+bridge |",
+        "ratio\tbridge_echo_cpu_per_req\tdefault+bridge÷tokio\tc1/1024\t",
+        "ratio\tbridge_echo_cpu_per_req\tglib+bridge÷tokio\tc3/1024\t",
+        "ratio\tbridge_echo_req_s\tcalloop+bridge÷tokio\tc3/1024\t",
+    ] {
+        assert!(stdout.contains(needle), "no `{needle}` in:\n{stdout}");
+    }
+}
+
+#[test]
+fn the_bridge_benchmark_needs_its_reference_row() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench_echo_bridge"))
+        .args(["--hosts", "default", "--no-pin"])
+        .output()
+        .expect("run bench_echo_bridge");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reference row"));
+}

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`server`] | the servers: oneloop protocols and streams on each loop, and each host's own raw echo |
 //! | [`load`] | the load generator: N blocking connections, latencies, checked replies |
+//! | [`bridge`] | the tokio bridge's cost: one tokio echo client on a tokio runtime and on bridged oneloop loops (binary `bench_echo_bridge`) |
 //! | [`control`] | the server's stdin/stdout control protocol (port, CPU time, quit) |
 //!
 //! The binaries `bench_echo_server`, `bench_echo_load` and `bench_echo_matrix` (the driver
@@ -15,6 +16,7 @@
 //! commands and the results.
 
 pub mod args;
+pub mod bridge;
 pub mod control;
 pub mod load;
 pub mod matrix;
