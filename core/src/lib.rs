@@ -94,7 +94,7 @@ pub use policy::{
 };
 pub use protocol::Protocol;
 pub use readiness::Ready;
-pub use remote::{RemoteLoop, RemoteTask, RemoteTimer};
+pub use remote::{DeferredWakes, RemoteLoop, RemoteTask, RemoteTimer, defer_wakes};
 pub use run_context::RunContext;
 pub use server::{Server, ServerOptions};
 pub use subprocess::{Redirect, SubprocessProtocol, SubprocessStdio, SubprocessTransport};

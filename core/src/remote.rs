@@ -354,3 +354,61 @@ impl Loop {
         self.remote().call_soon_threadsafe(f)
     }
 }
+
+/// Hold back the wake-ups this thread sends to loops (a [`RemoteLoop`]
+/// call, a waker of a task on another thread's loop) until the returned
+/// guard drops, then wake each loop once.
+///
+/// For a thread that wakes many loop tasks in one burst: a reactor
+/// dispatching the readiness of many sockets, say. Without it, the first
+/// wake of the burst can switch to the loop's thread before the burst is
+/// done (always so when both threads share a CPU), and the loop sleeps and
+/// wakes again for each later one; with it, the loop wakes once and finds
+/// the whole burst queued. The tokio bridge holds one around each turn of
+/// its reactor. Nothing is lost or reordered: what is posted is queued at
+/// once, only the backend's wake waits.
+///
+/// Scopes nest; the outermost one sends the wakes. Do not block on a loop
+/// (wait for its answer) while holding one: the loop may not be woken until
+/// the guard drops.
+///
+/// ```
+/// let lp = oneloop::Loop::new()?;
+/// let remote = lp.remote();
+/// std::thread::spawn(move || {
+///     let _batch = oneloop::defer_wakes();
+///     for i in 0..3 {
+///         remote.call_soon_threadsafe(move || println!("{i}")).unwrap();
+///     }
+///     remote.stop().unwrap(); // the loop is woken once, as `_batch` drops
+/// });
+/// lp.run_forever()?;
+/// # Ok::<(), oneloop::Error>(())
+/// ```
+pub fn defer_wakes() -> DeferredWakes {
+    context::defer_begin();
+    DeferredWakes {
+        _thread_bound: std::marker::PhantomData,
+    }
+}
+
+/// The guard of [`defer_wakes`]: dropping it sends the wakes held back.
+/// It belongs to the thread that made it (`!Send`).
+#[must_use = "wakes are held back only while the guard lives"]
+pub struct DeferredWakes {
+    _thread_bound: std::marker::PhantomData<*const ()>,
+}
+
+impl fmt::Debug for DeferredWakes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeferredWakes").finish_non_exhaustive()
+    }
+}
+
+impl Drop for DeferredWakes {
+    fn drop(&mut self) {
+        for waker in context::defer_end() {
+            waker.wake();
+        }
+    }
+}

@@ -11,7 +11,12 @@
 //!   A tokio socket made in a oneloop task registers with that reactor;
 //!   when it is ready the reactor wakes the task's waker, which is
 //!   thread-safe, and the task runs again **on the loop's thread**: the
-//!   helper thread never runs user code of the loop. `tokio::spawn`ed
+//!   helper thread never runs user code of the loop. The wakes of one
+//!   reactor turn reach the loop as one ([`oneloop::defer_wakes`]), so a
+//!   burst of ready sockets costs one loop wake-up; and on Linux the
+//!   thread is `SCHED_BATCH`, so its wake-ups do not preempt the loop's
+//!   thread on a shared CPU (its share of the CPU is unchanged).
+//!   `tokio::spawn`ed
 //!   (`Send`) tasks run on the helper thread, as on any tokio runtime.
 //! - **a `LocalSet`**, entered too, so `tokio::task::spawn_local` works;
 //!   its tasks run on the loop's thread, driven by one oneloop task.
@@ -101,6 +106,12 @@ pub fn is_enabled(lp: &Loop) -> bool {
     lp.backend_name() == crate::backend::NAME || lp.run_context::<TokioContext>().is_some()
 }
 
+thread_local! {
+    /// On the bridge's runtime thread, while it is parked (its reactor and
+    /// timers dispatching): the loop wakes held back until it unparks.
+    static HELD: RefCell<Option<oneloop::DeferredWakes>> = const { RefCell::new(None) };
+}
+
 /// The bridge: the runtime's handle and thread, the `LocalSet`.
 struct TokioContext {
     handle: Handle,
@@ -124,9 +135,16 @@ impl TokioContext {
         let thread = std::thread::Builder::new()
             .name("oneloop-tokio-bridge".into())
             .spawn(move || {
+                crate::sched::batch_this_thread();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .thread_name("oneloop-tokio-bridge-blocking")
+                    // The reactor wakes loop tasks while parked: one loop
+                    // wake per turn, not one per ready socket.
+                    .on_thread_park(|| {
+                        HELD.with(|h| *h.borrow_mut() = Some(oneloop::defer_wakes()))
+                    })
+                    .on_thread_unpark(|| drop(HELD.with(|h| h.borrow_mut().take())))
                     .build()
                 {
                     Ok(rt) => rt,

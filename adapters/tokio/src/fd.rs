@@ -37,7 +37,8 @@
 //! soon as the scheduler stops watching the fd. (So an fd closed by its
 //! owner while still watched keeps its file open until it is removed or the
 //! loop closes, instead of letting tokio watch whatever reuses the number.)
-//! Every `unsafe` block of the crate is in this file.
+//! Every `unsafe` block of the crate is in this file but one: the bridge
+//! thread's scheduling policy, in `sched.rs`.
 
 use std::cell::Cell;
 use std::io;

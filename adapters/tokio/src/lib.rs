@@ -90,6 +90,7 @@ pub mod bridge;
 mod driver;
 mod executor;
 mod fd;
+mod sched;
 mod stats;
 mod wake;
 

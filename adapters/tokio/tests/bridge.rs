@@ -136,3 +136,28 @@ fn a_spawn_local_task_still_pending_at_close_is_dropped_with_the_loop() {
     lp.close().unwrap();
     assert!(dropped.get(), "closing the loop drops the LocalSet's tasks");
 }
+
+/// The scheduling policy of the calling thread, from `/proc/thread-self/stat`
+/// (field 41; 3 is `SCHED_BATCH`).
+#[cfg(target_os = "linux")]
+fn this_threads_policy() -> u32 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields after the command name, which is in parentheses: the 3rd is field 3.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(41 - 3).unwrap().parse().unwrap()
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn the_reactor_thread_is_sched_batch_and_the_loop_thread_keeps_its_policy() {
+    let lp = Loop::new().unwrap();
+    oneloop_tokio::enable(&lp).unwrap();
+    let _watchdog = Watchdog::stop_loop(&lp, LIMIT);
+    let task = lp
+        .spawn(async { tokio::spawn(async { this_threads_policy() }).await })
+        .unwrap();
+    let reactor = lp.run_until_complete(task).unwrap().unwrap().unwrap();
+    assert_eq!(reactor, 3, "the bridge's reactor thread is not SCHED_BATCH");
+    assert_eq!(this_threads_policy(), 0, "the loop's thread changed policy");
+    lp.close().unwrap();
+}

@@ -30,9 +30,10 @@ struct Inbox {
 /// - `closed` is only set under the lock, and nothing is pushed once it is,
 ///   so a post either lands before `close` drains the inbox or fails.
 /// - The backend is woken exactly when the queue goes from empty to
-///   non-empty (coalescing, PERFORMANCE.md); the loop drains the whole queue
-///   in one go, so a wake is never lost: a post that finds the queue
-///   non-empty knows a wake for it is already pending.
+///   non-empty (coalescing, PERFORMANCE.md): at once, or when the poster's
+///   [`crate::defer_wakes`] scope ends; the loop drains the whole queue in
+///   one go, so a wake is never lost: a post that finds the queue non-empty
+///   knows a wake for it is already pending or held by its thread.
 pub(crate) struct Shared {
     /// Unique id of the loop, the key of the thread-local loop registry.
     pub(crate) id: u64,
@@ -73,14 +74,14 @@ impl Shared {
             inbox.queue.len() == 1
         };
         if was_empty {
-            self.waker.wake();
+            crate::context::wake_or_defer(&self.waker);
         }
         Ok(())
     }
 
     /// Wake the backend without posting anything.
     pub(crate) fn wake(&self) {
-        self.waker.wake();
+        crate::context::wake_or_defer(&self.waker);
     }
 
     /// Take everything posted so far.
