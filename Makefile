@@ -35,8 +35,18 @@ doc:
 
 # Every library crate packages and its tarball builds, as `cargo publish`
 # would check (the examples, the bench and the interop matrix are not published).
+# The check builds each crate against its siblings' tarballs as if they came
+# from a registry, and cargo takes registry crates to be immutable: it never
+# unpacks one again while its folder under $CARGO_HOME/registry/src/-<hash>/
+# (the nameless local registry) is there, and the tarballs' fixed mtimes
+# make an old build of one look fresh. So a crate would be checked against a
+# stale copy of core (CI failed on exactly that). Remove both first; the
+# check builds in its own target folder, where every oneloop crate is such a
+# registry copy, so that only those are rebuilt.
+PACKAGE_TARGET := $(CURDIR)/target/package-check
 package:
-	$(CARGO) package --workspace --exclude oneloop-examples --exclude oneloop-bench --exclude oneloop-interop --allow-dirty
+	rm -rf "$${CARGO_HOME:-$$HOME/.cargo}"/registry/src/-*/oneloop-* $(PACKAGE_TARGET)/debug/.fingerprint/oneloop-*
+	CARGO_TARGET_DIR=$(PACKAGE_TARGET) $(CARGO) package --workspace --exclude oneloop-examples --exclude oneloop-bench --exclude oneloop-interop --allow-dirty
 
 # The GTK example drives itself and checks its window, under a virtual X server.
 gtk-selftest:
