@@ -52,6 +52,7 @@
 
 pub mod backend;
 mod context;
+mod defer;
 mod error;
 mod event_loop;
 mod exception;
@@ -94,7 +95,8 @@ pub use policy::{
 };
 pub use protocol::Protocol;
 pub use readiness::Ready;
-pub use remote::{DeferredWakes, RemoteLoop, RemoteTask, RemoteTimer, defer_wakes};
+pub use defer::{DeferredWakes, defer_wakes};
+pub use remote::{RemoteLoop, RemoteTask, RemoteTimer};
 pub use run_context::RunContext;
 pub use server::{Server, ServerOptions};
 pub use subprocess::{Redirect, SubprocessProtocol, SubprocessStdio, SubprocessTransport};
