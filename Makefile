@@ -6,7 +6,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test deps fmt clippy unit doc package gtk-selftest bench
+.PHONY: demo test deps fmt clippy unit polling doc package gtk-selftest bench
 
 # Runs every adapter's conformance suite (cargo test --workspace --test
 # conformance), then prints the guarantee x adapter matrix and writes it;
@@ -15,7 +15,7 @@ demo: deps
 	$(CARGO) run -p oneloop-conformance --bin oneloop-report -- --workspace --write docs/conformance.md
 	ONELOOP_INTEROP_REPORT=$(CURDIR)/docs/interop.md $(CARGO) test -q -p oneloop-interop --test matrix
 
-test: deps fmt clippy unit doc package gtk-selftest python-test
+test: deps fmt clippy unit polling doc package gtk-selftest python-test
 
 deps:
 	@scripts/install-deps.sh
@@ -29,6 +29,13 @@ clippy:
 # --no-fail-fast: one failing test binary must not hide the others' results.
 unit:
 	$(CARGO) test --workspace --no-fail-fast
+
+# The default loop's portable Selector (the `polling` crate: kqueue, event
+# ports, poll()), which every OS but Linux and Android runs, put through the
+# whole conformance suite here on Linux (core/src/native/mod.rs).
+polling:
+	RUSTFLAGS="--cfg oneloop_polling" CARGO_TARGET_DIR=$(CURDIR)/target/polling \
+		$(CARGO) test -p oneloop-conformance --test conformance
 
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps

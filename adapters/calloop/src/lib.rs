@@ -140,12 +140,14 @@
 //!
 //! # How it maps onto calloop
 //!
-//! One loop inserts one [`Ping`](calloop::ping::Ping) source ("dispatch
-//! soon", and the wake of `call_soon_threadsafe`), one
-//! [`Timer`](calloop::timer::Timer) at the earliest oneloop deadline, and one
-//! level-triggered [`Generic`](calloop::generic::Generic) per watched fd
-//! carrying both the reader's and the writer's interest; never one calloop
-//! source per callback or timer. Their callbacks only record what happened;
+//! One loop inserts two calloop sources, whatever it watches and schedules:
+//! one level-triggered [`Generic`](calloop::generic::Generic) over the
+//! loop's [`Selector`](oneloop::native::Selector) (a private epoll set
+//! holding every watched fd, each with its reader's and writer's interest,
+//! and the eventfd that is both "dispatch soon" and the wake of
+//! `call_soon_threadsafe`), and one [`Timer`](calloop::timer::Timer) at the
+//! earliest oneloop deadline; never one calloop source per callback, timer
+//! or fd. Their callbacks only record what happened;
 //! the oneloop iteration runs once per host `dispatch`, in a calloop idle,
 //! after every event of that poll was delivered. So:
 //!
@@ -167,7 +169,6 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
-mod fd;
 mod sources;
 
 pub use backend::{CalloopBackend, CalloopBuilder, attach, attach_with, new_loop};
