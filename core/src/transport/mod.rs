@@ -30,7 +30,9 @@
 
 mod datagram;
 mod endpoint;
+pub(crate) mod pipe;
 mod stream;
+pub(crate) mod subprocess;
 mod write_buffer;
 
 pub(crate) use datagram::DatagramInner;

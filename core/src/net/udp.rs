@@ -7,7 +7,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::Loop;
-use crate::net::annotate;
+use super::annotate;
 use crate::transport::{DatagramInner, DatagramProtocol, DatagramTransport};
 
 /// Where a UDP endpoint binds and what it talks to

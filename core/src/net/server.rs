@@ -20,7 +20,7 @@ use crate::event_loop::Loop;
 use crate::exception::{ExceptionContext, panic_message};
 use crate::future::Future;
 use crate::handle::TimerHandle;
-use crate::net::{annotate, would_block};
+use super::{annotate, would_block};
 use crate::protocol::Protocol;
 use crate::transport::{SocketAddress, StreamInner};
 

@@ -32,7 +32,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::Loop;
 use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
 use crate::future::Future;
-use crate::pipe::pipe_transport;
+use super::pipe::pipe_transport;
 use crate::protocol::Protocol;
 use crate::transport::Transport;
 
