@@ -8,11 +8,12 @@
 //! [`Protocol`](crate::Protocol). Its invariants:
 //!
 //! 1. **One caller, never re-entrant.** Every protocol call goes through one
-//!    gate: a flag says a protocol method is running, and a notification
-//!    raised meanwhile (`pause_writing` from a `write()` inside
+//!    gate (`gate.rs`, shared by the stream, datagram and subprocess
+//!    transports): a flag says a protocol method is running, and a
+//!    notification raised meanwhile (`pause_writing` from a `write()` inside
 //!    `data_received`, a `connection_lost` from an `abort()`) is queued and
-//!    delivered when the running method returns. The protocol is moved out of
-//!    its cell while it runs, so no borrow is held across user code.
+//!    delivered when the running method returns. The protocol is moved out
+//!    of its cell while it runs, so no borrow is held across user code.
 //! 2. **Short borrows.** The transport state is borrowed only between
 //!    syscalls, never across a protocol call, a `Drop` of user data or a
 //!    loop call that may run user code.
@@ -30,6 +31,7 @@
 
 mod datagram;
 mod endpoint;
+mod gate;
 pub(crate) mod pipe;
 mod stream;
 pub(crate) mod subprocess;

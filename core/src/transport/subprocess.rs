@@ -16,25 +16,23 @@
 //! The subprocess protocol has the same gate as stream protocols: never
 //! called re-entrantly, a call arising meanwhile is delivered after.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future as StdFuture;
 use std::os::fd::{AsFd, OwnedFd};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::process::{Command, Stdio};
 use std::rc::{Rc, Weak};
 
 use rustix::process::{Pid, Signal, WaitOptions};
 
+use super::Transport;
+use super::gate::{Gate, Invoked};
+use super::pipe::pipe_transport;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::Loop;
-use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
 use crate::future::Future;
-use super::pipe::pipe_transport;
 use crate::protocol::Protocol;
-use crate::transport::Transport;
 
 /// What a subprocess transport calls (SP-01): `connection_made` once;
 /// `pipe_data_received(1 or 2, data)`*; `pipe_connection_lost` once per
@@ -139,10 +137,8 @@ struct ProcInner {
     pipes_open: Cell<u8>,
     closing: Cell<bool>,
     lost_scheduled: Cell<bool>,
-    protocol: RefCell<Option<Box<dyn SubprocessProtocol>>>,
-    in_call: Cell<bool>,
-    pending: RefCell<VecDeque<Note>>,
-    panic: RefCell<Option<Box<dyn Any + Send>>>,
+    /// The protocol, called only through here.
+    gate: Gate<dyn SubprocessProtocol, Note>,
     exit_waiters: RefCell<Vec<Future<i32>>>,
 }
 
@@ -168,47 +164,17 @@ thread_local! {
 
 impl ProcInner {
     fn notify(self: &Rc<Self>, note: Note) {
-        self.pending.borrow_mut().push_back(note);
-        if self.in_call.get() {
-            return;
-        }
-        self.in_call.set(true);
-        loop {
-            let note = self.pending.borrow_mut().pop_front();
-            let Some(note) = note else { break };
-            self.deliver(note);
-        }
-        self.in_call.set(false);
-        let panic = self.panic.borrow_mut().take();
-        if let Some(p) = panic {
-            resume_unwind(p);
-        }
+        self.gate.notify(note, |note| self.deliver(note));
     }
 
-    /// `pipe_data_received` without copying when the gate is free.
+    /// `pipe_data_received`, without copying when the gate is free.
     fn data(self: &Rc<Self>, fd: i32, data: &[u8]) {
-        if self.in_call.get() {
-            self.pending
-                .borrow_mut()
-                .push_back(Note::Data(fd, data.to_vec()));
-            return;
-        }
-        self.in_call.set(true);
-        self.invoke("pipe_data_received", |p| p.pipe_data_received(fd, data));
-        self.notify_drain();
-    }
-
-    fn notify_drain(self: &Rc<Self>) {
-        // `in_call` is set: deliver what queued meanwhile, then open the gate.
-        loop {
-            let note = self.pending.borrow_mut().pop_front();
-            let Some(note) = note else { break };
-            self.deliver(note);
-        }
-        self.in_call.set(false);
-        let panic = self.panic.borrow_mut().take();
-        if let Some(p) = panic {
-            resume_unwind(p);
+        let called = self.gate.call(
+            || self.invoke("pipe_data_received", |p| p.pipe_data_received(fd, data)),
+            |note| self.deliver(note),
+        );
+        if !called {
+            self.gate.queue(Note::Data(fd, data.to_vec()));
         }
     }
 
@@ -234,7 +200,7 @@ impl ProcInner {
             Note::Resume => self.invoke("resume_writing", |p| p.resume_writing()),
             Note::Lost => {
                 self.invoke("connection_lost", |p| p.connection_lost(None));
-                let p = self.protocol.borrow_mut().take();
+                let p = self.gate.take();
                 drop(p);
                 let pipes = std::mem::take(&mut *self.pipes.borrow_mut());
                 drop(pipes);
@@ -242,24 +208,16 @@ impl ProcInner {
         }
     }
 
+    /// Call the protocol; a panic closes the transport.
     fn invoke(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn SubprocessProtocol)) {
-        let taken = self.protocol.borrow_mut().take();
-        let Some(mut p) = taken else { return };
-        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *p)));
-        *self.protocol.borrow_mut() = Some(p);
-        if let Err(payload) = outcome {
-            let msg = panic_message(&*payload);
-            if self.lp.panic_policy() == PanicPolicy::Propagate {
-                self.panic.borrow_mut().get_or_insert(payload);
-            } else {
-                self.lp.call_exception_handler(
-                    ExceptionContext::new(format!(
-                        "subprocess protocol method {what} panicked; the subprocess transport was closed"
-                    ))
-                    .with_panic(msg.clone())
-                    .with_error(Error::new(ErrorKind::Panicked, msg)),
-                );
-            }
+        if let Invoked::Panicked(payload) = self.gate.invoke(f) {
+            self.gate.panicked(
+                Some(&self.lp),
+                "subprocess protocol",
+                what,
+                "the subprocess transport was closed",
+                payload,
+            );
             if what != "connection_lost" {
                 SubprocessTransport(self.clone()).close();
             }
@@ -274,7 +232,7 @@ impl ProcInner {
         {
             let me = self.clone();
             if self.lp.call_soon(move || me.notify(Note::Lost)).is_err() {
-                let p = self.protocol.borrow_mut().take();
+                let p = self.gate.take();
                 drop(p);
             }
         }
@@ -585,10 +543,7 @@ fn spawn(
         pipes_open: Cell::new(0),
         closing: Cell::new(false),
         lost_scheduled: Cell::new(false),
-        protocol: RefCell::new(Some(protocol)),
-        in_call: Cell::new(false),
-        pending: RefCell::new(VecDeque::new()),
-        panic: RefCell::new(None),
+        gate: Gate::new(protocol),
         exit_waiters: RefCell::new(Vec::new()),
     });
     let mut started = Vec::new();
