@@ -25,8 +25,8 @@ use futures::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
 use crate::error::{Error, Result};
 use crate::event_loop::Loop;
-use crate::protocol::Protocol;
 use crate::net::server::Server;
+use crate::protocol::Protocol;
 use crate::transport::Transport;
 
 /// The reader's buffer limit (asyncio's default): reading pauses above twice this.

@@ -159,7 +159,10 @@ fn a_watched_fd_leaves_the_reactor_to_host_code() {
     // reactor (which holds one registration per fd), so async-io code of
     // the host can still register the same fd...
     let host = Async::new_nonblocking(b.as_fd());
-    assert!(host.is_ok(), "the loop took the reactor's registration of the fd");
+    assert!(
+        host.is_ok(),
+        "the loop took the reactor's registration of the fd"
+    );
     // ...and both see it.
     (&a).write_all(b"!").unwrap();
     run_until(&lp, || hits.get() > 0);

@@ -2,7 +2,6 @@
 //! `connect_accepted_socket`, `create_unix_connection`, and name resolution
 //! through the executor.
 
-
 pub(crate) mod server;
 pub(crate) mod udp;
 

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::{annotate, would_block};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::Loop;
 use crate::exception::{ExceptionContext, panic_message};
 use crate::future::Future;
 use crate::handle::TimerHandle;
-use super::{annotate, would_block};
 use crate::protocol::Protocol;
 use crate::transport::{SocketAddress, StreamInner};
 

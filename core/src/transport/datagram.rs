@@ -207,7 +207,11 @@ impl DatagramInner {
         match res {
             Ok((n, from)) => {
                 self.gate.call(
-                    || self.invoke("datagram_received", |p| p.datagram_received(&buf[..n], from)),
+                    || {
+                        self.invoke("datagram_received", |p| {
+                            p.datagram_received(&buf[..n], from)
+                        })
+                    },
                     |note| self.deliver(note),
                 );
             }

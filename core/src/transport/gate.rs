@@ -60,6 +60,7 @@ impl<P: ?Sized, N> Gate<P, N> {
     }
 
     /// Whether a protocol method is on the stack.
+    #[cfg(feature = "net")]
     pub(super) fn busy(&self) -> bool {
         self.in_call.get()
     }
@@ -74,7 +75,8 @@ impl<P: ?Sized, N> Gate<P, N> {
     }
 
     /// Queue `note` without delivering it: for a caller that found the gate
-    /// [`busy`](Gate::busy); the running method's return delivers it.
+    /// busy; the running method's return delivers it.
+    #[cfg(feature = "process")]
     pub(super) fn queue(&self, note: N) {
         self.pending.borrow_mut().push_back(note);
     }

@@ -29,15 +29,22 @@
 //!    need not hold it — except while reading is paused with nothing to
 //!    write: then a transport nobody holds is dropped, closing its socket.
 
+#[cfg(feature = "process")]
+mod child;
+#[cfg(feature = "net")]
 mod datagram;
 mod endpoint;
 mod gate;
+#[cfg(feature = "process")]
 pub(crate) mod pipe;
 mod stream;
+#[cfg(feature = "process")]
 pub(crate) mod subprocess;
 mod write_buffer;
 
+#[cfg(feature = "net")]
 pub(crate) use datagram::DatagramInner;
+#[cfg(feature = "net")]
 pub use datagram::{DatagramProtocol, DatagramTransport};
 pub(crate) use stream::StreamInner;
 pub use stream::Transport;
@@ -65,6 +72,7 @@ impl SocketAddress {
         }
     }
 
+    #[cfg(feature = "net")]
     pub(crate) fn from_sockaddr(addr: &socket2::SockAddr) -> SocketAddress {
         match addr.as_socket() {
             Some(a) => SocketAddress::Inet(a),

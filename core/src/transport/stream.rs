@@ -131,6 +131,7 @@ fn would_block(e: &io::Error) -> bool {
 
 impl StreamInner {
     /// A transport over `sock` (connected, non-blocking), not started yet.
+    #[cfg(feature = "net")]
     pub(crate) fn new(
         lp: &Loop,
         sock: socket2::Socket,
@@ -157,6 +158,7 @@ impl StreamInner {
     }
 
     /// A transport over one end of a pipe (non-blocking), not started yet.
+    #[cfg(feature = "process")]
     pub(crate) fn new_pipe(
         lp: &Loop,
         fd: std::os::fd::OwnedFd,

@@ -519,7 +519,7 @@ fn spawn(
         command.stdout(stdio_for(stdio.stdout, "stdout")?);
         command.stderr(stdio_for(stdio.stderr, "stderr")?);
     }
-    crate::signal::sys::default_signals_in_child(&mut command);
+    super::child::default_signals_in_child(&mut command);
     let mut child = command.spawn()?;
     // The merged pipe's write ends live on in `command`: drop it, or the
     // pipe never reaches EOF.
