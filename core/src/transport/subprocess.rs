@@ -30,7 +30,7 @@ use super::Transport;
 use super::gate::{Gate, Invoked};
 use super::pipe::pipe_transport;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event_loop::Loop;
+use crate::event_loop::{Loop, WeakLoop};
 use crate::future::Future;
 use crate::protocol::Protocol;
 
@@ -129,7 +129,9 @@ enum Note {
 }
 
 struct ProcInner {
-    lp: Loop,
+    /// Weakly: the loop holds the transport, through the pidfd's reader
+    /// callback and its pipes' callbacks.
+    lp: WeakLoop,
     pid: u32,
     pidfd: RefCell<Option<OwnedFd>>,
     returncode: Cell<Option<i32>>,
@@ -212,7 +214,7 @@ impl ProcInner {
     fn invoke(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn SubprocessProtocol)) {
         if let Invoked::Panicked(payload) = self.gate.invoke(f) {
             self.gate.panicked(
-                Some(&self.lp),
+                self.lp.upgrade().as_ref(),
                 "subprocess protocol",
                 what,
                 "the subprocess transport was closed",
@@ -231,7 +233,11 @@ impl ProcInner {
             && !self.lost_scheduled.replace(true)
         {
             let me = self.clone();
-            if self.lp.call_soon(move || me.notify(Note::Lost)).is_err() {
+            let queued = self
+                .lp
+                .get()
+                .and_then(|lp| lp.call_soon(move || me.notify(Note::Lost)));
+            if queued.is_err() {
                 let p = self.gate.take();
                 drop(p);
             }
@@ -244,8 +250,10 @@ impl ProcInner {
         }
         self.returncode.set(Some(code));
         let pidfd = self.pidfd.borrow_mut().take();
-        if let Some(fd) = &pidfd {
-            self.lp.remove_reader(fd);
+        if let Some(fd) = &pidfd
+            && let Some(lp) = self.lp.upgrade()
+        {
+            lp.remove_reader(fd);
         }
         drop(pidfd);
         let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
@@ -266,6 +274,35 @@ impl ProcInner {
             // Reaped elsewhere (someone else waits for all children): the
             // code is lost; report it as unknown rather than hang.
             Err(_) => self.exited(255),
+        }
+    }
+}
+
+/// A transport dropped with its child still running because its loop is
+/// gone (closed or dropped: nothing will ever watch the child again) kills
+/// the child, as asyncio's transport does when it is collected unclosed,
+/// and reaps it on a short-lived thread so that no zombie is left. While the
+/// loop lives, the loop holds the transport until the child exits (through
+/// the pidfd's callback), or a waiting thread reaps it (no pidfd).
+impl Drop for ProcInner {
+    fn drop(&mut self) {
+        if self.returncode.get().is_some() || self.lp.upgrade().is_some_and(|lp| !lp.is_closed()) {
+            return;
+        }
+        let Some(pid) = Pid::from_raw(self.pid as i32) else {
+            return;
+        };
+        let killed = match &*self.pidfd.borrow() {
+            Some(fd) => rustix::process::pidfd_send_signal(fd.as_fd(), Signal::KILL),
+            None => rustix::process::kill_process(pid, Signal::KILL),
+        };
+        // Without a pidfd a waiting thread already reaps it.
+        if killed.is_ok() && self.pidfd.borrow().is_some() {
+            let _ = std::thread::Builder::new()
+                .name(format!("oneloop-reap-{pid}", pid = self.pid))
+                .spawn(move || {
+                    let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+                });
         }
     }
 }
@@ -331,14 +368,16 @@ impl SubprocessTransport {
     /// # Errors
     /// [`ErrorKind::Closed`] if the loop closes first.
     pub fn wait(&self) -> impl StdFuture<Output = Result<i32>> + 'static {
-        let fut = self.0.lp.create_future::<i32>();
-        match self.0.returncode.get() {
-            Some(code) => {
-                let _ = fut.set_result(code);
+        let fut = self.0.lp.get().map(|lp| lp.create_future::<i32>());
+        if let Ok(fut) = &fut {
+            match self.0.returncode.get() {
+                Some(code) => {
+                    let _ = fut.set_result(code);
+                }
+                None => self.0.exit_waiters.borrow_mut().push(fut.clone()),
             }
-            None => self.0.exit_waiters.borrow_mut().push(fut.clone()),
         }
-        fut
+        async move { fut?.await }
     }
 
     /// Send signal `sig` to the child (SP-04). Ignored once it has exited.
@@ -535,7 +574,7 @@ fn spawn(
     let pidfd = Pid::from_raw(pid as i32)
         .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     let inner = Rc::new(ProcInner {
-        lp: lp.clone(),
+        lp: lp.downgrade(),
         pid,
         pidfd: RefCell::new(pidfd),
         returncode: Cell::new(None),
