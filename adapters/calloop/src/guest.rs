@@ -61,7 +61,9 @@ use oneloop::{Error, ErrorKind, Loop, RemoteLoop, Result, RunContext, TimerHandl
 ///
 /// - A plain [`Timer`] (or `TimeoutFuture`) not made with
 ///   [`GuestTimers`] fires only when the guest dispatches for another
-///   reason: never early, possibly late (see the [module docs](self)).
+///   reason: never early, possibly late: calloop keeps the deadline of a
+///   timer private (its `TimerWheel`, read only inside `dispatch`), and
+///   its poller fd does not become readable when a timer is due.
 /// - An idle inserted from outside a calloop callback runs at the guest's
 ///   next dispatch; [`LoopSignal::wakeup`] (from
 ///   [`CalloopGuest::signal`]) makes that now, as on calloop's own loop.
