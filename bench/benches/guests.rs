@@ -143,13 +143,16 @@ fn glib_guest_lateness(n: u32) -> Duration {
         let due = start + after;
         let late = late.clone();
         glib::timeout_add_local_once(after, move || {
-            late.borrow_mut().push(Instant::now().saturating_duration_since(due));
+            late.borrow_mut()
+                .push(Instant::now().saturating_duration_since(due));
         });
     }
     let l = late.clone();
     lp.run_until_complete(async move {
         while l.borrow().len() < n as usize {
-            oneloop::sleep(Duration::from_millis(5)).await.expect("sleep");
+            oneloop::sleep(Duration::from_millis(5))
+                .await
+                .expect("sleep");
         }
     })
     .expect("run");
@@ -212,8 +215,9 @@ fn hook_chain(n: u32) -> Duration {
 fn guest_chain(n: u32) -> Duration {
     let host = QueueHost::default();
     let h = host.clone();
-    let lp = oneloop_guest::new_loop(move |job: oneloop_guest::Job| h.post(Box::new(move || job.run())))
-        .expect("guest loop");
+    let lp =
+        oneloop_guest::new_loop(move |job: oneloop_guest::Job| h.post(Box::new(move || job.run())))
+            .expect("guest loop");
     let count = Rc::new(Cell::new(0u32));
     fn next(lp: oneloop::Loop, count: Rc<Cell<u32>>, n: u32) {
         let l = lp.clone();
@@ -237,9 +241,24 @@ fn main() {
     let smoke = mode::smoke();
     let (n, rounds) = if smoke { (1_000, 1) } else { (100_000, 7) };
     let mut rows: Vec<(&str, &str, Vec<Duration>, Vec<Duration>)> = vec![
-        ("calloop guest: Ping x1e5", "EventLoop::run", Vec::new(), Vec::new()),
-        ("glib guest: idle_add_local_once x1e5", "glib::MainLoop", Vec::new(), Vec::new()),
-        ("guest mode: call_soon round trips x1e5", "the hook alone", Vec::new(), Vec::new()),
+        (
+            "calloop guest: Ping x1e5",
+            "EventLoop::run",
+            Vec::new(),
+            Vec::new(),
+        ),
+        (
+            "glib guest: idle_add_local_once x1e5",
+            "glib::MainLoop",
+            Vec::new(),
+            Vec::new(),
+        ),
+        (
+            "guest mode: call_soon round trips x1e5",
+            "the hook alone",
+            Vec::new(),
+            Vec::new(),
+        ),
     ];
     for _ in 0..rounds {
         rows[0].3.push(calloop_plain(n));
