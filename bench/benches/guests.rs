@@ -162,15 +162,18 @@ fn glib_guest_lateness(n: u32) -> Duration {
     median(v)
 }
 
+/// A closure the host runs.
+type Posted = Box<dyn FnOnce() + Send>;
+
 /// A host: a queue of boxed closures that this thread drains, fed from any
 /// thread (the shape of winit's proxy or a toolkit's invoke).
 #[derive(Clone, Default)]
 struct QueueHost {
-    q: Arc<(Mutex<VecDeque<Box<dyn FnOnce() + Send>>>, Condvar)>,
+    q: Arc<(Mutex<VecDeque<Posted>>, Condvar)>,
 }
 
 impl QueueHost {
-    fn post(&self, f: Box<dyn FnOnce() + Send>) {
+    fn post(&self, f: Posted) {
         self.q.0.lock().expect("queue").push_back(f);
         self.q.1.notify_one();
     }
