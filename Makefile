@@ -6,7 +6,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test deps fmt clippy unit polling doc package gtk-selftest bench
+.PHONY: demo test deps fmt clippy unit polling doc package gtk-selftest winit-selftest bench
 
 # Runs every adapter's conformance suite (cargo test --workspace --test
 # conformance), then prints the guarantee x adapter matrix and writes it;
@@ -15,7 +15,7 @@ demo: deps
 	$(CARGO) run -p oneloop-conformance --bin oneloop-report -- --workspace --write docs/conformance.md
 	ONELOOP_INTEROP_REPORT=$(CURDIR)/docs/interop.md $(CARGO) test -q -p oneloop-interop --test matrix
 
-test: deps fmt clippy unit polling doc package gtk-selftest python-test
+test: deps fmt clippy unit polling doc package gtk-selftest winit-selftest python-test
 
 deps:
 	@scripts/install-deps.sh
@@ -66,6 +66,12 @@ gtk-selftest:
 		$(CARGO) build -p oneloop-examples --bin gtk_dashboard && \
 		xvfb-run -a -s "-screen 0 1024x768x24" $(CARGO) run -q -p oneloop-examples --bin gtk_dashboard -- --self-test; \
 	else echo "gtk-selftest: skipped (the GTK example is not in the tree yet)"; fi
+
+# The winit example hosts oneloop in guest mode and checks its window, read
+# back from the X server, under a virtual X server.
+winit-selftest:
+	$(CARGO) build -p oneloop-examples --bin winit_echo
+	xvfb-run -a -s "-screen 0 1024x768x24" $(CARGO) run -q -p oneloop-examples --bin winit_echo -- --self-test
 
 bench: deps
 	$(CARGO) bench -p oneloop-bench

@@ -138,6 +138,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Guest: a calloop loop on any other loop
+//!
+//! The other way round, [`guest`] runs a calloop `EventLoop` (its sources,
+//! idles and timers) on a oneloop loop of any adapter: its poller fd is
+//! watched with the loop's fd watching, and the deadlines of its timers
+//! made with [`GuestTimers`] are one loop timer. calloop does not publish
+//! its next timer deadline, so a plain `calloop::timer::Timer` fires only
+//! when the guest dispatches for another reason; the [`guest`] docs say
+//! why and what else differs from calloop's own `run`.
+//!
 //! # How it maps onto calloop
 //!
 //! One loop inserts two calloop sources, whatever it watches and schedules:
@@ -169,6 +179,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
+mod guest;
 mod sources;
 
 pub use backend::{CalloopBackend, CalloopBuilder, attach, attach_with, new_loop};
+pub use guest::{CalloopGuest, GuestTimer, GuestTimers, guest};
