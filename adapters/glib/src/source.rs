@@ -401,7 +401,9 @@ fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
             // own epoll fd) reports nothing; GLib's poll says so again.
             let _ = state
                 .selector
-                .select(Some(std::time::Duration::ZERO), |fd, r| driver.fd_ready(fd, r));
+                .select(Some(std::time::Duration::ZERO), |fd, r| {
+                    driver.fd_ready(fd, r)
+                });
         }
     }
     state.in_dispatch.set(true);
