@@ -336,9 +336,9 @@ impl AsyncWrite for StreamWriter {
         // Take at most what fits under the high-water mark (or one chunk):
         // a huge `write_all` to a peer that does not read then waits instead
         // of buffering everything (memory stays within the mark plus a chunk).
-        let (_, high) = self.transport.get_write_buffer_limits();
+        let (_, high) = self.transport.write_buffer_limits();
         let room = high
-            .saturating_sub(self.transport.get_write_buffer_size())
+            .saturating_sub(self.transport.write_buffer_size())
             .max(WRITE_CHUNK);
         let buf = &buf[..buf.len().min(room)];
         match self.transport.write(buf) {

@@ -245,7 +245,7 @@ fn a_dropped_loop_with_a_running_child_is_freed_and_the_child_reaped() {
             .run_until_complete(lp.subprocess_exec(|| Quiet, cmd, oneloop::SubprocessStdio::new()))
             .unwrap()
             .unwrap();
-        let pid = rustix::process::Pid::from_raw(child.get_pid() as i32).unwrap();
+        let pid = rustix::process::Pid::from_raw(child.pid() as i32).unwrap();
         let remote = lp.remote();
         let child = keep.then_some(child);
         drop(lp);

@@ -12,7 +12,7 @@ use super::write_buffer::WriteBuffer;
 use super::{ExtraInfo, SocketAddress};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, WeakLoop};
-use crate::future::Future;
+use crate::future::LoopFuture;
 use crate::protocol::Protocol;
 
 /// Bytes asked of the kernel per readable event: 256 KiB, as uvloop, so a
@@ -214,7 +214,7 @@ impl StreamInner {
     ///
     /// On a closed loop the transport is released at once and the error
     /// returned.
-    pub(crate) fn start(self: &Rc<Self>, waiter: Option<Future<Transport>>) -> Result<()> {
+    pub(crate) fn start(self: &Rc<Self>, waiter: Option<LoopFuture<Transport>>) -> Result<()> {
         let me = self.clone();
         let queued = self.lp.get().and_then(|lp| {
             lp.call_soon(move || {
@@ -808,13 +808,15 @@ impl Transport {
     }
 
     /// The water marks, as `(low, high)`.
-    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+    #[doc(alias = "get_write_buffer_limits")]
+    pub fn write_buffer_limits(&self) -> (usize, usize) {
         let st = self.0.state.borrow();
         (st.buf.low, st.buf.high)
     }
 
     /// The number of bytes buffered and not yet taken by the socket (exact).
-    pub fn get_write_buffer_size(&self) -> usize {
+    #[doc(alias = "get_write_buffer_size")]
+    pub fn write_buffer_size(&self) -> usize {
         self.0.state.borrow().buf.len()
     }
 
@@ -837,7 +839,8 @@ impl Transport {
     /// PEP 3156's extra information by name: `"peername"`, `"sockname"`,
     /// `"socket"`. An unknown name, or a value not available, gives `None`
     /// (TP-09).
-    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+    #[doc(alias = "get_extra_info")]
+    pub fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
         match name {
             "peername" => self.peername().map(ExtraInfo::Address),
             "sockname" => self.sockname().map(ExtraInfo::Address),
