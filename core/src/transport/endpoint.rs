@@ -40,6 +40,18 @@ impl Endpoint {
         }
     }
 
+    /// Append what one read gives to `v`, into its spare capacity (which
+    /// the caller made non-empty), with no zero-filling.
+    pub(crate) fn recv_append(&self, v: &mut Vec<u8>) -> io::Result<usize> {
+        use rustix::buffer::spare_capacity;
+        match self {
+            Endpoint::Socket(s) => rustix::net::recv(s, spare_capacity(v), RecvFlags::empty())
+                .map(|(n, _)| n)
+                .map_err(io::Error::from),
+            Endpoint::Pipe(p) => rustix::io::read(p, spare_capacity(v)).map_err(io::Error::from),
+        }
+    }
+
     /// Sockets never raise SIGPIPE (`MSG_NOSIGNAL`); a pipe write relies on
     /// SIGPIPE being ignored, as Rust's runtime sets it up for binaries.
     pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {

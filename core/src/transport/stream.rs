@@ -28,6 +28,18 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// What one read did.
+enum Read {
+    /// Nothing to read now (or nobody to give it to).
+    Nothing,
+    /// Bytes went to the protocol.
+    Delivered,
+    /// The peer's EOF.
+    Eof,
+    /// The read failed: the connection is lost.
+    Failed(io::Error),
+}
+
 /// A protocol call waiting for the gate (see the module docs of `transport`).
 enum Note {
     Made,
@@ -249,13 +261,6 @@ impl StreamInner {
         self.gate.notify(note, |note| self.deliver(note));
     }
 
-    /// Deliver a direct call (`data_received`) through the gate; dropped if
-    /// a protocol method is running (reads never start then).
-    fn call(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn Protocol)) {
-        self.gate
-            .call(|| self.invoke(what, f), |note| self.deliver(note));
-    }
-
     fn deliver(self: &Rc<Self>, note: Note) {
         if self.state.borrow().lost {
             return;
@@ -294,16 +299,22 @@ impl StreamInner {
             Invoked::Ran(()) => true,
             Invoked::Gone => false,
             Invoked::Panicked(payload) => {
-                let outcome = format!("the transport (fd {}) was aborted", self.fd);
-                let lp = self.lp.upgrade();
-                let err = self
-                    .gate
-                    .panicked(lp.as_ref(), "protocol", what, &outcome, payload);
-                if what != "connection_lost" {
-                    self.force_close(Some(err));
-                }
+                self.panicked(what, payload);
                 false
             }
+        }
+    }
+
+    /// Protocol method `what` panicked: report it (or keep it for
+    /// `Propagate`) and abort, unless it was the last call anyway.
+    fn panicked(self: &Rc<Self>, what: &'static str, payload: Box<dyn std::any::Any + Send>) {
+        let outcome = format!("the transport (fd {}) was aborted", self.fd);
+        let lp = self.lp.upgrade();
+        let err = self
+            .gate
+            .panicked(lp.as_ref(), "protocol", what, &outcome, payload);
+        if what != "connection_lost" {
+            self.force_close(Some(err));
         }
     }
 
@@ -393,6 +404,57 @@ impl StreamInner {
             self.force_close(err);
             return;
         }
+        // Through the gate, which is free here (fd callbacks never run
+        // inside a protocol method); were it not, the bytes would wait in
+        // the kernel for the next iteration (level-triggered).
+        let mut outcome = Read::Nothing;
+        self.gate
+            .call(|| outcome = self.read_once(), |note| self.deliver(note));
+        match outcome {
+            Read::Eof => self.read_eof(),
+            Read::Failed(e) => self.force_close(Some(e.into())),
+            Read::Nothing | Read::Delivered => {}
+        }
+    }
+
+    /// One `recv`, with the gate held: into the protocol's own buffer if it
+    /// offers one (`get_buffer`, no copy), else into the thread's read
+    /// buffer for `data_received`.
+    fn read_once(self: &Rc<Self>) -> Read {
+        let mut direct = None;
+        let asked = self.gate.invoke(|p| {
+            if let Some(v) = p.get_buffer(READ_SIZE) {
+                if v.capacity() == v.len() {
+                    v.reserve(READ_SIZE);
+                }
+                direct = Some(match &*self.sock.borrow() {
+                    Some(s) => s.recv_append(v),
+                    None => Err(io::ErrorKind::WouldBlock.into()),
+                });
+            }
+        });
+        match asked {
+            Invoked::Ran(()) => {}
+            Invoked::Gone => return Read::Nothing,
+            Invoked::Panicked(payload) => {
+                self.panicked("get_buffer", payload);
+                return Read::Nothing;
+            }
+        }
+        match direct {
+            Some(Ok(0)) => Read::Eof,
+            Some(Ok(n)) => {
+                self.invoke("buffer_updated", |p| p.buffer_updated(n));
+                Read::Delivered
+            }
+            Some(Err(e)) if would_block(&e) => Read::Nothing,
+            Some(Err(e)) => Read::Failed(e),
+            None => self.read_copied(),
+        }
+    }
+
+    /// One `recv` into the thread's read buffer, for `data_received`.
+    fn read_copied(self: &Rc<Self>) -> Read {
         let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         if buf.len() < READ_SIZE {
             buf.resize(READ_SIZE, 0);
@@ -401,13 +463,17 @@ impl StreamInner {
             Some(s) => s.recv(&mut buf[..]),
             None => Err(io::ErrorKind::WouldBlock.into()),
         };
-        match res {
-            Ok(0) => self.read_eof(),
-            Ok(n) => self.call("data_received", |p| p.data_received(&buf[..n])),
-            Err(e) if would_block(&e) => {}
-            Err(e) => self.force_close(Some(e.into())),
-        }
+        let read = match res {
+            Ok(0) => Read::Eof,
+            Ok(n) => {
+                self.invoke("data_received", |p| p.data_received(&buf[..n]));
+                Read::Delivered
+            }
+            Err(e) if would_block(&e) => Read::Nothing,
+            Err(e) => Read::Failed(e),
+        };
         READ_BUF.with(|b| *b.borrow_mut() = buf);
+        read
     }
 
     fn read_eof(self: &Rc<Self>) {
