@@ -408,6 +408,37 @@ impl AsyncWrite for StreamWriter {
         }
     }
 
+    /// Several buffers in one vectored send (`sendmsg`), under the same
+    /// bound as `poll_write`.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map(|r| r.map(|()| 0)),
+        }
+        let (_, high) = self.transport.write_buffer_limits();
+        let mut room = high
+            .saturating_sub(self.transport.write_buffer_size())
+            .max(WRITE_CHUNK);
+        let mut parts = Vec::with_capacity(bufs.len());
+        for b in bufs {
+            if room == 0 {
+                break;
+            }
+            let take = b.len().min(room);
+            parts.push(&b[..take]);
+            room -= take;
+        }
+        let n = parts.iter().map(|p| p.len()).sum();
+        match self.transport.write_parts(&parts) {
+            Ok(()) => Poll::Ready(Ok(n)),
+            Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, e))),
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_ready(cx)
     }
@@ -510,6 +541,14 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().writer).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().writer).poll_write_vectored(cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

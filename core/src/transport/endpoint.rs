@@ -63,6 +63,30 @@ impl Endpoint {
         }
     }
 
+    /// Send `parts` in order with one syscall (`sendmsg`, or `writev` on a
+    /// pipe), as many as the kernel takes; at most `IOV_MAX` parts go in one
+    /// call. Returns the bytes taken.
+    pub(crate) fn send_vectored(&self, parts: &[&[u8]]) -> io::Result<usize> {
+        use std::io::IoSlice;
+        // POSIX guarantees at least 16; Linux and the BSDs take 1024.
+        const IOV_MAX: usize = 1024;
+        let iov: Vec<IoSlice<'_>> = parts
+            .iter()
+            .take(IOV_MAX)
+            .map(|p| IoSlice::new(p))
+            .collect();
+        match self {
+            Endpoint::Socket(s) => rustix::net::sendmsg(
+                s,
+                &iov,
+                &mut rustix::net::SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            )
+            .map_err(io::Error::from),
+            Endpoint::Pipe(p) => rustix::io::writev(p, &iov).map_err(io::Error::from),
+        }
+    }
+
     /// Half-close a socket. (A pipe's write side ends by closing it.)
     pub(crate) fn shutdown_write(&self) {
         if let Endpoint::Socket(s) = self {

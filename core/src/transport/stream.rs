@@ -656,8 +656,30 @@ impl Transport {
     /// lost connection); the data is discarded. [`ErrorKind::Unsupported`]
     /// on the read end of a pipe.
     pub fn write(&self, data: &[u8]) -> Result<()> {
+        self.write_parts(&[data])
+    }
+
+    /// Write each chunk in order, with one vectored send (`sendmsg`) for
+    /// all of them when nothing is buffered: one syscall, no copy of what
+    /// the socket takes at once. What it does not take is buffered as by
+    /// [`write`](Transport::write).
+    ///
+    /// # Errors
+    /// As [`write`](Transport::write), and then nothing is written.
+    #[doc(alias = "writev")]
+    pub fn writelines<I>(&self, chunks: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let chunks: Vec<I::Item> = chunks.into_iter().collect();
+        let parts: Vec<&[u8]> = chunks.iter().map(AsRef::as_ref).collect();
+        self.write_parts(&parts)
+    }
+
+    /// [`write`](Transport::write) of `parts`, in order, as one write.
+    pub(crate) fn write_parts(&self, parts: &[&[u8]]) -> Result<()> {
         let inner = &self.0;
-        let mut data = data;
         if inner.kind == Kind::ReadPipe {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -678,17 +700,23 @@ impl Transport {
                     "write() on a closing transport",
                 ));
             }
-            if data.is_empty() {
+            let total: usize = parts.iter().map(|p| p.len()).sum();
+            if total == 0 {
                 return Ok(());
             }
             let was_empty = st.buf.is_empty();
+            let mut sent = 0;
             if was_empty {
                 let sock = inner.sock.borrow();
                 let Some(s) = sock.as_ref() else {
                     return Ok(());
                 };
-                match s.send(data) {
-                    Ok(n) => data = &data[n..],
+                let res = match parts {
+                    [one] => s.send(one),
+                    _ => s.send_vectored(parts),
+                };
+                match res {
+                    Ok(n) => sent = n,
                     Err(e) if would_block(&e) => {}
                     Err(e) => {
                         drop((sock, st));
@@ -696,11 +724,18 @@ impl Transport {
                         return Ok(());
                     }
                 }
-                if data.is_empty() {
+                if sent == total {
                     return Ok(());
                 }
             }
-            st.buf.push(data);
+            // Buffer what the socket did not take, skipping the `sent` bytes.
+            for part in parts {
+                let skip = sent.min(part.len());
+                sent -= skip;
+                if skip < part.len() {
+                    st.buf.push(&part[skip..]);
+                }
+            }
             let pause = !st.protocol_paused && st.buf.above_high();
             if pause {
                 st.protocol_paused = true;
@@ -712,21 +747,6 @@ impl Transport {
         }
         if pause {
             inner.notify(Note::PauseWriting);
-        }
-        Ok(())
-    }
-
-    /// Write each chunk in order, as one `write` each.
-    ///
-    /// # Errors
-    /// As [`write`](Transport::write); chunks after a failure are not written.
-    pub fn writelines<I>(&self, chunks: I) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: AsRef<[u8]>,
-    {
-        for c in chunks {
-            self.write(c.as_ref())?;
         }
         Ok(())
     }

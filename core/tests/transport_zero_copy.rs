@@ -208,3 +208,92 @@ fn a_panic_in_get_buffer_is_reported_and_aborts_the_connection_once() {
     server.close();
     lp.close().unwrap();
 }
+
+/// Sends its chunks with one `writelines` as soon as it is connected.
+struct Lines(Vec<Vec<u8>>);
+
+impl Protocol for Lines {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.writelines(std::mem::take(&mut self.0)).unwrap();
+        transport.close();
+    }
+}
+
+/// `writelines` sends its chunks in order, in one vectored send, and what
+/// the socket does not take at once (a peer that reads only later) is
+/// buffered from the right byte of the right chunk.
+#[test]
+fn writelines_keeps_order_across_chunks_and_a_partial_send() {
+    let lp = Loop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // 3 000 chunks of odd sizes, 24 MiB in all: more than IOV_MAX parts and
+    // more than the socket takes before the peer reads.
+    let chunks: Vec<Vec<u8>> = (0..3000)
+        .map(|i| {
+            let len = 1 + i * 37 % 16_000;
+            (0..len).map(|j| ((i + j) % 253) as u8).collect()
+        })
+        .collect();
+    let want: Vec<u8> = chunks.concat();
+    let transport = lp
+        .run_until_complete(lp.create_connection(move || Lines(chunks), addr))
+        .unwrap()
+        .unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        got
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reader.is_finished() {
+        assert!(Instant::now() < deadline, "the chunks never all arrived");
+        lp.run_until_complete(oneloop::sleep(Duration::from_millis(1)))
+            .unwrap()
+            .unwrap();
+    }
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), want.len(), "bytes lost or added");
+    assert!(got == want, "chunks reordered or bytes misplaced");
+    assert_eq!(transport.write_buffer_size(), 0);
+    lp.close().unwrap();
+}
+
+/// A stream's vectored write takes several buffers at once, in order, and
+/// reads come back whole through `fill_buf`/`consume` (no copy).
+#[test]
+fn a_stream_writes_vectored_and_reads_through_fill_buf() {
+    use futures::io::{AsyncBufReadExt, AsyncWriteExt};
+    let lp = Loop::new().unwrap();
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let got = lp
+        .run_until_complete({
+            let lp = lp.clone();
+            async move {
+                let mut a = lp.adopt_stream(a).await?;
+                let mut b = lp.adopt_stream(b).await?;
+                let parts = [&b"one "[..], b"two ", b"", b"three"];
+                let slices: Vec<std::io::IoSlice<'_>> =
+                    parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+                let n = a.write_vectored(&slices).await.unwrap();
+                assert_eq!(n, 13, "a small vectored write is taken whole");
+                a.close().await.unwrap();
+                let mut got = Vec::new();
+                loop {
+                    let chunk = b.fill_buf().await.unwrap();
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    let n = chunk.len();
+                    got.extend_from_slice(chunk);
+                    b.consume_unpin(n);
+                }
+                Ok::<_, oneloop::Error>(got)
+            }
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"one two three");
+    lp.close().unwrap();
+}
