@@ -389,7 +389,7 @@ impl Loop {
         let cb = CallbackCell::new_rc(f, State::Ready, location);
         self.inner
             .sched
-            .try_push_ready_with(|| Ready::Call(cb.clone()))?;
+            .try_push_ready_with(|| Ready::Call(cb.clone(), location))?;
         Ok(Handle { cb })
     }
 
