@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 pub struct Usage {
     /// Open file descriptors.
     pub fds: usize,
-    /// Threads.
+    /// Threads, but for idle pool threads (see [`pool_threads`]).
     pub threads: usize,
+    /// Threads of the `blocking` crate's pool (core's and async-std's
+    /// default executor), which parks idle threads instead of ending them.
+    pub pool_threads: usize,
     /// Resident set size, bytes.
     pub rss: u64,
 }
@@ -22,9 +25,11 @@ impl Usage {
     /// Where `/proc/self` cannot be read (these checks are Linux-only, as
     /// the suite's CPU-time probes are).
     pub fn now() -> Usage {
+        let pool = pool_threads();
         Usage {
             fds: fd_table().len(),
-            threads: threads(),
+            threads: threads().saturating_sub(pool),
+            pool_threads: pool,
             rss: rss(),
         }
     }
@@ -74,6 +79,23 @@ pub fn threads() -> usize {
         .expect("a Threads: line in /proc/self/status")
 }
 
+/// Threads named `blocking-N`: the `blocking` crate's pool (core's and
+/// async-std's default executor). Its idle threads stay parked for the next
+/// job rather than exit (blocking 1.7 ends a thread only above its limit of
+/// 500), so their number follows the most jobs run at once, not how many
+/// were run.
+pub fn pool_threads() -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("blocking-"))
+        })
+        .count()
+}
+
 /// Resident memory in bytes (`/proc/self/statm`, pages × page size).
 ///
 /// # Panics
@@ -88,12 +110,13 @@ pub fn rss() -> u64 {
     pages * rustix::param::page_size() as u64
 }
 
-/// Wait until the thread count is at most `base` (pool threads exit on
-/// their own after idling), up to `limit`; the last count seen.
+/// Wait until the thread count, pool threads aside, is at most `base`
+/// (other pools' threads exit on their own after idling), up to `limit`;
+/// the last count seen.
 pub fn threads_settle(base: usize, limit: Duration) -> usize {
     let deadline = Instant::now() + limit;
     loop {
-        let n = threads();
+        let n = threads().saturating_sub(pool_threads());
         if n <= base || Instant::now() >= deadline {
             return n;
         }

@@ -32,7 +32,7 @@ fn main() {
                     let c = std::panic::catch_unwind(|| counter(&spec, n))
                         .map_err(|p| Failed::from(oneloop_reliability::panic_text(&*p)))?;
                     eprintln!(
-                        "{} × {} {}: {:.1} s, fds {}→{}, threads {}→{}, rss +{} KiB",
+                        "{} × {} {}: {:.1} s, fds {}→{}, threads {}→{} (+ pool {}→{}), rss +{} KiB",
                         c.mode,
                         c.n,
                         c.what,
@@ -41,6 +41,8 @@ fn main() {
                         c.after.fds,
                         c.base.threads,
                         c.after.threads,
+                        c.base.pool_threads,
+                        c.after.pool_threads,
                         c.rss_growth() / 1024
                     );
                     c.verdict().map_err(Failed::from)
