@@ -324,9 +324,7 @@ pub fn connections(spec: &AdapterSpec, n: u64) -> Count {
                     } else {
                         lp.create_connection(move || ping, addr).await
                     };
-                    if let Err(e) = made {
-                        return Err(e);
-                    }
+                    made?;
                 }
                 while finished.get() + failed.get() < n {
                     oneloop::sleep(Duration::from_millis(1)).await?;

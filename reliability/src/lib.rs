@@ -21,7 +21,7 @@ pub mod fuzz;
 pub mod leaks;
 pub mod modes;
 pub mod probe;
-// pub mod soak;
+pub mod soak;
 
 /// The text of a panic payload.
 pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {

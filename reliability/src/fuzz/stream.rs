@@ -870,7 +870,7 @@ pub(crate) fn run(env: &Env, family: Family, seed: u64) -> Tally {
             describe()
         );
     }
-    let _ = connector;
+    drop(connector);
     close_server(env, &server, &addr);
     check_outcomes(&run, &tally);
     if !faults.is_empty() {
