@@ -16,7 +16,7 @@ use std::time::Duration;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::event_loop::Loop;
+use crate::event_loop::{Loop, WeakLoop};
 use crate::exception::{ExceptionContext, panic_message};
 use crate::future::Future;
 use crate::handle::TimerHandle;
@@ -97,7 +97,10 @@ impl ServerOptions {
 type Factory = Box<dyn Fn() -> Box<dyn Protocol>>;
 
 struct ServerInner {
-    lp: Loop,
+    /// Weakly: the loop holds the server through its listeners' reader
+    /// callbacks, and a task serving forever holds a `Server` handle, so a
+    /// strong reference would keep a loop dropped without `close()` alive.
+    lp: WeakLoop,
     /// Emptied (the fds closed) by `close()`.
     listeners: RefCell<Vec<Socket>>,
     addrs: Vec<SocketAddress>,
@@ -123,7 +126,8 @@ struct ServerInner {
 ///
 /// Accepting starts as soon as the server is created and goes on (the loop
 /// keeps the server alive) until [`close`](Server::close), even if this
-/// handle is dropped.
+/// handle is dropped, or until the loop closes (dropping the loop's last
+/// handle closes it, and the listening sockets with it).
 ///
 /// ```
 /// use oneloop::{Loop, Protocol, Transport};
@@ -169,12 +173,13 @@ impl fmt::Debug for Server {
 impl ServerInner {
     /// Watch every listener; on failure none stays watched.
     fn start_accepting(self: &Rc<Self>) -> Result<()> {
+        let lp = self.lp.get()?;
         self.accepting.set(true);
         let added = {
             let listeners = self.listeners.borrow();
             listeners.iter().enumerate().try_for_each(|(i, l)| {
                 let me = self.clone();
-                self.lp.add_reader(l, move || me.on_acceptable(i))
+                lp.add_reader(l, move || me.on_acceptable(i))
             })
         };
         if added.is_err() {
@@ -185,8 +190,17 @@ impl ServerInner {
 
     fn stop_accepting(&self) {
         self.accepting.set(false);
-        for l in self.listeners.borrow().iter() {
-            self.lp.remove_reader(l);
+        // A dropped loop has no registrations left to remove.
+        if let Some(lp) = self.lp.upgrade() {
+            for l in self.listeners.borrow().iter() {
+                lp.remove_reader(l);
+            }
+        }
+    }
+
+    fn report(&self, ctx: ExceptionContext) {
+        if let Some(lp) = self.lp.upgrade() {
+            lp.call_exception_handler(ctx);
         }
     }
 
@@ -216,9 +230,7 @@ impl ServerInner {
                         "accept failed".to_string()
                     };
                     if !(resource && self.shortage_reported.replace(true)) {
-                        self.lp.call_exception_handler(
-                            ExceptionContext::new(what).with_error(e.into()),
-                        );
+                        self.report(ExceptionContext::new(what).with_error(e.into()));
                     }
                     if resource {
                         self.back_off();
@@ -233,8 +245,9 @@ impl ServerInner {
     /// a retry now would spin) and retry after a pause.
     fn back_off(self: &Rc<Self>) {
         self.stop_accepting();
+        let Some(lp) = self.lp.upgrade() else { return };
         let weak = Rc::downgrade(self);
-        let timer = self.lp.call_later(ACCEPT_RETRY_DELAY, move || {
+        let timer = lp.call_later(ACCEPT_RETRY_DELAY, move || {
             if let Some(me) = weak.upgrade()
                 && !me.closed.get()
                 && !me.accepting.get()
@@ -246,9 +259,7 @@ impl ServerInner {
                 if e.io_error().is_some_and(out_of_resources) {
                     me.back_off();
                 } else {
-                    me.lp.call_exception_handler(
-                        ExceptionContext::new("cannot resume accepting").with_error(e),
-                    );
+                    me.report(ExceptionContext::new("cannot resume accepting").with_error(e));
                 }
             }
         });
@@ -256,8 +267,10 @@ impl ServerInner {
     }
 
     fn serve(self: &Rc<Self>, sock: Socket) {
+        // Called from the listener's reader callback: the loop is there.
+        let Some(lp) = self.lp.upgrade() else { return };
         if let Err(e) = sock.set_nonblocking(true) {
-            self.lp.call_exception_handler(
+            lp.call_exception_handler(
                 ExceptionContext::new("accepted socket").with_error(e.into()),
             );
             return;
@@ -269,7 +282,7 @@ impl ServerInner {
             Ok(p) => p,
             Err(payload) => {
                 let msg = panic_message(&*payload);
-                self.lp.call_exception_handler(
+                lp.call_exception_handler(
                     ExceptionContext::new(
                         "the server's protocol factory panicked; connection dropped",
                     )
@@ -287,7 +300,7 @@ impl ServerInner {
                 me.wake_idle();
             }
         });
-        let inner = StreamInner::new(&self.lp, sock, protocol, Some(on_lost));
+        let inner = StreamInner::new(&lp, sock, protocol, Some(on_lost));
         // On a closed loop `start` releases the transport (and the count).
         let _ = inner.start(None);
     }
@@ -303,9 +316,12 @@ impl ServerInner {
 }
 
 impl Server {
-    /// The loop the server runs on.
-    pub fn get_loop(&self) -> &Loop {
-        &self.0.lp
+    /// The loop the server runs on, while it exists (PEP 3156's
+    /// `get_loop`). A server holds its loop weakly: the loop holds the
+    /// server, through its listeners' callbacks.
+    #[doc(alias = "get_loop")]
+    pub fn event_loop(&self) -> Option<Loop> {
+        self.0.lp.upgrade()
     }
 
     /// Stop accepting and close the listening sockets, so new connects are
@@ -345,13 +361,15 @@ impl Server {
     /// [`ErrorKind::Closed`] if the loop closes first.
     pub fn wait_closed(&self) -> impl StdFuture<Output = Result<()>> + 'static {
         let inner = self.0.clone();
-        let fut = inner.lp.create_future::<()>();
-        if inner.closed.get() && inner.active.get() == 0 {
-            let _ = fut.set_result(());
-        } else {
-            inner.idle_waiters.borrow_mut().push(fut.clone());
+        let fut = inner.lp.upgrade().map(|lp| lp.create_future::<()>());
+        if let Some(fut) = &fut {
+            if inner.closed.get() && inner.active.get() == 0 {
+                let _ = fut.set_result(());
+            } else {
+                inner.idle_waiters.borrow_mut().push(fut.clone());
+            }
         }
-        fut
+        async move { fut.ok_or_else(Error::closed)?.await }
     }
 
     /// Serve until the server is closed. Dropping (cancelling) this future
@@ -367,15 +385,17 @@ impl Server {
             }
         }
         let guard = CloseOnDrop(self.clone());
-        let fut = self.0.lp.create_future::<()>();
-        if self.0.closed.get() {
-            let _ = fut.set_result(());
-        } else {
-            self.0.close_waiters.borrow_mut().push(fut.clone());
+        let fut = self.0.lp.upgrade().map(|lp| lp.create_future::<()>());
+        if let Some(fut) = &fut {
+            if self.0.closed.get() {
+                let _ = fut.set_result(());
+            } else {
+                self.0.close_waiters.borrow_mut().push(fut.clone());
+            }
         }
         async move {
             let _guard = guard;
-            fut.await
+            fut.ok_or_else(Error::closed)?.await
         }
     }
 
@@ -520,7 +540,7 @@ fn serve(
         addrs.push(SocketAddress::from_sockaddr(&l.local_addr()?));
     }
     let inner = Rc::new(ServerInner {
-        lp: lp.clone(),
+        lp: lp.downgrade(),
         listeners: RefCell::new(listeners),
         addrs,
         unix_path,

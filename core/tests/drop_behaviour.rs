@@ -179,3 +179,33 @@ fn a_future_outlives_its_loop_without_keeping_it() {
     fut.set_result(1).unwrap();
     assert_eq!(fut.result().unwrap(), 1);
 }
+
+struct Quiet;
+impl oneloop::Protocol for Quiet {}
+
+#[test]
+fn a_dropped_loop_with_a_listening_server_is_freed() {
+    let _serial = serial();
+    let before = open_fds();
+    let freed = Rc::new(Cell::new(false));
+    {
+        let lp = Loop::new().unwrap();
+        let server = lp
+            .run_until_complete(lp.create_server(|| Quiet, "127.0.0.1:0"))
+            .unwrap()
+            .unwrap();
+        // A task serving forever holds a handle of its own, as
+        // `lp.spawn(server.serve_forever())` does.
+        let d = Dropped(freed.clone());
+        lp.spawn(async move {
+            let _d = d;
+            let _ = server.serve_forever().await;
+        })
+        .unwrap();
+        lp.run_until_complete(oneloop::sleep(Duration::from_millis(1)))
+            .unwrap()
+            .unwrap();
+    }
+    assert!(freed.get(), "the serving task was not dropped");
+    assert_eq!(open_fds(), before, "the loop or the listening socket leaked");
+}
