@@ -29,7 +29,7 @@ use std::rc::{Rc, Weak};
 use rustix::process::{Pid, Signal, WaitOptions};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::event_loop::Loop;
+use crate::event_loop::{Loop, WeakLoop};
 use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
 use crate::future::Future;
 use crate::pipe::pipe_transport;
@@ -131,7 +131,10 @@ enum Note {
 }
 
 struct ProcInner {
-    lp: Loop,
+    /// Weakly: the loop holds the child's state through the exit watch,
+    /// and a protocol usually keeps its `SubprocessTransport`, so a strong
+    /// reference would keep a loop dropped without `close()` alive.
+    lp: WeakLoop,
     pid: u32,
     pidfd: RefCell<Option<OwnedFd>>,
     returncode: Cell<Option<i32>>,
@@ -144,6 +147,8 @@ struct ProcInner {
     pending: RefCell<VecDeque<Note>>,
     panic: RefCell<Option<Box<dyn Any + Send>>>,
     exit_waiters: RefCell<Vec<Future<i32>>>,
+    /// The loop closed under the child: everything was let go.
+    released: Cell<bool>,
 }
 
 /// A running child process: its pid, return code, pipes and signals
@@ -249,10 +254,14 @@ impl ProcInner {
         *self.protocol.borrow_mut() = Some(p);
         if let Err(payload) = outcome {
             let msg = panic_message(&*payload);
-            if self.lp.panic_policy() == PanicPolicy::Propagate {
+            let lp = self.lp.upgrade();
+            if lp
+                .as_ref()
+                .is_some_and(|lp| lp.panic_policy() == PanicPolicy::Propagate)
+            {
                 self.panic.borrow_mut().get_or_insert(payload);
-            } else {
-                self.lp.call_exception_handler(
+            } else if let Some(lp) = &lp {
+                lp.call_exception_handler(
                     ExceptionContext::new(format!(
                         "subprocess protocol method {what} panicked; the subprocess transport was closed"
                     ))
@@ -273,7 +282,12 @@ impl ProcInner {
             && !self.lost_scheduled.replace(true)
         {
             let me = self.clone();
-            if self.lp.call_soon(move || me.notify(Note::Lost)).is_err() {
+            if self
+                .lp
+                .get()
+                .and_then(|lp| lp.call_soon(move || me.notify(Note::Lost)))
+                .is_err()
+            {
                 let p = self.protocol.borrow_mut().take();
                 drop(p);
             }
@@ -286,8 +300,10 @@ impl ProcInner {
         }
         self.returncode.set(Some(code));
         let pidfd = self.pidfd.borrow_mut().take();
-        if let Some(fd) = &pidfd {
-            self.lp.remove_reader(fd);
+        if let Some(fd) = &pidfd
+            && let Some(lp) = self.lp.upgrade()
+        {
+            lp.remove_reader(fd);
         }
         drop(pidfd);
         let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
@@ -295,6 +311,45 @@ impl ProcInner {
             let _ = w.set_result(code);
         }
         self.notify(Note::Exited);
+    }
+
+    /// The loop closed (or was dropped) under the child: no callback will
+    /// run again, so the exit can never be learnt from it. Kill the child if
+    /// it still runs, as dropping an asyncio subprocess transport does, and
+    /// reap it on a thread (it dies at once, but `waitpid` blocks); then let
+    /// go of the protocol (which may hold this state) and the pipes.
+    fn release(self: &Rc<Self>) {
+        if self.released.replace(true) {
+            return;
+        }
+        if self.returncode.get().is_none() {
+            let pidfd = self.pidfd.borrow_mut().take();
+            match pidfd {
+                Some(fd) => {
+                    let _ = rustix::process::pidfd_send_signal(&fd, Signal::KILL);
+                    drop(fd);
+                    reap_in_background(self.pid);
+                }
+                // No pidfd: a thread waits for this child already, unless
+                // setting up the child failed before it started.
+                None => {
+                    if let Some(pid) = Pid::from_raw(self.pid as i32) {
+                        let _ = rustix::process::kill_process(pid, Signal::KILL);
+                    }
+                    if !WAITED.with(|w| w.borrow().contains_key(&self.pid)) {
+                        reap_in_background(self.pid);
+                    }
+                }
+            }
+        }
+        let protocol = self.protocol.borrow_mut().take();
+        drop(protocol);
+        let pipes = std::mem::take(&mut *self.pipes.borrow_mut());
+        drop(pipes);
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        drop(pending);
+        let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
+        drop(waiters);
     }
 
     /// The pidfd turned readable: reap without blocking.
@@ -373,14 +428,23 @@ impl SubprocessTransport {
     /// # Errors
     /// [`ErrorKind::Closed`] if the loop closes first.
     pub fn wait(&self) -> impl StdFuture<Output = Result<i32>> + 'static {
-        let fut = self.0.lp.create_future::<i32>();
-        match self.0.returncode.get() {
-            Some(code) => {
-                let _ = fut.set_result(code);
+        let code = self.0.returncode.get();
+        let fut = self.0.lp.upgrade().map(|lp| lp.create_future::<i32>());
+        if let Some(fut) = &fut {
+            match code {
+                Some(code) => {
+                    let _ = fut.set_result(code);
+                }
+                None => self.0.exit_waiters.borrow_mut().push(fut.clone()),
             }
-            None => self.0.exit_waiters.borrow_mut().push(fut.clone()),
         }
-        fut
+        async move {
+            match (fut, code) {
+                (Some(fut), _) => fut.await,
+                (None, Some(code)) => Ok(code),
+                (None, None) => Err(Error::closed()),
+            }
+        }
     }
 
     /// Send signal `sig` to the child (SP-04). Ignored once it has exited.
@@ -577,7 +641,7 @@ fn spawn(
     let pidfd = Pid::from_raw(pid as i32)
         .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     let inner = Rc::new(ProcInner {
-        lp: lp.clone(),
+        lp: lp.downgrade(),
         pid,
         pidfd: RefCell::new(pidfd),
         returncode: Cell::new(None),
@@ -590,6 +654,7 @@ fn spawn(
         pending: RefCell::new(VecDeque::new()),
         panic: RefCell::new(None),
         exit_waiters: RefCell::new(Vec::new()),
+        released: Cell::new(false),
     });
     let mut started = Vec::new();
     for (fd, end) in [(0, stdin), (1, stdout), (2, stderr)] {
@@ -614,10 +679,41 @@ fn spawn(
     Ok(SubprocessTransport(inner))
 }
 
+/// The exit watch's hold on the child's state. The loop drops it when it
+/// closes (or is dropped) before the child exited: the moment to kill and
+/// reap the child and let go of its state, which nothing else would.
+struct ExitWatch(Rc<ProcInner>);
+
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        let me = &self.0;
+        // `exited` removes the watch itself, on a live loop.
+        if me.lp.upgrade().is_none_or(|lp| lp.is_closed()) {
+            me.release();
+        }
+    }
+}
+
+/// Wait for the (killed) child `pid` on a thread of its own.
+fn reap_in_background(pid: u32) {
+    let Some(p) = Pid::from_raw(pid as i32) else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name(format!("oneloop-reap-{pid}"))
+        .spawn(move || {
+            let _ = rustix::process::waitpid(Some(p), WaitOptions::empty());
+        });
+    if spawned.is_err() {
+        // No thread to spare: the child was sent SIGKILL and dies at once.
+        let _ = rustix::process::waitpid(Some(p), WaitOptions::empty());
+    }
+}
+
 fn watch_exit(lp: &Loop, inner: &Rc<ProcInner>) -> Result<()> {
     if let Some(fd) = &*inner.pidfd.borrow() {
-        let me = inner.clone();
-        return lp.add_reader(fd, move || me.reap());
+        let watch = ExitWatch(inner.clone());
+        return lp.add_reader(fd, move || watch.0.reap());
     }
     // No pidfd (kernel before 5.3): a thread blocks in waitpid for this
     // child and posts the status to the loop.

@@ -207,5 +207,51 @@ fn a_dropped_loop_with_a_listening_server_is_freed() {
             .unwrap();
     }
     assert!(freed.get(), "the serving task was not dropped");
-    assert_eq!(open_fds(), before, "the loop or the listening socket leaked");
+    assert_eq!(
+        open_fds(),
+        before,
+        "the loop or the listening socket leaked"
+    );
+}
+/// A child's protocol that keeps its transport, as protocols do.
+struct KeepsChild(Option<oneloop::SubprocessTransport>);
+impl oneloop::SubprocessProtocol for KeepsChild {
+    fn connection_made(&mut self, t: &oneloop::SubprocessTransport) {
+        self.0 = Some(t.clone());
+    }
+}
+
+#[test]
+fn a_dropped_loop_with_a_running_child_kills_and_reaps_it() {
+    let _serial = serial();
+    let before = open_fds();
+    let pid = {
+        let lp = Loop::new().unwrap();
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("60");
+        let child = lp
+            .run_until_complete(lp.subprocess_exec(
+                || KeepsChild(None),
+                cmd,
+                oneloop::SubprocessStdio::new(),
+            ))
+            .unwrap()
+            .unwrap();
+        child.get_pid()
+    };
+    assert_eq!(
+        open_fds(),
+        before,
+        "the loop, the pidfd or the pipes leaked"
+    );
+    // Killed, then reaped by a thread: the pid goes away (a zombie would
+    // stay in /proc until reaped).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child {pid} still running or unreaped after its loop was dropped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
