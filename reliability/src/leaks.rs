@@ -350,3 +350,73 @@ pub fn connections(spec: &AdapterSpec, n: u64) -> Count {
         modes::finish(env);
     })
 }
+
+/// A client that keeps its transport (the protocol holds the transport,
+/// which holds the protocol: only the loop's end can break that).
+struct Holder(Option<Transport>);
+impl Protocol for Holder {
+    fn connection_made(&mut self, t: &Transport) {
+        self.0 = Some(t.clone());
+    }
+}
+
+/// A child's protocol that keeps its transport, as protocols do.
+struct ChildHolder(Option<oneloop::SubprocessTransport>);
+impl oneloop::SubprocessProtocol for ChildHolder {
+    fn connection_made(&mut self, t: &oneloop::SubprocessTransport) {
+        self.0 = Some(t.clone());
+    }
+}
+
+/// Drop `n` loops of `spec`'s mode without closing them, each with a
+/// listening server (its handle dropped), a connection whose protocol keeps
+/// its transport, a task waiting forever, a timer an hour out and, every
+/// tenth, a child (`sleep 60`) whose protocol keeps its transport: dropping
+/// the last handle must close the loop and free all of it — fds back, and
+/// no child left running or unreaped.
+///
+/// # Panics
+/// If a loop cannot be set up, or children are left after 10 s.
+pub fn dropped(spec: &AdapterSpec, n: u64) -> Count {
+    let c = count(spec, "loops dropped unclosed", n, |n| {
+        for i in 0..n {
+            let env = modes::env("leaks", spec, Duration::from_secs(10));
+            let lp = env.lp().clone();
+            let server = env
+                .run_until(lp.create_server(|| EchoOnce(None), "127.0.0.1:0"))
+                .expect("create_server");
+            let addr = server.local_addrs()[0].as_inet().expect("inet");
+            drop(server);
+            env.run_until(lp.create_connection(|| Holder(None), addr))
+                .expect("create_connection");
+            if i % 10 == 0 {
+                let mut cmd = std::process::Command::new("sleep");
+                cmd.arg("60");
+                env.run_until(lp.subprocess_exec(
+                    || ChildHolder(None),
+                    cmd,
+                    oneloop::SubprocessStdio::new(),
+                ))
+                .expect("spawn sleep");
+            }
+            lp.spawn(std::future::pending::<()>()).expect("spawn");
+            lp.call_later(Duration::from_secs(3600), || {})
+                .expect("call_later");
+            env.run_briefly();
+            // The last handle goes with the Env, before its host.
+            drop(lp);
+            drop(env);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !probe::children().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = probe::children();
+    assert!(
+        left.is_empty(),
+        "{}: children left running or unreaped after their loops were dropped: {left:?}",
+        spec.name
+    );
+    c
+}

@@ -76,9 +76,9 @@ pub fn finish(env: Env) {
         "the exception handler was told what nobody expected:\n  {}",
         reports.join("\n  ")
     );
-    // Close the loop while its host is still there (a host dropped first
-    // can keep an attached driver task, and its fds, alive: see
-    // docs/reliability.md, "Found").
+    // Close the loop while its host is still there, as an orderly program
+    // does (the other order is `leaks::dropped`'s and the async-std
+    // adapter's `host_dropped_first` test's).
     env.lp()
         .close()
         .unwrap_or_else(|e| panic!("closing the loop failed: {e}"));

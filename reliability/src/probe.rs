@@ -96,6 +96,22 @@ pub fn pool_threads() -> usize {
         .count()
 }
 
+/// The pids of this process's children (every thread's
+/// `/proc/self/task/<tid>/children`): running or exited and not yet reaped.
+pub fn children() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// Resident memory in bytes (`/proc/self/statm`, pages × page size).
 ///
 /// # Panics
