@@ -608,13 +608,14 @@ where
     Fut: StdFuture<Output = ()> + 'static,
 {
     let handler = Rc::new(handler);
-    let lp = lp.clone();
+    // Weakly: the factory lives in the server, which the loop holds.
+    let lp = lp.downgrade();
     move || {
         let handler = handler.clone();
         let lp = lp.clone();
         let on_connect: OnConnect = Box::new(move |r, w| {
             let fut = handler(r, w);
-            if let Err(e) = lp.spawn(fut) {
+            if let Err(e) = lp.get().and_then(|lp| lp.spawn(fut)) {
                 tracing::warn!(target: "oneloop", "cannot start the stream handler: {e}");
             }
         });

@@ -255,3 +255,25 @@ fn a_dropped_loop_with_a_running_child_kills_and_reaps_it() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+#[test]
+fn a_dropped_loop_with_a_stream_server_is_freed() {
+    let _serial = serial();
+    let before = open_fds();
+    {
+        let lp = Loop::new().unwrap();
+        let server = lp
+            .run_until_complete(lp.start_server(|_, _| async {}, "127.0.0.1:0"))
+            .unwrap()
+            .unwrap();
+        drop(server);
+        lp.run_until_complete(oneloop::sleep(Duration::from_millis(1)))
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        open_fds(),
+        before,
+        "the loop or the listening socket leaked"
+    );
+}
