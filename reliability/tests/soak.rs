@@ -26,7 +26,7 @@ fn main() {
                 if r.problems.is_empty() {
                     Ok(())
                 } else {
-                    Err(Failed::from(r.problems.join("\\n")))
+                    Err(Failed::from(r.problems.join("\n")))
                 }
             })
         })

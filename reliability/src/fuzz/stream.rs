@@ -424,8 +424,7 @@ fn client_step(run: &Rc<Run>, i: usize) {
             Err(e) => run.faults.add(format!("conn {i}: write failed: {e}")),
         }
         if obey_flow {
-            let (low, high) = t.get_write_buffer_limits();
-            let _ = low;
+            let (_, high) = t.get_write_buffer_limits();
             let size = t.get_write_buffer_size();
             let bound = high + step.len;
             if c.worst_buffer.is_none_or(|(w, _)| size > w) {
@@ -553,7 +552,7 @@ impl Protocol for ServerProto {
 
 /// The server's read pauses, flow control and fault, after each chunk.
 fn server_after_data(run: &Rc<Run>, i: usize, t: &Transport) {
-    let (storms, holds, fault) = {
+    let (storms, fault) = {
         let mut conns = run.conns.borrow_mut();
         let c = &mut conns[i];
         let mut storms = Vec::new();
@@ -574,9 +573,8 @@ fn server_after_data(run: &Rc<Run>, i: usize, t: &Transport) {
             _ => None,
         };
         c.holds += storms.len() as u32;
-        (storms, c.holds, fault)
+        (storms, fault)
     };
-    let _ = holds;
     for p in &storms {
         for _ in 0..p.storm {
             t.pause_reading();
@@ -630,7 +628,7 @@ async fn stream_client(
     i: usize,
     (mut reader, mut writer): (oneloop::StreamReader, oneloop::StreamWriter),
 ) {
-    let (plan, lp) = (run.conns.borrow()[i].plan.clone(), run.lp.clone());
+    let plan = run.conns.borrow()[i].plan.clone();
     let Client::Stream { reads } = plan.client.clone() else {
         unreachable!("a stream plan")
     };
@@ -704,7 +702,6 @@ async fn stream_client(
             break;
         }
     }
-    let _ = lp;
     {
         let mut conns = run.conns.borrow_mut();
         let c = &mut conns[i];
