@@ -268,7 +268,7 @@ impl Protocol for Ping {
 }
 
 /// At most this many connections open at once.
-const CONCURRENT: u64 = 32;
+pub const CONCURRENT: u64 = 32;
 
 /// Open and close `n` connections on one loop of `spec`'s mode, up to
 /// [`CONCURRENT`] at a time: a third TCP closed by the server after a

@@ -9,7 +9,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use oneloop_reliability::{modes, soak};
 
 /// Per mode: nine modes, under two minutes in all with setup and teardown.
-const PER_MODE: Duration = Duration::from_secs(8);
+const PER_MODE: Duration = Duration::from_secs(6);
 
 fn main() {
     let mut args = Arguments::from_args();
