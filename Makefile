@@ -2,11 +2,15 @@
 #   make demo   the conformance report over every adapter (docs/conformance.md)
 #   make test   everything CI runs: fmt, clippy, tests, docs, the GTK self-test
 # Both install missing system packages first (scripts/install-deps.sh).
+# And two long runs (docs/reliability.md), whose short versions are in
+# make test (cargo test -p oneloop-reliability):
+#   make fuzz   every transport on every loop mode with random seeds
+#   make soak   mixed load on every loop mode; writes docs/reliability.md
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test deps fmt clippy unit polling doc package gtk-selftest winit-selftest bench
+.PHONY: demo test deps fmt clippy unit polling doc package gtk-selftest winit-selftest bench fuzz soak
 
 # Runs every adapter's conformance suite (cargo test --workspace --test
 # conformance), then prints the guarantee x adapter matrix and writes it;
@@ -46,7 +50,8 @@ doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 # Every library crate packages and its tarball builds, as `cargo publish`
-# would check (the examples, the bench and the interop matrix are not published).
+# would check (the examples, the bench, the interop matrix and the
+# reliability checks are not published).
 # The check builds each crate against its siblings' tarballs as if they came
 # from a registry, and cargo takes registry crates to be immutable: it never
 # unpacks one again while its folder under $CARGO_HOME/registry/src/-<hash>/
@@ -58,7 +63,7 @@ doc:
 PACKAGE_TARGET := $(CURDIR)/target/package-check
 package:
 	rm -rf "$${CARGO_HOME:-$$HOME/.cargo}"/registry/src/-*/oneloop-* $(PACKAGE_TARGET)/debug/.fingerprint/oneloop-*
-	CARGO_TARGET_DIR=$(PACKAGE_TARGET) $(CARGO) package --workspace --exclude oneloop-examples --exclude oneloop-bench --exclude oneloop-interop --allow-dirty
+	CARGO_TARGET_DIR=$(PACKAGE_TARGET) $(CARGO) package --workspace --exclude oneloop-examples --exclude oneloop-bench --exclude oneloop-interop --exclude oneloop-reliability --allow-dirty
 
 # The GTK example drives itself and checks its window, under a virtual X server.
 gtk-selftest:
@@ -75,6 +80,20 @@ winit-selftest:
 
 bench: deps
 	$(CARGO) bench -p oneloop-bench
+
+# Fuzz every transport (TCP, Unix, UDP, pipes, subprocesses) on all nine
+# loop modes with random seeds for FUZZ_SECONDS; every failing seed is
+# printed with the command that replays it, and the run fails.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	$(CARGO) run -p oneloop-reliability --bin oneloop-fuzz -- --seconds $(FUZZ_SECONDS)
+
+# Mixed load (echo, timers, threadsafe calls, subprocesses, signals, fuzz
+# runs, bad input) on each of the nine loop modes for SOAK_SECONDS each,
+# one after another; writes the figures into docs/reliability.md.
+SOAK_SECONDS ?= 60
+soak: deps
+	$(CARGO) run -p oneloop-reliability --bin oneloop-soak -- --seconds $(SOAK_SECONDS) --write docs/reliability.md
 
 # The Python package (python/, its own cargo workspace): build the abi3 wheel
 # with maturin into python/.venv (PyPI and crates.io only; Debian -dev

@@ -129,6 +129,18 @@ fn sg06_closing_the_loop_restores_dispositions() {
     eprintln!("still alive: closing did not restore SIGUSR2");
 }
 
+fn sg06_dropping_the_loop_unclosed_restores_dispositions() {
+    let lp = Loop::new().unwrap();
+    lp.add_signal_handler(SIGUSR2, || {}).unwrap();
+    drop(lp);
+    // A new loop may take signals over once the old one is gone.
+    let lp2 = Loop::new().unwrap();
+    lp2.add_signal_handler(SIGUSR1, || {}).unwrap();
+    raise(Signal::USR2); // default action: terminate
+    std::thread::sleep(Duration::from_secs(5));
+    eprintln!("still alive: dropping did not restore SIGUSR2");
+}
+
 fn sg07_off_the_main_thread_is_unsupported() {
     let kind = std::thread::spawn(|| {
         let lp = Loop::new().unwrap();
@@ -239,6 +251,11 @@ const CHECKS: &[Check] = &[
     (
         "sg06_closing_the_loop_restores_dispositions",
         sg06_closing_the_loop_restores_dispositions,
+        Expect::KilledBy(SIGUSR2),
+    ),
+    (
+        "sg06_dropping_the_loop_unclosed_restores_dispositions",
+        sg06_dropping_the_loop_unclosed_restores_dispositions,
         Expect::KilledBy(SIGUSR2),
     ),
     (
