@@ -4,8 +4,9 @@
 //! Scheduler faults come from `oneloop`'s `fault-injection` feature; the
 //! host faults are small backends written here: a clock that runs ahead
 //! while dispatching (timers fire 1 ms early in real time), a wake handle
-//! that does not wake, a dispatch on another thread than the loop's, and
-//! fd readiness reported only on edges.
+//! that does not wake, a dispatch on another thread than the loop's, fd
+//! readiness reported only on edges, and writers never told of an error
+//! that comes without a hang-up.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
