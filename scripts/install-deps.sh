@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install the system packages the workspace needs, only those missing.
 # glib/gtk4 -sys crates need the -dev packages; the GTK example's self-test
-# runs under Xvfb. Everything comes from Debian's archive.
+# runs under Xvfb; the perf gate counts instructions under valgrind's
+# callgrind. Everything comes from Debian's archive.
 set -euo pipefail
 
 need=()
-for pkg in pkg-config libglib2.0-dev libgtk-4-dev xvfb xauth; do
+for pkg in pkg-config libglib2.0-dev libgtk-4-dev xvfb xauth valgrind; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
