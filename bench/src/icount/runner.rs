@@ -412,6 +412,7 @@ pub fn table(
 /// workspace's `target/`, then `icount/`.
 pub fn work_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
         .join("icount")
