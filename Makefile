@@ -6,7 +6,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test deps fmt clippy unit doc package gtk-selftest bench perf-gate perf-gate-update bench-echo bench-icount
+.PHONY: demo test deps fmt clippy unit polling doc package gtk-selftest winit-selftest bench perf-gate perf-gate-update bench-echo bench-icount
 
 # Runs every adapter's conformance suite (cargo test --workspace --test
 # conformance), then prints the guarantee x adapter matrix and writes it;
@@ -15,7 +15,7 @@ demo: deps
 	$(CARGO) run -p oneloop-conformance --bin oneloop-report -- --workspace --write docs/conformance.md
 	ONELOOP_INTEROP_REPORT=$(CURDIR)/docs/interop.md $(CARGO) test -q -p oneloop-interop --test matrix
 
-test: deps fmt clippy unit doc package gtk-selftest python-test perf-gate
+test: deps fmt clippy unit polling doc package gtk-selftest winit-selftest python-test perf-gate
 
 deps:
 	@scripts/install-deps.sh
@@ -23,12 +23,24 @@ deps:
 fmt:
 	$(CARGO) fmt --all --check
 
+# Then core without its optional parts and with each alone: what an adapter
+# builds (features net, process, signal; all on by default).
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	for f in "" net process signal; do \
+		$(CARGO) clippy -p oneloop --no-default-features --features "$$f" -- -D warnings || exit 1; \
+	done
 
 # --no-fail-fast: one failing test binary must not hide the others' results.
 unit:
 	$(CARGO) test --workspace --no-fail-fast
+
+# The default loop's portable Selector (the `polling` crate: kqueue, event
+# ports, poll()), which every OS but Linux and Android runs, put through the
+# whole conformance suite here on Linux (core/src/native/mod.rs).
+polling:
+	RUSTFLAGS="--cfg oneloop_polling" CARGO_TARGET_DIR=$(CURDIR)/target/polling \
+		$(CARGO) test -p oneloop-conformance --test conformance
 
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
@@ -54,6 +66,12 @@ gtk-selftest:
 		$(CARGO) build -p oneloop-examples --bin gtk_dashboard && \
 		xvfb-run -a -s "-screen 0 1024x768x24" $(CARGO) run -q -p oneloop-examples --bin gtk_dashboard -- --self-test; \
 	else echo "gtk-selftest: skipped (the GTK example is not in the tree yet)"; fi
+
+# The winit example hosts oneloop in guest mode and checks its window, read
+# back from the X server, under a virtual X server.
+winit-selftest:
+	$(CARGO) build -p oneloop-examples --bin winit_echo
+	xvfb-run -a -s "-screen 0 1024x768x24" $(CARGO) run -q -p oneloop-examples --bin winit_echo -- --self-test
 
 bench: deps
 	$(CARGO) bench -p oneloop-bench

@@ -90,7 +90,9 @@ pub use harness::{Harness, RESULTS_ENV};
 pub use native::native_spec;
 pub use registry::{CHECKS, Check, Group, LEFT_OUT, LeftOut, Level, Mode, check, checks};
 pub use runner::{Options, Outcome, not_applicable, run_check, run_check_with};
-pub use spec::{AdapterSpec, Caps, Divergence, HostDriver, Setup};
+pub use spec::{
+    AdapterSpec, Caps, Divergence, GuestDriver, GuestEnd, GuestMain, HostDriver, Setup,
+};
 
 /// Stamps one `#[test]` per check for an adapter spec.
 ///

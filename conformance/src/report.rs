@@ -103,6 +103,33 @@ pub fn counts_by_group(rows: &[Row]) -> BTreeMap<(String, Group), Counts> {
     m
 }
 
+/// How many guarantees of the covered groups have a check, out of all of
+/// them (the `UNSUP-*` checks of missing capabilities not counted), and
+/// how many of the checked ones pass on at least one adapter and fail on
+/// none: `(checked, total, held)`.
+pub fn coverage(rows: &[Row]) -> (usize, usize, usize) {
+    let ids: Vec<&str> = checks()
+        .iter()
+        .map(|c| c.id)
+        .filter(|id| !id.starts_with("UNSUP-"))
+        .collect();
+    let held = ids
+        .iter()
+        .filter(|id| {
+            let mine = || rows.iter().filter(|r| r.id == **id);
+            mine().any(|r| r.outcome == Outcome::Pass) && !mine().any(|r| r.outcome.is_failure())
+        })
+        .count();
+    (ids.len(), ids.len() + LEFT_OUT.len(), held)
+}
+
+fn coverage_line(rows: &[Row]) -> String {
+    let (checked, total, held) = coverage(rows);
+    format!(
+        "Guarantees checked: {checked}/{total}; holding (passing on at least one adapter, failing on none): {held}/{total}"
+    )
+}
+
 /// Whether any MUST check failed on any adapter.
 pub fn must_failed(rows: &[Row]) -> bool {
     rows.iter()
@@ -140,6 +167,7 @@ pub fn terminal(rows: &[Row]) -> String {
         out.push('\n');
     }
     out.push('\n');
+    let _ = writeln!(out, "{}\n", coverage_line(rows));
     let by_level = counts_by_level(rows);
     let by_group = counts_by_group(rows);
     for a in &ads {
@@ -205,6 +233,7 @@ pub fn markdown(rows: &[Row]) -> String {
                   *xfail* (a reviewed divergence from a SHOULD, failing as declared); \
                   **XPASS** (a listed divergence that passes: remove it); · (not run).\n\n",
     );
+    let _ = writeln!(out, "{}.\n", coverage_line(rows));
     out.push_str("## Summary\n\n| adapter | level | pass | fail | ignored | skipped | xfail | xpass |\n|---|---|---|---|---|---|---|---|\n");
     let by_level = counts_by_level(rows);
     for a in &ads {
@@ -295,6 +324,9 @@ pub fn markdown(rows: &[Row]) -> String {
             "- **{}** ({}): {} — *{}*",
             l.id, l.level, l.statement, l.reason
         );
+    }
+    if LEFT_OUT.is_empty() {
+        out.push_str("None: every guarantee of the covered groups has a check.\n");
     }
     out.push_str("\n## Notes: failures, ignored and skipped checks, and divergences\n\n");
     for a in &ads {

@@ -148,6 +148,10 @@ impl Caps {
     pub const PIPES: Caps = Caps(1 << 8);
     /// Subprocesses (the `SP` group).
     pub const SUBPROCESS: Caps = Caps(1 << 9);
+    /// Guest mode (EM-09): the loop waits for I/O on a helper thread and
+    /// dispatches on the host thread through the host's run-soon hook; its
+    /// [`HostDriver`] gives a [`GuestDriver`].
+    pub const GUEST: Caps = Caps(1 << 10);
 
     /// Every capability but [`HOST`](Caps::HOST): what an adapter that has
     /// fd watching, threads, the executor, signals and every transport
@@ -163,7 +167,7 @@ impl Caps {
         .union(Caps::PIPES)
         .union(Caps::SUBPROCESS);
 
-    const NAMES: [(Caps, &'static str); 10] = [
+    const NAMES: [(Caps, &'static str); 11] = [
         (Caps::FD, "fd"),
         (Caps::THREADS, "threads"),
         (Caps::EXECUTOR, "executor"),
@@ -174,6 +178,7 @@ impl Caps {
         (Caps::UNIX, "unix"),
         (Caps::PIPES, "pipes"),
         (Caps::SUBPROCESS, "subprocess"),
+        (Caps::GUEST, "guest"),
     ];
 
     /// Both sets (usable in `const` items, unlike `|`).
@@ -252,4 +257,36 @@ pub trait HostDriver {
     fn iterate_nested(&self, until: &dyn Fn() -> bool, limit: Duration);
     /// Ask the host to quit (as a GUI app does when its last window closes).
     fn quit(&self);
+    /// A guest-mode adapter's way to start guest runs on this host
+    /// ([`Caps::GUEST`], EM-09); `None` (the default) for other hosts.
+    fn guest(&self) -> Option<&dyn GuestDriver> {
+        None
+    }
+}
+
+/// The main future of a guest run the suite starts: given the run's loop.
+pub type GuestMain =
+    Box<dyn FnOnce(Loop) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>;
+
+/// How a guest-mode adapter starts a guest run on the host of a
+/// [`HostDriver`] (EM-09), for the suite.
+pub trait GuestDriver {
+    /// Start a guest run on this thread's host: `main`'s future is the
+    /// run's main task; `done` is called, on the host thread, once the run
+    /// has finished and been cleaned up. Returns the run's loop.
+    ///
+    /// # Errors
+    /// What the adapter's guest-mode start fails with: it must refuse
+    /// (`AlreadyRunning`) while another loop runs on this thread.
+    fn start_run(&self, main: GuestMain, done: Box<dyn FnOnce(GuestEnd)>) -> oneloop::Result<Loop>;
+}
+
+/// What a guest run's done callback saw, as the adapter reports it.
+#[derive(Debug)]
+pub struct GuestEnd {
+    /// The main future's outcome (or why the run ended without it).
+    pub outcome: oneloop::Result<()>,
+    /// At the time of the callback, the run's loop was closed and every
+    /// helper thread of the run had been joined.
+    pub cleaned_up: bool,
 }

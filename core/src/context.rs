@@ -1,16 +1,15 @@
 //! Every thread-local of the crate, in one place: which loop runs on this
-//! thread, which loop `set_event_loop` chose, the open loops made here, the
-//! task whose step is running, and the backend wakes this thread holds back
-//! ([`crate::defer_wakes`]).
+//! thread, which loop `set_event_loop` chose, the open loops made here and
+//! the task whose step is running. (The wakes a thread holds back with
+//! [`crate::defer_wakes`] live in `defer`, below the scheduler that uses
+//! them.)
 //!
 //! They hold loops weakly (only `set_event_loop`'s choice, a user's own
 //! handle, is strong), so a thread-local never keeps a dropped loop alive.
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
 
-use crate::backend::RemoteWake;
 use crate::event_loop::{Loop, LoopInner};
 use crate::task::state::TaskState;
 
@@ -25,58 +24,6 @@ thread_local! {
     static LOCAL: RefCell<Vec<(u64, Weak<LoopInner>)>> = const { RefCell::new(Vec::new()) };
     /// The task whose step is running on this thread.
     static CURRENT_TASK: RefCell<Option<Rc<TaskState>>> = const { RefCell::new(None) };
-    /// Backend wakes held back by open `defer_wakes` scopes on this thread.
-    static DEFERRED: RefCell<Deferred> = const {
-        RefCell::new(Deferred { depth: 0, wakes: Vec::new() })
-    };
-}
-
-/// The open `defer_wakes` scopes of a thread and the wakes they hold, each
-/// backend once.
-struct Deferred {
-    depth: usize,
-    wakes: Vec<Arc<dyn RemoteWake>>,
-}
-
-/// Wake `waker` now, or once when this thread's outermost `defer_wakes`
-/// scope ends.
-pub(crate) fn wake_or_defer(waker: &Arc<dyn RemoteWake>) {
-    let deferred = DEFERRED
-        .try_with(|d| {
-            let mut d = d.borrow_mut();
-            if d.depth == 0 {
-                return false;
-            }
-            if !d.wakes.iter().any(|w| Arc::ptr_eq(w, waker)) {
-                d.wakes.push(waker.clone());
-            }
-            true
-        })
-        .unwrap_or(false);
-    if !deferred {
-        waker.wake();
-    }
-}
-
-/// Open a `defer_wakes` scope on this thread.
-pub(crate) fn defer_begin() {
-    DEFERRED.with(|d| d.borrow_mut().depth += 1);
-}
-
-/// Close a `defer_wakes` scope: the wakes to send now if it was the
-/// outermost (sent by the caller, outside the borrow).
-pub(crate) fn defer_end() -> Vec<Arc<dyn RemoteWake>> {
-    DEFERRED
-        .try_with(|d| {
-            let mut d = d.borrow_mut();
-            d.depth -= 1;
-            if d.depth == 0 {
-                std::mem::take(&mut d.wakes)
-            } else {
-                Vec::new()
-            }
-        })
-        .unwrap_or_default()
 }
 
 pub(crate) fn running_loop_inner() -> Option<Rc<LoopInner>> {

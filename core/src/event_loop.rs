@@ -331,6 +331,7 @@ impl Loop {
     }
 
     /// The loop's id, unique in the process.
+    #[cfg(feature = "signal")]
     pub(crate) fn id(&self) -> u64 {
         self.inner.sched.shared().id
     }

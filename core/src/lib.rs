@@ -46,12 +46,25 @@
 //! | [`Loop::connect_read_pipe`], [`Loop::connect_write_pipe`] | pipes as transports |
 //! | [`Loop::subprocess_exec`], [`SubprocessProtocol`] | child processes |
 //! | [`Loop::add_signal_handler`] | Unix signals as loop callbacks |
-//! | [`native::NativeBackend`] | the default loop |
+//! | [`native::NativeBackend`], [`native::Selector`] | the default loop, and its OS poller for other backends to embed |
+//!
+//! # Cargo features
+//!
+//! All on by default; without them the crate is the loop alone (callbacks,
+//! timers, fds, tasks, other threads, the executor), which is all an adapter
+//! needs.
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `net` | TCP, Unix and UDP: connections, servers, datagram endpoints, streams ([`Stream`]) |
+//! | `process` | child processes and pipes as transports |
+//! | `signal` | Unix signal handlers ([`Loop::add_signal_handler`]) |
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
 pub mod backend;
 mod context;
+mod defer;
 mod error;
 mod event_loop;
 mod exception;
@@ -59,24 +72,26 @@ mod executor;
 mod fault;
 mod future;
 mod handle;
-mod io;
 pub mod native;
+#[cfg(feature = "net")]
 mod net;
-mod pipe;
 mod policy;
+#[cfg(any(feature = "net", feature = "process"))]
 mod protocol;
 mod readiness;
 mod remote;
 mod run_context;
 mod scheduler;
-mod server;
+#[cfg(feature = "signal")]
 mod signal;
-mod subprocess;
+#[cfg(feature = "net")]
+mod streams;
 mod task;
 mod time;
+#[cfg(any(feature = "net", feature = "process"))]
 pub mod transport;
-mod udp;
 
+pub use defer::{DeferredWakes, defer_wakes};
 pub use error::{Error, ErrorKind, Result};
 pub use event_loop::{DEFAULT_TIMER_SLACK, Loop, LoopBuilder, LoopStats};
 pub use exception::{ExceptionContext, PanicPolicy};
@@ -86,20 +101,31 @@ pub use executor::{DefaultExecutor, Executor};
 pub use fault::Fault;
 pub use future::{CallbackId, Future, Take};
 pub use handle::{Handle, TimerHandle};
-pub use io::{Stream, StreamReader, StreamWriter};
+#[cfg(feature = "net")]
 pub use net::ConnectOptions;
+#[cfg(feature = "net")]
+pub use net::server::{Server, ServerOptions};
+#[cfg(feature = "net")]
+pub use net::udp::DatagramOptions;
 pub use policy::{
     EventLoopPolicy, get_event_loop, get_running_loop, new_event_loop, set_event_loop,
     set_event_loop_policy,
 };
+#[cfg(any(feature = "net", feature = "process"))]
 pub use protocol::Protocol;
 pub use readiness::Ready;
-pub use remote::{DeferredWakes, RemoteLoop, RemoteTask, RemoteTimer, defer_wakes};
+pub use remote::{RemoteLoop, RemoteTask, RemoteTimer};
 pub use run_context::RunContext;
-pub use server::{Server, ServerOptions};
-pub use subprocess::{Redirect, SubprocessProtocol, SubprocessStdio, SubprocessTransport};
+#[cfg(feature = "net")]
+pub use streams::{Stream, StreamReader, StreamWriter};
 pub use task::Task;
 pub use task::state::TaskRef;
 pub use time::{Sleep, Timeout, sleep, sleep_until, timeout};
-pub use transport::{DatagramProtocol, DatagramTransport, SocketAddress, Transport};
-pub use udp::DatagramOptions;
+#[cfg(feature = "process")]
+pub use transport::subprocess::{
+    Redirect, SubprocessProtocol, SubprocessStdio, SubprocessTransport,
+};
+#[cfg(feature = "net")]
+pub use transport::{DatagramProtocol, DatagramTransport};
+#[cfg(any(feature = "net", feature = "process"))]
+pub use transport::{SocketAddress, Transport};

@@ -179,3 +179,89 @@ fn a_future_outlives_its_loop_without_keeping_it() {
     fut.set_result(1).unwrap();
     assert_eq!(fut.result().unwrap(), 1);
 }
+
+/// A loop serving with `start_server` (the server's task and its accepted
+/// connection pending), its `Server` handle kept or not.
+fn loop_with_server(keep: bool) -> (Loop, Option<oneloop::Server>, std::net::TcpStream) {
+    use futures::io::AsyncReadExt;
+    let lp = Loop::new().unwrap();
+    let server = lp
+        .run_until_complete(lp.start_server(
+            |r, _w| async move {
+                let mut r = r;
+                let mut buf = [0; 8];
+                let _ = r.read(&mut buf).await;
+            },
+            "127.0.0.1:0",
+        ))
+        .unwrap()
+        .unwrap();
+    let addr = server.local_addrs()[0].as_inet().unwrap();
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    // Until the connection was accepted and its task waits in `read`.
+    while server.active_connections() == 0 {
+        lp.run_until_complete(oneloop::sleep(Duration::from_millis(1)))
+            .unwrap()
+            .unwrap();
+    }
+    (lp, keep.then_some(server), client)
+}
+
+#[test]
+fn a_dropped_loop_with_a_server_is_freed() {
+    let _serial = serial();
+    drop(loop_with_server(false));
+    let base = open_fds();
+    for keep in [false, true] {
+        for _ in 0..10 {
+            let (lp, server, client) = loop_with_server(keep);
+            let remote = lp.remote();
+            drop(lp);
+            assert!(remote.is_closed(), "a server kept its loop alive");
+            if let Some(server) = &server {
+                assert!(server.event_loop().is_none());
+                assert!(!server.is_serving());
+            }
+            drop((server, client));
+        }
+    }
+    let now = open_fds();
+    assert!(
+        now <= base,
+        "20 dropped loops with a server left fds open: {now} > {base}"
+    );
+}
+
+#[test]
+fn a_dropped_loop_with_a_running_child_is_freed_and_the_child_reaped() {
+    struct Quiet;
+    impl oneloop::SubprocessProtocol for Quiet {}
+    let _serial = serial();
+    for keep in [false, true] {
+        let lp = Loop::new().unwrap();
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("100");
+        let child = lp
+            .run_until_complete(lp.subprocess_exec(|| Quiet, cmd, oneloop::SubprocessStdio::new()))
+            .unwrap()
+            .unwrap();
+        let pid = rustix::process::Pid::from_raw(child.get_pid() as i32).unwrap();
+        let remote = lp.remote();
+        let child = keep.then_some(child);
+        drop(lp);
+        assert!(
+            remote.is_closed(),
+            "a subprocess transport kept its loop alive"
+        );
+        drop(child);
+        // Killed and reaped (not a zombie): the pid is gone within a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rustix::process::test_kill_process(pid).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child of a dropped loop still runs (or was never reaped)"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}

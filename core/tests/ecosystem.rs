@@ -176,9 +176,20 @@ fn remote_timers_fire_in_order_and_cancel_from_any_thread() {
             .unwrap()
     };
     std::thread::spawn(move || never.cancel()).join().unwrap();
-    lp.run_until_complete(oneloop::sleep(Duration::from_millis(30)))
-        .unwrap()
-        .unwrap();
+    // Until the 20 ms timer fired: timers fire in deadline order, so the
+    // cancelled 10 ms one would have fired by then. (A fixed sleep raced
+    // the remote timers' arrival on a loaded machine.)
+    let all_fired = {
+        let (late, early, from_thread) = (late.clone(), early.clone(), from_thread.clone());
+        move || late.fired() && early.fired() && from_thread.fired()
+    };
+    lp.run_until_complete(async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_fired() && Instant::now() < deadline {
+            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+    })
+    .unwrap();
     assert!(start.elapsed() >= Duration::from_millis(20));
     let got = fired.lock().unwrap().clone();
     assert_eq!(

@@ -54,6 +54,11 @@ pub static GUESTS: &[Guest] = &[
         run: glib_guest,
     },
     Guest {
+        name: "calloop guest: a calloop Timer and a Generic fd source on this loop",
+        needs_host: false,
+        run: calloop_guest,
+    },
+    Guest {
         name: "host-native code side by side",
         needs_host: true,
         run: host_native,
@@ -434,4 +439,83 @@ fn glib_guest(env: &Env) {
         "the GLib timeout was early: {fired_after:?}"
     );
     assert!(guest.detach());
+}
+
+/// A calloop event loop as a guest of the loop: a `Generic` fd source fed
+/// from another thread and a calloop `Timer` (made with the guest's
+/// `GuestTimers`, so its deadline is a loop timer), never early.
+fn calloop_guest(env: &Env) {
+    use calloop::generic::Generic;
+    use calloop::timer::{TimeoutAction, Timer};
+    use calloop::{EventLoop, Interest, Mode, PostAction};
+    use std::io::{Read, Write};
+
+    #[derive(Default)]
+    struct State {
+        read: Vec<u8>,
+        timer_after: Option<Duration>,
+        threads: Vec<ThreadId>,
+    }
+    let lp = env.lp().clone();
+    let event_loop: EventLoop<'static, State> = EventLoop::try_new().unwrap();
+    let handle = event_loop.handle();
+    let guest = oneloop_calloop::guest(&lp, event_loop, State::default()).unwrap();
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    theirs.set_nonblocking(true).unwrap();
+    handle
+        .insert_source(
+            Generic::new(theirs, Interest::READ, Mode::Level),
+            |_, sock, s: &mut State| {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = (&**sock).read(&mut buf) {
+                    s.read.extend_from_slice(&buf[..n]);
+                }
+                s.threads.push(std::thread::current().id());
+                Ok(PostAction::Continue)
+            },
+        )
+        .unwrap();
+    let start = Instant::now();
+    let timer = guest
+        .timers()
+        .timer(Timer::from_duration(Duration::from_millis(10)));
+    handle
+        .insert_source(timer, move |_, _, s: &mut State| {
+            s.timer_after = Some(start.elapsed());
+            s.threads.push(std::thread::current().id());
+            TimeoutAction::Drop
+        })
+        .unwrap();
+    drop(handle);
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(2));
+        ours.write_all(b"from a Generic source").unwrap();
+        ours
+    });
+    let g = Rc::new(guest);
+    let g2 = g.clone();
+    run_task(env, async move {
+        while g2
+            .with_data(|s| s.read.len() < 21 || s.timer_after.is_none())
+            .unwrap()
+        {
+            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+    });
+    let _ours = writer.join().unwrap();
+    let loop_thread = std::thread::current().id();
+    g.with_data(|s| {
+        assert_eq!(s.read, b"from a Generic source");
+        let after = s.timer_after.unwrap();
+        assert!(
+            after >= Duration::from_millis(10),
+            "the calloop timer was early: {after:?}"
+        );
+        assert!(
+            s.threads.iter().all(|t| *t == loop_thread),
+            "a calloop callback ran off the loop's thread"
+        );
+    })
+    .unwrap();
+    assert!(g.detach().is_some());
 }

@@ -1,5 +1,6 @@
 //! The interop matrix: every loop mode (the default loop, and tokio,
-//! async-std, glib and calloop, owned and attached) × the kinds of code
+//! async-std, glib and calloop, owned and attached; and guest mode, hosted
+//! by a thread with a queue) × the kinds of code
 //! that share it (oneloop's own callbacks and tasks, tokio libraries
 //! through the bridge, the host's native code side by side).
 //!
@@ -17,6 +18,8 @@ mod async_std_host;
 mod calloop_host;
 #[path = "../../conformance/hosts/glib.rs"]
 mod glib_host;
+#[path = "../../conformance/hosts/guest.rs"]
+mod guest_host;
 #[path = "../../conformance/hosts/tokio.rs"]
 mod tokio_host;
 
@@ -36,6 +39,7 @@ pub fn modes() -> Vec<Mode> {
         async_std_host::harness(),
         glib_host::harness(),
         calloop_host::harness(),
+        guest_host::harness(),
     ] {
         specs.extend(harness.specs().iter().cloned());
     }

@@ -35,10 +35,10 @@ const TICKS_PER_POLL: u32 = 64;
 /// | [`attached`](AsyncIoBackend::attached) | attached | any executor you spawn the returned [`DriverFuture`] on |
 ///
 /// One driver task drains oneloop's ready queue; one `async_io::Timer`
-/// follows the earliest deadline; one `Async` registration per watched fd
-/// carries both interests and leaves the fd's blocking mode alone; wakes
-/// from other threads are one byte on a socket pair (async-signal-safe,
-/// coalesced).
+/// follows the earliest deadline; one `Async` registration, the loop's
+/// [`Selector`](oneloop::native::Selector), holds every watched fd
+/// (level-triggered, each fd's blocking mode left alone) and the wake of
+/// other threads (an eventfd write: async-signal-safe, coalesced).
 ///
 /// ```
 /// use std::time::Duration;
@@ -211,7 +211,7 @@ impl IntoBackend for AsyncIoBuilder {
     /// Make the backend's state and start (or release) its driver task.
     ///
     /// # Errors
-    /// If the wake socket pair cannot be created or registered.
+    /// If the selector cannot be created or registered (out of fds).
     fn into_backend(mut self, driver: Driver) -> io::Result<AsyncIoBackend> {
         match std::mem::replace(&mut self.mode, Build::Taken) {
             Build::Owned(ex) => {
@@ -261,7 +261,7 @@ impl AsyncIoBackend {
     /// reactor runs on the loop's thread.
     ///
     /// # Errors
-    /// If the wake socket pair cannot be created or registered.
+    /// If the selector cannot be created or registered (out of fds).
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> io::Result<AsyncIoBuilder> {
         AsyncIoBackend::with_executor(Rc::new(LocalExecutor::new()))
@@ -272,7 +272,7 @@ impl AsyncIoBackend {
     /// oneloop's iterations on the same thread.
     ///
     /// # Errors
-    /// If the wake socket pair cannot be created or registered.
+    /// If the selector cannot be created or registered (out of fds).
     ///
     /// ```
     /// use std::rc::Rc;
@@ -299,7 +299,7 @@ impl AsyncIoBackend {
     /// `AlreadyRunning`.
     ///
     /// # Errors
-    /// If the wake socket pair cannot be created or registered.
+    /// If the selector cannot be created or registered (out of fds).
     ///
     /// ```
     /// use std::time::Duration;
@@ -337,7 +337,7 @@ impl AsyncIoBackend {
     /// run it. Feature `async-std` (on by default).
     ///
     /// # Errors
-    /// If the wake socket pair cannot be created or registered.
+    /// If the selector cannot be created or registered (out of fds).
     ///
     /// ```
     /// use oneloop::Loop;
@@ -364,7 +364,7 @@ impl AsyncIoBackend {
     /// the executor that runs on this thread.
     ///
     /// # Errors
-    /// If the wake socket pair cannot be created or registered.
+    /// If the selector cannot be created or registered (out of fds).
     pub fn attached() -> io::Result<(AsyncIoBuilder, DriverFuture)> {
         let pending = Rc::new(Pending::default());
         let driver = DriverFuture {
@@ -399,7 +399,7 @@ impl Backend for AsyncIoBackend {
     }
 
     fn remote_waker(&self) -> Arc<dyn RemoteWake> {
-        self.core.remote.clone()
+        self.core.waker.clone()
     }
 
     fn turn(&self) -> io::Result<()> {
@@ -444,7 +444,7 @@ impl Backend for AsyncIoBackend {
     }
 
     fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
-        self.core.fds.watch(fd, interest)
+        self.core.watch(fd, interest)
     }
 
     fn is_attached(&self) -> bool {

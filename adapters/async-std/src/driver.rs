@@ -6,13 +6,17 @@
 //! - `arm(Now)`: the scheduler has ready callbacks; the backend wakes the
 //!   task directly (it is on the loop thread).
 //! - one `async_io::Timer`, set to the earliest armed deadline;
-//! - the [`RemoteWaker`] socket, readable after a `call_soon_threadsafe`;
-//! - the waker of a watched fd's side, when the reactor reports it
-//!   ([`FdTable`]).
+//! - the loop's [`Selector`], registered with async-io's reactor as one
+//!   `Async`: readable when a watched fd is ready or a
+//!   `call_soon_threadsafe` wrote its wake eventfd. async-io registers
+//!   oneshot; the selector itself is level-triggered.
 //!
 //! # Invariants
 //! - Reported fds reach the scheduler before the `dispatch` of the same
-//!   poll, and are re-armed after it (level-triggered, see [`FdTable`]).
+//!   poll. Level-triggered: after a poll that reported fds, the next poll
+//!   selects again without waiting for the reactor (the task wakes itself),
+//!   and only a select that finds nothing leaves the wait to the reactor; a
+//!   registration change, or a new owned turn, selects at once too.
 //! - Every poll that dispatches returns `Pending` afterwards: more work
 //!   re-wakes the task (`arm(Now)`), so the executor's other tasks run
 //!   between two oneloop iterations (fair interleaving), and `block_on`
@@ -26,29 +30,25 @@
 //!   thread drives the reactor whenever it is idle, and async-io's fallback
 //!   thread (which steps in when no `block_on` drives the reactor) mostly
 //!   stays out of the way.
-//! - Owned mode: the first iteration of every turn also polls the watched
-//!   fds with a zero timeout (`poll(2)`, O(watched fds) per turn, and turns
-//!   are rare), because async-io's fallback thread may hold the reactor
-//!   when a run starts: a pre-stopped run still sees the I/O that is ready
-//!   (LC-05).
+//! - Owned mode: the first iteration of every turn selects with a zero
+//!   timeout whatever the reactor said, because async-io's fallback thread
+//!   may hold the reactor when a run starts: a pre-stopped run still sees
+//!   the I/O that is ready (LC-05).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
-use oneloop::backend::{Driver, NextDispatch, Readiness};
-
-use crate::fd::LentFd;
-use crate::fds::FdTable;
-use crate::wake::{RemoteWaker, Wakeups};
+use oneloop::backend::{Driver, Interest, NextDispatch, RemoteWake};
+use oneloop::native::{Selected, Selector};
 
 /// Whether the driver may dispatch (owned mode gates it to `turn()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,9 +62,6 @@ pub(crate) enum Gate {
 }
 
 /// The state the backend and its driver task share, on the loop thread.
-///
-/// Field order matters: `wake_io` is dropped before `remote`, which owns the
-/// socket it watches (the invariant of [`LentFd`]).
 pub(crate) struct Core {
     /// The loop's side of the plug.
     pub(crate) driver: Driver,
@@ -73,11 +70,12 @@ pub(crate) struct Core {
     /// The deadline `timer` is set to; `None` once it fired or was never set.
     timer_at: Cell<Option<Instant>>,
     timer: RefCell<Timer>,
-    pub(crate) fds: FdTable,
-    /// The registration of the remote wake socket.
-    wake_io: Async<LentFd>,
-    pub(crate) remote: Arc<RemoteWaker>,
-    pub(crate) wakeups: Arc<Wakeups>,
+    /// The watched fds and the wake, registered with the reactor as one fd.
+    selector: Async<Selector>,
+    pub(crate) waker: Arc<dyn RemoteWake>,
+    /// Select in the next poll whatever the reactor says: the last one
+    /// reported fds (level), or a registration changed, or a turn opened.
+    reselect: Cell<bool>,
     /// The driver task's waker, from its last poll.
     task: RefCell<Option<Waker>>,
     /// The task was woken and has not been polled since.
@@ -87,16 +85,10 @@ pub(crate) struct Core {
     deferred: Cell<bool>,
     /// Owned mode: the waker of the `turn()` waiting for its end.
     turn: RefCell<Option<Waker>>,
-    /// Owned mode: the turn has not looked at the fds yet (probe them).
-    fresh: Cell<bool>,
-    /// `RemoteWaker::wakes` when the driver last looked.
-    wakes_seen: Cell<u64>,
     /// Dispatches so far (the owned turn polls the reactor after each).
     pub(crate) dispatches: Cell<u64>,
     /// The backend was closed or dropped: the task ends.
     pub(crate) closed: Cell<bool>,
-    /// Scratch list of the readiness gathered in one poll.
-    ready: RefCell<Vec<(RawFd, Readiness)>>,
 }
 
 impl fmt::Debug for Core {
@@ -104,7 +96,7 @@ impl fmt::Debug for Core {
         f.debug_struct("Core")
             .field("now", &self.now.get())
             .field("timer_at", &self.timer_at.get())
-            .field("fds", &self.fds.len())
+            .field("fds", &self.selector.get_ref().len())
             .field("gate", &self.gate.get())
             .field("closed", &self.closed.get())
             .finish()
@@ -113,29 +105,36 @@ impl fmt::Debug for Core {
 
 impl Core {
     pub(crate) fn new(gate: Gate, driver: Driver) -> io::Result<Core> {
-        let remote = Arc::new(RemoteWaker::new()?);
-        let wakeups = Arc::new(Wakeups::default());
-        let wake_io = Async::new_nonblocking(LentFd::new(remote.rx.as_raw_fd())?)?;
+        let selector = Selector::new()?;
+        let waker = selector.waker();
         Ok(Core {
             driver,
             now: Cell::new(false),
             timer_at: Cell::new(None),
             timer: RefCell::new(Timer::never()),
-            fds: FdTable::new(wakeups.clone()),
-            wake_io,
-            remote,
-            wakeups,
+            // An epoll fd is non-blocking by nature; nothing to set.
+            selector: Async::new_nonblocking(selector)?,
+            waker,
+            reselect: Cell::new(true),
             task: RefCell::new(None),
             scheduled: Cell::new(false),
             gate: Cell::new(gate),
             deferred: Cell::new(false),
             turn: RefCell::new(None),
-            fresh: Cell::new(false),
-            wakes_seen: Cell::new(0),
             dispatches: Cell::new(0),
             closed: Cell::new(false),
-            ready: RefCell::new(Vec::new()),
         })
+    }
+
+    /// `Backend::watch`: one `epoll_ctl` on the selector. An fd that is
+    /// ready already must be seen in the next iteration, whether or not the
+    /// reactor hears of it, so the next poll selects.
+    pub(crate) fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        self.selector.get_ref().watch(fd, interest)?;
+        if !interest.is_none() && !self.reselect.replace(true) {
+            self.wake_task();
+        }
+        Ok(())
     }
 
     /// Wake the driver task, once until it runs.
@@ -193,7 +192,7 @@ impl Core {
     /// Drop every registration and the timer (backend close or drop).
     pub(crate) fn shut(&self) {
         self.closed.set(true);
-        self.fds.clear();
+        self.selector.get_ref().clear();
         self.timer.borrow_mut().clear();
         self.timer_at.set(None);
         // Let a task spawned on a host end now rather than whenever it is
@@ -202,20 +201,35 @@ impl Core {
         self.wake_task();
     }
 
-    /// Whether the remote wake socket is readable (and consume it).
-    fn poll_remote(&self, cx: &mut Context<'_>) -> bool {
-        let mut fired = false;
+    /// Select with a zero timeout if the reactor reported the selector (or
+    /// a reselect is due), reporting each ready fd to the scheduler; leaves
+    /// the selector registered with the reactor for the next event.
+    fn poll_selector(&self, cx: &mut Context<'_>) -> Selected {
+        let mut due = self.reselect.replace(false);
         // At most two rounds: a Ready, then the poll that re-arms.
         for _ in 0..2 {
-            match self.wake_io.poll_readable(cx) {
-                Poll::Ready(_) => {
-                    self.remote.consume();
-                    fired = true;
-                }
+            match self.selector.poll_readable(cx) {
+                Poll::Ready(_) => due = true,
                 Poll::Pending => break,
             }
         }
-        fired
+        if !due {
+            return Selected::default();
+        }
+        let driver = &self.driver;
+        match self
+            .selector
+            .get_ref()
+            .select(Some(Duration::ZERO), |fd, r| driver.fd_ready(fd, r))
+        {
+            Ok(seen) => seen,
+            // Not expected of a zero-timeout select on our own epoll fd;
+            // try again in the next poll rather than lose an event.
+            Err(_) => {
+                self.reselect.set(true);
+                Selected::default()
+            }
+        }
     }
 
     fn poll_timer(&self, cx: &mut Context<'_>) -> bool {
@@ -243,7 +257,6 @@ impl Core {
                 *task = Some(cx.waker().clone());
             }
         }
-        self.wakeups.driver.register(cx.waker());
         match self.gate.get() {
             Gate::Closed => {
                 self.deferred.set(true);
@@ -253,32 +266,24 @@ impl Core {
         }
 
         let mut fire = self.now.replace(false);
-        fire |= self.poll_remote(cx);
+        let seen = self.poll_selector(cx);
+        fire |= seen.any();
         fire |= self.poll_timer(cx);
-        let mut ready = std::mem::take(&mut *self.ready.borrow_mut());
-        self.fds.reported(&mut ready);
-        self.fds.confirm(&mut ready);
-        if self.gate.get() == Gate::Turn && self.fresh.replace(false) {
-            self.fds.probe(&mut ready);
-        }
-        fire |= !ready.is_empty();
         if !fire {
-            self.put_back(ready);
             return Poll::Pending;
         }
 
         let driver = &self.driver;
-        for &(fd, r) in &ready {
-            driver.fd_ready(fd, r);
-        }
         driver.dispatch();
         let live = driver.is_live();
         self.dispatches.set(self.dispatches.get() + 1);
-        self.fds.rearm(&ready);
-        self.put_back(ready);
-        let wakes = self.remote.wakes();
-        let woken = wakes != self.wakes_seen.replace(wakes);
-        if self.gate.get() == Gate::Turn && (woken || !live) {
+        if seen.fds > 0 {
+            // Level-triggered: what the callbacks left unread is reported
+            // again by the next select, which the reactor would not ask for.
+            self.reselect.set(true);
+            self.wake_task();
+        }
+        if self.gate.get() == Gate::Turn && (seen.woken || !live) {
             // The run halted, or its root future (or a remote caller) may
             // have been woken: hand control back to `run_*`.
             self.gate.set(Gate::Closed);
@@ -289,15 +294,10 @@ impl Core {
         Poll::Pending
     }
 
-    fn put_back(&self, mut ready: Vec<(RawFd, Readiness)>) {
-        ready.clear();
-        *self.ready.borrow_mut() = ready;
-    }
-
     /// Owned mode: open a turn; wake the task if it held events back.
     pub(crate) fn open_turn(&self) {
         self.gate.set(Gate::Turn);
-        self.fresh.set(true);
+        self.reselect.set(true);
         if self.deferred.replace(false) {
             self.scheduled.set(false);
             self.wake_task();

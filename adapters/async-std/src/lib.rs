@@ -56,8 +56,8 @@
 //! |---|---|
 //! | ready queue, `call_soon` | oneloop's own queue, drained by **one** driver task on the `LocalExecutor` |
 //! | timers | oneloop's own timer heap, plus **one** `async_io::Timer` re-armed to the earliest deadline (sub-millisecond, never early) |
-//! | `add_reader`/`add_writer` | **one** `Async` registration per fd carrying both interests, made with `Async::new_nonblocking` so the fd keeps its blocking mode; re-armed after every dispatch, which makes async-io's oneshot registrations level-triggered |
-//! | `call_soon_threadsafe` | one byte on a socket pair the reactor watches: async-signal-safe, coalesced |
+//! | `add_reader`/`add_writer` | the loop's [`Selector`](oneloop::native::Selector), a private level-triggered epoll set, registered with the reactor as **one** `Async` whatever the number of fds: an fd change is one `epoll_ctl` on it, and an fd's blocking mode is left alone; after a dispatch that ran fd callbacks the driver selects again itself, so async-io's oneshot registration never decides what is still ready |
+//! | `call_soon_threadsafe` | one eventfd write into the selector: async-signal-safe, coalesced |
 //! | `run_forever` | `async_io::block_on` over the executor's tasks, in FIFO order, with a zero-timeout reactor poll after every oneloop iteration: the reactor runs on the loop's thread, as in any `block_on` program |
 //! | attached | the driver is a task on the host's executor; the loop counts as running until `close` |
 //!
@@ -78,9 +78,6 @@
 mod backend;
 mod blocking;
 mod driver;
-mod fd;
-mod fds;
-mod wake;
 
 pub use backend::{AsyncIoBackend, AsyncIoBuilder, DriverFuture};
 pub use blocking::BlockingPool;

@@ -28,10 +28,11 @@ use crate::sources::Sources;
 ///   itself. The loop counts as running until `close()`, and `run_*`
 ///   answer [`AlreadyRunning`](oneloop::ErrorKind::AlreadyRunning).
 ///
-/// Either way the backend inserts one ping, one timer and one fd source per
-/// watched fd, whatever the number of callbacks and timers; `Loop::close`
-/// (or dropping the loop) removes every one of them and leaves the host
-/// running.
+/// Either way the backend inserts two sources, whatever the number of
+/// callbacks, timers and watched fds: one `Generic` over the loop's
+/// [`Selector`](oneloop::native::Selector) (every watched fd and the wake)
+/// and one timer; `Loop::close` (or dropping the loop) removes both and
+/// leaves the host running.
 ///
 /// Most programs use [`new_loop`] or [`attach`]; build the backend yourself
 /// to keep its [`handle`](CalloopBackend::handle) or to pass a
@@ -54,6 +55,7 @@ impl<D: 'static> fmt::Debug for CalloopBackend<D> {
                 },
             )
             .field("host_sources", &self.sources.count())
+            .field("watched_fds", &self.sources.watched())
             .finish()
     }
 }
@@ -91,10 +93,11 @@ impl<D: 'static> IntoBackend for CalloopBuilder<D> {
         self.owned.is_none()
     }
 
-    /// Insert the ping source into the event loop.
+    /// Insert the selector's source into the event loop.
     ///
     /// # Errors
-    /// If the ping's eventfd cannot be created, or calloop refuses the source.
+    /// If the selector cannot be created (out of fds), or calloop refuses
+    /// the source.
     fn into_backend(self, driver: Driver) -> io::Result<CalloopBackend<D>> {
         let sources = Sources::new(&self.handle, driver)?;
         Ok(CalloopBackend {
@@ -144,7 +147,7 @@ impl<D: 'static> CalloopBackend<D> {
     /// it; oneloop only inserts sources through `handle`.
     ///
     /// # Errors
-    /// None today (building the loop creates the ping's eventfd); kept
+    /// None today (building the loop creates the selector); kept
     /// fallible for the callers that `?` it.
     pub fn attached(handle: LoopHandle<'static, D>) -> io::Result<CalloopBuilder<D>> {
         Ok(CalloopBuilder {
@@ -170,8 +173,7 @@ impl<D: 'static> Backend for CalloopBackend<D> {
     }
 
     fn remote_waker(&self) -> Arc<dyn RemoteWake> {
-        let ping = self.sources.ping();
-        Arc::new(move || ping.ping())
+        self.sources.waker()
     }
 
     fn turn(&self) -> io::Result<()> {
@@ -184,7 +186,7 @@ impl<D: 'static> Backend for CalloopBackend<D> {
         let mut event_loop = owned
             .try_borrow_mut()
             .map_err(|_| io::Error::other("the calloop event loop is already dispatching"))?;
-        // No timeout: the ping, the timer and the fd sources end the poll.
+        // No timeout: the selector's source and the timer end the poll.
         event_loop.dispatch(None, &mut ()).map_err(io::Error::from)
     }
 
@@ -254,7 +256,7 @@ pub fn new_loop() -> oneloop::Result<Loop> {
 /// [`ErrorKind::AlreadyRunning`](oneloop::ErrorKind::AlreadyRunning) if
 /// another loop is running on this thread;
 /// [`ErrorKind::Io`](oneloop::ErrorKind::Io) if the host's event loop was
-/// dropped or the ping's eventfd cannot be created.
+/// dropped or the selector cannot be created.
 ///
 /// # Examples
 /// ```

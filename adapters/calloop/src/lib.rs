@@ -138,14 +138,26 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Guest: a calloop loop on any other loop
+//!
+//! The other way round, [`guest`] runs a calloop `EventLoop` (its sources,
+//! idles and timers) on a oneloop loop of any adapter: its poller fd is
+//! watched with the loop's fd watching, and the deadlines of its timers
+//! made with [`GuestTimers`] are one loop timer. calloop does not publish
+//! its next timer deadline, so a plain `calloop::timer::Timer` fires only
+//! when the guest dispatches for another reason; the [`guest`] docs say
+//! why and what else differs from calloop's own `run`.
+//!
 //! # How it maps onto calloop
 //!
-//! One loop inserts one [`Ping`](calloop::ping::Ping) source ("dispatch
-//! soon", and the wake of `call_soon_threadsafe`), one
-//! [`Timer`](calloop::timer::Timer) at the earliest oneloop deadline, and one
-//! level-triggered [`Generic`](calloop::generic::Generic) per watched fd
-//! carrying both the reader's and the writer's interest; never one calloop
-//! source per callback or timer. Their callbacks only record what happened;
+//! One loop inserts two calloop sources, whatever it watches and schedules:
+//! one level-triggered [`Generic`](calloop::generic::Generic) over the
+//! loop's [`Selector`](oneloop::native::Selector) (a private epoll set
+//! holding every watched fd, each with its reader's and writer's interest,
+//! and the eventfd that is both "dispatch soon" and the wake of
+//! `call_soon_threadsafe`), and one [`Timer`](calloop::timer::Timer) at the
+//! earliest oneloop deadline; never one calloop source per callback, timer
+//! or fd. Their callbacks only record what happened;
 //! the oneloop iteration runs once per host `dispatch`, in a calloop idle,
 //! after every event of that poll was delivered. So:
 //!
@@ -167,7 +179,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
-mod fd;
+mod guest;
 mod sources;
 
 pub use backend::{CalloopBackend, CalloopBuilder, attach, attach_with, new_loop};
+pub use guest::{CalloopGuest, GuestTimer, GuestTimers, guest};

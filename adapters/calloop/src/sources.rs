@@ -1,56 +1,48 @@
 //! The calloop sources one oneloop loop inserts into its host, and when it
 //! dispatches.
 //!
-//! Per loop, never per callback or per timer (PERFORMANCE.md):
-//! - one [`Ping`] for "dispatch soon" and for wakes from other threads (an
-//!   eventfd: `Send + Sync`, safe in a signal handler). calloop idles are not
-//!   enough: `dispatch` polls *before* it runs idles and does not shorten
-//!   the poll for them, so an idle queued from an idle waits for the whole
-//!   poll timeout (HOSTS.md §2.5);
+//! Per loop, never per callback, per timer or per fd (PERFORMANCE.md):
+//! - one [`Generic`] over the loop's [`Selector`]: the private,
+//!   level-triggered epoll set that holds every watched fd and the wake
+//!   eventfd (`Send + Sync`, safe in a signal handler). calloop's poller
+//!   reports the selector's one fd while anything in it is ready, and the
+//!   source's callback selects with a zero timeout. calloop idles are not
+//!   enough for "dispatch soon": `dispatch` polls *before* it runs idles and
+//!   does not shorten the poll for them, so an idle queued from an idle
+//!   waits for the whole poll timeout (HOSTS.md §2.5); a wake does not;
 //! - one [`Timer`] at the scheduler's earliest deadline, replaced when that
 //!   deadline changes (calloop keeps timers in a heap; one per oneloop timer
-//!   would make every `call_later` a host insertion);
-//! - one [`Generic`] per watched fd, level-triggered, carrying the reader's
-//!   and the writer's interest at once (a second registration of an fd
-//!   fails with `EEXIST`), updated in place with [`LoopHandle::update`].
+//!   would make every `call_later` a host insertion).
+//!
+//! Adding or removing a watched fd is one `epoll_ctl` on the selector and
+//! touches nothing of calloop's, so thousands of connections cost calloop
+//! one source.
 //!
 //! # When oneloop code runs
 //!
-//! The three sources' callbacks never run oneloop code: they report fd
-//! readiness to the scheduler and queue **one** calloop idle, which runs the
+//! The sources' callbacks never run oneloop code: they report fd readiness
+//! to the scheduler and queue **one** calloop idle, which runs the
 //! scheduler iteration once calloop has delivered every event of the poll.
 //! So one host `dispatch` is one oneloop iteration, with all the fds of that
 //! poll already reported (the `Backend` contract), and oneloop callbacks run
-//! outside every calloop source callback. That is what makes `add_reader`,
-//! `remove_writer` and interest changes from inside a oneloop fd callback
-//! take effect at once: calloop defers `update`/`disable` of a source only
-//! while that source's own callback runs, and ours has returned by then.
+//! outside every calloop source callback.
 //!
-//! Work queued by a oneloop callback pings the `Ping`, so the next host poll
-//! returns at once instead of waiting for an idle that would not shorten it.
+//! Work queued by a oneloop callback wakes the selector, so the next host
+//! poll returns at once instead of waiting for an idle that would not
+//! shorten it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::rc::{Rc, Weak};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use calloop::generic::Generic;
-use calloop::ping::{Ping, make_ping};
 use calloop::timer::{TimeoutAction, Timer};
-use calloop::{Dispatcher, Idle, LoopHandle, Mode, PostAction, RegistrationToken};
-use oneloop::backend::{Driver, Interest, NextDispatch, Readiness};
-
-use crate::fd::WatchedFd;
-
-/// The `Generic` source of one watched fd.
-struct FdSource<D: 'static> {
-    /// Kept to change the interest in place.
-    dispatcher: Dispatcher<'static, Generic<WatchedFd>, D>,
-    token: RegistrationToken,
-    interest: Interest,
-}
+use calloop::{Idle, LoopHandle, Mode, PostAction, RegistrationToken};
+use oneloop::backend::{Driver, Interest, NextDispatch, RemoteWake};
+use oneloop::native::Selector;
 
 /// Everything one loop inserted into its calloop host.
 ///
@@ -60,8 +52,9 @@ struct FdSource<D: 'static> {
 /// - No `RefCell` borrow here is held across a call that can run oneloop
 ///   code (`Driver::dispatch`), so oneloop callbacks may add and remove fds
 ///   and re-arm from anywhere.
-/// - `timer` and `fds` hold exactly the tokens of sources that are still
-///   in the host; `idle` is the queued, not yet started, dispatch idle.
+/// - `timer` and `selector_token` hold exactly the tokens of sources that
+///   are still in the host; `idle` is the queued, not yet started, dispatch
+///   idle.
 pub(crate) struct Sources<D: 'static> {
     me: Weak<Sources<D>>,
     /// The host's handle, weakly: oneloop does not keep a compositor's loop
@@ -70,14 +63,15 @@ pub(crate) struct Sources<D: 'static> {
     handle: Box<dyn Fn() -> Option<LoopHandle<'static, D>>>,
     /// The loop's side of the plug.
     driver: Driver,
-    ping: Ping,
-    ping_token: Cell<Option<RegistrationToken>>,
-    /// We pinged and the ping source has not run since: pinging again would
-    /// only cost a syscall.
-    pinged: Cell<bool>,
+    /// The watched fds and the wake; shared with its `Generic` source.
+    selector: Rc<Selector>,
+    waker: Arc<dyn RemoteWake>,
+    selector_token: Cell<Option<RegistrationToken>>,
+    /// We woke the selector and its source has not run since: waking again
+    /// would only cost a syscall.
+    woken: Cell<bool>,
     /// The one timer: its deadline and token.
     timer: Cell<Option<(Instant, RegistrationToken)>>,
-    fds: RefCell<HashMap<RawFd, FdSource<D>>>,
     idle: RefCell<Option<Idle<'static>>>,
     closed: Cell<bool>,
 }
@@ -91,12 +85,13 @@ fn host_gone() -> io::Error {
 
 impl<D: 'static> Sources<D> {
     /// The sources of a new loop on `handle`'s event loop: for now the
-    /// ping, inserted at once.
+    /// selector's, inserted at once.
     pub(crate) fn new(
         handle: &LoopHandle<'static, D>,
         driver: Driver,
     ) -> io::Result<Rc<Sources<D>>> {
-        let (ping, ping_source) = make_ping()?;
+        let selector = Rc::new(Selector::new()?);
+        let waker = selector.waker();
         let sources = Rc::new_cyclic(|me| Sources {
             me: me.clone(),
             handle: {
@@ -104,24 +99,28 @@ impl<D: 'static> Sources<D> {
                 Box::new(move || weak.upgrade())
             },
             driver,
-            ping,
-            ping_token: Cell::new(None),
-            pinged: Cell::new(false),
+            selector: selector.clone(),
+            waker,
+            selector_token: Cell::new(None),
+            woken: Cell::new(false),
             timer: Cell::new(None),
-            fds: RefCell::new(HashMap::new()),
             idle: RefCell::new(None),
             closed: Cell::new(false),
         });
         let me = sources.me.clone();
+        // Level-triggered: calloop reports the selector's fd on every poll
+        // while a watched fd is ready, which is the level the scheduler
+        // needs, with no re-check of our own.
+        let source = Generic::new(selector, calloop::Interest::READ, Mode::Level);
         let token = handle
-            .insert_source(ping_source, move |(), &mut (), _: &mut D| {
+            .insert_source(source, move |_, selector, _: &mut D| {
                 if let Some(me) = me.upgrade() {
-                    me.pinged.set(false);
-                    me.schedule_dispatch();
+                    me.selected(selector);
                 }
+                Ok(PostAction::Continue)
             })
             .map_err(|e| io::Error::from(e.error))?;
-        sources.ping_token.set(Some(token));
+        sources.selector_token.set(Some(token));
         Ok(sources)
     }
 
@@ -129,9 +128,31 @@ impl<D: 'static> Sources<D> {
         (self.handle)()
     }
 
-    /// The wake other threads use: a ping (an eventfd write).
-    pub(crate) fn ping(&self) -> Ping {
-        self.ping.clone()
+    /// The wake other threads use: an eventfd write into the selector.
+    pub(crate) fn waker(&self) -> Arc<dyn RemoteWake> {
+        self.waker.clone()
+    }
+
+    /// The selector's fd is readable: report its ready fds, consume its
+    /// wake, and queue the dispatch if anything was there.
+    fn selected(&self, selector: &Selector) {
+        let driver = &self.driver;
+        match selector.select(Some(Duration::ZERO), |fd, r| driver.fd_ready(fd, r)) {
+            Ok(seen) => {
+                if seen.woken {
+                    self.woken.set(false);
+                }
+                if seen.any() {
+                    self.schedule_dispatch();
+                }
+            }
+            // Not expected of a zero-timeout epoll_wait on our own epoll
+            // fd; dispatch anyway so that nothing waits on a lost event.
+            Err(e) => {
+                tracing::warn!(target: "oneloop", "selecting the watched fds failed: {e}");
+                self.schedule_dispatch();
+            }
+        }
     }
 
     /// Queue the scheduler iteration as a calloop idle, once: it runs after
@@ -162,8 +183,8 @@ impl<D: 'static> Sources<D> {
             // The timer stays: it is still the earliest deadline, and the
             // dispatch re-arms with whatever is next.
             NextDispatch::Now => {
-                if !self.pinged.replace(true) {
-                    self.ping.ping();
+                if !self.woken.replace(true) {
+                    self.waker.wake();
                 }
             }
             NextDispatch::At(t) => {
@@ -192,7 +213,7 @@ impl<D: 'static> Sources<D> {
             },
         );
         // Inserting a timer only fails if calloop's source list cannot
-        // grow; the ping still wakes the loop then, only early.
+        // grow; the wake still wakes the loop then, only early.
         match inserted {
             Ok(token) => self.timer.set(Some((deadline, token))),
             Err(e) => {
@@ -210,62 +231,18 @@ impl<D: 'static> Sources<D> {
         }
     }
 
-    /// [`Backend::watch`](oneloop::backend::Backend::watch).
+    /// [`Backend::watch`](oneloop::backend::Backend::watch): one
+    /// `epoll_ctl` on the selector; calloop is not involved.
     pub(crate) fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
-        if interest.is_none() {
-            let removed = self.fds.borrow_mut().remove(&fd);
-            if let Some(src) = removed
-                && let Some(handle) = self.handle()
-            {
-                handle.remove(src.token);
+        if !interest.is_none() {
+            if self.closed.get() {
+                return Err(io::Error::other("the loop is closed"));
             }
-            return Ok(());
-        }
-        if self.closed.get() {
-            return Err(io::Error::other("the loop is closed"));
-        }
-        let handle = self.handle().ok_or_else(host_gone)?;
-        let mut fds = self.fds.borrow_mut();
-        if let Some(src) = fds.get_mut(&fd) {
-            if src.interest != interest {
-                // Never borrowed elsewhere: the source's callback runs no
-                // oneloop code, so no `watch` can come from inside it.
-                src.dispatcher.as_source_mut().interest = to_calloop(interest);
-                handle.update(&src.token).map_err(io::Error::from)?;
-                src.interest = interest;
+            if self.handle().is_none() {
+                return Err(host_gone());
             }
-            return Ok(());
         }
-        let me = self.me.clone();
-        let dispatcher = Dispatcher::new(
-            Generic::new(WatchedFd::new(fd), to_calloop(interest), Mode::Level),
-            move |r: calloop::Readiness, _: &mut _, _: &mut D| {
-                if let Some(me) = me.upgrade() {
-                    me.driver.fd_ready(
-                        fd,
-                        Readiness {
-                            readable: r.readable,
-                            writable: r.writable,
-                            hangup: r.error,
-                        },
-                    );
-                    me.schedule_dispatch();
-                }
-                Ok(PostAction::Continue)
-            },
-        );
-        let token = handle
-            .register_dispatcher(dispatcher.clone())
-            .map_err(io::Error::from)?;
-        fds.insert(
-            fd,
-            FdSource {
-                dispatcher,
-                token,
-                interest,
-            },
-        );
-        Ok(())
+        self.selector.watch(fd, interest)
     }
 
     /// Remove every source from the host; idempotent.
@@ -273,16 +250,15 @@ impl<D: 'static> Sources<D> {
         if self.closed.replace(true) {
             return;
         }
-        let fds = std::mem::take(&mut *self.fds.borrow_mut());
+        self.selector.clear();
         let idle = self.idle.borrow_mut().take();
         if let Some(idle) = idle {
             idle.cancel();
         }
         let timer = self.timer.take();
-        let ping = self.ping_token.take();
+        let selector = self.selector_token.take();
         if let Some(handle) = self.handle() {
-            let tokens = fds.values().map(|s| s.token);
-            for token in tokens.chain(timer.map(|(_, t)| t)).chain(ping) {
+            for token in timer.map(|(_, t)| t).into_iter().chain(selector) {
                 handle.remove(token);
             }
         }
@@ -290,15 +266,11 @@ impl<D: 'static> Sources<D> {
 
     /// The number of sources currently in the host (for `Debug`).
     pub(crate) fn count(&self) -> usize {
-        usize::from(self.ping_token.get().is_some())
-            + usize::from(self.timer.get().is_some())
-            + self.fds.borrow().len()
+        usize::from(self.selector_token.get().is_some()) + usize::from(self.timer.get().is_some())
     }
-}
 
-fn to_calloop(i: Interest) -> calloop::Interest {
-    calloop::Interest {
-        readable: i.readable,
-        writable: i.writable,
+    /// How many fds the loop watches (for `Debug`).
+    pub(crate) fn watched(&self) -> usize {
+        self.selector.len()
     }
 }

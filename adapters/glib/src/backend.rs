@@ -300,7 +300,8 @@ impl IntoBackend for GlibBuilder {
         })?);
         claim(&self.ctx)?;
         let woken = Arc::new(AtomicBool::new(false));
-        let source = LoopSource::new(&self.ctx, self.priority, woken.clone(), driver);
+        let source = LoopSource::new(&self.ctx, self.priority, woken.clone(), driver)
+            .inspect_err(|_| release(&self.ctx))?;
         Ok(GlibBackend {
             ctx: self.ctx,
             mode: self.mode,
@@ -458,7 +459,7 @@ impl Backend for GlibBackend {
     }
 
     fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
-        self.source.watch(fd, interest);
+        self.source.watch(fd, interest)?;
         Ok(())
     }
 

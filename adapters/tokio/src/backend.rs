@@ -16,7 +16,6 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::task::{JoinHandle, LocalSet};
 
 use crate::driver::{DriverTask, State, Turn, panic_message};
-use crate::fd::FdWatch;
 use crate::stats::{Counters, DriverStats};
 
 /// The backend's name, as `Loop::backend_name` reports it.
@@ -33,7 +32,9 @@ pub(crate) const NAME: &str = "tokio";
 ///   blocks; the program's tokio code keeps running the thread.
 ///
 /// Either way one local task drains oneloop's queues, one `Sleep` serves
-/// every oneloop timer, and each watched fd has one `AsyncFd`. Callbacks run
+/// every oneloop timer, and one `AsyncFd`, over the loop's
+/// [`Selector`](oneloop::native::Selector), serves every watched fd and the
+/// wake of other threads. Callbacks run
 /// inside the runtime's context, so tokio-native futures (`tokio::net`,
 /// `tokio::time`, `tokio::sync`, `tokio::process`) and
 /// `tokio::task::spawn_local` work inside oneloop callbacks and tasks.
@@ -92,7 +93,7 @@ impl TokioBuilder {
     }
 
     /// A live view of what the driver task will do (dispatches, wakes, fd
-    /// reports, probes): for tests, benchmarks and host drivers.
+    /// reports, selects): for tests, benchmarks and host drivers.
     pub fn stats(&self) -> DriverStats {
         DriverStats {
             counters: self.counters.clone(),
@@ -224,7 +225,7 @@ impl TokioBackend {
     }
 
     /// A live view of what the driver task does (dispatches, wakes, fd
-    /// reports, probes): for tests, benchmarks and host drivers.
+    /// reports, selects): for tests, benchmarks and host drivers.
     pub fn stats(&self) -> DriverStats {
         DriverStats {
             counters: self.state.counters.clone(),
@@ -313,27 +314,7 @@ impl Backend for TokioBackend {
     }
 
     fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
-        let st = &self.state;
-        if interest.is_none() {
-            let old = st.fds.borrow_mut().remove(&fd);
-            drop(old);
-            return Ok(());
-        }
-        if let Some(watch) = st.fds.borrow_mut().get_mut(&fd) {
-            watch.set_interest(interest);
-            watch.wake.schedule();
-            return Ok(());
-        }
-        if st.closed.get() {
-            return Err(io::Error::other("the tokio backend is closed"));
-        }
-        let watch = {
-            let _enter = st.handle.enter();
-            FdWatch::register(fd, interest, st.signal.clone())?
-        };
-        watch.wake.schedule();
-        st.fds.borrow_mut().insert(fd, watch);
-        Ok(())
+        self.state.watch(fd, interest)
     }
 
     fn is_attached(&self) -> bool {
@@ -348,8 +329,7 @@ impl Backend for TokioBackend {
     fn close(&self) {
         let st = &self.state;
         st.closed.set(true);
-        let fds = std::mem::take(&mut *st.fds.borrow_mut());
-        drop(fds);
+        st.clear();
         if let Some(task) = self.task.borrow_mut().take() {
             task.abort();
         }

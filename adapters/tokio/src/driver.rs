@@ -8,8 +8,16 @@
 //!   per callback (PERFORMANCE.md: 18 ns vs 166 ns per callback) and never a
 //!   tokio timer per oneloop timer (one `Sleep`, reset to the earliest
 //!   deadline).
-//! - One poll of the driver is one scheduler iteration at most: settle the
-//!   fds reported last time, report the fds tokio woke, dispatch, re-arm.
+//! - Every watched fd, and the wake of other threads, is in the loop's
+//!   [`Selector`], a private level-triggered epoll set that tokio's reactor
+//!   watches as **one** `AsyncFd` (one fd of the loop's own, however many
+//!   it watches; none of the user's). tokio's reactor is edge-triggered:
+//!   its readiness flag only says "select now". A select that reports fds is
+//!   followed by another at the next poll (what the callbacks left unread is
+//!   reported again), and only a select that finds nothing clears tokio's
+//!   flag, so the next edge wakes the driver.
+//! - One poll of the driver is one scheduler iteration at most: select,
+//!   dispatch, re-arm.
 //!   With more work queued it yields exactly as a tokio task awaiting
 //!   `yield_now()` does (its wake is deferred until tokio has run the other
 //!   ready tasks and polled its reactor), so tokio tasks on the same
@@ -24,7 +32,6 @@
 //!   callbacks may call `watch`/`arm` (they do, through `Loop`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -35,13 +42,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use oneloop::backend::{Driver, NextDispatch};
+use oneloop::backend::{Driver, Interest, NextDispatch, RemoteWake};
+use oneloop::native::{Selected, Selector};
+use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
-use crate::fd::{FdWake, FdWatch, Signal, probe_all};
 use crate::stats::Counters;
-use crate::wake::{WakeFd, WakeReceiver};
 
 /// What the backend and its driver task share, on the loop thread.
 pub(crate) struct State {
@@ -49,16 +56,15 @@ pub(crate) struct State {
     pub(crate) driver: Driver,
     /// The scheduler's last `arm`.
     pub(crate) armed: Cell<NextDispatch>,
-    /// Fd wake-ups and the driver task's waker.
-    pub(crate) signal: Arc<Signal>,
-    /// Watched fds by the scheduler's fd number.
-    pub(crate) fds: RefCell<HashMap<RawFd, FdWatch>>,
-    /// Fds reported in the last dispatch, to settle (probe) in the next poll.
-    reported: RefCell<Vec<Arc<FdWake>>>,
-    /// The cross-thread wake, write end (handed to the scheduler).
-    pub(crate) wake: Arc<WakeFd>,
-    /// The cross-thread wake, read end.
-    wake_rx: WakeReceiver,
+    /// The watched fds and the wake, registered with tokio as one fd.
+    selector: AsyncFd<Selector>,
+    /// The selector's wake (handed to the scheduler).
+    pub(crate) wake: Arc<dyn RemoteWake>,
+    /// Select at the next poll whatever tokio says: the last select
+    /// reported fds (level), or a registration was added.
+    reselect: Cell<bool>,
+    /// The driver task's waker, from its last poll.
+    task: RefCell<Option<Waker>>,
     /// The driver task is inside its poll (no need to wake it).
     in_poll: Cell<bool>,
     /// Owned mode: tokio has polled its reactor since this turn began.
@@ -77,7 +83,7 @@ impl fmt::Debug for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("State")
             .field("armed", &self.armed.get())
-            .field("fds", &self.fds.borrow().len())
+            .field("fds", &self.selector.get_ref().len())
             .field("closed", &self.closed.get())
             .finish()
     }
@@ -90,18 +96,19 @@ impl State {
         driver: Driver,
         counters: Rc<Counters>,
     ) -> io::Result<State> {
-        let (wake, wake_rx) = {
+        let selector = Selector::new()?;
+        let wake = selector.waker();
+        let selector = {
             let _enter = handle.enter();
-            crate::wake::pair()?
+            crate::fd::register(selector)?
         };
         Ok(State {
             driver,
             armed: Cell::new(NextDispatch::OnEvent),
-            signal: Arc::new(Signal::default()),
-            fds: RefCell::new(HashMap::new()),
-            reported: RefCell::new(Vec::new()),
+            selector,
             wake,
-            wake_rx,
+            reselect: Cell::new(true),
+            task: RefCell::new(None),
             in_poll: Cell::new(false),
             io_fresh: Cell::new(true),
             counters,
@@ -119,7 +126,21 @@ impl State {
     /// Make the driver task run soon (from outside its poll).
     pub(crate) fn wake_driver(&self) {
         if !self.in_poll.get() {
-            self.signal.task.wake();
+            self.wake_task();
+        }
+    }
+
+    /// Wake the driver task.
+    pub(crate) fn wake_task(&self) {
+        if let Some(w) = self.task.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+
+    fn register_task(&self, waker: &Waker) {
+        let mut task = self.task.borrow_mut();
+        if !task.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *task = Some(waker.clone());
         }
     }
 
@@ -129,54 +150,85 @@ impl State {
         }
     }
 
-    /// Probe the fds reported last time; clear what is drained, queue again
-    /// what is still ready (level-triggered).
-    fn settle(&self) {
-        let reported = std::mem::take(&mut *self.reported.borrow_mut());
-        if reported.is_empty() {
-            return;
+    /// `Backend::watch`: one `epoll_ctl` on the selector. An fd that is
+    /// ready already sends tokio no edge, so the next poll selects.
+    pub(crate) fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        if !interest.is_none() && self.closed.get() {
+            return Err(io::Error::other("the tokio backend is closed"));
         }
-        let fds = self.fds.borrow();
-        let watches: Vec<&FdWatch> = reported
-            .iter()
-            .filter_map(|w| fds.get(&w.fd).filter(|f| Arc::ptr_eq(&f.wake, w)))
-            .collect();
-        let revents = probe_all(&watches);
-        Counters::bump(&self.counters.probes, 1);
-        for (watch, revents) in watches.iter().zip(revents) {
-            if watch.settle(revents) {
-                watch.wake.schedule();
-            }
+        self.selector.get_ref().watch(fd, interest)?;
+        if !interest.is_none() && !self.reselect.replace(true) {
+            self.wake_driver();
         }
+        Ok(())
     }
 
-    /// Report every fd tokio woke (and every fd still ready) to the
-    /// scheduler; remember them for the next `settle`.
-    fn collect(&self, driver: &Driver) {
-        let woken = self.signal.take();
-        if woken.is_empty() {
-            return;
-        }
-        let mut ready = Vec::with_capacity(woken.len());
-        {
-            let fds = self.fds.borrow();
-            for w in woken {
-                w.taken();
-                let Some(watch) = fds.get(&w.fd).filter(|f| Arc::ptr_eq(&f.wake, &w)) else {
-                    continue;
-                };
-                let r = watch.readiness();
-                if r.readable || r.writable || r.hangup {
-                    ready.push((w, r));
+    /// Stop watching every fd (close).
+    pub(crate) fn clear(&self) {
+        self.selector.get_ref().clear();
+    }
+
+    /// Select if tokio flagged the selector or a reselect is due, reporting
+    /// each ready fd to the scheduler (see the module docs).
+    ///
+    /// tokio's flag is cleared only after a select made under its guard
+    /// reported no fd (a wake it consumed counts as drained): every event
+    /// after that select carries a newer reactor tick, which
+    /// `clear_ready` leaves alone, so no edge is lost even if the reactor
+    /// ran on another thread. Otherwise the flag stays and the next poll
+    /// selects again. Either way the waker is registered or a reselect is
+    /// due when this returns.
+    fn poll_selector(&self, cx: &mut Context<'_>) -> Selected {
+        let driver = &self.driver;
+        let select = || {
+            let seen = self
+                .selector
+                .get_ref()
+                .select(Some(Duration::ZERO), |fd, r| driver.fd_ready(fd, r));
+            Counters::bump(&self.counters.selects, 1);
+            // Not expected of a zero-timeout select on our own epoll fd;
+            // try again at the next poll rather than lose an event.
+            seen.unwrap_or_else(|_| {
+                self.reselect.set(true);
+                Selected::default()
+            })
+        };
+        let due = self.reselect.replace(false);
+        let mut seen = Selected::default();
+        let mut selected = false;
+        // Bounded: tokio's flag comes back after a clear only with a new
+        // reactor event.
+        for _ in 0..3 {
+            match self.selector.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    let now = select();
+                    selected = true;
+                    seen.fds += now.fds;
+                    seen.woken |= now.woken;
+                    if now.fds > 0 {
+                        guard.retain_ready();
+                        break;
+                    }
+                    guard.clear_ready();
+                }
+                // The reactor is shutting down: the runtime ends this task.
+                Poll::Ready(Err(_)) => break,
+                // The waker is registered for the next edge.
+                Poll::Pending => {
+                    if due && !selected {
+                        seen = select();
+                    }
+                    break;
                 }
             }
         }
-        Counters::bump(&self.counters.fd_reports, ready.len() as u64);
-        let mut reported = self.reported.borrow_mut();
-        for (w, r) in ready {
-            driver.fd_ready(w.fd, r);
-            reported.push(w);
+        if seen.fds > 0 {
+            // Level-triggered: what the callbacks leave unread is reported
+            // by the next select.
+            self.reselect.set(true);
         }
+        Counters::bump(&self.counters.fd_reports, seen.fds as u64);
+        seen
     }
 }
 
@@ -233,7 +285,7 @@ impl Future for DriverTask {
         if st.closed.get() {
             return Poll::Ready(());
         }
-        st.signal.task.register(cx.waker());
+        st.register_task(cx.waker());
         let driver = &st.driver;
         if !st.io_fresh.get() {
             // An owned turn just began: let tokio poll its reactor first, so
@@ -243,14 +295,8 @@ impl Future for DriverTask {
         }
         Counters::bump(&st.counters.polls, 1);
         st.in_poll.set(true);
-        let remote = unconstrained(cx, |cx| {
-            let remote = st.wake_rx.poll_take(cx);
-            if st.is_live() {
-                st.settle();
-                st.collect(driver);
-            }
-            remote
-        });
+        let seen = unconstrained(cx, |cx| st.poll_selector(cx));
+        let remote = seen.woken;
         if remote {
             Counters::bump(&st.counters.remote_wakes, 1);
         }
@@ -259,7 +305,7 @@ impl Future for DriverTask {
             NextDispatch::At(t) => t <= Instant::now(),
             NextDispatch::OnEvent => false,
         };
-        if due || remote || !st.reported.borrow().is_empty() {
+        if due || seen.any() {
             Counters::bump(&st.counters.dispatches, 1);
             driver.dispatch();
         }
@@ -268,8 +314,7 @@ impl Future for DriverTask {
             NextDispatch::Now => true,
             NextDispatch::At(t) => this.arm_sleep(t, cx),
             NextDispatch::OnEvent => false,
-        }) || !st.reported.borrow().is_empty()
-            || st.signal.has_fds();
+        }) || st.reselect.get();
         st.in_poll.set(false);
         if remote || !st.is_live() {
             st.wake_turn();
@@ -334,7 +379,7 @@ impl Future for Turn<'_> {
             return Poll::Pending;
         }
         if !st.io_fresh.replace(true) {
-            st.signal.task.wake();
+            st.wake_task();
         }
         let ended = {
             let mut task = self.task.borrow_mut();

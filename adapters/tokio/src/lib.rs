@@ -71,8 +71,8 @@
 //! |---|---|
 //! | ready queue, timers, fd registry | oneloop's scheduler, drained by **one** local task |
 //! | `call_later`/`call_at` | one `Sleep`, reset to the earliest deadline; the wheel rounds up to 1 ms, so timers are never early and at most ~1 ms late ([`clock_resolution`](oneloop::Loop::clock_resolution) = 1 ms) |
-//! | `add_reader`/`add_writer` | one `AsyncFd` per fd for both directions (on a private duplicate of the fd), level-triggered by a `poll(2)` probe after the callbacks |
-//! | `call_soon_threadsafe` | an eventfd in tokio's reactor: one `write(2)`, async-signal-safe, coalesced |
+//! | `add_reader`/`add_writer` | the loop's [`Selector`](oneloop::native::Selector), a private level-triggered epoll set, registered with tokio as **one** `AsyncFd` however many fds it holds (no fd of the user's is ever registered with tokio, and none is duplicated); an fd change is one `epoll_ctl` on it; level-triggered by selecting again after every iteration that reported fds |
+//! | `call_soon_threadsafe` | an eventfd in the selector: one `write(2)`, async-signal-safe, coalesced |
 //! | fairness | the driver runs one batch per poll, then yields as a tokio task awaiting `yield_now()` does |
 //! | `run_in_executor` | oneloop's pool by default; [`BlockingExecutor`] puts it on tokio's `spawn_blocking` pool |
 //! | `run_until_complete`'s future | polled between turns with the runtime and the `LocalSet` entered, so it may await tokio futures directly |
@@ -92,7 +92,6 @@ mod executor;
 mod fd;
 mod sched;
 mod stats;
-mod wake;
 
 pub use backend::{TokioBackend, TokioBuilder, attach, new_loop};
 pub use bridge::{enable, is_enabled};

@@ -12,7 +12,7 @@ pub(crate) struct Counters {
     pub(crate) dispatches: Cell<u64>,
     pub(crate) remote_wakes: Cell<u64>,
     pub(crate) fd_reports: Cell<u64>,
-    pub(crate) probes: Cell<u64>,
+    pub(crate) selects: Cell<u64>,
 }
 
 impl Counters {
@@ -62,10 +62,12 @@ impl DriverStats {
         self.counters.fd_reports.get()
     }
 
-    /// Zero-timeout `poll(2)` probes of the level-triggered emulation (one
-    /// per iteration that had fd reports, covering all of them).
-    pub fn probes(&self) -> u64 {
-        self.counters.probes.get()
+    /// Zero-timeout selects of the loop's
+    /// [`Selector`](oneloop::native::Selector): one when tokio flags it,
+    /// and one more after every iteration that reported fds (level
+    /// triggering on tokio's edge-triggered reactor).
+    pub fn selects(&self) -> u64 {
+        self.counters.selects.get()
     }
 }
 
@@ -76,7 +78,7 @@ impl fmt::Debug for DriverStats {
             .field("dispatches", &self.dispatches())
             .field("remote_wakes", &self.remote_wakes())
             .field("fd_reports", &self.fd_reports())
-            .field("probes", &self.probes())
+            .field("selects", &self.selects())
             .finish()
     }
 }

@@ -1,7 +1,6 @@
-//! Out of fds on the tokio adapter: the server pauses accepting, and
-//! resumes once fds are free, even though watching a listener again needs
-//! an fd of its own here (the adapter's private `dup`, see its docs).
-//! One test in its own binary: the fd limit is process-wide.
+//! Out of fds on the tokio adapter: the server pauses accepting (reported
+//! once), and resumes once fds are free. One test in its own binary: the fd
+//! limit is process-wide.
 
 use std::io::{Read, Write};
 use std::time::Duration;

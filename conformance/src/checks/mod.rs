@@ -14,6 +14,7 @@ pub mod executor;
 pub mod fd;
 pub mod flow;
 pub mod futures;
+pub mod guest;
 pub mod lifecycle;
 pub mod pipes;
 pub mod policy;

@@ -1,4 +1,4 @@
-//! The default loop's registrations on Linux: epoll driven directly, the
+//! The [`Selector`](super::Selector) on Linux: epoll driven directly, the
 //! one place in this module with `unsafe` code on Linux.
 //!
 //! Why not `polling` here: its `wait` re-arms a timerfd and re-registers its
@@ -15,20 +15,19 @@
 //! late, never early. rustix only chooses between the two at compile time
 //! (its `linux_5_11` feature), so the wait itself is a raw syscall here.
 //!
-//! I/O safety: `Loop::add_reader`/`add_writer` lend the fd through `AsFd`
-//! and require it to stay open until it is removed; this module keeps its
-//! half by deleting every fd it added, on removal and on close.
+//! I/O safety: see [`Selector`](super::Selector).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::{EventfdFlags, eventfd};
 
+use super::Selected;
 use crate::backend::{Interest, Readiness, RemoteWake};
 
 /// The key of the wake eventfd; fds are non-negative, so it cannot clash.
@@ -105,27 +104,40 @@ impl Registry {
         Arc::new(Wake(self.wake.clone()))
     }
 
+    /// The epoll fd.
+    pub(super) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+
+    /// How many fds are registered.
+    pub(super) fn len(&self) -> usize {
+        self.watched.borrow().len()
+    }
+
     /// Wait up to `timeout` (`None`: until an event) and report each ready
     /// fd; wake-ups are consumed here.
     pub(super) fn wait(
         &self,
         timeout: Option<Duration>,
         mut ready: impl FnMut(RawFd, Readiness),
-    ) -> io::Result<()> {
+    ) -> io::Result<Selected> {
         let mut events = self.events.borrow_mut();
         match self.wait_into(&mut events, timeout) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Selected::default()),
             Err(e) => return Err(e),
         }
+        let mut seen = Selected::default();
         for ev in events.iter() {
             // Copies: the struct is packed on x86_64.
             let (key, bits) = (ev.u64, ev.events);
             if key == WAKE {
                 let mut buf = [0u8; 8];
                 let _ = rustix::io::read(&*self.wake, &mut buf);
+                seen.woken = true;
                 continue;
             }
+            seen.fds += 1;
             let f = EventFlags::from_bits_retain(bits);
             ready(
                 key as RawFd,
@@ -136,7 +148,7 @@ impl Registry {
                 },
             );
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// One wait: `events` is overwritten with what the kernel reported.

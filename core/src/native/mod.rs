@@ -1,4 +1,5 @@
-//! The default loop: a [`Backend`] on the OS poller.
+//! The default loop: a [`Backend`] on the OS poller, and that poller, the
+//! [`Selector`], for other backends to embed.
 //!
 //! What the scheduler asks of a host, the OS poller gives directly:
 //! level-triggered registrations (asyncio's `add_reader` semantics with no
@@ -9,23 +10,29 @@
 //! poller's granularity.
 //!
 //! The platform module is picked once, as `sys`; each exposes the same
-//! `Registry` (`new`, `waker`, `wait`, `watch`, `clear`):
+//! `Registry` (`new`, `waker`, `wait`, `watch`, `clear`, `as_fd`, `len`):
 //! - Linux and Android: `epoll.rs`, epoll driven directly (one
 //!   `epoll_pwait2` per iteration, nanosecond timeouts, the wake eventfd
 //!   registered once; `epoll_wait` with timeouts rounded up to whole
 //!   milliseconds where `epoll_pwait2` is missing: Linux before 5.11,
 //!   old seccomp profiles, Android);
 //! - elsewhere: `poller.rs`, on the `polling` crate (kqueue, event ports,
-//!   poll()), which re-arms a timer and its notifier around each wait.
+//!   poll()), which re-arms a timer and its notifier around each wait. Linux
+//!   builds take this path too with `RUSTFLAGS="--cfg oneloop_polling"`,
+//!   which is how `make test` keeps it compiled and tested.
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(oneloop_polling)))]
 mod epoll;
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(oneloop_polling)))]
 use epoll as sys;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(any(not(any(target_os = "linux", target_os = "android")), oneloop_polling))]
 mod poller;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(any(not(any(target_os = "linux", target_os = "android")), oneloop_polling))]
 use poller as sys;
+
+mod selector;
+
+pub use selector::{Selected, Selector};
 
 use std::cell::Cell;
 use std::fmt;
@@ -35,12 +42,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, Driver, Interest, NextDispatch, RemoteWake};
-use sys::Registry;
 
-/// The backend of [`Loop::new`](crate::Loop::new), in owned mode.
+/// The backend of [`Loop::new`](crate::Loop::new), in owned mode: a
+/// [`Selector`] it blocks on.
 pub struct NativeBackend {
     /// The OS poller and what is registered with it.
-    registry: Registry,
+    selector: Selector,
     /// The loop's side of the plug.
     driver: Driver,
     /// When the scheduler next wants a dispatch.
@@ -50,6 +57,7 @@ pub struct NativeBackend {
 impl fmt::Debug for NativeBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NativeBackend")
+            .field("selector", &self.selector)
             .field("armed", &self.armed.get())
             .finish()
     }
@@ -63,7 +71,7 @@ impl NativeBackend {
     /// If the OS poller cannot be created.
     pub fn new(driver: Driver) -> io::Result<NativeBackend> {
         Ok(NativeBackend {
-            registry: Registry::new()?,
+            selector: Selector::new()?,
             driver,
             armed: Cell::new(NextDispatch::OnEvent),
         })
@@ -80,7 +88,7 @@ impl Backend for NativeBackend {
     }
 
     fn remote_waker(&self) -> Arc<dyn RemoteWake> {
-        self.registry.waker()
+        self.selector.waker()
     }
 
     fn turn(&self) -> io::Result<()> {
@@ -89,17 +97,17 @@ impl Backend for NativeBackend {
             .armed
             .get()
             .timeout(Instant::now(), Duration::from_nanos(1));
-        self.registry
-            .wait(timeout, |fd, readiness| driver.fd_ready(fd, readiness))?;
+        self.selector
+            .select(timeout, |fd, readiness| driver.fd_ready(fd, readiness))?;
         driver.dispatch();
         Ok(())
     }
 
     fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
-        self.registry.watch(fd, interest)
+        self.selector.watch(fd, interest)
     }
 
     fn close(&self) {
-        self.registry.clear();
+        self.selector.clear();
     }
 }

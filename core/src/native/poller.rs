@@ -1,6 +1,7 @@
-//! The default loop's registrations with `polling`, on platforms other
-//! than Linux (kqueue, event ports, poll()): the one place in this module
-//! with `unsafe` code there.
+//! The [`Selector`](super::Selector) on the `polling` crate, on platforms
+//! other than Linux (kqueue, event ports, poll()), and on Linux when built
+//! with `--cfg oneloop_polling` (so that CI compiles and runs this path): the
+//! one place in this module with `unsafe` code there.
 //!
 //! `polling::Poller::add` is `unsafe` because of I/O safety: the fd must be
 //! deleted before it is closed, or a later fd with the same number could see
@@ -12,17 +13,22 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use polling::{Event, Events, PollMode, Poller};
 
+use super::Selected;
 use crate::backend::{Interest, Readiness, RemoteWake};
 
 /// A poller plus the interest registered for each fd.
 pub(super) struct Registry {
     poller: Arc<Poller>,
+    /// A wake is pending: `polling` consumes its notification inside `wait`
+    /// without saying so, so the waker also sets this flag first.
+    woken: Arc<AtomicBool>,
     /// Reused event buffer.
     events: RefCell<Events>,
     /// # Invariant
@@ -38,17 +44,30 @@ impl Registry {
     pub(super) fn new() -> io::Result<Registry> {
         Ok(Registry {
             poller: Arc::new(Poller::new()?),
+            woken: Arc::new(AtomicBool::new(false)),
+            events: RefCell::new(Events::new()),
             watched: RefCell::new(HashMap::new()),
         })
     }
 
     pub(super) fn waker(&self) -> Arc<dyn RemoteWake> {
-        let poller = self.poller.clone();
+        let (poller, woken) = (self.poller.clone(), self.woken.clone());
         Arc::new(move || {
+            woken.store(true, Ordering::Release);
             // notify() fails only if the poller is gone, i.e. the loop was
             // dropped: nothing to wake then.
             let _ = poller.notify();
         })
+    }
+
+    /// The poller's fd.
+    pub(super) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.poller.as_fd()
+    }
+
+    /// How many fds are registered.
+    pub(super) fn len(&self) -> usize {
+        self.watched.borrow().len()
     }
 
     /// Wait up to `timeout` (`None`: until an event) and report each ready
@@ -57,14 +76,18 @@ impl Registry {
         &self,
         timeout: Option<Duration>,
         mut ready: impl FnMut(RawFd, Readiness),
-    ) -> io::Result<()> {
+    ) -> io::Result<Selected> {
         let mut events = self.events.borrow_mut();
         events.clear();
         match self.poller.wait(&mut events, timeout) {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Selected::default()),
             Err(e) => return Err(e),
         }
+        let seen = Selected {
+            fds: events.len(),
+            woken: self.woken.swap(false, Ordering::Acquire),
+        };
         for ev in events.iter() {
             let hangup = ev.is_interrupt() || ev.is_err().unwrap_or(false);
             ready(
@@ -76,7 +99,7 @@ impl Registry {
                 },
             );
         }
-        Ok(())
+        Ok(seen)
     }
 
     pub(super) fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {

@@ -74,14 +74,14 @@ impl Shared {
             inbox.queue.len() == 1
         };
         if was_empty {
-            crate::context::wake_or_defer(&self.waker);
+            crate::defer::wake_or_defer(&self.waker);
         }
         Ok(())
     }
 
     /// Wake the backend without posting anything.
     pub(crate) fn wake(&self) {
-        crate::context::wake_or_defer(&self.waker);
+        crate::defer::wake_or_defer(&self.waker);
     }
 
     /// Take everything posted so far.

@@ -1,17 +1,15 @@
 //! The UDP transport and [`DatagramProtocol`] (PEP 3156 §Datagram Transports).
 
-use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::Rc;
 
+use super::gate::{Gate, Invoked};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, WeakLoop};
-use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
 use crate::future::Future;
 
 /// The largest UDP payload.
@@ -77,10 +75,8 @@ pub(crate) struct DatagramInner {
     remote: Option<SocketAddr>,
     local: Option<SocketAddr>,
     state: RefCell<State>,
-    protocol: RefCell<Option<Box<dyn DatagramProtocol>>>,
-    in_call: Cell<bool>,
-    pending: RefCell<VecDeque<Note>>,
-    panic: RefCell<Option<Box<dyn Any + Send>>>,
+    /// The protocol, called only through here.
+    gate: Gate<dyn DatagramProtocol, Note>,
 }
 
 /// A UDP endpoint: [`sendto`](DatagramTransport::sendto), `close`, `abort`
@@ -126,10 +122,7 @@ impl DatagramInner {
                 high: 64 * 1024,
                 low: 16 * 1024,
             }),
-            protocol: RefCell::new(Some(protocol)),
-            in_call: Cell::new(false),
-            pending: RefCell::new(VecDeque::new()),
-            panic: RefCell::new(None),
+            gate: Gate::new(protocol),
         })
     }
 
@@ -159,68 +152,40 @@ impl DatagramInner {
     }
 
     fn notify(self: &Rc<Self>, note: Note) {
-        self.pending.borrow_mut().push_back(note);
-        if !self.in_call.get() {
-            self.in_call.set(true);
-            self.drain();
+        self.gate.notify(note, |note| self.deliver(note));
+    }
+
+    fn deliver(self: &Rc<Self>, note: Note) {
+        if self.state.borrow().lost {
+            return;
+        }
+        match note {
+            Note::Made => {
+                let t = DatagramTransport(self.clone());
+                self.invoke("connection_made", |p| p.connection_made(&t));
+            }
+            Note::Error(e) => self.invoke("error_received", |p| p.error_received(e)),
+            Note::Pause => self.invoke("pause_writing", |p| p.pause_writing()),
+            Note::Resume => self.invoke("resume_writing", |p| p.resume_writing()),
+            Note::Lost(e) => {
+                self.state.borrow_mut().lost = true;
+                self.invoke("connection_lost", |p| p.connection_lost(e));
+                self.teardown();
+            }
         }
     }
 
-    fn drain(self: &Rc<Self>) {
-        loop {
-            let note = self.pending.borrow_mut().pop_front();
-            let Some(note) = note else { break };
-            if self.state.borrow().lost {
-                continue;
-            }
-            match note {
-                Note::Made => {
-                    let t = DatagramTransport(self.clone());
-                    self.invoke("connection_made", |p| p.connection_made(&t));
-                }
-                Note::Error(e) => self.invoke("error_received", |p| p.error_received(e)),
-                Note::Pause => self.invoke("pause_writing", |p| p.pause_writing()),
-                Note::Resume => self.invoke("resume_writing", |p| p.resume_writing()),
-                Note::Lost(e) => {
-                    self.state.borrow_mut().lost = true;
-                    self.invoke("connection_lost", |p| p.connection_lost(e));
-                    self.teardown();
-                }
-            }
-        }
-        self.in_call.set(false);
-        let panic = self.panic.borrow_mut().take();
-        if let Some(p) = panic {
-            resume_unwind(p);
-        }
-    }
-
+    /// Call the protocol; a panic aborts the endpoint.
     fn invoke(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn DatagramProtocol)) {
-        let taken = self.protocol.borrow_mut().take();
-        let Some(mut p) = taken else { return };
-        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *p)));
-        *self.protocol.borrow_mut() = Some(p);
-        if let Err(payload) = outcome {
-            let msg = panic_message(&*payload);
-            let err = Error::new(
-                ErrorKind::Panicked,
-                format!("datagram protocol method {what} panicked: {msg}"),
-            );
+        if let Invoked::Panicked(payload) = self.gate.invoke(f) {
             let lp = self.lp.upgrade();
-            if lp
-                .as_ref()
-                .is_some_and(|lp| lp.panic_policy() == PanicPolicy::Propagate)
-            {
-                self.panic.borrow_mut().get_or_insert(payload);
-            } else if let Some(lp) = &lp {
-                lp.call_exception_handler(
-                    ExceptionContext::new(format!(
-                        "datagram protocol method {what} panicked; the endpoint was aborted"
-                    ))
-                    .with_panic(msg)
-                    .with_error(err.clone()),
-                );
-            }
+            let err = self.gate.panicked(
+                lp.as_ref(),
+                "datagram protocol",
+                what,
+                "the endpoint was aborted",
+                payload,
+            );
             if what != "connection_lost" {
                 self.force_close(Some(err));
             }
@@ -228,7 +193,7 @@ impl DatagramInner {
     }
 
     fn on_readable(self: &Rc<Self>) {
-        if self.in_call.get() {
+        if self.gate.busy() {
             return;
         }
         let mut buf = RECV_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
@@ -241,11 +206,14 @@ impl DatagramInner {
         };
         match res {
             Ok((n, from)) => {
-                self.in_call.set(true);
-                self.invoke("datagram_received", |p| {
-                    p.datagram_received(&buf[..n], from)
-                });
-                self.drain();
+                self.gate.call(
+                    || {
+                        self.invoke("datagram_received", |p| {
+                            p.datagram_received(&buf[..n], from)
+                        })
+                    },
+                    |note| self.deliver(note),
+                );
             }
             Err(e) if would_block(&e) => {}
             Err(e) => self.notify(Note::Error(e.into())),
@@ -362,8 +330,8 @@ impl DatagramInner {
         self.unwatch();
         let sock = self.sock.borrow_mut().take();
         drop(sock);
-        let p = self.protocol.borrow_mut().take();
-        drop(p);
+        let protocol = self.gate.take();
+        drop(protocol);
     }
 }
 

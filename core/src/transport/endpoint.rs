@@ -7,7 +7,12 @@ use rustix::net::{RecvFlags, SendFlags};
 use socket2::Socket;
 
 /// The role of a stream transport's fd.
+///
+/// One transport serves sockets (feature `net`) and pipes (`process`); with
+/// only one of the features on, the other's variants are never built, but
+/// the code that handles them stays, so that both share every line of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(all(feature = "net", feature = "process")), allow(dead_code))]
 pub(crate) enum Kind {
     /// A connected stream socket: both directions, half-close.
     Socket,
@@ -19,6 +24,7 @@ pub(crate) enum Kind {
 
 /// The fd of a stream transport.
 #[derive(Debug)]
+#[cfg_attr(not(all(feature = "net", feature = "process")), allow(dead_code))]
 pub(crate) enum Endpoint {
     Socket(Socket),
     Pipe(OwnedFd),

@@ -8,11 +8,12 @@
 //! [`Protocol`](crate::Protocol). Its invariants:
 //!
 //! 1. **One caller, never re-entrant.** Every protocol call goes through one
-//!    gate: a flag says a protocol method is running, and a notification
-//!    raised meanwhile (`pause_writing` from a `write()` inside
+//!    gate (`gate.rs`, shared by the stream, datagram and subprocess
+//!    transports): a flag says a protocol method is running, and a
+//!    notification raised meanwhile (`pause_writing` from a `write()` inside
 //!    `data_received`, a `connection_lost` from an `abort()`) is queued and
-//!    delivered when the running method returns. The protocol is moved out of
-//!    its cell while it runs, so no borrow is held across user code.
+//!    delivered when the running method returns. The protocol is moved out
+//!    of its cell while it runs, so no borrow is held across user code.
 //! 2. **Short borrows.** The transport state is borrowed only between
 //!    syscalls, never across a protocol call, a `Drop` of user data or a
 //!    loop call that may run user code.
@@ -28,12 +29,22 @@
 //!    need not hold it — except while reading is paused with nothing to
 //!    write: then a transport nobody holds is dropped, closing its socket.
 
+#[cfg(feature = "process")]
+mod child;
+#[cfg(feature = "net")]
 mod datagram;
 mod endpoint;
+mod gate;
+#[cfg(feature = "process")]
+pub(crate) mod pipe;
 mod stream;
+#[cfg(feature = "process")]
+pub(crate) mod subprocess;
 mod write_buffer;
 
+#[cfg(feature = "net")]
 pub(crate) use datagram::DatagramInner;
+#[cfg(feature = "net")]
 pub use datagram::{DatagramProtocol, DatagramTransport};
 pub(crate) use stream::StreamInner;
 pub use stream::Transport;
@@ -61,6 +72,7 @@ impl SocketAddress {
         }
     }
 
+    #[cfg(feature = "net")]
     pub(crate) fn from_sockaddr(addr: &socket2::SockAddr) -> SocketAddress {
         match addr.as_socket() {
             Some(a) => SocketAddress::Inet(a),

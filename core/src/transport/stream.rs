@@ -1,20 +1,17 @@
 //! The stream transport over a connected socket (TCP or Unix).
 
-use std::any::Any;
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::Rc;
 
 use super::endpoint::{Endpoint, Kind};
+use super::gate::{Gate, Invoked};
 use super::write_buffer::WriteBuffer;
 use super::{ExtraInfo, SocketAddress};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, WeakLoop};
-use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
 use crate::future::Future;
 use crate::protocol::Protocol;
 
@@ -79,13 +76,8 @@ pub(crate) struct StreamInner {
     peer: Option<SocketAddress>,
     local: Option<SocketAddress>,
     state: RefCell<State>,
-    /// Moved out while a method of it runs, and for good after `connection_lost`.
-    protocol: RefCell<Option<Box<dyn Protocol>>>,
-    /// A protocol method is on the stack: notifications queue in `pending`.
-    in_call: Cell<bool>,
-    pending: RefCell<VecDeque<Note>>,
-    /// A protocol panic kept for `PanicPolicy::Propagate`.
-    panic: RefCell<Option<Box<dyn Any + Send>>>,
+    /// The protocol, called only through here.
+    gate: Gate<dyn Protocol, Note>,
     /// Run after `connection_lost` (a server counts its connections).
     on_lost: RefCell<Option<Box<dyn FnOnce()>>>,
 }
@@ -139,6 +131,7 @@ fn would_block(e: &io::Error) -> bool {
 
 impl StreamInner {
     /// A transport over `sock` (connected, non-blocking), not started yet.
+    #[cfg(feature = "net")]
     pub(crate) fn new(
         lp: &Loop,
         sock: socket2::Socket,
@@ -165,6 +158,7 @@ impl StreamInner {
     }
 
     /// A transport over one end of a pipe (non-blocking), not started yet.
+    #[cfg(feature = "process")]
     pub(crate) fn new_pipe(
         lp: &Loop,
         fd: std::os::fd::OwnedFd,
@@ -210,10 +204,7 @@ impl StreamInner {
                 protocol_paused: false,
                 buf: WriteBuffer::new(),
             }),
-            protocol: RefCell::new(Some(protocol)),
-            in_call: Cell::new(false),
-            pending: RefCell::new(VecDeque::new()),
-            panic: RefCell::new(None),
+            gate: Gate::new(protocol),
             on_lost: RefCell::new(on_lost),
         })
     }
@@ -255,37 +246,14 @@ impl StreamInner {
     // ---- the gate: every protocol call goes through here ----
 
     fn notify(self: &Rc<Self>, note: Note) {
-        self.pending.borrow_mut().push_back(note);
-        if !self.in_call.get() {
-            self.in_call.set(true);
-            self.drain();
-        }
+        self.gate.notify(note, |note| self.deliver(note));
     }
 
-    /// Deliver a direct call (`data_received`) through the gate.
+    /// Deliver a direct call (`data_received`) through the gate; dropped if
+    /// a protocol method is running (reads never start then).
     fn call(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn Protocol)) {
-        if self.in_call.get() {
-            return;
-        }
-        self.in_call.set(true);
-        self.invoke(what, f);
-        self.drain();
-    }
-
-    /// Deliver queued notes until none is left; `in_call` is true on entry.
-    fn drain(self: &Rc<Self>) {
-        loop {
-            let note = self.pending.borrow_mut().pop_front();
-            match note {
-                Some(note) => self.deliver(note),
-                None => break,
-            }
-        }
-        self.in_call.set(false);
-        let panic = self.panic.borrow_mut().take();
-        if let Some(payload) = panic {
-            resume_unwind(payload);
-        }
+        self.gate
+            .call(|| self.invoke(what, f), |note| self.deliver(note));
     }
 
     fn deliver(self: &Rc<Self>, note: Note) {
@@ -319,49 +287,23 @@ impl StreamInner {
         self.invoke_ok(what, f);
     }
 
-    /// Call the protocol with no borrow held; false if it panicked (or is gone).
+    /// Call the protocol; false if it panicked (or is gone). A panic aborts
+    /// the transport.
     fn invoke_ok(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn Protocol)) -> bool {
-        let taken = self.protocol.borrow_mut().take();
-        let Some(mut p) = taken else { return false };
-        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *p)));
-        *self.protocol.borrow_mut() = Some(p);
-        match outcome {
-            Ok(()) => true,
-            Err(payload) => {
-                self.protocol_panicked(what, payload);
+        match self.gate.invoke(f) {
+            Invoked::Ran(()) => true,
+            Invoked::Gone => false,
+            Invoked::Panicked(payload) => {
+                let outcome = format!("the transport (fd {}) was aborted", self.fd);
+                let lp = self.lp.upgrade();
+                let err = self
+                    .gate
+                    .panicked(lp.as_ref(), "protocol", what, &outcome, payload);
+                if what != "connection_lost" {
+                    self.force_close(Some(err));
+                }
                 false
             }
-        }
-    }
-
-    fn protocol_panicked(self: &Rc<Self>, what: &'static str, payload: Box<dyn Any + Send>) {
-        let msg = panic_message(&*payload);
-        let err = Error::new(
-            ErrorKind::Panicked,
-            format!("protocol method {what} panicked: {msg}"),
-        );
-        let lp = self.lp.upgrade();
-        if lp
-            .as_ref()
-            .is_some_and(|lp| lp.panic_policy() == PanicPolicy::Propagate)
-        {
-            let mut slot = self.panic.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(payload);
-            }
-        } else {
-            let ctx = ExceptionContext::new(format!(
-                "protocol method {what} panicked; the transport (fd {}) was aborted",
-                self.fd
-            ))
-            .with_panic(msg)
-            .with_error(err.clone());
-            if let Some(lp) = &lp {
-                lp.call_exception_handler(ctx);
-            }
-        }
-        if what != "connection_lost" {
-            self.force_close(Some(err));
         }
     }
 
@@ -586,10 +528,8 @@ impl StreamInner {
         self.set_writing(false);
         let sock = self.sock.borrow_mut().take();
         drop(sock);
-        let protocol = self.protocol.borrow_mut().take();
+        let protocol = self.gate.take();
         drop(protocol);
-        let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        drop(pending);
         let hook = self.on_lost.borrow_mut().take();
         if let Some(hook) = hook {
             hook();

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 
 /// The suite's one watchdog, and its waits.
 pub use oneloop_conformance::support::{
-    LIMIT, Watchdog, current_tid, wait_until, wait_until_asleep,
+    LIMIT, Watchdog, current_tid, run_within, wait_until, wait_until_asleep,
 };
 
 /// A connected, non-blocking Unix socket pair.

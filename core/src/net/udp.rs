@@ -5,9 +5,9 @@ use std::net::{SocketAddr, UdpSocket};
 
 use socket2::{Domain, Socket, Type};
 
+use super::annotate;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::Loop;
-use crate::net::annotate;
 use crate::transport::{DatagramInner, DatagramProtocol, DatagramTransport};
 
 /// Where a UDP endpoint binds and what it talks to

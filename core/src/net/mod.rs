@@ -2,6 +2,9 @@
 //! `connect_accepted_socket`, `create_unix_connection`, and name resolution
 //! through the executor.
 
+pub(crate) mod server;
+pub(crate) mod udp;
+
 use std::future::Future as StdFuture;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};

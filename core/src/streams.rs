@@ -25,8 +25,8 @@ use futures::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
 use crate::error::{Error, Result};
 use crate::event_loop::Loop;
+use crate::net::server::Server;
 use crate::protocol::Protocol;
-use crate::server::Server;
 use crate::transport::Transport;
 
 /// The reader's buffer limit (asyncio's default): reading pauses above twice this.
@@ -608,13 +608,14 @@ where
     Fut: StdFuture<Output = ()> + 'static,
 {
     let handler = Rc::new(handler);
-    let lp = lp.clone();
+    // Weakly: the server holds this factory, and the loop the server.
+    let lp = lp.downgrade();
     move || {
         let handler = handler.clone();
         let lp = lp.clone();
         let on_connect: OnConnect = Box::new(move |r, w| {
             let fut = handler(r, w);
-            if let Err(e) = lp.spawn(fut) {
+            if let Err(e) = lp.get().and_then(|lp| lp.spawn(fut)) {
                 tracing::warn!(target: "oneloop", "cannot start the stream handler: {e}");
             }
         });

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::{annotate, would_block};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event_loop::Loop;
+use crate::event_loop::{Loop, WeakLoop};
 use crate::exception::{ExceptionContext, panic_message};
 use crate::future::Future;
 use crate::handle::TimerHandle;
-use crate::net::{annotate, would_block};
 use crate::protocol::Protocol;
 use crate::transport::{SocketAddress, StreamInner};
 
@@ -97,7 +97,9 @@ impl ServerOptions {
 type Factory = Box<dyn Fn() -> Box<dyn Protocol>>;
 
 struct ServerInner {
-    lp: Loop,
+    /// Weakly: the loop holds the server, through its listeners' reader
+    /// callbacks and its back-off timer.
+    lp: WeakLoop,
     /// Emptied (the fds closed) by `close()`.
     listeners: RefCell<Vec<Socket>>,
     addrs: Vec<SocketAddress>,
@@ -172,9 +174,12 @@ impl ServerInner {
         self.accepting.set(true);
         let added = {
             let listeners = self.listeners.borrow();
+            let lp = self.lp.get();
             listeners.iter().enumerate().try_for_each(|(i, l)| {
                 let me = self.clone();
-                self.lp.add_reader(l, move || me.on_acceptable(i))
+                lp.as_ref()
+                    .map_err(Clone::clone)?
+                    .add_reader(l, move || me.on_acceptable(i))
             })
         };
         if added.is_err() {
@@ -185,8 +190,18 @@ impl ServerInner {
 
     fn stop_accepting(&self) {
         self.accepting.set(false);
-        for l in self.listeners.borrow().iter() {
-            self.lp.remove_reader(l);
+        // A dropped loop took its callbacks with it.
+        if let Some(lp) = self.lp.upgrade() {
+            for l in self.listeners.borrow().iter() {
+                lp.remove_reader(l);
+            }
+        }
+    }
+
+    /// Tell the loop's exception handler, if the loop is still there.
+    fn report(&self, ctx: ExceptionContext) {
+        if let Some(lp) = self.lp.upgrade() {
+            lp.call_exception_handler(ctx);
         }
     }
 
@@ -216,9 +231,7 @@ impl ServerInner {
                         "accept failed".to_string()
                     };
                     if !(resource && self.shortage_reported.replace(true)) {
-                        self.lp.call_exception_handler(
-                            ExceptionContext::new(what).with_error(e.into()),
-                        );
+                        self.report(ExceptionContext::new(what).with_error(e.into()));
                     }
                     if resource {
                         self.back_off();
@@ -231,35 +244,36 @@ impl ServerInner {
 
     /// Out of fds or memory: unwatch the listeners (they stay readable, so
     /// a retry now would spin) and retry after a pause.
+    ///
+    /// The retry timer holds the server, as the listeners' callbacks did:
+    /// a server whose handle was dropped goes on serving after the pause.
+    /// `close()` cancels the timer, and so does closing the loop.
     fn back_off(self: &Rc<Self>) {
         self.stop_accepting();
-        let weak = Rc::downgrade(self);
-        let timer = self.lp.call_later(ACCEPT_RETRY_DELAY, move || {
-            if let Some(me) = weak.upgrade()
-                && !me.closed.get()
-                && !me.accepting.get()
-                && let Err(e) = me.start_accepting()
-            {
+        let me = self.clone();
+        let timer = self.lp.get().and_then(|lp| {
+            lp.call_later(ACCEPT_RETRY_DELAY, move || {
+                if me.closed.get() || me.accepting.get() {
+                    return;
+                }
+                let Err(e) = me.start_accepting() else { return };
                 // Still out of fds (watching one may need an fd of its own,
                 // as on the tokio adapter): pause again; the handler was
                 // told once, when the pause began.
                 if e.io_error().is_some_and(out_of_resources) {
                     me.back_off();
                 } else {
-                    me.lp.call_exception_handler(
-                        ExceptionContext::new("cannot resume accepting").with_error(e),
-                    );
+                    me.report(ExceptionContext::new("cannot resume accepting").with_error(e));
                 }
-            }
+            })
         });
         *self.backoff.borrow_mut() = timer.ok();
     }
 
     fn serve(self: &Rc<Self>, sock: Socket) {
+        let Some(lp) = self.lp.upgrade() else { return };
         if let Err(e) = sock.set_nonblocking(true) {
-            self.lp.call_exception_handler(
-                ExceptionContext::new("accepted socket").with_error(e.into()),
-            );
+            self.report(ExceptionContext::new("accepted socket").with_error(e.into()));
             return;
         }
         if sock.domain().is_ok_and(|d| d != Domain::UNIX) {
@@ -269,7 +283,7 @@ impl ServerInner {
             Ok(p) => p,
             Err(payload) => {
                 let msg = panic_message(&*payload);
-                self.lp.call_exception_handler(
+                self.report(
                     ExceptionContext::new(
                         "the server's protocol factory panicked; connection dropped",
                     )
@@ -287,7 +301,7 @@ impl ServerInner {
                 me.wake_idle();
             }
         });
-        let inner = StreamInner::new(&self.lp, sock, protocol, Some(on_lost));
+        let inner = StreamInner::new(&lp, sock, protocol, Some(on_lost));
         // On a closed loop `start` releases the transport (and the count).
         let _ = inner.start(None);
     }
@@ -303,9 +317,12 @@ impl ServerInner {
 }
 
 impl Server {
-    /// The loop the server runs on.
-    pub fn get_loop(&self) -> &Loop {
-        &self.0.lp
+    /// The loop the server runs on, while it exists (PEP 3156's
+    /// `get_loop`). A server holds its loop weakly: the loop holds the
+    /// server, through its listeners' callbacks.
+    #[doc(alias = "get_loop")]
+    pub fn event_loop(&self) -> Option<Loop> {
+        self.0.lp.upgrade()
     }
 
     /// Stop accepting and close the listening sockets, so new connects are
@@ -333,9 +350,11 @@ impl Server {
     }
 
     /// Whether the server is accepting (false after [`close`](Server::close),
-    /// and while it backs off from fd exhaustion).
+    /// while it backs off from fd exhaustion, and once its loop is closed).
     pub fn is_serving(&self) -> bool {
-        !self.0.closed.get() && self.0.accepting.get()
+        !self.0.closed.get()
+            && self.0.accepting.get()
+            && self.0.lp.upgrade().is_some_and(|lp| !lp.is_closed())
     }
 
     /// Resolves once the server is closed and every connection it accepted
@@ -344,14 +363,16 @@ impl Server {
     /// # Errors
     /// [`ErrorKind::Closed`] if the loop closes first.
     pub fn wait_closed(&self) -> impl StdFuture<Output = Result<()>> + 'static {
-        let inner = self.0.clone();
-        let fut = inner.lp.create_future::<()>();
-        if inner.closed.get() && inner.active.get() == 0 {
-            let _ = fut.set_result(());
-        } else {
-            inner.idle_waiters.borrow_mut().push(fut.clone());
+        let inner = &self.0;
+        let fut = inner.lp.get().map(|lp| lp.create_future::<()>());
+        if let Ok(fut) = &fut {
+            if inner.closed.get() && inner.active.get() == 0 {
+                let _ = fut.set_result(());
+            } else {
+                inner.idle_waiters.borrow_mut().push(fut.clone());
+            }
         }
-        fut
+        async move { fut?.await }
     }
 
     /// Serve until the server is closed. Dropping (cancelling) this future
@@ -367,15 +388,17 @@ impl Server {
             }
         }
         let guard = CloseOnDrop(self.clone());
-        let fut = self.0.lp.create_future::<()>();
-        if self.0.closed.get() {
-            let _ = fut.set_result(());
-        } else {
-            self.0.close_waiters.borrow_mut().push(fut.clone());
+        let fut = self.0.lp.get().map(|lp| lp.create_future::<()>());
+        if let Ok(fut) = &fut {
+            if self.0.closed.get() {
+                let _ = fut.set_result(());
+            } else {
+                self.0.close_waiters.borrow_mut().push(fut.clone());
+            }
         }
         async move {
             let _guard = guard;
-            fut.await
+            fut?.await
         }
     }
 
@@ -520,7 +543,7 @@ fn serve(
         addrs.push(SocketAddress::from_sockaddr(&l.local_addr()?));
     }
     let inner = Rc::new(ServerInner {
-        lp: lp.clone(),
+        lp: lp.downgrade(),
         listeners: RefCell::new(listeners),
         addrs,
         unix_path,

@@ -16,25 +16,23 @@
 //! The subprocess protocol has the same gate as stream protocols: never
 //! called re-entrantly, a call arising meanwhile is delivered after.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future as StdFuture;
 use std::os::fd::{AsFd, OwnedFd};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::process::{Command, Stdio};
 use std::rc::{Rc, Weak};
 
 use rustix::process::{Pid, Signal, WaitOptions};
 
+use super::Transport;
+use super::gate::{Gate, Invoked};
+use super::pipe::pipe_transport;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event_loop::Loop;
-use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
+use crate::event_loop::{Loop, WeakLoop};
 use crate::future::Future;
-use crate::pipe::pipe_transport;
 use crate::protocol::Protocol;
-use crate::transport::Transport;
 
 /// What a subprocess transport calls (SP-01): `connection_made` once;
 /// `pipe_data_received(1 or 2, data)`*; `pipe_connection_lost` once per
@@ -131,7 +129,9 @@ enum Note {
 }
 
 struct ProcInner {
-    lp: Loop,
+    /// Weakly: the loop holds the transport, through the pidfd's reader
+    /// callback and its pipes' callbacks.
+    lp: WeakLoop,
     pid: u32,
     pidfd: RefCell<Option<OwnedFd>>,
     returncode: Cell<Option<i32>>,
@@ -139,10 +139,8 @@ struct ProcInner {
     pipes_open: Cell<u8>,
     closing: Cell<bool>,
     lost_scheduled: Cell<bool>,
-    protocol: RefCell<Option<Box<dyn SubprocessProtocol>>>,
-    in_call: Cell<bool>,
-    pending: RefCell<VecDeque<Note>>,
-    panic: RefCell<Option<Box<dyn Any + Send>>>,
+    /// The protocol, called only through here.
+    gate: Gate<dyn SubprocessProtocol, Note>,
     exit_waiters: RefCell<Vec<Future<i32>>>,
 }
 
@@ -168,47 +166,17 @@ thread_local! {
 
 impl ProcInner {
     fn notify(self: &Rc<Self>, note: Note) {
-        self.pending.borrow_mut().push_back(note);
-        if self.in_call.get() {
-            return;
-        }
-        self.in_call.set(true);
-        loop {
-            let note = self.pending.borrow_mut().pop_front();
-            let Some(note) = note else { break };
-            self.deliver(note);
-        }
-        self.in_call.set(false);
-        let panic = self.panic.borrow_mut().take();
-        if let Some(p) = panic {
-            resume_unwind(p);
-        }
+        self.gate.notify(note, |note| self.deliver(note));
     }
 
-    /// `pipe_data_received` without copying when the gate is free.
+    /// `pipe_data_received`, without copying when the gate is free.
     fn data(self: &Rc<Self>, fd: i32, data: &[u8]) {
-        if self.in_call.get() {
-            self.pending
-                .borrow_mut()
-                .push_back(Note::Data(fd, data.to_vec()));
-            return;
-        }
-        self.in_call.set(true);
-        self.invoke("pipe_data_received", |p| p.pipe_data_received(fd, data));
-        self.notify_drain();
-    }
-
-    fn notify_drain(self: &Rc<Self>) {
-        // `in_call` is set: deliver what queued meanwhile, then open the gate.
-        loop {
-            let note = self.pending.borrow_mut().pop_front();
-            let Some(note) = note else { break };
-            self.deliver(note);
-        }
-        self.in_call.set(false);
-        let panic = self.panic.borrow_mut().take();
-        if let Some(p) = panic {
-            resume_unwind(p);
+        let called = self.gate.call(
+            || self.invoke("pipe_data_received", |p| p.pipe_data_received(fd, data)),
+            |note| self.deliver(note),
+        );
+        if !called {
+            self.gate.queue(Note::Data(fd, data.to_vec()));
         }
     }
 
@@ -234,7 +202,7 @@ impl ProcInner {
             Note::Resume => self.invoke("resume_writing", |p| p.resume_writing()),
             Note::Lost => {
                 self.invoke("connection_lost", |p| p.connection_lost(None));
-                let p = self.protocol.borrow_mut().take();
+                let p = self.gate.take();
                 drop(p);
                 let pipes = std::mem::take(&mut *self.pipes.borrow_mut());
                 drop(pipes);
@@ -242,24 +210,16 @@ impl ProcInner {
         }
     }
 
+    /// Call the protocol; a panic closes the transport.
     fn invoke(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn SubprocessProtocol)) {
-        let taken = self.protocol.borrow_mut().take();
-        let Some(mut p) = taken else { return };
-        let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *p)));
-        *self.protocol.borrow_mut() = Some(p);
-        if let Err(payload) = outcome {
-            let msg = panic_message(&*payload);
-            if self.lp.panic_policy() == PanicPolicy::Propagate {
-                self.panic.borrow_mut().get_or_insert(payload);
-            } else {
-                self.lp.call_exception_handler(
-                    ExceptionContext::new(format!(
-                        "subprocess protocol method {what} panicked; the subprocess transport was closed"
-                    ))
-                    .with_panic(msg.clone())
-                    .with_error(Error::new(ErrorKind::Panicked, msg)),
-                );
-            }
+        if let Invoked::Panicked(payload) = self.gate.invoke(f) {
+            self.gate.panicked(
+                self.lp.upgrade().as_ref(),
+                "subprocess protocol",
+                what,
+                "the subprocess transport was closed",
+                payload,
+            );
             if what != "connection_lost" {
                 SubprocessTransport(self.clone()).close();
             }
@@ -273,8 +233,12 @@ impl ProcInner {
             && !self.lost_scheduled.replace(true)
         {
             let me = self.clone();
-            if self.lp.call_soon(move || me.notify(Note::Lost)).is_err() {
-                let p = self.protocol.borrow_mut().take();
+            let queued = self
+                .lp
+                .get()
+                .and_then(|lp| lp.call_soon(move || me.notify(Note::Lost)));
+            if queued.is_err() {
+                let p = self.gate.take();
                 drop(p);
             }
         }
@@ -286,8 +250,10 @@ impl ProcInner {
         }
         self.returncode.set(Some(code));
         let pidfd = self.pidfd.borrow_mut().take();
-        if let Some(fd) = &pidfd {
-            self.lp.remove_reader(fd);
+        if let Some(fd) = &pidfd
+            && let Some(lp) = self.lp.upgrade()
+        {
+            lp.remove_reader(fd);
         }
         drop(pidfd);
         let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
@@ -308,6 +274,35 @@ impl ProcInner {
             // Reaped elsewhere (someone else waits for all children): the
             // code is lost; report it as unknown rather than hang.
             Err(_) => self.exited(255),
+        }
+    }
+}
+
+/// A transport dropped with its child still running because its loop is
+/// gone (closed or dropped: nothing will ever watch the child again) kills
+/// the child, as asyncio's transport does when it is collected unclosed,
+/// and reaps it on a short-lived thread so that no zombie is left. While the
+/// loop lives, the loop holds the transport until the child exits (through
+/// the pidfd's callback), or a waiting thread reaps it (no pidfd).
+impl Drop for ProcInner {
+    fn drop(&mut self) {
+        if self.returncode.get().is_some() || self.lp.upgrade().is_some_and(|lp| !lp.is_closed()) {
+            return;
+        }
+        let Some(pid) = Pid::from_raw(self.pid as i32) else {
+            return;
+        };
+        let killed = match &*self.pidfd.borrow() {
+            Some(fd) => rustix::process::pidfd_send_signal(fd.as_fd(), Signal::KILL),
+            None => rustix::process::kill_process(pid, Signal::KILL),
+        };
+        // Without a pidfd a waiting thread already reaps it.
+        if killed.is_ok() && self.pidfd.borrow().is_some() {
+            let _ = std::thread::Builder::new()
+                .name(format!("oneloop-reap-{pid}", pid = self.pid))
+                .spawn(move || {
+                    let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+                });
         }
     }
 }
@@ -373,14 +368,16 @@ impl SubprocessTransport {
     /// # Errors
     /// [`ErrorKind::Closed`] if the loop closes first.
     pub fn wait(&self) -> impl StdFuture<Output = Result<i32>> + 'static {
-        let fut = self.0.lp.create_future::<i32>();
-        match self.0.returncode.get() {
-            Some(code) => {
-                let _ = fut.set_result(code);
+        let fut = self.0.lp.get().map(|lp| lp.create_future::<i32>());
+        if let Ok(fut) = &fut {
+            match self.0.returncode.get() {
+                Some(code) => {
+                    let _ = fut.set_result(code);
+                }
+                None => self.0.exit_waiters.borrow_mut().push(fut.clone()),
             }
-            None => self.0.exit_waiters.borrow_mut().push(fut.clone()),
         }
-        fut
+        async move { fut?.await }
     }
 
     /// Send signal `sig` to the child (SP-04). Ignored once it has exited.
@@ -561,7 +558,7 @@ fn spawn(
         command.stdout(stdio_for(stdio.stdout, "stdout")?);
         command.stderr(stdio_for(stdio.stderr, "stderr")?);
     }
-    crate::signal::sys::default_signals_in_child(&mut command);
+    super::child::default_signals_in_child(&mut command);
     let mut child = command.spawn()?;
     // The merged pipe's write ends live on in `command`: drop it, or the
     // pipe never reaches EOF.
@@ -577,7 +574,7 @@ fn spawn(
     let pidfd = Pid::from_raw(pid as i32)
         .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     let inner = Rc::new(ProcInner {
-        lp: lp.clone(),
+        lp: lp.downgrade(),
         pid,
         pidfd: RefCell::new(pidfd),
         returncode: Cell::new(None),
@@ -585,10 +582,7 @@ fn spawn(
         pipes_open: Cell::new(0),
         closing: Cell::new(false),
         lost_scheduled: Cell::new(false),
-        protocol: RefCell::new(Some(protocol)),
-        in_call: Cell::new(false),
-        pending: RefCell::new(VecDeque::new()),
-        panic: RefCell::new(None),
+        gate: Gate::new(protocol),
         exit_waiters: RefCell::new(Vec::new()),
     });
     let mut started = Vec::new();

@@ -1,0 +1,588 @@
+//! The calloop guest: a calloop [`EventLoop`] run by a oneloop loop of any
+//! adapter, its sources on the loop's fd watching and its timers on the
+//! loop's timers.
+//!
+//! # Why timers need [`GuestTimers`]
+//!
+//! calloop keeps its timers in a heap inside its poller (`TimerWheel`,
+//! `src/sources/timer.rs`) and reads the earliest deadline only inside
+//! `dispatch`, where it shortens its own poll timeout with it
+//! (`Poll::poll`, `src/sys.rs`). Nothing public exposes that deadline, and
+//! the poller's fd (the `AsFd` of [`EventLoop`]) becomes readable for fd
+//! events only: a host that watches it sees every `Generic`, `Ping` and
+//! channel source, but no timer. (On Linux, polling happens to arm a
+//! timerfd inside that epoll set for the timeout of each wait, but only
+//! while a wait with a timeout is under way, computed before the timers it
+//! dispatches re-arm: an implementation detail that cannot carry a timer.)
+//!
+//! So the guest learns deadlines from the timers themselves: a
+//! [`GuestTimer`] is calloop's own [`Timer`] inside a source that reports
+//! its deadline to the guest whenever calloop registers it and whenever its
+//! callback re-arms it. The guest arms one loop timer at the earliest such
+//! deadline and dispatches the event loop when it fires. A plain `Timer` (or
+//! a `TimeoutFuture`) inserted without it still fires, never early, but only
+//! at the guest's next dispatch for another reason: late, by as much as the
+//! loop stays idle.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use calloop::timer::{TimeoutAction, Timer};
+use calloop::{
+    EventLoop, EventSource, LoopHandle, LoopSignal, Poll, PostAction, Readiness, Token,
+    TokenFactory,
+};
+use oneloop::{Error, ErrorKind, Loop, RemoteLoop, Result, RunContext, TimerHandle};
+
+/// Run `event_loop`'s sources and timers on the thread of `lp`, a loop of
+/// **any** adapter (the default loop, tokio, async-std, glib, calloop; owned
+/// or attached), beside oneloop's callbacks. `data` is the `&mut D` its
+/// callbacks receive; the guest owns both until it ends.
+///
+/// The event loop's poller fd is watched with the loop's fd watching: when
+/// one of its sources is ready, the guest dispatches it without waiting
+/// (`dispatch(Duration::ZERO)`), and calloop runs the callbacks, then its
+/// idles. Its timers reach the loop through [`GuestTimers`]: the earliest
+/// deadline of the timers made with [`CalloopGuest::timers`] is one loop
+/// timer. Nothing polls on a clock: an idle guest costs nothing.
+///
+/// The guest ends on [`CalloopGuest::detach`], which hands the event loop
+/// and its data back, or when the loop closes, which drops them: the event
+/// loop first (its sources, in insertion order, unless a `LoopHandle` you
+/// kept still holds them), then the data.
+///
+/// Two guests cannot share an event loop: the guest takes it by value.
+///
+/// # Limits
+///
+/// - A plain [`Timer`] (or `TimeoutFuture`) not made with
+///   [`GuestTimers`] fires only when the guest dispatches for another
+///   reason: never early, possibly late: calloop keeps the deadline of a
+///   timer private (its `TimerWheel`, read only inside `dispatch`), and
+///   its poller fd does not become readable when a timer is due.
+/// - An idle inserted from outside a calloop callback runs at the guest's
+///   next dispatch; [`LoopSignal::wakeup`] (from
+///   [`CalloopGuest::signal`]) makes that now, as on calloop's own loop.
+/// - [`EventLoop::run`]'s per-iteration callback and [`LoopSignal::stop`]
+///   mean nothing here: the oneloop loop runs the guest.
+///
+/// A panic in a calloop callback unwinds out of the guest's dispatch into
+/// the oneloop callback that ran it, where the loop catches it and reports
+/// it to its exception handler (or propagates it, under
+/// [`PanicPolicy::Propagate`](oneloop::PanicPolicy)); the guest dispatches
+/// again at its next event.
+///
+/// # Errors
+/// [`ErrorKind::Closed`] on a closed loop; [`ErrorKind::Unsupported`] if
+/// the loop cannot watch fds; [`ErrorKind::InvalidArgument`] if the loop
+/// cannot watch this event loop's fd (for example `lp` is itself attached
+/// to `event_loop`: an epoll set cannot contain itself).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use calloop::EventLoop;
+/// use calloop::ping::make_ping;
+/// use calloop::timer::{TimeoutAction, Timer};
+///
+/// #[derive(Default)]
+/// struct State { pings: u32, ticks: u32 }
+///
+/// let lp = oneloop::Loop::new()?; // any loop: here the default one
+/// let event_loop: EventLoop<'static, State> = EventLoop::try_new()?;
+/// let handle = event_loop.handle();
+/// let guest = oneloop_calloop::guest(&lp, event_loop, State::default())?;
+///
+/// // A source on the calloop loop, woken from a oneloop callback...
+/// let (ping, source) = make_ping()?;
+/// handle.insert_source(source, |_, _, s: &mut State| s.pings += 1).map_err(|e| e.error)?;
+/// lp.call_soon(move || ping.ping())?;
+/// // ...and a calloop timer, armed as a loop timer.
+/// let timer = guest.timers().timer(Timer::from_duration(Duration::from_millis(2)));
+/// handle
+///     .insert_source(timer, |_, _, s: &mut State| {
+///         s.ticks += 1;
+///         TimeoutAction::Drop
+///     })
+///     .map_err(|e| e.error)?;
+///
+/// lp.run_until_complete(oneloop::sleep(Duration::from_millis(10)))??;
+/// assert_eq!(guest.with_data(|s| (s.pings, s.ticks)), Some((1, 1)));
+/// let (_event_loop, state) = guest.detach().expect("still attached");
+/// assert_eq!(state.ticks, 1);
+/// lp.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn guest<D: 'static>(
+    lp: &Loop,
+    event_loop: EventLoop<'static, D>,
+    data: D,
+) -> Result<CalloopGuest<D>> {
+    if lp.is_closed() {
+        return Err(Error::new(ErrorKind::Closed, "the event loop is closed"));
+    }
+    let handle = event_loop.handle();
+    let signal = event_loop.get_signal();
+    let state = Rc::new(Guest {
+        owned: RefCell::new(Some(Owned {
+            event_loop,
+            handle,
+            data,
+        })),
+        signal,
+        tracker: Rc::new(Tracker {
+            guest: RefCell::new(Weak::<Guest<D>>::new()),
+            by_id: RefCell::default(),
+            ordered: RefCell::default(),
+            next_id: Cell::new(0),
+        }),
+        remote: lp.remote(),
+        timer: RefCell::new(None),
+        dirty: Cell::new(true),
+        poked: Cell::new(false),
+        in_batch: Cell::new(false),
+        dispatching: Cell::new(false),
+    });
+    let hooks: Weak<dyn GuestHooks> = Rc::downgrade(&state) as Weak<Guest<D>>;
+    *state.tracker.guest.borrow_mut() = hooks;
+    let weak = Rc::downgrade(&state);
+    state
+        .with_fd(|fd| {
+            lp.add_reader(fd, move || {
+                if let Some(guest) = weak.upgrade() {
+                    guest.dispatch();
+                }
+            })
+        })?
+        .map_err(|e| match e.kind() {
+            ErrorKind::Io => Error::new(
+                ErrorKind::InvalidArgument,
+                format!("the loop cannot watch the calloop event loop's fd: {e}"),
+            ),
+            _ => e,
+        })?;
+    if let Err(e) = lp.add_run_context(state.clone()) {
+        state.unwatch(lp);
+        return Err(e);
+    }
+    state.poke();
+    Ok(CalloopGuest {
+        lp: lp.clone(),
+        state: Rc::downgrade(&state),
+    })
+}
+
+/// The handle of a calloop guest (see [`guest`]): the guest runs until
+/// [`detach`](CalloopGuest::detach) or until its loop closes; dropping the
+/// handle does not end it.
+pub struct CalloopGuest<D: 'static> {
+    lp: Loop,
+    state: Weak<Guest<D>>,
+}
+
+impl<D: 'static> fmt::Debug for CalloopGuest<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CalloopGuest")
+            .field("attached", &self.is_attached())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: 'static> CalloopGuest<D> {
+    /// Whether the guest still runs its event loop.
+    pub fn is_attached(&self) -> bool {
+        self.state.upgrade().is_some_and(|g| {
+            g.dispatching.get() || g.owned.try_borrow().map_or(true, |o| o.is_some())
+        })
+    }
+
+    /// The event loop's handle, to insert sources; `None` once the guest
+    /// ended, or from inside one of its callbacks (keep a clone for those).
+    pub fn handle(&self) -> Option<LoopHandle<'static, D>> {
+        let guest = self.state.upgrade()?;
+        let owned = guest.owned.try_borrow().ok()?;
+        owned.as_ref().map(|o| o.handle.clone())
+    }
+
+    /// The event loop's signal: [`wakeup`](LoopSignal::wakeup) makes the
+    /// guest dispatch now (for idles inserted from outside a calloop
+    /// callback); `stop` means nothing to a guest.
+    pub fn signal(&self) -> Option<LoopSignal> {
+        self.state.upgrade().map(|g| g.signal.clone())
+    }
+
+    /// Makes [`GuestTimer`]s: calloop timers whose deadlines this guest
+    /// arms on the loop. Cheap to clone, holds the guest weakly, so it may
+    /// live in the event loop's data for callbacks that add timers.
+    pub fn timers(&self) -> GuestTimers {
+        GuestTimers {
+            tracker: self
+                .state
+                .upgrade()
+                .map_or_else(Weak::new, |g| Rc::downgrade(&g.tracker)),
+        }
+    }
+
+    /// Run `f` with the event loop's data, outside its dispatch. `None` once
+    /// the guest ended, or from inside one of its callbacks (which have the
+    /// data as their `&mut D` already).
+    pub fn with_data<R>(&self, f: impl FnOnce(&mut D) -> R) -> Option<R> {
+        let guest = self.state.upgrade()?;
+        let mut owned = guest.owned.try_borrow_mut().ok()?;
+        owned.as_mut().map(|o| f(&mut o.data))
+    }
+
+    /// End the guest and hand the event loop and its data back: its fd is
+    /// unwatched and its loop timer cancelled; its sources stay in it,
+    /// untouched. `None` if the guest already ended, or from inside one of
+    /// its own callbacks (the event loop is dispatching).
+    pub fn detach(&self) -> Option<(EventLoop<'static, D>, D)> {
+        let guest = self.state.upgrade()?;
+        if guest.dispatching.get() {
+            return None;
+        }
+        guest.unwatch(&self.lp);
+        let ctx: Rc<dyn RunContext> = guest.clone();
+        self.lp.remove_run_context(&ctx);
+        let owned = guest.owned.borrow_mut().take()?;
+        drop(owned.handle);
+        Some((owned.event_loop, owned.data))
+    }
+}
+
+/// What the guest owns: the event loop and the data its callbacks get.
+/// Dropped in field order: calloop's sources live as long as any handle
+/// of their loop, so the guest's handle goes before the data (a handle the
+/// user kept keeps them alive until it goes).
+struct Owned<D: 'static> {
+    event_loop: EventLoop<'static, D>,
+    handle: LoopHandle<'static, D>,
+    data: D,
+}
+
+/// A guest's state, owned by its loop (as a [`RunContext`]): dropped when
+/// the loop closes, event loop before data (field order of [`Owned`]).
+///
+/// # Invariants
+/// - Every callback given to the loop holds only a `Weak<Guest>`.
+/// - No `RefCell` borrow is held across a call into oneloop, except the
+///   event loop's own borrow during `dispatch` (calloop callbacks reach
+///   the guest only through [`CalloopGuest`], which refuses then).
+struct Guest<D: 'static> {
+    owned: RefCell<Option<Owned<D>>>,
+    signal: LoopSignal,
+    tracker: Rc<Tracker>,
+    /// Wakes the loop for a batch when a timer changed outside one.
+    remote: RemoteLoop,
+    /// The loop timer at the earliest tracked deadline, and that deadline.
+    timer: RefCell<Option<(Instant, TimerHandle)>>,
+    /// The tracked deadlines changed since the loop timer was armed.
+    dirty: Cell<bool>,
+    /// An empty callback is queued to get a batch that re-arms.
+    poked: Cell<bool>,
+    /// The loop is running a batch (our [`RunContext::enter`]).
+    in_batch: Cell<bool>,
+    /// `EventLoop::dispatch` is under way.
+    dispatching: Cell<bool>,
+}
+
+impl<D: 'static> RunContext for Guest<D> {
+    fn enter(&self, run: &mut dyn FnMut()) {
+        let outer = self.in_batch.replace(true);
+        self.poked.set(false);
+        run();
+        self.in_batch.set(outer);
+        if !outer
+            && self.dirty.get()
+            && let Ok(lp) = oneloop::get_running_loop()
+        {
+            self.rearm(&lp);
+        }
+    }
+
+    fn name(&self) -> &str {
+        "calloop guest"
+    }
+}
+
+impl<D: 'static> Guest<D> {
+    /// Lend the event loop's poller fd to `f`.
+    fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Result<R> {
+        let owned = self.owned.borrow();
+        let owned = owned
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::InvalidState, "the guest has ended"))?;
+        Ok(f(owned.event_loop.as_fd()))
+    }
+
+    /// The poller fd or a timer fired: dispatch what is ready, without
+    /// waiting. The batch's end re-arms the loop timer.
+    fn dispatch(&self) {
+        let Ok(mut owned) = self.owned.try_borrow_mut() else {
+            return;
+        };
+        let Some(Owned {
+            event_loop, data, ..
+        }) = owned.as_mut()
+        else {
+            return;
+        };
+        let _dispatching = Flag::raise(&self.dispatching);
+        if let Err(e) = event_loop.dispatch(Some(Duration::ZERO), data) {
+            drop(owned);
+            if let Ok(lp) = oneloop::get_running_loop() {
+                lp.call_exception_handler(
+                    oneloop::ExceptionContext::new("the calloop guest's dispatch failed")
+                        .with_error(Error::new(ErrorKind::Io, e.to_string())),
+                );
+            }
+        }
+        // A dispatched timer re-armed or dropped itself.
+        self.dirty.set(true);
+    }
+
+    /// A tracked deadline changed: re-arm at the end of this batch, or get
+    /// a batch.
+    fn timers_changed(&self) {
+        self.dirty.set(true);
+        if !self.in_batch.get() && !self.dispatching.get() {
+            self.poke();
+        }
+    }
+
+    /// Queue an empty callback from outside a batch: its batch re-arms.
+    fn poke(&self) {
+        if !self.poked.replace(true) && self.remote.call_soon_threadsafe(|| {}).is_err() {
+            self.poked.set(false);
+        }
+    }
+
+    /// Arm the loop timer at the earliest tracked deadline.
+    fn rearm(&self, lp: &Loop) {
+        self.dirty.set(false);
+        let next = self.tracker.earliest();
+        let mut timer = self.timer.borrow_mut();
+        if timer.as_ref().map(|(at, _)| *at) == next {
+            return;
+        }
+        if let Some((_, old)) = timer.take() {
+            old.cancel();
+        }
+        if let Some(at) = next {
+            let me = self.tracker.guest.borrow().clone();
+            if let Ok(handle) = lp.call_at(at, move || {
+                if let Some(me) = me.upgrade() {
+                    me.fired();
+                }
+            }) {
+                *timer = Some((at, handle));
+            }
+        }
+    }
+
+    fn unwatch(&self, lp: &Loop) {
+        let _ = self.with_fd(|fd| lp.remove_reader(fd));
+        if let Some((_, old)) = self.timer.borrow_mut().take() {
+            old.cancel();
+        }
+    }
+}
+
+/// The erased side of a guest that its timers and loop timer call.
+trait GuestHooks {
+    fn timers_changed(&self);
+    fn fired(&self);
+}
+
+impl<D: 'static> GuestHooks for Guest<D> {
+    fn timers_changed(&self) {
+        Guest::timers_changed(self);
+    }
+
+    fn fired(&self) {
+        // The loop timer is spent: a new one is armed after the dispatch.
+        self.timer.borrow_mut().take();
+        self.dispatch();
+    }
+}
+
+/// The deadlines of a guest's [`GuestTimer`]s.
+struct Tracker {
+    guest: RefCell<Weak<dyn GuestHooks>>,
+    by_id: RefCell<HashMap<u64, Instant>>,
+    ordered: RefCell<BTreeSet<(Instant, u64)>>,
+    next_id: Cell<u64>,
+}
+
+impl Tracker {
+    fn set(&self, id: u64, deadline: Option<Instant>) {
+        let old = match deadline {
+            Some(d) => self.by_id.borrow_mut().insert(id, d),
+            None => self.by_id.borrow_mut().remove(&id),
+        };
+        if old == deadline {
+            return;
+        }
+        let mut ordered = self.ordered.borrow_mut();
+        if let Some(old) = old {
+            ordered.remove(&(old, id));
+        }
+        if let Some(d) = deadline {
+            ordered.insert((d, id));
+        }
+        drop(ordered);
+        if let Some(guest) = self.guest.borrow().upgrade() {
+            guest.timers_changed();
+        }
+    }
+
+    fn earliest(&self) -> Option<Instant> {
+        self.ordered.borrow().first().map(|(d, _)| *d)
+    }
+}
+
+/// Makes [`GuestTimer`]s for one guest (see [`CalloopGuest::timers`]).
+#[derive(Clone)]
+pub struct GuestTimers {
+    tracker: Weak<Tracker>,
+}
+
+impl fmt::Debug for GuestTimers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestTimers")
+            .field("attached", &(self.tracker.strong_count() > 0))
+            .finish()
+    }
+}
+
+impl GuestTimers {
+    /// Wrap `timer` so that the guest arms its deadline on the loop. Insert
+    /// the result into the guest's event loop as you would the `Timer`: its
+    /// callback gets the same deadline and returns the same
+    /// [`TimeoutAction`].
+    pub fn timer(&self, timer: Timer) -> GuestTimer {
+        let id = self.tracker.upgrade().map_or(0, |t| {
+            let id = t.next_id.get();
+            t.next_id.set(id + 1);
+            id
+        });
+        GuestTimer {
+            inner: timer,
+            id,
+            registered: false,
+            tracker: self.tracker.clone(),
+        }
+    }
+}
+
+/// A calloop [`Timer`] whose deadline a guest arms on its loop (see
+/// [`GuestTimers::timer`]): an [`EventSource`] with the `Timer`'s event
+/// (the deadline), metadata and return value.
+pub struct GuestTimer {
+    inner: Timer,
+    id: u64,
+    /// Registered in a poller: its deadline counts.
+    registered: bool,
+    tracker: Weak<Tracker>,
+}
+
+impl fmt::Debug for GuestTimer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestTimer")
+            .field("deadline", &self.inner.current_deadline())
+            .field("registered", &self.registered)
+            .finish()
+    }
+}
+
+impl GuestTimer {
+    fn report(&self) {
+        if let Some(tracker) = self.tracker.upgrade() {
+            let deadline = self.inner.current_deadline().filter(|_| self.registered);
+            tracker.set(self.id, deadline);
+        }
+    }
+}
+
+impl EventSource for GuestTimer {
+    type Event = Instant;
+    type Metadata = ();
+    type Ret = TimeoutAction;
+    type Error = std::io::Error;
+
+    fn process_events<F>(
+        &mut self,
+        readiness: Readiness,
+        token: Token,
+        callback: F,
+    ) -> std::result::Result<PostAction, Self::Error>
+    where
+        F: FnMut(Self::Event, &mut Self::Metadata) -> Self::Ret,
+    {
+        let action = self.inner.process_events(readiness, token, callback)?;
+        if matches!(action, PostAction::Remove | PostAction::Disable) {
+            self.registered = false;
+        }
+        self.report();
+        Ok(action)
+    }
+
+    fn register(
+        &mut self,
+        poll: &mut Poll,
+        token_factory: &mut TokenFactory,
+    ) -> calloop::Result<()> {
+        self.inner.register(poll, token_factory)?;
+        self.registered = true;
+        self.report();
+        Ok(())
+    }
+
+    fn reregister(
+        &mut self,
+        poll: &mut Poll,
+        token_factory: &mut TokenFactory,
+    ) -> calloop::Result<()> {
+        self.inner.reregister(poll, token_factory)?;
+        self.registered = true;
+        self.report();
+        Ok(())
+    }
+
+    fn unregister(&mut self, poll: &mut Poll) -> calloop::Result<()> {
+        self.registered = false;
+        self.report();
+        self.inner.unregister(poll)
+    }
+}
+
+impl Drop for GuestTimer {
+    fn drop(&mut self) {
+        if self.registered {
+            self.registered = false;
+            self.report();
+        }
+    }
+}
+
+/// Sets a flag for its lifetime, and clears it even on unwinding (a panic
+/// in a calloop callback).
+struct Flag<'a>(&'a Cell<bool>);
+
+impl<'a> Flag<'a> {
+    fn raise(flag: &'a Cell<bool>) -> Flag<'a> {
+        flag.set(true);
+        Flag(flag)
+    }
+}
+
+impl Drop for Flag<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}

@@ -1,0 +1,294 @@
+//! The I/O thread: the guest's only wait, on a [`Poller`], off the host
+//! thread; and the fd registrations it waits on.
+//!
+//! All `unsafe` of the crate is here: registering fds borrowed from their
+//! owners with the poller (polling's `add` has an I/O-safety contract).
+//!
+//! # The protocol
+//!
+//! Guest mode splits each loop iteration over two threads, as Trio's guest
+//! mode does: the I/O thread waits (for the watched fds, the next timer
+//! deadline, or a wake), then posts a tick to the host; the host thread runs
+//! it, which hands the fds found ready to the loop and dispatches it. Only
+//! the host thread touches the loop's state; the I/O thread touches only
+//! the poller (which is thread-safe) and [`State`] under its mutex.
+//!
+//! After reporting ready fds the I/O thread waits, off the poller, for the
+//! host to **acknowledge** them: the fds are level-triggered, so polling
+//! again before their callbacks ran would report them again and again. The
+//! acknowledgement comes at the end of the batch that ran their callbacks,
+//! so a tick that could not dispatch (a nested host loop inside a oneloop
+//! callback, D4) leaves the I/O thread parked instead of spinning.
+//!
+//! Everything else needs no handshake: "dispatch now" is posted straight to
+//! the host by the host thread itself; a new, earlier deadline interrupts
+//! the wait with the poller's `notify`; a wake from another thread sets a
+//! flag and notifies (an eventfd write: async-signal-safe, D6).
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::Instant;
+
+use oneloop::backend::{Interest, Readiness};
+use polling::{Event, Events, PollMode, Poller};
+
+use crate::host::{Host, Job, Work};
+
+/// What the two threads share.
+pub(crate) struct Shared {
+    poller: Poller,
+    state: Mutex<State>,
+    /// The I/O thread parks here while the host owes an acknowledgement.
+    acked: Condvar,
+    /// A wake from another thread is pending (`call_soon_threadsafe`).
+    woken: AtomicBool,
+    /// A tick job is posted and has not started: do not post another.
+    tick_posted: AtomicBool,
+    /// The I/O thread was joined.
+    joined: AtomicBool,
+    host: Box<dyn Host>,
+    id: u64,
+    thread: ThreadId,
+}
+
+/// The part of [`Shared`] behind the mutex.
+#[derive(Default)]
+struct State {
+    /// The loop's next timer deadline, as last armed.
+    deadline: Option<Instant>,
+    /// The I/O thread is in the poller's wait, until this deadline (or none).
+    waiting: Option<Option<Instant>>,
+    /// Fds found ready, not yet taken by a tick.
+    events: Vec<(RawFd, Readiness)>,
+    /// Ready fds were reported and their batch has not ended: do not wait.
+    unacked: bool,
+    closing: bool,
+}
+
+impl Shared {
+    pub(crate) fn new(host: Box<dyn Host>, id: u64) -> io::Result<Shared> {
+        Ok(Shared {
+            poller: Poller::new()?,
+            state: Mutex::new(State::default()),
+            acked: Condvar::new(),
+            woken: AtomicBool::new(false),
+            tick_posted: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
+            host,
+            id,
+            thread: std::thread::current().id(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic never happens while the lock is held (no user code runs
+        // under it), but do not turn one into a second panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Post a tick to the host, unless one is already waiting to run.
+    pub(crate) fn post_tick(&self) {
+        if !self.tick_posted.swap(true, Ordering::AcqRel) {
+            self.host.run_soon(Job {
+                work: Work::Tick(self.id),
+                thread: self.thread,
+            });
+        }
+    }
+
+    /// A tick starts: later events need a new one. Returns the ready fds
+    /// to hand to the loop.
+    pub(crate) fn begin_tick(&self) -> Vec<(RawFd, Readiness)> {
+        self.tick_posted.store(false, Ordering::Release);
+        std::mem::take(&mut self.state().events)
+    }
+
+    /// The batch that ran the reported fds' callbacks ended: wait again.
+    pub(crate) fn ack(&self) {
+        let mut st = self.state();
+        if st.unacked && st.events.is_empty() {
+            st.unacked = false;
+            drop(st);
+            self.acked.notify_one();
+        }
+    }
+
+    /// The loop wants to be dispatched at `deadline` (or only on events).
+    pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
+        let mut st = self.state();
+        st.deadline = deadline;
+        // Interrupt a wait that would sleep past the new deadline.
+        let interrupt = match (st.waiting, deadline) {
+            (Some(until), Some(d)) => until.is_none_or(|u| d < u),
+            _ => false,
+        };
+        drop(st);
+        if interrupt {
+            let _ = self.poller.notify();
+        }
+    }
+
+    /// A thread-safe, async-signal-safe wake: an atomic store and an
+    /// eventfd write; the I/O thread posts the tick.
+    pub(crate) fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        let _ = self.poller.notify();
+    }
+
+    /// Post the last job of a guest run (see `run::finish`).
+    pub(crate) fn post_finish(&self) {
+        self.host.run_soon(Job {
+            work: Work::Finish(self.id),
+            thread: self.thread,
+        });
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn is_joined(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
+    }
+}
+
+/// The I/O thread and the fds registered with its poller (host thread side).
+pub(crate) struct Io {
+    pub(crate) shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    registered: HashSet<RawFd>,
+}
+
+impl Io {
+    pub(crate) fn start(shared: Arc<Shared>) -> io::Result<Io> {
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("oneloop-guest-io".into())
+            .spawn(move || wait_loop(&s))?;
+        Ok(Io {
+            shared,
+            thread: Some(thread),
+            registered: HashSet::new(),
+        })
+    }
+
+    /// Watch `fd` for `interest`, level-triggered; `NONE` forgets it.
+    pub(crate) fn watch(&mut self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        let poller = &self.shared.poller;
+        if interest.is_none() {
+            if self.registered.remove(&fd) {
+                // SAFETY: `fd` is registered, so it is still open: the
+                // `Backend::watch` contract keeps a watched fd open until
+                // this `Interest::NONE` call.
+                poller.delete(unsafe { BorrowedFd::borrow_raw(fd) })?;
+            }
+            return Ok(());
+        }
+        let key = usize::try_from(fd)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "negative fd"))?;
+        let event = Event::new(key, interest.readable, interest.writable);
+        // SAFETY: `fd` is open for this call (borrowed from its owner by
+        // `add_reader`/`add_writer`), and stays open until the
+        // `Interest::NONE` call deletes it from the poller, by the
+        // `Backend::watch` contract; so the poller never holds a closed fd.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        if self.registered.contains(&fd) {
+            poller.modify_with_mode(borrowed, event, PollMode::Level)
+        } else {
+            // SAFETY: as above: the fd is deleted before it is closed.
+            unsafe { poller.add_with_mode(fd, event, PollMode::Level)? };
+            self.registered.insert(fd);
+            Ok(())
+        }
+    }
+
+    /// Stop the I/O thread and join it; forget every fd.
+    pub(crate) fn stop(&mut self) {
+        for fd in std::mem::take(&mut self.registered) {
+            // SAFETY: registered, hence open (see `watch`).
+            let _ = self
+                .shared
+                .poller
+                .delete(unsafe { BorrowedFd::borrow_raw(fd) });
+        }
+        self.shared.state().closing = true;
+        self.shared.acked.notify_all();
+        let _ = self.shared.poller.notify();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+            self.shared.joined.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The I/O thread: wait, report, wait for the acknowledgement, again.
+fn wait_loop(shared: &Shared) {
+    let mut events = Events::new();
+    loop {
+        let timeout = {
+            let mut st = shared.state();
+            while st.unacked && !st.closing {
+                st = shared.acked.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.closing {
+                return;
+            }
+            st.waiting = Some(st.deadline);
+            st.deadline
+                .map(|d| d.saturating_duration_since(Instant::now()))
+        };
+        events.clear();
+        let waited = shared.poller.wait(&mut events, timeout);
+        let now = Instant::now();
+        let mut st = shared.state();
+        st.waiting = None;
+        if st.closing {
+            return;
+        }
+        if let Err(e) = waited
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            tracing::error!("the oneloop guest's I/O wait failed: {e}");
+            return;
+        }
+        let ready: Vec<(RawFd, Readiness)> = events
+            .iter()
+            .filter_map(|ev| {
+                let fd = RawFd::try_from(ev.key).ok()?;
+                Some((
+                    fd,
+                    Readiness {
+                        readable: ev.readable,
+                        writable: ev.writable,
+                        hangup: ev.is_interrupt() || ev.is_err() == Some(true),
+                    },
+                ))
+            })
+            .collect();
+        let due = st.deadline.is_some_and(|d| now >= d);
+        if due {
+            // Consumed: the dispatch it causes arms the next one.
+            st.deadline = None;
+        }
+        let woken = shared.woken.swap(false, Ordering::AcqRel);
+        let report = !ready.is_empty();
+        if report {
+            st.events.extend(ready);
+            st.unacked = true;
+        }
+        drop(st);
+        if report || due || woken {
+            shared.post_tick();
+        }
+    }
+}

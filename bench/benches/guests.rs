@@ -1,0 +1,290 @@
+//! Guests and guest mode, each against the host's own way of doing the
+//! same thing, in the same run (interleaved rounds, medians):
+//!
+//! - a calloop guest on the default loop dispatching a `Ping` source 1e5
+//!   times vs the same on a plain `EventLoop::run`;
+//! - a glib guest on the default loop running 1e5 `idle_add_local_once`
+//!   vs a plain `glib::MainLoop`, and the lateness of 1000 GLib timeouts
+//!   (`timeout_add_local`) spread over 100 ms on the guest;
+//! - guest mode: a chain of 1e5 `call_soon` callbacks, each a round trip
+//!   through the host's hook, vs the same chain of plain closures through
+//!   the same hook (a queue the host thread drains).
+//!
+//! Not criterion: each workload is one long run whose wall time is the
+//! figure, and the ratio of medians over interleaved rounds is what counts
+//! (PERFORMANCE.md). `cargo test` runs it once at small sizes (a smoke
+//! run); `cargo bench --bench guests` measures.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use calloop::EventLoop;
+use calloop::ping::make_ping;
+use oneloop_bench::mode;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// `n` pings, each pinging the next from its callback, on a plain calloop
+/// `EventLoop::run`.
+fn calloop_plain(n: u32) -> Duration {
+    let mut ev: EventLoop<'static, u32> = EventLoop::try_new().expect("event loop");
+    let (ping, source) = make_ping().expect("ping");
+    let signal = ev.get_signal();
+    let p = ping.clone();
+    ev.handle()
+        .insert_source(source, move |_, _, count: &mut u32| {
+            *count += 1;
+            if *count < n {
+                p.ping();
+            } else {
+                signal.stop();
+            }
+        })
+        .expect("insert ping");
+    let mut count = 0;
+    let start = Instant::now();
+    ping.ping();
+    ev.run(None, &mut count, |_| {}).expect("run");
+    assert_eq!(count, n);
+    start.elapsed()
+}
+
+/// The same on a calloop guest of the default loop.
+fn calloop_guest(n: u32) -> Duration {
+    let lp = oneloop::Loop::new().expect("loop");
+    let ev: EventLoop<'static, u32> = EventLoop::try_new().expect("event loop");
+    let handle = ev.handle();
+    let guest = oneloop_calloop::guest(&lp, ev, 0).expect("guest");
+    let (ping, source) = make_ping().expect("ping");
+    let p = ping.clone();
+    let stop = lp.clone();
+    handle
+        .insert_source(source, move |_, _, count: &mut u32| {
+            *count += 1;
+            if *count < n {
+                p.ping();
+            } else {
+                stop.stop();
+            }
+        })
+        .expect("insert ping");
+    let start = Instant::now();
+    ping.ping();
+    lp.run_forever().expect("run");
+    let took = start.elapsed();
+    assert_eq!(guest.with_data(|c| *c), Some(n));
+    drop(handle);
+    lp.close().expect("close");
+    took
+}
+
+/// `n` `idle_add_local_once` callbacks, each adding the next, on a plain
+/// `glib::MainLoop` of the default context.
+fn glib_plain(n: u32) -> Duration {
+    let ml = glib::MainLoop::new(None, false);
+    let count = Rc::new(Cell::new(0));
+    fn next(n: u32, count: Rc<Cell<u32>>, ml: glib::MainLoop) {
+        glib::idle_add_local_once(move || {
+            count.set(count.get() + 1);
+            if count.get() < n {
+                next(n, count, ml);
+            } else {
+                ml.quit();
+            }
+        });
+    }
+    let start = Instant::now();
+    next(n, count.clone(), ml.clone());
+    ml.run();
+    assert_eq!(count.get(), n);
+    start.elapsed()
+}
+
+/// The same on a glib guest (of the default context) on the default loop.
+fn glib_guest(n: u32) -> Duration {
+    let lp = oneloop::Loop::new().expect("loop");
+    let guest = oneloop_glib::guest(&lp, &glib::MainContext::default()).expect("guest");
+    let count = Rc::new(Cell::new(0));
+    fn next(n: u32, count: Rc<Cell<u32>>, lp: oneloop::Loop) {
+        glib::idle_add_local_once(move || {
+            count.set(count.get() + 1);
+            if count.get() < n {
+                next(n, count, lp);
+            } else {
+                lp.stop();
+            }
+        });
+    }
+    let start = Instant::now();
+    next(n, count.clone(), lp.clone());
+    lp.run_forever().expect("run");
+    let took = start.elapsed();
+    assert_eq!(count.get(), n);
+    assert!(guest.detach());
+    lp.close().expect("close");
+    took
+}
+
+/// Lateness of `n` GLib timeouts spread over 100 ms on a glib guest of the
+/// default loop: the median, in µs (never negative: never early).
+fn glib_guest_lateness(n: u32) -> Duration {
+    let lp = oneloop::Loop::new().expect("loop");
+    let guest = oneloop_glib::guest(&lp, &glib::MainContext::default()).expect("guest");
+    let late = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let start = Instant::now();
+    for i in 0..n {
+        let after = Duration::from_micros(u64::from(i) * 100_000 / u64::from(n));
+        let due = start + after;
+        let late = late.clone();
+        glib::timeout_add_local_once(after, move || {
+            late.borrow_mut()
+                .push(Instant::now().saturating_duration_since(due));
+        });
+    }
+    let l = late.clone();
+    lp.run_until_complete(async move {
+        while l.borrow().len() < n as usize {
+            oneloop::sleep(Duration::from_millis(5))
+                .await
+                .expect("sleep");
+        }
+    })
+    .expect("run");
+    assert!(guest.detach());
+    lp.close().expect("close");
+    let v = late.borrow().clone();
+    median(v)
+}
+
+/// A closure the host runs.
+type Posted = Box<dyn FnOnce() + Send>;
+
+/// A host: a queue of boxed closures that this thread drains, fed from any
+/// thread (the shape of winit's proxy or a toolkit's invoke).
+#[derive(Clone, Default)]
+struct QueueHost {
+    q: Arc<(Mutex<VecDeque<Posted>>, Condvar)>,
+}
+
+impl QueueHost {
+    fn post(&self, f: Posted) {
+        self.q.0.lock().expect("queue").push_back(f);
+        self.q.1.notify_one();
+    }
+
+    /// Run posted closures until `done()`.
+    fn run(&self, done: impl Fn() -> bool) {
+        while !done() {
+            let f = {
+                let mut q = self.q.0.lock().expect("queue");
+                while q.is_empty() {
+                    q = self.q.1.wait(q).expect("queue");
+                }
+                q.pop_front()
+            };
+            if let Some(f) = f {
+                f();
+            }
+        }
+    }
+}
+
+/// `n` closures, each posting the next through the host's hook.
+fn hook_chain(n: u32) -> Duration {
+    let host = QueueHost::default();
+    let count = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    fn next(host: QueueHost, count: Arc<std::sync::atomic::AtomicU32>, n: u32) {
+        let h = host.clone();
+        host.post(Box::new(move || {
+            if count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 < n {
+                next(h, count, n);
+            }
+        }));
+    }
+    let start = Instant::now();
+    next(host.clone(), count.clone(), n);
+    host.run(|| count.load(std::sync::atomic::Ordering::Relaxed) >= n);
+    start.elapsed()
+}
+
+/// `n` `call_soon` callbacks, each queueing the next, on a guest-mode loop
+/// hosted by the same queue: every one a round trip through the hook.
+fn guest_chain(n: u32) -> Duration {
+    let host = QueueHost::default();
+    let h = host.clone();
+    let lp =
+        oneloop_guest::new_loop(move |job: oneloop_guest::Job| h.post(Box::new(move || job.run())))
+            .expect("guest loop");
+    let count = Rc::new(Cell::new(0u32));
+    fn next(lp: oneloop::Loop, count: Rc<Cell<u32>>, n: u32) {
+        let l = lp.clone();
+        lp.call_soon(move || {
+            count.set(count.get() + 1);
+            if count.get() < n {
+                next(l, count, n);
+            }
+        })
+        .expect("call_soon");
+    }
+    let start = Instant::now();
+    next(lp.clone(), count.clone(), n);
+    host.run(|| count.get() >= n);
+    let took = start.elapsed();
+    lp.close().expect("close");
+    took
+}
+
+fn main() {
+    let smoke = mode::smoke();
+    let (n, rounds) = if smoke { (1_000, 1) } else { (100_000, 7) };
+    let mut rows: Vec<(&str, &str, Vec<Duration>, Vec<Duration>)> = vec![
+        (
+            "calloop guest: Ping x1e5",
+            "EventLoop::run",
+            Vec::new(),
+            Vec::new(),
+        ),
+        (
+            "glib guest: idle_add_local_once x1e5",
+            "glib::MainLoop",
+            Vec::new(),
+            Vec::new(),
+        ),
+        (
+            "guest mode: call_soon round trips x1e5",
+            "the hook alone",
+            Vec::new(),
+            Vec::new(),
+        ),
+    ];
+    for _ in 0..rounds {
+        rows[0].3.push(calloop_plain(n));
+        rows[0].2.push(calloop_guest(n));
+        rows[1].3.push(glib_plain(n));
+        rows[1].2.push(glib_guest(n));
+        rows[2].3.push(hook_chain(n));
+        rows[2].2.push(guest_chain(n));
+    }
+    let lateness = median((0..rounds).map(|_| glib_guest_lateness(1_000)).collect());
+    println!("| workload | baseline | guest median | baseline median | ratio |");
+    println!("|---|---|---|---|---|");
+    for (name, base, guest, plain) in rows {
+        let (g, p) = (median(guest), median(plain));
+        println!(
+            "| {name} | {base} | {:.1} ms | {:.1} ms | {:.2}x |",
+            g.as_secs_f64() * 1e3,
+            p.as_secs_f64() * 1e3,
+            g.as_secs_f64() / p.as_secs_f64()
+        );
+    }
+    println!(
+        "glib guest: 1000 GLib timeouts over 100 ms, lateness p50 (median of rounds): {:.3} ms",
+        lateness.as_secs_f64() * 1e3
+    );
+}
