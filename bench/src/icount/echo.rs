@@ -1,5 +1,5 @@
 //! One echo request: the echo matrix's own servers (`bench_echo_server`,
-//! [`server`](crate::echo::server)) under callgrind, counted from outside
+//! [`crate::echo::server`]) under callgrind, counted from outside
 //! with `callgrind_control` ([`count_server`](crate::echo::instructions::count_server)):
 //! a blocking client sends [`SIZE`] bytes and reads them back, one request
 //! in flight, [`WARMUP`] requests before the counters are zeroed and
