@@ -389,7 +389,7 @@ impl Loop {
         let cb = CallbackCell::new_rc(f, State::Ready, location);
         self.inner
             .sched
-            .try_push_ready_with(|| Ready::Call(cb.clone()))?;
+            .try_push_ready_with(|| Ready::Call(cb.clone(), location))?;
         Ok(Handle { cb })
     }
 
@@ -527,7 +527,7 @@ impl Loop {
     /// Run until `future` completes and return its output (LC-07).
     ///
     /// `future` is polled on this thread between iterations and need not be
-    /// `'static`; a oneloop [`Task`](crate::Task) or [`Future`](crate::Future) works as well as any other.
+    /// `'static`; a oneloop [`Task`](crate::Task) or [`LoopFuture`](crate::LoopFuture) works as well as any other.
     ///
     /// # Errors
     /// As [`run_forever`](Loop::run_forever), and [`ErrorKind::Stopped`] if

@@ -1,4 +1,4 @@
-//! [`Future`]: the PEP 3156 future, a result slot with done-callbacks that
+//! [`LoopFuture`]: the PEP 3156 future, a result slot with done-callbacks that
 //! also implements `std::future::Future`.
 
 use std::cell::{Cell, RefCell};
@@ -23,11 +23,11 @@ pub(crate) enum Slot<T> {
     Cancelled,
 }
 
-/// Identifies a done-callback for [`Future::remove_done_callback`].
+/// Identifies a done-callback for [`LoopFuture::remove_done_callback`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CallbackId(u64);
 
-type DoneCallback<T> = Box<dyn FnOnce(&Future<T>)>;
+type DoneCallback<T> = Box<dyn FnOnce(&LoopFuture<T>)>;
 
 pub(crate) struct FutureInner<T> {
     /// The loop the done-callbacks are scheduled on, weakly: a future the
@@ -45,7 +45,9 @@ pub(crate) struct FutureInner<T> {
     canceller: RefCell<Option<Box<dyn Fn() -> bool>>>,
 }
 
-/// A PEP 3156 future: a result or an error that arrives later, on one loop.
+/// A PEP 3156 future (asyncio's `Future`): a result or an error that
+/// arrives later, on one loop. Named so that it does not shadow
+/// [`std::future::Future`], which it implements.
 ///
 /// Cheap to clone (clones share the slot). Done-callbacks are always
 /// scheduled with `call_soon`, never run inside `set_result`,
@@ -60,19 +62,20 @@ pub(crate) struct FutureInner<T> {
 /// assert_eq!(fut.result()?, 7);
 /// # Ok::<(), oneloop::Error>(())
 /// ```
-pub struct Future<T> {
+#[doc(alias = "Future")]
+pub struct LoopFuture<T> {
     pub(crate) inner: Rc<FutureInner<T>>,
 }
 
-impl<T> Clone for Future<T> {
+impl<T> Clone for LoopFuture<T> {
     fn clone(&self) -> Self {
-        Future {
+        LoopFuture {
             inner: self.inner.clone(),
         }
     }
 }
 
-impl<T> fmt::Debug for Future<T> {
+impl<T> fmt::Debug for LoopFuture<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &*self.inner.slot.borrow() {
             Slot::Pending => "pending",
@@ -80,14 +83,14 @@ impl<T> fmt::Debug for Future<T> {
             Slot::Done(Err(_)) => "failed",
             Slot::Cancelled => "cancelled",
         };
-        f.debug_struct("Future").field("state", &state).finish()
+        f.debug_struct("LoopFuture").field("state", &state).finish()
     }
 }
 
-impl<T: 'static> Future<T> {
+impl<T: 'static> LoopFuture<T> {
     /// A pending future on `lp` (see [`Loop::create_future`]).
-    pub fn new(lp: &Loop) -> Future<T> {
-        Future {
+    pub fn new(lp: &Loop) -> LoopFuture<T> {
+        LoopFuture {
             inner: Rc::new(FutureInner {
                 lp: lp.inner.weak.clone(),
                 slot: RefCell::new(Slot::Pending),
@@ -221,7 +224,7 @@ impl<T: 'static> Future<T> {
 
     /// Schedule `f(&future)` with `call_soon` once the future is done; on a
     /// future that is already done it is scheduled at once (FU-04).
-    pub fn add_done_callback(&self, f: impl FnOnce(&Future<T>) + 'static) -> CallbackId {
+    pub fn add_done_callback(&self, f: impl FnOnce(&LoopFuture<T>) + 'static) -> CallbackId {
         let id = CallbackId(self.inner.next_id.get());
         self.inner.next_id.set(id.0 + 1);
         if self.done() {
@@ -299,7 +302,7 @@ impl<T: 'static> Future<T> {
     }
 }
 
-impl<T: Clone + 'static> Future<T> {
+impl<T: Clone + 'static> LoopFuture<T> {
     /// The result.
     ///
     /// # Errors
@@ -323,14 +326,14 @@ impl<T: Clone + 'static> Future<T> {
     }
 }
 
-impl<T: 'static> Future<T> {
+impl<T: 'static> LoopFuture<T> {
     /// Await the result by value: for results that are not `Clone`
     /// (`io::Result<T>`, a `File`, a `Vec` you do not want copied), which
     /// `.await` on the future itself (it may have several awaiters, each
     /// given a clone) cannot hand out.
     ///
     /// The value moves out to this awaiter; afterwards
-    /// [`result`](Future::result) and other awaiters get
+    /// [`result`](LoopFuture::result) and other awaiters get
     /// [`ErrorKind::InvalidState`].
     ///
     /// ```
@@ -345,7 +348,7 @@ impl<T: 'static> Future<T> {
     }
 
     /// Poll as the one awaiter that takes the value (a task's output,
-    /// [`take`](Future::take)).
+    /// [`take`](LoopFuture::take)).
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T>> {
         self.poll_slot(cx, |slot| match std::mem::replace(slot, Slot::Taken) {
             Slot::Done(r) => r,
@@ -360,10 +363,10 @@ impl<T: 'static> Future<T> {
     }
 }
 
-/// The future of [`Future::take`]: the result, by value.
+/// The future of [`LoopFuture::take`]: the result, by value.
 #[must_use = "futures do nothing unless awaited"]
 pub struct Take<T> {
-    fut: Future<T>,
+    fut: LoopFuture<T>,
 }
 
 impl<T> fmt::Debug for Take<T> {
@@ -380,7 +383,7 @@ impl<T: 'static> std::future::Future for Take<T> {
     }
 }
 
-impl<T: Clone + 'static> std::future::Future for Future<T> {
+impl<T: Clone + 'static> std::future::Future for LoopFuture<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
@@ -416,8 +419,8 @@ impl<T> Drop for FutureInner<T> {
 }
 
 impl Loop {
-    /// A new pending [`Future`] bound to this loop.
-    pub fn create_future<T: 'static>(&self) -> Future<T> {
-        Future::new(self)
+    /// A new pending [`LoopFuture`] bound to this loop.
+    pub fn create_future<T: 'static>(&self) -> LoopFuture<T> {
+        LoopFuture::new(self)
     }
 }

@@ -31,7 +31,7 @@
 //! | [`Loop`], [`LoopBuilder`] | the handle and every PEP operation |
 //! | [`backend`] | the trait adapters implement, and its contract |
 //! | [`Handle`], [`TimerHandle`] | cancel a scheduled callback |
-//! | [`Future`] | the PEP future; done-callbacks via `call_soon` |
+//! | [`LoopFuture`] | the PEP future (asyncio's `Future`); done-callbacks via `call_soon` |
 //! | [`Task`] | runs any std future on a loop; cancellation |
 //! | [`sleep`], [`timeout`] | std futures on the loop's timers |
 //! | [`RemoteLoop`] | the `Send + Sync` handle for other threads |
@@ -99,7 +99,7 @@ pub use executor::{DefaultExecutor, Executor};
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub use fault::Fault;
-pub use future::{CallbackId, Future, Take};
+pub use future::{CallbackId, LoopFuture, Take};
 pub use handle::{Handle, TimerHandle};
 #[cfg(feature = "net")]
 pub use net::ConnectOptions;

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use crate::error::Result;
 use crate::event_loop::{Loop, WeakLoop};
-use crate::future::Future;
+use crate::future::LoopFuture;
 
 impl Loop {
     /// Wait until `fd` is readable: a one-shot [`add_reader`](Loop::add_reader).
@@ -70,7 +70,7 @@ pub struct Ready<'fd> {
     fd: BorrowedFd<'fd>,
     readable: bool,
     /// Set while watching.
-    done: Option<Future<()>>,
+    done: Option<LoopFuture<()>>,
 }
 
 impl fmt::Debug for Ready<'_> {
@@ -93,7 +93,7 @@ impl<'fd> Ready<'fd> {
         }
     }
 
-    fn watch(&mut self) -> Result<Future<()>> {
+    fn watch(&mut self) -> Result<LoopFuture<()>> {
         let lp = self.lp.get()?;
         let done = lp.create_future::<()>();
         let (set, weak, raw, readable) = (

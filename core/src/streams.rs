@@ -35,6 +35,10 @@ const DEFAULT_LIMIT: usize = 64 * 1024;
 /// What `poll_write` takes at least when below the high-water mark.
 const WRITE_CHUNK: usize = 64 * 1024;
 
+/// The bounds of one read's room (see `StreamProtocol`).
+const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
 /// What the protocol and the two stream halves share. Borrowed only for
 /// bookkeeping, never across a transport call (which may call the
 /// protocol, which borrows this).
@@ -62,26 +66,35 @@ fn wake(w: Option<Waker>) {
 type OnConnect = Box<dyn FnOnce(StreamReader, StreamWriter)>;
 
 /// The protocol under a stream pair.
+///
+/// Reads are zero-copy: the transport reads into `filling`
+/// ([`Protocol::get_buffer`]), which is then handed to the reader by
+/// swapping vectors, not bytes, whenever the reader has consumed what it had
+/// (the request/response case); only bytes arriving while unread ones wait
+/// are appended (copied) behind them. The reader's `poll_read` copies into
+/// the caller's buffer (`AsyncRead` asks for it); `poll_fill_buf` /
+/// `consume` (`AsyncBufRead`) hand out the bytes with no copy at all.
 struct StreamProtocol {
     shared: Shared,
     /// Both halves alive: when the last goes, the transport closes.
     halves: Rc<Cell<u8>>,
     on_connect: Option<OnConnect>,
+    /// What the transport reads into.
+    filling: Vec<u8>,
+    /// The room offered for the next read: doubled when a read fills it,
+    /// halved when reads stay small, so a busy stream reads big and an idle
+    /// one keeps little memory.
+    read_size: usize,
+    /// The room the last read was offered.
+    offered: usize,
 }
 
-impl Protocol for StreamProtocol {
-    fn connection_made(&mut self, transport: &Transport) {
-        self.shared.borrow_mut().transport = Some(transport.clone());
-        if let Some(f) = self.on_connect.take() {
-            let (r, w) = pair(&self.shared, &self.halves);
-            f(r, w);
-        }
-    }
-
-    fn data_received(&mut self, data: &[u8]) {
+impl StreamProtocol {
+    /// Bytes were added to `incoming`: wake the reader, and pause reading
+    /// above twice the limit.
+    fn arrived(&mut self) {
         let (waker, pause) = {
             let mut st = self.shared.borrow_mut();
-            st.incoming.extend_from_slice(data);
             let pause = !st.read_paused && st.incoming.len() > 2 * DEFAULT_LIMIT;
             if pause {
                 st.read_paused = true;
@@ -95,6 +108,54 @@ impl Protocol for StreamProtocol {
             t.pause_reading();
         }
         wake(waker);
+    }
+}
+
+impl Protocol for StreamProtocol {
+    fn connection_made(&mut self, transport: &Transport) {
+        self.shared.borrow_mut().transport = Some(transport.clone());
+        if let Some(f) = self.on_connect.take() {
+            let (r, w) = pair(&self.shared, &self.halves);
+            f(r, w);
+        }
+    }
+
+    fn get_buffer(&mut self, _size_hint: usize) -> Option<&mut Vec<u8>> {
+        let v = &mut self.filling;
+        if v.is_empty() && v.capacity() > 4 * self.read_size {
+            // A burst's big vector came back around: give it back.
+            v.shrink_to(self.read_size);
+        }
+        if v.capacity() - v.len() < self.read_size {
+            v.reserve(self.read_size);
+        }
+        self.offered = v.capacity() - v.len();
+        Some(v)
+    }
+
+    fn buffer_updated(&mut self, nbytes: usize) {
+        self.read_size = if nbytes >= self.offered {
+            (self.read_size * 2).min(MAX_READ)
+        } else if nbytes < self.read_size / 4 {
+            (self.read_size / 2).max(MIN_READ)
+        } else {
+            self.read_size
+        };
+        {
+            let mut st = self.shared.borrow_mut();
+            if st.incoming.is_empty() {
+                std::mem::swap(&mut st.incoming, &mut self.filling);
+            } else {
+                st.incoming.extend_from_slice(&self.filling);
+                self.filling.clear();
+            }
+        }
+        self.arrived();
+    }
+
+    fn data_received(&mut self, data: &[u8]) {
+        self.shared.borrow_mut().incoming.extend_from_slice(data);
+        self.arrived();
     }
 
     fn eof_received(&mut self) -> bool {
@@ -336,13 +397,44 @@ impl AsyncWrite for StreamWriter {
         // Take at most what fits under the high-water mark (or one chunk):
         // a huge `write_all` to a peer that does not read then waits instead
         // of buffering everything (memory stays within the mark plus a chunk).
-        let (_, high) = self.transport.get_write_buffer_limits();
+        let (_, high) = self.transport.write_buffer_limits();
         let room = high
-            .saturating_sub(self.transport.get_write_buffer_size())
+            .saturating_sub(self.transport.write_buffer_size())
             .max(WRITE_CHUNK);
         let buf = &buf[..buf.len().min(room)];
         match self.transport.write(buf) {
             Ok(()) => Poll::Ready(Ok(buf.len())),
+            Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, e))),
+        }
+    }
+
+    /// Several buffers in one vectored send (`sendmsg`), under the same
+    /// bound as `poll_write`.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map(|r| r.map(|()| 0)),
+        }
+        let (_, high) = self.transport.write_buffer_limits();
+        let mut room = high
+            .saturating_sub(self.transport.write_buffer_size())
+            .max(WRITE_CHUNK);
+        let mut parts = Vec::with_capacity(bufs.len());
+        for b in bufs {
+            if room == 0 {
+                break;
+            }
+            let take = b.len().min(room);
+            parts.push(&b[..take]);
+            room -= take;
+        }
+        let n = parts.iter().map(|p| p.len()).sum();
+        match self.transport.write_parts(&parts) {
+            Ok(()) => Poll::Ready(Ok(n)),
             Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, e))),
         }
     }
@@ -451,6 +543,14 @@ impl AsyncWrite for Stream {
         Pin::new(&mut self.get_mut().writer).poll_write(cx, buf)
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().writer).poll_write_vectored(cx, bufs)
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().writer).poll_flush(cx)
     }
@@ -468,6 +568,9 @@ fn stream_protocol(on_connect: Option<OnConnect>) -> (StreamProtocol, Shared, Rc
             shared: shared.clone(),
             halves: halves.clone(),
             on_connect,
+            filling: Vec::new(),
+            read_size: 16 * 1024,
+            offered: 0,
         },
         shared,
         halves,

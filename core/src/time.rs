@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::future::Future;
+use crate::future::LoopFuture;
 use crate::handle::TimerHandle;
 use crate::policy;
 
@@ -60,7 +60,7 @@ enum Target {
 pub struct Sleep {
     target: Target,
     /// Made on first poll, on the loop that polls it.
-    state: Option<(Future<()>, TimerHandle)>,
+    state: Option<(LoopFuture<()>, TimerHandle)>,
 }
 
 impl fmt::Debug for Sleep {

@@ -151,6 +151,6 @@ fn static_assertions_not_send() {
     const { assert!(!Probe::<oneloop::Loop>::SEND) };
     const { assert!(!Probe::<oneloop::Handle>::SEND) };
     const { assert!(!Probe::<oneloop::Task<()>>::SEND) };
-    const { assert!(!Probe::<oneloop::Future<()>>::SEND) };
+    const { assert!(!Probe::<oneloop::LoopFuture<()>>::SEND) };
     const { assert!(Probe::<oneloop::RemoteLoop>::SEND) };
 }

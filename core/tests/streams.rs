@@ -260,7 +260,7 @@ fn a_huge_write_all_to_a_peer_that_never_reads_stays_bounded() {
     let (r, mut w) = run(&lp, LIMIT, lp.open_connection(addr)).unwrap();
     let (peer, _) = l.accept().unwrap();
     let t = w.transport().clone();
-    let (_, high) = t.get_write_buffer_limits();
+    let (_, high) = t.write_buffer_limits();
     let task = lp
         .spawn(async move {
             let huge = vec![0u8; 64 << 20];
@@ -271,7 +271,7 @@ fn a_huge_write_all_to_a_peer_that_never_reads_stays_bounded() {
     let mut max = 0;
     let deadline = std::time::Instant::now() + Duration::from_millis(300);
     run_until(&lp, LIMIT, || {
-        max = max.max(t.get_write_buffer_size());
+        max = max.max(t.write_buffer_size());
         std::time::Instant::now() > deadline
     });
     assert!(!task.done(), "the writer waits for the peer");

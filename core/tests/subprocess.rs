@@ -100,14 +100,7 @@ impl SubprocessProtocol for Proto {
     }
     fn process_exited(&mut self) {
         self.0.push(Ev::Exited);
-        let code = self
-            .0
-            .0
-            .borrow()
-            .transport
-            .as_ref()
-            .unwrap()
-            .get_returncode();
+        let code = self.0.0.borrow().transport.as_ref().unwrap().returncode();
         if code.is_none() {
             self.0
                 .0
@@ -142,10 +135,10 @@ fn sp01_sp02_output_exit_code_and_the_call_order() {
         "echo out; echo err >&2; exit 7",
         SubprocessStdio::new(),
     );
-    assert!(t.get_pid() > 0);
+    assert!(t.pid() > 0);
     run_until(&lp, LIMIT, || log.lost());
     log.assert_complete();
-    assert_eq!(t.get_returncode(), Some(7));
+    assert_eq!(t.returncode(), Some(7));
     assert_eq!(log.out(1), b"out\n");
     assert_eq!(log.out(2), b"err\n");
     for fd in 0..3 {
@@ -158,7 +151,7 @@ fn sp01_sp02_output_exit_code_and_the_call_order() {
 fn sp02_returncode_is_none_while_running_and_minus_n_when_killed() {
     let lp = new_loop();
     let (t, log) = shell(&lp, "exec sleep 30", SubprocessStdio::new());
-    assert_eq!(t.get_returncode(), None);
+    assert_eq!(t.returncode(), None);
     t.kill().unwrap();
     assert_eq!(run(&lp, LIMIT, t.wait()).unwrap(), -9);
     run_until(&lp, LIMIT, || log.lost());
@@ -194,12 +187,12 @@ fn sp03_stdin_is_writable_and_null_stdio_has_no_pipes() {
         ),
     )
     .unwrap();
-    let stdin = t.get_pipe_transport(0).expect("stdin pipe");
+    let stdin = t.pipe_transport(0).expect("stdin pipe");
     stdin.write(b"through cat").unwrap();
     stdin.write_eof(); // closes the pipe after the data
     run_until(&lp, LIMIT, || log.lost());
     assert_eq!(log.out(1), b"through cat");
-    assert_eq!(t.get_returncode(), Some(0));
+    assert_eq!(t.returncode(), Some(0));
     log.assert_complete();
 
     let stdio = SubprocessStdio::new()
@@ -208,7 +201,7 @@ fn sp03_stdin_is_writable_and_null_stdio_has_no_pipes() {
         .stderr(Redirect::Null);
     let (t, log) = shell(&lp, "echo invisible", stdio);
     for fd in 0..3 {
-        assert!(t.get_pipe_transport(fd).is_none());
+        assert!(t.pipe_transport(fd).is_none());
     }
     run_until(&lp, LIMIT, || log.lost());
     assert_eq!(log.events(), [Ev::Made, Ev::Exited, Ev::Lost]);
@@ -222,7 +215,7 @@ fn sp05_stderr_to_stdout_merges_into_fd_1() {
         .stdin(Redirect::Null)
         .stderr(Redirect::Stdout);
     let (t, log) = shell(&lp, "echo a; echo b >&2", stdio);
-    assert!(t.get_pipe_transport(2).is_none());
+    assert!(t.pipe_transport(2).is_none());
     run_until(&lp, LIMIT, || log.lost());
     assert_eq!(log.out(1), b"a\nb\n");
     assert!(log.out(2).is_empty());
@@ -251,7 +244,7 @@ fn sp06_exit_is_seen_while_a_grandchild_holds_the_pipes() {
     );
     let start = Instant::now();
     run_until(&lp, LIMIT, || log.has(&Ev::Exited));
-    assert_eq!(t.get_returncode(), Some(3));
+    assert_eq!(t.returncode(), Some(3));
     assert!(
         !log.has(&Ev::PipeLost(1)),
         "the exit was seen before the pipe closed (not from EOF)"
@@ -304,6 +297,6 @@ fn close_kills_a_running_child() {
     t.close();
     assert!(t.is_closing());
     run_until(&lp, LIMIT, || log.lost());
-    assert_eq!(t.get_returncode(), Some(-9));
+    assert_eq!(t.returncode(), Some(-9));
     log.assert_complete();
 }

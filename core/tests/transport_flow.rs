@@ -51,7 +51,7 @@ fn drain_in_thread(mut peer: TcpStream, want: usize) -> thread::JoinHandle<Vec<u
 fn fc01_fc03_a_peer_that_never_reads_bounds_the_writer() {
     let lp = new_loop();
     let (t, sh, peer) = connected(&lp, Recorder::new);
-    let (low, high) = t.get_write_buffer_limits();
+    let (low, high) = t.write_buffer_limits();
     assert_eq!((low, high), (16 * 1024, 64 * 1024), "asyncio's defaults");
     let chunk = vec![7u8; 16 * 1024];
     let mut written = 0;
@@ -60,7 +60,7 @@ fn fc01_fc03_a_peer_that_never_reads_bounds_the_writer() {
     for _ in 0..100_000 {
         t.write(&chunk).unwrap();
         written += chunk.len();
-        max_buffered = max_buffered.max(t.get_write_buffer_size());
+        max_buffered = max_buffered.max(t.write_buffer_size());
         if sh.0.borrow().paused {
             break;
         }
@@ -75,10 +75,7 @@ fn fc01_fc03_a_peer_that_never_reads_bounds_the_writer() {
         max_buffered <= high + chunk.len(),
         "buffer {max_buffered} > high {high} + one chunk"
     );
-    assert!(
-        t.get_write_buffer_size() > high,
-        "paused strictly above high"
-    );
+    assert!(t.write_buffer_size() > high, "paused strictly above high");
 
     let resumed_at = Rc::new(std::cell::Cell::new(usize::MAX));
     // Now the peer reads everything: resume comes once, at or below low.
@@ -87,7 +84,7 @@ fn fc01_fc03_a_peer_that_never_reads_bounds_the_writer() {
     let t2 = t.clone();
     run_until(&lp, LIMIT, || {
         if sh.count(&Event::Resume) == 1 && r2.get() == usize::MAX {
-            r2.set(t2.get_write_buffer_size());
+            r2.set(t2.write_buffer_size());
         }
         sh.count(&Event::Resume) == 1
     });
@@ -96,7 +93,7 @@ fn fc01_fc03_a_peer_that_never_reads_bounds_the_writer() {
         "resumed at {} > low",
         resumed_at.get()
     );
-    run_until(&lp, LIMIT, || t.get_write_buffer_size() == 0);
+    run_until(&lp, LIMIT, || t.write_buffer_size() == 0);
     t.close();
     run_until(&lp, LIMIT, || sh.lost());
     assert_eq!(reader.join().unwrap().len(), written, "nothing lost");
@@ -143,21 +140,17 @@ fn fc02_write_buffer_limits_are_checked_and_derived() {
     let (t, sh, peer) = connected(&lp, Recorder::new);
     let err = t.set_write_buffer_limits(Some(10), Some(20)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-    assert_eq!(
-        t.get_write_buffer_limits(),
-        (16 * 1024, 64 * 1024),
-        "unchanged"
-    );
+    assert_eq!(t.write_buffer_limits(), (16 * 1024, 64 * 1024), "unchanged");
     t.set_write_buffer_limits(None, Some(100)).unwrap();
-    assert_eq!(t.get_write_buffer_limits(), (100, 400));
+    assert_eq!(t.write_buffer_limits(), (100, 400));
     t.set_write_buffer_limits(Some(1000), None).unwrap();
-    assert_eq!(t.get_write_buffer_limits(), (250, 1000));
+    assert_eq!(t.write_buffer_limits(), (250, 1000));
     t.set_write_buffer_limits(Some(0), None).unwrap();
-    assert_eq!(t.get_write_buffer_limits(), (0, 0));
+    assert_eq!(t.write_buffer_limits(), (0, 0));
 
     // high = 0: paused whenever anything is buffered, resumed when empty.
     let written = write_until_buffered(&t, 0, 1 << 20);
-    let buffered = t.get_write_buffer_size();
+    let buffered = t.write_buffer_size();
     assert!(
         buffered <= 1 << 20,
         "{buffered} bytes buffered, more than the last write"
@@ -165,7 +158,7 @@ fn fc02_write_buffer_limits_are_checked_and_derived() {
     assert_eq!(sh.count(&Event::Pause), 1);
     let reader = drain_in_thread(peer, written);
     run_until(&lp, LIMIT, || sh.count(&Event::Resume) == 1);
-    assert_eq!(t.get_write_buffer_size(), 0);
+    assert_eq!(t.write_buffer_size(), 0);
     t.close();
     run_until(&lp, LIMIT, || sh.lost());
     assert!(reader.join().unwrap() == pattern_from(0, written));

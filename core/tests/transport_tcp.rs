@@ -277,7 +277,7 @@ fn tp06_abort_discards_and_loses_later_never_inside() {
         !sh.lost(),
         "connection_lost is not called from inside abort()"
     );
-    assert_eq!(t.get_write_buffer_size(), 0, "the buffer is discarded");
+    assert_eq!(t.write_buffer_size(), 0, "the buffer is discarded");
     t.abort();
     t.close();
     run_until(&lp, LIMIT, || sh.lost());
@@ -418,15 +418,15 @@ fn tp09_server_factory_once_per_connection_close_refuses_new_and_keeps_old() {
 
     let t = protos.borrow()[0].transport();
     assert_eq!(
-        t.get_extra_info("sockname"),
+        t.extra_info("sockname"),
         Some(ExtraInfo::Address(addr.into()))
     );
     assert_eq!(
-        t.get_extra_info("peername"),
+        t.extra_info("peername"),
         Some(ExtraInfo::Address(clients[0].local_addr().unwrap().into()))
     );
-    assert!(matches!(t.get_extra_info("socket"), Some(ExtraInfo::Fd(_))));
-    assert_eq!(t.get_extra_info("no such key"), None);
+    assert!(matches!(t.extra_info("socket"), Some(ExtraInfo::Fd(_))));
+    assert_eq!(t.extra_info("no such key"), None);
 
     server.close();
     assert!(!server.is_serving());
@@ -734,5 +734,5 @@ fn transports_are_released_after_connection_lost() {
     assert_eq!(lp.stats().fds, fds_while_open - 1, "unwatched");
     assert_eq!(t.socket_fd(), None, "the fd is closed");
     // Only the test's handle remains: the protocol dropped its clone.
-    assert_eq!(t.get_write_buffer_size(), 0);
+    assert_eq!(t.write_buffer_size(), 0);
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use oneloop::{ErrorKind, Future, Loop, Result, Server};
+use oneloop::{ErrorKind, Loop, LoopFuture, Result, Server};
 
 /// The signals that ask a server to stop.
 const SIGNALS: [i32; 2] = [libc::SIGINT, libc::SIGTERM];
@@ -27,7 +27,7 @@ const SIGNALS: [i32; 2] = [libc::SIGINT, libc::SIGTERM];
 #[derive(Debug)]
 pub struct Interrupt {
     lp: Loop,
-    fired: Future<i32>,
+    fired: LoopFuture<i32>,
 }
 
 impl Interrupt {

@@ -98,7 +98,7 @@
 //!   across an `.await`.
 //! - **Messages.** Send requests to the host through a calloop
 //!   [`channel`](calloop::channel::channel) whose callback receives
-//!   `&mut D`; the host answers through a oneloop [`Future`](oneloop::Future)
+//!   `&mut D`; the host answers through a oneloop [`Future`](oneloop::LoopFuture)
 //!   it completes, or by `call_soon`.
 //!
 //! ```

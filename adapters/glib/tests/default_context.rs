@@ -21,7 +21,7 @@ type Log = Rc<RefCell<Vec<&'static str>>>;
 
 /// GLib-native work on the default context and oneloop work, each
 /// recording itself; `done` resolves when all four have run.
-fn glib_and_oneloop_side_by_side(lp: &Loop, log: &Log) -> oneloop::Future<()> {
+fn glib_and_oneloop_side_by_side(lp: &Loop, log: &Log) -> oneloop::LoopFuture<()> {
     let done = lp.create_future::<()>();
     let mark = {
         let (log, done) = (log.clone(), done.clone());

@@ -82,7 +82,7 @@ fn lifecycle_attach_work_close_and_the_local_set_goes_on() {
             fn poll_arrival(
                 lp: oneloop::Loop,
                 rx: std::sync::mpsc::Receiver<()>,
-                tx: oneloop::Future<u32>,
+                tx: oneloop::LoopFuture<u32>,
             ) {
                 if rx.try_recv().is_ok() {
                     let _ = tx.set_result(7);

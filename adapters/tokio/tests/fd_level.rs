@@ -16,7 +16,7 @@ use util::{Watchdog, in_local_set};
 /// resolve. Works in both modes.
 async fn iterations(lp: &Loop, n: u32) {
     let done = lp.create_future::<()>();
-    fn step(lp: Loop, left: u32, done: oneloop::Future<()>) {
+    fn step(lp: Loop, left: u32, done: oneloop::LoopFuture<()>) {
         if left == 0 {
             let _ = done.set_result(());
         } else {

@@ -69,7 +69,7 @@ fn many_threads_post_to_an_attached_loop() {
         let ran = Arc::new(AtomicUsize::new(0));
         let done = lp.create_future::<()>();
         // Resolved from the loop thread once every post ran.
-        fn check(lp: Loop, ran: Arc<AtomicUsize>, done: oneloop::Future<()>) {
+        fn check(lp: Loop, ran: Arc<AtomicUsize>, done: oneloop::LoopFuture<()>) {
             if ran.load(Ordering::SeqCst) == N * M {
                 let _ = done.set_result(());
             } else {

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use oneloop::{Future, Handle, Loop, RemoteLoop, Task, TimerHandle};
+use oneloop::{Handle, Loop, LoopFuture, RemoteLoop, Task, TimerHandle};
 
 use super::{push, trace};
 
@@ -92,7 +92,7 @@ fn exclusive(what: &'static str, f: impl FnOnce()) {
 pub fn callbacks_never_overlap(env: &Env) {
     SEEN.with(|s| *s.borrow_mut() = Default::default());
     let lp = env.lp();
-    let fut: Future<()> = lp.create_future();
+    let fut: LoopFuture<()> = lp.create_future();
     let (a, b) = UnixStream::pair().unwrap();
     std::io::Write::write_all(&mut &b, b"x").unwrap();
     let fd = env.has(Caps::FD);
@@ -294,7 +294,7 @@ impl<T> NotSync for &Probe<T> {}
 
 /// CB-06 (MUST): only `call_soon_threadsafe` may be used from another
 /// thread. oneloop enforces it statically: `Loop`, `Handle`, `TimerHandle`,
-/// `Future` and `Task` are `!Send`, and `RemoteLoop` is `Send + Sync`.
+/// `LoopFuture` and `Task` are `!Send`, and `RemoteLoop` is `Send + Sync`.
 ///
 /// That holds only if the loop keeps its side of it: everything it runs
 /// (callbacks, timers, done-callbacks, task steps, fd callbacks, and
@@ -319,8 +319,8 @@ pub fn only_remote_handle_crosses_threads(env: &Env) {
             (&Probe::<TimerHandle>(PhantomData)).is_send(),
         ),
         (
-            "Future<u32>",
-            (&Probe::<Future<u32>>(PhantomData)).is_send(),
+            "LoopFuture<u32>",
+            (&Probe::<LoopFuture<u32>>(PhantomData)).is_send(),
         ),
         ("Task<u32>", (&Probe::<Task<u32>>(PhantomData)).is_send()),
     ];
@@ -348,7 +348,7 @@ pub fn only_remote_handle_crosses_threads(env: &Env) {
     lp.call_soon(at("call_soon")).expect("call_soon");
     lp.call_later(Duration::from_millis(1), at("call_later"))
         .expect("call_later");
-    let fut: Future<()> = lp.create_future();
+    let fut: LoopFuture<()> = lp.create_future();
     let done = at("future done-callback");
     fut.add_done_callback(move |_| done());
     fut.set_result(()).expect("set_result");

@@ -21,7 +21,7 @@ use crate::Env;
 /// that never reads bounds the writer at high plus one chunk.
 pub fn pause_and_resume_pair_around_the_marks(env: &Env) {
     let (t, sh, peer) = connected(env, Recorder::new);
-    let (low, high) = t.get_write_buffer_limits();
+    let (low, high) = t.write_buffer_limits();
     assert!(low <= high, "limits ({low}, {high})");
     let chunk = vec![7u8; 16 * 1024];
     let mut written = 0;
@@ -29,7 +29,7 @@ pub fn pause_and_resume_pair_around_the_marks(env: &Env) {
     for _ in 0..100_000 {
         t.write(&chunk).expect("write");
         written += chunk.len();
-        max_buffered = max_buffered.max(t.get_write_buffer_size());
+        max_buffered = max_buffered.max(t.write_buffer_size());
         if sh.paused() {
             break;
         }
@@ -40,9 +40,9 @@ pub fn pause_and_resume_pair_around_the_marks(env: &Env) {
     );
     assert_eq!(sh.count(&Event::Pause), 1);
     assert!(
-        t.get_write_buffer_size() > high,
+        t.write_buffer_size() > high,
         "paused at {} bytes, not strictly above high ({high})",
-        t.get_write_buffer_size()
+        t.write_buffer_size()
     );
     assert!(
         max_buffered <= high + chunk.len(),
@@ -54,7 +54,7 @@ pub fn pause_and_resume_pair_around_the_marks(env: &Env) {
     let r2 = resumed_at.clone();
     env.run_until_true(|| {
         if sh.count(&Event::Resume) == 1 && r2.get() == usize::MAX {
-            r2.set(t2.get_write_buffer_size());
+            r2.set(t2.write_buffer_size());
         }
         sh.count(&Event::Resume) == 1
     });
@@ -63,7 +63,7 @@ pub fn pause_and_resume_pair_around_the_marks(env: &Env) {
         "resume_writing at {} bytes buffered, above low ({low})",
         resumed_at.get()
     );
-    env.run_until_true(|| t.get_write_buffer_size() == 0);
+    env.run_until_true(|| t.write_buffer_size() == 0);
     t.close();
     env.run_until_true(|| sh.lost());
     assert_eq!(join_on_loop(env, reader).len(), written, "bytes lost");
@@ -76,36 +76,32 @@ pub fn pause_and_resume_pair_around_the_marks(env: &Env) {
 /// anything is buffered; `get_write_buffer_size` is exact.
 pub fn write_buffer_limits_checked_and_exact(env: &Env) {
     let (t, sh, peer) = connected(env, Recorder::new);
-    let before = t.get_write_buffer_limits();
+    let before = t.write_buffer_limits();
     let err = t
         .set_write_buffer_limits(Some(10), Some(20))
         .expect_err("low > high was accepted");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert_eq!(
-        t.get_write_buffer_limits(),
+        t.write_buffer_limits(),
         before,
         "a refused call changed the limits"
     );
     t.set_write_buffer_limits(Some(1000), None)
         .expect("high only");
-    let (low, high) = t.get_write_buffer_limits();
+    let (low, high) = t.write_buffer_limits();
     assert!(
         high == 1000 && low <= high,
         "high only gave ({low}, {high})"
     );
     t.set_write_buffer_limits(None, Some(100))
         .expect("low only");
-    let (low, high) = t.get_write_buffer_limits();
+    let (low, high) = t.write_buffer_limits();
     assert!(low == 100 && low <= high, "low only gave ({low}, {high})");
     t.set_write_buffer_limits(Some(0), None).expect("high = 0");
-    assert_eq!(
-        t.get_write_buffer_limits(),
-        (0, 0),
-        "high = 0 forces low = 0"
-    );
+    assert_eq!(t.write_buffer_limits(), (0, 0), "high = 0 forces low = 0");
 
     let end = write_until_buffered(&t, 0, 1 << 20);
-    let buffered = t.get_write_buffer_size();
+    let buffered = t.write_buffer_size();
     assert!(
         buffered <= 1 << 20,
         "{buffered} bytes buffered, more than the last write"
@@ -119,7 +115,7 @@ pub fn write_buffer_limits_checked_and_exact(env: &Env) {
     // exactly its length.
     t.write(&pattern_from(end, 1000)).expect("write");
     assert_eq!(
-        t.get_write_buffer_size(),
+        t.write_buffer_size(),
         buffered + 1000,
         "get_write_buffer_size is not exact"
     );
@@ -127,7 +123,7 @@ pub fn write_buffer_limits_checked_and_exact(env: &Env) {
     let reader = drain_in_thread(peer, total);
     env.run_until_true(|| sh.count(&Event::Resume) == 1);
     assert_eq!(
-        t.get_write_buffer_size(),
+        t.write_buffer_size(),
         0,
         "resumed with bytes still buffered"
     );

@@ -168,7 +168,7 @@ pub fn pty_as_read_and_write_pipe(env: &Env) {
     wsh.assert_clean();
     // Left open when the loop closes: still safe to look at and drop.
     env.lp().close().expect("close the loop");
-    let _ = (rt.is_closing(), wt.is_closing(), wt.get_write_buffer_size());
+    let _ = (rt.is_closing(), wt.is_closing(), wt.write_buffer_size());
     let _ = wt.write(b"after close");
     rt.close();
     wt.abort();

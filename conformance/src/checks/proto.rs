@@ -311,7 +311,7 @@ pub(crate) const KERNEL_CAP: usize = 256 << 20;
 /// machine.
 pub(crate) fn write_until_buffered(t: &Transport, above: usize, chunk: usize) -> usize {
     let mut written = 0;
-    while t.get_write_buffer_size() <= above {
+    while t.write_buffer_size() <= above {
         assert!(
             written < KERNEL_CAP,
             "wrote {} MiB to a peer that never reads and write() never buffered",

@@ -94,7 +94,7 @@ impl Log {
                 .filter(|fd| {
                     s.transport
                         .as_ref()
-                        .is_some_and(|t| t.get_pipe_transport(*fd).is_some())
+                        .is_some_and(|t| t.pipe_transport(*fd).is_some())
                         && !s.events.contains(&Ev::PipeLost(*fd))
                 })
                 .collect();
@@ -137,7 +137,7 @@ impl SubprocessProtocol for Proto {
             .borrow()
             .transport
             .as_ref()
-            .and_then(SubprocessTransport::get_returncode);
+            .and_then(SubprocessTransport::returncode);
         if code.is_none() {
             self.0
                 .0
@@ -186,7 +186,7 @@ pub fn call_order_and_output(env: &Env) {
     }
     assert_eq!(log.out(1), b"out\n");
     assert_eq!(log.out(2), b"err\n");
-    assert_eq!(t.get_returncode(), Some(0));
+    assert_eq!(t.returncode(), Some(0));
 }
 
 /// SP-02 (MUST): `get_returncode()` is none while the child runs and the
@@ -199,22 +199,18 @@ pub fn returncode_and_pid(env: &Env) {
         .trim()
         .parse()
         .expect("the child's pid");
-    assert_eq!(t.get_pid(), pid, "get_pid() is not the child's pid");
-    assert_eq!(
-        t.get_returncode(),
-        None,
-        "a return code while the child runs"
-    );
-    let stdin = t.get_pipe_transport(0).expect("stdin");
+    assert_eq!(t.pid(), pid, "get_pid() is not the child's pid");
+    assert_eq!(t.returncode(), None, "a return code while the child runs");
+    let stdin = t.pipe_transport(0).expect("stdin");
     stdin.write(b"go\n").expect("write");
     env.run_until_true(|| log.lost());
-    assert_eq!(t.get_returncode(), Some(7));
+    assert_eq!(t.returncode(), Some(7));
     log.assert_complete();
 
     let (t, log) = shell(env, "exec sleep 30", SubprocessStdio::new());
     t.kill().expect("kill");
     env.run_until_true(|| log.lost());
-    assert_eq!(t.get_returncode(), Some(-9), "killed by SIGKILL is -9");
+    assert_eq!(t.returncode(), Some(-9), "killed by SIGKILL is -9");
     log.assert_complete();
 }
 
@@ -231,7 +227,7 @@ pub fn stdin_writable_and_null_stdio(env: &Env) {
             SubprocessStdio::new(),
         ))
         .unwrap_or_else(|e| panic!("subprocess_exec(cat) failed: {e}"));
-    let stdin = t.get_pipe_transport(0).expect("a stdin pipe");
+    let stdin = t.pipe_transport(0).expect("a stdin pipe");
     stdin.write(b"through cat").expect("write");
     stdin.close();
     env.run_until_true(|| log.lost());
@@ -247,7 +243,7 @@ pub fn stdin_writable_and_null_stdio(env: &Env) {
     let (t, log) = shell(env, "echo invisible", stdio);
     for fd in 0..3 {
         assert!(
-            t.get_pipe_transport(fd).is_none(),
+            t.pipe_transport(fd).is_none(),
             "a pipe transport for null fd {fd}"
         );
     }
@@ -278,7 +274,7 @@ pub fn signals_delivered_and_default_dispositions(env: &Env) {
         }
         .unwrap_or_else(|e| panic!("{how} failed: {e}"));
         env.run_until_true(|| log.lost());
-        assert_eq!(t.get_returncode(), Some(code), "{how}");
+        assert_eq!(t.returncode(), Some(code), "{how}");
         log.assert_complete();
     }
     let (_t, log) = shell(
@@ -315,7 +311,7 @@ pub fn stderr_to_stdout_and_early_close(env: &Env) {
         .stderr(Redirect::Stdout);
     let (t, log) = shell(env, "echo a; echo b >&2", stdio);
     assert!(
-        t.get_pipe_transport(2).is_none(),
+        t.pipe_transport(2).is_none(),
         "a stderr pipe with stderr=STDOUT"
     );
     env.run_until_true(|| log.lost());
@@ -327,15 +323,15 @@ pub fn stderr_to_stdout_and_early_close(env: &Env) {
         "read line; echo after; echo \"status $?\" >&2",
         SubprocessStdio::new(),
     );
-    t.get_pipe_transport(1).expect("stdout").close();
+    t.pipe_transport(1).expect("stdout").close();
     env.run_until_true(|| log.has(Ev::PipeLost(1)));
-    t.get_pipe_transport(0)
+    t.pipe_transport(0)
         .expect("stdin")
         .write(b"go\n")
         .expect("write");
     env.run_until_true(|| log.lost());
     let err = String::from_utf8_lossy(&log.out(2)).into_owned();
-    let code = t.get_returncode();
+    let code = t.returncode();
     assert!(
         code == Some(-13) || (err.starts_with("status ") && err.trim() != "status 0"),
         "the child wrote to a closed stdout without failing (code {code:?}, stderr {err:?})"
@@ -357,7 +353,7 @@ pub fn exit_seen_while_grandchild_holds_pipes(env: &Env) {
     );
     env.run_until_true(|| log.has(Ev::Exited));
     let waited = start.elapsed();
-    assert_eq!(t.get_returncode(), Some(3));
+    assert_eq!(t.returncode(), Some(3));
     assert!(
         !log.has(Ev::PipeLost(1)),
         "stdout closed although the grandchild holds it: the exit was not seen first"

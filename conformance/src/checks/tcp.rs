@@ -154,7 +154,7 @@ pub fn write_never_blocks_and_keeps_order(env: &Env) {
     // write() must buffer and return, then go on in tiny, odd and large
     // writes that only append to the buffer.
     let mut end = write_until_buffered(&t, 0, 100_000);
-    let first_buffered = t.get_write_buffer_size();
+    let first_buffered = t.write_buffer_size();
     for n in [1usize, 7, 1000, 65_536, 3, 100_000]
         .iter()
         .cycle()
@@ -167,12 +167,12 @@ pub fn write_never_blocks_and_keeps_order(env: &Env) {
     t.writelines([&b""[..], &b"tail-1"[..], &b"tail-2"[..]])
         .expect("writelines");
     assert!(
-        t.get_write_buffer_size() > first_buffered,
+        t.write_buffer_size() > first_buffered,
         "writes to a full socket were not buffered"
     );
     let want = end + 12;
     let reader = drain_in_thread(peer, want);
-    env.run_until_true(|| t.get_write_buffer_size() == 0);
+    env.run_until_true(|| t.write_buffer_size() == 0);
     let got = join_on_loop(env, reader);
     assert_eq!(got.len(), want, "every byte arrives");
     assert!(
@@ -237,7 +237,7 @@ pub fn abort_discards_and_loses_later(env: &Env) {
     let written = write_until_buffered(&t, 0, 1 << 20);
     t.abort();
     assert!(!sh.lost(), "connection_lost ran inside abort()");
-    assert_eq!(t.get_write_buffer_size(), 0, "abort() keeps the buffer");
+    assert_eq!(t.write_buffer_size(), 0, "abort() keeps the buffer");
     t.abort();
     t.close();
     assert!(t.is_closing());
@@ -354,23 +354,23 @@ pub fn server_factory_close_and_extra_info(env: &Env) {
     });
     let t = protos.borrow()[0].transport();
     assert_eq!(
-        t.get_extra_info("sockname"),
+        t.extra_info("sockname"),
         Some(ExtraInfo::Address(addr.into()))
     );
     let peers: Vec<_> = clients
         .iter()
         .map(|c| c.local_addr().expect("addr"))
         .collect();
-    match t.get_extra_info("peername") {
+    match t.extra_info("peername") {
         Some(ExtraInfo::Address(a)) => assert!(
             a.as_inet().is_some_and(|a| peers.contains(&a)),
             "peername {a:?} is none of the clients {peers:?}"
         ),
         other => panic!("peername: {other:?}"),
     }
-    assert!(matches!(t.get_extra_info("socket"), Some(ExtraInfo::Fd(_))));
+    assert!(matches!(t.extra_info("socket"), Some(ExtraInfo::Fd(_))));
     assert_eq!(
-        t.get_extra_info("no such key"),
+        t.extra_info("no such key"),
         None,
         "an unknown key gives the default"
     );

@@ -1,5 +1,5 @@
 //! `run_in_executor`: blocking work on the executor, its result delivered
-//! on the loop thread as a [`Future`].
+//! on the loop thread as a [`LoopFuture`].
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use super::{DefaultExecutor, Executor, ExecutorSlot};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::Loop;
 use crate::exception::panic_message;
-use crate::future::Future;
+use crate::future::LoopFuture;
 
 impl Loop {
     /// Run `f` on the executor and get its result as a future on this loop
@@ -31,7 +31,7 @@ impl Loop {
     /// # Ok::<(), oneloop::Error>(())
     /// ```
     #[track_caller]
-    pub fn run_in_executor<T, F>(&self, f: F) -> Result<Future<T>>
+    pub fn run_in_executor<T, F>(&self, f: F) -> Result<LoopFuture<T>>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
@@ -49,7 +49,7 @@ impl Loop {
         fut.set_canceller(Box::new(move || {
             flag.store(true, Ordering::Release);
             weak.upgrade()
-                .is_some_and(|inner| Future { inner }.cancel_now())
+                .is_some_and(|inner| LoopFuture { inner }.cancel_now())
         }));
         // The receiving side is a small task: the value crosses threads in
         // the channel, the `!Send` future is completed on the loop thread.
@@ -88,7 +88,7 @@ impl Loop {
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] after close.
-    pub fn shutdown_default_executor(&self) -> Result<Future<()>> {
+    pub fn shutdown_default_executor(&self) -> Result<LoopFuture<()>> {
         self.inner.sched.check_open()?;
         let previous = std::mem::replace(
             &mut *self.inner.executor.borrow_mut(),

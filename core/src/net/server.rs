@@ -19,7 +19,7 @@ use super::{annotate, would_block};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, WeakLoop};
 use crate::exception::{ExceptionContext, panic_message};
-use crate::future::Future;
+use crate::future::LoopFuture;
 use crate::handle::TimerHandle;
 use crate::protocol::Protocol;
 use crate::transport::{SocketAddress, StreamInner};
@@ -112,9 +112,9 @@ struct ServerInner {
     /// Connections made and not yet lost.
     active: Cell<usize>,
     /// `wait_closed` callers: closed and no connection left.
-    idle_waiters: RefCell<Vec<Future<()>>>,
+    idle_waiters: RefCell<Vec<LoopFuture<()>>>,
     /// `serve_forever` callers: closed.
-    close_waiters: RefCell<Vec<Future<()>>>,
+    close_waiters: RefCell<Vec<LoopFuture<()>>>,
     backoff: RefCell<Option<TimerHandle>>,
     /// The exception handler was told of the current shortage; it is told
     /// again only after an accept succeeds (once per pause, not per retry).

@@ -577,7 +577,10 @@ impl Scheduler {
             }
             c.dispatching = true;
             let Core { timers, ready, .. } = c;
-            timers.pop_due(now, |cb| ready.push_back(Ready::Call(cb)));
+            timers.pop_due(now, |cb| {
+                let location = cb.location();
+                ready.push_back(Ready::Call(cb, location));
+            });
             let remote = self.shared.take();
             if !remote.is_empty() {
                 c.ready.extend(remote.into_iter().map(Ready::from));

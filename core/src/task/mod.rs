@@ -26,7 +26,7 @@ use crate::context::{self, TaskScope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, LoopInner};
 use crate::exception::panic_message;
-use crate::future::{CallbackId, Future};
+use crate::future::{CallbackId, LoopFuture};
 use crate::scheduler::inbox::{Remote, Shared};
 use crate::scheduler::{Ready, TaskMeta};
 use state::{NEXT_TASK_ID, TaskRef, TaskState};
@@ -50,8 +50,8 @@ use state::{NEXT_TASK_ID, TaskRef, TaskState};
 /// that model for what it can see, and drops the future for what it can't:
 ///
 /// 1. [`Task::cancel`] requests cancellation and cancels the oneloop
-///    [`Future`] the task is suspended on, if any (CN-02).
-/// 2. The next oneloop await inside the task (a [`Future`], a [`Task`],
+///    [`LoopFuture`] the task is suspended on, if any (CN-02).
+/// 2. The next oneloop await inside the task (a [`LoopFuture`], a [`Task`],
 ///    [`sleep`](crate::sleep)…) returns `Err(Cancelled)`: that delivers the
 ///    request (CN-01). The coroutine may handle the error and carry on or
 ///    return a value; the task then ends normally (CN-03).
@@ -82,7 +82,7 @@ use state::{NEXT_TASK_ID, TaskRef, TaskState};
 /// ```
 pub struct Task<T> {
     state: Rc<TaskState>,
-    result: Future<T>,
+    result: LoopFuture<T>,
 }
 
 impl<T> fmt::Debug for Task<T> {
@@ -123,34 +123,34 @@ impl<T: 'static> Task<T> {
 
     /// The future that receives the task's output; its `cancel()` cancels
     /// the task.
-    pub fn as_future(&self) -> &Future<T> {
+    pub fn as_future(&self) -> &LoopFuture<T> {
         &self.result
     }
 
-    /// The error, `Ok(None)` after a result; see [`Future::exception`].
+    /// The error, `Ok(None)` after a result; see [`LoopFuture::exception`].
     ///
     /// # Errors
-    /// As [`Future::exception`].
+    /// As [`LoopFuture::exception`].
     pub fn exception(&self) -> Result<Option<Error>> {
         self.result.exception()
     }
 
     /// Schedule `f` once the task is done (TK-03).
-    pub fn add_done_callback(&self, f: impl FnOnce(&Future<T>) + 'static) -> CallbackId {
+    pub fn add_done_callback(&self, f: impl FnOnce(&LoopFuture<T>) + 'static) -> CallbackId {
         self.result.add_done_callback(f)
     }
 
-    /// Remove a done-callback; see [`Future::remove_done_callback`].
+    /// Remove a done-callback; see [`LoopFuture::remove_done_callback`].
     pub fn remove_done_callback(&self, id: CallbackId) -> usize {
         self.result.remove_done_callback(id)
     }
 }
 
 impl<T: Clone + 'static> Task<T> {
-    /// The output; see [`Future::result`].
+    /// The output; see [`LoopFuture::result`].
     ///
     /// # Errors
-    /// As [`Future::result`].
+    /// As [`LoopFuture::result`].
     pub fn result(&self) -> Result<T> {
         self.result.result()
     }
@@ -169,7 +169,7 @@ impl<T: 'static> StdFuture for Task<T> {
 struct Step<F: StdFuture> {
     fut: Option<Pin<Box<F>>>,
     state: Rc<TaskState>,
-    result: Future<F::Output>,
+    result: LoopFuture<F::Output>,
     lp: Weak<LoopInner>,
 }
 
@@ -304,7 +304,7 @@ where
         handle: RefCell::new(None),
         abandon: RefCell::new(None),
     });
-    let result = Future::new(lp);
+    let result = LoopFuture::new(lp);
     let weak_state = Rc::downgrade(&state);
     result.set_canceller(Box::new(move || {
         weak_state.upgrade().is_some_and(|s| s.cancel())

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use super::gate::{Gate, Invoked};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, WeakLoop};
-use crate::future::Future;
+use crate::future::LoopFuture;
 
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_536;
@@ -127,7 +127,7 @@ impl DatagramInner {
     }
 
     /// Queue `connection_made`, then start receiving; `waiter` resolves after.
-    pub(crate) fn start(self: &Rc<Self>, waiter: Future<DatagramTransport>) -> Result<()> {
+    pub(crate) fn start(self: &Rc<Self>, waiter: LoopFuture<DatagramTransport>) -> Result<()> {
         let me = self.clone();
         self.lp.get()?.call_soon(move || {
             me.notify(Note::Made);
@@ -454,7 +454,8 @@ impl DatagramTransport {
     }
 
     /// Bytes queued and not yet sent.
-    pub fn get_write_buffer_size(&self) -> usize {
+    #[doc(alias = "get_write_buffer_size")]
+    pub fn write_buffer_size(&self) -> usize {
         self.0.state.borrow().queued_bytes
     }
 

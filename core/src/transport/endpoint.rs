@@ -40,6 +40,18 @@ impl Endpoint {
         }
     }
 
+    /// Append what one read gives to `v`, into its spare capacity (which
+    /// the caller made non-empty), with no zero-filling.
+    pub(crate) fn recv_append(&self, v: &mut Vec<u8>) -> io::Result<usize> {
+        use rustix::buffer::spare_capacity;
+        match self {
+            Endpoint::Socket(s) => rustix::net::recv(s, spare_capacity(v), RecvFlags::empty())
+                .map(|(n, _)| n)
+                .map_err(io::Error::from),
+            Endpoint::Pipe(p) => rustix::io::read(p, spare_capacity(v)).map_err(io::Error::from),
+        }
+    }
+
     /// Sockets never raise SIGPIPE (`MSG_NOSIGNAL`); a pipe write relies on
     /// SIGPIPE being ignored, as Rust's runtime sets it up for binaries.
     pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {
@@ -48,6 +60,30 @@ impl Endpoint {
                 rustix::net::send(s, buf, SendFlags::NOSIGNAL).map_err(io::Error::from)
             }
             Endpoint::Pipe(p) => rustix::io::write(p, buf).map_err(io::Error::from),
+        }
+    }
+
+    /// Send `parts` in order with one syscall (`sendmsg`, or `writev` on a
+    /// pipe), as many as the kernel takes; at most `IOV_MAX` parts go in one
+    /// call. Returns the bytes taken.
+    pub(crate) fn send_vectored(&self, parts: &[&[u8]]) -> io::Result<usize> {
+        use std::io::IoSlice;
+        // POSIX guarantees at least 16; Linux and the BSDs take 1024.
+        const IOV_MAX: usize = 1024;
+        let iov: Vec<IoSlice<'_>> = parts
+            .iter()
+            .take(IOV_MAX)
+            .map(|p| IoSlice::new(p))
+            .collect();
+        match self {
+            Endpoint::Socket(s) => rustix::net::sendmsg(
+                s,
+                &iov,
+                &mut rustix::net::SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            )
+            .map_err(io::Error::from),
+            Endpoint::Pipe(p) => rustix::io::writev(p, &iov).map_err(io::Error::from),
         }
     }
 

@@ -97,7 +97,7 @@ impl fmt::Display for SocketAddress {
     }
 }
 
-/// A value of [`Transport::get_extra_info`], PEP 3156's optional transport
+/// A value of [`Transport::extra_info`], PEP 3156's optional transport
 /// information by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -12,7 +12,7 @@ use super::write_buffer::WriteBuffer;
 use super::{ExtraInfo, SocketAddress};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, WeakLoop};
-use crate::future::Future;
+use crate::future::LoopFuture;
 use crate::protocol::Protocol;
 
 /// Bytes asked of the kernel per readable event: 256 KiB, as uvloop, so a
@@ -26,6 +26,18 @@ thread_local! {
     /// connection costs no buffer. Taken out while `data_received` runs; a
     /// read that finds it taken allocates its own.
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What one read did.
+enum Read {
+    /// Nothing to read now (or nobody to give it to).
+    Nothing,
+    /// Bytes went to the protocol.
+    Delivered,
+    /// The peer's EOF.
+    Eof,
+    /// The read failed: the connection is lost.
+    Failed(io::Error),
 }
 
 /// A protocol call waiting for the gate (see the module docs of `transport`).
@@ -214,7 +226,7 @@ impl StreamInner {
     ///
     /// On a closed loop the transport is released at once and the error
     /// returned.
-    pub(crate) fn start(self: &Rc<Self>, waiter: Option<Future<Transport>>) -> Result<()> {
+    pub(crate) fn start(self: &Rc<Self>, waiter: Option<LoopFuture<Transport>>) -> Result<()> {
         let me = self.clone();
         let queued = self.lp.get().and_then(|lp| {
             lp.call_soon(move || {
@@ -247,13 +259,6 @@ impl StreamInner {
 
     fn notify(self: &Rc<Self>, note: Note) {
         self.gate.notify(note, |note| self.deliver(note));
-    }
-
-    /// Deliver a direct call (`data_received`) through the gate; dropped if
-    /// a protocol method is running (reads never start then).
-    fn call(self: &Rc<Self>, what: &'static str, f: impl FnOnce(&mut dyn Protocol)) {
-        self.gate
-            .call(|| self.invoke(what, f), |note| self.deliver(note));
     }
 
     fn deliver(self: &Rc<Self>, note: Note) {
@@ -294,16 +299,22 @@ impl StreamInner {
             Invoked::Ran(()) => true,
             Invoked::Gone => false,
             Invoked::Panicked(payload) => {
-                let outcome = format!("the transport (fd {}) was aborted", self.fd);
-                let lp = self.lp.upgrade();
-                let err = self
-                    .gate
-                    .panicked(lp.as_ref(), "protocol", what, &outcome, payload);
-                if what != "connection_lost" {
-                    self.force_close(Some(err));
-                }
+                self.panicked(what, payload);
                 false
             }
+        }
+    }
+
+    /// Protocol method `what` panicked: report it (or keep it for
+    /// `Propagate`) and abort, unless it was the last call anyway.
+    fn panicked(self: &Rc<Self>, what: &'static str, payload: Box<dyn std::any::Any + Send>) {
+        let outcome = format!("the transport (fd {}) was aborted", self.fd);
+        let lp = self.lp.upgrade();
+        let err = self
+            .gate
+            .panicked(lp.as_ref(), "protocol", what, &outcome, payload);
+        if what != "connection_lost" {
+            self.force_close(Some(err));
         }
     }
 
@@ -393,6 +404,57 @@ impl StreamInner {
             self.force_close(err);
             return;
         }
+        // Through the gate, which is free here (fd callbacks never run
+        // inside a protocol method); were it not, the bytes would wait in
+        // the kernel for the next iteration (level-triggered).
+        let mut outcome = Read::Nothing;
+        self.gate
+            .call(|| outcome = self.read_once(), |note| self.deliver(note));
+        match outcome {
+            Read::Eof => self.read_eof(),
+            Read::Failed(e) => self.force_close(Some(e.into())),
+            Read::Nothing | Read::Delivered => {}
+        }
+    }
+
+    /// One `recv`, with the gate held: into the protocol's own buffer if it
+    /// offers one (`get_buffer`, no copy), else into the thread's read
+    /// buffer for `data_received`.
+    fn read_once(self: &Rc<Self>) -> Read {
+        let mut direct = None;
+        let asked = self.gate.invoke(|p| {
+            if let Some(v) = p.get_buffer(READ_SIZE) {
+                if v.capacity() == v.len() {
+                    v.reserve(READ_SIZE);
+                }
+                direct = Some(match &*self.sock.borrow() {
+                    Some(s) => s.recv_append(v),
+                    None => Err(io::ErrorKind::WouldBlock.into()),
+                });
+            }
+        });
+        match asked {
+            Invoked::Ran(()) => {}
+            Invoked::Gone => return Read::Nothing,
+            Invoked::Panicked(payload) => {
+                self.panicked("get_buffer", payload);
+                return Read::Nothing;
+            }
+        }
+        match direct {
+            Some(Ok(0)) => Read::Eof,
+            Some(Ok(n)) => {
+                self.invoke("buffer_updated", |p| p.buffer_updated(n));
+                Read::Delivered
+            }
+            Some(Err(e)) if would_block(&e) => Read::Nothing,
+            Some(Err(e)) => Read::Failed(e),
+            None => self.read_copied(),
+        }
+    }
+
+    /// One `recv` into the thread's read buffer, for `data_received`.
+    fn read_copied(self: &Rc<Self>) -> Read {
         let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         if buf.len() < READ_SIZE {
             buf.resize(READ_SIZE, 0);
@@ -401,13 +463,17 @@ impl StreamInner {
             Some(s) => s.recv(&mut buf[..]),
             None => Err(io::ErrorKind::WouldBlock.into()),
         };
-        match res {
-            Ok(0) => self.read_eof(),
-            Ok(n) => self.call("data_received", |p| p.data_received(&buf[..n])),
-            Err(e) if would_block(&e) => {}
-            Err(e) => self.force_close(Some(e.into())),
-        }
+        let read = match res {
+            Ok(0) => Read::Eof,
+            Ok(n) => {
+                self.invoke("data_received", |p| p.data_received(&buf[..n]));
+                Read::Delivered
+            }
+            Err(e) if would_block(&e) => Read::Nothing,
+            Err(e) => Read::Failed(e),
+        };
         READ_BUF.with(|b| *b.borrow_mut() = buf);
+        read
     }
 
     fn read_eof(self: &Rc<Self>) {
@@ -590,8 +656,30 @@ impl Transport {
     /// lost connection); the data is discarded. [`ErrorKind::Unsupported`]
     /// on the read end of a pipe.
     pub fn write(&self, data: &[u8]) -> Result<()> {
+        self.write_parts(&[data])
+    }
+
+    /// Write each chunk in order, with one vectored send (`sendmsg`) for
+    /// all of them when nothing is buffered: one syscall, no copy of what
+    /// the socket takes at once. What it does not take is buffered as by
+    /// [`write`](Transport::write).
+    ///
+    /// # Errors
+    /// As [`write`](Transport::write), and then nothing is written.
+    #[doc(alias = "writev")]
+    pub fn writelines<I>(&self, chunks: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let chunks: Vec<I::Item> = chunks.into_iter().collect();
+        let parts: Vec<&[u8]> = chunks.iter().map(AsRef::as_ref).collect();
+        self.write_parts(&parts)
+    }
+
+    /// [`write`](Transport::write) of `parts`, in order, as one write.
+    pub(crate) fn write_parts(&self, parts: &[&[u8]]) -> Result<()> {
         let inner = &self.0;
-        let mut data = data;
         if inner.kind == Kind::ReadPipe {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -612,17 +700,23 @@ impl Transport {
                     "write() on a closing transport",
                 ));
             }
-            if data.is_empty() {
+            let total: usize = parts.iter().map(|p| p.len()).sum();
+            if total == 0 {
                 return Ok(());
             }
             let was_empty = st.buf.is_empty();
+            let mut sent = 0;
             if was_empty {
                 let sock = inner.sock.borrow();
                 let Some(s) = sock.as_ref() else {
                     return Ok(());
                 };
-                match s.send(data) {
-                    Ok(n) => data = &data[n..],
+                let res = match parts {
+                    [one] => s.send(one),
+                    _ => s.send_vectored(parts),
+                };
+                match res {
+                    Ok(n) => sent = n,
                     Err(e) if would_block(&e) => {}
                     Err(e) => {
                         drop((sock, st));
@@ -630,11 +724,18 @@ impl Transport {
                         return Ok(());
                     }
                 }
-                if data.is_empty() {
+                if sent == total {
                     return Ok(());
                 }
             }
-            st.buf.push(data);
+            // Buffer what the socket did not take, skipping the `sent` bytes.
+            for part in parts {
+                let skip = sent.min(part.len());
+                sent -= skip;
+                if skip < part.len() {
+                    st.buf.push(&part[skip..]);
+                }
+            }
             let pause = !st.protocol_paused && st.buf.above_high();
             if pause {
                 st.protocol_paused = true;
@@ -646,21 +747,6 @@ impl Transport {
         }
         if pause {
             inner.notify(Note::PauseWriting);
-        }
-        Ok(())
-    }
-
-    /// Write each chunk in order, as one `write` each.
-    ///
-    /// # Errors
-    /// As [`write`](Transport::write); chunks after a failure are not written.
-    pub fn writelines<I>(&self, chunks: I) -> Result<()>
-    where
-        I: IntoIterator,
-        I::Item: AsRef<[u8]>,
-    {
-        for c in chunks {
-            self.write(c.as_ref())?;
         }
         Ok(())
     }
@@ -808,13 +894,15 @@ impl Transport {
     }
 
     /// The water marks, as `(low, high)`.
-    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
+    #[doc(alias = "get_write_buffer_limits")]
+    pub fn write_buffer_limits(&self) -> (usize, usize) {
         let st = self.0.state.borrow();
         (st.buf.low, st.buf.high)
     }
 
     /// The number of bytes buffered and not yet taken by the socket (exact).
-    pub fn get_write_buffer_size(&self) -> usize {
+    #[doc(alias = "get_write_buffer_size")]
+    pub fn write_buffer_size(&self) -> usize {
         self.0.state.borrow().buf.len()
     }
 
@@ -837,7 +925,8 @@ impl Transport {
     /// PEP 3156's extra information by name: `"peername"`, `"sockname"`,
     /// `"socket"`. An unknown name, or a value not available, gives `None`
     /// (TP-09).
-    pub fn get_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+    #[doc(alias = "get_extra_info")]
+    pub fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
         match name {
             "peername" => self.peername().map(ExtraInfo::Address),
             "sockname" => self.sockname().map(ExtraInfo::Address),

@@ -31,7 +31,7 @@ use super::gate::{Gate, Invoked};
 use super::pipe::pipe_transport;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, WeakLoop};
-use crate::future::Future;
+use crate::future::LoopFuture;
 use crate::protocol::Protocol;
 
 /// What a subprocess transport calls (SP-01): `connection_made` once;
@@ -51,7 +51,7 @@ pub trait SubprocessProtocol: 'static {
     fn pipe_connection_lost(&mut self, fd: i32, error: Option<Error>) {
         let _ = (fd, error);
     }
-    /// The child exited; [`SubprocessTransport::get_returncode`] has the code.
+    /// The child exited; [`SubprocessTransport::returncode`] has the code.
     fn process_exited(&mut self) {}
     /// The child exited and every pipe closed; the last call.
     fn connection_lost(&mut self, error: Option<Error>) {
@@ -141,7 +141,7 @@ struct ProcInner {
     lost_scheduled: Cell<bool>,
     /// The protocol, called only through here.
     gate: Gate<dyn SubprocessProtocol, Note>,
-    exit_waiters: RefCell<Vec<Future<i32>>>,
+    exit_waiters: RefCell<Vec<LoopFuture<i32>>>,
 }
 
 /// A running child process: its pid, return code, pipes and signals
@@ -346,19 +346,22 @@ impl Protocol for PipeProto {
 
 impl SubprocessTransport {
     /// The child's process id.
-    pub fn get_pid(&self) -> u32 {
+    #[doc(alias = "get_pid")]
+    pub fn pid(&self) -> u32 {
         self.0.pid
     }
 
     /// `None` while the child runs, then its exit code, or `-N` if signal
     /// `N` killed it (SP-02).
-    pub fn get_returncode(&self) -> Option<i32> {
+    #[doc(alias = "get_returncode")]
+    pub fn returncode(&self) -> Option<i32> {
         self.0.returncode.get()
     }
 
     /// The transport of pipe `fd` (0: stdin, writable; 1, 2: readable), or
     /// `None` if that fd is not a pipe (SP-03, SP-05).
-    pub fn get_pipe_transport(&self, fd: i32) -> Option<Transport> {
+    #[doc(alias = "get_pipe_transport")]
+    pub fn pipe_transport(&self, fd: i32) -> Option<Transport> {
         let i = usize::try_from(fd).ok().filter(|&i| i < 3)?;
         self.0.pipes.borrow()[i].clone()
     }

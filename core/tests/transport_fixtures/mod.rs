@@ -343,7 +343,7 @@ pub fn pattern_from(from: usize, len: usize) -> Vec<u8> {
 /// on one CI machine). 256 MiB is far past any of them.
 pub fn write_until_buffered(t: &Transport, above: usize, chunk: usize) -> usize {
     let mut written = 0;
-    while t.get_write_buffer_size() <= above {
+    while t.write_buffer_size() <= above {
         assert!(
             written < 256 << 20,
             "wrote {} MiB to a peer that never reads and write() never buffered",

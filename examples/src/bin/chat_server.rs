@@ -114,7 +114,7 @@ fn send(room: &SharedRoom, recipients: &[u64], line: &str) {
     };
     let mut too_slow = Vec::new();
     for (id, t) in transports {
-        if t.get_write_buffer_size() + line.len() > max_backlog {
+        if t.write_buffer_size() + line.len() > max_backlog {
             too_slow.push(id);
         } else {
             // Fails only if the transport is closing: it is leaving anyway.
@@ -126,7 +126,7 @@ fn send(room: &SharedRoom, recipients: &[u64], line: &str) {
         // does not announce it a second time.
         let gone = room.borrow_mut().members.remove(&id);
         if let Some(m) = gone {
-            let unread = m.transport.get_write_buffer_size();
+            let unread = m.transport.write_buffer_size();
             eprintln!("{} dropped: {unread} bytes unread", m.name);
             // Discards the backlog: a client this far behind is not reading.
             m.transport.abort();
