@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::panic::Location;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
@@ -40,6 +41,10 @@ pub(crate) struct Shared {
     /// The thread the loop belongs to.
     pub(crate) thread: ThreadId,
     inbox: Mutex<Inbox>,
+    /// Something was posted since the loop last drained: lets `take` skip
+    /// the lock in the common iteration that received nothing from another
+    /// thread. Set and cleared under the lock; read without it.
+    posted: AtomicBool,
     /// The backend's wake.
     waker: Arc<dyn RemoteWake>,
 }
@@ -53,6 +58,7 @@ impl Shared {
                 queue: VecDeque::new(),
                 closed: false,
             }),
+            posted: AtomicBool::new(false),
             waker,
         }
     }
@@ -71,6 +77,7 @@ impl Shared {
                 return Err(item);
             }
             inbox.queue.push_back(item);
+            self.posted.store(true, Ordering::Release);
             inbox.queue.len() == 1
         };
         if was_empty {
@@ -85,11 +92,16 @@ impl Shared {
     }
 
     /// Take everything posted so far.
+    ///
+    /// A post that races with the unlocked check below is not lost: it
+    /// found the queue empty, so it wakes the backend, and the dispatch
+    /// that wake brings takes it.
     pub(crate) fn take(&self) -> VecDeque<Remote> {
-        let mut inbox = self.lock();
-        if inbox.queue.is_empty() {
+        if !self.posted.load(Ordering::Acquire) {
             return VecDeque::new();
         }
+        let mut inbox = self.lock();
+        self.posted.store(false, Ordering::Release);
         std::mem::take(&mut inbox.queue)
     }
 

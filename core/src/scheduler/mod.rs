@@ -151,12 +151,21 @@ impl Core {
         earlier
     }
 
-    /// When the next dispatch is needed, from the queues.
-    fn compute_next(&mut self, now: Instant) -> NextDispatch {
+    /// When the next dispatch is needed, from the queues. `now` is read
+    /// only if a timer is pending (see [`Scheduler::now_if_timers`]).
+    ///
+    /// A deadline already reached is `Now`, not `At` a past instant: a host
+    /// whose timers tick (tokio's wheel, 1 ms) would otherwise wait for its
+    /// next tick to run a timer that is due.
+    fn compute_next(&mut self, now: Option<Instant>) -> NextDispatch {
         if self.stopping || !self.ready.is_empty() {
             return NextDispatch::Now;
         }
+        let Some(now) = now else {
+            return NextDispatch::OnEvent;
+        };
         match self.timers.next_wake(now, self.timer_slack) {
+            Some(t) if t <= now => NextDispatch::Now,
             Some(t) => NextDispatch::At(t),
             None => NextDispatch::OnEvent,
         }
@@ -295,7 +304,7 @@ impl Scheduler {
         self.with(|c| Counts {
             ready: c.ready.len(),
             timers: c.timers.len(),
-            fds: c.fds.entries.len(),
+            fds: c.fds.len(),
         })
     }
 
@@ -389,10 +398,17 @@ impl Scheduler {
         self.arm_if_earlier(NextDispatch::Now);
     }
 
+    /// The host's clock, read only when a timer is pending: a loop doing
+    /// I/O with no timer reads no clock in its iteration.
+    fn now_if_timers(&self) -> Option<Instant> {
+        let timers = self.with(|c| c.timers.len() > 0);
+        timers.then(|| self.backend.now())
+    }
+
     /// A run begins: arm for the work queued before it, or a `stop()` made
     /// before it (LC-05), without waiting.
     pub(crate) fn begin_run(&self) {
-        let now = self.backend.now();
+        let now = self.now_if_timers();
         let next = self.with(|c| {
             c.state = RunState::Running;
             c.halted = false;
@@ -416,7 +432,7 @@ impl Scheduler {
 
     /// When the next dispatch is needed, for hosts that ask.
     pub(crate) fn next_dispatch(&self) -> NextDispatch {
-        let now = self.backend.now();
+        let now = self.now_if_timers();
         self.with(|c| {
             if c.is_live() {
                 c.compute_next(now)
@@ -432,7 +448,7 @@ impl Scheduler {
             if !c.is_live() {
                 return;
             }
-            let Some(e) = c.fds.entries.get(&fd) else {
+            let Some(e) = c.fds.get(fd) else {
                 return;
             };
             let reader = e.reader.clone().filter(|_| r.readable || r.hangup);
@@ -451,7 +467,7 @@ impl Scheduler {
     pub(crate) fn watch_fd(&self, fd: RawFd, readable: bool, cb: Rc<FdCallback>) -> io::Result<()> {
         let (old, before, after) = self.with(|c| {
             let before = c.fds.interest(fd);
-            let old = c.fds.slot(fd, readable).replace(cb);
+            let old = c.fds.set(fd, readable, Some(cb));
             (old, before, c.fds.interest(fd))
         });
         if let Some(old) = &old {
@@ -460,11 +476,7 @@ impl Scheduler {
         if before != after
             && let Err(e) = self.backend.watch(fd, after)
         {
-            let new = self.with(|c| {
-                let new = c.fds.slot(fd, readable).take();
-                c.fds.prune(fd);
-                new
-            });
+            let new = self.with(|c| c.fds.set(fd, readable, None));
             drop((new, old));
             return Err(e);
         }
@@ -475,11 +487,10 @@ impl Scheduler {
     /// Remove `fd`'s reader (`readable`) or writer; whether there was one.
     pub(crate) fn unwatch_fd(&self, fd: RawFd, readable: bool) -> bool {
         let taken = self.with(|c| {
-            if c.state == RunState::Closed || !c.fds.entries.contains_key(&fd) {
+            if c.state == RunState::Closed || !c.fds.contains(fd) {
                 return None;
             }
-            let old = c.fds.slot(fd, readable).take();
-            c.fds.prune(fd);
+            let old = c.fds.set(fd, readable, None);
             old.map(|old| (old, c.fds.interest(fd)))
         });
         let Some((old, after)) = taken else {
@@ -569,7 +580,7 @@ impl Scheduler {
     /// for the next run (ER-04). Returns false, having done nothing, when
     /// the loop is not live or already dispatching.
     pub(crate) fn run_once(&self, mut on_panic: impl FnMut(Failed) -> bool) -> bool {
-        let now = self.backend.now();
+        let now = self.now_if_timers();
         // Steps 2 to 4 in one borrow: due timers, the inbox, the snapshot.
         let batch = self.with(|c| {
             if !c.is_live() || c.dispatching {
@@ -577,10 +588,12 @@ impl Scheduler {
             }
             c.dispatching = true;
             let Core { timers, ready, .. } = c;
-            timers.pop_due(now, |cb| {
-                let location = cb.location();
-                ready.push_back(Ready::Call(cb, location));
-            });
+            if let Some(now) = now {
+                timers.pop_due(now, |cb| {
+                    let location = cb.location();
+                    ready.push_back(Ready::Call(cb, location));
+                });
+            }
             let remote = self.shared.take();
             if !remote.is_empty() {
                 c.ready.extend(remote.into_iter().map(Ready::from));
@@ -604,8 +617,9 @@ impl Scheduler {
             }
             // Reported: carry on with the rest of the batch.
         }
-        // Step 5.
-        let now = self.backend.now();
+        // Step 5. The clock is read only if a timer decides the next wake.
+        let timed = self.with(|c| c.ready.is_empty() && c.timers.len() > 0);
+        let now = timed.then(|| self.backend.now());
         let (next, dropped) = self.with(|c| {
             Self::return_batch(c, batch);
             c.dispatching = false;
@@ -635,7 +649,7 @@ impl Scheduler {
     pub(crate) fn close(&self) -> Leftovers {
         let fds: Vec<RawFd> = self.with(|c| {
             c.state = RunState::Closed;
-            c.fds.entries.keys().copied().collect()
+            c.fds.fds()
         });
         for fd in fds {
             let _ = self.backend.watch(fd, Interest::NONE);
