@@ -83,7 +83,7 @@ impl fmt::Debug for Loop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Loop")
             .field("id", &self.inner.sched.shared().id)
-            .field("backend", &self.inner.sched.backend().name())
+            .field("backend", &self.inner.sched.backend_name())
             .field("state", &self.inner.sched.state())
             .finish()
     }
@@ -343,7 +343,7 @@ impl Loop {
 
     /// The name of the backend (`"native"`, `"tokio"`, `"glib"`, …).
     pub fn backend_name(&self) -> &str {
-        self.inner.sched.backend().name()
+        self.inner.sched.backend_name()
     }
 
     /// The loop's monotonic clock (TM-01); deadlines of
@@ -898,6 +898,7 @@ impl LoopInner {
             timers,
             fds,
             inbox,
+            host,
         } = self.sched.close();
         // Drop queued work without running it (LC-11), outside every
         // borrow: dropping a closure runs user `Drop` code, which may call
@@ -910,6 +911,9 @@ impl LoopInner {
             t.abandon();
         }
         drop(std::mem::take(&mut *self.executor.borrow_mut()));
+        // The host's resources (poller, wake fd, an owned runtime), after
+        // the tasks that may hold the host's own futures.
+        drop(host);
         // Last: a bridge's context may own a runtime its tasks used.
         drop(self.contexts.take());
         context::unregister_local(self.sched.shared().id);

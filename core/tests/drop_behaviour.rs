@@ -302,3 +302,31 @@ fn a_dropped_loop_with_a_running_child_is_freed_and_the_child_reaped() {
         );
     }
 }
+
+#[test]
+fn close_releases_the_hosts_fds_while_handles_remain() {
+    let _serial = serial();
+    let warm = Loop::new().unwrap();
+    warm.close().unwrap();
+    drop(warm);
+    let base = open_fds();
+    let mut kept = Vec::new();
+    for _ in 0..50 {
+        let lp = Loop::new().unwrap();
+        let remote = lp.remote();
+        lp.run_until_complete(oneloop::sleep(Duration::from_millis(0)))
+            .unwrap()
+            .unwrap();
+        lp.close().unwrap();
+        // A closed loop still answers, and refuses work.
+        assert_eq!(lp.backend_name(), "native");
+        assert!(lp.is_closed());
+        assert!(remote.call_soon_threadsafe(|| {}).is_err());
+        kept.push((lp, remote));
+    }
+    let now = open_fds_settled(base);
+    assert!(
+        now <= base,
+        "50 closed loops, still referenced, hold fds: {now} > {base}"
+    );
+}

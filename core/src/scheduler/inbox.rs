@@ -23,6 +23,9 @@ struct Inbox {
     queue: VecDeque<Remote>,
     /// Set once by `close`; posts fail afterwards (TH-05).
     closed: bool,
+    /// The backend's wake; `None` once closed, so that a `RemoteLoop`
+    /// outliving the loop does not keep the wake's fd open.
+    waker: Option<Arc<dyn RemoteWake>>,
 }
 
 /// The `Send + Sync` part of a loop, shared with `RemoteLoop` and wakers.
@@ -45,8 +48,6 @@ pub(crate) struct Shared {
     /// the lock in the common iteration that received nothing from another
     /// thread. Set and cleared under the lock; read without it.
     posted: AtomicBool,
-    /// The backend's wake.
-    waker: Arc<dyn RemoteWake>,
 }
 
 impl Shared {
@@ -57,9 +58,9 @@ impl Shared {
             inbox: Mutex::new(Inbox {
                 queue: VecDeque::new(),
                 closed: false,
+                waker: Some(waker),
             }),
             posted: AtomicBool::new(false),
-            waker,
         }
     }
 
@@ -71,24 +72,30 @@ impl Shared {
 
     /// Post `item`; gives it back if the loop is closed.
     pub(crate) fn post(&self, item: Remote) -> Result<(), Remote> {
-        let was_empty = {
+        let waker = {
             let mut inbox = self.lock();
             if inbox.closed {
                 return Err(item);
             }
             inbox.queue.push_back(item);
             self.posted.store(true, Ordering::Release);
-            inbox.queue.len() == 1
+            // Only the post that makes the queue non-empty wakes.
+            (inbox.queue.len() == 1)
+                .then(|| inbox.waker.clone())
+                .flatten()
         };
-        if was_empty {
-            crate::defer::wake_or_defer(&self.waker);
+        if let Some(waker) = waker {
+            crate::defer::wake_or_defer(&waker);
         }
         Ok(())
     }
 
     /// Wake the backend without posting anything.
     pub(crate) fn wake(&self) {
-        crate::defer::wake_or_defer(&self.waker);
+        let waker = self.lock().waker.clone();
+        if let Some(waker) = waker {
+            crate::defer::wake_or_defer(&waker);
+        }
     }
 
     /// Take everything posted so far.
@@ -109,10 +116,11 @@ impl Shared {
         self.lock().closed
     }
 
-    /// Refuse further posts and hand back what is queued.
-    pub(crate) fn close(&self) -> VecDeque<Remote> {
+    /// Refuse further posts and hand back what is queued, and the wake
+    /// (both for the caller to drop, outside the lock).
+    pub(crate) fn close(&self) -> (VecDeque<Remote>, Option<Arc<dyn RemoteWake>>) {
         let mut inbox = self.lock();
         inbox.closed = true;
-        std::mem::take(&mut inbox.queue)
+        (std::mem::take(&mut inbox.queue), inbox.waker.take())
     }
 }

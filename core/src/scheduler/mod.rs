@@ -55,7 +55,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, Interest, NextDispatch, Readiness};
+use crate::backend::{Backend, Interest, NextDispatch, Readiness, RemoteWake};
 use crate::error::{Error, Result};
 use crate::fault::{Fault, Faults};
 use callback::Callback;
@@ -179,6 +179,38 @@ pub(crate) struct Leftovers {
     pub(crate) timers: Vec<Rc<dyn Callback>>,
     pub(crate) fds: FdRegistry,
     pub(crate) inbox: VecDeque<Remote>,
+    /// The backend and its wake, released.
+    pub(crate) host: ReleasedHost,
+}
+
+/// What a closed loop lets go of its host: dropped by the loop, last.
+pub(crate) struct ReleasedHost {
+    _backend: Option<Box<dyn Backend>>,
+    _waker: Option<Arc<dyn RemoteWake>>,
+}
+
+/// What stands in for a closed loop's backend: it remembers what a closed
+/// loop is still asked (its name, its mode, the clock) and holds nothing.
+struct Released {
+    name: String,
+    attached: bool,
+    clock_resolution: Duration,
+}
+
+impl Backend for Released {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn arm(&self, _next: NextDispatch) {}
+    fn remote_waker(&self) -> Arc<dyn RemoteWake> {
+        Arc::new(|| {})
+    }
+    fn is_attached(&self) -> bool {
+        self.attached
+    }
+    fn clock_resolution(&self) -> Duration {
+        self.clock_resolution
+    }
 }
 
 /// Counters for `Loop::stats`.
@@ -190,8 +222,14 @@ pub(crate) struct Counts {
 
 /// The engine of one loop: see the module docs.
 pub(crate) struct Scheduler {
-    /// The host.
-    backend: Box<dyn Backend>,
+    /// The host. Replaced by a [`Released`] stub at close, so that a closed
+    /// loop still referenced holds none of its host's resources (its
+    /// poller, its wake fd, a runtime). Borrowed shared for every call
+    /// (a turn included, during which callbacks borrow it again), mutably
+    /// only by `close`, which never runs inside a turn or a dispatch.
+    backend: std::cell::RefCell<Box<dyn Backend>>,
+    /// The backend's name, kept for reports after it is released.
+    name: String,
     /// What other threads may touch: the inbox and the wake.
     shared: Arc<Shared>,
     /// Everything mutable.
@@ -212,7 +250,8 @@ impl Scheduler {
     pub(crate) fn new(backend: Box<dyn Backend>, shared: Arc<Shared>, s: Settings) -> Scheduler {
         let now = backend.now();
         Scheduler {
-            backend,
+            name: backend.name().to_owned(),
+            backend: std::cell::RefCell::new(backend),
             shared,
             core: std::cell::RefCell::new(Core {
                 ready: VecDeque::new(),
@@ -242,8 +281,13 @@ impl Scheduler {
         f(&mut self.core.borrow_mut())
     }
 
-    pub(crate) fn backend(&self) -> &dyn Backend {
-        &*self.backend
+    pub(crate) fn backend(&self) -> std::cell::Ref<'_, Box<dyn Backend>> {
+        self.backend.borrow()
+    }
+
+    /// The backend's name (also after close).
+    pub(crate) fn backend_name(&self) -> &str {
+        &self.name
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -311,7 +355,7 @@ impl Scheduler {
     /// Tell the backend about `next` if it is earlier than what it has.
     fn arm_if_earlier(&self, next: NextDispatch) {
         if self.with(|c| c.take_if_earlier(next)) {
-            self.backend.arm(next);
+            self.backend().arm(next);
         }
     }
 
@@ -346,7 +390,7 @@ impl Scheduler {
             }
             Some(arm) => {
                 if arm {
-                    self.backend.arm(NextDispatch::Now);
+                    self.backend().arm(NextDispatch::Now);
                 }
                 Ok(())
             }
@@ -378,7 +422,7 @@ impl Scheduler {
             Ok(c.take_if_earlier(NextDispatch::At(when)))
         })?;
         if arm {
-            self.backend.arm(NextDispatch::At(when));
+            self.backend().arm(NextDispatch::At(when));
         }
         Ok(())
     }
@@ -394,7 +438,7 @@ impl Scheduler {
             return;
         }
         self.with(|c| c.stopping = true);
-        self.backend.stop_requested();
+        self.backend().stop_requested();
         self.arm_if_earlier(NextDispatch::Now);
     }
 
@@ -402,7 +446,7 @@ impl Scheduler {
     /// I/O with no timer reads no clock in its iteration.
     fn now_if_timers(&self) -> Option<Instant> {
         let timers = self.with(|c| c.timers.len() > 0);
-        timers.then(|| self.backend.now())
+        timers.then(|| self.backend().now())
     }
 
     /// A run begins: arm for the work queued before it, or a `stop()` made
@@ -416,7 +460,7 @@ impl Scheduler {
             c.armed = next;
             next
         });
-        self.backend.arm(next);
+        self.backend().arm(next);
     }
 
     /// A run ended, even by unwinding: no stale stop request survives it (LC-09).
@@ -474,7 +518,7 @@ impl Scheduler {
             old.active.set(false);
         }
         if before != after
-            && let Err(e) = self.backend.watch(fd, after)
+            && let Err(e) = self.backend().watch(fd, after)
         {
             let new = self.with(|c| c.fds.set(fd, readable, None));
             drop((new, old));
@@ -499,7 +543,7 @@ impl Scheduler {
         old.active.set(false);
         // The fd may already be closed by its owner; the registration is gone
         // from our side either way.
-        let _ = self.backend.watch(fd, after);
+        let _ = self.backend().watch(fd, after);
         drop(old);
         true
     }
@@ -619,7 +663,7 @@ impl Scheduler {
         }
         // Step 5. The clock is read only if a timer decides the next wake.
         let timed = self.with(|c| c.ready.is_empty() && c.timers.len() > 0);
-        let now = timed.then(|| self.backend.now());
+        let now = timed.then(|| self.backend().now());
         let (next, dropped) = self.with(|c| {
             Self::return_batch(c, batch);
             c.dispatching = false;
@@ -639,7 +683,7 @@ impl Scheduler {
             (next, None)
         });
         drop(dropped);
-        self.backend.arm(next);
+        self.backend().arm(next);
         true
     }
 
@@ -652,15 +696,30 @@ impl Scheduler {
             c.fds.fds()
         });
         for fd in fds {
-            let _ = self.backend.watch(fd, Interest::NONE);
+            let _ = self.backend().watch(fd, Interest::NONE);
         }
-        self.backend.close();
-        let inbox = self.shared.close();
+        self.backend().close();
+        let (inbox, waker) = self.shared.close();
+        // Let the host's resources go now, not when the last `Loop` handle
+        // does. (A backend still borrowed, which `close` cannot meet, would
+        // simply be kept until the scheduler is dropped.)
+        let backend = self.backend.try_borrow_mut().ok().map(|mut b| {
+            let released: Box<dyn Backend> = Box::new(Released {
+                name: self.name.clone(),
+                attached: b.is_attached(),
+                clock_resolution: b.clock_resolution(),
+            });
+            std::mem::replace(&mut *b, released)
+        });
         self.with(|c| Leftovers {
             ready: std::mem::take(&mut c.ready),
             timers: c.timers.clear(),
             fds: std::mem::take(&mut c.fds),
             inbox,
+            host: ReleasedHost {
+                _backend: backend,
+                _waker: waker,
+            },
         })
     }
 }
