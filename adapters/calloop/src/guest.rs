@@ -37,6 +37,7 @@ use calloop::{
     TokenFactory,
 };
 use oneloop::{Error, ErrorKind, Loop, RemoteLoop, Result, RunContext, TimerHandle};
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// Run `event_loop`'s sources and timers on the thread of `lp`, a loop of
 /// **any** adapter (the default loop, tokio, async-std, glib, calloop; owned
@@ -46,7 +47,10 @@ use oneloop::{Error, ErrorKind, Loop, RemoteLoop, Result, RunContext, TimerHandl
 /// The event loop's poller fd is watched with the loop's fd watching: when
 /// one of its sources is ready, the guest dispatches it without waiting
 /// (`dispatch(Duration::ZERO)`), and calloop runs the callbacks, then its
-/// idles. Its timers reach the loop through [`GuestTimers`]: the earliest
+/// idles. While the poller stays readable (a callback woke another
+/// source), the guest dispatches again, up to
+/// [`CalloopGuest::DISPATCH_BUDGET`] times, before the loop runs its other
+/// work. Its timers reach the loop through [`GuestTimers`]: the earliest
 /// deadline of the timers made with [`CalloopGuest::timers`] is one loop
 /// timer. Nothing polls on a clock: an idle guest costs nothing.
 ///
@@ -194,6 +198,12 @@ impl<D: 'static> fmt::Debug for CalloopGuest<D> {
 }
 
 impl<D: 'static> CalloopGuest<D> {
+    /// The most times the guest dispatches its event loop at one wake-up
+    /// before it lets the loop run its other work (callbacks, timers, other
+    /// fds): it dispatches again, without waiting, only while the event
+    /// loop's fd stays readable (a calloop callback woke another source).
+    pub const DISPATCH_BUDGET: u32 = DISPATCH_BUDGET;
+
     /// Whether the guest still runs its event loop.
     pub fn is_attached(&self) -> bool {
         self.state.upgrade().is_some_and(|g| {
@@ -333,7 +343,21 @@ impl<D: 'static> Guest<D> {
             return;
         };
         let _dispatching = Flag::raise(&self.dispatching);
-        if let Err(e) = event_loop.dispatch(Some(Duration::ZERO), data) {
+        // Dispatch again while the poller stays readable (a calloop
+        // callback woke another source, a ping chain): each round saves a
+        // loop iteration, and the budget bounds how long the loop's other
+        // work waits.
+        let mut rounds = 0;
+        let dispatched = loop {
+            if let Err(e) = event_loop.dispatch(Some(Duration::ZERO), data) {
+                break Err(e);
+            }
+            rounds += 1;
+            if rounds == DISPATCH_BUDGET || !readable_now(event_loop.as_fd()) {
+                break Ok(());
+            }
+        };
+        if let Err(e) = dispatched {
             drop(owned);
             if let Ok(lp) = oneloop::get_running_loop() {
                 lp.call_exception_handler(
@@ -568,6 +592,21 @@ impl Drop for GuestTimer {
             self.report();
         }
     }
+}
+
+/// The most times one wake-up of the guest dispatches its event loop, while
+/// the event loop's poller stays readable.
+const DISPATCH_BUDGET: u32 = 16;
+
+/// Whether `fd` (the event loop's poller) is readable now: one of its
+/// sources is ready. `poll(2)` on an epoll fd consumes nothing.
+fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0)
 }
 
 /// Sets a flag for its lifetime, and clears it even on unwinding (a panic
