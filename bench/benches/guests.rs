@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use calloop::EventLoop;
 use calloop::ping::make_ping;
+use oneloop_bench::echo::args::Args;
 use oneloop_bench::mode;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -240,41 +241,79 @@ fn guest_chain(n: u32) -> Duration {
     took
 }
 
+/// One side of a workload: its name (for `--only`), and its run at `n`.
+type Side = (&'static str, fn(u32) -> Duration);
+
+/// The workloads: `(name, baseline, guest side, baseline side)`.
+const ROWS: [(&str, &str, Side, Side); 3] = [
+    (
+        "calloop guest: Ping x1e5",
+        "EventLoop::run",
+        ("calloop_guest", calloop_guest),
+        ("calloop_plain", calloop_plain),
+    ),
+    (
+        "glib guest: idle_add_local_once x1e5",
+        "glib::MainLoop",
+        ("glib_guest", glib_guest),
+        ("glib_plain", glib_plain),
+    ),
+    (
+        "guest mode: call_soon round trips x1e5",
+        "the hook alone",
+        ("guest_chain", guest_chain),
+        ("hook_chain", hook_chain),
+    ),
+];
+
+/// `guests [--bench] [--only SIDE[,SIDE]] [--n N] [--rounds R]`: `--only`
+/// runs just those sides (`calloop_guest`, `glib_plain`, …, `lateness`)
+/// once each at `n`, for instruction counts under callgrind (run it at two
+/// sizes and divide the difference).
 fn main() {
+    // `cargo test FILTER` hands its filter to this binary too: a command
+    // line that is not ours is ignored, not an error.
+    let args = Args::parse(std::env::args().skip(1).filter(|a| a != "--bench")).unwrap_or_default();
     let smoke = mode::smoke();
-    let (n, rounds) = if smoke { (1_000, 1) } else { (100_000, 7) };
-    let mut rows: Vec<(&str, &str, Vec<Duration>, Vec<Duration>)> = vec![
-        (
-            "calloop guest: Ping x1e5",
-            "EventLoop::run",
-            Vec::new(),
-            Vec::new(),
-        ),
-        (
-            "glib guest: idle_add_local_once x1e5",
-            "glib::MainLoop",
-            Vec::new(),
-            Vec::new(),
-        ),
-        (
-            "guest mode: call_soon round trips x1e5",
-            "the hook alone",
-            Vec::new(),
-            Vec::new(),
-        ),
-    ];
+    let n: u32 = args
+        .get("n", if smoke { 1_000 } else { 100_000 })
+        .expect("--n");
+    let rounds: usize = args
+        .get("rounds", if smoke { 1 } else { 7 })
+        .expect("--rounds");
+    let only: Vec<String> = args.list("only", Vec::new()).expect("--only");
+    if !only.is_empty() {
+        let sides: Vec<Side> = ROWS
+            .iter()
+            .flat_map(|(_, _, g, p)| [*g, *p])
+            .chain([("lateness", glib_guest_lateness as fn(u32) -> Duration)])
+            .filter(|(name, _)| only.iter().any(|o| o == name))
+            .collect();
+        let mut times = vec![Vec::new(); sides.len()];
+        for _ in 0..rounds {
+            for ((_, side), t) in sides.iter().zip(&mut times) {
+                t.push(side(n));
+            }
+        }
+        for ((name, _), t) in sides.iter().zip(times) {
+            println!(
+                "{name} n={n}: median of {rounds}: {:.2} ms",
+                median(t).as_secs_f64() * 1e3
+            );
+        }
+        return;
+    }
+    let mut times: Vec<(Vec<Duration>, Vec<Duration>)> = vec![Default::default(); ROWS.len()];
     for _ in 0..rounds {
-        rows[0].3.push(calloop_plain(n));
-        rows[0].2.push(calloop_guest(n));
-        rows[1].3.push(glib_plain(n));
-        rows[1].2.push(glib_guest(n));
-        rows[2].3.push(hook_chain(n));
-        rows[2].2.push(guest_chain(n));
+        for ((_, _, (_, guest), (_, plain)), (g, p)) in ROWS.iter().zip(&mut times) {
+            p.push(plain(n));
+            g.push(guest(n));
+        }
     }
     let lateness = median((0..rounds).map(|_| glib_guest_lateness(1_000)).collect());
     println!("| workload | baseline | guest median | baseline median | ratio |");
     println!("|---|---|---|---|---|");
-    for (name, base, guest, plain) in rows {
+    for ((name, base, _, _), (guest, plain)) in ROWS.iter().zip(times) {
         let (g, p) = (median(guest), median(plain));
         println!(
             "| {name} | {base} | {:.1} ms | {:.1} ms | {:.2}x |",
