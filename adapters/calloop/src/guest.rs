@@ -151,6 +151,7 @@ pub fn guest<D: 'static>(
         poked: Cell::new(false),
         in_batch: Cell::new(false),
         dispatching: Cell::new(false),
+        checks: Cell::new(Checks::default()),
     });
     let hooks: Weak<dyn GuestHooks> = Rc::downgrade(&state) as Weak<Guest<D>>;
     *state.tracker.guest.borrow_mut() = hooks;
@@ -299,6 +300,8 @@ struct Guest<D: 'static> {
     in_batch: Cell<bool>,
     /// `EventLoop::dispatch` is under way.
     dispatching: Cell<bool>,
+    /// Whether to ask if the poller is still readable after a dispatch.
+    checks: Cell<Checks>,
 }
 
 impl<D: 'static> RunContext for Guest<D> {
@@ -346,17 +349,26 @@ impl<D: 'static> Guest<D> {
         // Dispatch again while the poller stays readable (a calloop
         // callback woke another source, a ping chain): each round saves a
         // loop iteration, and the budget bounds how long the loop's other
-        // work waits.
+        // work waits. Asking costs a poll(2), so a guest whose sources are
+        // woken from outside (found not readable again and again) asks
+        // less and less often (see `Checks`).
+        let mut checks = self.checks.get();
         let mut rounds = 0;
         let dispatched = loop {
             if let Err(e) = event_loop.dispatch(Some(Duration::ZERO), data) {
                 break Err(e);
             }
             rounds += 1;
-            if rounds == DISPATCH_BUDGET || !readable_now(event_loop.as_fd()) {
+            if rounds == DISPATCH_BUDGET || !checks.ask() {
+                break Ok(());
+            }
+            let readable = readable_now(event_loop.as_fd());
+            checks.answered(readable);
+            if !readable {
                 break Ok(());
             }
         };
+        self.checks.set(checks);
         if let Err(e) = dispatched {
             drop(owned);
             if let Ok(lp) = oneloop::get_running_loop() {
@@ -598,6 +610,45 @@ impl Drop for GuestTimer {
 /// the event loop's poller stays readable.
 const DISPATCH_BUDGET: u32 = 16;
 
+/// When the guest asks whether its event loop is still ready after a
+/// dispatch: always while the answer is yes; after a no, it skips the
+/// question at the next 1, then 2, 4, … up to [`MAX_SKIPPED`] wake-ups, so
+/// that sources woken from outside the event loop (one dispatch per
+/// wake-up, the common case) cost next to no extra `poll(2)`, while a
+/// chain of sources woken by each other is found within that many
+/// wake-ups.
+#[derive(Debug, Default, Clone, Copy)]
+struct Checks {
+    /// Wake-ups left before asking again.
+    skip: u32,
+    /// How many the last "no" made it skip.
+    skipped: u32,
+}
+
+/// The most wake-ups the guest goes without asking (see [`Checks`]).
+const MAX_SKIPPED: u32 = 64;
+
+impl Checks {
+    /// Whether to ask now, after a dispatch. While skipping, each call uses
+    /// up one wake-up (a wake-up that does not ask dispatches only once).
+    fn ask(&mut self) -> bool {
+        if self.skip == 0 {
+            return true;
+        }
+        self.skip -= 1;
+        false
+    }
+
+    fn answered(&mut self, readable: bool) {
+        if readable {
+            self.skipped = 0;
+        } else {
+            self.skipped = (self.skipped * 2).clamp(1, MAX_SKIPPED);
+            self.skip = self.skipped;
+        }
+    }
+}
+
 /// Whether `fd` (the event loop's poller) is readable now: one of its
 /// sources is ready. `poll(2)` on an epoll fd consumes nothing.
 fn readable_now(fd: BorrowedFd<'_>) -> bool {
@@ -623,5 +674,39 @@ impl<'a> Flag<'a> {
 impl Drop for Flag<'_> {
     fn drop(&mut self) {
         self.0.set(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Checks, MAX_SKIPPED};
+
+    /// How many of the next `wakeups` wake-ups ask, when every answer is no.
+    fn asked_while_never_ready(checks: &mut Checks, wakeups: u32) -> u32 {
+        let mut asked = 0;
+        for _ in 0..wakeups {
+            if checks.ask() {
+                asked += 1;
+                checks.answered(false);
+            }
+        }
+        asked
+    }
+
+    #[test]
+    fn a_no_backs_off_doubling_up_to_the_cap_and_a_yes_resets() {
+        let mut checks = Checks::default();
+        // Asked at wake-ups 1, 3, 6, 11, 20, 37, 70, then every 65th.
+        assert_eq!(asked_while_never_ready(&mut checks, 70), 7);
+        assert_eq!(checks.skip, MAX_SKIPPED);
+        assert_eq!(
+            asked_while_never_ready(&mut checks, 10 * (MAX_SKIPPED + 1)),
+            10
+        );
+        // Found ready: asked at every wake-up again.
+        while !checks.ask() {}
+        checks.answered(true);
+        assert!(checks.ask() && checks.ask());
+        assert_eq!(asked_while_never_ready(&mut checks, 3), 2);
     }
 }
