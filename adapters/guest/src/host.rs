@@ -90,7 +90,7 @@ impl Job {
     /// it logs an error (through `tracing`) and goes back to the guest,
     /// which posts it again.
     pub fn run(mut self) {
-        if std::thread::current().id() != self.thread {
+        if this_thread() != self.thread {
             tracing::error!(
                 host_thread = ?self.thread,
                 this_thread = ?std::thread::current().id(),
@@ -103,6 +103,13 @@ impl Job {
             crate::registry::run(work);
         }
     }
+}
+
+/// This thread's id, without cloning its `Thread` handle at every job.
+fn this_thread() -> ThreadId {
+    thread_local!(static ID: ThreadId = std::thread::current().id());
+    ID.try_with(|id| *id)
+        .unwrap_or_else(|_| std::thread::current().id())
 }
 
 impl Drop for Job {

@@ -48,6 +48,12 @@ pub(crate) struct Shared {
     woken: AtomicBool,
     /// A tick job is posted and has not started: do not post another.
     tick_posted: AtomicBool,
+    /// Ready fds were reported and not yet acknowledged (`State::unacked`,
+    /// readable without the lock): ticks and batches that carry none, the
+    /// common case, skip the mutex. Paired with `tick_posted` in SeqCst
+    /// (store one, load the other, on both threads) so that a tick never
+    /// misses fds reported while it starts.
+    reported: AtomicBool,
     /// The I/O thread was joined.
     joined: AtomicBool,
     /// Jobs in a row that the host did not run (see [`Shared::not_run`]);
@@ -86,6 +92,7 @@ impl Shared {
             acked: Condvar::new(),
             woken: AtomicBool::new(false),
             tick_posted: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
             joined: AtomicBool::new(false),
             misses: AtomicU32::new(0),
             host,
@@ -107,7 +114,7 @@ impl Shared {
 
     /// Post a tick to the host, unless one is already waiting to run.
     pub(crate) fn post_tick(&self) {
-        if !self.tick_posted.swap(true, Ordering::AcqRel) {
+        if !self.tick_posted.swap(true, Ordering::SeqCst) {
             self.host.run_soon(self.job(Work::Tick(self.id)));
         }
     }
@@ -115,10 +122,16 @@ impl Shared {
     /// A tick starts: later events need a new one. Returns the ready fds
     /// to hand to the loop.
     pub(crate) fn begin_tick(&self) -> Vec<(RawFd, Readiness)> {
-        self.tick_posted.store(false, Ordering::Release);
+        self.tick_posted.store(false, Ordering::SeqCst);
         if self.misses.load(Ordering::Relaxed) != 0 {
             // The host runs jobs where it should again.
             self.misses.store(0, Ordering::Relaxed);
+        }
+        // Either this sees fds reported since the store above, or the I/O
+        // thread's `post_tick` after reporting them sees `tick_posted`
+        // false and posts another tick (both SeqCst).
+        if !self.reported.load(Ordering::SeqCst) {
+            return Vec::new();
         }
         std::mem::take(&mut self.state().events)
     }
@@ -150,9 +163,15 @@ impl Shared {
 
     /// The batch that ran the reported fds' callbacks ended: wait again.
     pub(crate) fn ack(&self) {
+        // Set before the tick that took the fds, on this thread's view:
+        // false means nothing is owed.
+        if !self.reported.load(Ordering::SeqCst) {
+            return;
+        }
         let mut st = self.state();
         if st.unacked && st.events.is_empty() {
             st.unacked = false;
+            self.reported.store(false, Ordering::SeqCst);
             drop(st);
             self.acked.notify_one();
         }
@@ -349,6 +368,7 @@ fn wait_loop(shared: &Shared) {
         if report {
             st.events.extend(ready);
             st.unacked = true;
+            shared.reported.store(true, Ordering::SeqCst);
         }
         drop(st);
         if report || due || woken {
