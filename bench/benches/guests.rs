@@ -8,7 +8,15 @@
 //!   (`timeout_add_local`) spread over 100 ms on the guest;
 //! - guest mode: a chain of 1e5 `call_soon` callbacks, each a round trip
 //!   through the host's hook, vs the same chain of plain closures through
-//!   the same hook (a queue the host thread drains).
+//!   the same hook, on two hosts: a mutex-and-condvar queue the host thread
+//!   drains (the cheapest hook there is), and a calloop `EventLoop` whose
+//!   hook is a calloop channel (winit's shape on Linux: an mpsc send and an
+//!   eventfd write per post).
+//!
+//! Two more sides run only when asked (`--only`), to check that the guests'
+//! batching costs nothing when each wake-up has one thing to do:
+//! `calloop_pingpong` and `glib_pingpong`, 1e5 round trips between a
+//! oneloop callback and a calloop ping or a GLib idle.
 //!
 //! Not criterion: each workload is one long run whose wall time is the
 //! figure, and the ratio of medians over interleaved rounds is what counts
@@ -81,6 +89,67 @@ fn calloop_guest(n: u32) -> Duration {
     let took = start.elapsed();
     assert_eq!(guest.with_data(|c| *c), Some(n));
     drop(handle);
+    lp.close().expect("close");
+    took
+}
+
+/// `n` round trips between a oneloop callback and a calloop ping on a
+/// calloop guest: one ready calloop source per wake-up.
+fn calloop_pingpong(n: u32) -> Duration {
+    let lp = oneloop::Loop::new().expect("loop");
+    let ev: EventLoop<'static, u32> = EventLoop::try_new().expect("event loop");
+    let handle = ev.handle();
+    let guest = oneloop_calloop::guest(&lp, ev, 0).expect("guest");
+    let (ping, source) = make_ping().expect("ping");
+    let p = ping.clone();
+    let l = lp.clone();
+    handle
+        .insert_source(source, move |_, _, count: &mut u32| {
+            *count += 1;
+            if *count < n {
+                let p = p.clone();
+                l.call_soon(move || p.ping()).expect("call_soon");
+            } else {
+                l.stop();
+            }
+        })
+        .expect("insert ping");
+    let start = Instant::now();
+    ping.ping();
+    lp.run_forever().expect("run");
+    let took = start.elapsed();
+    assert_eq!(guest.with_data(|c| *c), Some(n));
+    drop(handle);
+    lp.close().expect("close");
+    took
+}
+
+/// `n` round trips between a oneloop callback and a GLib idle on a glib
+/// guest: one ready GLib source per wake-up.
+fn glib_pingpong(n: u32) -> Duration {
+    let lp = oneloop::Loop::new().expect("loop");
+    let guest = oneloop_glib::guest(&lp, &glib::MainContext::default()).expect("guest");
+    let count = Rc::new(Cell::new(0));
+    fn next(n: u32, count: Rc<Cell<u32>>, lp: oneloop::Loop) {
+        let l = lp.clone();
+        lp.call_soon(move || {
+            glib::idle_add_local_once(move || {
+                count.set(count.get() + 1);
+                if count.get() < n {
+                    next(n, count, l);
+                } else {
+                    l.stop();
+                }
+            });
+        })
+        .expect("call_soon");
+    }
+    let start = Instant::now();
+    next(n, count.clone(), lp.clone());
+    lp.run_forever().expect("run");
+    let took = start.elapsed();
+    assert_eq!(count.get(), n);
+    assert!(guest.detach());
     lp.close().expect("close");
     took
 }
@@ -245,7 +314,7 @@ fn guest_chain(n: u32) -> Duration {
 type Side = (&'static str, fn(u32) -> Duration);
 
 /// The workloads: `(name, baseline, guest side, baseline side)`.
-const ROWS: [(&str, &str, Side, Side); 3] = [
+const ROWS: [(&str, &str, Side, Side); 4] = [
     (
         "calloop guest: Ping x1e5",
         "EventLoop::run",
@@ -264,12 +333,96 @@ const ROWS: [(&str, &str, Side, Side); 3] = [
         ("guest_chain", guest_chain),
         ("hook_chain", hook_chain),
     ),
+    (
+        "guest mode on a calloop host (winit's shape): call_soon round trips x1e5",
+        "the channel alone",
+        ("calloop_guest_chain", calloop_guest_chain),
+        ("calloop_hook_chain", calloop_hook_chain),
+    ),
 ];
 
 /// `guests [--bench] [--only SIDE[,SIDE]] [--n N] [--rounds R]`: `--only`
 /// runs just those sides (`calloop_guest`, `glib_plain`, …, `lateness`)
 /// once each at `n`, for instruction counts under callgrind (run it at two
 /// sizes and divide the difference).
+/// A host shaped like winit's on Linux: a calloop `EventLoop` whose
+/// thread-safe hook is a calloop channel (an mpsc send and an eventfd
+/// write per post); `run` dispatches it until `done()`.
+struct CalloopHost {
+    event_loop: EventLoop<'static, ()>,
+    sender: calloop::channel::Sender<Posted>,
+}
+
+impl CalloopHost {
+    fn new() -> CalloopHost {
+        let event_loop: EventLoop<'static, ()> = EventLoop::try_new().expect("event loop");
+        let (sender, channel) = calloop::channel::channel::<Posted>();
+        event_loop
+            .handle()
+            .insert_source(channel, |event, _, _| {
+                if let calloop::channel::Event::Msg(f) = event {
+                    f();
+                }
+            })
+            .expect("insert channel");
+        CalloopHost { event_loop, sender }
+    }
+
+    fn run(&mut self, done: impl Fn() -> bool) {
+        while !done() {
+            self.event_loop.dispatch(None, &mut ()).expect("dispatch");
+        }
+    }
+}
+
+/// `n` closures, each posting the next through a calloop channel.
+fn calloop_hook_chain(n: u32) -> Duration {
+    let mut host = CalloopHost::new();
+    // The closures cross the channel, so they carry a Send counter.
+    let sent = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    fn next(tx: calloop::channel::Sender<Posted>, sent: Arc<std::sync::atomic::AtomicU32>, n: u32) {
+        let t = tx.clone();
+        tx.send(Box::new(move || {
+            if sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 < n {
+                next(t, sent, n);
+            }
+        }))
+        .expect("send");
+    }
+    let start = Instant::now();
+    next(host.sender.clone(), sent.clone(), n);
+    host.run(|| sent.load(std::sync::atomic::Ordering::Relaxed) >= n);
+    start.elapsed()
+}
+
+/// `n` chained `call_soon` on a guest-mode loop hosted by a calloop
+/// channel host: every one a round trip through the channel.
+fn calloop_guest_chain(n: u32) -> Duration {
+    let mut host = CalloopHost::new();
+    let tx = std::sync::Mutex::new(host.sender.clone());
+    let lp = oneloop_guest::new_loop(move |job: oneloop_guest::Job| {
+        let _ = tx.lock().expect("sender").send(Box::new(move || job.run()));
+    })
+    .expect("guest loop");
+    let count = Rc::new(Cell::new(0u32));
+    fn next(lp: oneloop::Loop, count: Rc<Cell<u32>>, n: u32) {
+        let l = lp.clone();
+        lp.call_soon(move || {
+            count.set(count.get() + 1);
+            if count.get() < n {
+                next(l, count, n);
+            }
+        })
+        .expect("call_soon");
+    }
+    let start = Instant::now();
+    next(lp.clone(), count.clone(), n);
+    host.run(|| count.get() >= n);
+    let took = start.elapsed();
+    lp.close().expect("close");
+    took
+}
+
 fn main() {
     // `cargo test FILTER` hands its filter to this binary too: a command
     // line that is not ours is ignored, not an error.
@@ -286,7 +439,11 @@ fn main() {
         let sides: Vec<Side> = ROWS
             .iter()
             .flat_map(|(_, _, g, p)| [*g, *p])
-            .chain([("lateness", glib_guest_lateness as fn(u32) -> Duration)])
+            .chain([
+                ("lateness", glib_guest_lateness as fn(u32) -> Duration),
+                ("calloop_pingpong", calloop_pingpong),
+                ("glib_pingpong", glib_pingpong),
+            ])
             .filter(|(name, _)| only.iter().any(|o| o == name))
             .collect();
         let mut times = vec![Vec::new(); sides.len()];
