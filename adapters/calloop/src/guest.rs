@@ -608,7 +608,7 @@ impl Drop for GuestTimer {
 
 /// The most times one wake-up of the guest dispatches its event loop, while
 /// the event loop's poller stays readable.
-const DISPATCH_BUDGET: u32 = 16;
+const DISPATCH_BUDGET: u32 = 32;
 
 /// When the guest asks whether its event loop is still ready after a
 /// dispatch: always while the answer is yes; after a no, it skips the
