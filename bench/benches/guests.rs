@@ -18,9 +18,10 @@
 //! `calloop_pingpong` and `glib_pingpong`, 1e5 round trips between a
 //! oneloop callback and a calloop ping or a GLib idle.
 //!
-//! Not criterion: each workload is one long run whose wall time is the
-//! figure, and the ratio of medians over interleaved rounds is what counts
-//! (PERFORMANCE.md). `cargo test` runs it once at small sizes (a smoke
+//! Not criterion: each workload is one long run whose wall time and
+//! process CPU time are the figures, and the ratios of medians over
+//! interleaved rounds are what counts (PERFORMANCE.md); on a shared,
+//! loaded machine the CPU ratio is the steadier one. `cargo test` runs it once at small sizes (a smoke
 //! run); `cargo bench --bench guests` measures.
 
 use std::cell::Cell;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use calloop::EventLoop;
 use calloop::ping::make_ping;
+use oneloop_bench::cpu::process_cpu_time;
 use oneloop_bench::echo::args::Args;
 use oneloop_bench::mode;
 
@@ -423,6 +425,36 @@ fn calloop_guest_chain(n: u32) -> Duration {
     took
 }
 
+/// One run of a side: its wall time, and the CPU time the whole process
+/// spent on it (every thread, user and system; set-up included), which a
+/// loaded machine's preemption does not inflate.
+#[derive(Clone, Copy)]
+struct Took {
+    wall: Duration,
+    cpu: Duration,
+}
+
+fn measure(side: fn(u32) -> Duration, n: u32) -> Took {
+    let before = process_cpu_time();
+    let wall = side(n);
+    Took {
+        wall,
+        cpu: process_cpu_time() - before,
+    }
+}
+
+/// Medians of wall and CPU times.
+fn medians(runs: &[Took]) -> Took {
+    Took {
+        wall: median(runs.iter().map(|t| t.wall).collect()),
+        cpu: median(runs.iter().map(|t| t.cpu).collect()),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 fn main() {
     // `cargo test FILTER` hands its filter to this binary too: a command
     // line that is not ours is ignored, not an error.
@@ -446,41 +478,44 @@ fn main() {
             ])
             .filter(|(name, _)| only.iter().any(|o| o == name))
             .collect();
-        let mut times = vec![Vec::new(); sides.len()];
+        let mut runs = vec![Vec::new(); sides.len()];
         for _ in 0..rounds {
-            for ((_, side), t) in sides.iter().zip(&mut times) {
-                t.push(side(n));
+            for ((_, side), r) in sides.iter().zip(&mut runs) {
+                r.push(measure(*side, n));
             }
         }
-        for ((name, _), t) in sides.iter().zip(times) {
+        for ((name, _), r) in sides.iter().zip(runs) {
+            let m = medians(&r);
             println!(
-                "{name} n={n}: median of {rounds}: {:.2} ms",
-                median(t).as_secs_f64() * 1e3
+                "{name} n={n}: medians of {rounds}: wall {:.2} ms, CPU {:.2} ms",
+                ms(m.wall),
+                ms(m.cpu)
             );
         }
         return;
     }
-    let mut times: Vec<(Vec<Duration>, Vec<Duration>)> = vec![Default::default(); ROWS.len()];
+    let mut runs: Vec<(Vec<Took>, Vec<Took>)> = vec![Default::default(); ROWS.len()];
     for _ in 0..rounds {
-        for ((_, _, (_, guest), (_, plain)), (g, p)) in ROWS.iter().zip(&mut times) {
-            p.push(plain(n));
-            g.push(guest(n));
+        for ((_, _, (_, guest), (_, plain)), (g, p)) in ROWS.iter().zip(&mut runs) {
+            p.push(measure(*plain, n));
+            g.push(measure(*guest, n));
         }
     }
     let lateness = median((0..rounds).map(|_| glib_guest_lateness(1_000)).collect());
-    println!("| workload | baseline | guest median | baseline median | ratio |");
-    println!("|---|---|---|---|---|");
-    for ((name, base, _, _), (guest, plain)) in ROWS.iter().zip(times) {
-        let (g, p) = (median(guest), median(plain));
+    println!("| workload | baseline | guest wall | baseline wall | wall ratio | CPU ratio |");
+    println!("|---|---|---|---|---|---|");
+    for ((name, base, _, _), (guest, plain)) in ROWS.iter().zip(runs) {
+        let (g, p) = (medians(&guest), medians(&plain));
         println!(
-            "| {name} | {base} | {:.1} ms | {:.1} ms | {:.2}x |",
-            g.as_secs_f64() * 1e3,
-            p.as_secs_f64() * 1e3,
-            g.as_secs_f64() / p.as_secs_f64()
+            "| {name} | {base} | {:.1} ms | {:.1} ms | {:.2}x | {:.2}x |",
+            ms(g.wall),
+            ms(p.wall),
+            g.wall.as_secs_f64() / p.wall.as_secs_f64(),
+            g.cpu.as_secs_f64() / p.cpu.as_secs_f64()
         );
     }
     println!(
         "glib guest: 1000 GLib timeouts over 100 ms, lateness p50 (median of rounds): {:.3} ms",
-        lateness.as_secs_f64() * 1e3
+        ms(lateness)
     );
 }
