@@ -199,7 +199,14 @@ fn remote_timers_fire_in_order_and_cancel_from_any_thread() {
         0,
         "a cancelled timer fired"
     );
-    assert_eq!(got, [3, 1, 2], "deadline order");
+    // The two timers installed from the loop's thread fire in deadline
+    // order; the one from another thread is installed when the loop drains
+    // its inbox (`RemoteLoop::call_at`'s docs), so on a loaded machine it
+    // may fire after the 5 ms one, which was due by then: its place is not
+    // asserted, only that it fired once.
+    let pos = |n| got.iter().position(|&x| x == n);
+    assert!(pos(1) < pos(2), "deadline order: {got:?}");
+    assert_eq!(got.len(), 3, "each timer once: {got:?}");
     assert!(late.fired() && early.fired() && from_thread.fired());
     lp.close().unwrap();
     assert_eq!(

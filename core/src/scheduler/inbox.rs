@@ -103,13 +103,13 @@ impl Shared {
     /// A post that races with the unlocked check below is not lost: it
     /// found the queue empty, so it wakes the backend, and the dispatch
     /// that wake brings takes it.
-    pub(crate) fn take(&self) -> VecDeque<Remote> {
+    pub(crate) fn take(&self) -> Option<VecDeque<Remote>> {
         if !self.posted.load(Ordering::Acquire) {
-            return VecDeque::new();
+            return None;
         }
         let mut inbox = self.lock();
         self.posted.store(false, Ordering::Release);
-        std::mem::take(&mut inbox.queue)
+        Some(std::mem::take(&mut inbox.queue))
     }
 
     pub(crate) fn is_closed(&self) -> bool {

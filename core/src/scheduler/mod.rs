@@ -105,7 +105,9 @@ pub(crate) struct Core {
     ready: VecDeque<Ready>,
     /// An empty buffer swapped with `ready` at each iteration's snapshot,
     /// so taking the batch out allocates nothing.
-    spare: VecDeque<Ready>,
+    /// `None` while a batch holds it (the empty `None` costs nothing to
+    /// drop, an empty queue does).
+    spare: Option<VecDeque<Ready>>,
     /// Pending timers.
     timers: TimerQueue,
     /// Watched fds.
@@ -255,7 +257,7 @@ impl Scheduler {
             shared,
             core: std::cell::RefCell::new(Core {
                 ready: VecDeque::new(),
-                spare: VecDeque::new(),
+                spare: Some(VecDeque::new()),
                 timers: TimerQueue::new(now),
                 fds: FdRegistry::default(),
                 state: if s.attached {
@@ -495,12 +497,19 @@ impl Scheduler {
             let Some(e) = c.fds.get(fd) else {
                 return;
             };
-            let reader = e.reader.clone().filter(|_| r.readable || r.hangup);
-            let writer = e.writer.clone().filter(|_| r.writable || r.hangup);
-            for cb in [reader, writer].into_iter().flatten() {
-                if !cb.queued.replace(true) {
-                    c.ready.push_back(Ready::Fd(cb));
-                }
+            // Level-triggered: an fd reported again before its callback ran
+            // is queued once (`queued`).
+            if (r.readable || r.hangup)
+                && let Some(cb) = &e.reader
+                && !cb.queued.replace(true)
+            {
+                c.ready.push_back(Ready::Fd(cb.clone()));
+            }
+            if (r.writable || r.hangup)
+                && let Some(cb) = &e.writer
+                && !cb.queued.replace(true)
+            {
+                c.ready.push_back(Ready::Fd(cb.clone()));
             }
         });
     }
@@ -552,7 +561,7 @@ impl Scheduler {
     /// spare buffer, so no allocation churns); what callbacks queue
     /// meanwhile lands in the emptied queue, for the next iteration.
     fn take_batch(c: &mut Core) -> VecDeque<Ready> {
-        let spare = std::mem::take(&mut c.spare);
+        let spare = c.spare.take().unwrap_or_default();
         std::mem::replace(&mut c.ready, spare)
     }
 
@@ -562,7 +571,7 @@ impl Scheduler {
         while let Some(item) = batch.pop_back() {
             c.ready.push_front(item);
         }
-        c.spare = batch;
+        c.spare = Some(batch);
     }
 
     /// Run the batch up to its end or its first panic, the fast way: one
@@ -638,8 +647,7 @@ impl Scheduler {
                     ready.push_back(Ready::Call(cb, location));
                 });
             }
-            let remote = self.shared.take();
-            if !remote.is_empty() {
+            if let Some(remote) = self.shared.take() {
                 c.ready.extend(remote.into_iter().map(Ready::from));
             }
             Some((Self::take_batch(c), c.slow_callback.is_some()))
