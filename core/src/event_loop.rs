@@ -226,6 +226,7 @@ impl LoopBuilder {
         if make.attached() && context::running_loop_inner().is_some() {
             return Err(another_runs());
         }
+        crate::fork::forget_running_loop_in_children();
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let mut failed = None;
         let inner = Rc::new_cyclic(|weak: &Weak<LoopInner>| {

@@ -70,6 +70,7 @@ mod event_loop;
 mod exception;
 mod executor;
 mod fault;
+mod fork;
 mod future;
 mod handle;
 pub mod native;
