@@ -115,7 +115,7 @@ fn uncatchable(sig: i32) -> bool {
 }
 
 fn on_main_thread() -> bool {
-    rustix::thread::gettid() == rustix::process::getpid()
+    sys::on_main_thread()
 }
 
 impl Loop {

@@ -91,3 +91,38 @@ pub(crate) fn restore(sig: i32, saved: &Saved) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Whether this is the process's main thread (signal handlers may only be
+/// added there, SG-07).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn on_main_thread() -> bool {
+    rustix::thread::gettid() == rustix::process::getpid()
+}
+
+/// Whether this is the process's main thread (signal handlers may only be
+/// added there, SG-07).
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "openbsd"
+))]
+pub(crate) fn on_main_thread() -> bool {
+    // SAFETY: `pthread_main_np` takes nothing and only reads the calling
+    // thread's identity.
+    unsafe { libc::pthread_main_np() == 1 }
+}
+
+/// Whether this is the process's main thread: where no system call says,
+/// the thread Rust's runtime names `main`.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "openbsd"
+)))]
+pub(crate) fn on_main_thread() -> bool {
+    std::thread::current().name() == Some("main")
+}

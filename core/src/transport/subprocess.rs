@@ -278,7 +278,7 @@ impl ProcInner {
             let pidfd = self.pidfd.borrow_mut().take();
             match pidfd {
                 Some(fd) => {
-                    let _ = rustix::process::pidfd_send_signal(&fd, Signal::KILL);
+                    let _ = pidfd::send_signal(fd.as_fd(), Signal::KILL);
                     drop(fd);
                     reap_in_background(self.pid);
                 }
@@ -414,7 +414,7 @@ impl SubprocessTransport {
         }
         // A pidfd cannot hit a recycled pid.
         if let Some(fd) = &*self.0.pidfd.borrow() {
-            return rustix::process::pidfd_send_signal(fd.as_fd(), signal)
+            return pidfd::send_signal(fd.as_fd(), signal)
                 .map_err(|e| std::io::Error::from(e).into());
         }
         let pid = Pid::from_raw(self.0.pid as i32)
@@ -591,8 +591,7 @@ fn spawn(
     drop(child);
     // Made only now: a program that cannot start makes no protocol.
     let protocol = make_protocol();
-    let pidfd = Pid::from_raw(pid as i32)
-        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let pidfd = Pid::from_raw(pid as i32).and_then(pidfd::open);
     let inner = Rc::new(ProcInner {
         lp: lp.downgrade(),
         pid,
@@ -689,4 +688,36 @@ fn watch_exit(lp: &Loop, inner: &Rc<ProcInner>) -> Result<()> {
         })
         .map_err(Error::from)?;
     Ok(())
+}
+
+/// pidfds (Linux 5.3+): a child's exit as a readable fd, and signals that
+/// cannot hit a recycled pid. Elsewhere there are none, and a thread waits
+/// for each child instead (`watch_exit`).
+mod pidfd {
+    use std::os::fd::{BorrowedFd, OwnedFd};
+
+    use rustix::process::{Pid, Signal};
+
+    /// A pidfd of `pid`, if the platform (and kernel) has them.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) fn open(pid: Pid) -> Option<OwnedFd> {
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) fn open(_pid: Pid) -> Option<OwnedFd> {
+        None
+    }
+
+    /// Send `signal` to the process of `fd`.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) fn send_signal(fd: BorrowedFd<'_>, signal: Signal) -> rustix::io::Result<()> {
+        rustix::process::pidfd_send_signal(fd, signal)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) fn send_signal(_fd: BorrowedFd<'_>, _signal: Signal) -> rustix::io::Result<()> {
+        // `open` never made one.
+        Err(rustix::io::Errno::NOSYS)
+    }
 }
