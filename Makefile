@@ -40,8 +40,9 @@ unit:
 	$(CARGO) test --workspace --no-fail-fast
 
 # The default loop's portable Selector (the `polling` crate: kqueue, event
-# ports, poll()), which every OS but Linux and Android runs, put through the
-# whole conformance suite here on Linux (core/src/native/mod.rs).
+# ports, poll()) and subprocesses without pidfds, as every OS but Linux and
+# Android runs them, put through the whole conformance suite here on Linux
+# (core/src/native/mod.rs).
 polling:
 	RUSTFLAGS="--cfg oneloop_polling" CARGO_TARGET_DIR=$(CURDIR)/target/polling \
 		$(CARGO) test -p oneloop-conformance --test conformance

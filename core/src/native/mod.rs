@@ -19,7 +19,8 @@
 //! - elsewhere: `poller.rs`, on the `polling` crate (kqueue, event ports,
 //!   poll()), which re-arms a timer and its notifier around each wait. Linux
 //!   builds take this path too with `RUSTFLAGS="--cfg oneloop_polling"`,
-//!   which is how `make test` keeps it compiled and tested.
+//!   which is how `make test` keeps it compiled and tested (the same flag
+//!   makes subprocesses do without pidfds, as elsewhere).
 
 #[cfg(all(any(target_os = "linux", target_os = "android"), not(oneloop_polling)))]
 mod epoll;

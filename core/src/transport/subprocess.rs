@@ -692,30 +692,31 @@ fn watch_exit(lp: &Loop, inner: &Rc<ProcInner>) -> Result<()> {
 
 /// pidfds (Linux 5.3+): a child's exit as a readable fd, and signals that
 /// cannot hit a recycled pid. Elsewhere there are none, and a thread waits
-/// for each child instead (`watch_exit`).
+/// for each child instead (`watch_exit`); Linux builds take that path too
+/// under `--cfg oneloop_polling`, which `make test` runs the suite with.
 mod pidfd {
     use std::os::fd::{BorrowedFd, OwnedFd};
 
     use rustix::process::{Pid, Signal};
 
     /// A pidfd of `pid`, if the platform (and kernel) has them.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(all(any(target_os = "linux", target_os = "android"), not(oneloop_polling)))]
     pub(super) fn open(pid: Pid) -> Option<OwnedFd> {
         rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
     }
 
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(any(not(any(target_os = "linux", target_os = "android")), oneloop_polling))]
     pub(super) fn open(_pid: Pid) -> Option<OwnedFd> {
         None
     }
 
     /// Send `signal` to the process of `fd`.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(all(any(target_os = "linux", target_os = "android"), not(oneloop_polling)))]
     pub(super) fn send_signal(fd: BorrowedFd<'_>, signal: Signal) -> rustix::io::Result<()> {
         rustix::process::pidfd_send_signal(fd, signal)
     }
 
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(any(not(any(target_os = "linux", target_os = "android")), oneloop_polling))]
     pub(super) fn send_signal(_fd: BorrowedFd<'_>, _signal: Signal) -> rustix::io::Result<()> {
         // `open` never made one.
         Err(rustix::io::Errno::NOSYS)
