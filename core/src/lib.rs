@@ -12,13 +12,14 @@
 //! use oneloop::Loop;
 //!
 //! let lp = Loop::new()?;
-//! lp.call_later(Duration::from_millis(10), { let lp = lp.clone(); move || lp.stop() })?;
 //! lp.call_soon(|| println!("first"))?;
+//! lp.call_later(Duration::from_millis(1), || println!("1 ms later"))?;
 //! let task = lp.spawn(async {
-//!     oneloop::sleep(Duration::from_millis(1)).await?;
+//!     oneloop::sleep(Duration::from_millis(2)).await?;
 //!     Ok::<_, oneloop::Error>("from a task")
 //! })?;
-//! lp.run_forever()?;
+//! task.add_done_callback({ let lp = lp.clone(); move |_| lp.stop() });
+//! lp.run_forever()?; // until the task's done-callback stops it
 //! assert_eq!(task.result()??, "from a task");
 //! lp.close()?;
 //! # Ok::<(), oneloop::Error>(())
