@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Generic code decides what to do from the kind alone:
 ///
 /// ```
+/// use std::time::Duration;
 /// use oneloop::{Error, ErrorKind, Loop};
 ///
 /// /// Whether trying again later can help.
@@ -35,18 +36,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// }
 ///
 /// let lp = Loop::new()?;
-/// let missing = lp.create_unix_connection(|| NoOp, "/nonexistent/oneloop.sock");
-/// let err = lp.run_until_complete(missing)?.unwrap_err();
-/// assert_eq!(err.kind(), ErrorKind::Io);
-/// assert!(!retryable(&err)); // no such file: retrying will not help
-///
-/// lp.close()?;
-/// let err = lp.call_soon(|| ()).unwrap_err();
-/// assert_eq!(err.kind(), ErrorKind::Closed);
+/// let file = std::fs::File::open(std::env::current_exe()?)?;
+/// let err = lp.add_reader(&file, || ()).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidArgument); // a regular file is always "ready"
 /// assert!(!retryable(&err));
-/// # struct NoOp;
-/// # impl oneloop::Protocol for NoOp {}
-/// # Ok::<(), oneloop::Error>(())
+///
+/// let slow = oneloop::timeout(Duration::from_millis(1), oneloop::sleep(Duration::from_secs(60)));
+/// let err = lp.run_until_complete(slow)?.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::TimedOut);
+/// assert!(retryable(&err));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -67,6 +67,10 @@ impl Loop {
     /// [`ErrorKind::Io`] if the name does not resolve; [`ErrorKind::Closed`]
     /// if the loop is closed.
     ///
+    /// # Cancel safety
+    /// Dropping the future drops the answer; the lookup itself, a blocking
+    /// call on an executor thread, runs to its end.
+    ///
     /// # Examples
     ///
     /// ```
@@ -146,6 +150,17 @@ impl Loop {
     /// unreachable, local address in use …); no protocol is made then
     /// (TP-11). [`ErrorKind::InvalidArgument`] if `addr` resolves to
     /// nothing; [`ErrorKind::Closed`] on a closed loop.
+    ///
+    /// # Cancel safety
+    /// Dropping the future while it resolves or connects abandons the
+    /// attempt: the socket is closed and no protocol is made. Once the
+    /// connection is up the protocol is made and its `connection_made`
+    /// queued; from then on the connection is the protocol's, and dropping
+    /// the future does not close it.
+    ///
+    /// # Examples
+    ///
+    /// See [`ConnectOptions`].
     pub fn create_connection_with<P, F, A>(
         &self,
         factory: F,

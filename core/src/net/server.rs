@@ -383,6 +383,13 @@ impl Server {
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] if the loop closes first.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting.
+    ///
+    /// # Examples
+    ///
+    /// See [`Server`].
     pub fn wait_closed(&self) -> impl StdFuture<Output = Result<()>> + 'static {
         let inner = &self.0;
         let fut = inner.lp.get().map(|lp| lp.create_future::<()>());
@@ -510,6 +517,13 @@ impl Loop {
     /// [`ErrorKind::Io`] if a socket cannot be bound (address in use) or
     /// listen; then no socket is left open (TP-11).
     /// [`ErrorKind::InvalidArgument`] if `addr` resolves to nothing.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it resolves leaves nothing listening.
+    ///
+    /// # Examples
+    ///
+    /// See [`ServerOptions`].
     pub fn create_server_with<P, F, A>(
         &self,
         factory: F,

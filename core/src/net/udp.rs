@@ -154,6 +154,26 @@ impl Loop {
     /// # Errors
     /// [`ErrorKind::Io`] if the socket cannot be made non-blocking;
     /// [`ErrorKind::Closed`] on a closed loop.
+    ///
+    /// # Examples
+    ///
+    /// For socket options [`DatagramOptions`] does not offer: set them on
+    /// the socket, then hand it over.
+    ///
+    /// ```
+    /// use oneloop::{DatagramProtocol, Loop};
+    ///
+    /// struct Quiet;
+    /// impl DatagramProtocol for Quiet {}
+    ///
+    /// let lp = Loop::new()?;
+    /// let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// sock.set_ttl(4)?;
+    /// let addr = sock.local_addr()?;
+    /// let t = lp.run_until_complete(lp.create_datagram_endpoint_from_socket(|| Quiet, sock))??;
+    /// assert_eq!(t.sockname(), Some(addr));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create_datagram_endpoint_from_socket<P, F>(
         &self,
         factory: F,
