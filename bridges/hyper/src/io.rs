@@ -15,6 +15,11 @@ use hyper::rt::ReadBufCursor;
 /// buffer would make, and no `unsafe`. A plain `AsyncRead` can be wrapped
 /// in `futures::io::BufReader` first. `poll_shutdown` is the stream's
 /// `poll_close` (for a oneloop stream: flush, then close the transport).
+///
+/// # Examples
+///
+/// See the [crate docs](crate#a-server-and-a-client) (HTTP/1) and
+/// [`LoopExecutor`](crate::LoopExecutor) (HTTP/2).
 #[derive(Debug)]
 pub struct HyperIo<T> {
     inner: T,
