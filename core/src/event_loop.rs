@@ -838,6 +838,8 @@ impl Loop {
     /// measures the trade: at 1000 timers over 100 ms, 250 µs gives a
     /// 0.14 ms median lateness for 2.2x tokio's CPU, 1 ms 0.5 ms for 0.8x.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use std::time::Duration;
     ///

@@ -17,6 +17,8 @@ use std::thread::ThreadId;
 /// host drops unrun (because the host is shutting down) only delays the
 /// guest, which can still be closed.
 ///
+/// # Examples
+///
 /// Any `Fn(Job) + Send + Sync + 'static` is a host:
 ///
 /// ```

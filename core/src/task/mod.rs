@@ -471,6 +471,8 @@ impl Loop {
 /// future is a detached task (its output is dropped; a panic is reported
 /// to the exception handler like any task's).
 ///
+/// # Examples
+///
 /// ```
 /// use futures::task::LocalSpawnExt;
 ///
