@@ -2,11 +2,15 @@
 #   make demo   the conformance report over every adapter (docs/conformance.md)
 #   make test   everything CI runs: fmt, clippy, tests, docs, the GTK self-test
 # Both install missing system packages first (scripts/install-deps.sh).
+# And two long runs (docs/reliability.md), whose short versions are in
+# make test (cargo test -p oneloop-reliability):
+#   make fuzz   every transport on every loop mode with random seeds
+#   make soak   mixed load on every loop mode; writes docs/reliability.md
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test deps fmt clippy unit polling doc package gtk-selftest winit-selftest bench
+.PHONY: demo test deps fmt clippy unit polling doc package gtk-selftest winit-selftest bench fuzz soak perf-gate perf-gate-update bench-echo bench-icount
 
 # Runs every adapter's conformance suite (cargo test --workspace --test
 # conformance), then prints the guarantee x adapter matrix and writes it;
@@ -15,7 +19,7 @@ demo: deps
 	$(CARGO) run -p oneloop-conformance --bin oneloop-report -- --workspace --write docs/conformance.md
 	ONELOOP_INTEROP_REPORT=$(CURDIR)/docs/interop.md $(CARGO) test -q -p oneloop-interop --test matrix
 
-test: deps fmt clippy unit polling doc package gtk-selftest winit-selftest python-test
+test: deps fmt clippy unit polling doc package gtk-selftest winit-selftest python-test perf-gate
 
 deps:
 	@scripts/install-deps.sh
@@ -46,7 +50,8 @@ doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 # Every library crate packages and its tarball builds, as `cargo publish`
-# would check (the examples, the bench and the interop matrix are not published).
+# would check (the examples, the bench, the interop matrix and the
+# reliability checks are not published).
 # The check builds each crate against its siblings' tarballs as if they came
 # from a registry, and cargo takes registry crates to be immutable: it never
 # unpacks one again while its folder under $CARGO_HOME/registry/src/-<hash>/
@@ -58,7 +63,7 @@ doc:
 PACKAGE_TARGET := $(CURDIR)/target/package-check
 package:
 	rm -rf "$${CARGO_HOME:-$$HOME/.cargo}"/registry/src/-*/oneloop-* $(PACKAGE_TARGET)/debug/.fingerprint/oneloop-*
-	CARGO_TARGET_DIR=$(PACKAGE_TARGET) $(CARGO) package --workspace --exclude oneloop-examples --exclude oneloop-bench --exclude oneloop-interop --allow-dirty
+	CARGO_TARGET_DIR=$(PACKAGE_TARGET) $(CARGO) package --workspace --exclude oneloop-examples --exclude oneloop-bench --exclude oneloop-interop --exclude oneloop-reliability --allow-dirty
 
 # The GTK example drives itself and checks its window, under a virtual X server.
 gtk-selftest:
@@ -75,6 +80,61 @@ winit-selftest:
 
 bench: deps
 	$(CARGO) bench -p oneloop-bench
+
+# Fuzz every transport (TCP, Unix, UDP, pipes, subprocesses) on all nine
+# loop modes with random seeds for FUZZ_SECONDS; every failing seed is
+# printed with the command that replays it, and the run fails.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	$(CARGO) run -p oneloop-reliability --bin oneloop-fuzz -- --seconds $(FUZZ_SECONDS)
+
+# Mixed load (echo, timers, threadsafe calls, subprocesses, signals, fuzz
+# runs, bad input) on each of the nine loop modes for SOAK_SECONDS each,
+# one after another; writes the figures into docs/reliability.md.
+SOAK_SECONDS ?= 60
+soak: deps
+	$(CARGO) run -p oneloop-reliability --bin oneloop-soak -- --seconds $(SOAK_SECONDS) --write docs/reliability.md
+
+# The perf gate (docs/benchmarks.md, "The perf gate"): user-space
+# instruction counts under callgrind of call_soon, a timer, a cross-thread
+# call and one echo request (protocol and streams) on the default loop and
+# every adapter, with each host's own primitive and the plain-Rust floor in
+# the same run; fails when a count is more than 10 % above the one recorded
+# in bench/icount-baseline.tsv. Instruction counts are exact, so the noise
+# of a shared machine cannot fail (or pass) it. perf-gate-update records
+# the counts of this checkout: commit the file with the change and say why.
+BENCH_BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/release
+perf-gate: deps
+	$(CARGO) build -q --profile bench -p oneloop-bench --bin bench_icount --bin bench_echo_server
+	$(BENCH_BIN)/bench_icount gate
+
+perf-gate-update: deps
+	$(CARGO) build -q --profile bench -p oneloop-bench --bin bench_icount --bin bench_echo_server
+	$(BENCH_BIN)/bench_icount gate --update
+
+# Every instruction-count case, the iteration table (N idle fds and timers)
+# included, as one markdown table (about 10 minutes: glib's 1e4-fd cell).
+bench-icount: deps
+	$(CARGO) build -q --profile bench -p oneloop-bench --bin bench_icount --bin bench_echo_server
+	$(BENCH_BIN)/bench_icount run --all
+
+# The echo matrix of docs/benchmarks.md from a clean clone: the bare-epoll
+# floor, oneloop's protocol and streams echo on every loop, every host's
+# own echo, uvloop's and CPython's asyncio protocol echo (uvloop and
+# matplotlib from PyPI into target/bench-venv), timed in interleaved rounds
+# and counted under callgrind; writes target/bench-echo/echo.md, echo.json
+# and echo.png. ECHO_ARGS passes options (e.g. ECHO_ARGS="--rounds 0" for
+# the instruction counts alone).
+BENCH_VENV := $(CURDIR)/target/bench-venv
+ECHO_OUT := $(CURDIR)/target/bench-echo
+ECHO_ARGS ?=
+bench-echo: deps
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q -r bench/python/requirements.txt
+	$(CARGO) build -q --profile bench -p oneloop-bench --bins
+	$(BENCH_BIN)/bench_echo_matrix --python $(BENCH_VENV)/bin/python --instructions \
+		--out $(ECHO_OUT) $(ECHO_ARGS)
+	$(BENCH_VENV)/bin/python bench/python/plot.py $(ECHO_OUT)/echo.json $(ECHO_OUT)/echo.png
 
 # The Python package (python/, its own cargo workspace): build the abi3 wheel
 # with maturin into python/.venv (PyPI and crates.io only; Debian -dev

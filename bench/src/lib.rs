@@ -17,6 +17,8 @@
 //! |---|---|
 //! | [`floor`] | the floors: a boxed-closure queue, a binary-heap timer queue, a coalesced eventfd inbox |
 //! | [`cpu`] | CPU time of the calling thread, and of the whole process |
+//! | [`callgrind`] | callgrind's client requests (zero and dump the counters around a measured region) |
+//! | [`icount`] | instruction counts under callgrind: the cases, the runner, the perf gate (binary `bench_icount`) |
 //! | [`echo`] | the TCP echo benchmark: servers, load generator, driver (binaries `bench_echo_server`, `bench_echo_load`, `bench_echo_matrix`) |
 //! | [`mode`] | smoke or full run, sizes, criterion settings |
 //! | [`ratios`] | same-run ratio tables from criterion's estimates, and their medians over runs |
@@ -24,9 +26,11 @@
 //! | [`watchdog`] | ends a round that hangs instead of hanging CI |
 //! | [`Rng`] | the fixed-seed generator of the random workloads |
 
+pub mod callgrind;
 pub mod cpu;
 pub mod echo;
 pub mod floor;
+pub mod icount;
 pub mod mode;
 pub mod ratios;
 mod rng;

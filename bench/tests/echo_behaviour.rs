@@ -36,6 +36,7 @@ fn every_server_echoes_every_size_and_reports_its_cpu() {
                     connections: 3,
                     size,
                     duration: Duration::from_millis(60),
+                    requests: None,
                 })
                 .unwrap_or_else(|e| panic!("{server} on {kind}, {size} B: {e}"));
                 // Every connection completes at least one request, however
@@ -56,14 +57,15 @@ fn every_server_echoes_every_size_and_reports_its_cpu() {
             ran.push(format!("{server}/{kind}"));
         }
     }
-    // The default build has every adapter: protocols and streams on 5 loops, 4 raw echoes.
+    // The default build has every adapter: protocols and streams on 5
+    // loops, 4 raw echoes, the bare-epoll floor.
     if cfg!(all(
         feature = "tokio",
         feature = "smol",
         feature = "glib",
         feature = "calloop"
     )) {
-        assert_eq!(ran.len(), 14, "{ran:?}");
+        assert_eq!(ran.len(), 15, "{ran:?}");
     }
 }
 
@@ -100,7 +102,10 @@ fn unknown_or_unavailable_combinations_are_refused() {
 fn the_driver_runs_a_tiny_matrix_and_prints_the_ratios() {
     let _guard = Watchdog::arm("echo matrix", Duration::from_secs(60));
     let out = Command::new(env!("CARGO_BIN_EXE_bench_echo_matrix"))
-        .args(["--cells", "protocol/native,streams/native,raw/tokio"])
+        .args([
+            "--cells",
+            "floor/native,protocol/native,streams/native,raw/tokio",
+        ])
         .args(["--rounds", "2", "--secs", "0.05", "--warmup", "0.02"])
         .args(["--sizes", "1024", "--connections", "2", "--no-pin"])
         .output()
@@ -114,6 +119,8 @@ fn the_driver_runs_a_tiny_matrix_and_prints_the_ratios() {
     for needle in [
         "| 1 KiB | protocol/native |",
         "| 1 KiB | raw/tokio |",
+        "| 1 KiB | floor/native |",
+        "ratio\techo_cpu_per_req\tprotocol/native÷floor/native\t1024\t",
         "ratio\techo_req_s\tprotocol/native÷raw/tokio\t1024\t",
         "ratio\techo_cpu_per_req\tprotocol/native÷raw/tokio\t1024\t",
         "ratio\techo_req_s\tstreams/native÷protocol/native\t1024\t",
@@ -124,7 +131,7 @@ fn the_driver_runs_a_tiny_matrix_and_prints_the_ratios() {
 
 #[test]
 fn cells_parse_and_print_alike() {
-    for cell in Cell::default_matrix() {
+    for cell in Cell::default_matrix(true) {
         let back: Cell = cell.to_string().parse().expect("parses");
         assert_eq!(back, cell);
     }

@@ -287,7 +287,7 @@ macro_rules! __with_checks {
         { tm_04, "TM-04", Should, Timers, (), (), Any, timers::idle_timer_fires_close_to_deadline,
           "On an idle loop a timer fires close to its deadline: never early, at most 250 ms plus the declared resolution late." }
         { tm_05, "TM-05", Must, Timers, (), (), Any, timers::timers_fire_in_deadline_order,
-          "Timers with distinct future deadlines fire in deadline order." }
+          "Timers with distinct future deadlines fire in deadline order; (SHOULD) deadlines already past fire in deadline order too." }
         { tm_06, "TM-06", Must, Timers, (), (), Any, timers::cancelled_timer_never_fires_nor_waits,
           "A cancelled timer never fires, and the loop does not wait for it." }
         { tm_07, "TM-07", Should, Timers, (), (), Any, timers::far_timers_neither_break_nor_spin,
@@ -353,7 +353,7 @@ macro_rules! __with_checks {
         { cn_02, "CN-02", Must, Cancellation, (), (), Any, cancellation::cancel_cancels_awaited_future,
           "Cancelling a task that awaits a future cancels that future." }
         { cn_03, "CN-03", Must, Cancellation, (), (), Any, cancellation::task_may_catch_cancellation,
-          "A task may catch Cancelled and return a value; it then ends normally and cancelled() is false." }
+          "A task may catch Cancelled, carry on and return a value; it then ends normally and cancelled() is false." }
         { cn_04, "CN-04", Must, Cancellation, (), (), Any, cancellation::cancelling_awaited_future_cancels_task,
           "Cancelling the future a task awaits cancels the task; cancelling both yields one clean cancellation." }
         { cn_05, "CN-05", Should, Cancellation, (), (), Any, cancellation::timeout_cleans_up_before_reporting,

@@ -4,8 +4,9 @@
 //! Scheduler faults come from `oneloop`'s `fault-injection` feature; the
 //! host faults are small backends written here: a clock that runs ahead
 //! while dispatching (timers fire 1 ms early in real time), a wake handle
-//! that does not wake, a dispatch on another thread than the loop's, and
-//! fd readiness reported only on edges.
+//! that does not wake, a dispatch on another thread than the loop's, fd
+//! readiness reported only on edges, and writers never told of an error
+//! that comes without a hang-up.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -257,21 +258,38 @@ fn dispatching_on_another_thread_fails_cb_06() {
     );
 }
 
-/// A backend on `polling` in edge-triggered mode: an fd is reported once
-/// when it becomes ready, not on every iteration while it stays ready.
-struct EdgeTriggered {
+/// A backend on `polling` with one of two faults: edge-triggered mode (an
+/// fd is reported once when it becomes ready, not on every iteration while
+/// it stays ready), or writers blind to errors (a writer is told of
+/// "writable" and of a hang-up, never of an error alone: a GLib source that
+/// maps `G_IO_HUP` but forgets `G_IO_ERR`, which leaves the writer of a pipe
+/// whose reader went away waiting forever).
+struct Polled {
     poller: Arc<polling::Poller>,
     driver: Driver,
+    mode: polling::PollMode,
+    writers_see_errors: bool,
     armed: Cell<NextDispatch>,
     watched: RefCell<HashMap<RawFd, Interest>>,
     events: RefCell<polling::Events>,
 }
 
-impl EdgeTriggered {
-    fn new(driver: Driver) -> io::Result<EdgeTriggered> {
-        Ok(EdgeTriggered {
+/// An edge-triggered `Polled`.
+fn edge_triggered(driver: Driver) -> io::Result<Polled> {
+    Polled::new(driver, polling::PollMode::Edge, true)
+}
+
+impl Polled {
+    fn new(
+        driver: Driver,
+        mode: polling::PollMode,
+        writers_see_errors: bool,
+    ) -> io::Result<Polled> {
+        Ok(Polled {
             poller: Arc::new(polling::Poller::new()?),
             driver,
+            mode,
+            writers_see_errors,
             armed: Cell::new(NextDispatch::OnEvent),
             watched: RefCell::new(HashMap::new()),
             events: RefCell::new(polling::Events::new()),
@@ -279,9 +297,12 @@ impl EdgeTriggered {
     }
 }
 
-impl Backend for EdgeTriggered {
+impl Backend for Polled {
     fn name(&self) -> &str {
-        "edge-triggered"
+        match (self.mode, self.writers_see_errors) {
+            (polling::PollMode::Edge, _) => "edge-triggered",
+            _ => "writers-blind-to-errors",
+        }
     }
     fn arm(&self, next: NextDispatch) {
         self.armed.set(next);
@@ -305,11 +326,15 @@ impl Backend for EdgeTriggered {
             _ => {}
         }
         for ev in events.iter() {
+            // `polling` reports an error condition as readable and
+            // writable; the blind variant drops an error that comes
+            // without a hang-up on the writer's side.
+            let error_only = ev.is_err() == Some(true) && !ev.is_interrupt();
             driver.fd_ready(
                 ev.key as RawFd,
                 Readiness {
                     readable: ev.readable,
-                    writable: ev.writable,
+                    writable: ev.writable && (self.writers_see_errors || !error_only),
                     hangup: false,
                 },
             );
@@ -330,7 +355,7 @@ impl Backend for EdgeTriggered {
             (false, false) => {
                 // SAFETY: as above; `watched` records the fd, so it is deleted
                 // before the loop lets go of it (removal or close).
-                unsafe { self.poller.add_with_mode(fd, ev, polling::PollMode::Edge)? };
+                unsafe { self.poller.add_with_mode(fd, ev, self.mode)? };
                 watched.insert(fd, interest);
                 Ok(())
             }
@@ -340,8 +365,7 @@ impl Backend for EdgeTriggered {
             }
             (true, false) => {
                 watched.insert(fd, interest);
-                self.poller
-                    .modify_with_mode(borrowed, ev, polling::PollMode::Edge)
+                self.poller.modify_with_mode(borrowed, ev, self.mode)
             }
         }
     }
@@ -353,11 +377,26 @@ impl Backend for EdgeTriggered {
     }
 }
 
+/// FD-07's writer of a full pipe whose reader closed: the kernel reports
+/// an error condition only, no "writable". (The assertion came from
+/// `core/tests/fds.rs` into the suite, so every loop mode runs it.)
+#[test]
+fn writers_blind_to_errors_fail_fd_07() {
+    catches(
+        spec("writers-blind-to-errors", || {
+            Ok(Setup::new(Loop::with_backend(|driver| {
+                Polled::new(driver, polling::PollMode::Level, false)
+            })?))
+        }),
+        "FD-07",
+    );
+}
+
 #[test]
 fn edge_triggered_readiness_fails_fd_01() {
     catches(
         spec("edge-triggered", || {
-            Ok(Setup::new(Loop::with_backend(EdgeTriggered::new)?))
+            Ok(Setup::new(Loop::with_backend(edge_triggered)?))
         }),
         "FD-01",
     );
@@ -402,7 +441,7 @@ fn edge_triggered_readiness_fails_fc_04() {
         return;
     }
     let mut s = spec("edge-triggered", || {
-        Ok(Setup::new(Loop::with_backend(EdgeTriggered::new)?))
+        Ok(Setup::new(Loop::with_backend(edge_triggered)?))
     });
     s.caps |= Caps::TCP;
     catches(s, "FC-04");

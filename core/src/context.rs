@@ -26,6 +26,22 @@ thread_local! {
     static CURRENT_TASK: RefCell<Option<Rc<TaskState>>> = const { RefCell::new(None) };
 }
 
+/// In a child just forked (see `fork.rs`): no loop runs here. The old
+/// values are leaked, not dropped: dropping may free memory, which a fork
+/// child may not do before `exec`.
+pub(crate) fn forget_running_after_fork() {
+    let _ = RUNNING.try_with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            std::mem::forget(r.take());
+        }
+    });
+    let _ = CURRENT_TASK.try_with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            std::mem::forget(c.take());
+        }
+    });
+}
+
 pub(crate) fn running_loop_inner() -> Option<Rc<LoopInner>> {
     RUNNING.with(|r| r.borrow().as_ref().and_then(Weak::upgrade))
 }

@@ -85,7 +85,7 @@ impl fmt::Debug for Loop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Loop")
             .field("id", &self.inner.sched.shared().id)
-            .field("backend", &self.inner.sched.backend().name())
+            .field("backend", &self.inner.sched.backend_name())
             .field("state", &self.inner.sched.state())
             .finish()
     }
@@ -232,6 +232,7 @@ impl LoopBuilder {
         if make.attached() && context::running_loop_inner().is_some() {
             return Err(another_runs());
         }
+        crate::fork::forget_running_loop_in_children();
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let mut failed = None;
         let inner = Rc::new_cyclic(|weak: &Weak<LoopInner>| {
@@ -349,7 +350,7 @@ impl Loop {
 
     /// The name of the backend (`"native"`, `"tokio"`, `"glib"`, …).
     pub fn backend_name(&self) -> &str {
-        self.inner.sched.backend().name()
+        self.inner.sched.backend_name()
     }
 
     /// The loop's monotonic clock (TM-01); deadlines of
@@ -397,7 +398,7 @@ impl Loop {
         let cb = CallbackCell::new_rc(f, State::Ready, location);
         self.inner
             .sched
-            .try_push_ready_with(|| Ready::Call(cb.clone()))?;
+            .try_push_ready_with(|| Ready::Call(cb.clone(), location))?;
         Ok(Handle { cb })
     }
 
@@ -1153,6 +1154,7 @@ impl LoopInner {
             timers,
             fds,
             inbox,
+            host,
         } = self.sched.close();
         // Drop queued work without running it (LC-11), outside every
         // borrow: dropping a closure runs user `Drop` code, which may call
@@ -1165,6 +1167,9 @@ impl LoopInner {
             t.abandon();
         }
         drop(std::mem::take(&mut *self.executor.borrow_mut()));
+        // The host's resources (poller, wake fd, an owned runtime), after
+        // the tasks that may hold the host's own futures.
+        drop(host);
         // Last: a bridge's context may own a runtime its tasks used.
         drop(self.contexts.take());
         context::unregister_local(self.sched.shared().id);

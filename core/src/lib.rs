@@ -74,6 +74,7 @@ mod event_loop;
 mod exception;
 mod executor;
 mod fault;
+mod fork;
 mod future;
 mod handle;
 pub mod native;

@@ -1,6 +1,8 @@
 //! The hooks and types other libraries plug into: run contexts, `Send`
 //! timers, the duplex stream, readiness futures, `Future::take`, and
 //! `futures`' spawn traits.
+//!
+//! Not the suite's: oneloop's own API, which no PEP guarantee covers.
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
@@ -158,20 +160,20 @@ fn remote_timers_fire_in_order_and_cancel_from_any_thread() {
         let fired = fired.clone();
         move || fired.lock().unwrap().push(n)
     };
+    // Deadlines from one instant, so that their order does not depend on
+    // how long the thread below takes to start (a 1 ms delay from the
+    // thread's own "now" raced the 5 ms one on a loaded machine).
     let start = Instant::now();
+    let at = |ms| start + Duration::from_millis(ms);
     let late = remote
         .call_later(Duration::from_millis(20), push(2))
         .unwrap();
-    let early = remote
-        .call_later(Duration::from_millis(5), push(1))
-        .unwrap();
-    let never = remote
-        .call_later(Duration::from_millis(10), push(99))
-        .unwrap();
+    let early = remote.call_at(at(5), push(1)).unwrap();
+    let never = remote.call_at(at(10), push(99)).unwrap();
     let from_thread = {
         let remote = remote.clone();
-        let push = push(3);
-        std::thread::spawn(move || remote.call_later(Duration::from_millis(1), push).unwrap())
+        let (push, when) = (push(3), at(1));
+        std::thread::spawn(move || remote.call_at(when, push).unwrap())
             .join()
             .unwrap()
     };
@@ -197,7 +199,14 @@ fn remote_timers_fire_in_order_and_cancel_from_any_thread() {
         0,
         "a cancelled timer fired"
     );
-    assert!(got.ends_with(&[1, 2]) && got.contains(&3), "{got:?}");
+    // The two timers installed from the loop's thread fire in deadline
+    // order; the one from another thread is installed when the loop drains
+    // its inbox (`RemoteLoop::call_at`'s docs), so on a loaded machine it
+    // may fire after the 5 ms one, which was due by then: its place is not
+    // asserted, only that it fired once.
+    let pos = |n| got.iter().position(|&x| x == n);
+    assert!(pos(1) < pos(2), "deadline order: {got:?}");
+    assert_eq!(got.len(), 3, "each timer once: {got:?}");
     assert!(late.fired() && early.fired() && from_thread.fired());
     lp.close().unwrap();
     assert_eq!(

@@ -2,6 +2,9 @@
 //! task's own code caught its cancellation must not depend on clones of the
 //! error (CN-03), and a cancel request still pending when the body returns
 //! ends the task cancelled (asyncio's `test_cancel_at_end`).
+//!
+//! Kept in core as regressions of those bugs (the suite's CN checks hold
+//! the guarantees).
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -1,4 +1,7 @@
-//! Smoke test: every kind of work on the default loop in one run.
+//! Smoke test: every kind of work on the default loop in one run (no
+//! guarantee of its own: the first thing to fail when the loop is broken).
+
+mod util;
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -44,8 +47,10 @@ fn smoke() {
     assert!(start.elapsed() >= Duration::from_millis(30));
     assert_eq!(*log.borrow(), vec![0, 1, 2, 102, 99]);
     let remote = lp.remote();
+    let tid = util::current_tid();
+    // Once the loop is idle in its poll: the remote stop must wake it.
     let h = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(10));
+        util::wait_until_asleep(tid);
         remote.stop().unwrap();
     });
     lp.run_forever().unwrap();

@@ -1,4 +1,6 @@
 //! Streams (`futures::io` reader/writer pairs over protocols) on the default loop.
+//!
+//! Not the suite's: oneloop's own API, which no PEP guarantee covers.
 
 mod transport_fixtures;
 

@@ -1,8 +1,11 @@
 //! Stream transports under faults: fd exhaustion on accept (in a child
 //! process: the fd limit is process-wide), a closed loop, panics under the
 //! `Propagate` policy.
+//!
+//! Not the suite's: fault injection (a process-wide fd limit, in a child).
 
 mod transport_fixtures;
+mod util;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -27,13 +30,11 @@ fn in_child(name: &str) -> bool {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let ended = util::wait_until(std::time::Instant::now() + Duration::from_secs(30), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
     }
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

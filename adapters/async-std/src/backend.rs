@@ -220,7 +220,9 @@ impl IntoBackend for AsyncIoBuilder {
         match std::mem::replace(&mut self.mode, Build::Taken) {
             Build::Owned(ex) => {
                 let core = Rc::new(Core::new(Gate::Closed, driver)?);
-                let task = ex.spawn(DriverTask { core: core.clone() });
+                let task = ex.spawn(DriverTask {
+                    core: Rc::downgrade(&core),
+                });
                 Ok(AsyncIoBackend {
                     core,
                     mode: Mode::Owned {
@@ -237,7 +239,9 @@ impl IntoBackend for AsyncIoBuilder {
                         return Err(e);
                     }
                 };
-                pending.fill(Some(DriverTask { core: core.clone() }));
+                pending.fill(Some(DriverTask {
+                    core: Rc::downgrade(&core),
+                }));
                 Ok(AsyncIoBackend {
                     core,
                     mode: Mode::Attached {

@@ -41,7 +41,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::Weak;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -327,8 +327,16 @@ impl Core {
 }
 
 /// The driver task: the future spawned on the executor.
+///
+/// It holds the backend's state weakly, so that the state (the selector and
+/// its fds) goes with the backend even if this future
+/// is never dropped: async-executor drops its tasks when it is dropped, but
+/// a wake from another thread (async-io's reactor) racing with that drop
+/// queues the task again into the dropped executor, where nothing drops it
+/// (about 1 in 500 attached loops whose host went first leaked their wake
+/// fds; `tests/host_dropped_first.rs`).
 pub(crate) struct DriverTask {
-    pub(crate) core: Rc<Core>,
+    pub(crate) core: Weak<Core>,
 }
 
 impl fmt::Debug for DriverTask {
@@ -341,6 +349,10 @@ impl Future for DriverTask {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.core.poll_driver(cx)
+        match self.core.upgrade() {
+            Some(core) => core.poll_driver(cx),
+            // The backend is gone: nothing left to drive.
+            None => Poll::Ready(()),
+        }
     }
 }

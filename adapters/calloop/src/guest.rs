@@ -37,6 +37,7 @@ use calloop::{
     TokenFactory,
 };
 use oneloop::{Error, ErrorKind, Loop, RemoteLoop, Result, RunContext, TimerHandle};
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// Run `event_loop`'s sources and timers on the thread of `lp`, a loop of
 /// **any** adapter (the default loop, tokio, async-std, glib, calloop; owned
@@ -46,7 +47,10 @@ use oneloop::{Error, ErrorKind, Loop, RemoteLoop, Result, RunContext, TimerHandl
 /// The event loop's poller fd is watched with the loop's fd watching: when
 /// one of its sources is ready, the guest dispatches it without waiting
 /// (`dispatch(Duration::ZERO)`), and calloop runs the callbacks, then its
-/// idles. Its timers reach the loop through [`GuestTimers`]: the earliest
+/// idles. While the poller stays readable (a callback woke another
+/// source), the guest dispatches again, up to
+/// [`CalloopGuest::DISPATCH_BUDGET`] times, before the loop runs its other
+/// work. Its timers reach the loop through [`GuestTimers`]: the earliest
 /// deadline of the timers made with [`CalloopGuest::timers`] is one loop
 /// timer. Nothing polls on a clock: an idle guest costs nothing.
 ///
@@ -147,6 +151,7 @@ pub fn guest<D: 'static>(
         poked: Cell::new(false),
         in_batch: Cell::new(false),
         dispatching: Cell::new(false),
+        checks: Cell::new(Checks::default()),
     });
     let hooks: Weak<dyn GuestHooks> = Rc::downgrade(&state) as Weak<Guest<D>>;
     *state.tracker.guest.borrow_mut() = hooks;
@@ -194,6 +199,12 @@ impl<D: 'static> fmt::Debug for CalloopGuest<D> {
 }
 
 impl<D: 'static> CalloopGuest<D> {
+    /// The most times the guest dispatches its event loop at one wake-up
+    /// before it lets the loop run its other work (callbacks, timers, other
+    /// fds): it dispatches again, without waiting, only while the event
+    /// loop's fd stays readable (a calloop callback woke another source).
+    pub const DISPATCH_BUDGET: u32 = DISPATCH_BUDGET;
+
     /// Whether the guest still runs its event loop.
     pub fn is_attached(&self) -> bool {
         self.state.upgrade().is_some_and(|g| {
@@ -289,6 +300,8 @@ struct Guest<D: 'static> {
     in_batch: Cell<bool>,
     /// `EventLoop::dispatch` is under way.
     dispatching: Cell<bool>,
+    /// Whether to ask if the poller is still readable after a dispatch.
+    checks: Cell<Checks>,
 }
 
 impl<D: 'static> RunContext for Guest<D> {
@@ -333,7 +346,30 @@ impl<D: 'static> Guest<D> {
             return;
         };
         let _dispatching = Flag::raise(&self.dispatching);
-        if let Err(e) = event_loop.dispatch(Some(Duration::ZERO), data) {
+        // Dispatch again while the poller stays readable (a calloop
+        // callback woke another source, a ping chain): each round saves a
+        // loop iteration, and the budget bounds how long the loop's other
+        // work waits. Asking costs a poll(2), so a guest whose sources are
+        // woken from outside (found not readable again and again) asks
+        // less and less often (see `Checks`).
+        let mut checks = self.checks.get();
+        let mut rounds = 0;
+        let dispatched = loop {
+            if let Err(e) = event_loop.dispatch(Some(Duration::ZERO), data) {
+                break Err(e);
+            }
+            rounds += 1;
+            if rounds == DISPATCH_BUDGET || !checks.ask() {
+                break Ok(());
+            }
+            let readable = readable_now(event_loop.as_fd());
+            checks.answered(readable);
+            if !readable {
+                break Ok(());
+            }
+        };
+        self.checks.set(checks);
+        if let Err(e) = dispatched {
             drop(owned);
             if let Ok(lp) = oneloop::get_running_loop() {
                 lp.call_exception_handler(
@@ -570,6 +606,60 @@ impl Drop for GuestTimer {
     }
 }
 
+/// The most times one wake-up of the guest dispatches its event loop, while
+/// the event loop's poller stays readable.
+const DISPATCH_BUDGET: u32 = 32;
+
+/// When the guest asks whether its event loop is still ready after a
+/// dispatch: always while the answer is yes; after a no, it skips the
+/// question at the next 1, then 2, 4, … up to [`MAX_SKIPPED`] wake-ups, so
+/// that sources woken from outside the event loop (one dispatch per
+/// wake-up, the common case) cost next to no extra `poll(2)`, while a
+/// chain of sources woken by each other is found within that many
+/// wake-ups.
+#[derive(Debug, Default, Clone, Copy)]
+struct Checks {
+    /// Wake-ups left before asking again.
+    skip: u32,
+    /// How many the last "no" made it skip.
+    skipped: u32,
+}
+
+/// The most wake-ups the guest goes without asking (see [`Checks`]).
+const MAX_SKIPPED: u32 = 64;
+
+impl Checks {
+    /// Whether to ask now, after a dispatch. While skipping, each call uses
+    /// up one wake-up (a wake-up that does not ask dispatches only once).
+    fn ask(&mut self) -> bool {
+        if self.skip == 0 {
+            return true;
+        }
+        self.skip -= 1;
+        false
+    }
+
+    fn answered(&mut self, readable: bool) {
+        if readable {
+            self.skipped = 0;
+        } else {
+            self.skipped = (self.skipped * 2).clamp(1, MAX_SKIPPED);
+            self.skip = self.skipped;
+        }
+    }
+}
+
+/// Whether `fd` (the event loop's poller) is readable now: one of its
+/// sources is ready. `poll(2)` on an epoll fd consumes nothing.
+fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0)
+}
+
 /// Sets a flag for its lifetime, and clears it even on unwinding (a panic
 /// in a calloop callback).
 struct Flag<'a>(&'a Cell<bool>);
@@ -584,5 +674,39 @@ impl<'a> Flag<'a> {
 impl Drop for Flag<'_> {
     fn drop(&mut self) {
         self.0.set(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Checks, MAX_SKIPPED};
+
+    /// How many of the next `wakeups` wake-ups ask, when every answer is no.
+    fn asked_while_never_ready(checks: &mut Checks, wakeups: u32) -> u32 {
+        let mut asked = 0;
+        for _ in 0..wakeups {
+            if checks.ask() {
+                asked += 1;
+                checks.answered(false);
+            }
+        }
+        asked
+    }
+
+    #[test]
+    fn a_no_backs_off_doubling_up_to_the_cap_and_a_yes_resets() {
+        let mut checks = Checks::default();
+        // Asked at wake-ups 1, 3, 6, 11, 20, 37, 70, then every 65th.
+        assert_eq!(asked_while_never_ready(&mut checks, 70), 7);
+        assert_eq!(checks.skip, MAX_SKIPPED);
+        assert_eq!(
+            asked_while_never_ready(&mut checks, 10 * (MAX_SKIPPED + 1)),
+            10
+        );
+        // Found ready: asked at every wake-up again.
+        while !checks.ask() {}
+        checks.answered(true);
+        assert!(checks.ask() && checks.ask());
+        assert_eq!(asked_while_never_ready(&mut checks, 3), 2);
     }
 }

@@ -379,3 +379,58 @@ fn misuse_is_an_error() {
     });
     lp.close().unwrap();
 }
+
+#[test]
+fn a_busy_event_loop_shares_the_loop_within_its_budget() {
+    // A ping that re-pings itself from its callback keeps the event loop's
+    // fd readable: at one wake-up the guest dispatches it again without
+    // going back to the loop (that is its throughput), but at most its
+    // budget of times, so the loop's other work (here a chain of
+    // call_soon) still runs between.
+    const PINGS: u32 = 2_000;
+    let lp = Loop::new().unwrap();
+    let event_loop: EventLoop<'static, u32> = EventLoop::try_new().unwrap();
+    let handle = event_loop.handle();
+    let guest = Rc::new(oneloop_calloop::guest(&lp, event_loop, 0).unwrap());
+    let (ping, source) = make_ping().unwrap();
+    let p = ping.clone();
+    handle
+        .insert_source(source, move |_, _, n: &mut u32| {
+            *n += 1;
+            if *n < PINGS {
+                p.ping();
+            }
+        })
+        .unwrap();
+    let seen = Rc::new(RefCell::new(vec![0]));
+    fn link(lp: Loop, guest: Rc<oneloop_calloop::CalloopGuest<u32>>, seen: Rc<RefCell<Vec<u32>>>) {
+        let n = guest.with_data(|n| *n).unwrap();
+        seen.borrow_mut().push(n);
+        if n >= PINGS {
+            lp.stop();
+            return;
+        }
+        let next = lp.clone();
+        lp.call_soon(move || link(next, guest, seen)).unwrap();
+    }
+    let (l, g, s) = (lp.clone(), guest.clone(), seen.clone());
+    lp.call_soon(move || link(l, g, s)).unwrap();
+    ping.ping();
+    let watchdog = support::Watchdog::stop_loop(&lp, LIMIT);
+    lp.run_forever().unwrap();
+    watchdog.assert_not_fired("a ping chain beside a call_soon chain");
+    assert_eq!(guest.with_data(|n| *n), Some(PINGS));
+    let seen = seen.borrow();
+    let most = seen.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let budget = oneloop_calloop::CalloopGuest::<u32>::DISPATCH_BUDGET;
+    assert!(
+        most <= budget,
+        "{most} calloop dispatches ran between two loop iterations (budget {budget})"
+    );
+    assert!(
+        most > 1,
+        "one dispatch per loop iteration: the guest does not dispatch again while its fd is readable"
+    );
+    drop(handle);
+    lp.close().unwrap();
+}

@@ -37,6 +37,47 @@ use oneloop::{Error, ErrorKind, Loop, Result, RunContext, TimerHandle};
 /// timeout fires no earlier than GLib computes, and no later than one
 /// millisecond (GLib's poll unit) plus the loop's own timer resolution.
 ///
+/// At one wake-up the guest runs GLib iterations, without waiting, while
+/// the context has work ready without polling (an idle, a due timeout),
+/// at most [`GuestContext::DISPATCH_BUDGET`] of them; then the loop runs
+/// its other work before the guest goes on. A chain of idles costs about
+/// what it costs on GLib's own `MainLoop` (`docs/benchmarks.md`).
+///
+/// # Sources attached outside the loop's callbacks
+///
+/// GLib signals the context's wakeup fd when *another* thread attaches a
+/// source, and the guest sees what a batch of the loop did at its end; a
+/// source attached on this thread outside both (between two runs of an
+/// owned loop, or by host code of an attached loop that is not a oneloop
+/// callback) waits for the loop's next batch. Call
+/// [`MainContext::wakeup`] after attaching it to make that now. Sources
+/// attached between `guest()` and the loop's first run need nothing: that
+/// run starts by looking at the context.
+///
+/// # Iterating the context from inside
+///
+/// Code that iterates the context itself works as it does on GLib's own
+/// loop: a oneloop callback may call [`MainContext::iteration`] (GLib runs
+/// the ready sources right there), and a GLib callback may run a nested
+/// `MainLoop` on the context (a modal dialog): GLib's sources run in it,
+/// while the oneloop loop, which is inside that callback, runs nothing
+/// until it returns; its timers are then late, never early. The guest
+/// queries the context afresh at each wake-up, so a poll set changed by
+/// such an iteration confuses nothing.
+///
+/// # Panics in callbacks
+///
+/// - A panic in a GLib source callback (`idle_add_local`,
+///   `timeout_add_local`, an fd watch) **aborts the process**, on a guest
+///   as on GLib's own loop: glib-rs calls them from `extern "C"`
+///   trampolines, and a panic cannot unwind through GLib's C frames.
+///   Catch it inside the callback (`std::panic::catch_unwind`) if it can
+///   happen.
+/// - A panic in a `spawn_local` future is caught by glib-rs and handed to
+///   its `JoinHandle` (`JoinError::is_panic`); the guest goes on.
+/// - A panic in a oneloop callback or task goes to the loop's exception
+///   handler, as on any loop; the guest goes on.
+///
 /// # Errors
 /// [`ErrorKind::Closed`] on a closed loop; [`ErrorKind::InvalidState`] if
 /// `ctx` is owned by another thread (GLib allows one owner), or already has
@@ -82,9 +123,8 @@ pub fn guest(lp: &Loop, ctx: &MainContext) -> Result<GuestContext> {
     crate::backend::claim(ctx).map_err(|e| Error::new(ErrorKind::InvalidState, e.to_string()))?;
     let state = Rc::new(Guest {
         acquired,
-        polled: RefCell::new(Vec::new()),
+        fds: RefCell::new(Vec::new()),
         watched: RefCell::new(Vec::new()),
-        max_priority: Cell::new(0),
         timer: RefCell::new(None),
         soon: Cell::new(false),
         in_dispatch: Cell::new(false),
@@ -96,6 +136,10 @@ pub fn guest(lp: &Loop, ctx: &MainContext) -> Result<GuestContext> {
         return Err(e);
     }
     state.refresh(lp);
+    // Sources attached on this thread outside a batch of the loop do not
+    // wake it (GLib signals its wakeup fd only for other threads): the
+    // first run starts with a batch that looks at the context.
+    state.iterate_soon(lp);
     Ok(GuestContext {
         lp: lp.clone(),
         state: Rc::downgrade(&state),
@@ -119,6 +163,12 @@ impl fmt::Debug for GuestContext {
 }
 
 impl GuestContext {
+    /// The most GLib iterations the guest runs at one wake-up before it
+    /// lets the loop run its other work (callbacks, timers, other fds): it
+    /// iterates the context again, without waiting, only while the context
+    /// has work ready without polling (idles, due timeouts).
+    pub const DISPATCH_BUDGET: u32 = DISPATCH_BUDGET;
+
     /// The context the guest runs, while it runs.
     pub fn main_context(&self) -> Option<MainContext> {
         self.state.upgrade().map(|g| g.acquired.ctx.clone())
@@ -146,18 +196,17 @@ impl GuestContext {
 /// What the guest keeps between batches.
 struct Guest {
     acquired: Acquired,
-    /// The fds of the last `query`, with their `revents` after a poll.
-    polled: RefCell<Vec<GPollFD>>,
+    /// Scratch space for `query`: the context's poll fds, and their
+    /// `revents` after a poll.
+    fds: RefCell<Vec<GPollFD>>,
     /// The fds watched on the loop: `(fd, read, write)`.
     watched: RefCell<Vec<(RawFd, bool, bool)>>,
-    /// The priority `prepare` returned, for `query` and `check`.
-    max_priority: Cell<i32>,
     /// The loop timer for the context's next timeout.
     timer: RefCell<Option<TimerHandle>>,
     /// An iteration is queued with `call_soon`.
     soon: Cell<bool>,
-    /// A dispatch of the context is under way (a nested batch must not
-    /// prepare the context again).
+    /// The guest is iterating the context (a batch nested in one of its
+    /// callbacks must not prepare it again, nor iterate it).
     in_dispatch: Cell<bool>,
     me: RefCell<Weak<Guest>>,
 }
@@ -203,16 +252,18 @@ impl Guest {
     fn refresh(&self, lp: &Loop) {
         let ctx = &self.acquired.ctx;
         let (ready, max_priority) = ctx.prepare();
-        self.max_priority.set(max_priority);
-        let (timeout_ms, fds) = query(ctx, max_priority);
-        let wanted: Vec<(RawFd, bool, bool)> = fds
-            .iter()
-            .map(|p| {
-                let read = p.events & (G_IO_IN | G_IO_PRI | G_IO_HUP | G_IO_ERR) != 0;
-                (p.fd, read, p.events & G_IO_OUT != 0)
-            })
-            .collect();
-        *self.polled.borrow_mut() = fds;
+        let (timeout_ms, wanted) = {
+            let mut fds = self.fds.borrow_mut();
+            let timeout_ms = query(ctx, max_priority, &mut fds);
+            let wanted: Vec<(RawFd, bool, bool)> = fds
+                .iter()
+                .map(|p| {
+                    let read = p.events & (G_IO_IN | G_IO_PRI | G_IO_HUP | G_IO_ERR) != 0;
+                    (p.fd, read, p.events & G_IO_OUT != 0)
+                })
+                .collect();
+            (timeout_ms, wanted)
+        };
         self.rewatch(lp, &wanted);
         if let Some(timer) = self.timer.borrow_mut().take() {
             timer.cancel();
@@ -245,19 +296,38 @@ impl Guest {
         });
     }
 
-    /// One fd or the timer fired: poll the fds without waiting, `check`,
-    /// and `dispatch` what is ready. The batch's end refreshes.
+    /// One fd or the timer fired (or the context had work ready): run GLib
+    /// iterations without waiting, as `g_main_context_iteration(FALSE)`
+    /// would, while the context has work ready, at most
+    /// [`DISPATCH_BUDGET`] of them. The batch's end refreshes.
+    ///
+    /// Each round prepares and queries afresh, so the poll set it checks is
+    /// the context's current one even if user code iterated the context
+    /// itself since the last refresh. After the first round, a round runs
+    /// only if the context has work without polling (an idle, a due
+    /// timeout, a source ready in `prepare`): ready fds are the loop's to
+    /// report, in its own order with its other work.
     fn iterate(&self) {
+        if self.in_dispatch.get() {
+            return;
+        }
+        let _dispatching = Flag::raise(&self.in_dispatch);
         let ctx = &self.acquired.ctx;
-        let ready = {
-            let mut fds = self.polled.borrow_mut();
-            poll_now(&mut fds);
-            check(ctx, self.max_priority.get(), &mut fds)
-        };
-        if ready {
-            self.in_dispatch.set(true);
+        for round in 0..DISPATCH_BUDGET {
+            let ready = {
+                let mut fds = self.fds.borrow_mut();
+                let (ready, max_priority) = ctx.prepare();
+                let timeout_ms = query(ctx, max_priority, &mut fds);
+                if round > 0 && !ready && timeout_ms != 0 {
+                    break;
+                }
+                poll_now(&mut fds);
+                check(ctx, max_priority, &mut fds)
+            };
+            if !ready {
+                break;
+            }
             ctx.dispatch();
-            self.in_dispatch.set(false);
         }
     }
 
@@ -336,12 +406,12 @@ impl Drop for Acquired {
     }
 }
 
-/// `g_main_context_query`: the context's poll fds and timeout (ms; -1 is
-/// none), for sources of `max_priority` or more urgent.
-fn query(ctx: &MainContext, max_priority: i32) -> (i32, Vec<GPollFD>) {
+/// `g_main_context_query` into `fds`: the context's poll fds; returns its
+/// timeout (ms; -1 is none), for sources of `max_priority` or more urgent.
+fn query(ctx: &MainContext, max_priority: i32, fds: &mut Vec<GPollFD>) -> i32 {
     let ptr: *mut glib::ffi::GMainContext = ctx.to_glib_none().0;
-    let mut fds: Vec<GPollFD> = Vec::new();
     let mut timeout = -1;
+    fds.clear();
     loop {
         let capacity = i32::try_from(fds.capacity()).unwrap_or(i32::MAX);
         // SAFETY: `fds` has room for `capacity` entries; GLib writes at
@@ -360,7 +430,7 @@ fn query(ctx: &MainContext, max_priority: i32) -> (i32, Vec<GPollFD>) {
         if needed_len <= fds.capacity() {
             // SAFETY: GLib initialised the first `needed` entries.
             unsafe { fds.set_len(needed_len) };
-            return (timeout, fds);
+            return timeout;
         }
         fds.reserve(needed_len);
     }
@@ -381,9 +451,9 @@ fn poll_now(fds: &mut [GPollFD]) {
 fn check(ctx: &MainContext, max_priority: i32, fds: &mut [GPollFD]) -> bool {
     let ptr: *mut glib::ffi::GMainContext = ctx.to_glib_none().0;
     let n = i32::try_from(fds.len()).unwrap_or(i32::MAX);
-    // SAFETY: the context is acquired by this thread; `fds` are the entries
-    // of its last `query` (GLib returns false by itself if its poll set
-    // changed since), `n` of them.
+    // SAFETY: the context is acquired by this thread; `fds` are the `n`
+    // entries of the `query` just made (sorted by fd, as GLib requires; it
+    // returns false by itself if its poll set changed since).
     let ready: gboolean =
         unsafe { glib::ffi::g_main_context_check(ptr, max_priority, fds.as_mut_ptr(), n) };
     ready != 0
@@ -397,4 +467,24 @@ fn with_fd(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>)) {
     // the loop keeps the number, not the borrow, and the guest unwatches it
     // when the context stops listing it.
     f(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// The most GLib iterations one wake-up of the guest runs while the
+/// context has work ready without polling (see [`Guest::iterate`]).
+const DISPATCH_BUDGET: u32 = 16;
+
+/// Sets a flag for its lifetime, and clears it even on unwinding.
+struct Flag<'a>(&'a Cell<bool>);
+
+impl<'a> Flag<'a> {
+    fn raise(flag: &'a Cell<bool>) -> Flag<'a> {
+        flag.set(true);
+        Flag(flag)
+    }
+}
+
+impl Drop for Flag<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }

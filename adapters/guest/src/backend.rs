@@ -59,7 +59,7 @@ impl IntoBackend for GuestBuilder {
     /// If the poller or the thread cannot be created.
     fn into_backend(self, driver: Driver) -> io::Result<GuestBackend> {
         let id = registry::next_id();
-        let shared = Arc::new(Shared::new(self.host, id)?);
+        let shared = Shared::new(self.host, id)?;
         let io = Io::start(shared.clone())?;
         let inner = Rc::new(Inner {
             id,

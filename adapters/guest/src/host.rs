@@ -2,8 +2,10 @@
 //! what it hands the host to run.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::ThreadId;
+
+use crate::io::Shared;
 
 /// A host loop's thread-safe "run this soon on my thread" hook: winit's
 /// `EventLoopProxy::send_event`, a toolkit's invoke-on-main-thread call,
@@ -14,8 +16,8 @@ use std::thread::ThreadId;
 /// run the job inside the call. The host runs each job later on **its**
 /// thread, the one that started the guest, by calling [`Job::run`], in
 /// any order (guest mode does not rely on the host's ordering). A job the
-/// host drops unrun (because the host is shutting down) only delays the
-/// guest, which can still be closed.
+/// host drops unrun (because it is shutting down, or its queue is full)
+/// is not lost: the guest posts it again (see [`Job`]).
 ///
 /// # Examples
 ///
@@ -54,10 +56,17 @@ impl<H: Host + ?Sized> Host for Arc<H> {
 
 /// What the guest hands its host: one step of the guest, to run on the
 /// host thread with [`run`](Job::run). `Send`, so that any thread may post
-/// it; cheap (two words).
+/// it; small (a few words, no allocation).
+///
+/// A job is never lost: one the host runs on another thread, or drops
+/// unrun, goes back to the guest, whose I/O thread posts it again (at
+/// once the first time, then backing off from 1 ms to 1 s while the host
+/// keeps failing, so that a broken host costs no CPU).
 pub struct Job {
-    pub(crate) work: Work,
-    pub(crate) thread: ThreadId,
+    /// `None` once run: a job dropped with its work still in it was not.
+    work: Option<Work>,
+    thread: ThreadId,
+    guest: Weak<Shared>,
 }
 
 /// The steps a host runs.
@@ -71,23 +80,54 @@ pub(crate) enum Work {
 }
 
 impl Job {
+    pub(crate) fn new(work: Work, thread: ThreadId, guest: Weak<Shared>) -> Job {
+        Job {
+            work: Some(work),
+            thread,
+            guest,
+        }
+    }
+
     /// Run this step of the guest. Call it on the host thread, outside
     /// any oneloop callback, as the host's own callback would be.
     ///
     /// A job of a guest that has ended does nothing. A job run on another
-    /// thread than the one that started its guest is a host bug: it does
-    /// nothing but log an error (through `tracing`), since the loop's state
-    /// belongs to that thread.
-    pub fn run(self) {
-        if std::thread::current().id() != self.thread {
+    /// thread than the one that started its guest is a host bug: the
+    /// loop's state belongs to that thread, so the job does not run here;
+    /// it logs an error (through `tracing`) and goes back to the guest,
+    /// which posts it again.
+    pub fn run(mut self) {
+        if this_thread() != self.thread {
             tracing::error!(
                 host_thread = ?self.thread,
                 this_thread = ?std::thread::current().id(),
-                "a oneloop guest job was run off the host thread; the host must run jobs on the thread that started the guest"
+                "a oneloop guest job was run off the host thread; the host must run jobs on the thread that started the guest (the job is posted again)"
             );
+            // Dropped with its work: back to the guest.
             return;
         }
-        crate::registry::run(self.work);
+        if let Some(work) = self.work.take() {
+            crate::registry::run(work);
+        }
+    }
+}
+
+/// This thread's id, without cloning its `Thread` handle at every job.
+fn this_thread() -> ThreadId {
+    thread_local!(static ID: ThreadId = std::thread::current().id());
+    ID.try_with(|id| *id)
+        .unwrap_or_else(|_| std::thread::current().id())
+}
+
+impl Drop for Job {
+    /// Not run (dropped by the host, or run on the wrong thread): hand the
+    /// work back to the guest, unless it has ended.
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take()
+            && let Some(guest) = self.guest.upgrade()
+        {
+            guest.not_run(work);
+        }
     }
 }
 

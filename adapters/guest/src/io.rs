@@ -28,10 +28,10 @@
 use std::collections::HashSet;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::{JoinHandle, ThreadId};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use oneloop::backend::{Interest, Readiness};
 use polling::{Event, Events, PollMode, Poller};
@@ -48,11 +48,22 @@ pub(crate) struct Shared {
     woken: AtomicBool,
     /// A tick job is posted and has not started: do not post another.
     tick_posted: AtomicBool,
+    /// Ready fds were reported and not yet acknowledged (`State::unacked`,
+    /// readable without the lock): ticks and batches that carry none, the
+    /// common case, skip the mutex. Paired with `tick_posted` in SeqCst
+    /// (store one, load the other, on both threads) so that a tick never
+    /// misses fds reported while it starts.
+    reported: AtomicBool,
     /// The I/O thread was joined.
     joined: AtomicBool,
+    /// Jobs in a row that the host did not run (see [`Shared::not_run`]);
+    /// a tick that runs resets it.
+    misses: AtomicU32,
     host: Box<dyn Host>,
     id: u64,
     thread: ThreadId,
+    /// This value, for the jobs it posts.
+    me: Weak<Shared>,
 }
 
 /// The part of [`Shared`] behind the mutex.
@@ -66,22 +77,33 @@ struct State {
     events: Vec<(RawFd, Readiness)>,
     /// Ready fds were reported and their batch has not ended: do not wait.
     unacked: bool,
+    /// Work of jobs the host did not run, to post again at `retry_at`.
+    returned: Vec<Work>,
+    retry_at: Option<Instant>,
     closing: bool,
 }
 
 impl Shared {
-    pub(crate) fn new(host: Box<dyn Host>, id: u64) -> io::Result<Shared> {
-        Ok(Shared {
-            poller: Poller::new()?,
+    pub(crate) fn new(host: Box<dyn Host>, id: u64) -> io::Result<Arc<Shared>> {
+        let poller = Poller::new()?;
+        Ok(Arc::new_cyclic(|me| Shared {
+            poller,
             state: Mutex::new(State::default()),
             acked: Condvar::new(),
             woken: AtomicBool::new(false),
             tick_posted: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
             joined: AtomicBool::new(false),
+            misses: AtomicU32::new(0),
             host,
             id,
             thread: std::thread::current().id(),
-        })
+            me: me.clone(),
+        }))
+    }
+
+    fn job(&self, work: Work) -> Job {
+        Job::new(work, self.thread, self.me.clone())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -92,26 +114,64 @@ impl Shared {
 
     /// Post a tick to the host, unless one is already waiting to run.
     pub(crate) fn post_tick(&self) {
-        if !self.tick_posted.swap(true, Ordering::AcqRel) {
-            self.host.run_soon(Job {
-                work: Work::Tick(self.id),
-                thread: self.thread,
-            });
+        if !self.tick_posted.swap(true, Ordering::SeqCst) {
+            self.host.run_soon(self.job(Work::Tick(self.id)));
         }
     }
 
     /// A tick starts: later events need a new one. Returns the ready fds
     /// to hand to the loop.
     pub(crate) fn begin_tick(&self) -> Vec<(RawFd, Readiness)> {
-        self.tick_posted.store(false, Ordering::Release);
+        self.tick_posted.store(false, Ordering::SeqCst);
+        if self.misses.load(Ordering::Relaxed) != 0 {
+            // The host runs jobs where it should again.
+            self.misses.store(0, Ordering::Relaxed);
+        }
+        // Either this sees fds reported since the store above, or the I/O
+        // thread's `post_tick` after reporting them sees `tick_posted`
+        // false and posts another tick (both SeqCst).
+        if !self.reported.load(Ordering::SeqCst) {
+            return Vec::new();
+        }
         std::mem::take(&mut self.state().events)
+    }
+
+    /// A job's work came back unrun (the host dropped the job, or ran it
+    /// on another thread): the I/O thread posts it again, at once the
+    /// first time, then after a delay that doubles from 1 ms up to 1 s
+    /// while the host keeps failing. Until then the tick it stands for is
+    /// still owed (`tick_posted` stays set, the fds it carries unacked):
+    /// nothing is lost, and a broken host does not make the guest spin.
+    pub(crate) fn not_run(&self, work: Work) {
+        let misses = self.misses.fetch_add(1, Ordering::Relaxed);
+        let delay = match misses {
+            0 => Duration::ZERO,
+            n => Duration::from_millis(1 << (n - 1).min(10)).min(Duration::from_secs(1)),
+        };
+        let mut st = self.state();
+        if st.closing {
+            return;
+        }
+        st.returned.push(work);
+        let at = Instant::now() + delay;
+        st.retry_at = Some(st.retry_at.map_or(at, |t| t.min(at)));
+        drop(st);
+        // The I/O thread is parked (unacked fds) or in the poller's wait.
+        self.acked.notify_all();
+        let _ = self.poller.notify();
     }
 
     /// The batch that ran the reported fds' callbacks ended: wait again.
     pub(crate) fn ack(&self) {
+        // Set before the tick that took the fds, on this thread's view:
+        // false means nothing is owed.
+        if !self.reported.load(Ordering::SeqCst) {
+            return;
+        }
         let mut st = self.state();
         if st.unacked && st.events.is_empty() {
             st.unacked = false;
+            self.reported.store(false, Ordering::SeqCst);
             drop(st);
             self.acked.notify_one();
         }
@@ -141,10 +201,7 @@ impl Shared {
 
     /// Post the last job of a guest run (see `run::finish`).
     pub(crate) fn post_finish(&self) {
-        self.host.run_soon(Job {
-            work: Work::Finish(self.id),
-            thread: self.thread,
-        });
+        self.host.run_soon(self.job(Work::Finish(self.id)));
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -231,21 +288,47 @@ impl Drop for Io {
     }
 }
 
-/// The I/O thread: wait, report, wait for the acknowledgement, again.
+/// The I/O thread: wait, report, wait for the acknowledgement, again;
+/// post returned work again when it is due.
 fn wait_loop(shared: &Shared) {
     let mut events = Events::new();
     loop {
         let timeout = {
             let mut st = shared.state();
-            while st.unacked && !st.closing {
-                st = shared.acked.wait(st).unwrap_or_else(|e| e.into_inner());
+            loop {
+                if st.closing {
+                    return;
+                }
+                if st.retry_at.is_some_and(|at| at <= Instant::now()) {
+                    st.retry_at = None;
+                    let returned = std::mem::take(&mut st.returned);
+                    drop(st);
+                    for work in returned {
+                        shared.host.run_soon(shared.job(work));
+                    }
+                    st = shared.state();
+                    continue;
+                }
+                if !st.unacked {
+                    break;
+                }
+                st = match st.retry_at {
+                    Some(at) => {
+                        let left = at.saturating_duration_since(Instant::now());
+                        shared
+                            .acked
+                            .wait_timeout(st, left)
+                            .map_or_else(|e| e.into_inner().0, |r| r.0)
+                    }
+                    None => shared.acked.wait(st).unwrap_or_else(|e| e.into_inner()),
+                };
             }
-            if st.closing {
-                return;
-            }
-            st.waiting = Some(st.deadline);
-            st.deadline
-                .map(|d| d.saturating_duration_since(Instant::now()))
+            let until = match (st.deadline, st.retry_at) {
+                (Some(d), Some(r)) => Some(d.min(r)),
+                (d, r) => d.or(r),
+            };
+            st.waiting = Some(until);
+            until.map(|d| d.saturating_duration_since(Instant::now()))
         };
         events.clear();
         let waited = shared.poller.wait(&mut events, timeout);
@@ -285,6 +368,7 @@ fn wait_loop(shared: &Shared) {
         if report {
             st.events.extend(ready);
             st.unacked = true;
+            shared.reported.store(true, Ordering::SeqCst);
         }
         drop(st);
         if report || due || woken {

@@ -2,7 +2,6 @@
 //! id (it is `Send`), and finds its guest here, on the host thread.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,7 +11,10 @@ use crate::host::Work;
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    static GUESTS: RefCell<HashMap<u64, Weak<Inner>>> = RefCell::new(HashMap::new());
+    /// A list, not a map: a thread has at most one open guest (its
+    /// running loop), so this is one entry long, and a tick scans it
+    /// faster than it would hash an id.
+    static GUESTS: RefCell<Vec<(u64, Weak<Inner>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A process-unique guest id.
@@ -21,12 +23,12 @@ pub(crate) fn next_id() -> u64 {
 }
 
 pub(crate) fn insert(id: u64, inner: &Rc<Inner>) {
-    GUESTS.with(|g| g.borrow_mut().insert(id, Rc::downgrade(inner)));
+    GUESTS.with(|g| g.borrow_mut().push((id, Rc::downgrade(inner))));
 }
 
 pub(crate) fn remove(id: u64) {
     // During thread-local destruction the map may be gone already.
-    let _ = GUESTS.try_with(|g| g.borrow_mut().remove(&id));
+    let _ = GUESTS.try_with(|g| g.borrow_mut().retain(|(i, _)| *i != id));
 }
 
 /// Run one job's work on this (the host) thread.
@@ -34,7 +36,13 @@ pub(crate) fn run(work: Work) {
     match work {
         Work::Tick(id) => {
             let inner = GUESTS
-                .try_with(|g| g.borrow().get(&id).and_then(Weak::upgrade))
+                .try_with(|g| {
+                    let guests = g.borrow();
+                    guests
+                        .iter()
+                        .find(|(i, _)| *i == id)
+                        .and_then(|(_, w)| w.upgrade())
+                })
                 .ok()
                 .flatten();
             // None: the guest ended; a stale job is harmless.

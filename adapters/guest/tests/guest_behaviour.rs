@@ -198,8 +198,48 @@ fn a_nested_host_loop_neither_reenters_oneloop_nor_spins() {
     lp.close().unwrap();
 }
 
+/// The guest still serves every source after a job went astray: an fd
+/// made readable from another thread, a timer, a wake from another thread.
+#[track_caller]
+fn assert_the_guest_goes_on(q: &Queue, lp: &Loop) {
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    rx.set_nonblocking(true).unwrap();
+    let reads = Rc::new(Cell::new(0u32));
+    let r = reads.clone();
+    let reader = rx.try_clone().unwrap();
+    lp.add_reader(&rx, move || {
+        let mut buf = [0; 8];
+        if std::io::Read::read(&mut &reader, &mut buf).is_ok() {
+            r.set(r.get() + 1);
+        }
+    })
+    .unwrap();
+    std::thread::spawn(move || tx.write_all(b"x").unwrap())
+        .join()
+        .unwrap();
+    q.run_until(|| reads.get() == 1);
+    assert!(lp.remove_reader(&rx));
+
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    lp.call_later(Duration::from_millis(1), move || f.set(true))
+        .unwrap();
+    q.run_until(|| fired.get());
+
+    let woken = Arc::new(AtomicBool::new(false));
+    let (remote, w) = (lp.remote(), woken.clone());
+    std::thread::spawn(move || {
+        remote
+            .call_soon_threadsafe(move || w.store(true, Ordering::SeqCst))
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    q.run_until(|| woken.load(Ordering::SeqCst));
+}
+
 #[test]
-fn a_job_run_off_the_host_thread_does_nothing() {
+fn a_job_run_off_the_host_thread_is_posted_again() {
     let q = Queue::default();
     let lp = oneloop_guest::new_loop(q.hook()).unwrap();
     let ran = Rc::new(Cell::new(false));
@@ -207,8 +247,110 @@ fn a_job_run_off_the_host_thread_does_nothing() {
     lp.call_soon(move || r.set(true)).unwrap();
     let job = q.pop().expect("call_soon posted a job");
     std::thread::spawn(move || job.run()).join().unwrap();
-    assert!(!ran.get());
+    assert!(!ran.get(), "a job ran off the host thread");
+    // The job came back to the guest, which posted it again: the callback
+    // runs, on the host thread, and nothing stalls after it.
+    q.run_until(|| ran.get());
+    assert_the_guest_goes_on(&q, &lp);
     lp.close().unwrap();
+}
+
+#[test]
+fn a_tick_carrying_ready_fds_run_off_the_host_thread_is_not_lost() {
+    // The I/O thread reports a ready fd in a tick and parks until its batch
+    // ends; that tick goes astray, so the guest must post it again or wait
+    // for ever.
+    let q = Queue::default();
+    let lp = oneloop_guest::new_loop(q.hook()).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    rx.set_nonblocking(true).unwrap();
+    let reads = Rc::new(Cell::new(0u32));
+    let r = reads.clone();
+    let reader = rx.try_clone().unwrap();
+    lp.add_reader(&rx, move || {
+        let mut buf = [0; 8];
+        if std::io::Read::read(&mut &reader, &mut buf).is_ok() {
+            r.set(r.get() + 1);
+        }
+    })
+    .unwrap();
+    // Run what is queued (the watch's own dispatch), then wait for the
+    // I/O thread's tick.
+    while let Some(job) = q.pop() {
+        job.run();
+    }
+    tx.write_all(b"x").unwrap();
+    let start = Instant::now();
+    let tick = loop {
+        if let Some(job) = q.pop() {
+            break job;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "the I/O thread never reported the fd"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    std::thread::spawn(move || tick.run()).join().unwrap();
+    assert_eq!(reads.get(), 0);
+    q.run_until(|| reads.get() == 1);
+    // The batch ended: the I/O thread waits again and sees the next byte.
+    tx.write_all(b"y").unwrap();
+    q.run_until(|| reads.get() == 2);
+    assert!(lp.remove_reader(&rx));
+    lp.close().unwrap();
+}
+
+#[test]
+fn a_job_the_host_drops_unrun_is_posted_again() {
+    let q = Queue::default();
+    let lp = oneloop_guest::new_loop(q.hook()).unwrap();
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    lp.call_soon(move || r.set(true)).unwrap();
+    drop(q.pop().expect("call_soon posted a job"));
+    q.run_until(|| ran.get());
+    assert_the_guest_goes_on(&q, &lp);
+    lp.close().unwrap();
+}
+
+#[test]
+fn a_host_that_always_runs_jobs_on_the_wrong_thread_is_not_spun() {
+    // A broken host: every job runs on a worker thread. The guest cannot
+    // make progress, but it backs off instead of bouncing jobs at full
+    // speed, and it still closes cleanly.
+    let posted = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let worker = std::thread::spawn(move || {
+        for job in rx {
+            job.run();
+        }
+    });
+    let tx = Mutex::new(tx);
+    let p = posted.clone();
+    let lp = oneloop_guest::new_loop(move |job| {
+        p.fetch_add(1, Ordering::SeqCst);
+        let _ = tx.lock().unwrap().send(job);
+    })
+    .unwrap();
+    let ran = Rc::new(Cell::new(false));
+    let r = ran.clone();
+    lp.call_soon(move || r.set(true)).unwrap();
+    let window = Duration::from_millis(300);
+    std::thread::sleep(window);
+    let bounces = posted.load(Ordering::SeqCst);
+    assert!(!ran.get());
+    // At once, then after 1, 2, 4, ... 128 ms: about ten in 300 ms; a
+    // guest that re-posted at once every time would bounce thousands.
+    assert!(
+        (2..=30).contains(&bounces),
+        "{bounces} posts of one job in {window:?}: the guest does not back off (or never re-posts)"
+    );
+    lp.close().unwrap();
+    drop(lp);
+    // The loop is closed and its I/O thread joined: the worker's queue
+    // ends once the hook (in the loop) is gone.
+    worker.join().unwrap();
 }
 
 #[test]

@@ -312,6 +312,9 @@ impl Future for DriverTask {
         // Re-arm from what the scheduler asked at the end of the dispatch.
         let again = unconstrained(cx, |cx| match st.armed.get() {
             NextDispatch::Now => true,
+            // Already due: tokio's wheel would round it up to its next
+            // 1 ms tick.
+            NextDispatch::At(t) if t <= Instant::now() => true,
             NextDispatch::At(t) => this.arm_sleep(t, cx),
             NextDispatch::OnEvent => false,
         }) || st.reselect.get();

@@ -1,7 +1,8 @@
 //! The echo benchmark's load generator: `bench_echo_load --port N [--host 127.0.0.1]
-//! [--connections 10] [--size 1024] [--secs 2] [--warmup 0]`. Strict
-//! request/response; prints one line `requests .. elapsed_ns .. p50_ns .. p99_ns ..`
-//! for the measured part; exits non-zero if any reply is wrong.
+//! [--connections 10] [--size 1024] [--secs 2 | --requests N] [--warmup 0]`. Strict
+//! request/response, for a time or for a number of requests in all; prints
+//! one line `requests .. elapsed_ns .. p50_ns .. p99_ns ..` for the measured
+//! part; exits non-zero if any reply is wrong.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -28,11 +29,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         connections: args.get("connections", 10)?,
         size: args.get("size", 1024)?,
         duration: Duration::from_secs_f64(args.get("warmup", 0.0)?),
+        requests: None,
     };
     if !config.duration.is_zero() {
         load::run(&config)?;
     }
     config.duration = Duration::from_secs_f64(args.get("secs", 2.0)?);
+    config.requests = args
+        .get::<u64>("requests", 0)
+        .map(|n| (n > 0).then_some(n))?;
     let report = load::run(&config)?;
     println!("{}", report.to_line());
     Ok(())

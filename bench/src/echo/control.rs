@@ -76,6 +76,12 @@ impl ServerProcess {
         Ok(server)
     }
 
+    /// The server's process id (of `valgrind` or `taskset` when wrapped:
+    /// both exec, so it is the server's).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port the server listens on (on 127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port

@@ -19,6 +19,9 @@ pub struct LoadConfig {
     pub size: usize,
     /// How long to send requests; requests in flight at the end complete.
     pub duration: Duration,
+    /// Instead of a duration: this many requests in all, spread evenly over
+    /// the connections (the instruction counts need a known number).
+    pub requests: Option<u64>,
 }
 
 /// What one load run measured.
@@ -94,7 +97,9 @@ impl ParsedReport {
 }
 
 /// Run the load against `config.addr`. Every connection completes at
-/// least one request, so a run always checks the server's replies.
+/// least one request, so a run always checks the server's replies. With
+/// [`requests`](LoadConfig::requests) set, each connection makes its share
+/// of them (at least one) and the duration is not used.
 ///
 /// # Errors
 /// If a connection fails, times out (10 s without progress), is closed
@@ -154,10 +159,19 @@ fn connection(config: &LoadConfig, index: usize, end: Instant) -> io::Result<Vec
     let mut reply = vec![0u8; config.size];
     let mut latencies = Vec::with_capacity(1 << 16);
     let mut n: u64 = 0;
+    let quota = config.requests.map(|total| {
+        let c = config.connections.max(1) as u64;
+        // The first `total % c` connections take one more: `total` in all.
+        (total / c + u64::from((index as u64) < total % c)).max(1)
+    });
     loop {
         let now = Instant::now();
         // At least one request per connection, however late it connected.
-        if now >= end && n > 0 {
+        let done = match quota {
+            Some(q) => n >= q,
+            None => now >= end && n > 0,
+        };
+        if done {
             break;
         }
         let request = &patterns[(n & 1) as usize];

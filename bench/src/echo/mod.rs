@@ -6,9 +6,12 @@
 //! | module | what |
 //! |---|---|
 //! | [`server`] | the servers: oneloop protocols and streams on each loop, and each host's own raw echo |
+//! | [`floor`] | the bare-epoll echo server: the floor every loop is measured against |
 //! | [`load`] | the load generator: N blocking connections, latencies, checked replies |
 //! | [`bridge`] | the tokio bridge's cost: one tokio echo client on a tokio runtime and on bridged oneloop loops (binary `bench_echo_bridge`) |
 //! | [`control`] | the server's stdin/stdout control protocol (port, CPU time, quit) |
+//! | [`matrix`] | the driver: cells, interleaved timed rounds, targets, tables |
+//! | [`instructions`] | the driver's callgrind pass: user-space instructions per request |
 //!
 //! The binaries `bench_echo_server`, `bench_echo_load` and `bench_echo_matrix` (the driver
 //! that runs every cell in interleaved rounds and prints same-round ratios)
@@ -18,6 +21,8 @@
 pub mod args;
 pub mod bridge;
 pub mod control;
+pub mod floor;
+pub mod instructions;
 pub mod load;
 pub mod matrix;
 mod raw;

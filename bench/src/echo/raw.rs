@@ -4,28 +4,32 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use super::control;
 use super::server::LoopKind;
 
 type BoxError = Box<dyn std::error::Error>;
 
-/// Serve the raw echo of `kind` on `addr`, forever.
-pub(super) fn run(kind: LoopKind, addr: SocketAddr) -> Result<(), BoxError> {
+/// Serve the raw echo of `kind` on `addr`, forever; `listening` gets the
+/// port once bound.
+pub(super) fn run(
+    kind: LoopKind,
+    addr: SocketAddr,
+    listening: impl FnOnce(u16),
+) -> Result<(), BoxError> {
     match kind {
-        LoopKind::Tokio => tokio_echo(addr),
+        LoopKind::Tokio => tokio_echo(addr, listening),
         #[cfg(feature = "smol")]
-        LoopKind::AsyncStd => async_io_echo(addr),
+        LoopKind::AsyncStd => async_io_echo(addr, listening),
         #[cfg(feature = "glib")]
-        LoopKind::Glib => glib_echo(addr),
+        LoopKind::Glib => glib_echo(addr, listening),
         #[cfg(feature = "calloop")]
-        LoopKind::Calloop => calloop_echo(addr),
+        LoopKind::Calloop => calloop_echo(addr, listening),
         #[allow(unreachable_patterns)]
         _ => Err(format!("no raw echo for `{kind}` in this build").into()),
     }
 }
 
 /// A task per connection on a current-thread runtime: what a tokio user writes.
-fn tokio_echo(addr: SocketAddr) -> Result<(), BoxError> {
+fn tokio_echo(addr: SocketAddr, listening: impl FnOnce(u16)) -> Result<(), BoxError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -33,7 +37,7 @@ fn tokio_echo(addr: SocketAddr) -> Result<(), BoxError> {
         .build()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::from_std(super::server::bind(addr)?)?;
-        control::serve(listener.local_addr()?.port());
+        listening(listener.local_addr()?.port());
         loop {
             let (mut stream, _) = listener.accept().await?;
             stream.set_nodelay(true)?;
@@ -57,13 +61,13 @@ fn tokio_echo(addr: SocketAddr) -> Result<(), BoxError> {
 /// `async_io::block_on`: smol's (and async-std's) engine, as a smol user
 /// writes it.
 #[cfg(feature = "smol")]
-fn async_io_echo(addr: SocketAddr) -> Result<(), BoxError> {
+fn async_io_echo(addr: SocketAddr, listening: impl FnOnce(u16)) -> Result<(), BoxError> {
     use futures::io::{AsyncReadExt, AsyncWriteExt};
 
     let ex = async_executor::LocalExecutor::new();
     async_io::block_on(ex.run(async {
         let listener = async_io::Async::new(super::server::bind(addr)?)?;
-        control::serve(listener.get_ref().local_addr()?.port());
+        listening(listener.get_ref().local_addr()?.port());
         loop {
             let (mut stream, _) = listener.accept().await?;
             stream.get_ref().set_nodelay(true)?;
@@ -87,14 +91,14 @@ fn async_io_echo(addr: SocketAddr) -> Result<(), BoxError> {
 /// A level-triggered calloop `Generic` source per connection, the callback
 /// reading and writing back: calloop's own fd-callback style.
 #[cfg(feature = "calloop")]
-fn calloop_echo(addr: SocketAddr) -> Result<(), BoxError> {
+fn calloop_echo(addr: SocketAddr, listening: impl FnOnce(u16)) -> Result<(), BoxError> {
     use calloop::generic::Generic;
     use calloop::{EventLoop, Interest, Mode, PostAction};
 
     let mut event_loop: EventLoop<'_, ()> = EventLoop::try_new()?;
     let handle = event_loop.handle();
     let listener = super::server::bind(addr)?;
-    control::serve(listener.local_addr()?.port());
+    listening(listener.local_addr()?.port());
     let inner = handle.clone();
     handle
         .insert_source(
@@ -133,14 +137,14 @@ fn calloop_echo(addr: SocketAddr) -> Result<(), BoxError> {
 /// A `g_unix_fd_add` source per connection on the default main context,
 /// the callback reading and writing back: GLib's own fd-callback style.
 #[cfg(feature = "glib")]
-fn glib_echo(addr: SocketAddr) -> Result<(), BoxError> {
+fn glib_echo(addr: SocketAddr, listening: impl FnOnce(u16)) -> Result<(), BoxError> {
     use std::os::fd::AsRawFd;
 
     use glib::{ControlFlow, IOCondition};
 
     let main_loop = glib::MainLoop::new(None, false);
     let listener = super::server::bind(addr)?;
-    control::serve(listener.local_addr()?.port());
+    listening(listener.local_addr()?.port());
     let fd = listener.as_raw_fd();
     // The closure owns the listener (and each connection's closure its
     // stream): the fd lives exactly as long as its source.
@@ -196,7 +200,7 @@ fn echo_readable(mut stream: &TcpStream, buf: &mut [u8]) -> io::Result<bool> {
 /// keeps the reply within the kernel's buffers, so waiting for `POLLOUT`
 /// here is rare (a 100 KiB reply on a small buffer); it keeps the baseline
 /// simple and correct rather than adding a write queue the host would need.
-fn write_all_nonblocking(mut stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+pub(super) fn write_all_nonblocking(mut stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         match stream.write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

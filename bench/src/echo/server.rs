@@ -4,7 +4,12 @@
 //! |---|---|
 //! | `oneloop-protocol` | a [`Protocol`] whose `data_received` writes the bytes back ([`Loop::create_server`]) |
 //! | `oneloop-streams` | a task per connection: `read` into a buffer, `write_all` it back ([`Loop::start_server`]) |
-//! | `raw` | the host's own primitive echo, no oneloop: a tokio task per connection (`tokio`), an `Async<TcpStream>` task on a `LocalExecutor` (`async-std`: the async-io engine), a `g_unix_fd_add` source per connection (`glib`), a calloop `Generic` fd source per connection (`calloop`); none on `native` (the raw tokio echo is its reference) |
+//! | `raw` | the host's own primitive echo, no oneloop: a tokio task per connection (`tokio`), an `Async<TcpStream>` task on a `LocalExecutor` (`async-std`: the async-io engine), a `g_unix_fd_add` source per connection (`glib`), a calloop `Generic` fd source per connection (`calloop`); none on `native` (the floor is its reference) |
+//! | `floor` | the bare-epoll echo ([`floor`](super::floor)), on `native` only: the least any loop can do |
+//!
+//! The Python servers of the matrix (uvloop and CPython's own loop,
+//! [`LoopKind::Uvloop`] and [`LoopKind::Asyncio`]) are `bench/python/echo_server.py`, not
+//! this binary: [`supported`] is `false` for them here.
 //!
 //! `tokio-raw` is accepted for `raw` on `tokio`. Every server listens on
 //! 127.0.0.1, has `TCP_NODELAY` on accepted sockets (oneloop's servers set it, as asyncio does; the raw ones set it themselves), and runs on the
@@ -28,6 +33,8 @@ pub enum Server {
     Streams,
     /// The host's own echo, without oneloop.
     Raw,
+    /// The bare-epoll echo: no loop at all.
+    Floor,
 }
 
 /// Which event loop the server runs on.
@@ -43,15 +50,24 @@ pub enum LoopKind {
     Glib,
     /// calloop (`oneloop-calloop`).
     Calloop,
+    /// uvloop 0.23 under CPython (the Python servers of the matrix).
+    Uvloop,
+    /// CPython's own asyncio loop (the Python servers of the matrix).
+    Asyncio,
 }
 
 impl Server {
     /// Every server kind, in the order of the tables.
-    pub const ALL: [Server; 3] = [Server::Protocol, Server::Streams, Server::Raw];
+    pub const ALL: [Server; 4] = [
+        Server::Protocol,
+        Server::Streams,
+        Server::Raw,
+        Server::Floor,
+    ];
 }
 
 impl LoopKind {
-    /// Every loop, in the order of the tables.
+    /// Every loop this binary serves on, in the order of the tables.
     pub const ALL: [LoopKind; 5] = [
         LoopKind::Native,
         LoopKind::Tokio,
@@ -59,6 +75,14 @@ impl LoopKind {
         LoopKind::Glib,
         LoopKind::Calloop,
     ];
+
+    /// The Python loops (served by `bench/python/echo_server.py`).
+    pub const PYTHON: [LoopKind; 2] = [LoopKind::Uvloop, LoopKind::Asyncio];
+
+    /// Whether this is one of the [`PYTHON`](LoopKind::PYTHON) loops.
+    pub fn is_python(self) -> bool {
+        matches!(self, LoopKind::Uvloop | LoopKind::Asyncio)
+    }
 }
 
 impl FromStr for Server {
@@ -68,8 +92,9 @@ impl FromStr for Server {
             "oneloop-protocol" | "protocol" => Ok(Server::Protocol),
             "oneloop-streams" | "streams" => Ok(Server::Streams),
             "raw" | "tokio-raw" => Ok(Server::Raw),
+            "floor" => Ok(Server::Floor),
             _ => Err(format!(
-                "unknown server `{s}` (oneloop-protocol, oneloop-streams, raw)"
+                "unknown server `{s}` (oneloop-protocol, oneloop-streams, raw, floor)"
             )),
         }
     }
@@ -84,8 +109,10 @@ impl FromStr for LoopKind {
             "async-std" | "async-io" | "smol" => Ok(LoopKind::AsyncStd),
             "glib" => Ok(LoopKind::Glib),
             "calloop" => Ok(LoopKind::Calloop),
+            "uvloop" => Ok(LoopKind::Uvloop),
+            "asyncio" => Ok(LoopKind::Asyncio),
             _ => Err(format!(
-                "unknown loop `{s}` (native, tokio, async-std, glib, calloop)"
+                "unknown loop `{s}` (native, tokio, async-std, glib, calloop, uvloop, asyncio)"
             )),
         }
     }
@@ -97,6 +124,7 @@ impl fmt::Display for Server {
             Server::Protocol => "oneloop-protocol",
             Server::Streams => "oneloop-streams",
             Server::Raw => "raw",
+            Server::Floor => "floor",
         })
     }
 }
@@ -109,6 +137,8 @@ impl fmt::Display for LoopKind {
             LoopKind::AsyncStd => "async-std",
             LoopKind::Glib => "glib",
             LoopKind::Calloop => "calloop",
+            LoopKind::Uvloop => "uvloop",
+            LoopKind::Asyncio => "asyncio",
         })
     }
 }
@@ -122,6 +152,7 @@ pub fn supported(server: Server, kind: LoopKind) -> bool {
         LoopKind::AsyncStd => cfg!(feature = "smol"),
         LoopKind::Glib => cfg!(feature = "glib"),
         LoopKind::Calloop => cfg!(feature = "calloop"),
+        LoopKind::Uvloop | LoopKind::Asyncio => false,
     };
     match server {
         Server::Protocol | Server::Streams => adapter,
@@ -129,8 +160,9 @@ pub fn supported(server: Server, kind: LoopKind) -> bool {
         Server::Raw => match kind {
             LoopKind::Tokio => true,
             LoopKind::AsyncStd | LoopKind::Glib | LoopKind::Calloop => adapter,
-            LoopKind::Native => false,
+            LoopKind::Native | LoopKind::Uvloop | LoopKind::Asyncio => false,
         },
+        Server::Floor => kind == LoopKind::Native,
     }
 }
 
@@ -142,20 +174,39 @@ pub fn supported(server: Server, kind: LoopKind) -> bool {
 /// If the combination is not [`supported`], the loop cannot be built, or
 /// the port cannot be bound.
 pub fn run(server: Server, kind: LoopKind, port: u16) -> Result<(), Box<dyn std::error::Error>> {
+    serve(server, kind, ([127, 0, 0, 1], port).into(), control::serve)
+}
+
+/// Serve echo on `addr` on the calling thread, calling `listening` with
+/// the port once the server listens (from the loop's thread, before the
+/// loop runs); never returns unless the server fails to start or stops with
+/// an error. [`run`] is this with the control channel; the perf gate
+/// (`icount`) starts its client here instead.
+///
+/// # Errors
+/// If the combination is not [`supported`], the loop cannot be built, or
+/// the port cannot be bound.
+pub fn serve(
+    server: Server,
+    kind: LoopKind,
+    addr: SocketAddr,
+    listening: impl FnOnce(u16),
+) -> Result<(), Box<dyn std::error::Error>> {
     if !supported(server, kind) {
         return Err(
             format!("`--server {server} --loop {kind}` is not available in this build").into(),
         );
     }
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    if server == Server::Raw {
-        return super::raw::run(kind, addr);
+    match server {
+        Server::Raw => return super::raw::run(kind, addr, listening),
+        Server::Floor => return Ok(super::floor::run(addr, listening)?),
+        Server::Protocol | Server::Streams => {}
     }
     let lp = new_loop(kind)?;
     let srv = match server {
         Server::Protocol => lp.run_until_complete(lp.create_server(Echo::default, addr))??,
         Server::Streams => lp.run_until_complete(lp.start_server(echo_stream, addr))??,
-        Server::Raw => unreachable!("handled above"),
+        Server::Raw | Server::Floor => unreachable!("handled above"),
     };
     let port = srv
         .local_addrs()
@@ -163,7 +214,7 @@ pub fn run(server: Server, kind: LoopKind, port: u16) -> Result<(), Box<dyn std:
         .and_then(|a| a.as_inet())
         .ok_or("the server has no address")?
         .port();
-    control::serve(port);
+    listening(port);
     lp.run_forever()?;
     Ok(())
 }

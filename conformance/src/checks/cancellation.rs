@@ -60,6 +60,74 @@ pub fn cancel_is_delivered_at_next_suspension(env: &Env) {
         start.elapsed() < Duration::from_secs(5),
         "the self-cancelled sleep was not cancelled at once"
     );
+
+    // Cancelled before its first step: the body never starts.
+    let started = Rc::new(Cell::new(false));
+    let unstarted = lp
+        .spawn({
+            let started = started.clone();
+            async move { started.set(true) }
+        })
+        .unwrap();
+    assert!(unstarted.cancel(), "cancel() before the first step");
+    env.run_until_true(|| unstarted.done());
+    assert!(
+        unstarted.cancelled() && !started.get(),
+        "a task cancelled before its first step ran its body"
+    );
+
+    // The awaited result arrives, then the task is cancelled before its
+    // next step: the cancellation is still delivered at that await, and a
+    // coroutine that catches it carries on.
+    let inner = lp.create_future::<u32>();
+    let late = lp
+        .spawn({
+            let inner = inner.clone();
+            async move {
+                let first = inner.await.map_err(|e| e.kind());
+                let then = oneloop::sleep(Duration::from_millis(1)).await.is_ok();
+                (first, then)
+            }
+        })
+        .unwrap();
+    env.run_briefly();
+    inner.set_result(1).unwrap();
+    assert!(late.cancel());
+    env.run_until_true(|| late.done());
+    assert_eq!(
+        late.result().map_err(|e| e.kind()),
+        Ok((Err(ErrorKind::Cancelled), true)),
+        "a cancel() that came after the awaited result was lost, or the coroutine could not carry on"
+    );
+
+    // Suspended on a future that is not oneloop's (it can deliver no
+    // Cancelled): the task is dropped at its next step, and ends cancelled.
+    struct Dropped(Rc<Cell<bool>>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+    let dropped = Rc::new(Cell::new(false));
+    let foreign = lp
+        .spawn({
+            let guard = Dropped(dropped.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            }
+        })
+        .unwrap();
+    env.run_briefly();
+    assert!(
+        foreign.cancel(),
+        "cancel() on a task awaiting a foreign future"
+    );
+    env.run_until_true(|| foreign.done());
+    assert!(
+        foreign.cancelled() && dropped.get(),
+        "a task suspended on a foreign future was not dropped and cancelled"
+    );
 }
 
 /// CN-02 (MUST): cancelling a task that awaits a future cancels that future.
@@ -69,16 +137,17 @@ pub fn cancel_cancels_awaited_future(env: &Env) {
     let task = lp.spawn(inner.clone()).unwrap();
     env.run_briefly();
     assert!(task.cancel());
-    env.run_until_true(|| task.done());
     assert!(
         inner.cancelled(),
-        "the awaited future must be cancelled with its task"
+        "task.cancel() must cancel the future the task awaits at once, as asyncio's does"
     );
+    env.run_until_true(|| task.done());
     assert!(task.cancelled());
 }
 
-/// CN-03 (MUST): a coroutine may catch `Cancelled` and return a value; the
-/// task then ends normally and `cancelled()` is false.
+/// CN-03 (MUST): a coroutine may catch `Cancelled` and carry on (later
+/// awaits work) and return a value; the task then ends normally and
+/// `cancelled()` is false.
 pub fn task_may_catch_cancellation(env: &Env) {
     let lp = env.lp();
     let inner = lp.create_future::<u32>();
@@ -87,7 +156,13 @@ pub fn task_may_catch_cancellation(env: &Env) {
             let inner = inner.clone();
             async move {
                 match inner.await {
-                    Err(e) if e.kind() == ErrorKind::Cancelled => 7u32,
+                    // Caught: later awaits work as usual.
+                    Err(e) if e.kind() == ErrorKind::Cancelled => {
+                        match oneloop::sleep(Duration::from_millis(1)).await {
+                            Ok(()) => 7u32,
+                            Err(_) => 1,
+                        }
+                    }
                     _ => 0,
                 }
             }

@@ -9,13 +9,21 @@ use std::time::Duration;
 use oneloop::{ErrorKind, ExceptionContext, Loop, PanicPolicy};
 
 use crate::Env;
+use crate::spec::Caps;
 
 /// What a recording handler saw, one entry per report.
 type Seen = Rc<RefCell<Vec<Report>>>;
 
 /// One report: message, error kind, panic message, where the callback was
-/// scheduled (the Rust form of asyncio's "handle" in the context).
-type Report = (String, Option<ErrorKind>, Option<String>, Option<String>);
+/// scheduled (file and line: the Rust form of asyncio's "handle" in the
+/// context).
+type Report = (
+    String,
+    Option<ErrorKind>,
+    Option<String>,
+    Option<String>,
+    Option<u32>,
+);
 
 fn recording_handler(lp: &Loop) -> Seen {
     let seen: Seen = Rc::default();
@@ -26,6 +34,7 @@ fn recording_handler(lp: &Loop) -> Seen {
             ctx.error().map(|e| e.kind()),
             ctx.panic_message().map(str::to_owned),
             ctx.location().map(|l| l.file().to_owned()),
+            ctx.location().map(|l| l.line()),
         ))
     }));
     seen
@@ -64,7 +73,7 @@ pub fn callback_panic_is_reported_during_run(env: &Env) {
         "the panic must be reported during the run"
     );
     let seen = seen.borrow();
-    let (message, kind, panic, location) = &seen[0];
+    let (message, kind, panic, location, _) = &seen[0];
     assert!(!message.is_empty(), "the context must carry a message");
     assert_eq!(*kind, Some(ErrorKind::Panicked), "the context's error");
     assert!(
@@ -79,6 +88,84 @@ pub fn callback_panic_is_reported_during_run(env: &Env) {
             .is_some_and(|f| f.ends_with("errors.rs")),
         "the context must say where the failing callback was scheduled: {location:?}"
     );
+    drop(seen);
+    several_panics_in_one_batch(env);
+}
+
+/// ER-01, continued: several panics in one batch, from every kind of work
+/// (a detached callback, one with a handle, a task step, an fd callback),
+/// are each reported with their own call site, and the rest of the batch
+/// runs, in order.
+fn several_panics_in_one_batch(env: &Env) {
+    let lp = env.lp();
+    let seen = recording_handler(lp);
+    let ran = super::trace();
+    // Each scheduling call on one line of its own: the report names it.
+    let detached = || panic!("deliberate panic, detached (ER-01)");
+    let with_handle = || panic!("deliberate panic, with a handle (ER-01)");
+    let in_task = async { panic!("deliberate panic, task (ER-01)") };
+    lp.call_soon_detached(super::push(&ran, "1")).unwrap();
+    let detached_line = line!() + 1;
+    lp.call_soon_detached(detached).unwrap();
+    lp.call_soon(super::push(&ran, "2")).unwrap();
+    let handle_line = line!() + 1;
+    lp.call_soon(with_handle).unwrap();
+    let task_line = line!() + 1;
+    let task: oneloop::Task<()> = lp.spawn(in_task).unwrap();
+    lp.call_soon_detached(super::push(&ran, "3")).unwrap();
+    let mut want = vec![
+        ("detached", detached_line),
+        ("with a handle", handle_line),
+        ("task", task_line),
+    ];
+    let fd = if env.has(Caps::FD) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        std::io::Write::write_all(&mut &a, b"x").unwrap();
+        let b = Rc::new(b);
+        let fd_line = line!() + 1;
+        lp.add_reader(&*b, {
+            let (lp, b) = (lp.clone(), b.clone());
+            move || {
+                lp.remove_reader(&*b);
+                panic!("deliberate panic, fd callback (ER-01)")
+            }
+        })
+        .unwrap();
+        want.push(("fd callback", fd_line));
+        Some((a, b))
+    } else {
+        None
+    };
+    let n = want.len();
+    env.run_until_true(|| seen.borrow().len() >= n && ran.borrow().len() == 3);
+    env.run_briefly();
+    env.reinstall_tripwire();
+    assert_eq!(
+        *ran.borrow(),
+        ["1", "2", "3"],
+        "the callbacks beside the panicking ones must all run, in order"
+    );
+    let mut got: Vec<(String, Option<u32>)> = seen
+        .borrow()
+        .iter()
+        .map(|(_, _, panic, file, line)| {
+            assert!(
+                file.as_deref().is_some_and(|f| f.ends_with("errors.rs")),
+                "a report without its call site: {panic:?} at {file:?}"
+            );
+            (panic.clone().unwrap_or_default(), *line)
+        })
+        .collect();
+    got.sort_by_key(|(_, line)| *line);
+    let want: Vec<(String, Option<u32>)> = want
+        .into_iter()
+        .map(|(what, line)| (format!("deliberate panic, {what} (ER-01)"), Some(line)))
+        .collect();
+    assert_eq!(
+        got, want,
+        "each panic reported once, with the line that scheduled it"
+    );
+    drop((task, fd));
 }
 
 /// ER-02 (MUST): `set_exception_handler` installs a handler, `None`
@@ -143,6 +230,10 @@ pub fn panicking_handler_is_survived(env: &Env) {
     assert_eq!(calls.get(), 2, "the handler was called for both reports");
 }
 
+/// The payload of ER-04's fatal panic: it must come out of `run_*` as is.
+#[derive(Debug, PartialEq)]
+struct FatalPayload(u32);
+
 /// ER-04 (MUST): fatal-class failures (`PanicPolicy::Propagate`, the
 /// analogue of `BaseException`) propagate out of `run_*`, leave the loop
 /// open, and the loop can be run again.
@@ -150,7 +241,7 @@ pub fn fatal_panic_propagates_and_loop_is_reusable(env: &Env) {
     let lp = env.lp();
     lp.set_panic_policy(PanicPolicy::Propagate);
     let after = Rc::new(Cell::new(false));
-    lp.call_soon(|| panic!("deliberate fatal panic (ER-04)"))
+    lp.call_soon(|| std::panic::panic_any(FatalPayload(42)))
         .unwrap();
     lp.call_soon({
         let after = after.clone();
@@ -158,9 +249,15 @@ pub fn fatal_panic_propagates_and_loop_is_reusable(env: &Env) {
     })
     .unwrap();
     let escaped = catch_unwind(AssertUnwindSafe(|| lp.run_forever()));
+    let payload = escaped.expect_err("the panic must propagate out of run_forever");
+    assert_eq!(
+        payload.downcast_ref::<FatalPayload>(),
+        Some(&FatalPayload(42)),
+        "the panic left run_forever with another payload"
+    );
     assert!(
-        escaped.is_err(),
-        "the panic must propagate out of run_forever"
+        !after.get(),
+        "the run went on past the fatal panic: the rest of the batch ran before it left"
     );
     assert!(!lp.is_closed(), "the loop must stay open");
     assert!(
@@ -168,6 +265,7 @@ pub fn fatal_panic_propagates_and_loop_is_reusable(env: &Env) {
         "the loop must not count as running after the panic left it"
     );
     lp.set_panic_policy(PanicPolicy::Report);
+    // Nothing queued is lost: the rest of the batch runs in the next run.
     env.run_until_true(|| after.get());
     lp.call_soon({
         let lp = lp.clone();

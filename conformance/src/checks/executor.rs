@@ -23,7 +23,8 @@ impl Executor for Counting {
 
 /// EX-01 (MUST): `run_in_executor(f)` runs f off the loop thread and
 /// delivers its result as a loop future, even while the loop is otherwise
-/// idle; `set_default_executor` replaces the default pool.
+/// idle (a panic in f fails that future with `Panicked`);
+/// `set_default_executor` replaces the default pool.
 pub fn run_in_executor_runs_off_thread(env: &Env) {
     let lp = env.lp();
     let tid = crate::support::current_tid();
@@ -40,6 +41,15 @@ pub fn run_in_executor_runs_off_thread(env: &Env) {
         ran_on,
         std::thread::current().id(),
         "run_in_executor ran f on the loop thread"
+    );
+    // A job that panics fails its future; the panic stays off the loop.
+    let f = lp
+        .run_in_executor(|| -> u32 { panic!("deliberate executor job panic (EX-01)") })
+        .expect("run_in_executor");
+    assert_eq!(
+        env.run_until(f).map_err(|e| e.kind()),
+        Err(oneloop::ErrorKind::Panicked),
+        "a panicking job's future"
     );
     let counting = Counting::default();
     lp.set_default_executor(counting.clone());

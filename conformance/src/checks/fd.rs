@@ -96,6 +96,54 @@ pub fn second_add_replaces_callback(env: &Env) {
         "the replacing callbacks never ran"
     );
     assert!(lp.remove_reader(&a) && lp.remove_writer(&a));
+
+    // Replaced while the old callback is already due: two fds ready in the
+    // same poll, and d's reader replaces b's. Whichever the poll reported
+    // first, once d has replaced it the old reader of b never runs, even if
+    // it was already queued for this batch.
+    let (a, b) = pair();
+    let (c, d) = pair();
+    (&a).write_all(b"x").unwrap();
+    (&c).write_all(b"x").unwrap();
+    let (b, d) = (Rc::new(b), Rc::new(d));
+    let t = trace();
+    lp.add_reader(&*d, {
+        let (lp, b, d, t) = (lp.clone(), b.clone(), d.clone(), t.clone());
+        move || {
+            lp.remove_reader(&*d);
+            let (lp2, b2, t2) = (lp.clone(), b.clone(), t.clone());
+            lp.add_reader(&*b, move || {
+                t2.borrow_mut().push("replacement");
+                lp2.remove_reader(&*b2);
+            })
+            .unwrap();
+            t.borrow_mut().push("d");
+        }
+    })
+    .unwrap();
+    lp.add_reader(&*b, {
+        let (lp, b, t) = (lp.clone(), b.clone(), t.clone());
+        move || {
+            t.borrow_mut().push("old b");
+            lp.remove_reader(&*b);
+        }
+    })
+    .unwrap();
+    // Until the replacement ran, or the old reader ran after d replaced it.
+    env.run_until_true(|| {
+        let t = t.borrow();
+        t.contains(&"replacement") || t.iter().skip_while(|x| **x != "d").any(|x| *x == "old b")
+    });
+    env.run_for(Duration::from_millis(5));
+    let got = t.borrow().clone();
+    assert!(
+        matches!(
+            got.as_slice(),
+            ["d", "replacement"] | ["old b", "d", "replacement"]
+        ),
+        "a reader replaced while already due still ran: {got:?}"
+    );
+    drop((a, c));
 }
 
 /// FD-03 (MUST): `remove_reader`/`remove_writer` return true if something
@@ -128,6 +176,33 @@ pub fn remove_reports_and_silences(env: &Env) {
     assert!(!lp.remove_writer(&b));
     env.run_for(Duration::from_millis(10));
     assert_eq!(writes.get(), 0, "a removed writer fired");
+
+    // Removed while already due: two fds ready in the same poll, and each
+    // reader removes both. Whichever runs first, the other never runs.
+    let (a, b) = pair();
+    let (c, d) = pair();
+    (&a).write_all(b"x").unwrap();
+    (&c).write_all(b"x").unwrap();
+    let (b, d) = (Rc::new(b), Rc::new(d));
+    let ran = trace();
+    for (name, fd) in [("b", &b), ("d", &d)] {
+        let (lp2, b2, d2, ran) = (lp.clone(), b.clone(), d.clone(), ran.clone());
+        lp.add_reader(&**fd, move || {
+            ran.borrow_mut().push(name);
+            lp2.remove_reader(&*b2);
+            lp2.remove_reader(&*d2);
+        })
+        .unwrap();
+    }
+    env.run_until_true(|| !ran.borrow().is_empty());
+    env.run_for(Duration::from_millis(10));
+    assert_eq!(
+        ran.borrow().len(),
+        1,
+        "a reader removed by an earlier callback of its batch still ran: {:?}",
+        ran.borrow()
+    );
+    drop((a, c));
 }
 
 /// FD-04 (SHOULD): reader and writer on one fd are independent, and
@@ -178,6 +253,53 @@ pub fn reader_and_writer_are_independent(env: &Env) {
         *steps.borrow(),
         ["read", "write", "read", "write", "read", "write"]
     );
+
+    // The same against a real peer, so that each reader is registered
+    // before its fd is readable and has to be woken by the peer's answer:
+    // write "ping", wait to read "pong", twice.
+    let (a, peer) = pair();
+    peer.set_nonblocking(false).unwrap();
+    peer.set_read_timeout(Some(super::proto::PEER_LIMIT))
+        .unwrap();
+    let peer = std::thread::spawn(move || {
+        let mut peer = peer;
+        let mut buf = [0u8; 4];
+        for _ in 0..2 {
+            peer.read_exact(&mut buf).expect("the peer reads a ping");
+            peer.write_all(b"pong").expect("the peer answers");
+        }
+    });
+    let steps = trace();
+    fn want_write(lp: &oneloop::Loop, a: &Rc<UnixStream>, steps: &super::Trace<&'static str>) {
+        let (lp2, a2, steps) = (lp.clone(), a.clone(), steps.clone());
+        lp.add_writer(&**a, move || {
+            lp2.remove_writer(&*a2);
+            (&*a2).write_all(b"ping").expect("write a ping");
+            steps.borrow_mut().push("wrote");
+            want_read(&lp2, &a2, &steps);
+        })
+        .unwrap();
+    }
+    fn want_read(lp: &oneloop::Loop, a: &Rc<UnixStream>, steps: &super::Trace<&'static str>) {
+        let (lp2, a2, steps) = (lp.clone(), a.clone(), steps.clone());
+        lp.add_reader(&**a, move || {
+            let mut buf = [0u8; 16];
+            match (&*a2).read(&mut buf) {
+                Err(e) if e.kind() == IoKind::WouldBlock => return,
+                r => r.expect("read a pong"),
+            };
+            lp2.remove_reader(&*a2);
+            steps.borrow_mut().push("read");
+            if steps.borrow().len() < 4 {
+                want_write(&lp2, &a2, &steps);
+            }
+        })
+        .unwrap();
+    }
+    want_write(lp, &Rc::new(a), &steps);
+    env.run_until_true(|| steps.borrow().len() == 4);
+    super::proto::join_on_loop(env, peer);
+    assert_eq!(*steps.borrow(), ["wrote", "read", "wrote", "read"]);
 }
 
 /// FD-05 (SHOULD): after `remove_writer` on an always-writable fd the loop
@@ -275,8 +397,38 @@ pub fn hangup_is_reported(env: &Env) {
         }
     })
     .unwrap();
+    // A pipe whose buffer is full is not writable; once its reader is gone
+    // the kernel reports only an error condition (no "writable"), which a
+    // writer-only registration must still hear of.
+    let (pr, pw) = std::io::pipe().expect("pipe");
+    rustix::io::ioctl_fionbio(&pw, true).expect("non-blocking pipe");
+    loop {
+        match (&pw).write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == IoKind::WouldBlock => break,
+            Err(e) => panic!("filling a pipe: {e}"),
+        }
+    }
+    let pw = Rc::new(pw);
+    let pipe_err = Rc::new(Cell::new(None));
+    lp.add_writer(&*pw, {
+        let (lp, pw, pipe_err) = (lp.clone(), pw.clone(), pipe_err.clone());
+        move || {
+            pipe_err.set(Some((&*pw).write(b"x").map_err(|e| e.kind())));
+            lp.remove_writer(&*pw);
+        }
+    })
+    .unwrap();
     drop(b);
-    env.run_until_true(|| eof.get().is_some() && write_err.get().is_some());
+    drop(pr);
+    env.run_until_true(|| {
+        eof.get().is_some() && write_err.get().is_some() && pipe_err.get().is_some()
+    });
+    assert!(
+        matches!(pipe_err.get(), Some(Err(_))),
+        "the writer of a pipe whose reader closed must see the error, got {:?}",
+        pipe_err.get()
+    );
     assert_eq!(
         eof.get(),
         Some(Ok(0)),

@@ -38,6 +38,10 @@ pub fn pause_and_resume_pair_around_the_marks(env: &Env) {
         sh.paused(),
         "a writer whose peer never reads was never paused"
     );
+    assert!(
+        t.is_writing_paused(),
+        "the transport must say it paused the protocol"
+    );
     assert_eq!(sh.count(&Event::Pause), 1);
     assert!(
         t.write_buffer_size() > high,
@@ -63,6 +67,7 @@ pub fn pause_and_resume_pair_around_the_marks(env: &Env) {
         "resume_writing at {} bytes buffered, above low ({low})",
         resumed_at.get()
     );
+    assert!(!t.is_writing_paused(), "still paused after resume_writing");
     env.run_until_true(|| t.write_buffer_size() == 0);
     t.close();
     env.run_until_true(|| sh.lost());
@@ -157,6 +162,10 @@ pub fn pause_comes_with_the_crossing_write(env: &Env) {
         r.on_data = Some(Box::new(move |t: &Transport, _: &[u8]| {
             t.set_write_buffer_limits(Some(1024), None).expect("limits");
             write_until_buffered(t, 1024, 64 * 1024);
+            assert!(
+                t.is_writing_paused(),
+                "is_writing_paused() must say so at once, before pause_writing runs"
+            );
             sh2.mark("data_received returns");
         }));
         r

@@ -406,8 +406,9 @@ pub fn closed_loop_refuses_work(env: &Env) {
     let (a, _b) = UnixStream::pair().unwrap();
     assert!(!lp.remove_reader(&a), "remove_reader on a closed loop");
     assert!(!lp.remove_writer(&a), "remove_writer on a closed loop");
-    assert!(
-        lp.add_reader(&a, || {}).is_err(),
-        "add_reader on a closed loop"
-    );
+    match lp.add_reader(&a, || {}) {
+        // An adapter without fd watching may answer Unsupported first.
+        Err(e) if e.kind() == ErrorKind::Closed || !env.has(Caps::FD) => {}
+        other => panic!("add_reader on a closed loop: expected Closed, got {other:?}"),
+    }
 }

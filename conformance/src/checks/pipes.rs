@@ -21,6 +21,7 @@ pub fn read_pipe_sequence(env: &Env) {
         .unwrap_or_else(|e| panic!("connect_read_pipe failed: {e}"));
     assert_eq!(sh.events(), [Event::Made]);
     assert!(t.write(b"x").is_err(), "a read pipe accepted a write");
+    assert!(!t.can_write_eof(), "can_write_eof() on a read pipe");
     let writer = thread::spawn(move || {
         let mut w = w;
         for i in 0..100u8 {
@@ -40,6 +41,30 @@ pub fn read_pipe_sequence(env: &Env) {
     );
     let ev = sh.events();
     assert_eq!(ev[ev.len() - 2..], [Event::Eof, Event::Lost(None)]);
+
+    // A protocol that asks to stay open at EOF (`eof_received` true) cannot
+    // keep a read pipe: there is nothing left to read.
+    let (r, w) = std::io::pipe().expect("pipe");
+    let sh = Shared::new();
+    let s2 = sh.clone();
+    let _t = env
+        .run_until(env.lp().connect_read_pipe(
+            move || {
+                let mut p = Recorder::new(&s2);
+                p.keep_open_on_eof = true;
+                p
+            },
+            r,
+        ))
+        .unwrap_or_else(|e| panic!("connect_read_pipe failed: {e}"));
+    drop(w);
+    env.run_until_true(|| sh.lost());
+    sh.assert_complete();
+    assert_eq!(
+        sh.events(),
+        [Event::Made, Event::Eof, Event::Lost(None)],
+        "a read pipe kept open at EOF"
+    );
 }
 
 /// PI-02 (MUST): a write pipe calls only `connection_made` and
@@ -79,6 +104,31 @@ pub fn write_pipe_in_order(env: &Env) {
         "a write pipe's protocol got other calls: {:?}",
         sh.events()
     );
+
+    // write_eof() on a write pipe closes it after the buffered data.
+    let (r, w) = std::io::pipe().expect("pipe");
+    let sh = Shared::new();
+    let s2 = sh.clone();
+    let t = env
+        .run_until(env.lp().connect_write_pipe(move || Recorder::new(&s2), w))
+        .unwrap_or_else(|e| panic!("connect_write_pipe failed: {e}"));
+    assert!(t.can_write_eof(), "can_write_eof() on a write pipe");
+    let reader = thread::spawn(move || {
+        let mut r = r;
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).expect("pipe read");
+        got
+    });
+    let payload = &payload[..200_000];
+    t.write(payload).expect("write");
+    t.write_eof();
+    assert!(t.is_closing(), "is_closing() after write_eof() on a pipe");
+    env.run_until_true(|| sh.lost());
+    assert!(
+        join_on_loop(env, reader) == payload,
+        "write_eof() lost or reordered the buffered data"
+    );
+    sh.assert_complete();
 }
 
 /// PI-03 (SHOULD): a write pipe whose reader closes gets `connection_lost`
@@ -93,7 +143,11 @@ pub fn write_pipe_learns_reader_closed(env: &Env) {
     drop(r);
     env.run_until_true(|| sh.lost());
     sh.assert_complete();
-    assert_eq!(sh.events().first(), Some(&Event::Made));
+    assert_eq!(
+        sh.events(),
+        [Event::Made, Event::Lost(None)],
+        "nothing was buffered: a clean loss"
+    );
     assert!(t.is_closing());
 }
 

@@ -19,6 +19,7 @@ use crate::Env;
 const SIGUSR1: i32 = 10;
 const SIGUSR2: i32 = 12;
 const SIGKILL: i32 = 9;
+const SIGSTOP: i32 = 19;
 
 fn raise(sig: Signal) {
     kill_process(getpid(), sig).expect("kill(getpid())");
@@ -75,8 +76,8 @@ pub fn handler_runs_as_loop_callback(env: &Env) {
 }
 
 /// SG-02 (MUST): invalid numbers (0, −1, > NSIG) fail with
-/// `InvalidArgument`, an uncatchable signal (SIGKILL) fails, and removing a
-/// SIGKILL handler returns false.
+/// `InvalidArgument`, the uncatchable signals (SIGKILL, SIGSTOP) fail, and
+/// removing a SIGKILL handler returns false.
 pub fn invalid_signals_refused(env: &Env) {
     let lp = env.lp();
     for sig in [0, -1, 65, 1000] {
@@ -97,16 +98,18 @@ pub fn invalid_signals_refused(env: &Env) {
             "remove_signal_handler({sig})"
         );
     }
-    let e = lp
-        .add_signal_handler(SIGKILL, || {})
-        .expect_err("a SIGKILL handler was accepted");
-    assert!(
-        matches!(
-            e.kind(),
-            ErrorKind::InvalidArgument | ErrorKind::Unsupported
-        ),
-        "SIGKILL: {e}"
-    );
+    for (name, sig) in [("SIGKILL", SIGKILL), ("SIGSTOP", SIGSTOP)] {
+        let e = lp
+            .add_signal_handler(sig, || {})
+            .expect_err("a handler for an uncatchable signal was accepted");
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::InvalidArgument | ErrorKind::Unsupported
+            ),
+            "{name}: {e}"
+        );
+    }
     assert!(!lp.remove_signal_handler(SIGKILL).expect("remove SIGKILL"));
 }
 

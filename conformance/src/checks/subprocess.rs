@@ -208,7 +208,13 @@ pub fn returncode_and_pid(env: &Env) {
     log.assert_complete();
 
     let (t, log) = shell(env, "exec sleep 30", SubprocessStdio::new());
+    let wait = t.wait();
     t.kill().expect("kill");
+    assert_eq!(
+        env.run_until(wait).map_err(|e| e.kind()),
+        Ok(-9),
+        "wait() resolves with the return code"
+    );
     env.run_until_true(|| log.lost());
     assert_eq!(t.returncode(), Some(-9), "killed by SIGKILL is -9");
     log.assert_complete();
@@ -235,6 +241,28 @@ pub fn stdin_writable_and_null_stdio(env: &Env) {
     log.assert_complete();
     t.close();
     t.close();
+
+    // write_eof() on the stdin pipe: closes it once the data is written.
+    let log = Log::default();
+    let l2 = log.clone();
+    let t = env
+        .run_until(env.lp().subprocess_exec(
+            move || Proto(l2),
+            Command::new("cat"),
+            SubprocessStdio::new(),
+        ))
+        .unwrap_or_else(|e| panic!("subprocess_exec(cat) failed: {e}"));
+    let stdin = t.pipe_transport(0).expect("a stdin pipe");
+    stdin.write(b"then eof").expect("write");
+    stdin.write_eof();
+    env.run_until_true(|| log.lost());
+    assert_eq!(
+        log.out(1),
+        b"then eof",
+        "write_eof() lost the data before it"
+    );
+    assert_eq!(t.returncode(), Some(0));
+    log.assert_complete();
 
     let stdio = SubprocessStdio::new()
         .stdin(Redirect::Null)
@@ -276,6 +304,15 @@ pub fn signals_delivered_and_default_dispositions(env: &Env) {
         env.run_until_true(|| log.lost());
         assert_eq!(t.returncode(), Some(code), "{how}");
         log.assert_complete();
+        // Once the child has exited (and may have been reaped), a signal is
+        // ignored: it must never reach a process that reused the pid.
+        t.send_signal(15)
+            .unwrap_or_else(|e| panic!("send_signal after the exit must be ignored: {e}"));
+        assert_eq!(
+            t.send_signal(100_000).map_err(|e| e.kind()),
+            Err(oneloop::ErrorKind::InvalidArgument),
+            "send_signal with no such signal number"
+        );
     }
     let (_t, log) = shell(
         env,
@@ -295,10 +332,24 @@ pub fn signals_delivered_and_default_dispositions(env: &Env) {
         ),
         // Standard signals only: the real-time ones the C library keeps for
         // its threads are outside a program's control.
-        Some(mask) => assert!(
-            mask & ((1 << 31) - 1) == 0,
-            "the child started with ignored signals (SigIgn {mask:#x}): dispositions were inherited"
-        ),
+        Some(mask) => {
+            assert!(
+                mask & ((1 << 31) - 1) == 0,
+                "the child started with ignored signals (SigIgn {mask:#x}): dispositions were inherited"
+            );
+            // Not vacuous: this process does ignore something (SIGPIPE).
+            let own = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("SigIgn:"))?.to_owned();
+                    u64::from_str_radix(line["SigIgn:".len()..].trim(), 16).ok()
+                });
+            const SIGPIPE: u32 = 13;
+            assert!(
+                own.is_some_and(|m| m & (1 << (SIGPIPE - 1)) != 0),
+                "the test process ignores no SIGPIPE (SigIgn {own:?}): the check would pass vacuously"
+            );
+        }
     }
 }
 
@@ -317,6 +368,15 @@ pub fn stderr_to_stdout_and_early_close(env: &Env) {
     env.run_until_true(|| log.lost());
     assert_eq!(log.out(1), b"a\nb\n");
     log.assert_complete();
+    // STDOUT is a destination for stderr only.
+    let err = env
+        .run_until(env.lp().subprocess_shell(
+            || -> Proto { panic!("a protocol for a refused subprocess") },
+            "true",
+            SubprocessStdio::new().stdin(Redirect::Stdout),
+        ))
+        .expect_err("stdin=STDOUT was accepted");
+    assert_eq!(err.kind(), oneloop::ErrorKind::InvalidArgument, "{err}");
 
     let (t, log) = shell(
         env,

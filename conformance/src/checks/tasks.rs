@@ -88,6 +88,25 @@ pub fn task_is_a_future(env: &Env) {
     assert_eq!(seen.get(), Some(Some(5)), "a task's done-callback");
     assert!(matches!(ok.exception(), Ok(None)));
 
+    // Awaiting a clone of the task's future observes the output and leaves
+    // it in place; awaiting the task itself moves it out (no Clone needed).
+    let t = lp.spawn(async { String::from("out") }).unwrap();
+    assert_eq!(
+        env.run_until(t.as_future().clone()).map_err(|e| e.kind()),
+        Ok("out".to_owned()),
+        "awaiting the task's future"
+    );
+    assert_eq!(
+        t.result().map_err(|e| e.kind()),
+        Ok("out".to_owned()),
+        "awaiting a clone of the task's future took its output"
+    );
+    assert_eq!(
+        env.run_until(t).map_err(|e| e.kind()),
+        Ok("out".to_owned()),
+        "awaiting the task"
+    );
+
     let failing = lp
         .spawn(async {
             if std::hint::black_box(true) {

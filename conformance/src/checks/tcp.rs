@@ -140,6 +140,11 @@ pub fn create_connection_resolves_after_made(env: &Env) {
         t == sh.transport(),
         "the same transport as connection_made's"
     );
+    assert_eq!(
+        t.peername().and_then(|a| a.as_inet()),
+        Some(addr),
+        "peername is the address connected to"
+    );
     t.abort();
     env.run_until_true(|| sh.lost());
     sh.assert_complete();
@@ -444,30 +449,34 @@ pub fn failure_in_connection_made_still_completes(env: &Env) {
         let _ = peer.read_to_end(&mut rest);
     }
     let (l, addr) = listener();
-    let lost = Rc::new(Cell::new(0));
+    let lost = Rc::new(RefCell::new(Vec::new()));
     let l2 = lost.clone();
     let t = env
         .run_until(env.lp().create_connection(move || PanicInMade(l2), addr))
         .unwrap_or_else(|e| {
             panic!("create_connection failed after a panic in connection_made: {e}")
         });
-    env.run_until_true(|| lost.get() > 0);
+    env.run_until_true(|| !lost.borrow().is_empty());
     env.run_briefly();
-    assert_eq!(lost.get(), 1, "connection_lost exactly once");
+    assert_eq!(
+        *lost.borrow(),
+        [Some(ErrorKind::Panicked)],
+        "connection_lost exactly once, with the panic as its error"
+    );
     assert!(t.is_closing());
     let reports = env.take_reports();
     assert_eq!(reports.len(), 1, "the panic is reported once: {reports:?}");
     drop(l);
 }
 
-struct PanicInMade(Rc<Cell<u32>>);
+struct PanicInMade(Rc<RefCell<Vec<Option<ErrorKind>>>>);
 
 impl Protocol for PanicInMade {
     fn connection_made(&mut self, _: &Transport) {
         panic!("boom in connection_made");
     }
-    fn connection_lost(&mut self, _: Option<oneloop::Error>) {
-        self.0.set(self.0.get() + 1);
+    fn connection_lost(&mut self, e: Option<oneloop::Error>) {
+        self.0.borrow_mut().push(e.map(|e| e.kind()));
     }
 }
 
@@ -522,6 +531,10 @@ pub fn adopted_socket_and_bind_errors(env: &Env) {
         Some(std::io::ErrorKind::AddrInUse),
         "{err}"
     );
+    assert!(
+        err.to_string().contains(&addr.to_string()),
+        "the error must say which address is in use: {err}"
+    );
     // A local address already in use by a live connection.
     let (l2, addr2) = listener();
     let first = TcpStream::connect(addr2).expect("connect");
@@ -562,8 +575,9 @@ pub fn protocol_panic_is_contained(env: &Env) {
     let reports = env.take_reports();
     assert_eq!(reports.len(), 1, "one report for one panic: {reports:?}");
     assert!(
-        reports[0].contains("data_received"),
-        "the report names the method: {}",
+        reports[0].contains("data_received")
+            && reports[0].contains("deliberate protocol panic (ER-05)"),
+        "the report names the method and carries the panic message: {}",
         reports[0]
     );
     p2.write_all(b"fine").expect("write");
@@ -586,7 +600,7 @@ impl Protocol for PanicInData {
         self.0.borrow_mut().push(Event::Made);
     }
     fn data_received(&mut self, _: &[u8]) {
-        panic!("boom in data_received");
+        panic!("deliberate protocol panic (ER-05)");
     }
     fn connection_lost(&mut self, e: Option<oneloop::Error>) {
         self.0.borrow_mut().push(Event::Lost(e.map(|e| e.kind())));

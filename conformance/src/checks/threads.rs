@@ -84,9 +84,28 @@ pub fn threadsafe_from_loop_thread_runs_promptly(env: &Env) {
 }
 
 /// TH-03 (SHOULD): ordering between `call_soon_threadsafe` and `call_soon`
-/// from the loop thread is FIFO: one queue (D8).
+/// from the loop thread is FIFO: one queue (D8), whether they are queued
+/// from outside the loop's callbacks (before a run) or from inside one.
 pub fn threadsafe_and_call_soon_share_one_fifo(env: &Env) {
     let lp = env.lp();
+    let before = Log::new();
+    for i in 0..3 {
+        let l = before.clone();
+        lp.call_soon(move || l.push(format!("soon {i}"))).unwrap();
+        let l = before.clone();
+        lp.call_soon_threadsafe(move || l.push(format!("threadsafe {i}")))
+            .unwrap();
+    }
+    env.run_until_true(|| before.len() == 6);
+    let want: Vec<String> = (0..3)
+        .flat_map(|i| [format!("soon {i}"), format!("threadsafe {i}")])
+        .collect();
+    assert_eq!(
+        before.get(),
+        want,
+        "queued on the loop thread outside a callback: call_soon and call_soon_threadsafe must share one FIFO"
+    );
+
     let log = Log::new();
     lp.call_soon({
         let (lp, log) = (lp.clone(), log.clone());
@@ -115,8 +134,8 @@ pub fn threadsafe_and_call_soon_share_one_fifo(env: &Env) {
 /// TH-04 (SHOULD): N threads each posting M threadsafe callbacks: exactly
 /// N·M callbacks run, with no crash and no loss.
 pub fn many_threads_lose_nothing(env: &Env) {
-    const THREADS: usize = 4;
-    const EACH: usize = 250;
+    const THREADS: usize = 8;
+    const EACH: usize = 1000;
     let lp = env.lp();
     let count = Arc::new(AtomicUsize::new(0));
     let all = Signal::new();

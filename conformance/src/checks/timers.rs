@@ -180,7 +180,8 @@ pub fn idle_timer_fires_close_to_deadline(env: &Env) {
 }
 
 /// TM-05 (MUST): timers with distinct future deadlines fire in deadline
-/// order (equal deadlines have no defined order, and are not checked).
+/// order (equal deadlines have no defined order, and are not checked); and
+/// (SHOULD) deadlines already past fire in deadline order too, as CPython's.
 pub fn timers_fire_in_deadline_order(env: &Env) {
     let lp = env.lp();
     let t = trace();
@@ -194,6 +195,22 @@ pub fn timers_fire_in_deadline_order(env: &Env) {
         *t.borrow(),
         [5, 10, 20, 30, 40, 45, 50],
         "timers out of deadline order"
+    );
+
+    // Past deadlines, scheduled out of order (test_call_later_negative_delays).
+    let past = trace();
+    let now = lp.time();
+    for ms in [3u64, 1, 2] {
+        let when = now
+            .checked_sub(Duration::from_millis(ms))
+            .expect("a clock at least 3 ms past its epoch");
+        lp.call_at(when, super::push(&past, ms)).unwrap();
+    }
+    env.run_until_true(|| past.borrow().len() == 3);
+    assert_eq!(
+        *past.borrow(),
+        [3, 2, 1],
+        "timers whose deadlines had passed fired out of deadline order"
     );
 }
 

@@ -184,6 +184,14 @@ pub fn datagrams_whole_with_source(env: &Env) {
         DatagramOptions::new().remote_addr(p.local_addr().expect("addr")),
         false,
     );
+    assert_eq!(t.peername(), p.local_addr().ok(), "peername is the remote");
+    // A connected endpoint sends to its remote only (asyncio: ValueError).
+    let elsewhere = SocketAddr::from(([127, 0, 0, 1], 9));
+    assert_eq!(
+        t.sendto(b"x", Some(elsewhere)).map_err(|e| e.kind()),
+        Err(ErrorKind::InvalidArgument),
+        "sendto another address on an endpoint with a remote_addr"
+    );
     t.sendto(b"to the remote", None).expect("sendto the remote");
     let mut buf = [0; 64];
     let (n, src) = p.recv_from(&mut buf).expect("recv");
@@ -206,6 +214,11 @@ pub fn error_received_does_not_close(env: &Env) {
     let (t, log) = endpoint(env, DatagramOptions::new().remote_addr(addr), false);
     t.sendto(b"anyone?", None).expect("sendto");
     env.run_until_true(|| log.events().iter().any(|e| matches!(e, Ev::Error(_))));
+    assert!(
+        log.events().contains(&Ev::Error(ErrorKind::Io)),
+        "error_received must get the OS error: {:?}",
+        log.events()
+    );
     assert!(!t.is_closing(), "error_received closed the endpoint");
     // Someone listens there now and answers.
     holder

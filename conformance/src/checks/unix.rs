@@ -59,6 +59,11 @@ pub fn unix_stream_follows_tcp_sequence(env: &Env) {
         [Event::Made],
         "resolved before connection_made"
     );
+    assert_eq!(
+        t.peername(),
+        Some(SocketAddress::Unix(Some(path.0.clone()))),
+        "peername is the server's path"
+    );
     t.write(b"over a unix socket").expect("write");
     t.write_eof();
     env.run_until_true(|| client.lost() && served.lost());

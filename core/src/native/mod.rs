@@ -93,10 +93,12 @@ impl Backend for NativeBackend {
 
     fn turn(&self) -> io::Result<()> {
         let driver = &self.driver;
-        let timeout = self
-            .armed
-            .get()
-            .timeout(Instant::now(), Duration::from_nanos(1));
+        // The clock only for a deadline: most turns wait for events only.
+        let timeout = match self.armed.get() {
+            NextDispatch::Now => Some(Duration::ZERO),
+            NextDispatch::OnEvent => None,
+            at => at.timeout(Instant::now(), Duration::from_nanos(1)),
+        };
         self.selector
             .select(timeout, |fd, readiness| driver.fd_ready(fd, readiness))?;
         driver.dispatch();

@@ -2,7 +2,6 @@
 //! the merged interest the backend watches.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::panic::Location;
 use std::rc::Rc;
@@ -66,38 +65,95 @@ impl FdEntry {
     }
 }
 
-/// All watched fds of one loop.
+/// All watched fds of one loop, indexed by fd number.
+///
+/// fd numbers are small and dense (the kernel hands out the lowest free
+/// one), so a table indexed by number beats a hash map on the hot path:
+/// every ready event looks its fd up, and SipHash alone cost about 15 % of
+/// an echo request (docs/benchmarks.md). The table grows to the highest fd
+/// watched (16 bytes a slot) and shrinks back when its tail empties.
 #[derive(Default)]
 pub(crate) struct FdRegistry {
-    pub(crate) entries: HashMap<RawFd, FdEntry>,
+    slots: Vec<FdEntry>,
+    /// Entries with a reader or a writer.
+    len: usize,
 }
 
 impl FdRegistry {
-    /// The slot for `fd`'s reader (`readable`) or writer.
-    pub(crate) fn slot(&mut self, fd: RawFd, readable: bool) -> &mut Option<Rc<FdCallback>> {
-        let e = self.entries.entry(fd).or_default();
-        if readable {
+    fn index(fd: RawFd) -> usize {
+        // Negative numbers never reach the table: `add_reader` takes a
+        // `BorrowedFd`, whose number is never -1 and never negative.
+        usize::try_from(fd).expect("a watched fd is never negative")
+    }
+
+    /// The entry of `fd`, if it has a reader or a writer.
+    pub(crate) fn get(&self, fd: RawFd) -> Option<&FdEntry> {
+        let e = self.slots.get(usize::try_from(fd).ok()?)?;
+        (!e.interest().is_none()).then_some(e)
+    }
+
+    /// Whether `fd` has a reader or a writer.
+    pub(crate) fn contains(&self, fd: RawFd) -> bool {
+        self.get(fd).is_some()
+    }
+
+    /// How many fds have a reader or a writer.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The fds with a reader or a writer.
+    pub(crate) fn fds(&self) -> Vec<RawFd> {
+        (0..self.slots.len())
+            .filter(|&i| !self.slots[i].interest().is_none())
+            .map(|i| i as RawFd)
+            .collect()
+    }
+
+    /// Set (or clear, with `None`) `fd`'s reader (`readable`) or writer;
+    /// the one it replaces is handed back.
+    pub(crate) fn set(
+        &mut self,
+        fd: RawFd,
+        readable: bool,
+        cb: Option<Rc<FdCallback>>,
+    ) -> Option<Rc<FdCallback>> {
+        let i = Self::index(fd);
+        if i >= self.slots.len() {
+            // Clearing a slot the table does not reach: nothing was there.
+            cb.as_ref()?;
+            self.slots.resize_with(i + 1, FdEntry::default);
+        }
+        let e = &mut self.slots[i];
+        let was = !e.interest().is_none();
+        let slot = if readable {
             &mut e.reader
         } else {
             &mut e.writer
+        };
+        let old = std::mem::replace(slot, cb);
+        let is = !e.interest().is_none();
+        match (was, is) {
+            (false, true) => self.len += 1,
+            (true, false) => {
+                self.len -= 1;
+                // Shrink a tail of empty slots, so a burst of high fd numbers
+                // does not pin the table.
+                while self.slots.last().is_some_and(|e| e.interest().is_none()) {
+                    self.slots.pop();
+                }
+                if self.slots.capacity() > 4 * self.slots.len().max(64) {
+                    self.slots.shrink_to(self.slots.len().max(64));
+                }
+            }
+            _ => {}
         }
+        old
     }
 
     pub(crate) fn interest(&self, fd: RawFd) -> Interest {
-        self.entries
-            .get(&fd)
+        self.get(fd)
             .map(FdEntry::interest)
             .unwrap_or(Interest::NONE)
-    }
-
-    /// Forget `fd` if neither slot is used.
-    pub(crate) fn prune(&mut self, fd: RawFd) {
-        if self
-            .entries
-            .get(&fd)
-            .is_some_and(|e| e.interest().is_none())
-        {
-            self.entries.remove(&fd);
-        }
     }
 }

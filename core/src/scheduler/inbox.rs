@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::panic::Location;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
@@ -22,6 +23,9 @@ struct Inbox {
     queue: VecDeque<Remote>,
     /// Set once by `close`; posts fail afterwards (TH-05).
     closed: bool,
+    /// The backend's wake; `None` once closed, so that a `RemoteLoop`
+    /// outliving the loop does not keep the wake's fd open.
+    waker: Option<Arc<dyn RemoteWake>>,
 }
 
 /// The `Send + Sync` part of a loop, shared with `RemoteLoop` and wakers.
@@ -40,8 +44,10 @@ pub(crate) struct Shared {
     /// The thread the loop belongs to.
     pub(crate) thread: ThreadId,
     inbox: Mutex<Inbox>,
-    /// The backend's wake.
-    waker: Arc<dyn RemoteWake>,
+    /// Something was posted since the loop last drained: lets `take` skip
+    /// the lock in the common iteration that received nothing from another
+    /// thread. Set and cleared under the lock; read without it.
+    posted: AtomicBool,
 }
 
 impl Shared {
@@ -52,8 +58,9 @@ impl Shared {
             inbox: Mutex::new(Inbox {
                 queue: VecDeque::new(),
                 closed: false,
+                waker: Some(waker),
             }),
-            waker,
+            posted: AtomicBool::new(false),
         }
     }
 
@@ -65,42 +72,55 @@ impl Shared {
 
     /// Post `item`; gives it back if the loop is closed.
     pub(crate) fn post(&self, item: Remote) -> Result<(), Remote> {
-        let was_empty = {
+        let waker = {
             let mut inbox = self.lock();
             if inbox.closed {
                 return Err(item);
             }
             inbox.queue.push_back(item);
-            inbox.queue.len() == 1
+            self.posted.store(true, Ordering::Release);
+            // Only the post that makes the queue non-empty wakes.
+            (inbox.queue.len() == 1)
+                .then(|| inbox.waker.clone())
+                .flatten()
         };
-        if was_empty {
-            crate::defer::wake_or_defer(&self.waker);
+        if let Some(waker) = waker {
+            crate::defer::wake_or_defer(&waker);
         }
         Ok(())
     }
 
     /// Wake the backend without posting anything.
     pub(crate) fn wake(&self) {
-        crate::defer::wake_or_defer(&self.waker);
+        let waker = self.lock().waker.clone();
+        if let Some(waker) = waker {
+            crate::defer::wake_or_defer(&waker);
+        }
     }
 
     /// Take everything posted so far.
-    pub(crate) fn take(&self) -> VecDeque<Remote> {
-        let mut inbox = self.lock();
-        if inbox.queue.is_empty() {
-            return VecDeque::new();
+    ///
+    /// A post that races with the unlocked check below is not lost: it
+    /// found the queue empty, so it wakes the backend, and the dispatch
+    /// that wake brings takes it.
+    pub(crate) fn take(&self) -> Option<VecDeque<Remote>> {
+        if !self.posted.load(Ordering::Acquire) {
+            return None;
         }
-        std::mem::take(&mut inbox.queue)
+        let mut inbox = self.lock();
+        self.posted.store(false, Ordering::Release);
+        Some(std::mem::take(&mut inbox.queue))
     }
 
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
     }
 
-    /// Refuse further posts and hand back what is queued.
-    pub(crate) fn close(&self) -> VecDeque<Remote> {
+    /// Refuse further posts and hand back what is queued, and the wake
+    /// (both for the caller to drop, outside the lock).
+    pub(crate) fn close(&self) -> (VecDeque<Remote>, Option<Arc<dyn RemoteWake>>) {
         let mut inbox = self.lock();
         inbox.closed = true;
-        std::mem::take(&mut inbox.queue)
+        (std::mem::take(&mut inbox.queue), inbox.waker.take())
     }
 }

@@ -55,7 +55,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, Interest, NextDispatch, Readiness};
+use crate::backend::{Backend, Interest, NextDispatch, Readiness, RemoteWake};
 use crate::error::{Error, Result};
 use crate::fault::{Fault, Faults};
 use callback::Callback;
@@ -105,7 +105,9 @@ pub(crate) struct Core {
     ready: VecDeque<Ready>,
     /// An empty buffer swapped with `ready` at each iteration's snapshot,
     /// so taking the batch out allocates nothing.
-    spare: VecDeque<Ready>,
+    /// `None` while a batch holds it (the empty `None` costs nothing to
+    /// drop, an empty queue does).
+    spare: Option<VecDeque<Ready>>,
     /// Pending timers.
     timers: TimerQueue,
     /// Watched fds.
@@ -151,12 +153,21 @@ impl Core {
         earlier
     }
 
-    /// When the next dispatch is needed, from the queues.
-    fn compute_next(&mut self, now: Instant) -> NextDispatch {
+    /// When the next dispatch is needed, from the queues. `now` is read
+    /// only if a timer is pending (see [`Scheduler::now_if_timers`]).
+    ///
+    /// A deadline already reached is `Now`, not `At` a past instant: a host
+    /// whose timers tick (tokio's wheel, 1 ms) would otherwise wait for its
+    /// next tick to run a timer that is due.
+    fn compute_next(&mut self, now: Option<Instant>) -> NextDispatch {
         if self.stopping || !self.ready.is_empty() {
             return NextDispatch::Now;
         }
+        let Some(now) = now else {
+            return NextDispatch::OnEvent;
+        };
         match self.timers.next_wake(now, self.timer_slack) {
+            Some(t) if t <= now => NextDispatch::Now,
             Some(t) => NextDispatch::At(t),
             None => NextDispatch::OnEvent,
         }
@@ -170,6 +181,38 @@ pub(crate) struct Leftovers {
     pub(crate) timers: Vec<Rc<dyn Callback>>,
     pub(crate) fds: FdRegistry,
     pub(crate) inbox: VecDeque<Remote>,
+    /// The backend and its wake, released.
+    pub(crate) host: ReleasedHost,
+}
+
+/// What a closed loop lets go of its host: dropped by the loop, last.
+pub(crate) struct ReleasedHost {
+    _backend: Option<Box<dyn Backend>>,
+    _waker: Option<Arc<dyn RemoteWake>>,
+}
+
+/// What stands in for a closed loop's backend: it remembers what a closed
+/// loop is still asked (its name, its mode, the clock) and holds nothing.
+struct Released {
+    name: String,
+    attached: bool,
+    clock_resolution: Duration,
+}
+
+impl Backend for Released {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn arm(&self, _next: NextDispatch) {}
+    fn remote_waker(&self) -> Arc<dyn RemoteWake> {
+        Arc::new(|| {})
+    }
+    fn is_attached(&self) -> bool {
+        self.attached
+    }
+    fn clock_resolution(&self) -> Duration {
+        self.clock_resolution
+    }
 }
 
 /// Counters for `Loop::stats`.
@@ -181,8 +224,14 @@ pub(crate) struct Counts {
 
 /// The engine of one loop: see the module docs.
 pub(crate) struct Scheduler {
-    /// The host.
-    backend: Box<dyn Backend>,
+    /// The host. Replaced by a [`Released`] stub at close, so that a closed
+    /// loop still referenced holds none of its host's resources (its
+    /// poller, its wake fd, a runtime). Borrowed shared for every call
+    /// (a turn included, during which callbacks borrow it again), mutably
+    /// only by `close`, which never runs inside a turn or a dispatch.
+    backend: std::cell::RefCell<Box<dyn Backend>>,
+    /// The backend's name, kept for reports after it is released.
+    name: String,
     /// What other threads may touch: the inbox and the wake.
     shared: Arc<Shared>,
     /// Everything mutable.
@@ -203,11 +252,12 @@ impl Scheduler {
     pub(crate) fn new(backend: Box<dyn Backend>, shared: Arc<Shared>, s: Settings) -> Scheduler {
         let now = backend.now();
         Scheduler {
-            backend,
+            name: backend.name().to_owned(),
+            backend: std::cell::RefCell::new(backend),
             shared,
             core: std::cell::RefCell::new(Core {
                 ready: VecDeque::new(),
-                spare: VecDeque::new(),
+                spare: Some(VecDeque::new()),
                 timers: TimerQueue::new(now),
                 fds: FdRegistry::default(),
                 state: if s.attached {
@@ -233,8 +283,13 @@ impl Scheduler {
         f(&mut self.core.borrow_mut())
     }
 
-    pub(crate) fn backend(&self) -> &dyn Backend {
-        &*self.backend
+    pub(crate) fn backend(&self) -> std::cell::Ref<'_, Box<dyn Backend>> {
+        self.backend.borrow()
+    }
+
+    /// The backend's name (also after close).
+    pub(crate) fn backend_name(&self) -> &str {
+        &self.name
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -295,14 +350,14 @@ impl Scheduler {
         self.with(|c| Counts {
             ready: c.ready.len(),
             timers: c.timers.len(),
-            fds: c.fds.entries.len(),
+            fds: c.fds.len(),
         })
     }
 
     /// Tell the backend about `next` if it is earlier than what it has.
     fn arm_if_earlier(&self, next: NextDispatch) {
         if self.with(|c| c.take_if_earlier(next)) {
-            self.backend.arm(next);
+            self.backend().arm(next);
         }
     }
 
@@ -337,7 +392,7 @@ impl Scheduler {
             }
             Some(arm) => {
                 if arm {
-                    self.backend.arm(NextDispatch::Now);
+                    self.backend().arm(NextDispatch::Now);
                 }
                 Ok(())
             }
@@ -369,7 +424,7 @@ impl Scheduler {
             Ok(c.take_if_earlier(NextDispatch::At(when)))
         })?;
         if arm {
-            self.backend.arm(NextDispatch::At(when));
+            self.backend().arm(NextDispatch::At(when));
         }
         Ok(())
     }
@@ -385,14 +440,21 @@ impl Scheduler {
             return;
         }
         self.with(|c| c.stopping = true);
-        self.backend.stop_requested();
+        self.backend().stop_requested();
         self.arm_if_earlier(NextDispatch::Now);
+    }
+
+    /// The host's clock, read only when a timer is pending: a loop doing
+    /// I/O with no timer reads no clock in its iteration.
+    fn now_if_timers(&self) -> Option<Instant> {
+        let timers = self.with(|c| c.timers.len() > 0);
+        timers.then(|| self.backend().now())
     }
 
     /// A run begins: arm for the work queued before it, or a `stop()` made
     /// before it (LC-05), without waiting.
     pub(crate) fn begin_run(&self) {
-        let now = self.backend.now();
+        let now = self.now_if_timers();
         let next = self.with(|c| {
             c.state = RunState::Running;
             c.halted = false;
@@ -400,7 +462,7 @@ impl Scheduler {
             c.armed = next;
             next
         });
-        self.backend.arm(next);
+        self.backend().arm(next);
     }
 
     /// A run ended, even by unwinding: no stale stop request survives it (LC-09).
@@ -416,7 +478,7 @@ impl Scheduler {
 
     /// When the next dispatch is needed, for hosts that ask.
     pub(crate) fn next_dispatch(&self) -> NextDispatch {
-        let now = self.backend.now();
+        let now = self.now_if_timers();
         self.with(|c| {
             if c.is_live() {
                 c.compute_next(now)
@@ -432,15 +494,22 @@ impl Scheduler {
             if !c.is_live() {
                 return;
             }
-            let Some(e) = c.fds.entries.get(&fd) else {
+            let Some(e) = c.fds.get(fd) else {
                 return;
             };
-            let reader = e.reader.clone().filter(|_| r.readable || r.hangup);
-            let writer = e.writer.clone().filter(|_| r.writable || r.hangup);
-            for cb in [reader, writer].into_iter().flatten() {
-                if !cb.queued.replace(true) {
-                    c.ready.push_back(Ready::Fd(cb));
-                }
+            // Level-triggered: an fd reported again before its callback ran
+            // is queued once (`queued`).
+            if (r.readable || r.hangup)
+                && let Some(cb) = &e.reader
+                && !cb.queued.replace(true)
+            {
+                c.ready.push_back(Ready::Fd(cb.clone()));
+            }
+            if (r.writable || r.hangup)
+                && let Some(cb) = &e.writer
+                && !cb.queued.replace(true)
+            {
+                c.ready.push_back(Ready::Fd(cb.clone()));
             }
         });
     }
@@ -451,20 +520,16 @@ impl Scheduler {
     pub(crate) fn watch_fd(&self, fd: RawFd, readable: bool, cb: Rc<FdCallback>) -> io::Result<()> {
         let (old, before, after) = self.with(|c| {
             let before = c.fds.interest(fd);
-            let old = c.fds.slot(fd, readable).replace(cb);
+            let old = c.fds.set(fd, readable, Some(cb));
             (old, before, c.fds.interest(fd))
         });
         if let Some(old) = &old {
             old.active.set(false);
         }
         if before != after
-            && let Err(e) = self.backend.watch(fd, after)
+            && let Err(e) = self.backend().watch(fd, after)
         {
-            let new = self.with(|c| {
-                let new = c.fds.slot(fd, readable).take();
-                c.fds.prune(fd);
-                new
-            });
+            let new = self.with(|c| c.fds.set(fd, readable, None));
             drop((new, old));
             return Err(e);
         }
@@ -475,11 +540,10 @@ impl Scheduler {
     /// Remove `fd`'s reader (`readable`) or writer; whether there was one.
     pub(crate) fn unwatch_fd(&self, fd: RawFd, readable: bool) -> bool {
         let taken = self.with(|c| {
-            if c.state == RunState::Closed || !c.fds.entries.contains_key(&fd) {
+            if c.state == RunState::Closed || !c.fds.contains(fd) {
                 return None;
             }
-            let old = c.fds.slot(fd, readable).take();
-            c.fds.prune(fd);
+            let old = c.fds.set(fd, readable, None);
             old.map(|old| (old, c.fds.interest(fd)))
         });
         let Some((old, after)) = taken else {
@@ -488,7 +552,7 @@ impl Scheduler {
         old.active.set(false);
         // The fd may already be closed by its owner; the registration is gone
         // from our side either way.
-        let _ = self.backend.watch(fd, after);
+        let _ = self.backend().watch(fd, after);
         drop(old);
         true
     }
@@ -497,7 +561,7 @@ impl Scheduler {
     /// spare buffer, so no allocation churns); what callbacks queue
     /// meanwhile lands in the emptied queue, for the next iteration.
     fn take_batch(c: &mut Core) -> VecDeque<Ready> {
-        let spare = std::mem::take(&mut c.spare);
+        let spare = c.spare.take().unwrap_or_default();
         std::mem::replace(&mut c.ready, spare)
     }
 
@@ -507,7 +571,7 @@ impl Scheduler {
         while let Some(item) = batch.pop_back() {
             c.ready.push_front(item);
         }
-        c.spare = batch;
+        c.spare = Some(batch);
     }
 
     /// Run the batch up to its end or its first panic, the fast way: one
@@ -569,7 +633,7 @@ impl Scheduler {
     /// for the next run (ER-04). Returns false, having done nothing, when
     /// the loop is not live or already dispatching.
     pub(crate) fn run_once(&self, mut on_panic: impl FnMut(Failed) -> bool) -> bool {
-        let now = self.backend.now();
+        let now = self.now_if_timers();
         // Steps 2 to 4 in one borrow: due timers, the inbox, the snapshot.
         let batch = self.with(|c| {
             if !c.is_live() || c.dispatching {
@@ -577,9 +641,13 @@ impl Scheduler {
             }
             c.dispatching = true;
             let Core { timers, ready, .. } = c;
-            timers.pop_due(now, |cb| ready.push_back(Ready::Call(cb)));
-            let remote = self.shared.take();
-            if !remote.is_empty() {
+            if let Some(now) = now {
+                timers.pop_due(now, |cb| {
+                    let location = cb.location();
+                    ready.push_back(Ready::Call(cb, location));
+                });
+            }
+            if let Some(remote) = self.shared.take() {
                 c.ready.extend(remote.into_iter().map(Ready::from));
             }
             Some((Self::take_batch(c), c.slow_callback.is_some()))
@@ -601,8 +669,9 @@ impl Scheduler {
             }
             // Reported: carry on with the rest of the batch.
         }
-        // Step 5.
-        let now = self.backend.now();
+        // Step 5. The clock is read only if a timer decides the next wake.
+        let timed = self.with(|c| c.ready.is_empty() && c.timers.len() > 0);
+        let now = timed.then(|| self.backend().now());
         let (next, dropped) = self.with(|c| {
             Self::return_batch(c, batch);
             c.dispatching = false;
@@ -622,7 +691,7 @@ impl Scheduler {
             (next, None)
         });
         drop(dropped);
-        self.backend.arm(next);
+        self.backend().arm(next);
         true
     }
 
@@ -632,18 +701,33 @@ impl Scheduler {
     pub(crate) fn close(&self) -> Leftovers {
         let fds: Vec<RawFd> = self.with(|c| {
             c.state = RunState::Closed;
-            c.fds.entries.keys().copied().collect()
+            c.fds.fds()
         });
         for fd in fds {
-            let _ = self.backend.watch(fd, Interest::NONE);
+            let _ = self.backend().watch(fd, Interest::NONE);
         }
-        self.backend.close();
-        let inbox = self.shared.close();
+        self.backend().close();
+        let (inbox, waker) = self.shared.close();
+        // Let the host's resources go now, not when the last `Loop` handle
+        // does. (A backend still borrowed, which `close` cannot meet, would
+        // simply be kept until the scheduler is dropped.)
+        let backend = self.backend.try_borrow_mut().ok().map(|mut b| {
+            let released: Box<dyn Backend> = Box::new(Released {
+                name: self.name.clone(),
+                attached: b.is_attached(),
+                clock_resolution: b.clock_resolution(),
+            });
+            std::mem::replace(&mut *b, released)
+        });
         self.with(|c| Leftovers {
             ready: std::mem::take(&mut c.ready),
             timers: c.timers.clear(),
             fds: std::mem::take(&mut c.fds),
             inbox,
+            host: ReleasedHost {
+                _backend: backend,
+                _waker: waker,
+            },
         })
     }
 }

@@ -17,8 +17,9 @@ pub(crate) struct TaskMeta {
 
 /// An item of the ready queue.
 pub(crate) enum Ready {
-    /// `call_soon` or a timer that fell due.
-    Call(Rc<dyn Callback>),
+    /// `call_soon` or a timer that fell due, and where it was scheduled
+    /// (kept here too, so that reading it costs no virtual call).
+    Call(Rc<dyn Callback>, &'static Location<'static>),
     /// `call_soon_detached`, or `call_soon_threadsafe` drained from the inbox.
     Boxed(Box<dyn FnOnce()>, &'static Location<'static>),
     /// A task step.
@@ -38,7 +39,7 @@ impl Ready {
     /// Ask for the memory this item will touch first when it runs.
     pub(super) fn prefetch(&self) {
         match self {
-            Ready::Call(cb) => prefetch::prefetch(Rc::as_ptr(cb)),
+            Ready::Call(cb, _) => prefetch::prefetch(Rc::as_ptr(cb)),
             Ready::Fd(f) => prefetch::prefetch(Rc::as_ptr(f)),
             Ready::Boxed(f, _) => prefetch::prefetch(&raw const **f),
             Ready::Task(_) => {}
@@ -47,7 +48,7 @@ impl Ready {
 
     pub(super) fn location(&self) -> &'static Location<'static> {
         match self {
-            Ready::Call(cb) => cb.location(),
+            Ready::Call(_, location) => location,
             Ready::Boxed(_, location) => location,
             Ready::Task(r) => r.metadata().location,
             Ready::Fd(f) => f.location,
@@ -56,7 +57,7 @@ impl Ready {
 
     pub(super) fn describe(&self) -> &'static str {
         match self {
-            Ready::Call(_) | Ready::Boxed(..) => "callback",
+            Ready::Call(..) | Ready::Boxed(..) => "callback",
             Ready::Task(_) => "task step",
             Ready::Fd(_) => "fd callback",
         }
@@ -66,7 +67,7 @@ impl Ready {
     #[inline]
     pub(super) fn run_unguarded(self) {
         match self {
-            Ready::Call(cb) => cb.run(),
+            Ready::Call(cb, _) => cb.run(),
             Ready::Boxed(f, _) => f(),
             Ready::Task(r) => {
                 r.run();

@@ -397,7 +397,11 @@ impl TimerQueue {
                 out(e.cb);
             }
             // `current` is empty; the next slot is due only if it starts by
-            // `now` (every deadline in it is at least its start).
+            // `now` (every deadline in it is at least its start). Nothing
+            // held: no bitmap scan (a loop doing I/O with no timer).
+            if self.len == 0 {
+                return;
+            }
             match self.next_slot() {
                 Some(slot) if slot << SHIFT <= now => self.advance_to(slot),
                 _ => return,

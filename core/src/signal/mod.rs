@@ -242,8 +242,14 @@ impl Loop {
                 released: Cell::new(false),
             });
             let guard = ReleaseOnDrop(owner.clone());
-            let lp = self.clone();
-            self.add_reader(&owner.read, move || dispatch(&lp, &guard.0))?;
+            // Weakly: the loop holds this callback, so a strong handle would
+            // keep a loop dropped without `close()` (and its signals) for good.
+            let lp = self.downgrade();
+            self.add_reader(&owner.read, move || {
+                if let Some(lp) = lp.upgrade() {
+                    dispatch(&lp, &guard.0);
+                }
+            })?;
             Ok::<_, Error>(owner)
         })();
         let owner = match setup {

@@ -491,6 +491,48 @@ impl DatagramTransport {
         self.0.state.borrow().queued_bytes
     }
 
+    /// The water marks of the send queue, as `(low, high)` (16 and 64 KiB
+    /// unless set).
+    #[doc(alias = "get_write_buffer_limits")]
+    pub fn write_buffer_limits(&self) -> (usize, usize) {
+        let st = self.0.state.borrow();
+        (st.low, st.high)
+    }
+
+    /// Set the water marks of the send queue, with the rules of
+    /// [`Transport::set_write_buffer_limits`](crate::Transport::set_write_buffer_limits)
+    /// (asyncio's): `None` for `high` means 64 KiB or four times `low`,
+    /// `None` for `low` a quarter of `high`. A queue already above the new
+    /// mark pauses the protocol now.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`] if `low > high`; nothing changes.
+    pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
+        let high = high.unwrap_or_else(|| low.map_or(64 * 1024, |l| l.saturating_mul(4)));
+        let low = low.unwrap_or(high / 4);
+        if low > high {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("low water mark ({low}) above high water mark ({high})"),
+            ));
+        }
+        let inner = &self.0;
+        let pause = {
+            let mut st = inner.state.borrow_mut();
+            st.high = high;
+            st.low = low;
+            let pause = !st.closing && !st.paused && st.queued_bytes > st.high;
+            if pause {
+                st.paused = true;
+            }
+            pause
+        };
+        if pause {
+            inner.notify(Note::Pause);
+        }
+        Ok(())
+    }
+
     /// The local address.
     pub fn sockname(&self) -> Option<SocketAddr> {
         self.0.local

@@ -1,6 +1,6 @@
 //! The stream transport over a connected socket (TCP or Unix).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -460,63 +460,67 @@ impl StreamInner {
         }
     }
 
-    /// One `recv`, with the gate held: into the protocol's own buffer if it
-    /// offers one (`get_buffer`, no copy), else into the thread's read
-    /// buffer for `data_received`.
+    /// One `recv`, with the gate held, in one protocol call: into the
+    /// protocol's own buffer if it offers one (`get_buffer`, no copy), else
+    /// into the thread's read buffer for `data_received`. The `recv` runs
+    /// inside the call (no user code between it and the method it feeds),
+    /// so a protocol pays one trip through the gate per read, either way.
     fn read_once(self: &Rc<Self>) -> Read {
-        let mut direct = None;
-        let asked = self.gate.invoke(|p| {
+        let stage = Cell::new("get_buffer");
+        let mut copied = None;
+        let outcome = self.gate.invoke(|p| {
             if let Some(v) = p.get_buffer(READ_SIZE) {
                 if v.capacity() == v.len() {
                     v.reserve(READ_SIZE);
                 }
-                direct = Some(match &*self.sock.borrow() {
-                    Some(s) => s.recv_append(v),
-                    None => Err(io::ErrorKind::WouldBlock.into()),
-                });
+                return match self.recv(|s| s.recv_append(v)) {
+                    Ok(0) => Read::Eof,
+                    Ok(n) => {
+                        stage.set("buffer_updated");
+                        p.buffer_updated(n);
+                        Read::Delivered
+                    }
+                    Err(e) if would_block(&e) => Read::Nothing,
+                    Err(e) => Read::Failed(e),
+                };
             }
+            let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+            if buf.len() < READ_SIZE {
+                buf.resize(READ_SIZE, 0);
+            }
+            let read = match self.recv(|s| s.recv(&mut buf[..])) {
+                Ok(0) => Read::Eof,
+                Ok(n) => {
+                    stage.set("data_received");
+                    p.data_received(&buf[..n]);
+                    Read::Delivered
+                }
+                Err(e) if would_block(&e) => Read::Nothing,
+                Err(e) => Read::Failed(e),
+            };
+            copied = Some(buf);
+            read
         });
-        match asked {
-            Invoked::Ran(()) => {}
-            Invoked::Gone => return Read::Nothing,
-            Invoked::Panicked(payload) => {
-                self.panicked("get_buffer", payload);
-                return Read::Nothing;
-            }
+        if let Some(buf) = copied {
+            READ_BUF.with(|b| *b.borrow_mut() = buf);
         }
-        match direct {
-            Some(Ok(0)) => Read::Eof,
-            Some(Ok(n)) => {
-                self.invoke("buffer_updated", |p| p.buffer_updated(n));
-                Read::Delivered
+        match outcome {
+            Invoked::Ran(read) => read,
+            Invoked::Gone => Read::Nothing,
+            Invoked::Panicked(payload) => {
+                self.panicked(stage.get(), payload);
+                Read::Nothing
             }
-            Some(Err(e)) if would_block(&e) => Read::Nothing,
-            Some(Err(e)) => Read::Failed(e),
-            None => self.read_copied(),
         }
     }
 
-    /// One `recv` into the thread's read buffer, for `data_received`.
-    fn read_copied(self: &Rc<Self>) -> Read {
-        let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        if buf.len() < READ_SIZE {
-            buf.resize(READ_SIZE, 0);
-        }
-        let res = match &*self.sock.borrow() {
-            Some(s) => s.recv(&mut buf[..]),
+    /// `f` on the socket, if it is still open (the borrow ends before any
+    /// protocol code runs).
+    fn recv(&self, f: impl FnOnce(&Endpoint) -> io::Result<usize>) -> io::Result<usize> {
+        match &*self.sock.borrow() {
+            Some(s) => f(s),
             None => Err(io::ErrorKind::WouldBlock.into()),
-        };
-        let read = match res {
-            Ok(0) => Read::Eof,
-            Ok(n) => {
-                self.invoke("data_received", |p| p.data_received(&buf[..n]));
-                Read::Delivered
-            }
-            Err(e) if would_block(&e) => Read::Nothing,
-            Err(e) => Read::Failed(e),
-        };
-        READ_BUF.with(|b| *b.borrow_mut() = buf);
-        read
+        }
     }
 
     fn read_eof(self: &Rc<Self>) {

@@ -170,6 +170,8 @@ struct ProcInner {
     /// The protocol, called only through here.
     gate: Gate<dyn SubprocessProtocol, Note>,
     exit_waiters: RefCell<Vec<LoopFuture<i32>>>,
+    /// The loop closed under the child: everything was let go.
+    released: Cell<bool>,
 }
 
 /// A running child process: its pid, return code, pipes and signals
@@ -322,6 +324,43 @@ impl ProcInner {
         self.notify(Note::Exited);
     }
 
+    /// The loop closed (or was dropped) under the child: no callback will
+    /// run again, so the exit can never be learnt from it. Kill the child if
+    /// it still runs, as dropping an asyncio subprocess transport does, and
+    /// reap it on a thread (it dies at once, but `waitpid` blocks); then let
+    /// go of the protocol (which may hold this state) and the pipes.
+    fn release(self: &Rc<Self>) {
+        if self.released.replace(true) {
+            return;
+        }
+        if self.returncode.get().is_none() {
+            let pidfd = self.pidfd.borrow_mut().take();
+            match pidfd {
+                Some(fd) => {
+                    let _ = rustix::process::pidfd_send_signal(&fd, Signal::KILL);
+                    drop(fd);
+                    reap_in_background(self.pid);
+                }
+                // No pidfd: a thread waits for this child already, unless
+                // setting up the child failed before it started.
+                None => {
+                    if let Some(pid) = Pid::from_raw(self.pid as i32) {
+                        let _ = rustix::process::kill_process(pid, Signal::KILL);
+                    }
+                    if !WAITED.with(|w| w.borrow().contains_key(&self.pid)) {
+                        reap_in_background(self.pid);
+                    }
+                }
+            }
+        }
+        let protocol = self.gate.take();
+        drop(protocol);
+        let pipes = std::mem::take(&mut *self.pipes.borrow_mut());
+        drop(pipes);
+        let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
+        drop(waiters);
+    }
+
     /// The pidfd turned readable: reap without blocking.
     fn reap(self: &Rc<Self>) {
         let Some(pid) = Pid::from_raw(self.pid as i32) else {
@@ -333,35 +372,6 @@ impl ProcInner {
             // Reaped elsewhere (someone else waits for all children): the
             // code is lost; report it as unknown rather than hang.
             Err(_) => self.exited(255),
-        }
-    }
-}
-
-/// A transport dropped with its child still running because its loop is
-/// gone (closed or dropped: nothing will ever watch the child again) kills
-/// the child, as asyncio's transport does when it is collected unclosed,
-/// and reaps it on a short-lived thread so that no zombie is left. While the
-/// loop lives, the loop holds the transport until the child exits (through
-/// the pidfd's callback), or a waiting thread reaps it (no pidfd).
-impl Drop for ProcInner {
-    fn drop(&mut self) {
-        if self.returncode.get().is_some() || self.lp.upgrade().is_some_and(|lp| !lp.is_closed()) {
-            return;
-        }
-        let Some(pid) = Pid::from_raw(self.pid as i32) else {
-            return;
-        };
-        let killed = match &*self.pidfd.borrow() {
-            Some(fd) => rustix::process::pidfd_send_signal(fd.as_fd(), Signal::KILL),
-            None => rustix::process::kill_process(pid, Signal::KILL),
-        };
-        // Without a pidfd a waiting thread already reaps it.
-        if killed.is_ok() && self.pidfd.borrow().is_some() {
-            let _ = std::thread::Builder::new()
-                .name(format!("oneloop-reap-{pid}", pid = self.pid))
-                .spawn(move || {
-                    let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-                });
         }
     }
 }
@@ -438,16 +448,23 @@ impl SubprocessTransport {
     ///
     /// See [`kill`](SubprocessTransport::kill).
     pub fn wait(&self) -> impl StdFuture<Output = Result<i32>> + 'static {
-        let fut = self.0.lp.get().map(|lp| lp.create_future::<i32>());
-        if let Ok(fut) = &fut {
-            match self.0.returncode.get() {
+        let code = self.0.returncode.get();
+        let fut = self.0.lp.upgrade().map(|lp| lp.create_future::<i32>());
+        if let Some(fut) = &fut {
+            match code {
                 Some(code) => {
                     let _ = fut.set_result(code);
                 }
                 None => self.0.exit_waiters.borrow_mut().push(fut.clone()),
             }
         }
-        async move { fut?.await }
+        async move {
+            match (fut, code) {
+                (Some(fut), _) => fut.await,
+                (None, Some(code)) => Ok(code),
+                (None, None) => Err(Error::closed()),
+            }
+        }
     }
 
     /// Send signal `sig` to the child (SP-04). Ignored once it has exited.
@@ -680,6 +697,7 @@ fn spawn(
         lost_scheduled: Cell::new(false),
         gate: Gate::new(protocol),
         exit_waiters: RefCell::new(Vec::new()),
+        released: Cell::new(false),
     });
     let mut started = Vec::new();
     for (fd, end) in [(0, stdin), (1, stdout), (2, stderr)] {
@@ -704,10 +722,41 @@ fn spawn(
     Ok(SubprocessTransport(inner))
 }
 
+/// The exit watch's hold on the child's state. The loop drops it when it
+/// closes (or is dropped) before the child exited: the moment to kill and
+/// reap the child and let go of its state, which nothing else would.
+struct ExitWatch(Rc<ProcInner>);
+
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        let me = &self.0;
+        // `exited` removes the watch itself, on a live loop.
+        if me.lp.upgrade().is_none_or(|lp| lp.is_closed()) {
+            me.release();
+        }
+    }
+}
+
+/// Wait for the (killed) child `pid` on a thread of its own.
+fn reap_in_background(pid: u32) {
+    let Some(p) = Pid::from_raw(pid as i32) else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name(format!("oneloop-reap-{pid}"))
+        .spawn(move || {
+            let _ = rustix::process::waitpid(Some(p), WaitOptions::empty());
+        });
+    if spawned.is_err() {
+        // No thread to spare: the child was sent SIGKILL and dies at once.
+        let _ = rustix::process::waitpid(Some(p), WaitOptions::empty());
+    }
+}
+
 fn watch_exit(lp: &Loop, inner: &Rc<ProcInner>) -> Result<()> {
     if let Some(fd) = &*inner.pidfd.borrow() {
-        let me = inner.clone();
-        return lp.add_reader(fd, move || me.reap());
+        let watch = ExitWatch(inner.clone());
+        return lp.add_reader(fd, move || watch.0.reap());
     }
     // No pidfd (kernel before 5.3): a thread blocks in waitpid for this
     // child and posts the status to the loop.

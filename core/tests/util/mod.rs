@@ -1,14 +1,24 @@
-//! Helpers shared by the core's integration tests.
+//! Helpers shared by the core's integration tests: condition waits with a
+//! deadline (never a sleep that hopes), a watchdog, and a recording log.
+//!
+//! The conformance suite has the same helpers (`oneloop_conformance::
+//! support`); the core cannot depend on it (the suite depends on the core),
+//! so the few its tests need are here.
 #![allow(dead_code, unreachable_pub)]
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oneloop::{ExceptionContext, Loop};
+
+/// How long a test waits for one event before it fails: generous for a
+/// loaded CI machine, short enough that a hang shows in seconds.
+pub const LIMIT: Duration = Duration::from_secs(10);
 
 /// A log of events, shared by the callbacks of one test.
 #[derive(Clone, Default)]
@@ -29,45 +39,96 @@ impl<T: Clone> Log<T> {
     }
 }
 
-/// Stops the loop from another thread after `limit`, so that a missing
-/// wake-up fails the test (the flag says the watchdog fired) instead of
-/// hanging it. Dropping the guard disarms it.
+/// Stops the loop from another thread once `limit` has passed, so that a
+/// missed wake-up fails the test (the watchdog says it fired) instead of
+/// hanging it. Dropping it disarms it at once (no polling) and joins its
+/// thread.
 pub struct Watchdog {
-    done: Arc<AtomicBool>,
+    cancel: Option<mpsc::Sender<()>>,
     fired: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    limit: Duration,
 }
 
 impl Watchdog {
     pub fn arm(lp: &Loop, limit: Duration) -> Watchdog {
-        let done = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel::<()>();
         let fired = Arc::new(AtomicBool::new(false));
         let remote = lp.remote();
-        let (d, f) = (done.clone(), fired.clone());
-        thread::spawn(move || {
-            let step = Duration::from_millis(5);
-            let mut waited = Duration::ZERO;
-            while waited < limit {
-                if d.load(Ordering::Acquire) {
-                    return;
-                }
-                thread::sleep(step);
-                waited += step;
+        let f = fired.clone();
+        let thread = thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                f.store(true, Ordering::Release);
+                let _ = remote.stop();
             }
-            f.store(true, Ordering::Release);
-            let _ = remote.stop();
         });
-        Watchdog { done, fired }
+        Watchdog {
+            cancel: Some(tx),
+            fired,
+            thread: Some(thread),
+            limit,
+        }
     }
 
     pub fn fired(&self) -> bool {
         self.fired.load(Ordering::Acquire)
     }
+
+    /// Fail if the watchdog had to stop the loop.
+    #[track_caller]
+    pub fn assert_not_fired(&self, what: &str) {
+        assert!(
+            !self.fired(),
+            "{what}: the watchdog stopped the loop after {:?} (a missed wake-up)",
+            self.limit
+        );
+    }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        self.done.store(true, Ordering::Release);
+        drop(self.cancel.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
+}
+
+/// Wait, off the loop's thread, until `cond()` holds or `deadline` passes;
+/// returns whether it held. Checks at once, then with a backoff from 50 µs
+/// to 5 ms between checks: the pauses are the polling of a condition, not
+/// a wait for an event to have happened.
+pub fn wait_until(deadline: Instant, mut cond: impl FnMut() -> bool) -> bool {
+    let mut pause = Duration::from_micros(50);
+    loop {
+        if cond() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// The kernel's ID of the calling thread.
+pub fn current_tid() -> i32 {
+    rustix::thread::gettid().as_raw_nonzero().get()
+}
+
+/// On a helper thread: wait until thread `tid` (a loop's thread, from
+/// [`current_tid`]) is asleep in the kernel, which for a loop with nothing
+/// to do means blocked in its poll, so that what the helper does next has
+/// to wake it. Returns whether it saw that (false where `/proc` does not
+/// tell, or after `LIMIT`).
+pub fn wait_until_asleep(tid: i32) -> bool {
+    let asleep = || -> Option<bool> {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+        Some(stat.rsplit_once(')')?.1.split_whitespace().next()? == "S")
+    };
+    asleep().is_some() && wait_until(Instant::now() + LIMIT, || asleep() == Some(true))
 }
 
 /// Install an exception handler that records every report.
