@@ -106,6 +106,8 @@ impl NextDispatch {
     /// Rounds **up** to whole `granularity` steps, so a host whose timeouts
     /// have millisecond granularity never wakes before the deadline (D7).
     ///
+    /// # Examples
+    ///
     /// ```
     /// use std::time::{Duration, Instant};
     /// use oneloop::backend::NextDispatch;
@@ -200,6 +202,21 @@ impl Readiness {
 ///
 /// Must be callable from any thread and from a signal handler (an eventfd or
 /// pipe write, a `Poller::notify`, `g_main_context_wakeup`): decision D6.
+///
+/// # Examples
+///
+/// A closure is one, which suits hosts whose wake is a plain function:
+///
+/// ```
+/// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+/// use oneloop::backend::RemoteWake;
+///
+/// let woken = Arc::new(AtomicBool::new(false));
+/// let flag = woken.clone();
+/// let wake: Arc<dyn RemoteWake> = Arc::new(move || flag.store(true, Ordering::Release));
+/// std::thread::spawn(move || wake.wake()).join().unwrap();
+/// assert!(woken.load(Ordering::Acquire));
+/// ```
 pub trait RemoteWake: Send + Sync + 'static {
     /// Wake the host so that it dispatches the loop soon.
     fn wake(&self);
@@ -218,6 +235,61 @@ impl<F: Fn() + Send + Sync + 'static> RemoteWake for F {
 /// attached mode, the clock and closing have defaults. A backend is built by
 /// the constructor given to [`LoopBuilder::build_with`](crate::LoopBuilder::build_with),
 /// which receives the backend's [`Driver`].
+///
+/// # Examples
+///
+/// A complete owned-mode backend whose "host" is a
+/// [`Selector`](crate::native::Selector), the OS poller every shipped
+/// adapter embeds: the default loop again, in a few lines. A backend for
+/// a real host puts the selector's one fd into that host instead of
+/// blocking on it (`docs/writing-an-adapter.md`).
+///
+/// ```
+/// use std::{cell::Cell, io, os::fd::RawFd, sync::Arc, time::{Duration, Instant}};
+/// use oneloop::backend::{Backend, Driver, Interest, NextDispatch, RemoteWake};
+/// use oneloop::native::Selector;
+///
+/// struct Blocking {
+///     selector: Selector,
+///     driver: Driver,
+///     next: Cell<NextDispatch>,
+/// }
+///
+/// impl Backend for Blocking {
+///     fn name(&self) -> &str {
+///         "blocking"
+///     }
+///     fn arm(&self, next: NextDispatch) {
+///         self.next.set(next); // the next `turn` waits accordingly
+///     }
+///     fn remote_waker(&self) -> Arc<dyn RemoteWake> {
+///         self.selector.waker()
+///     }
+///     fn turn(&self) -> io::Result<()> {
+///         let timeout = self.next.get().timeout(Instant::now(), Duration::from_nanos(1));
+///         self.selector.select(timeout, |fd, ready| self.driver.fd_ready(fd, ready))?;
+///         self.driver.dispatch(); // after every fd_ready of this iteration
+///         Ok(())
+///     }
+///     fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+///         self.selector.watch(fd, interest)
+///     }
+///     fn close(&self) {
+///         self.selector.clear();
+///     }
+/// }
+///
+/// let lp = oneloop::Loop::with_backend(|driver| -> io::Result<Blocking> {
+///     Ok(Blocking { selector: Selector::new()?, driver, next: Cell::new(NextDispatch::OnEvent) })
+/// })?;
+/// assert_eq!(lp.backend_name(), "blocking");
+/// let out = lp.run_until_complete(async {
+///     oneloop::sleep(Duration::from_millis(1)).await?;
+///     Ok::<_, oneloop::Error>("slept on a Selector")
+/// })??;
+/// assert_eq!(out, "slept on a Selector");
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 pub trait Backend: 'static {
     /// A short name for reports and debug output (`"native"`, `"tokio"`).
     fn name(&self) -> &str;
@@ -318,6 +390,8 @@ pub trait Backend: 'static {
 /// `TokioBackend::new()?`), which holds what the backend needs from the
 /// host and builds the backend, driver in hand, when the loop is made.
 ///
+/// # Examples
+///
 /// ```
 /// use oneloop::{Loop, native::NativeBackend};
 ///
@@ -359,6 +433,36 @@ impl<B: Backend, F: FnOnce(Driver) -> io::Result<B>> IntoBackend for F {
 /// The scheduler implements it; a backend only ever sees it through a
 /// [`Driver`]. It is public so that a backend can be tested on its own,
 /// against a recording implementation, without a loop.
+///
+/// # Examples
+///
+/// A recording target, to check what a backend reports and in which
+/// order:
+///
+/// ```
+/// use std::{cell::RefCell, os::fd::RawFd, rc::{Rc, Weak}};
+/// use oneloop::backend::{Dispatch, Driver, NextDispatch, Readiness};
+///
+/// #[derive(Default)]
+/// struct Record(RefCell<Vec<String>>);
+/// impl Dispatch for Record {
+///     fn fd_ready(&self, fd: RawFd, r: Readiness) { self.0.borrow_mut().push(format!("fd {fd} readable={}", r.readable)); }
+///     fn dispatch(&self) { self.0.borrow_mut().push("dispatch".into()); }
+///     fn next_dispatch(&self) -> NextDispatch { NextDispatch::OnEvent }
+///     fn is_live(&self) -> bool { true }
+/// }
+///
+/// let record = Rc::new(Record::default());
+/// let driver = Driver::new(Rc::downgrade(&record) as Weak<dyn Dispatch>);
+/// // ... hand `driver` to the backend under test, make its host report fd 7 ...
+/// driver.fd_ready(7, Readiness::READABLE);
+/// driver.dispatch();
+/// assert_eq!(*record.0.borrow(), ["fd 7 readable=true", "dispatch"]);
+///
+/// drop(record);
+/// driver.dispatch(); // the loop is gone: does nothing
+/// assert!(!driver.is_live());
+/// ```
 pub trait Dispatch {
     /// See [`Driver::fd_ready`].
     fn fd_ready(&self, fd: RawFd, readiness: Readiness);
@@ -383,7 +487,8 @@ pub struct Driver {
 impl Driver {
     /// A driver that calls `target` while it is alive.
     ///
-    /// A loop makes its own; this is for testing a backend without one.
+    /// A loop makes its own; this is for testing a backend without one
+    /// (see the example of [`Dispatch`]).
     pub fn new(target: Weak<dyn Dispatch>) -> Driver {
         Driver { target }
     }

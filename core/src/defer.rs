@@ -64,6 +64,8 @@ pub(crate) fn wake_or_defer(waker: &Arc<dyn RemoteWake>) {
 /// (wait for its answer) while holding one: the loop may not be woken until
 /// the guard drops.
 ///
+/// # Examples
+///
 /// ```
 /// let lp = oneloop::Loop::new()?;
 /// let remote = lp.remote();

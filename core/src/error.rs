@@ -14,6 +14,39 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// [`AlreadyRunning`](ErrorKind::AlreadyRunning), `InvalidStateError` is
 /// [`InvalidState`](ErrorKind::InvalidState), `NotImplementedError` is
 /// [`Unsupported`](ErrorKind::Unsupported), and so on.
+///
+/// The enum is `#[non_exhaustive]`: match the kinds you handle and keep a
+/// catch-all arm.
+///
+/// # Examples
+///
+/// Generic code decides what to do from the kind alone:
+///
+/// ```
+/// use std::time::Duration;
+/// use oneloop::{Error, ErrorKind, Loop};
+///
+/// /// Whether trying again later can help.
+/// fn retryable(e: &Error) -> bool {
+///     match e.kind() {
+///         ErrorKind::TimedOut => true,
+///         ErrorKind::Io => e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused),
+///         _ => false,
+///     }
+/// }
+///
+/// let lp = Loop::new()?;
+/// let file = std::fs::File::open(std::env::current_exe()?)?;
+/// let err = lp.add_reader(&file, || ()).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidArgument); // a regular file is always "ready"
+/// assert!(!retryable(&err));
+///
+/// let slow = oneloop::timeout(Duration::from_millis(1), oneloop::sleep(Duration::from_secs(60)));
+/// let err = lp.run_until_complete(slow)?.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::TimedOut);
+/// assert!(retryable(&err));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -82,6 +115,8 @@ impl fmt::Display for ErrorKind {
 /// for example with `?`), the task ends cancelled (see
 /// [`Task`](crate::Task), *Cancellation*). A clone is only a copy of the
 /// news: logging or storing a clone never changes how the task ends.
+///
+/// # Examples
 ///
 /// ```
 /// use oneloop::{Error, ErrorKind};
@@ -166,6 +201,17 @@ impl Error {
     }
 
     /// The OS error behind an [`ErrorKind::Io`] error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oneloop::{Error, ErrorKind};
+    ///
+    /// let e = Error::from(std::io::Error::from(std::io::ErrorKind::NotFound));
+    /// assert_eq!(e.kind(), ErrorKind::Io);
+    /// assert_eq!(e.io_error().map(|io| io.kind()), Some(std::io::ErrorKind::NotFound));
+    /// assert!(Error::from_kind(ErrorKind::Closed).io_error().is_none());
+    /// ```
     pub fn io_error(&self) -> Option<&io::Error> {
         self.source.as_deref()
     }

@@ -61,6 +61,8 @@ static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
 /// it (D11). Every operation of PEP 3156's required set is here; other
 /// threads use [`remote()`](Loop::remote).
 ///
+/// # Examples
+///
 /// ```
 /// use std::time::Duration;
 /// use oneloop::Loop;
@@ -113,6 +115,8 @@ impl WeakLoop {
 }
 
 /// Options for a new loop: debug mode and the panic policy.
+///
+/// # Examples
 ///
 /// ```
 /// use std::time::Duration;
@@ -208,6 +212,8 @@ impl LoopBuilder {
     /// # Errors
     /// Whatever `make` fails with; [`ErrorKind::AlreadyRunning`] for an
     /// attached backend on a thread where another loop is running (PO-03).
+    ///
+    /// # Examples
     ///
     /// ```
     /// use oneloop::{LoopBuilder, native::NativeBackend};
@@ -370,6 +376,8 @@ impl Loop {
     /// # Errors
     /// [`ErrorKind::Closed`] after [`close`](Loop::close).
     ///
+    /// # Examples
+    ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc};
     ///
@@ -401,6 +409,8 @@ impl Loop {
     /// # Errors
     /// [`ErrorKind::Closed`] after [`close`](Loop::close).
     ///
+    /// # Examples
+    ///
     /// ```
     /// let lp = oneloop::Loop::new()?;
     /// lp.call_soon_detached(|| println!("soon"))?;
@@ -419,8 +429,29 @@ impl Loop {
     /// Schedule `f` to run `delay` from now: the same as
     /// `call_at(time() + delay, f)` (TM-02).
     ///
+    /// The returned [`TimerHandle`] cancels it.
+    ///
     /// # Errors
     /// [`ErrorKind::Closed`] after [`close`](Loop::close).
+    ///
+    /// # Examples
+    ///
+    /// Timers run in deadline order, whatever order they were scheduled in:
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc, time::Duration};
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let order = Rc::new(RefCell::new(Vec::new()));
+    /// for ms in [3, 1, 2] {
+    ///     let order = order.clone();
+    ///     lp.call_later(Duration::from_millis(ms), move || order.borrow_mut().push(ms))?;
+    /// }
+    /// lp.call_later(Duration::from_millis(3), { let lp = lp.clone(); move || lp.stop() })?;
+    /// lp.run_forever()?;
+    /// assert_eq!(*order.borrow(), [1, 2, 3]);
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     #[track_caller]
     pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> Result<TimerHandle> {
         let now = self.time();
@@ -434,6 +465,23 @@ impl Loop {
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] after [`close`](Loop::close).
+    ///
+    /// # Examples
+    ///
+    /// Deadlines are on the loop's clock, [`time`](Loop::time):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let deadline = lp.time() + Duration::from_millis(5);
+    /// let stop = lp.clone();
+    /// let timer = lp.call_at(deadline, move || stop.stop())?;
+    /// assert_eq!(timer.when(), deadline);
+    /// lp.run_forever()?;
+    /// assert!(lp.time() >= deadline); // never early (D7)
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     #[track_caller]
     pub fn call_at(&self, when: Instant, f: impl FnOnce() + 'static) -> Result<TimerHandle> {
         let location = Location::caller();
@@ -466,6 +514,36 @@ impl Loop {
     /// regular file, which is always "ready" and cannot be watched (FD-08);
     /// [`ErrorKind::Unsupported`] on a backend without fd watching;
     /// [`ErrorKind::Io`] if the OS refuses the fd.
+    ///
+    /// # Examples
+    ///
+    /// Read a socket as data arrives, and stop watching it at EOF:
+    ///
+    /// ```
+    /// use std::{cell::RefCell, io::{Read, Write}, os::unix::net::UnixStream, rc::Rc};
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let (ours, mut theirs) = UnixStream::pair()?;
+    /// ours.set_nonblocking(true)?;
+    /// let ours = Rc::new(ours);
+    /// let got = Rc::new(RefCell::new(Vec::new()));
+    /// let (sock, seen, stop) = (ours.clone(), got.clone(), lp.clone());
+    /// lp.add_reader(&*ours, move || {
+    ///     let mut buf = [0; 1024];
+    ///     match (&*sock).read(&mut buf) {
+    ///         Ok(0) => {
+    ///             stop.remove_reader(&*sock); // EOF: level-triggered, it would fire forever
+    ///             stop.stop();
+    ///         }
+    ///         Ok(n) => seen.borrow_mut().extend_from_slice(&buf[..n]),
+    ///         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    ///     }
+    /// })?;
+    /// std::thread::spawn(move || theirs.write_all(b"hello")); // then hangs up
+    /// lp.run_forever()?;
+    /// assert_eq!(*got.borrow(), b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[track_caller]
     pub fn add_reader(&self, fd: impl AsFd, f: impl FnMut() + 'static) -> Result<()> {
         self.inner
@@ -477,6 +555,31 @@ impl Loop {
     ///
     /// # Errors
     /// As [`add_reader`](Loop::add_reader).
+    ///
+    /// # Examples
+    ///
+    /// A writer is level-triggered too: it runs on every iteration while
+    /// the fd has room, so remove it once there is nothing left to write.
+    ///
+    /// ```
+    /// use std::{io::{Read, Write}, os::unix::net::UnixStream, rc::Rc};
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let (ours, mut theirs) = UnixStream::pair()?;
+    /// ours.set_nonblocking(true)?;
+    /// let ours = Rc::new(ours);
+    /// let (sock, lp2) = (ours.clone(), lp.clone());
+    /// lp.add_writer(&*ours, move || {
+    ///     (&*sock).write_all(b"ready").unwrap();
+    ///     assert!(lp2.remove_writer(&*sock));
+    ///     lp2.stop();
+    /// })?;
+    /// lp.run_forever()?;
+    /// let mut buf = [0; 5];
+    /// theirs.read_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"ready");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[track_caller]
     pub fn add_writer(&self, fd: impl AsFd, f: impl FnMut() + 'static) -> Result<()> {
         self.inner
@@ -538,6 +641,28 @@ impl Loop {
     /// # Panics
     /// As [`run_forever`](Loop::run_forever); a panic of `future` itself
     /// unwinds out of this call.
+    ///
+    /// # Examples
+    ///
+    /// A `stop()` ends the run with [`ErrorKind::Stopped`]; a task given
+    /// to it keeps running, and a later run finishes it:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use oneloop::ErrorKind;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let task = lp.spawn(async {
+    ///     oneloop::sleep(Duration::from_millis(1)).await?;
+    ///     Ok::<_, oneloop::Error>(7)
+    /// })?;
+    /// lp.call_soon({ let lp = lp.clone(); move || lp.stop() })?;
+    /// let err = lp.run_until_complete(task.as_future().clone()).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Stopped);
+    /// assert!(!task.done()); // still sleeping, not cancelled
+    /// assert_eq!(lp.run_until_complete(task)???, 7);
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn run_until_complete<F: StdFuture>(&self, future: F) -> Result<F::Output> {
         let guard = self.inner.enter_run()?;
         if guard.nested {
@@ -588,6 +713,31 @@ impl Loop {
     /// `run_forever`/`run_until_complete` return (LC-04). Called before a
     /// run, it makes that run a single non-blocking iteration (LC-05).
     /// Queued callbacks are kept for the next run (LC-03).
+    ///
+    /// # Examples
+    ///
+    /// `stop()` then `run_forever()` runs exactly one iteration, without
+    /// blocking: what was ready runs, what it queues waits.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let runs = Rc::new(Cell::new(0));
+    /// let (n, lp2) = (runs.clone(), lp.clone());
+    /// lp.call_soon(move || {
+    ///     n.set(n.get() + 1);
+    ///     let n = n.clone();
+    ///     lp2.call_soon(move || n.set(n.get() + 1)).unwrap(); // the next iteration's
+    /// })?;
+    /// lp.stop();
+    /// lp.run_forever()?;
+    /// assert_eq!(runs.get(), 1);
+    /// lp.stop();
+    /// lp.run_forever()?;
+    /// assert_eq!(runs.get(), 2); // kept for the next run (LC-03)
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn stop(&self) {
         self.inner.sched.request_stop();
     }
@@ -629,6 +779,21 @@ impl Loop {
     /// [`ErrorKind::AlreadyRunning`] inside `run_*` or inside a callback;
     /// the loop keeps running (LC-10). An attached loop may be closed from
     /// outside its callbacks: that detaches it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oneloop::ErrorKind;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// lp.call_soon(|| unreachable!("dropped unrun by close"))?;
+    /// lp.close()?;
+    /// lp.close()?; // idempotent
+    /// assert!(lp.is_closed());
+    /// assert_eq!(lp.call_soon(|| ()).unwrap_err().kind(), ErrorKind::Closed);
+    /// assert_eq!(lp.run_forever().unwrap_err().kind(), ErrorKind::Closed);
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn close(&self) -> Result<()> {
         self.inner.close()
     }
@@ -674,6 +839,8 @@ impl Loop {
     /// measures the trade: at 1000 timers over 100 ms, 250 µs gives a
     /// 0.14 ms median lateness for 2.2x tokio's CPU, 1 ms 0.5 ms for 0.8x.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use std::time::Duration;
     ///
@@ -689,6 +856,32 @@ impl Loop {
 
     /// Install `handler` as the exception handler, or restore the default
     /// (which logs through `tracing`) with `None` (ER-02).
+    ///
+    /// The handler is told of every panic caught in a callback or task
+    /// (under [`PanicPolicy::Report`], the default), of errors nobody
+    /// retrieved from a failed [`LoopFuture`](crate::LoopFuture), and of
+    /// what library code reports with
+    /// [`call_exception_handler`](Loop::call_exception_handler).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use oneloop::{ErrorKind, ExceptionContext, Loop};
+    ///
+    /// let lp = Loop::new()?;
+    /// let reports = Rc::new(RefCell::new(Vec::new()));
+    /// let seen = reports.clone();
+    /// lp.set_exception_handler(Some(move |_: &Loop, ctx: &ExceptionContext| {
+    ///     seen.borrow_mut().push((ctx.panic_message().map(String::from), ctx.error().map(|e| e.kind())));
+    /// }));
+    /// lp.call_soon(|| panic!("boom"))?;
+    /// lp.call_soon({ let lp = lp.clone(); move || lp.stop() })?; // still runs: the loop carries on
+    /// lp.run_forever()?;
+    /// assert_eq!(*reports.borrow(), [(Some("boom".to_string()), Some(ErrorKind::Panicked))]);
+    /// lp.set_exception_handler(None::<fn(&Loop, &ExceptionContext)>); // back to logging
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn set_exception_handler(
         &self,
         handler: Option<impl Fn(&Loop, &ExceptionContext) + 'static>,
@@ -703,11 +896,50 @@ impl Loop {
 
     /// Send `context` to the current exception handler. A handler that
     /// panics is caught and logged; the loop survives (ER-03).
+    ///
+    /// For errors that have no caller to return to: a protocol's
+    /// background failure, a callback's `Err`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// use oneloop::{Error, ErrorKind, ExceptionContext, Loop};
+    ///
+    /// let lp = Loop::new()?;
+    /// let told = Rc::new(Cell::new(false));
+    /// let t = told.clone();
+    /// lp.set_exception_handler(Some(move |_: &Loop, ctx: &ExceptionContext| {
+    ///     t.set(ctx.message() == "heartbeat failed");
+    /// }));
+    /// lp.call_exception_handler(
+    ///     ExceptionContext::new("heartbeat failed").with_error(Error::from_kind(ErrorKind::TimedOut)),
+    /// );
+    /// assert!(told.get()); // called at once, not queued
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn call_exception_handler(&self, context: ExceptionContext) {
         self.inner.exceptions.call(self, &context);
     }
 
     /// The default handler: log `context` at error level through `tracing`.
+    ///
+    /// # Examples
+    ///
+    /// A handler that silences one kind of report and passes the rest on:
+    ///
+    /// ```
+    /// use oneloop::{ExceptionContext, Loop};
+    ///
+    /// let lp = Loop::new()?;
+    /// lp.set_exception_handler(Some(|lp: &Loop, ctx: &ExceptionContext| {
+    ///     if ctx.message().starts_with("connection reset") {
+    ///         return; // expected under load: not worth a log line
+    ///     }
+    ///     lp.default_exception_handler(ctx);
+    /// }));
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn default_exception_handler(&self, context: &ExceptionContext) {
         crate::exception::log_context(self, context);
     }
@@ -723,7 +955,8 @@ impl Loop {
     }
 
     /// Debug counters: callbacks queued, timer entries held (live and not
-    /// yet compacted), fds watched. For tests and leak checks.
+    /// yet compacted), fds watched, pending tasks. For tests and leak
+    /// checks; see [`LoopStats`].
     pub fn stats(&self) -> LoopStats {
         let counts = self.inner.sched.counts();
         LoopStats {
@@ -736,6 +969,28 @@ impl Loop {
 }
 
 /// Counters from [`Loop::stats`].
+///
+/// # Examples
+///
+/// A leak check: once the work is done, nothing is left queued, watched or
+/// pending.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let lp = oneloop::Loop::new()?;
+/// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+/// lp.add_reader(&a, || ())?;
+/// let task = lp.spawn(oneloop::sleep(Duration::from_millis(1)))?;
+/// let s = lp.stats();
+/// assert_eq!((s.ready, s.fds, s.tasks), (1, 1, 1)); // the task's first step is queued
+///
+/// lp.run_until_complete(task)???;
+/// lp.remove_reader(&a);
+/// let s = lp.stats();
+/// assert_eq!((s.ready, s.timers, s.fds, s.tasks), (0, 0, 0, 0));
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LoopStats {

@@ -20,6 +20,29 @@ use crate::event_loop::Loop;
 use crate::scheduler::Failed;
 
 /// What happens to a panic caught at the callback boundary (D3).
+///
+/// # Examples
+///
+/// With `Propagate` a panic stops the run and unwinds out of it, like an
+/// uncaught panic in plain Rust; the loop stays open and can run again:
+///
+/// ```
+/// use std::panic::{AssertUnwindSafe, catch_unwind};
+/// use oneloop::{Loop, PanicPolicy};
+///
+/// let lp = Loop::builder().panic_policy(PanicPolicy::Propagate).build()?;
+/// lp.call_soon(|| panic!("bug"))?;
+/// lp.call_soon(|| println!("left queued for the next run"))?;
+/// let unwound = catch_unwind(AssertUnwindSafe(|| lp.run_forever()));
+/// assert!(unwound.is_err());
+/// assert!(!lp.is_closed() && !lp.is_running());
+///
+/// lp.set_panic_policy(PanicPolicy::Report); // report to the exception handler instead
+/// lp.call_soon(|| panic!("reported, the loop carries on"))?;
+/// lp.call_soon({ let lp = lp.clone(); move || lp.stop() })?;
+/// lp.run_forever()?;
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum PanicPolicy {
@@ -34,6 +57,8 @@ pub enum PanicPolicy {
 
 /// What the exception handler is told: a message, and as far as known the
 /// error, the panic message and where the failing callback was scheduled.
+///
+/// # Examples
 ///
 /// ```
 /// use oneloop::{ExceptionContext, Error, ErrorKind};

@@ -54,6 +54,8 @@ pub(crate) struct FutureInner<T> {
 /// `set_exception` or `cancel` (FU-04). Awaiting it gives `Ok(value)`
 /// (cloned: a future may have several awaiters) or the error.
 ///
+/// # Examples
+///
 /// ```
 /// let lp = oneloop::Loop::new()?;
 /// let fut = lp.create_future::<u32>();
@@ -134,6 +136,21 @@ impl<T: 'static> LoopFuture<T> {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidState`] if the future is already done (FU-02).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oneloop::{Error, ErrorKind};
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let fut = lp.create_future::<u32>();
+    /// fut.set_exception(Error::new(ErrorKind::InvalidArgument, "bad header"))?;
+    /// assert_eq!(fut.exception()?.map(|e| e.kind()), Some(ErrorKind::InvalidArgument));
+    /// let awaited = lp.run_until_complete(fut.clone())?;
+    /// assert_eq!(awaited.unwrap_err().message(), "bad header");
+    /// assert_eq!(fut.set_result(1).unwrap_err().kind(), ErrorKind::InvalidState); // done once
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn set_exception(&self, error: Error) -> Result<()> {
         self.complete(Slot::Done(Err(error)))
     }
@@ -141,6 +158,20 @@ impl<T: 'static> LoopFuture<T> {
     /// Cancel the future: returns true and schedules the done-callbacks if it
     /// was pending, false if it was already done (FU-02, FU-03). A task's
     /// result future cancels the task instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oneloop::ErrorKind;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let fut = lp.create_future::<u32>();
+    /// assert!(fut.cancel());
+    /// assert!(fut.cancelled() && !fut.cancel()); // only once
+    /// assert_eq!(fut.result().unwrap_err().kind(), ErrorKind::Cancelled);
+    /// assert!(lp.run_until_complete(fut)?.unwrap_err().is_cancelled());
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn cancel(&self) -> bool {
         let canceller = self.inner.canceller.borrow_mut().take();
         if let Some(c) = canceller {
@@ -224,6 +255,26 @@ impl<T: 'static> LoopFuture<T> {
 
     /// Schedule `f(&future)` with `call_soon` once the future is done; on a
     /// future that is already done it is scheduled at once (FU-04).
+    ///
+    /// # Examples
+    ///
+    /// The callback is queued, never run inside `set_result`:
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let fut = lp.create_future::<u32>();
+    /// let seen = Rc::new(Cell::new(None));
+    /// let s = seen.clone();
+    /// fut.add_done_callback(move |f| s.set(f.result().ok()));
+    /// fut.set_result(5)?;
+    /// assert_eq!(seen.get(), None); // queued with call_soon
+    /// lp.stop();
+    /// lp.run_forever()?; // one iteration
+    /// assert_eq!(seen.get(), Some(5));
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn add_done_callback(&self, f: impl FnOnce(&LoopFuture<T>) + 'static) -> CallbackId {
         let id = CallbackId(self.inner.next_id.get());
         self.inner.next_id.set(id.0 + 1);
@@ -241,6 +292,20 @@ impl<T: 'static> LoopFuture<T> {
     /// Remove a done-callback that has not been scheduled yet; returns how
     /// many were removed (0 or 1: closures cannot be compared, so the id
     /// stands for PEP 3156's "every equal entry", FU-05).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lp = oneloop::Loop::new()?;
+    /// let fut = lp.create_future::<()>();
+    /// let id = fut.add_done_callback(|_| unreachable!("removed before it was scheduled"));
+    /// assert_eq!(fut.remove_done_callback(id), 1);
+    /// assert_eq!(fut.remove_done_callback(id), 0);
+    /// fut.set_result(())?;
+    /// lp.stop();
+    /// lp.run_forever()?;
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn remove_done_callback(&self, id: CallbackId) -> usize {
         let mut cbs = self.inner.callbacks.borrow_mut();
         let before = cbs.len();
@@ -309,6 +374,19 @@ impl<T: Clone + 'static> LoopFuture<T> {
     /// [`ErrorKind::InvalidState`] while pending (FU-01), never blocking;
     /// the future's error if it failed; [`ErrorKind::Cancelled`] if
     /// cancelled (FU-03).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oneloop::ErrorKind;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let fut = lp.create_future::<&str>();
+    /// assert_eq!(fut.result().unwrap_err().kind(), ErrorKind::InvalidState); // pending: never blocks
+    /// fut.set_result("ready")?;
+    /// assert_eq!(fut.result()?, "ready");
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn result(&self) -> Result<T> {
         self.inner.retrieved.set(true);
         match &*self.inner.slot.borrow() {
@@ -335,6 +413,8 @@ impl<T: 'static> LoopFuture<T> {
     /// The value moves out to this awaiter; afterwards
     /// [`result`](LoopFuture::result) and other awaiters get
     /// [`ErrorKind::InvalidState`].
+    ///
+    /// # Examples
     ///
     /// ```
     /// let lp = oneloop::Loop::new()?;

@@ -17,6 +17,8 @@ use crate::scheduler::callback::{Callback, State};
 ///
 /// Dropping the handle does **not** cancel the callback.
 ///
+/// # Examples
+///
 /// ```
 /// let lp = oneloop::Loop::new()?;
 /// let h = lp.call_soon(|| unreachable!("cancelled before it ran"))?;
@@ -63,6 +65,30 @@ impl fmt::Debug for Handle {
 /// [`Loop::call_at`](crate::Loop::call_at).
 ///
 /// Dropping the handle does **not** cancel the timer.
+///
+/// # Examples
+///
+/// A request timeout, cancelled when the answer comes first:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let lp = oneloop::Loop::new()?;
+/// let timeout = lp.call_later(Duration::from_secs(30), || panic!("no answer in 30 s"))?;
+/// assert!(timeout.when() >= lp.time() + Duration::from_secs(29));
+///
+/// lp.call_soon({
+///     let (timeout, lp) = (timeout.clone(), lp.clone());
+///     move || {
+///         // the answer arrived
+///         timeout.cancel();
+///         lp.stop();
+///     }
+/// })?;
+/// lp.run_forever()?;
+/// assert!(timeout.cancelled());
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct TimerHandle {
     /// The scheduled callback, shared with the timer heap.

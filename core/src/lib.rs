@@ -12,13 +12,14 @@
 //! use oneloop::Loop;
 //!
 //! let lp = Loop::new()?;
-//! lp.call_later(Duration::from_millis(10), { let lp = lp.clone(); move || lp.stop() })?;
 //! lp.call_soon(|| println!("first"))?;
+//! lp.call_later(Duration::from_millis(1), || println!("1 ms later"))?;
 //! let task = lp.spawn(async {
-//!     oneloop::sleep(Duration::from_millis(1)).await?;
+//!     oneloop::sleep(Duration::from_millis(2)).await?;
 //!     Ok::<_, oneloop::Error>("from a task")
 //! })?;
-//! lp.run_forever()?;
+//! task.add_done_callback({ let lp = lp.clone(); move |_| lp.stop() });
+//! lp.run_forever()?; // until the task's done-callback stops it
 //! assert_eq!(task.result()??, "from a task");
 //! lp.close()?;
 //! # Ok::<(), oneloop::Error>(())
@@ -34,15 +35,18 @@
 //! | [`LoopFuture`] | the PEP future (asyncio's `Future`); done-callbacks via `call_soon` |
 //! | [`Task`] | runs any std future on a loop; cancellation |
 //! | [`sleep`], [`timeout`] | std futures on the loop's timers |
-//! | [`RemoteLoop`] | the `Send + Sync` handle for other threads |
+//! | [`RemoteLoop`], [`RemoteTimer`] | the `Send + Sync` handle for other threads, and its timers |
+//! | [`defer_wakes`] | one wake per loop for a burst of cross-thread posts |
 //! | [`Loop::run_in_executor`], [`Executor`] | blocking work on a pool |
 //! | [`get_running_loop`] and friends | the per-thread current loop |
 //! | [`ExceptionContext`], [`PanicPolicy`] | errors and panics in callbacks |
+//! | [`Loop::add_reader`], [`Loop::readable`] | fd readiness: level-triggered callbacks, one-shot futures |
+//! | [`RunContext`] | an ambient context entered around every batch (what bridges install) |
 //! | [`Error`], [`ErrorKind`] | one error type with a `kind()` |
 //! | [`Protocol`], [`Transport`], [`transport`] | PEP 3156 stream protocols and transports |
 //! | [`Loop::create_connection`], [`Loop::create_server`], [`Server`] | TCP and Unix connections and servers |
 //! | [`Loop::create_datagram_endpoint`], [`DatagramProtocol`] | UDP endpoints |
-//! | [`Loop::open_connection`], [`StreamReader`], [`StreamWriter`] | streams: `futures::io` reader/writer pairs |
+//! | [`Loop::open_connection`], [`Stream`], [`StreamReader`], [`StreamWriter`] | streams: `futures::io` readers and writers |
 //! | [`Loop::connect_read_pipe`], [`Loop::connect_write_pipe`] | pipes as transports |
 //! | [`Loop::subprocess_exec`], [`SubprocessProtocol`] | child processes |
 //! | [`Loop::add_signal_handler`] | Unix signals as loop callbacks |

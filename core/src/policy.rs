@@ -22,6 +22,8 @@ use crate::event_loop::Loop;
 /// # Errors
 /// [`ErrorKind::NotRunning`] outside a run (and after it returns).
 ///
+/// # Examples
+///
 /// ```
 /// let lp = oneloop::Loop::new()?;
 /// assert!(oneloop::get_running_loop().is_err());
@@ -46,6 +48,19 @@ pub fn get_running_loop() -> Result<Loop> {
 /// # Errors
 /// [`ErrorKind::NotRunning`] when neither exists; call [`set_event_loop`]
 /// or create one with [`new_event_loop`].
+///
+/// # Examples
+///
+/// ```
+/// use oneloop::ErrorKind;
+///
+/// assert_eq!(oneloop::get_event_loop().unwrap_err().kind(), ErrorKind::NotRunning);
+/// let lp = oneloop::new_event_loop()?;
+/// oneloop::set_event_loop(Some(lp.clone()));
+/// assert_eq!(oneloop::get_event_loop()?, lp); // library code finds it without a parameter
+/// oneloop::set_event_loop(None);
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 pub fn get_event_loop() -> Result<Loop> {
     if let Some(inner) = context::running_loop_inner() {
         return Ok(Loop::from_inner(inner));
@@ -77,6 +92,29 @@ pub fn new_event_loop() -> Result<Loop> {
 
 /// Makes the loops [`new_event_loop`] returns (PEP 3156's event-loop
 /// policy, reduced to the one decision it still carries).
+///
+/// # Examples
+///
+/// An application that wants every loop its libraries create in debug
+/// mode:
+///
+/// ```
+/// use std::sync::Arc;
+/// use oneloop::{EventLoopPolicy, Loop};
+///
+/// struct DebugLoops;
+/// impl EventLoopPolicy for DebugLoops {
+///     fn new_event_loop(&self) -> oneloop::Result<Loop> {
+///         Loop::builder().debug(true).build() // or an adapter's loop
+///     }
+/// }
+///
+/// oneloop::set_event_loop_policy(Some(Arc::new(DebugLoops)));
+/// assert!(oneloop::new_event_loop()?.debug());
+/// oneloop::set_event_loop_policy(None); // back to the default
+/// assert!(!oneloop::new_event_loop()?.debug());
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 pub trait EventLoopPolicy: Send + Sync + 'static {
     /// A new loop for the calling thread.
     ///
@@ -88,6 +126,8 @@ pub trait EventLoopPolicy: Send + Sync + 'static {
 static POLICY: RwLock<Option<Arc<dyn EventLoopPolicy>>> = RwLock::new(None);
 
 /// Replace the policy (`None` restores the default, the native loop).
+///
+/// The policy is process-wide; see [`EventLoopPolicy`] for an example.
 pub fn set_event_loop_policy(policy: Option<Arc<dyn EventLoopPolicy>>) {
     *POLICY.write().unwrap_or_else(|e| e.into_inner()) = policy;
 }

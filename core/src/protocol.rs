@@ -85,6 +85,8 @@ pub trait Protocol: 'static {
     /// reserves, and keeps idle connections small by keeping its vectors
     /// small.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use std::{cell::Cell, rc::Rc, time::Duration};
     /// use oneloop::Protocol;

@@ -27,6 +27,12 @@ impl Loop {
     /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) if the task
     /// awaiting it is cancelled or the loop closes.
     ///
+    /// # Cancel safety
+    /// Cancel-safe: dropping the future only stops watching; no readiness
+    /// is consumed, since it is level-triggered.
+    ///
+    /// # Examples
+    ///
     /// ```
     /// use std::io::{Read, Write};
     ///
@@ -58,12 +64,38 @@ impl Loop {
     ///
     /// # Errors
     /// As [`readable`](Loop::readable).
+    ///
+    /// # Cancel safety
+    /// As [`readable`](Loop::readable).
+    ///
+    /// # Examples
+    ///
+    /// Write to a socket whose buffer is full, once the peer made room:
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::{fd::AsFd, unix::net::UnixStream};
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let (mut ours, mut theirs) = UnixStream::pair()?;
+    /// ours.set_nonblocking(true)?;
+    /// let chunk = [0u8; 4096];
+    /// while ours.write(&chunk).is_ok() {} // fill the socket buffer up to `WouldBlock`
+    /// std::thread::spawn(move || {
+    ///     let mut sink = [0u8; 4096];
+    ///     while theirs.read(&mut sink).is_ok_and(|n| n > 0) {} // the peer drains it
+    /// });
+    /// lp.run_until_complete(lp.writable(ours.as_fd()))??;
+    /// assert!(ours.write(&chunk)? > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn writable<'fd>(&self, fd: BorrowedFd<'fd>) -> Ready<'fd> {
         Ready::new(self, fd, false)
     }
 }
 
-/// The future of [`Loop::readable`] and [`Loop::writable`].
+/// The future of [`Loop::readable`] and [`Loop::writable`] (examples there):
+/// `Ok(())` once the fd is ready. Dropping it unfinished stops watching.
 #[must_use = "futures do nothing unless awaited"]
 pub struct Ready<'fd> {
     lp: WeakLoop,

@@ -25,6 +25,8 @@ use crate::scheduler::inbox::{Remote, Shared};
 /// cheap to clone, and every method works from any thread, including the
 /// loop's own.
 ///
+/// # Examples
+///
 /// ```
 /// let lp = oneloop::Loop::new()?;
 /// let remote = lp.remote();
@@ -87,8 +89,38 @@ impl RemoteLoop {
     /// Run a `Send` future as a task on the loop; the returned handle
     /// gives its output to any thread.
     ///
+    /// The future is moved to the loop's thread before it starts, hence
+    /// `Send`: it cannot hold the loop's own `!Send` values ([`sleep`](crate::sleep),
+    /// a [`LoopFuture`](crate::LoopFuture)) across an await. To start such
+    /// work from another thread, send a closure that spawns it there with
+    /// [`call_soon_threadsafe`](RemoteLoop::call_soon_threadsafe).
+    ///
     /// # Errors
     /// [`ErrorKind::Closed`] once the loop is closed.
+    ///
+    /// # Examples
+    ///
+    /// A worker thread hands the loop a job and waits for its answer:
+    ///
+    /// ```
+    /// let lp = oneloop::Loop::new()?;
+    /// let remote = lp.remote();
+    /// let loop_thread = std::thread::current().id();
+    /// let worker = std::thread::spawn(move || {
+    ///     let (tx, rx) = futures::channel::oneshot::channel();
+    ///     let task = remote.spawn(async move {
+    ///         let asked: u32 = rx.await.unwrap_or(0);
+    ///         (asked * 2, std::thread::current().id() == loop_thread)
+    ///     })?;
+    ///     tx.send(21).unwrap();
+    ///     let answer = futures::executor::block_on(task)?; // any executor, any thread
+    ///     remote.stop()?;
+    ///     Ok::<_, oneloop::Error>(answer)
+    /// });
+    /// lp.run_forever()?;
+    /// assert_eq!(worker.join().unwrap()?, (42, true)); // computed on the loop's thread
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     #[track_caller]
     pub fn spawn<F>(&self, future: F) -> Result<RemoteTask<F::Output>>
     where
@@ -122,6 +154,23 @@ impl RemoteLoop {
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] once the loop is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let start = lp.time();
+    /// let remote = lp.remote();
+    /// std::thread::spawn(move || {
+    ///     let stop = remote.clone();
+    ///     remote.call_later(Duration::from_millis(5), move || stop.stop().unwrap())
+    /// });
+    /// lp.run_forever()?; // until the timer fires, on this thread
+    /// assert!(lp.time() >= start + Duration::from_millis(5));
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     #[track_caller]
     pub fn call_later(
         &self,
@@ -136,6 +185,23 @@ impl RemoteLoop {
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] once the loop is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let deadline = lp.time() + Duration::from_millis(5);
+    /// let remote = lp.remote();
+    /// std::thread::spawn(move || {
+    ///     let stop = remote.clone();
+    ///     remote.call_at(deadline, move || stop.stop().unwrap())
+    /// });
+    /// lp.run_forever()?;
+    /// assert!(lp.time() >= deadline); // never early
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     #[track_caller]
     pub fn call_at(&self, when: Instant, f: impl FnOnce() + Send + 'static) -> Result<RemoteTimer> {
         self.schedule(Deadline::At(when), Box::new(f), Location::caller())
@@ -208,6 +274,8 @@ impl RemoteLoop {
 /// callback (LC-11). After close, spawning fails with
 /// [`SpawnError::shutdown`](futures::task::SpawnError::shutdown).
 ///
+/// # Examples
+///
 /// ```
 /// use futures::task::SpawnExt;
 ///
@@ -251,6 +319,8 @@ enum Deadline {
 /// [`RemoteLoop::call_at`]: `Send + Sync`, cancellable from any thread.
 ///
 /// Dropping the handle does **not** cancel the timer.
+///
+/// # Examples
 ///
 /// ```
 /// use std::time::Duration;
@@ -314,7 +384,13 @@ impl fmt::Debug for RemoteTimer {
     }
 }
 
-/// The output of a task started with [`RemoteLoop::spawn`]; a `Send` future.
+/// The output of a task started with [`RemoteLoop::spawn`]; a `Send` future
+/// that any executor on any thread may await (see the example there).
+///
+/// It gives the task's output, or the error that ended the task:
+/// [`ErrorKind::Cancelled`] if it was cancelled or the loop closed before
+/// it finished, [`ErrorKind::Panicked`] if it panicked. Dropping it does
+/// not cancel the task.
 #[derive(Debug)]
 pub struct RemoteTask<T> {
     rx: oneshot::Receiver<Result<T>>,

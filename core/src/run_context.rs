@@ -23,6 +23,8 @@ use crate::event_loop::Loop;
 
 /// An ambient context entered around the code a loop runs.
 ///
+/// # Examples
+///
 /// ```
 /// use std::cell::Cell;
 /// use std::rc::Rc;

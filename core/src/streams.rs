@@ -244,6 +244,34 @@ fn to_io(e: &Error) -> io::Error {
 ///
 /// A read returns 0 at the peer's EOF; after a reset it fails with the
 /// connection's error. When both halves are dropped the transport closes.
+///
+/// # Examples
+///
+/// A line protocol, read with `AsyncBufReadExt` straight from the
+/// reader's buffer:
+///
+/// ```
+/// use futures::io::{AsyncBufReadExt, AsyncWriteExt};
+///
+/// let lp = oneloop::Loop::new()?;
+/// let (a, b) = std::os::unix::net::UnixStream::pair()?;
+/// let lines = lp.run_until_complete(async {
+///     let (mut reader, _) = lp.adopt_stream(a).await?.into_split();
+///     let (_, mut writer) = lp.adopt_stream(b).await?.into_split();
+///     writer.write_all(b"HELO\r\nQUIT\r\n").await?;
+///     writer.close().await?; // EOF after the data
+///     let mut lines = Vec::new();
+///     let mut line = String::new();
+///     while reader.read_line(&mut line).await? > 0 {
+///         lines.push(line.trim_end().to_string());
+///         line.clear();
+///     }
+///     assert!(reader.at_eof());
+///     Ok::<_, Box<dyn std::error::Error>>(lines)
+/// })?;
+/// assert_eq!(lines?, ["HELO", "QUIT"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct StreamReader {
     shared: Shared,
     halves: Rc<Cell<u8>>,
@@ -348,6 +376,38 @@ impl Drop for StreamReader {
 /// `poll_close` sends EOF after the buffered data (a half-close: the reader
 /// goes on). When both halves are dropped the transport closes, after
 /// flushing.
+///
+/// # Examples
+///
+/// `flush` waits only until the transport is below its high-water mark,
+/// so a producer writing far faster than the peer reads keeps memory
+/// bounded. `close` returns once the EOF is queued behind the buffered
+/// bytes: the loop sends them as it runs, so keep it running until the
+/// peer has them (here, until the peer saw the EOF).
+///
+/// ```
+/// use std::io::Read;
+/// use futures::io::AsyncWriteExt;
+///
+/// let lp = oneloop::Loop::new()?;
+/// let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+/// let drained = lp.run_in_executor(move || {
+///     let mut all = Vec::new();
+///     peer.read_to_end(&mut all).map(|_| all.len()) // until our EOF
+/// })?;
+/// let total = lp.run_until_complete(async {
+///     let (_, mut writer) = lp.adopt_stream(ours).await?.into_split();
+///     for _ in 0..64 {
+///         writer.write_all(&[7; 64 * 1024]).await?; // waits while the peer lags
+///         let (_, high) = writer.transport().write_buffer_limits();
+///         assert!(writer.transport().write_buffer_size() <= high + 64 * 1024); // the mark plus a chunk
+///     }
+///     writer.close().await?;
+///     Ok::<_, Box<dyn std::error::Error>>(drained.take().await??)
+/// })?;
+/// assert_eq!(total?, 64 * 64 * 1024);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct StreamWriter {
     shared: Shared,
     halves: Rc<Cell<u8>>,
@@ -465,6 +525,8 @@ impl Drop for StreamWriter {
 /// it again with [`Stream::into_split`]. Dropping it closes the transport
 /// after flushing, as dropping both halves does.
 ///
+/// # Examples
+///
 /// ```
 /// use futures::io::{AsyncReadExt, AsyncWriteExt};
 ///
@@ -492,6 +554,23 @@ impl Stream {
     ///
     /// # Errors
     /// Gives both back if they belong to different connections.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oneloop::Stream;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let (a, b) = std::os::unix::net::UnixStream::pair()?;
+    /// lp.run_until_complete(async {
+    ///     let (ra, wa) = lp.adopt_stream(a).await?.into_split();
+    ///     let (rb, wb) = lp.adopt_stream(b).await?.into_split();
+    ///     let (ra, wb) = Stream::join(ra, wb).unwrap_err(); // two connections: refused
+    ///     assert!(Stream::join(ra, wa).is_ok() && Stream::join(rb, wb).is_ok());
+    ///     Ok::<_, oneloop::Error>(())
+    /// })??;
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn join(
         reader: StreamReader,
         writer: StreamWriter,
@@ -584,6 +663,8 @@ impl Loop {
     /// # Errors
     /// As [`create_connection`](Loop::create_connection).
     ///
+    /// # Examples
+    ///
     /// ```
     /// use futures::io::{AsyncReadExt, AsyncWriteExt};
     ///
@@ -624,6 +705,10 @@ impl Loop {
     ///
     /// # Errors
     /// As [`create_unix_connection`](Loop::create_unix_connection).
+    ///
+    /// # Examples
+    ///
+    /// See [`start_unix_server`](Loop::start_unix_server).
     pub fn open_unix_connection(
         &self,
         path: impl AsRef<Path>,
@@ -640,6 +725,11 @@ impl Loop {
     ///
     /// # Errors
     /// As [`create_connection`](Loop::create_connection).
+    ///
+    /// # Examples
+    ///
+    /// See [`start_server`](Loop::start_server), whose example is a client
+    /// of the server it starts.
     pub fn open_stream<A>(&self, addr: A) -> impl StdFuture<Output = Result<Stream>> + 'static
     where
         A: ToSocketAddrs + Send + 'static,
@@ -669,8 +759,44 @@ impl Loop {
     /// Serve TCP with streams: for each connection, `handler(reader, writer)`
     /// is spawned as a task on this loop (asyncio's `start_server`).
     ///
+    /// The handler's future gives `()`: it handles its own errors (a
+    /// connection reset is the peer's business, not the server's).
+    ///
     /// # Errors
     /// As [`create_server`](Loop::create_server).
+    ///
+    /// # Examples
+    ///
+    /// A server that answers one line in upper case, and a client of it on
+    /// the same loop:
+    ///
+    /// ```
+    /// use futures::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let server = lp.run_until_complete(lp.start_server(
+    ///     |mut reader, mut writer| async move {
+    ///         let mut line = String::new();
+    ///         if reader.read_line(&mut line).await.is_ok() {
+    ///             let _ = writer.write_all(line.to_uppercase().as_bytes()).await;
+    ///         }
+    ///         // dropping both halves closes the connection, after flushing
+    ///     },
+    ///     "127.0.0.1:0",
+    /// ))??;
+    /// let addr = server.local_addrs()[0].as_inet().unwrap();
+    ///
+    /// let reply = lp.run_until_complete(async {
+    ///     let mut stream = lp.open_stream(addr).await?;
+    ///     stream.write_all(b"hello\n").await?;
+    ///     let mut reply = String::new();
+    ///     stream.read_to_string(&mut reply).await?;
+    ///     Ok::<_, Box<dyn std::error::Error>>(reply)
+    /// })?;
+    /// assert_eq!(reply?, "HELLO\n");
+    /// server.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn start_server<H, Fut, A>(
         &self,
         handler: H,
@@ -688,6 +814,30 @@ impl Loop {
     ///
     /// # Errors
     /// As [`create_unix_server`](Loop::create_unix_server).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let path = std::env::temp_dir().join(format!("oneloop-doc-streams-{}.sock", std::process::id()));
+    /// let server = lp.run_until_complete(lp.start_unix_server(
+    ///     |_reader, mut writer| async move {
+    ///         let _ = writer.write_all(b"hello").await;
+    ///     },
+    ///     &path,
+    /// ))??;
+    /// let reply = lp.run_until_complete(async {
+    ///     let (mut reader, _writer) = lp.open_unix_connection(&path).await?;
+    ///     let mut reply = Vec::new();
+    ///     reader.read_to_end(&mut reply).await?;
+    ///     Ok::<_, Box<dyn std::error::Error>>(reply)
+    /// })?;
+    /// assert_eq!(reply?, b"hello");
+    /// server.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn start_unix_server<H, Fut>(
         &self,
         handler: H,

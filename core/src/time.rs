@@ -21,6 +21,8 @@ use crate::policy;
 /// # Cancel safety
 /// Dropping it cancels the timer.
 ///
+/// # Examples
+///
 /// ```
 /// use std::time::{Duration, Instant};
 /// let lp = oneloop::Loop::new()?;
@@ -43,6 +45,28 @@ pub fn sleep(delay: Duration) -> Sleep {
 ///
 /// # Cancel safety
 /// Dropping it cancels the timer.
+///
+/// # Examples
+///
+/// A fixed-rate tick that does not drift, however long each round takes:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let lp = oneloop::Loop::new()?;
+/// let period = Duration::from_millis(2);
+/// let start = lp.time();
+/// let ticks = lp.run_until_complete(async {
+///     let mut next = start;
+///     for _ in 0..3 {
+///         next += period;
+///         oneloop::sleep_until(next).await?;
+///     }
+///     Ok::<_, oneloop::Error>(next)
+/// })??;
+/// assert!(lp.time() >= ticks && ticks == start + 3 * period);
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         target: Target::At(deadline),
@@ -57,6 +81,26 @@ enum Target {
 }
 
 /// The future of [`sleep`] and [`sleep_until`].
+///
+/// It does nothing until first polled, and then arms a timer on the loop
+/// running on that thread: a `Sleep` may be made anywhere, but only a
+/// running oneloop loop can drive it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use oneloop::ErrorKind;
+///
+/// let nap = oneloop::sleep(Duration::from_millis(1)); // nothing armed yet
+/// let lp = oneloop::Loop::new()?;
+/// lp.run_until_complete(nap)??;
+///
+/// // Polled by another executor, with no oneloop loop running:
+/// let err = futures::executor::block_on(oneloop::sleep(Duration::ZERO)).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::NotRunning);
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 pub struct Sleep {
     target: Target,
     /// Made on first poll, on the loop that polls it.
@@ -120,6 +164,8 @@ impl Drop for Sleep {
 /// # Cancel safety
 /// As cancel-safe as `future`.
 ///
+/// # Examples
+///
 /// ```
 /// use std::time::Duration;
 /// let lp = oneloop::Loop::new()?;
@@ -137,7 +183,19 @@ pub fn timeout<F: StdFuture>(limit: Duration, future: F) -> Timeout<F> {
     }
 }
 
-/// The future of [`timeout`].
+/// The future of [`timeout`]: `Ok(output)` if the inner future finished
+/// in time, [`ErrorKind::TimedOut`] otherwise.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let lp = oneloop::Loop::new()?;
+/// let quick = oneloop::timeout(Duration::from_secs(5), async { 7 });
+/// assert_eq!(lp.run_until_complete(quick)??, 7);
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 pub struct Timeout<F: StdFuture> {
     future: Option<Pin<Box<F>>>,
     sleep: Sleep,

@@ -40,6 +40,8 @@ const TICKS_PER_POLL: u32 = 64;
 /// (level-triggered, each fd's blocking mode left alone) and the wake of
 /// other threads (an eventfd write: async-signal-safe, coalesced).
 ///
+/// # Examples
+///
 /// ```
 /// use std::time::Duration;
 /// use oneloop::Loop;
@@ -93,6 +95,8 @@ impl fmt::Debug for AsyncIoBackend {
 /// Spawn it once, as a `!Send` task on the executor that runs on the loop's
 /// thread, and keep that executor running: it is what dispatches the loop.
 /// It completes when the loop is closed (or dropped).
+///
+/// # Examples
 ///
 /// ```
 /// use std::{cell::Cell, rc::Rc};
@@ -278,6 +282,8 @@ impl AsyncIoBackend {
     /// # Errors
     /// If the selector cannot be created or registered (out of fds).
     ///
+    /// # Examples
+    ///
     /// ```
     /// use std::rc::Rc;
     /// use async_executor::LocalExecutor;
@@ -304,6 +310,8 @@ impl AsyncIoBackend {
     ///
     /// # Errors
     /// If the selector cannot be created or registered (out of fds).
+    ///
+    /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
@@ -342,6 +350,8 @@ impl AsyncIoBackend {
     ///
     /// # Errors
     /// If the selector cannot be created or registered (out of fds).
+    ///
+    /// # Examples
     ///
     /// ```
     /// use oneloop::Loop;

@@ -11,6 +11,8 @@ use oneloop::Executor;
 /// shutdown, so [`Loop::shutdown_default_executor`](oneloop::Loop::shutdown_default_executor)
 /// has nothing to wait for once it is set.
 ///
+/// # Examples
+///
 /// ```
 /// use oneloop::Loop;
 /// use oneloop_async_std::{AsyncIoBackend, BlockingPool};

@@ -285,6 +285,20 @@ pub fn attach<D: 'static>(handle: LoopHandle<'static, D>) -> oneloop::Result<Loo
 ///
 /// # Errors
 /// As [`attach`].
+///
+/// # Examples
+///
+/// ```
+/// use calloop::EventLoop;
+/// use oneloop::{Loop, PanicPolicy};
+///
+/// let event_loop: EventLoop<'static, ()> = EventLoop::try_new()?;
+/// let builder = Loop::builder().debug(true).panic_policy(PanicPolicy::Report);
+/// let lp = oneloop_calloop::attach_with(builder, event_loop.handle())?;
+/// assert!(lp.debug() && lp.is_attached());
+/// lp.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn attach_with<D: 'static>(
     builder: LoopBuilder,
     handle: LoopHandle<'static, D>,

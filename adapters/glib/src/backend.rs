@@ -239,6 +239,25 @@ impl fmt::Debug for GlibBackend {
 /// How to build a [`GlibBackend`]: the context, the mode and the
 /// priorities. Give it to [`Loop::with_backend`] (it is an
 /// [`IntoBackend`]), which builds the backend with the loop's driver.
+///
+/// # Examples
+///
+/// oneloop's work behind GTK's input and redraw, even when woken:
+///
+/// ```
+/// use glib::Priority;
+/// use oneloop::Loop;
+/// use oneloop_glib::GlibBackend;
+///
+/// let ctx = glib::MainContext::new();
+/// let builder = GlibBackend::attach(&ctx)
+///     .priority(Priority::DEFAULT_IDLE)
+///     .yield_priority(Priority::LOW);
+/// assert_eq!(builder.main_context(), &ctx);
+/// let lp = Loop::with_backend(builder)?;
+/// lp.close()?;
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct GlibBuilder {
     ctx: MainContext,

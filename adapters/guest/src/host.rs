@@ -19,16 +19,23 @@ use crate::io::Shared;
 /// host drops unrun (because it is shutting down, or its queue is full)
 /// is not lost: the guest posts it again (see [`Job`]).
 ///
+/// # Examples
+///
 /// Any `Fn(Job) + Send + Sync + 'static` is a host:
 ///
 /// ```
-/// use std::sync::mpsc;
-/// use std::sync::Mutex;
+/// use std::{cell::Cell, rc::Rc, sync::mpsc, time::Duration};
 ///
 /// let (tx, rx) = mpsc::channel::<oneloop_guest::Job>();
-/// let tx = Mutex::new(tx);
-/// let host = move |job| { let _ = tx.lock().unwrap().send(job); };
-/// # let _ = (host, rx);
+/// let lp = oneloop_guest::new_loop(move |job| { let _ = tx.send(job); })?;
+///
+/// let ran = Rc::new(Cell::new(false));
+/// lp.call_soon({ let ran = ran.clone(); move || ran.set(true) })?;
+/// while !ran.get() {
+///     rx.recv_timeout(Duration::from_secs(10))?.run(); // the host's turn: on this thread
+/// }
+/// lp.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait Host: Send + Sync + 'static {
     /// Schedule `job` to run soon on the host thread.

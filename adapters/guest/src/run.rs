@@ -146,6 +146,28 @@ impl GuestRun {
     /// closed): it ends cancelled, the run finishes and `done` gets
     /// [`ErrorKind::Cancelled`], or what the main future returned if it
     /// handled the cancellation. Returns false if it already finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc, sync::mpsc, time::Duration};
+    ///
+    /// let (tx, rx) = mpsc::channel::<oneloop_guest::Job>();
+    /// let outcome = Rc::new(RefCell::new(None));
+    /// let o = outcome.clone();
+    /// let run = oneloop_guest::start_guest_run(
+    ///     move |job| { let _ = tx.send(job); },
+    ///     |_lp| oneloop::sleep(Duration::from_secs(3600)), // a session that would go on
+    ///     move |out| *o.borrow_mut() = Some(out),
+    /// )?;
+    /// assert!(run.cancel()); // the window was closed
+    /// while outcome.borrow().is_none() {
+    ///     rx.recv_timeout(Duration::from_secs(10))?.run();
+    /// }
+    /// assert!(outcome.take().unwrap().unwrap_err().is_cancelled());
+    /// assert!(run.is_finished());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cancel(&self) -> bool {
         self.main.cancel()
     }

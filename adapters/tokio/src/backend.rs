@@ -167,6 +167,8 @@ impl TokioBackend {
     /// # Errors
     /// If the runtime cannot be created.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use oneloop_tokio::TokioBackend;
     ///
@@ -349,6 +351,8 @@ impl Drop for TokioBackend {
 /// # Errors
 /// [`ErrorKind::Io`] if the runtime cannot be created.
 ///
+/// # Examples
+///
 /// ```
 /// use std::time::Duration;
 ///
@@ -372,6 +376,8 @@ pub fn new_loop() -> oneloop::Result<Loop> {
 /// # Errors
 /// [`ErrorKind::Unsupported`] outside a `LocalSet`/`LocalRuntime`;
 /// [`ErrorKind::AlreadyRunning`] if another oneloop loop runs on this thread.
+///
+/// # Examples
 ///
 /// ```
 /// use std::time::Duration;

@@ -102,6 +102,27 @@ pub fn enable(lp: &Loop) -> Result<()> {
 
 /// Whether tokio libraries can run on `lp`: the loop is on the tokio
 /// adapter, or [`enable`] was called on it.
+///
+/// # Examples
+///
+/// A library that needs tokio enables it once, whoever made the loop:
+///
+/// ```
+/// fn ensure_tokio(lp: &oneloop::Loop) -> oneloop::Result<()> {
+///     if !oneloop_tokio::is_enabled(lp) {
+///         oneloop_tokio::enable(lp)?; // a second `enable` would be an error
+///     }
+///     Ok(())
+/// }
+///
+/// let lp = oneloop::Loop::new()?;
+/// ensure_tokio(&lp)?;
+/// ensure_tokio(&lp)?;
+/// assert!(oneloop_tokio::is_enabled(&lp));
+/// assert!(oneloop_tokio::is_enabled(&oneloop_tokio::new_loop()?)); // tokio's own loop
+/// lp.close()?;
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 pub fn is_enabled(lp: &Loop) -> bool {
     lp.backend_name() == crate::backend::NAME || lp.run_context::<TokioContext>().is_some()
 }

@@ -11,6 +11,8 @@ use tokio::runtime::Handle;
 /// `shutdown_default_executor` does not wait for the jobs of an executor set
 /// this way; the runtime's shutdown does.
 ///
+/// # Examples
+///
 /// ```
 /// use oneloop_tokio::{BlockingExecutor, TokioBackend};
 ///

@@ -24,6 +24,8 @@ impl Counters {
 /// A live view of a [`TokioBackend`](crate::TokioBackend)'s driver task;
 /// cheap to clone, stays valid after the loop is closed.
 ///
+/// # Examples
+///
 /// ```
 /// use oneloop_tokio::TokioBackend;
 ///

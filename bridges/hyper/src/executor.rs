@@ -13,6 +13,40 @@ use oneloop::{Loop, Task};
 /// its connection end) and a warning is logged: the loop runs nothing any
 /// more. Closing the loop drops every task it still has, so nothing hyper
 /// started outlives it.
+///
+/// # Examples
+///
+/// HTTP/2, which needs an executor on both sides, over a socket pair:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http_body_util::{BodyExt, Empty, Full};
+/// use hyper::body::Bytes;
+/// use oneloop_hyper::{HyperIo, LoopExecutor};
+///
+/// let lp = oneloop::Loop::new()?;
+/// let body = lp.run_until_complete(async {
+///     let exec = LoopExecutor::new(&lp);
+///     let (a, b) = std::os::unix::net::UnixStream::pair()?;
+///     let server_io = HyperIo::new(lp.adopt_stream(a).await?);
+///     let client_io = HyperIo::new(lp.adopt_stream(b).await?);
+///
+///     let service = hyper::service::service_fn(|_req| async {
+///         Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("over h2"))))
+///     });
+///     let server = hyper::server::conn::http2::Builder::new(exec.clone()).serve_connection(server_io, service);
+///     exec.spawn(server)?;
+///
+///     let (mut sender, conn) = hyper::client::conn::http2::handshake(exec.clone(), client_io).await?;
+///     exec.spawn(conn)?;
+///     let request = hyper::Request::get("/").body(Empty::<Bytes>::new())?;
+///     let response = sender.send_request(request).await?;
+///     Ok::<_, Box<dyn std::error::Error>>(response.into_body().collect().await?.to_bytes())
+/// })??;
+/// assert_eq!(body, "over h2");
+/// lp.close()?; // drops the connections' tasks
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct LoopExecutor {
     lp: Loop,

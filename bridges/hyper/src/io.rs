@@ -14,7 +14,13 @@ use hyper::rt::ReadBufCursor;
 /// [`ReadBufCursor::put_slice`]: one copy, as a `read(2)` into hyper's
 /// buffer would make, and no `unsafe`. A plain `AsyncRead` can be wrapped
 /// in `futures::io::BufReader` first. `poll_shutdown` is the stream's
-/// `poll_close` (for a oneloop stream: flush, then close the transport).
+/// `poll_close` (for a oneloop stream: the EOF is queued behind the
+/// buffered bytes, which the loop sends as it runs; it returns at once).
+///
+/// # Examples
+///
+/// See the [crate docs](crate#a-server-and-a-client) (HTTP/1) and
+/// [`LoopExecutor`](crate::LoopExecutor) (HTTP/2).
 #[derive(Debug)]
 pub struct HyperIo<T> {
     inner: T,

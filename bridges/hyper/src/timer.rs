@@ -22,16 +22,23 @@ use oneloop::{Loop, RemoteLoop, RemoteTimer};
 /// completes at once: nothing would ever fire it, and a timeout that never
 /// fires would hang the connection waiting on it.
 ///
+/// # Examples
+///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
+/// use hyper::rt::Timer;
 ///
 /// let lp = oneloop::Loop::new()?;
 /// let timer = oneloop_hyper::LoopTimer::new(&lp);
-/// let builder = hyper::server::conn::http1::Builder::new()
-///     .timer(timer)
-///     .header_read_timeout(Duration::from_secs(10))
-///     .clone();
-/// # drop(builder);
+///
+/// // What you do with it: give it to a connection builder.
+/// let mut http1 = hyper::server::conn::http1::Builder::new();
+/// http1.timer(timer.clone()).header_read_timeout(Duration::from_secs(10));
+///
+/// // What hyper does with it: sleeps, which are loop timers.
+/// let start = Instant::now();
+/// lp.run_until_complete(timer.sleep(Duration::from_millis(2)))?;
+/// assert!(start.elapsed() >= Duration::from_millis(2));
 /// lp.close()?;
 /// # Ok::<(), oneloop::Error>(())
 /// ```
@@ -128,6 +135,21 @@ impl LoopSleep {
 
     /// Move the deadline: the current loop timer is cancelled and a new one
     /// armed, even if the sleep had already completed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use oneloop_hyper::LoopSleep;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let mut idle = LoopSleep::until(&lp.remote(), Instant::now() + Duration::from_secs(3600));
+    /// let soon = Instant::now() + Duration::from_millis(1);
+    /// idle.reset(soon); // the hour-long timer is cancelled
+    /// lp.run_until_complete(&mut idle)?;
+    /// assert!(Instant::now() >= soon && idle.deadline() == soon);
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn reset(&mut self, deadline: Instant) {
         self.cancel();
         self.deadline = deadline;

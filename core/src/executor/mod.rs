@@ -12,6 +12,31 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::error::Result;
 
 /// Runs jobs off the loop thread (PEP 3156's `concurrent.futures.Executor`).
+///
+/// Give one to [`Loop::set_default_executor`](crate::Loop::set_default_executor)
+/// to choose where [`run_in_executor`](crate::Loop::run_in_executor) runs
+/// its jobs (the tokio adapter's `BlockingExecutor` puts them on tokio's
+/// blocking pool).
+///
+/// # Examples
+///
+/// ```
+/// use oneloop::Executor;
+///
+/// /// One named thread per job: for a few long jobs, never for many.
+/// struct ThreadPerJob;
+/// impl Executor for ThreadPerJob {
+///     fn execute(&self, job: Box<dyn FnOnce() + Send>) {
+///         std::thread::Builder::new().name("job".into()).spawn(job).expect("spawn a thread");
+///     }
+/// }
+///
+/// let lp = oneloop::Loop::new()?;
+/// lp.set_default_executor(ThreadPerJob);
+/// let name = lp.run_in_executor(|| std::thread::current().name().map(String::from))?;
+/// assert_eq!(lp.run_until_complete(name)??.as_deref(), Some("job"));
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 pub trait Executor: Send + Sync + 'static {
     /// Run `job` on some other thread, soon.
     fn execute(&self, job: Box<dyn FnOnce() + Send>);
@@ -49,6 +74,23 @@ impl DefaultExecutor {
     }
 
     /// Block until every job handed to this executor has finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// use oneloop::{DefaultExecutor, Executor};
+    ///
+    /// let pool = DefaultExecutor::new()?;
+    /// let done = Arc::new(AtomicUsize::new(0));
+    /// for _ in 0..4 {
+    ///     let done = done.clone();
+    ///     pool.execute(Box::new(move || { done.fetch_add(1, Ordering::SeqCst); }));
+    /// }
+    /// pool.wait_idle();
+    /// assert_eq!(done.load(Ordering::SeqCst), 4);
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn wait_idle(&self) {
         let mut n = lock(&self.in_flight);
         while *n > 0 {

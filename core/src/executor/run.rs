@@ -24,6 +24,8 @@ impl Loop {
     /// other executor was set. The future yields [`ErrorKind::Panicked`] if
     /// `f` panics.
     ///
+    /// # Examples
+    ///
     /// ```
     /// let lp = oneloop::Loop::new()?;
     /// let fut = lp.run_in_executor(|| (1..=10u64).product::<u64>())?;
@@ -88,6 +90,20 @@ impl Loop {
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] after close.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oneloop::ErrorKind;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let job = lp.run_in_executor(|| 1 + 1)?;
+    /// let down = lp.shutdown_default_executor()?;
+    /// lp.run_until_complete(down)??; // the running job finished first
+    /// assert_eq!(job.result()?, 2);
+    /// assert_eq!(lp.run_in_executor(|| ()).unwrap_err().kind(), ErrorKind::Closed);
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn shutdown_default_executor(&self) -> Result<LoopFuture<()>> {
         self.inner.sched.check_open()?;
         let previous = std::mem::replace(

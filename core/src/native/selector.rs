@@ -47,6 +47,8 @@ use crate::backend::{Interest, Readiness, RemoteWake};
 /// (`EBADF`, `ENOENT`) or act on whatever reused the number in this private
 /// set. No memory is reached through an fd number.
 ///
+/// # Examples
+///
 /// ```
 /// use std::os::fd::AsRawFd;
 /// use std::os::unix::net::UnixStream;

@@ -20,9 +20,24 @@ use crate::transport::{StreamInner, Transport};
 
 /// Options of [`Loop::create_connection_with`].
 ///
+/// # Examples
+///
+/// Connect from a chosen local address:
+///
 /// ```
-/// let opts = oneloop::ConnectOptions::new().local_addr("127.0.0.1:0".parse().unwrap());
-/// # let _ = opts;
+/// use oneloop::{ConnectOptions, Loop, Protocol};
+///
+/// struct Quiet;
+/// impl Protocol for Quiet {}
+///
+/// let lp = Loop::new()?;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let from = "127.0.0.1:0".parse()?; // any free port on this address
+/// let options = ConnectOptions::new().local_addr(from);
+/// let t = lp.run_until_complete(lp.create_connection_with(|| Quiet, listener.local_addr()?, options))??;
+/// let (_, seen_from) = listener.accept()?;
+/// assert_eq!(t.sockname().and_then(|a| a.as_inet()), Some(seen_from));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -51,6 +66,12 @@ impl Loop {
     /// # Errors
     /// [`ErrorKind::Io`] if the name does not resolve; [`ErrorKind::Closed`]
     /// if the loop is closed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the answer; the lookup itself, a blocking
+    /// call on an executor thread, runs to its end.
+    ///
+    /// # Examples
     ///
     /// ```
     /// let lp = oneloop::Loop::new()?;
@@ -81,6 +102,8 @@ impl Loop {
     ///
     /// # Errors
     /// As [`create_connection_with`](Loop::create_connection_with).
+    ///
+    /// # Examples
     ///
     /// ```
     /// use oneloop::{Loop, Protocol, Transport};
@@ -127,6 +150,17 @@ impl Loop {
     /// unreachable, local address in use …); no protocol is made then
     /// (TP-11). [`ErrorKind::InvalidArgument`] if `addr` resolves to
     /// nothing; [`ErrorKind::Closed`] on a closed loop.
+    ///
+    /// # Cancel safety
+    /// Dropping the future while it resolves or connects abandons the
+    /// attempt: the socket is closed and no protocol is made. Once the
+    /// connection is up the protocol is made and its `connection_made`
+    /// queued; from then on the connection is the protocol's, and dropping
+    /// the future does not close it.
+    ///
+    /// # Examples
+    ///
+    /// See [`ConnectOptions`].
     pub fn create_connection_with<P, F, A>(
         &self,
         factory: F,
@@ -164,6 +198,11 @@ impl Loop {
     /// # Errors
     /// [`ErrorKind::Io`] if the connection fails (no such file, refused);
     /// no protocol is made then.
+    ///
+    /// # Examples
+    ///
+    /// See [`create_unix_server`](Loop::create_unix_server), whose example
+    /// connects to the server it makes.
     pub fn create_unix_connection<P, F>(
         &self,
         factory: F,
@@ -191,6 +230,35 @@ impl Loop {
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] if `socket` is not a stream socket;
     /// [`ErrorKind::Closed`] on a closed loop.
+    ///
+    /// # Examples
+    ///
+    /// A connection accepted elsewhere (here by a plain `std` listener)
+    /// handed to a protocol:
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::net::{TcpListener, TcpStream};
+    /// use oneloop::{Loop, Protocol, Transport};
+    ///
+    /// struct Greeter;
+    /// impl Protocol for Greeter {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         let _ = t.write(b"welcome\n");
+    ///     }
+    /// }
+    ///
+    /// let lp = Loop::new()?;
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let mut client = TcpStream::connect(listener.local_addr()?)?;
+    /// let (accepted, _) = listener.accept()?;
+    /// let t = lp.run_until_complete(lp.connect_accepted_socket(|| Greeter, accepted))??;
+    /// let mut greeting = [0; 8];
+    /// client.read_exact(&mut greeting)?;
+    /// assert_eq!(&greeting, b"welcome\n");
+    /// t.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect_accepted_socket<P, F>(
         &self,
         factory: F,

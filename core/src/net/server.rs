@@ -47,9 +47,28 @@ const ACCEPT_BATCH: usize = 64;
 
 /// Options of [`Loop::create_server_with`].
 ///
+/// # Examples
+///
+/// Two servers sharing one port (`SO_REUSEPORT`: the kernel spreads the
+/// connections between them, as between the loops of several threads):
+///
 /// ```
-/// let opts = oneloop::ServerOptions::new().backlog(512).reuse_port(true);
-/// # let _ = opts;
+/// use oneloop::{Loop, Protocol, ServerOptions};
+///
+/// struct Quiet;
+/// impl Protocol for Quiet {}
+///
+/// let lp = Loop::new()?;
+/// let options = ServerOptions::new().backlog(512).reuse_port(true);
+/// let first = lp.run_until_complete(lp.create_server_with(|| Quiet, "127.0.0.1:0", options.clone()))??;
+/// let addr = first.local_addrs()[0].as_inet().unwrap();
+/// let second = lp.run_until_complete(lp.create_server_with(|| Quiet, addr, options))??;
+/// assert_eq!(second.local_addrs()[0].as_inet(), Some(addr));
+///
+/// // Without it, the port is taken.
+/// let taken = lp.run_until_complete(lp.create_server(|| Quiet, addr))?;
+/// assert_eq!(taken.unwrap_err().kind(), oneloop::ErrorKind::Io);
+/// # Ok::<(), oneloop::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -126,6 +145,8 @@ struct ServerInner {
 /// Accepting starts as soon as the server is created and goes on (the loop
 /// keeps the server alive) until [`close`](Server::close), even if this
 /// handle is dropped.
+///
+/// # Examples
 ///
 /// ```
 /// use oneloop::{Loop, Protocol, Transport};
@@ -362,6 +383,13 @@ impl Server {
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] if the loop closes first.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting.
+    ///
+    /// # Examples
+    ///
+    /// See [`Server`].
     pub fn wait_closed(&self) -> impl StdFuture<Output = Result<()>> + 'static {
         let inner = &self.0;
         let fut = inner.lp.get().map(|lp| lp.create_future::<()>());
@@ -380,6 +408,43 @@ impl Server {
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] if the loop closes first.
+    ///
+    /// # Cancel safety
+    /// Dropping the future closes the server: that is how it is stopped.
+    ///
+    /// # Examples
+    ///
+    /// asyncio's shape: a task serves until it is cancelled.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use oneloop::{Loop, Protocol, Transport};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         let _ = t.write(b"hello");
+    ///         t.close();
+    ///     }
+    /// }
+    ///
+    /// let lp = Loop::new()?;
+    /// let server = lp.run_until_complete(lp.create_server(|| Hello, "127.0.0.1:0"))??;
+    /// let addr = server.local_addrs()[0].as_inet().unwrap();
+    /// let serving = lp.spawn(server.serve_forever())?;
+    ///
+    /// let client = lp.run_in_executor(move || -> std::io::Result<String> {
+    ///     let mut reply = String::new();
+    ///     std::net::TcpStream::connect(addr)?.read_to_string(&mut reply)?;
+    ///     Ok(reply)
+    /// })?;
+    /// assert_eq!(lp.run_until_complete(client.take())???, "hello");
+    ///
+    /// serving.cancel();
+    /// assert!(lp.run_until_complete(serving)?.unwrap_err().is_cancelled());
+    /// assert!(!server.is_serving()); // closed as the future was dropped
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn serve_forever(&self) -> impl StdFuture<Output = Result<()>> + 'static {
         struct CloseOnDrop(Server);
         impl Drop for CloseOnDrop {
@@ -452,6 +517,13 @@ impl Loop {
     /// [`ErrorKind::Io`] if a socket cannot be bound (address in use) or
     /// listen; then no socket is left open (TP-11).
     /// [`ErrorKind::InvalidArgument`] if `addr` resolves to nothing.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it resolves leaves nothing listening.
+    ///
+    /// # Examples
+    ///
+    /// See [`ServerOptions`].
     pub fn create_server_with<P, F, A>(
         &self,
         factory: F,
@@ -499,6 +571,39 @@ impl Loop {
     /// # Errors
     /// [`ErrorKind::Io`] if `path` exists and is not a socket, or cannot be
     /// bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oneloop::{Error, Loop, LoopFuture, Protocol, Transport};
+    ///
+    /// struct Hello;
+    /// impl Protocol for Hello {
+    ///     fn connection_made(&mut self, t: &Transport) {
+    ///         let _ = t.write(b"hello over a Unix socket");
+    ///         t.close();
+    ///     }
+    /// }
+    ///
+    /// struct Collect(Vec<u8>, LoopFuture<Vec<u8>>);
+    /// impl Protocol for Collect {
+    ///     fn data_received(&mut self, data: &[u8]) { self.0.extend_from_slice(data); }
+    ///     fn connection_lost(&mut self, _: Option<Error>) { let _ = self.1.set_result(std::mem::take(&mut self.0)); }
+    /// }
+    ///
+    /// let lp = Loop::new()?;
+    /// let path = std::env::temp_dir().join(format!("oneloop-doc-{}.sock", std::process::id()));
+    /// let server = lp.run_until_complete(lp.create_unix_server(|| Hello, &path))??;
+    ///
+    /// let reply = lp.create_future();
+    /// let r = reply.clone();
+    /// lp.run_until_complete(lp.create_unix_connection(move || Collect(Vec::new(), r), &path))??;
+    /// assert_eq!(lp.run_until_complete(reply)??, b"hello over a Unix socket");
+    ///
+    /// server.close();
+    /// assert!(!path.exists()); // the socket file goes with the server
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create_unix_server<P, F>(
         &self,
         factory: F,

@@ -13,11 +13,48 @@ use crate::transport::{DatagramInner, DatagramProtocol, DatagramTransport};
 /// Where a UDP endpoint binds and what it talks to
 /// ([`Loop::create_datagram_endpoint`]).
 ///
+/// # Examples
+///
+/// The two usual shapes: a server bound to a local address that answers
+/// whoever writes, and a client connected to that server.
+///
 /// ```
-/// let opts = oneloop::DatagramOptions::new()
-///     .local_addr("127.0.0.1:0".parse().unwrap())
-///     .allow_broadcast(true);
-/// # let _ = opts;
+/// use std::net::SocketAddr;
+/// use oneloop::{DatagramOptions, DatagramProtocol, DatagramTransport, Error, Loop, LoopFuture};
+///
+/// /// Answers each datagram with its length.
+/// struct Server(Option<DatagramTransport>);
+/// impl DatagramProtocol for Server {
+///     fn connection_made(&mut self, t: &DatagramTransport) { self.0 = Some(t.clone()); }
+///     fn datagram_received(&mut self, data: &[u8], from: SocketAddr) {
+///         if let Some(t) = &self.0 {
+///             let _ = t.sendto(data.len().to_string().as_bytes(), Some(from));
+///         }
+///     }
+///     fn connection_lost(&mut self, _: Option<Error>) { self.0 = None; }
+/// }
+///
+/// /// Keeps the first answer.
+/// struct Client(LoopFuture<Vec<u8>>);
+/// impl DatagramProtocol for Client {
+///     fn datagram_received(&mut self, data: &[u8], _from: SocketAddr) {
+///         let _ = self.0.set_result(data.to_vec());
+///     }
+/// }
+///
+/// let lp = Loop::new()?;
+/// let here = DatagramOptions::new().local_addr("127.0.0.1:0".parse()?);
+/// let server = lp.run_until_complete(lp.create_datagram_endpoint(|| Server(None), here))??;
+///
+/// let answer = lp.create_future();
+/// let a = answer.clone();
+/// let there = DatagramOptions::new().remote_addr(server.sockname().unwrap());
+/// let client = lp.run_until_complete(lp.create_datagram_endpoint(move || Client(a), there))??;
+/// client.sendto(b"ping", None)?; // to the connected remote
+/// assert_eq!(lp.run_until_complete(answer)??, b"4");
+/// client.close();
+/// server.close();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -69,6 +106,8 @@ impl Loop {
     /// address; [`ErrorKind::Io`] if binding or connecting fails (no
     /// protocol is made then).
     ///
+    /// # Examples
+    ///
     /// ```
     /// use oneloop::{DatagramOptions, DatagramProtocol, DatagramTransport, Loop};
     ///
@@ -115,6 +154,26 @@ impl Loop {
     /// # Errors
     /// [`ErrorKind::Io`] if the socket cannot be made non-blocking;
     /// [`ErrorKind::Closed`] on a closed loop.
+    ///
+    /// # Examples
+    ///
+    /// For socket options [`DatagramOptions`] does not offer: set them on
+    /// the socket, then hand it over.
+    ///
+    /// ```
+    /// use oneloop::{DatagramProtocol, Loop};
+    ///
+    /// struct Quiet;
+    /// impl DatagramProtocol for Quiet {}
+    ///
+    /// let lp = Loop::new()?;
+    /// let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// sock.set_ttl(4)?;
+    /// let addr = sock.local_addr()?;
+    /// let t = lp.run_until_complete(lp.create_datagram_endpoint_from_socket(|| Quiet, sock))??;
+    /// assert_eq!(t.sockname(), Some(addr));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create_datagram_endpoint_from_socket<P, F>(
         &self,
         factory: F,

@@ -133,13 +133,21 @@ impl Loop {
     /// - [`ErrorKind::Closed`] on a closed loop; [`ErrorKind::Io`] if the
     ///   pipe or the disposition cannot be set up.
     ///
-    /// ```no_run
+    /// # Examples
+    ///
+    /// Run until a signal comes: here SIGUSR1, sent by the process itself
+    /// as `kill -USR1` would; SIGINT would make Ctrl-C stop the loop.
+    ///
+    /// ```
+    /// use rustix::process::{Signal, getpid, kill_process};
+    ///
     /// let lp = oneloop::Loop::new()?;
     /// let stop = lp.clone();
-    /// lp.add_signal_handler(libc::SIGINT, move || stop.stop())?;
-    /// lp.run_forever()?; // until Ctrl-C
-    /// lp.remove_signal_handler(libc::SIGINT)?; // Ctrl-C kills again
-    /// # Ok::<(), oneloop::Error>(())
+    /// lp.add_signal_handler(libc::SIGUSR1, move || stop.stop())?;
+    /// kill_process(getpid(), Signal::USR1)?;
+    /// lp.run_forever()?; // until the handler runs, as an ordinary callback
+    /// assert!(lp.remove_signal_handler(libc::SIGUSR1)?); // the old disposition is back
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn add_signal_handler(&self, sig: i32, handler: impl Fn() + 'static) -> Result<()> {
         check_number(sig)?;

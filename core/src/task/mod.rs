@@ -97,6 +97,46 @@ impl<T> fmt::Debug for Task<T> {
 impl<T: 'static> Task<T> {
     /// Request cancellation: see *Cancellation* above. Returns false if the
     /// task is already done (CN-01).
+    ///
+    /// # Examples
+    ///
+    /// A task that lets the cancellation escape with `?` ends cancelled:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let task = lp.spawn(async {
+    ///     oneloop::sleep(Duration::from_secs(3600)).await?;
+    ///     Ok::<_, oneloop::Error>("slept")
+    /// })?;
+    /// lp.stop();
+    /// lp.run_forever()?; // one iteration: the task starts and sleeps
+    /// assert!(task.cancel());
+    /// let err = lp.run_until_complete(task)?.unwrap_err();
+    /// assert!(err.is_cancelled());
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
+    ///
+    /// A task may instead handle the cancellation, clean up and return a
+    /// value; it then ends normally:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let task = lp.spawn(async {
+    ///     match oneloop::sleep(Duration::from_secs(3600)).await {
+    ///         Err(e) if e.is_cancelled() => "cleaned up",
+    ///         _ => "slept",
+    ///     }
+    /// })?;
+    /// lp.stop();
+    /// lp.run_forever()?;
+    /// task.cancel();
+    /// assert_eq!(lp.run_until_complete(task)??, "cleaned up");
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn cancel(&self) -> bool {
         self.state.cancel()
     }
@@ -136,6 +176,19 @@ impl<T: 'static> Task<T> {
     }
 
     /// Schedule `f` once the task is done (TK-03).
+    ///
+    /// # Examples
+    ///
+    /// Stop the loop when a task ends, however it ends:
+    ///
+    /// ```
+    /// let lp = oneloop::Loop::new()?;
+    /// let task = lp.spawn(async { 7 })?;
+    /// task.add_done_callback({ let lp = lp.clone(); move |_| lp.stop() });
+    /// lp.run_forever()?;
+    /// assert_eq!(task.result()?, 7);
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn add_done_callback(&self, f: impl FnOnce(&LoopFuture<T>) + 'static) -> CallbackId {
         self.result.add_done_callback(f)
     }
@@ -337,6 +390,25 @@ impl Loop {
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] after close (LC-11).
+    ///
+    /// # Examples
+    ///
+    /// Tasks run concurrently on the loop's one thread; awaiting a
+    /// [`Task`] gives its output:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let slow = lp.spawn(async {
+    ///     oneloop::sleep(Duration::from_millis(2)).await?;
+    ///     Ok::<_, oneloop::Error>("slow")
+    /// })?;
+    /// let fast = lp.spawn(async { "fast" })?;
+    /// let both = lp.run_until_complete(async { (slow.await, fast.await) })?;
+    /// assert_eq!((both.0??, both.1?), ("slow", "fast"));
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     #[doc(alias = "create_task")]
     #[track_caller]
     pub fn spawn<F>(&self, future: F) -> Result<Task<F::Output>>
@@ -349,6 +421,20 @@ impl Loop {
     }
 
     /// The task whose step is running, if any (TK-05).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let lp = oneloop::Loop::new()?;
+    /// assert!(lp.current_task().is_none()); // not inside a task
+    /// let task = lp.spawn(async {
+    ///     let lp = oneloop::get_running_loop().unwrap();
+    ///     lp.current_task().map(|t| t.id())
+    /// })?;
+    /// let id = task.id();
+    /// assert_eq!(lp.run_until_complete(task)??, Some(id));
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn current_task(&self) -> Option<TaskRef> {
         let id = self.inner.sched.shared().id;
         context::current_task()
@@ -357,6 +443,24 @@ impl Loop {
     }
 
     /// The pending tasks of this loop (TK-05).
+    ///
+    /// # Examples
+    ///
+    /// Cancel whatever is still pending before shutting down:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let forever = lp.spawn(oneloop::sleep(Duration::from_secs(3600)))?;
+    /// assert_eq!(lp.all_tasks().len(), 1);
+    /// for t in lp.all_tasks() {
+    ///     t.cancel();
+    /// }
+    /// assert!(lp.run_until_complete(forever)?.unwrap_err().is_cancelled());
+    /// assert!(lp.all_tasks().is_empty());
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn all_tasks(&self) -> Vec<TaskRef> {
         self.inner.tasks.all()
     }
@@ -366,6 +470,8 @@ impl Loop {
 /// (`LocalSpawnExt::spawn_local`) run their tasks on this loop. A spawned
 /// future is a detached task (its output is dropped; a panic is reported
 /// to the exception handler like any task's).
+///
+/// # Examples
 ///
 /// ```
 /// use futures::task::LocalSpawnExt;

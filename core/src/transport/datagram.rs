@@ -24,6 +24,10 @@ thread_local! {
 /// What a datagram transport calls (UD-01): `connection_made` once, then any
 /// mix of `datagram_received` and `error_received`, then `connection_lost`
 /// once. Never called re-entrantly (see [`Protocol`](crate::Protocol)).
+///
+/// Examples: an echo endpoint at
+/// [`Loop::create_datagram_endpoint`](crate::Loop::create_datagram_endpoint),
+/// a server and a client at [`DatagramOptions`](crate::DatagramOptions).
 pub trait DatagramProtocol: 'static {
     /// The endpoint is ready. Keep a clone of `transport` to send.
     fn connection_made(&mut self, transport: &DatagramTransport) {
@@ -81,6 +85,34 @@ pub(crate) struct DatagramInner {
 
 /// A UDP endpoint: [`sendto`](DatagramTransport::sendto), `close`, `abort`
 /// (PEP 3156 §Datagram Transports). Cheap to clone, `!Send`.
+///
+/// # Examples
+///
+/// A connected endpoint sends to its peer only:
+///
+/// ```
+/// use std::net::{SocketAddr, UdpSocket};
+/// use oneloop::{DatagramOptions, DatagramProtocol, ErrorKind, Loop};
+///
+/// struct Quiet;
+/// impl DatagramProtocol for Quiet {}
+///
+/// let lp = Loop::new()?;
+/// let peer = UdpSocket::bind("127.0.0.1:0")?;
+/// let options = DatagramOptions::new().remote_addr(peer.local_addr()?);
+/// let t = lp.run_until_complete(lp.create_datagram_endpoint(|| Quiet, options))??;
+///
+/// t.sendto(b"ping", None)?; // sent at once: nothing queued
+/// let mut buf = [0; 16];
+/// let (n, from) = peer.recv_from(&mut buf)?;
+/// assert_eq!((&buf[..n], Some(from)), (&b"ping"[..], t.sockname()));
+///
+/// let elsewhere: SocketAddr = "127.0.0.1:9".parse()?;
+/// assert_eq!(t.sendto(b"x", Some(elsewhere)).unwrap_err().kind(), ErrorKind::InvalidArgument);
+/// t.close();
+/// assert_eq!(t.sendto(b"x", None).unwrap_err().kind(), ErrorKind::InvalidState);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct DatagramTransport(Rc<DatagramInner>);
 

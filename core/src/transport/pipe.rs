@@ -22,6 +22,8 @@ impl Loop {
     /// [`ErrorKind::InvalidArgument`] for a regular file or directory, which
     /// cannot be watched; [`ErrorKind::Closed`] on a closed loop.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use oneloop::{Loop, Protocol};
     /// use std::{cell::RefCell, io::Write, rc::Rc};
@@ -70,6 +72,31 @@ impl Loop {
     ///
     /// # Errors
     /// As [`connect_read_pipe`](Loop::connect_read_pipe).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use oneloop::{Error, Loop, LoopFuture, Protocol};
+    ///
+    /// struct Lost(LoopFuture<()>);
+    /// impl Protocol for Lost {
+    ///     fn connection_lost(&mut self, _: Option<Error>) { let _ = self.0.set_result(()); }
+    /// }
+    ///
+    /// let lp = Loop::new()?;
+    /// let (mut r, w) = std::io::pipe()?;
+    /// let lost = lp.create_future();
+    /// let l = lost.clone();
+    /// let t = lp.run_until_complete(lp.connect_write_pipe(move || Lost(l), w))??;
+    /// t.write(b"down the pipe")?;
+    /// t.write_eof(); // on a pipe: close it once the buffer is sent
+    /// lp.run_until_complete(lost)??;
+    /// let mut got = String::new();
+    /// r.read_to_string(&mut got)?; // ends: the write end is closed
+    /// assert_eq!(got, "down the pipe");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect_write_pipe<P, F>(
         &self,
         factory: F,

@@ -105,6 +105,49 @@ pub(crate) struct StreamInner {
 /// and sent when it becomes writable. Above the high-water mark the protocol
 /// gets [`pause_writing`](Protocol::pause_writing); a producer that stops
 /// there keeps memory bounded by the mark plus one chunk (FC-01).
+///
+/// # Examples
+///
+/// asyncio's echo client: send a message, half-close, collect the reply
+/// until the server hangs up, and hand it out through a future that
+/// `connection_lost` completes.
+///
+/// ```
+/// use oneloop::{Error, Loop, LoopFuture, Protocol, Transport};
+///
+/// struct Client {
+///     reply: Vec<u8>,
+///     done: LoopFuture<Vec<u8>>,
+/// }
+///
+/// impl Protocol for Client {
+///     fn connection_made(&mut self, t: &Transport) {
+///         t.write(b"hello").unwrap();
+///         t.write_eof(); // no more from us; the reply can still come
+///     }
+///     fn data_received(&mut self, data: &[u8]) {
+///         self.reply.extend_from_slice(data);
+///     }
+///     fn connection_lost(&mut self, _error: Option<Error>) {
+///         let _ = self.done.set_result(std::mem::take(&mut self.reply));
+///     }
+/// }
+///
+/// // An echo server on a plain thread.
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let addr = listener.local_addr()?;
+/// std::thread::spawn(move || -> std::io::Result<u64> {
+///     let (mut s, _) = listener.accept()?;
+///     std::io::copy(&mut s.try_clone()?, &mut s) // until our EOF, then hangs up
+/// });
+///
+/// let lp = Loop::new()?;
+/// let done = lp.create_future();
+/// let d = done.clone();
+/// lp.run_until_complete(lp.create_connection(move || Client { reply: Vec::new(), done: d }, addr))??;
+/// assert_eq!(lp.run_until_complete(done)??, b"hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Transport(pub(crate) Rc<StreamInner>);
 
 impl Clone for Transport {
@@ -659,6 +702,30 @@ impl Transport {
     /// (TP-07) or once the transport is closing (after `close`, `abort` or a
     /// lost connection); the data is discarded. [`ErrorKind::Unsupported`]
     /// on the read end of a pipe.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{io::Read, os::unix::net::UnixStream};
+    /// use oneloop::{ErrorKind, Loop, Protocol};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {}
+    ///
+    /// let lp = Loop::new()?;
+    /// let (ours, mut peer) = UnixStream::pair()?;
+    /// let t = lp.run_until_complete(lp.connect_accepted_socket(|| Quiet, ours))??;
+    ///
+    /// t.write(b"hello")?;
+    /// assert_eq!(t.write_buffer_size(), 0); // the socket took it all at once
+    /// let mut got = [0; 5];
+    /// peer.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"hello");
+    ///
+    /// t.close();
+    /// assert_eq!(t.write(b"late").unwrap_err().kind(), ErrorKind::InvalidState);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write(&self, data: &[u8]) -> Result<()> {
         self.write_parts(&[data])
     }
@@ -670,6 +737,30 @@ impl Transport {
     ///
     /// # Errors
     /// As [`write`](Transport::write), and then nothing is written.
+    ///
+    /// # Examples
+    ///
+    /// A request head from its parts, without first copying them into one
+    /// buffer:
+    ///
+    /// ```
+    /// use std::{io::Read, os::unix::net::UnixStream};
+    /// use oneloop::{Loop, Protocol};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {}
+    ///
+    /// let lp = Loop::new()?;
+    /// let (ours, mut peer) = UnixStream::pair()?;
+    /// let t = lp.run_until_complete(lp.connect_accepted_socket(|| Quiet, ours))??;
+    ///
+    /// let path = "/index.html";
+    /// t.writelines([b"GET ".as_slice(), path.as_bytes(), b" HTTP/1.1\r\n\r\n"])?;
+    /// let mut got = [0; 28];
+    /// peer.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"GET /index.html HTTP/1.1\r\n\r\n");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "writev")]
     pub fn writelines<I>(&self, chunks: I) -> Result<()>
     where
@@ -759,6 +850,39 @@ impl Transport {
     /// TP-07). Idempotent; ignored on a closing transport. Reading goes on.
     /// On a write pipe it closes the pipe after the buffered data; on a read
     /// pipe it does nothing.
+    ///
+    /// # Examples
+    ///
+    /// The peer reads to the end of the request, then answers on the
+    /// same connection:
+    ///
+    /// ```
+    /// use std::{io::{Read, Write}, os::unix::net::UnixStream};
+    /// use oneloop::{Error, Loop, LoopFuture, Protocol};
+    ///
+    /// struct Collect(Vec<u8>, LoopFuture<Vec<u8>>);
+    /// impl Protocol for Collect {
+    ///     fn data_received(&mut self, data: &[u8]) { self.0.extend_from_slice(data); }
+    ///     fn connection_lost(&mut self, _: Option<Error>) { let _ = self.1.set_result(std::mem::take(&mut self.0)); }
+    /// }
+    ///
+    /// let lp = Loop::new()?;
+    /// let (ours, mut peer) = UnixStream::pair()?;
+    /// let reply = lp.create_future();
+    /// let r = reply.clone();
+    /// let t = lp.run_until_complete(lp.connect_accepted_socket(move || Collect(Vec::new(), r), ours))??;
+    ///
+    /// t.write(b"ping")?;
+    /// t.write_eof();
+    /// assert!(t.is_reading()); // only our side is shut
+    /// let mut request = Vec::new();
+    /// peer.read_to_end(&mut request)?; // ends: the peer saw our EOF
+    /// assert_eq!(request, b"ping");
+    /// peer.write_all(b"pong")?;
+    /// drop(peer);
+    /// assert_eq!(lp.run_until_complete(reply)??, b"pong");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_eof(&self) {
         let inner = &self.0;
         match inner.kind {
@@ -793,6 +917,34 @@ impl Transport {
     /// Close gracefully: stop reading at once, send what is buffered, then
     /// call `connection_lost(None)` from a later callback (TP-05).
     /// [`is_closing`](Transport::is_closing) is true from now on. Idempotent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{io::Read, os::unix::net::UnixStream};
+    /// use oneloop::{Error, Loop, LoopFuture, Protocol};
+    ///
+    /// struct Lost(LoopFuture<()>);
+    /// impl Protocol for Lost {
+    ///     fn connection_lost(&mut self, _: Option<Error>) { let _ = self.0.set_result(()); }
+    /// }
+    ///
+    /// let lp = Loop::new()?;
+    /// let (ours, mut peer) = UnixStream::pair()?;
+    /// let lost = lp.create_future();
+    /// let l = lost.clone();
+    /// let t = lp.run_until_complete(lp.connect_accepted_socket(move || Lost(l), ours))??;
+    ///
+    /// t.write(b"bye")?;
+    /// t.close();
+    /// assert!(t.is_closing());
+    /// assert!(!lost.done()); // connection_lost comes from a later callback
+    /// lp.run_until_complete(lost)??;
+    /// let mut rest = Vec::new();
+    /// peer.read_to_end(&mut rest)?; // what was written, then EOF
+    /// assert_eq!(rest, b"bye");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) {
         let inner = &self.0;
         let flushed = {
@@ -816,6 +968,31 @@ impl Transport {
     /// Close at once: discard the buffer, stop reading and writing, then
     /// call `connection_lost(None)` from a later callback — never from inside
     /// `abort` (TP-06). Idempotent, and harmless after `close`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use oneloop::{Error, Loop, LoopFuture, Protocol};
+    ///
+    /// struct Lost(LoopFuture<()>);
+    /// impl Protocol for Lost {
+    ///     fn connection_lost(&mut self, _: Option<Error>) { let _ = self.0.set_result(()); }
+    /// }
+    ///
+    /// let lp = Loop::new()?;
+    /// let (ours, _peer) = UnixStream::pair()?; // a peer that never reads
+    /// let lost = lp.create_future();
+    /// let l = lost.clone();
+    /// let t = lp.run_until_complete(lp.connect_accepted_socket(move || Lost(l), ours))??;
+    ///
+    /// t.write(&vec![0; 4 << 20])?; // far more than the socket takes
+    /// assert!(t.write_buffer_size() > 0);
+    /// t.abort();
+    /// assert_eq!(t.write_buffer_size(), 0); // discarded, not sent
+    /// lp.run_until_complete(lost)??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn abort(&self) {
         self.0.force_close(None);
     }
@@ -830,6 +1007,39 @@ impl Transport {
     /// longer watched, so the kernel buffers fill and slow the peer (FC-04).
     /// Idempotent; ignored on a closing transport. Called inside
     /// `connection_made`, it holds back even the first read (FC-05).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{cell::RefCell, io::Write, os::unix::net::UnixStream, rc::Rc};
+    /// use oneloop::{Loop, LoopFuture, Protocol};
+    ///
+    /// struct Got(Rc<RefCell<Vec<u8>>>, LoopFuture<()>);
+    /// impl Protocol for Got {
+    ///     fn data_received(&mut self, data: &[u8]) {
+    ///         self.0.borrow_mut().extend_from_slice(data);
+    ///         let _ = self.1.set_result(()); // the first data is in
+    ///     }
+    /// }
+    ///
+    /// let lp = Loop::new()?;
+    /// let (ours, mut peer) = UnixStream::pair()?;
+    /// let (got, arrived) = (Rc::new(RefCell::new(Vec::new())), lp.create_future());
+    /// let (g, a) = (got.clone(), arrived.clone());
+    /// let t = lp.run_until_complete(lp.connect_accepted_socket(move || Got(g, a), ours))??;
+    ///
+    /// t.pause_reading();
+    /// assert!(!t.is_reading());
+    /// peer.write_all(b"held back")?;
+    /// lp.stop();
+    /// lp.run_forever()?; // an iteration: the socket is not even watched
+    /// assert!(got.borrow().is_empty());
+    ///
+    /// t.resume_reading();
+    /// lp.run_until_complete(arrived)??;
+    /// assert_eq!(*got.borrow(), b"held back");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pause_reading(&self) {
         let inner = &self.0;
         {
@@ -872,6 +1082,40 @@ impl Transport {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] if `low > high`; nothing changes.
+    ///
+    /// # Examples
+    ///
+    /// A producer told to pause when more than 64 KiB wait in the buffer,
+    /// and to resume once they drained to 16 KiB:
+    ///
+    /// ```
+    /// use std::{cell::Cell, io::Read, os::unix::net::UnixStream, rc::Rc};
+    /// use oneloop::{ErrorKind, Loop, LoopFuture, Protocol};
+    ///
+    /// struct Producer { paused: Rc<Cell<bool>>, resumed: LoopFuture<()> }
+    /// impl Protocol for Producer {
+    ///     fn pause_writing(&mut self) { self.paused.set(true); }
+    ///     fn resume_writing(&mut self) { self.paused.set(false); let _ = self.resumed.set_result(()); }
+    /// }
+    ///
+    /// let lp = Loop::new()?;
+    /// let (ours, mut peer) = UnixStream::pair()?;
+    /// let (paused, resumed) = (Rc::new(Cell::new(false)), lp.create_future());
+    /// let (p, r) = (paused.clone(), resumed.clone());
+    /// let t = lp.run_until_complete(lp.connect_accepted_socket(move || Producer { paused: p, resumed: r }, ours))??;
+    ///
+    /// let bad = t.set_write_buffer_limits(Some(1024), Some(4096));
+    /// assert_eq!(bad.unwrap_err().kind(), ErrorKind::InvalidArgument); // low above high
+    /// t.set_write_buffer_limits(Some(64 * 1024), Some(16 * 1024))?;
+    /// assert_eq!(t.write_buffer_limits(), (16 * 1024, 64 * 1024));
+    ///
+    /// t.write(&vec![0; 1 << 20])?; // 1 MiB to a peer not reading yet
+    /// assert!(paused.get() && t.is_writing_paused()); // told before `write` returned
+    /// std::thread::spawn(move || peer.read_exact(&mut vec![0; 1 << 20]));
+    /// lp.run_until_complete(resumed)??; // the peer drained it
+    /// assert!(!paused.get());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_write_buffer_limits(&self, high: Option<usize>, low: Option<usize>) -> Result<()> {
         let inner = &self.0;
         let pause = {
@@ -929,6 +1173,25 @@ impl Transport {
     /// PEP 3156's extra information by name: `"peername"`, `"sockname"`,
     /// `"socket"`. An unknown name, or a value not available, gives `None`
     /// (TP-09).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oneloop::transport::{ExtraInfo, SocketAddress};
+    /// use oneloop::{Loop, Protocol};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {}
+    ///
+    /// let lp = Loop::new()?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = listener.local_addr()?;
+    /// let t = lp.run_until_complete(lp.create_connection(|| Quiet, addr))??;
+    /// assert_eq!(t.extra_info("peername"), Some(ExtraInfo::Address(SocketAddress::Inet(addr))));
+    /// assert!(matches!(t.extra_info("socket"), Some(ExtraInfo::Fd(_))));
+    /// assert_eq!(t.extra_info("compression"), None); // not a name oneloop knows
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "get_extra_info")]
     pub fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
         match name {

@@ -38,6 +38,9 @@ use crate::protocol::Protocol;
 /// `pipe_data_received(1 or 2, data)`*; `pipe_connection_lost` once per
 /// pipe; `process_exited` once; `connection_lost` once after all of them.
 /// The order of `process_exited` and `pipe_connection_lost` is not fixed.
+///
+/// Examples: [`SubprocessTransport`] (output, exit code),
+/// [`Redirect`] (stdio settings), [`Loop::subprocess_exec`].
 pub trait SubprocessProtocol: 'static {
     /// The child runs; its pipes are ready.
     fn connection_made(&mut self, transport: &SubprocessTransport) {
@@ -64,6 +67,33 @@ pub trait SubprocessProtocol: 'static {
 }
 
 /// Where a child's stdin, stdout or stderr goes.
+///
+/// # Examples
+///
+/// A shell command's stderr merged into its stdout (asyncio's
+/// `stderr=STDOUT`), its stdin `/dev/null`:
+///
+/// ```
+/// use oneloop::{Error, Loop, LoopFuture, Redirect, SubprocessProtocol, SubprocessStdio};
+///
+/// struct Output(Vec<u8>, LoopFuture<Vec<u8>>);
+/// impl SubprocessProtocol for Output {
+///     fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
+///         assert_eq!(fd, 1); // there is no stderr pipe
+///         self.0.extend_from_slice(data);
+///     }
+///     fn connection_lost(&mut self, _: Option<Error>) { let _ = self.1.set_result(std::mem::take(&mut self.0)); }
+/// }
+///
+/// let lp = Loop::new()?;
+/// let stdio = SubprocessStdio::new().stdin(Redirect::Null).stderr(Redirect::Stdout);
+/// let output = lp.create_future();
+/// let o = output.clone();
+/// let child = lp.run_until_complete(lp.subprocess_shell(move || Output(Vec::new(), o), "echo out; echo err >&2", stdio))??;
+/// assert!(child.pipe_transport(0).is_none() && child.pipe_transport(2).is_none());
+/// assert_eq!(lp.run_until_complete(output)??, b"out\nerr\n");
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Redirect {
@@ -80,11 +110,9 @@ pub enum Redirect {
 
 /// The stdio of a child ([`Loop::subprocess_exec`]): all pipes by default.
 ///
-/// ```
-/// use oneloop::{Redirect, SubprocessStdio};
-/// let stdio = SubprocessStdio::new().stdin(Redirect::Null).stderr(Redirect::Stdout);
-/// # let _ = stdio;
-/// ```
+/// # Examples
+///
+/// See [`Redirect`].
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct SubprocessStdio {
@@ -148,6 +176,37 @@ struct ProcInner {
 
 /// A running child process: its pid, return code, pipes and signals
 /// (PEP 3156 §Subprocess Transports). Cheap to clone, `!Send`.
+///
+/// # Examples
+///
+/// Feed a child on its stdin and collect its stdout. The output is
+/// complete at `connection_lost`, which comes once the child exited *and*
+/// its pipes closed; the exit alone ([`wait`](SubprocessTransport::wait))
+/// may come before the last output is read.
+///
+/// ```
+/// use std::process::Command;
+/// use oneloop::{Error, Loop, LoopFuture, SubprocessProtocol, SubprocessStdio};
+///
+/// struct Collect(Vec<u8>, LoopFuture<Vec<u8>>);
+/// impl SubprocessProtocol for Collect {
+///     fn pipe_data_received(&mut self, _fd: i32, data: &[u8]) { self.0.extend_from_slice(data); }
+///     fn connection_lost(&mut self, _: Option<Error>) { let _ = self.1.set_result(std::mem::take(&mut self.0)); }
+/// }
+///
+/// let lp = Loop::new()?;
+/// let output = lp.create_future();
+/// let o = output.clone();
+/// let child = lp.run_until_complete(lp.subprocess_exec(move || Collect(Vec::new(), o), Command::new("cat"), SubprocessStdio::new()))??;
+/// assert!(child.pid() > 0 && child.returncode().is_none());
+///
+/// let stdin = child.pipe_transport(0).unwrap();
+/// stdin.write(b"through cat")?;
+/// stdin.write_eof(); // cat exits at the end of its input
+/// assert_eq!(lp.run_until_complete(output)??, b"through cat");
+/// assert_eq!(child.returncode(), Some(0));
+/// # Ok::<(), oneloop::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct SubprocessTransport(Rc<ProcInner>);
 
@@ -380,6 +439,14 @@ impl SubprocessTransport {
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] if the loop closes first.
+    ///
+    /// # Cancel safety
+    /// Dropping the future only stops waiting; the child is still reaped
+    /// when it exits.
+    ///
+    /// # Examples
+    ///
+    /// See [`kill`](SubprocessTransport::kill).
     pub fn wait(&self) -> impl StdFuture<Output = Result<i32>> + 'static {
         let code = self.0.returncode.get();
         let fut = self.0.lp.upgrade().map(|lp| lp.create_future::<i32>());
@@ -434,6 +501,24 @@ impl SubprocessTransport {
     ///
     /// # Errors
     /// As [`send_signal`](SubprocessTransport::send_signal).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oneloop::{Loop, SubprocessProtocol, SubprocessStdio};
+    ///
+    /// struct Quiet;
+    /// impl SubprocessProtocol for Quiet {}
+    ///
+    /// let lp = Loop::new()?;
+    /// let stuck = std::process::Command::new("cat"); // waits for input forever
+    /// let child = lp.run_until_complete(lp.subprocess_exec(|| Quiet, stuck, SubprocessStdio::new()))??;
+    /// child.kill()?;
+    /// assert_eq!(lp.run_until_complete(child.wait())??, -9); // -N: killed by signal N
+    /// assert_eq!(child.returncode(), Some(-9));
+    /// child.kill()?; // ignored once it has exited
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
     pub fn kill(&self) -> Result<()> {
         self.send_signal(Signal::KILL.as_raw())
     }
@@ -484,22 +569,26 @@ impl Loop {
     /// made then); [`ErrorKind::InvalidArgument`] for `Redirect::Stdout`
     /// on stdin or stdout; [`ErrorKind::Closed`] on a closed loop.
     ///
-    /// ```
-    /// use oneloop::{Loop, SubprocessProtocol, SubprocessStdio};
-    /// use std::{cell::RefCell, rc::Rc};
+    /// # Examples
     ///
-    /// struct Out(Rc<RefCell<Vec<u8>>>);
-    /// impl SubprocessProtocol for Out {
-    ///     fn pipe_data_received(&mut self, _fd: i32, d: &[u8]) { self.0.borrow_mut().extend_from_slice(d); }
-    /// }
+    /// Run a program and wait for its exit code (for its output, see
+    /// [`SubprocessTransport`]):
+    ///
+    /// ```
+    /// use oneloop::{ErrorKind, Loop, SubprocessProtocol, SubprocessStdio};
+    ///
+    /// struct Quiet;
+    /// impl SubprocessProtocol for Quiet {}
     ///
     /// let lp = Loop::new()?;
-    /// let out = Rc::new(RefCell::new(Vec::new()));
-    /// let o = out.clone();
-    /// let mut cmd = std::process::Command::new("echo");
-    /// cmd.arg("hello");
-    /// let child = lp.run_until_complete(lp.subprocess_exec(move || Out(o), cmd, SubprocessStdio::new()))??;
-    /// assert_eq!(lp.run_until_complete(child.wait())??, 0);
+    /// let mut cmd = std::process::Command::new("sh");
+    /// cmd.args(["-c", "exit 3"]);
+    /// let child = lp.run_until_complete(lp.subprocess_exec(|| Quiet, cmd, SubprocessStdio::new()))??;
+    /// assert_eq!(lp.run_until_complete(child.wait())??, 3);
+    ///
+    /// let missing = std::process::Command::new("/nonexistent/program");
+    /// let err = lp.run_until_complete(lp.subprocess_exec(|| Quiet, missing, SubprocessStdio::new()))?;
+    /// assert_eq!(err.unwrap_err().kind(), ErrorKind::Io); // no protocol was made
     /// # Ok::<(), oneloop::Error>(())
     /// ```
     pub fn subprocess_exec<P, F>(
@@ -531,6 +620,10 @@ impl Loop {
     ///
     /// # Errors
     /// As [`subprocess_exec`](Loop::subprocess_exec).
+    ///
+    /// # Examples
+    ///
+    /// See [`Redirect`].
     pub fn subprocess_shell<P, F>(
         &self,
         factory: F,
