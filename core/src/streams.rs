@@ -19,7 +19,7 @@ use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 
 use futures::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
@@ -374,16 +374,15 @@ impl Drop for StreamReader {
 /// `drain()`: it waits until the transport is below the mark; what is still
 /// buffered is sent in the background, even after the writer is dropped.
 /// `poll_close` sends EOF after the buffered data (a half-close: the reader
-/// goes on). When both halves are dropped the transport closes, after
-/// flushing.
+/// goes on) and returns once that data has gone to the kernel. When both
+/// halves are dropped the transport closes, after flushing.
 ///
 /// # Examples
 ///
 /// `flush` waits only until the transport is below its high-water mark,
 /// so a producer writing far faster than the peer reads keeps memory
-/// bounded. `close` returns once the EOF is queued behind the buffered
-/// bytes: the loop sends them as it runs, so keep it running until the
-/// peer has them (here, until the peer saw the EOF).
+/// bounded. `close` queues the EOF behind the buffered bytes and returns
+/// once the loop has sent them all.
 ///
 /// ```
 /// use std::io::Read;
@@ -503,9 +502,23 @@ impl AsyncWrite for StreamWriter {
         self.poll_ready(cx)
     }
 
-    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Queue the EOF behind the buffered bytes, then wait until they have
+    /// all gone to the kernel: a writer closed with `close().await` has
+    /// lost nothing, whatever happens to the loop after. An error if the
+    /// connection ended first.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.transport.write_eof();
-        Poll::Ready(Ok(()))
+        if ready!(self.transport.poll_sent(cx)) {
+            return Poll::Ready(Ok(()));
+        }
+        let st = self.shared.borrow();
+        Poll::Ready(Err(match &st.error {
+            Some(e) => to_io(e),
+            None => io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the connection ended before the buffered bytes were sent",
+            ),
+        }))
     }
 }
 

@@ -285,3 +285,77 @@ fn a_huge_write_all_to_a_peer_that_never_reads_stays_bounded() {
     task.cancel();
     drop((r, peer));
 }
+
+/// `close().await` returns once every buffered byte has gone to the kernel
+/// (the `AsyncWrite::poll_close` contract): the loop may close right after
+/// and the peer still reads everything, then EOF. The mark is raised so
+/// that `write_all` returns with megabytes still buffered; a `close` that
+/// only queued the EOF would let `lp.close()` drop them.
+#[test]
+fn close_returns_after_the_buffered_bytes_went_out_so_closing_the_loop_loses_nothing() {
+    let lp = new_loop();
+    let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let reader = thread::spawn(move || {
+        let mut all = Vec::new();
+        peer.read_to_end(&mut all).map(|_| all)
+    });
+    let payload = pattern(4 << 20);
+    let p2 = payload.clone();
+    let lp2 = lp.clone();
+    let buffered_after_write_all = run(&lp, LIMIT, async move {
+        let (_, mut w) = lp2.adopt_stream(ours).await.unwrap().into_split();
+        w.transport()
+            .set_write_buffer_limits(Some(16 << 20), None)
+            .unwrap();
+        w.write_all(&p2).await.unwrap();
+        let buffered = w.transport().write_buffer_size();
+        w.close().await.unwrap();
+        assert_eq!(w.transport().write_buffer_size(), 0);
+        buffered
+    });
+    assert!(
+        buffered_after_write_all > 0,
+        "write_all left bytes in the buffer (else the test shows nothing)"
+    );
+    lp.close().unwrap();
+    drop(lp);
+    let got = reader.join().unwrap().unwrap();
+    assert_eq!(got.len(), payload.len());
+    assert!(got == payload);
+}
+
+/// A close that cannot finish, because the connection is reset under it,
+/// is an error, not a silent success.
+#[test]
+fn close_is_an_error_when_the_connection_ends_with_bytes_unsent() {
+    let lp = new_loop();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (r, mut w) = run(&lp, LIMIT, lp.open_connection(addr)).unwrap();
+    let (peer, _) = l.accept().unwrap();
+    let t = w.transport().clone();
+    t.set_write_buffer_limits(Some(64 << 20), None).unwrap();
+    let closing = lp
+        .spawn(async move {
+            w.write_all(&vec![0u8; 32 << 20]).await.unwrap();
+            w.close().await
+        })
+        .unwrap();
+    // The peer never reads: the writer fills the kernel and `close` waits
+    // on the rest. Then the peer resets the connection.
+    run_until(&lp, LIMIT, || t.write_buffer_size() > 0);
+    assert!(!closing.done(), "close waits for the buffered bytes");
+    socket2::SockRef::from(&peer)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(peer);
+    let err = run(&lp, LIMIT, closing).unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{err:?}"
+    );
+    drop(r);
+}

@@ -15,7 +15,7 @@ use hyper::rt::ReadBufCursor;
 /// buffer would make, and no `unsafe`. A plain `AsyncRead` can be wrapped
 /// in `futures::io::BufReader` first. `poll_shutdown` is the stream's
 /// `poll_close` (for a oneloop stream: the EOF is queued behind the
-/// buffered bytes, which the loop sends as it runs; it returns at once).
+/// buffered bytes, and it returns once they have all been sent).
 ///
 /// # Examples
 ///

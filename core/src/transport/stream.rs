@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use super::endpoint::{Endpoint, Kind};
 use super::gate::{Gate, Invoked};
@@ -74,6 +75,8 @@ struct State {
     eof_sent: bool,
     /// The protocol was told `pause_writing` and not yet `resume_writing`.
     protocol_paused: bool,
+    /// An abort dropped buffered bytes unsent.
+    discarded: bool,
     buf: WriteBuffer,
 }
 
@@ -92,6 +95,8 @@ pub(crate) struct StreamInner {
     gate: Gate<dyn Protocol, Note>,
     /// Run after `connection_lost` (a server counts its connections).
     on_lost: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Tasks waiting for the buffer to empty (a stream's `poll_close`).
+    sent_wakers: RefCell<Vec<Waker>>,
 }
 
 /// The sending half of a stream connection, and the handle a
@@ -257,10 +262,12 @@ impl StreamInner {
                 eof_requested: false,
                 eof_sent: false,
                 protocol_paused: false,
+                discarded: false,
                 buf: WriteBuffer::new(),
             }),
             gate: Gate::new(protocol),
             on_lost: RefCell::new(on_lost),
+            sent_wakers: RefCell::new(Vec::new()),
         })
     }
 
@@ -580,6 +587,9 @@ impl StreamInner {
         if shutdown && let Some(s) = &*self.sock.borrow() {
             s.shutdown_write();
         }
+        if empty {
+            self.wake_sent();
+        }
         if resume {
             self.notify(Note::ResumeWriting);
         }
@@ -599,6 +609,7 @@ impl StreamInner {
             }
             st.lost_scheduled = true;
             st.closing = true;
+            st.discarded |= !st.buf.is_empty();
             st.buf.clear();
         }
         self.set_reading(false);
@@ -646,6 +657,14 @@ impl StreamInner {
         let hook = self.on_lost.borrow_mut().take();
         if let Some(hook) = hook {
             hook();
+        }
+        self.wake_sent();
+    }
+
+    fn wake_sent(&self) {
+        let wakers = std::mem::take(&mut *self.sent_wakers.borrow_mut());
+        for w in wakers {
+            w.wake();
         }
     }
 }
@@ -912,6 +931,28 @@ impl Transport {
     /// sockets and write pipes, not for read pipes.
     pub fn can_write_eof(&self) -> bool {
         self.0.kind != Kind::ReadPipe
+    }
+
+    /// Ready(true) once everything written so far has left the buffer;
+    /// Ready(false) once the connection has ended with bytes unsent (an
+    /// abort, an error, the loop closing), after `connection_lost`, so
+    /// whoever waits can read how it ended.
+    pub(crate) fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let inner = &self.0;
+        let st = inner.state.borrow();
+        let unsent = st.discarded || !st.buf.is_empty();
+        if !unsent {
+            return Poll::Ready(true);
+        }
+        if st.lost {
+            return Poll::Ready(false);
+        }
+        drop(st);
+        let mut wakers = inner.sent_wakers.borrow_mut();
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Close gracefully: stop reading at once, send what is buffered, then
