@@ -91,9 +91,9 @@ impl RemoteLoop {
     ///
     /// The future is moved to the loop's thread before it starts, hence
     /// `Send`: it cannot hold the loop's own `!Send` values ([`sleep`](crate::sleep),
-    /// a [`LoopFuture`](crate::LoopFuture)) across an await. To start such
-    /// work from another thread, send a closure that spawns it there with
-    /// [`call_soon_threadsafe`](RemoteLoop::call_soon_threadsafe).
+    /// a [`LoopFuture`](crate::LoopFuture)) across an await. For such work
+    /// use [`spawn_with`](RemoteLoop::spawn_with), which builds the future
+    /// on the loop's thread.
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] once the loop is closed.
@@ -127,6 +127,52 @@ impl RemoteLoop {
         F: StdFuture + Send + 'static,
         F::Output: Send + 'static,
     {
+        self.spawn_with(move |_| future)
+    }
+
+    /// Build a future on the loop's thread with `make` and run it there as
+    /// a task; the returned handle gives its output to any thread.
+    ///
+    /// Only `make` and the output cross threads, so the future itself may
+    /// be `!Send`: it may hold [`sleep`](crate::sleep)s, a
+    /// [`LoopFuture`](crate::LoopFuture), streams, `Rc`s across its awaits
+    /// (tokio's `LocalPoolHandle::spawn_pinned` has this shape). `make`
+    /// gets the loop.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] once the loop is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let remote = lp.remote();
+    /// let worker = std::thread::spawn(move || {
+    ///     let task = remote.spawn_with(|lp| async move {
+    ///         let ticks = std::rc::Rc::new(std::cell::Cell::new(0)); // !Send
+    ///         for _ in 0..3 {
+    ///             oneloop::sleep(Duration::from_millis(1)).await?; // !Send too
+    ///             ticks.set(ticks.get() + 1);
+    ///         }
+    ///         Ok::<(u32, bool), oneloop::Error>((ticks.get(), lp.is_running()))
+    ///     })?;
+    ///     let answer = futures::executor::block_on(task)?;
+    ///     remote.stop()?;
+    ///     answer
+    /// });
+    /// lp.run_forever()?;
+    /// assert_eq!(worker.join().unwrap()?, (3, true));
+    /// # Ok::<(), oneloop::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn spawn_with<C, F>(&self, make: C) -> Result<RemoteTask<F::Output>>
+    where
+        C: FnOnce(Loop) -> F + Send + 'static,
+        F: StdFuture + 'static,
+        F::Output: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.id;
         self.call_soon_threadsafe(move || {
@@ -134,7 +180,7 @@ impl RemoteLoop {
                 return;
             };
             let lp = Loop::from_inner(inner);
-            if let Ok(task) = lp.spawn(future) {
+            if let Ok(task) = lp.spawn(make(lp.clone())) {
                 let _ = lp.spawn(async move {
                     let _ = tx.send(task.await);
                 });
