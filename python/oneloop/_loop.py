@@ -21,12 +21,13 @@ What runs where:
 import asyncio
 import selectors
 import signal
+import socket
 import sys
 import threading
 import weakref
-from asyncio import events, unix_events
+from asyncio import constants, events, sslproto, unix_events
 
-from . import _oneloop
+from . import _oneloop, _transports
 
 __all__ = ["OneloopEventLoop", "EventLoopPolicy", "new_event_loop", "run", "HOSTS"]
 
@@ -256,6 +257,62 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
     def _remove_writer(self, fd):
         self._check_owner()
         return super()._remove_writer(fd)
+
+    # -- transports: oneloop's Rust transports under asyncio's classes -----
+    #
+    # asyncio's connection code (create_connection, create_server and its
+    # accept loop, create_unix_*, connect_accepted_socket, start_tls,
+    # connect_*_pipe, subprocesses' pipes) makes its transports through
+    # these factories; each gives it one whose data path is oneloop's.
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        self._check_owner()
+        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        # asyncio's TLS (sslproto, a BufferedProtocol) over oneloop's socket.
+        self._check_owner()
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        _transports.SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        self._check_owner()
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
+        # oneloop's datagram transport speaks IP; a Unix datagram socket
+        # keeps asyncio's transport (its waits are still oneloop's).
+        return super()._make_datagram_transport(sock, protocol, address, waiter, extra)
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        self._check_owner()
+        return _transports.ReadPipeTransport(self, pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        self._check_owner()
+        return _transports.WritePipeTransport(self, pipe, protocol, waiter, extra)
 
     # -- running ----------------------------------------------------------
 

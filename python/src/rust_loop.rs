@@ -13,12 +13,15 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use crate::clock::Clock;
-use crate::errors::{Escape, Escapes, escape, to_py};
+use crate::errors::{Escape, Escapes, escape, report_escape, to_py};
 use crate::hosts;
+use crate::gil::HoldGil;
 use crate::pending::Pending;
+use crate::registry::Registry;
+use crate::datagram::RustDatagram;
+use crate::stream::{Kind, RustStream};
 use crate::thread_bound::ThreadBound;
 
 /// The asyncio handles of the fd callbacks, by fd: `[reader, writer]`.
@@ -178,6 +181,8 @@ struct State {
     /// A `weakref.ref` to the Python loop, to tell it about a cancelled fd
     /// handle (as asyncio's `_process_events` does) without a cycle.
     owner: Rc<RefCell<Option<Py<PyAny>>>>,
+    /// The Python objects of live transports (see `registry`).
+    transports: Rc<Registry>,
 }
 
 impl std::fmt::Debug for RustLoop {
@@ -278,34 +283,9 @@ fn on_escape(
     match escapes {
         Escapes::Propagate => Some(err),
         Escapes::Report => {
-            report_escape(py, handle, err);
+            report_escape(py, handle, "handle", err);
             None
         }
-    }
-}
-
-/// An attached loop's `BaseException`: to the handle's loop's
-/// `call_exception_handler`, with asyncio's context keys.
-fn report_escape(py: Python<'_>, handle: &Bound<'_, PyAny>, err: PyErr) {
-    let reported = (|| -> PyResult<()> {
-        let ctx = PyDict::new(py);
-        let name = err.get_type(py).name()?;
-        ctx.set_item(
-            "message",
-            format!(
-                "{name} in a callback of an attached loop: the host loop runs it, \
-                 so the exception cannot leave a run of ours"
-            ),
-        )?;
-        ctx.set_item("exception", err.value(py))?;
-        ctx.set_item("handle", handle)?;
-        handle
-            .getattr(intern!(py, "_loop"))?
-            .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-        Ok(())
-    })();
-    if let Err(e) = reported {
-        e.write_unraisable(py, Some(handle));
     }
 }
 
@@ -471,6 +451,7 @@ impl RustLoop {
         // the rest of the batch kept (asyncio's rule, oneloop's ER-04). An
         // attached loop has no run: they are reported instead (`Escapes`).
         lp.set_panic_policy(PanicPolicy::Propagate);
+        lp.add_run_context(Rc::new(HoldGil)).map_err(to_py)?;
         let escapes = if lp.is_attached() {
             Escapes::Report
         } else {
@@ -493,6 +474,7 @@ impl RustLoop {
                 fds: Rc::default(),
                 pending: Rc::default(),
                 owner: Rc::default(),
+                transports: Rc::default(),
             }))),
         })
     }
@@ -603,6 +585,59 @@ impl RustLoop {
         self.with(|s| s.remove_fd(fd, WRITE))
     }
 
+    /// Start oneloop's stream transport for the Python transport `owner`
+    /// on a duplicate of `fd` (the Python socket or pipe keeps its own fd
+    /// and closes it in `connection_lost`, as asyncio does), with
+    /// `protocol`; `kind` is `"socket"`, `"read-pipe"` or `"write-pipe"`.
+    fn open_stream(
+        &self,
+        py: Python<'_>,
+        owner: Py<PyAny>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+        kind: &str,
+    ) -> PyResult<RustStream> {
+        let kind = Kind::parse(kind)?;
+        self.with(|s| {
+            let dup = borrow_fd(fd)?.try_clone_to_owned().map_err(PyErr::from)?;
+            RustStream::open(
+                py,
+                &s.lp,
+                &s.transports,
+                self.escapes,
+                owner,
+                dup,
+                protocol,
+                kind,
+            )
+        })
+    }
+
+    /// Start oneloop's UDP transport for the Python transport `owner` on a
+    /// duplicate of `fd`, with `protocol`; `address` is the remote address
+    /// of a connected endpoint (asyncio's `address`), or `None`.
+    #[pyo3(signature = (owner, fd, protocol, address = None))]
+    fn open_datagram(
+        &self,
+        owner: Py<PyAny>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+        address: Option<Py<PyAny>>,
+    ) -> PyResult<RustDatagram> {
+        self.with(|s| {
+            let dup = borrow_fd(fd)?.try_clone_to_owned().map_err(PyErr::from)?;
+            RustDatagram::open(
+                &s.lp,
+                &s.transports,
+                self.escapes,
+                owner,
+                dup,
+                protocol,
+                address,
+            )
+        })
+    }
+
     /// The thread-safe handle.
     fn remote(&self) -> PyResult<Remote> {
         self.with(|s| {
@@ -708,6 +743,7 @@ impl RustLoop {
         }
         if let Some(state) = state.as_ref() {
             state.pending.traverse(&visit)?;
+            state.transports.traverse(&visit)?;
         }
         Ok(())
     }
@@ -731,6 +767,8 @@ impl RustLoop {
         let slots = std::mem::take(&mut *state.fds.borrow_mut());
         drop(slots);
         state.pending.clear();
+        let transports = state.transports.take_all();
+        drop(transports);
     }
 }
 
