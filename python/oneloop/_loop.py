@@ -144,6 +144,7 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         self._rust = _oneloop.RustLoop(host, attach)
         self._rust_remote = self._rust.remote()
         super().__init__(_OneloopSelector(self._rust))
+        self.set_debug(self._debug)
         self._rust.set_owner(weakref.ref(self))
         self._clock_resolution = max(self._clock_resolution, self._rust.clock_resolution())
         if self._rust.attached:
@@ -196,6 +197,20 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
 
     def time(self):
         return self._rust.time()
+
+    def set_debug(self, enabled):
+        super().set_debug(enabled)
+        rust = self.__dict__.get("_rust")
+        if rust is None:
+            return
+        if enabled:
+            # asyncio's call_soon, whose handles record where they were
+            # made (debug mode's reports use it).
+            self.__dict__.pop("call_soon", None)
+        else:
+            # One Rust call that makes the handle and queues it (see
+            # oneloop._oneloop.Handle): no Python frame per call_soon.
+            self.call_soon = rust.call_soon_fast
 
     def _call_soon(self, callback, args, context):
         self._check_owner()

@@ -151,14 +151,18 @@ impl DatagramProtocol for Bridge {
             let Some(f) = ep.received.borrow().as_ref().map(|f| f.clone_ref(py)) else {
                 return;
             };
-            let outcome = py_addr(py, addr)
-                .and_then(|addr| f.bind(py).call1((PyBytes::new(py, data), addr)));
+            let outcome =
+                py_addr(py, addr).and_then(|addr| f.bind(py).call1((PyBytes::new(py, data), addr)));
             if let Err(err) = outcome {
                 if is_escape(py, &err) {
                     ep.escaped(py, err);
                 } else {
                     let exc = err.into_value(py);
-                    ep.call_owner(py, intern!(py, "_protocol_failed"), (exc, "datagram_received"));
+                    ep.call_owner(
+                        py,
+                        intern!(py, "_protocol_failed"),
+                        (exc, "datagram_received"),
+                    );
                 }
             }
         });
@@ -269,8 +273,7 @@ impl RustDatagram {
         ep.set_protocol(protocol);
         let bridge = Bridge(ep.clone());
         let sock = UdpSocket::from(fd);
-        let started =
-            poll_once(lp.create_datagram_endpoint_from_socket(move || bridge, sock));
+        let started = poll_once(lp.create_datagram_endpoint_from_socket(move || bridge, sock));
         if let Some(Err(e)) = started {
             ep.owner.release();
             return Err(to_py(e));
@@ -291,7 +294,9 @@ impl RustDatagram {
 fn socket_addr(addr: &Bound<'_, PyAny>, family: i32) -> PyResult<SocketAddr> {
     let py = addr.py();
     let tuple = addr.cast::<PyTuple>().map_err(|_| {
-        PyValueError::new_err(format!("an address must be a (host, port) tuple, not {addr}"))
+        PyValueError::new_err(format!(
+            "an address must be a (host, port) tuple, not {addr}"
+        ))
     })?;
     if tuple.len() < 2 {
         return Err(PyValueError::new_err(format!(

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`RustLoop`] | a oneloop `Loop` on one host: callbacks, timers, fds, run/stop/close |
 //! | [`Timer`] | the oneloop timer behind an asyncio `TimerHandle`, to cancel it |
+//! | [`Handle`] | what `call_soon` returns: made and run in Rust |
 //! | [`Remote`] | the thread-safe half: `call_soon_threadsafe` from any thread |
 //! | [`RustStream`] | oneloop's stream transport (sockets, pipes) under an asyncio transport |
 //! | [`RustDatagram`] | oneloop's UDP transport under an asyncio datagram transport |
@@ -27,6 +28,7 @@ mod clock;
 mod datagram;
 mod errors;
 mod gil;
+mod handle;
 mod hosts;
 mod pending;
 mod registry;
@@ -36,8 +38,9 @@ mod thread_bound;
 
 use pyo3::prelude::*;
 
-pub use rust_loop::{Remote, RustLoop, Timer};
 pub use datagram::RustDatagram;
+pub use handle::Handle;
+pub use rust_loop::{Remote, RustLoop, Timer};
 pub use stream::RustStream;
 
 /// The extension module.
@@ -48,6 +51,7 @@ fn _oneloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Remote>()?;
     m.add_class::<RustStream>()?;
     m.add_class::<RustDatagram>()?;
+    m.add_class::<Handle>()?;
     m.add("HOSTS", hosts::available())?;
     Ok(())
 }

@@ -13,14 +13,16 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use crate::clock::Clock;
-use crate::errors::{Escape, Escapes, escape, report_escape, to_py};
-use crate::hosts;
-use crate::gil::HoldGil;
-use crate::pending::Pending;
-use crate::registry::Registry;
 use crate::datagram::RustDatagram;
+use crate::errors::{Escape, Escapes, escape, report_escape, to_py};
+use crate::gil::HoldGil;
+use crate::handle::{self, Handle};
+use crate::hosts;
+use crate::pending::{Parked, Pending};
+use crate::registry::Registry;
 use crate::stream::{Kind, RustStream};
 use crate::thread_bound::ThreadBound;
 
@@ -100,8 +102,13 @@ impl Inbox {
         }
     }
 
+    /// Whether threadsafe handles are waiting (one atomic load).
+    fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
     fn take(&self) -> VecDeque<Py<PyAny>> {
-        if !self.pending.load(Ordering::Acquire) {
+        if !self.has_pending() {
             return VecDeque::new();
         }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -256,19 +263,26 @@ thread_local! {
     static IN_CALLBACK: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Counts one running callback in [`IN_CALLBACK`], also across an unwind.
-struct InCallback;
+/// Counts one running callback in [`IN_CALLBACK`], also across an unwind;
+/// only on attached loops (the only ones whose `close()` asks), so that an
+/// owned loop's callbacks skip the thread-local.
+struct InCallback(bool);
 
 impl InCallback {
-    fn enter() -> InCallback {
-        IN_CALLBACK.with(|n| n.set(n.get() + 1));
-        InCallback
+    fn enter(escapes: Escapes) -> InCallback {
+        let counted = escapes == Escapes::Report;
+        if counted {
+            IN_CALLBACK.with(|n| n.set(n.get() + 1));
+        }
+        InCallback(counted)
     }
 }
 
 impl Drop for InCallback {
     fn drop(&mut self) {
-        IN_CALLBACK.with(|n| n.set(n.get() - 1));
+        if self.0 {
+            IN_CALLBACK.with(|n| n.set(n.get() - 1));
+        }
     }
 }
 
@@ -295,13 +309,33 @@ fn on_escape(
 /// itself, with asyncio's context (`message`, `exception`, `handle`); what
 /// it lets through leaves the run (see [`Escape`]) or, on an attached
 /// loop, is reported too ([`Escapes`]).
+fn run_parked(parked: Parked, escapes: Escapes) {
+    match parked {
+        Parked::Ours(h) => run_ours(h, escapes),
+        Parked::Asyncio(h) => run_handle(h, escapes),
+    }
+}
+
+/// Run one of our `Handle`s (see [`run_handle`]).
+fn run_ours(handle: Py<Handle>, escapes: Escapes) {
+    let failed = Python::attach(move |py| {
+        let h = handle.bind(py);
+        let _in = InCallback::enter(escapes);
+        let err = handle::run(h);
+        err.and_then(|e| on_escape(py, h.as_any(), e, escapes))
+    });
+    if let Some(err) = failed {
+        escape(err);
+    }
+}
+
 fn run_handle(handle: Py<PyAny>, escapes: Escapes) {
     let failed = Python::attach(move |py| {
         let h = handle.bind(py);
         if is_cancelled(py, h) {
             return None;
         }
-        let _in = InCallback::enter();
+        let _in = InCallback::enter(escapes);
         let err = h.call_method0(intern!(py, "_run")).err();
         let out = err.and_then(|e| on_escape(py, h, e, escapes));
         drop(handle);
@@ -368,7 +402,7 @@ fn fd_ready(
             };
             return lp.call_method1(method, (fd,)).err();
         }
-        let _in = InCallback::enter();
+        let _in = InCallback::enter(escapes);
         let err = h.call_method0(intern!(py, "_run")).err();
         err.and_then(|e| on_escape(py, h, e, escapes))
     });
@@ -408,6 +442,28 @@ fn closed() -> PyErr {
 }
 
 impl RustLoop {
+    /// Queue `handle` on the ready queue, after the threadsafe handles
+    /// that were queued before it (see [`Inbox`]).
+    fn queue(&self, s: &State, handle: Parked) -> PyResult<()> {
+        if self.inbox.has_pending() {
+            for earlier in self.inbox.take() {
+                self.queue_one(s, Parked::Asyncio(earlier))?;
+            }
+        }
+        self.queue_one(s, handle)
+    }
+
+    fn queue_one(&self, s: &State, handle: Parked) -> PyResult<()> {
+        let escapes = self.escapes;
+        let queued = s.pending.park(handle);
+        s.lp.call_soon_detached(move || {
+            if let Some(h) = queued.take() {
+                run_parked(h, escapes);
+            }
+        })
+        .map_err(to_py)
+    }
+
     /// The loop's state, on its thread, while open.
     fn with<R>(&self, f: impl FnOnce(&State) -> PyResult<R>) -> PyResult<R> {
         let cell = self.state.get()?;
@@ -534,18 +590,29 @@ impl RustLoop {
     /// Queue the asyncio `handle` (FIFO, next iteration), after the
     /// threadsafe handles that were queued before this call.
     fn call_soon(&self, handle: Py<PyAny>) -> PyResult<()> {
-        let escapes = self.escapes;
+        self.with(|s| self.queue(s, Parked::Asyncio(handle)))
+    }
+
+    /// asyncio's `call_soon(callback, *args, context=None)` in one call:
+    /// makes the [`Handle`] and queues it (the Python loop binds this as
+    /// its `call_soon` outside debug mode).
+    #[pyo3(signature = (callback, *args, context = None))]
+    fn call_soon_fast(
+        &self,
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
         self.with(|s| {
-            for earlier in self.inbox.take().into_iter().chain([handle]) {
-                let queued = s.pending.park(earlier);
-                s.lp.call_soon_detached(move || {
-                    if let Some(h) = queued.take() {
-                        run_handle(h, escapes);
-                    }
-                })
-                .map_err(to_py)?;
-            }
-            Ok(())
+            let lp = match s.owner.borrow().as_ref() {
+                Some(weak) => weak.clone_ref(py),
+                None => py.None(),
+            };
+            let handle =
+                handle::untracked(Py::new(py, Handle::new(py, callback, args, context, lp)?)?);
+            self.queue(s, Parked::Ours(handle.clone_ref(py)))?;
+            Ok(handle)
         })
     }
 
@@ -553,9 +620,9 @@ impl RustLoop {
     fn call_at(&self, when: f64, handle: Py<PyAny>) -> PyResult<Timer> {
         let escapes = self.escapes;
         self.with(|s| {
-            let queued = s.pending.park(handle);
+            let queued = s.pending.park(Parked::Asyncio(handle));
             s.lp.call_at(self.clock.instant(when), move || {
-                if let Some(h) = queued.take() {
+                if let Some(Parked::Asyncio(h)) = queued.take() {
                     run_timer(h, escapes);
                 }
             })
