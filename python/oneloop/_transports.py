@@ -203,11 +203,18 @@ class SocketTransport(_RustTransport, transports._FlowControlMixin, transports.T
         self._loop = loop
         self._sock_fd = sock.fileno()
         base_events._set_nodelay(sock)
-        self._start(loop, self._sock_fd, protocol, waiter, "socket")
-        self._sock = sock
-        self._server = server
+        # As asyncio's constructor: the server counts the connection first
+        # (its _attach() refuses a closed server, and then nothing starts).
         if server is not None:
             server._attach()
+        try:
+            self._start(loop, self._sock_fd, protocol, waiter, "socket")
+        except BaseException:
+            if server is not None:
+                server._detach()
+            raise
+        self._sock = sock
+        self._server = server
         loop._transports[self._sock_fd] = self
 
     # _FlowControlMixin's slot, read from oneloop's transport (the

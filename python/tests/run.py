@@ -21,6 +21,7 @@ MODULES = (
     "test_programs",
     "test_attached",
     "test_edges",
+    "test_transports",
     "test_gtk_example",
 )
 
