@@ -99,9 +99,10 @@ def call_soon(args):
     for r in range(args.rounds):
         order = args.loops[r % len(args.loops):] + args.loops[: r % len(args.loops)]
         for name in order:
+            # cwd: the installed package, not python/oneloop (no extension there).
             out = subprocess.run(
                 [sys.executable, "-c", CALL_SOON, name, "200000"],
-                check=True, capture_output=True, text=True,
+                check=True, capture_output=True, text=True, cwd=HERE,
             ).stdout
             rows[name].append(float(out))
     print(f"call_soon: callbacks per second, median of {args.rounds} interleaved rounds")
@@ -119,7 +120,7 @@ def call_soon(args):
 def callgrind_total(cmd, out_file):
     subprocess.run(
         ["valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={out_file}", *cmd],
-        check=True, capture_output=True,
+        check=True, capture_output=True, cwd=HERE,
     )
     return dump_total(out_file)
 

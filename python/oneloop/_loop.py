@@ -138,10 +138,24 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
     _attached_state = None
 
     def __init__(self, host="default", *, attach=False):
-        self._owner_ident = threading.get_ident()
         if attach and events._get_running_loop() is not None:
             raise RuntimeError("Cannot attach a loop while another loop is running on this thread")
-        self._rust = _oneloop.RustLoop(host, attach)
+        self._init(_oneloop.RustLoop(host, attach))
+
+    @classmethod
+    def _adopt(cls, rust):
+        """The loop on a ``RustLoop`` made in Rust: a oneloop ``Loop`` that a
+        Rust program embedding Python runs itself (``oneloop_python::embed``
+        in Rust); attached, as glib's attached loop is."""
+        if events._get_running_loop() is not None:
+            raise RuntimeError("Cannot attach a loop while another loop is running on this thread")
+        self = cls.__new__(cls)
+        self._init(rust)
+        return self
+
+    def _init(self, rust):
+        self._owner_ident = threading.get_ident()
+        self._rust = rust
         self._rust_remote = self._rust.remote()
         super().__init__(_OneloopSelector(self._rust))
         self.set_debug(self._debug)

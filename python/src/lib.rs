@@ -17,6 +17,7 @@
 //! | `registry` | the Python objects of live transports, visible to Python's collector |
 //! | `bytes_like` | `bytes`/`bytearray`/`memoryview` as byte slices, and `get_buffer()`'s buffer |
 //! | `gil` | the GIL held once per batch of callbacks, released while the host waits |
+//! | [`embed`] | for a Rust program embedding Python: an asyncio loop on the program's own `Loop` |
 //! | `hosts` | host name (`"default"`, `"tokio"`, …) to a new owned loop |
 //! | `clock` | asyncio's float seconds to and from the loop's `Instant`s |
 //! | `pending` | the queued asyncio handles, visible to Python's collector |
@@ -26,13 +27,14 @@
 mod bytes_like;
 mod clock;
 mod datagram;
+pub mod embed;
 mod errors;
 mod gil;
 mod handle;
 mod hosts;
 mod pending;
 mod registry;
-mod rust_loop;
+pub(crate) mod rust_loop;
 mod stream;
 mod thread_bound;
 

@@ -8,7 +8,7 @@ use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use oneloop::{Loop, PanicPolicy, RemoteLoop, TimerHandle};
+use oneloop::{Loop, PanicPolicy, RemoteLoop, RunContext, TimerHandle};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::intern;
@@ -190,6 +190,48 @@ struct State {
     owner: Rc<RefCell<Option<Py<PyAny>>>>,
     /// The Python objects of live transports (see `registry`).
     transports: Rc<Registry>,
+    /// `Some` when the `Loop` belongs to the Rust program that embeds Python
+    /// (see `embed`): closing then detaches (this run context removed, the
+    /// fd watches and transports of Python code ended) instead of closing it.
+    borrowed: Option<Rc<dyn RunContext>>,
+}
+
+impl State {
+    /// Leave a borrowed loop as Python found it: no watch, no transport and
+    /// no run context of ours (queued Python callbacks find nothing to run
+    /// once the pending table is dropped).
+    fn detach(&self, py: Python<'_>) {
+        let Some(ctx) = &self.borrowed else { return };
+        let fds: Vec<RawFd> = self
+            .fds
+            .try_borrow()
+            .map(|f| f.keys().copied().collect())
+            .unwrap_or_default();
+        for fd in fds {
+            if let Ok(bfd) = borrow_fd(fd) {
+                self.lp.remove_reader(bfd);
+                self.lp.remove_writer(bfd);
+            }
+        }
+        for obj in self.transports.take_all() {
+            let aborted = obj
+                .bind(py)
+                .getattr(intern!(py, "_rs"))
+                .and_then(|rs| rs.call_method0(intern!(py, "abort")));
+            if let Err(e) = aborted {
+                e.write_unraisable(py, Some(obj.bind(py)));
+            }
+        }
+        self.lp.remove_run_context(ctx);
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if self.borrowed.is_some() {
+            Python::attach(|py| self.detach(py));
+        }
+    }
 }
 
 impl std::fmt::Debug for RustLoop {
@@ -442,6 +484,41 @@ fn closed() -> PyErr {
 }
 
 impl RustLoop {
+    /// A Python loop's Rust half on `lp`: owned or attached by this module
+    /// (`borrowed = false`), or a `Loop` that the Rust program embedding
+    /// Python runs itself (see `embed`).
+    pub(crate) fn from_parts(
+        py: Python<'_>,
+        lp: Loop,
+        host: &str,
+        escapes: Escapes,
+        borrowed: bool,
+    ) -> PyResult<RustLoop> {
+        let hold: Rc<dyn RunContext> = Rc::new(HoldGil);
+        lp.add_run_context(hold.clone()).map_err(to_py)?;
+        let secs: f64 = py
+            .import(intern!(py, "time"))?
+            .getattr(intern!(py, "monotonic"))?
+            .call0()?
+            .extract()?;
+        let clock = Clock::new(lp.time(), secs);
+        Ok(RustLoop {
+            host: host.to_owned(),
+            escapes,
+            backend: lp.backend_name().to_owned(),
+            clock,
+            inbox: Arc::new(Inbox::new(escapes)),
+            state: ThreadBound::new(RefCell::new(Some(State {
+                lp,
+                fds: Rc::default(),
+                pending: Rc::default(),
+                owner: Rc::default(),
+                transports: Rc::default(),
+                borrowed: borrowed.then_some(hold),
+            }))),
+        })
+    }
+
     /// Queue `handle` on the ready queue, after the threadsafe handles
     /// that were queued before it (see [`Inbox`]).
     fn queue(&self, s: &State, handle: Parked) -> PyResult<()> {
@@ -507,32 +584,12 @@ impl RustLoop {
         // the rest of the batch kept (asyncio's rule, oneloop's ER-04). An
         // attached loop has no run: they are reported instead (`Escapes`).
         lp.set_panic_policy(PanicPolicy::Propagate);
-        lp.add_run_context(Rc::new(HoldGil)).map_err(to_py)?;
         let escapes = if lp.is_attached() {
             Escapes::Report
         } else {
             Escapes::Propagate
         };
-        let secs: f64 = py
-            .import(intern!(py, "time"))?
-            .getattr(intern!(py, "monotonic"))?
-            .call0()?
-            .extract()?;
-        let clock = Clock::new(lp.time(), secs);
-        Ok(RustLoop {
-            host: host.to_owned(),
-            escapes,
-            backend: lp.backend_name().to_owned(),
-            clock,
-            inbox: Arc::new(Inbox::new(escapes)),
-            state: ThreadBound::new(RefCell::new(Some(State {
-                lp,
-                fds: Rc::default(),
-                pending: Rc::default(),
-                owner: Rc::default(),
-                transports: Rc::default(),
-            }))),
-        })
+        RustLoop::from_parts(py, lp, host, escapes, false)
     }
 
     /// Remember the Python loop (a `weakref.ref` to it).
@@ -761,17 +818,26 @@ impl RustLoop {
 
     /// Close the loop and drop it, here on its thread: queued callbacks and
     /// timers are dropped unrun, fds unwatched, the host released.
-    fn close(&self) -> PyResult<()> {
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
         let cell = self.state.get()?;
-        let Some(state) = cell
+        let Some((state, borrowed)) = cell
             .try_borrow()
             .map_err(|_| closed())?
             .as_ref()
-            .map(|s| s.lp.clone())
+            .map(|s| (s.lp.clone(), s.borrowed.is_some()))
         else {
             return Ok(());
         };
-        state.close().map_err(to_py)?;
+        if borrowed {
+            // The Rust program's loop: detach, do not close it.
+            if let Ok(s) = cell.try_borrow()
+                && let Some(s) = s.as_ref()
+            {
+                s.detach(py);
+            }
+        } else {
+            state.close().map_err(to_py)?;
+        }
         drop(state);
         let taken = cell
             .try_borrow_mut()
