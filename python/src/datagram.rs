@@ -29,7 +29,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use crate::bytes_like::with_bytes;
 use crate::errors::{Escapes, escape, exception_of, is_escape, report_escape, to_py};
 use crate::registry::{Owner, Registry};
-use crate::stream::poll_once;
+use crate::stream::{Direct, poll_once};
 use crate::thread_bound::ThreadBound;
 
 /// What the Python half and the bridge share.
@@ -44,6 +44,8 @@ struct Endpoint {
     failure: RefCell<Option<PyErr>>,
     lost_sends: Cell<u32>,
     closing_seen: Arc<AtomicBool>,
+    /// Python calls on the stack (see [`Direct`]).
+    direct: Direct,
 }
 
 impl Endpoint {
@@ -63,6 +65,9 @@ impl Endpoint {
     }
 
     fn escaped(&self, py: Python<'_>, err: PyErr) {
+        let Err(err) = self.direct.keep(err) else {
+            return;
+        };
         match self.escapes {
             Escapes::Propagate => {
                 self.failure
@@ -269,6 +274,7 @@ impl RustDatagram {
             failure: RefCell::new(None),
             lost_sends: Cell::new(0),
             closing_seen: Arc::new(AtomicBool::new(false)),
+            direct: Direct::default(),
         });
         ep.set_protocol(protocol);
         let bridge = Bridge(ep.clone());
@@ -370,11 +376,14 @@ impl RustDatagram {
             } else if let Some(a) = addr.filter(|a| !a.is_none()) {
                 to = Some(socket_addr(a, family)?);
             }
-            let refused = match &*ep.transport.borrow() {
-                Some(t) => match t.sendto(bytes, to) {
-                    Ok(()) => false,
-                    Err(e) if e.kind() == ErrorKind::InvalidState => true,
-                    Err(e) => return Err(to_py(e)),
+            let transport = ep.transport.borrow().clone();
+            let refused = match transport {
+                Some(t) => match ep.direct.call(|| match t.sendto(bytes, to) {
+                    Err(e) if e.kind() == ErrorKind::InvalidState => Ok(true),
+                    other => other.map(|()| false).map_err(to_py),
+                }) {
+                    Ok(refused) => refused,
+                    Err(e) => return Err(e),
                 },
                 None if ep.early.get().is_some() => true,
                 None => {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use oneloop::{ErrorKind, Loop, Protocol, RemoteLoop, Transport};
+use oneloop::{Loop, Protocol, RemoteLoop, Transport};
 use pyo3::call::PyCallArgs;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
@@ -127,6 +127,49 @@ pub(crate) struct Conn {
     /// protocol method's failure that aborted the transport (asyncio's
     /// `_force_close(exc)`).
     failure: RefCell<Option<PyErr>>,
+    /// Python calls into this transport on the stack (see [`Conn::direct`]).
+    direct: Direct,
+}
+
+/// A `SystemExit`/`KeyboardInterrupt` raised by a protocol method that
+/// oneloop called *during* a Python call into the transport (a `write()`
+/// from a task crossing the high-water mark calls `pause_writing` before
+/// it returns): it must come out of that call, as in asyncio, not unwind
+/// through oneloop to the loop's run.
+#[derive(Default)]
+pub(crate) struct Direct {
+    depth: Cell<u32>,
+    raised: RefCell<Option<PyErr>>,
+}
+
+impl Direct {
+    /// Run `f` as a Python call into the transport; what a protocol method
+    /// let escape meanwhile is its error.
+    pub(crate) fn call<R>(&self, f: impl FnOnce() -> PyResult<R>) -> PyResult<R> {
+        struct Depth<'a>(&'a Cell<u32>);
+        impl Drop for Depth<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() - 1);
+            }
+        }
+        self.depth.set(self.depth.get() + 1);
+        let depth = Depth(&self.depth);
+        let out = f();
+        drop(depth);
+        match self.raised.take() {
+            Some(err) => Err(err),
+            None => out,
+        }
+    }
+
+    /// Keep `err` for the Python call on the stack, if there is one.
+    pub(crate) fn keep(&self, err: PyErr) -> Result<(), PyErr> {
+        if self.depth.get() == 0 {
+            return Err(err);
+        }
+        self.raised.borrow_mut().get_or_insert(err);
+        Ok(())
+    }
 }
 
 impl Conn {
@@ -233,6 +276,9 @@ impl Conn {
     }
 
     fn escaped(&self, py: Python<'_>, err: PyErr) {
+        let Err(err) = self.direct.keep(err) else {
+            return;
+        };
         match self.escapes {
             Escapes::Propagate => {
                 // oneloop aborts a transport whose protocol unwinds; its
@@ -455,6 +501,7 @@ impl RustStream {
             eof: Cell::new(false),
             lost_writes: Cell::new(0),
             failure: RefCell::new(None),
+            direct: Direct::default(),
         });
         if let Err(e) = conn.set_protocol(protocol, kind) {
             conn.owner.release();
@@ -516,11 +563,11 @@ impl RustStream {
         if bytes.is_empty() {
             return Ok(());
         }
-        let refused = match &*conn.transport.borrow() {
-            Some(t) => match t.write(bytes) {
+        let refused = match conn.transport() {
+            Some(t) => match conn.direct.call(|| t.write(bytes).map_err(to_py)) {
                 Ok(()) => false,
-                Err(e) if e.kind() == ErrorKind::InvalidState => true,
-                Err(e) => return Err(to_py(e)),
+                Err(e) if t.is_closing() && !is_escape(py, &e) => true,
+                Err(e) => return Err(e),
             },
             None if conn.closing_early.get() => true,
             None => {
@@ -682,7 +729,10 @@ impl RustStream {
                 "high ({high}) must be >= low ({low}) must be >= 0"
             )));
         }
-        conn.apply(Early::Limits(high as usize, low as usize));
+        conn.direct.call(|| {
+            conn.apply(Early::Limits(high as usize, low as usize));
+            Ok(())
+        })?;
         Ok(())
     }
 

@@ -301,6 +301,29 @@ class SemanticsTests(_Base):
         self.loop.run_until_complete(asyncio.wait([server.lost, client.lost], timeout=10))
         self.assertIsInstance(server.lost.result(), KeyboardInterrupt)
 
+    def test_keyboard_interrupt_from_pause_writing_comes_out_of_write(self):
+        # A write() from a task that crosses the high-water mark calls
+        # pause_writing before it returns; what that lets escape comes out
+        # of write(), as in asyncio (not through oneloop to the run).
+        class Pauses(Record):
+            def pause_writing(self):
+                raise KeyboardInterrupt("from pause_writing")
+
+        async def main():
+            server, client = await self.tcp_pair(client_proto=Pauses)
+            server.transport.pause_reading()
+            client.transport.set_write_buffer_limits(high=1)
+            try:
+                for _ in range(10_000):
+                    client.transport.write(b"z" * 65536)
+            except KeyboardInterrupt as e:
+                return e
+            return None
+
+        caught = self.go(main())
+        self.assertIsInstance(caught, KeyboardInterrupt)
+        self.assertEqual(str(caught), "from pause_writing")
+
     def test_write_checks_as_asyncio(self):
         async def main():
             _, client = await self.tcp_pair()
