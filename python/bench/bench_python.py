@@ -30,6 +30,8 @@ echo_ir       user-space instructions per request of the server under
               (callgrind_control -d); instructions / requests of the
               measured run.
 
+Measure a release build: ``maturin build --release`` (``make python-test``
+builds a debug one, for the tests); the driver refuses a debug build.
 The load tool is built from the workspace: ``cargo build --release -p
 oneloop-bench --bin bench_echo_load`` (``--load PATH`` to give another).
 """
@@ -301,12 +303,18 @@ def main():
     ap.add_argument("--sizes", default="1024,16384,102400")
     ap.add_argument("--modes", default="protocol,streams")
     ap.add_argument("--connections", type=int, default=10)
+    ap.add_argument("--allow-debug", action="store_true", help="measure a debug build anyway")
     ap.add_argument("--load", default=os.path.join(
         os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "bench_echo_load"))
     args = ap.parse_args()
     args.loops = args.loops.split(",") if args.loops else loops_available()
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.modes = args.modes.split(",")
+    from oneloop import _oneloop
+
+    if _oneloop.BUILD_PROFILE != "release" and not args.allow_debug:
+        raise SystemExit("the installed oneloop is a debug build (maturin build without --release): "
+                         "measure a release build, or pass --allow-debug")
     if args.what in ("echo", "echo_ir") and not os.access(args.load, os.X_OK):
         raise SystemExit(f"no load tool at {args.load}: cargo build --release -p oneloop-bench "
                          "--bin bench_echo_load (or --load PATH)")

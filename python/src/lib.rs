@@ -55,5 +55,14 @@ fn _oneloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RustDatagram>()?;
     m.add_class::<Handle>()?;
     m.add("HOSTS", hosts::available())?;
+    // Benchmarks refuse a debug build (maturin builds one without --release).
+    m.add(
+        "BUILD_PROFILE",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
     Ok(())
 }
