@@ -378,13 +378,10 @@ impl RustDatagram {
             }
             let transport = ep.transport.borrow().clone();
             let refused = match transport {
-                Some(t) => match ep.direct.call(|| match t.sendto(bytes, to) {
+                Some(t) => ep.direct.call(|| match t.sendto(bytes, to) {
                     Err(e) if e.kind() == ErrorKind::InvalidState => Ok(true),
                     other => other.map(|()| false).map_err(to_py),
-                }) {
-                    Ok(refused) => refused,
-                    Err(e) => return Err(e),
-                },
+                })?,
                 None if ep.early.get().is_some() => true,
                 None => {
                     return Err(PyRuntimeError::new_err(

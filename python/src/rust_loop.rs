@@ -167,7 +167,7 @@ impl Drop for Requeue<'_> {
 /// A oneloop loop on one host, driven by `oneloop.OneloopEventLoop`.
 ///
 /// Every method but the getters is for the loop's own thread and raises
-/// `RuntimeError` elsewhere; other threads use [`remote`](RustLoop::remote).
+/// `RuntimeError` elsewhere; other threads use its `remote()`.
 #[pyclass(module = "oneloop._oneloop")]
 pub struct RustLoop {
     host: String,
