@@ -217,9 +217,10 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         rust = self.__dict__.get("_rust")
         if rust is None:
             return
-        if enabled:
+        if enabled or type(self).call_soon is not OneloopEventLoop.call_soon:
             # asyncio's call_soon, whose handles record where they were
-            # made (debug mode's reports use it).
+            # made (debug mode's reports use it); and a subclass's own
+            # call_soon is left to work.
             self.__dict__.pop("call_soon", None)
         else:
             # One Rust call that makes the handle and queues it (see
