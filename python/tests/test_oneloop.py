@@ -95,6 +95,9 @@ class CallbackTests(_Base):
         from asyncio import events
         from oneloop import _oneloop
 
+        # Outside debug mode (the second pass of run.py runs with -X dev,
+        # which turns it on for every new loop).
+        self.loop.set_debug(False)
         var = contextvars.ContextVar("var", default="outside")
         ctx = contextvars.copy_context()
         ctx.run(var.set, "inside")
