@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The Debian packages the Python tests need beyond the workspace's own
 # (scripts/install-deps.sh): PyPI's PyGObject and pycairo have no Linux
-# wheels, so pip builds them against these. Installs only what is missing.
+# wheels, so pip builds them against these; the GTK example's self-test
+# (tests/test_gtk_example.py) needs GTK 4's typelib and Xvfb. Installs only
+# what is missing.
 set -euo pipefail
 
 need=()
-for pkg in pkg-config gcc libglib2.0-dev libgirepository1.0-dev libcairo2-dev; do
+for pkg in pkg-config gcc libglib2.0-dev libgirepository1.0-dev libcairo2-dev \
+    gir1.2-gtk-4.0 xvfb xauth; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -21,12 +21,13 @@ What runs where:
 import asyncio
 import selectors
 import signal
+import socket
 import sys
 import threading
 import weakref
-from asyncio import events, unix_events
+from asyncio import constants, events, sslproto, unix_events
 
-from . import _oneloop
+from . import _oneloop, _transports
 
 __all__ = ["OneloopEventLoop", "EventLoopPolicy", "new_event_loop", "run", "HOSTS"]
 
@@ -137,12 +138,27 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
     _attached_state = None
 
     def __init__(self, host="default", *, attach=False):
-        self._owner_ident = threading.get_ident()
         if attach and events._get_running_loop() is not None:
             raise RuntimeError("Cannot attach a loop while another loop is running on this thread")
-        self._rust = _oneloop.RustLoop(host, attach)
+        self._init(_oneloop.RustLoop(host, attach))
+
+    @classmethod
+    def _adopt(cls, rust):
+        """The loop on a ``RustLoop`` made in Rust: a oneloop ``Loop`` that a
+        Rust program embedding Python runs itself (``oneloop_python::embed``
+        in Rust); attached, as glib's attached loop is."""
+        if events._get_running_loop() is not None:
+            raise RuntimeError("Cannot attach a loop while another loop is running on this thread")
+        self = cls.__new__(cls)
+        self._init(rust)
+        return self
+
+    def _init(self, rust):
+        self._owner_ident = threading.get_ident()
+        self._rust = rust
         self._rust_remote = self._rust.remote()
         super().__init__(_OneloopSelector(self._rust))
+        self.set_debug(self._debug)
         self._rust.set_owner(weakref.ref(self))
         self._clock_resolution = max(self._clock_resolution, self._rust.clock_resolution())
         if self._rust.attached:
@@ -195,6 +211,21 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
 
     def time(self):
         return self._rust.time()
+
+    def set_debug(self, enabled):
+        super().set_debug(enabled)
+        rust = self.__dict__.get("_rust")
+        if rust is None:
+            return
+        if enabled or type(self).call_soon is not OneloopEventLoop.call_soon:
+            # asyncio's call_soon, whose handles record where they were
+            # made (debug mode's reports use it); and a subclass's own
+            # call_soon is left to work.
+            self.__dict__.pop("call_soon", None)
+        else:
+            # One Rust call that makes the handle and queues it (see
+            # oneloop._oneloop.Handle): no Python frame per call_soon.
+            self.call_soon = rust.call_soon_fast
 
     def _call_soon(self, callback, args, context):
         self._check_owner()
@@ -256,6 +287,62 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
     def _remove_writer(self, fd):
         self._check_owner()
         return super()._remove_writer(fd)
+
+    # -- transports: oneloop's Rust transports under asyncio's classes -----
+    #
+    # asyncio's connection code (create_connection, create_server and its
+    # accept loop, create_unix_*, connect_accepted_socket, start_tls,
+    # connect_*_pipe, subprocesses' pipes) makes its transports through
+    # these factories; each gives it one whose data path is oneloop's.
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        self._check_owner()
+        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        # asyncio's TLS (sslproto, a BufferedProtocol) over oneloop's socket.
+        self._check_owner()
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        _transports.SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        self._check_owner()
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
+        # oneloop's datagram transport speaks IP; a Unix datagram socket
+        # keeps asyncio's transport (its waits are still oneloop's).
+        return super()._make_datagram_transport(sock, protocol, address, waiter, extra)
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        self._check_owner()
+        return _transports.ReadPipeTransport(self, pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        self._check_owner()
+        return _transports.WritePipeTransport(self, pipe, protocol, waiter, extra)
 
     # -- running ----------------------------------------------------------
 

@@ -1,7 +1,9 @@
 //! oneloop errors as Python exceptions, and the way a Python
 //! `BaseException` leaves a run.
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyValueError,
+};
 use pyo3::prelude::*;
 
 /// A oneloop error as the exception asyncio raises in the same situation.
@@ -44,4 +46,75 @@ pub(crate) enum Escapes {
     /// GLib's, is on the stack, and nothing may unwind into C), so it goes
     /// to asyncio's exception handler, with the exception.
     Report,
+}
+
+/// The Python exception for a oneloop error that ends a connection, as
+/// asyncio's transports would have it from the socket call: an OS error is
+/// `OSError(errno, strerror)`, which Python turns into its subclass
+/// (`ConnectionResetError`, `BrokenPipeError`, …); anything else (a panic
+/// in the transport) is a `RuntimeError`.
+pub(crate) fn exception_of(py: Python<'_>, e: &oneloop::Error) -> PyErr {
+    use std::io::ErrorKind as K;
+    let _ = py;
+    let Some(io) = e.io_error() else {
+        return PyRuntimeError::new_err(e.to_string());
+    };
+    // oneloop words some errors itself (a write pipe whose reader left
+    // with data buffered is `BrokenPipe` without an errno).
+    let errno = io.raw_os_error().or(match io.kind() {
+        K::BrokenPipe => Some(libc::EPIPE),
+        K::ConnectionReset => Some(libc::ECONNRESET),
+        K::ConnectionAborted => Some(libc::ECONNABORTED),
+        K::ConnectionRefused => Some(libc::ECONNREFUSED),
+        K::TimedOut => Some(libc::ETIMEDOUT),
+        _ => None,
+    });
+    match errno {
+        Some(errno) => PyOSError::new_err((errno, strerror(errno))),
+        None => PyOSError::new_err(io.to_string()),
+    }
+}
+
+/// `os.strerror(errno)`: the OS message without Rust's " (os error N)".
+fn strerror(errno: i32) -> String {
+    let msg = std::io::Error::from_raw_os_error(errno).to_string();
+    match msg.rfind(" (os error ") {
+        Some(at) => msg[..at].to_owned(),
+        None => msg,
+    }
+}
+
+/// An attached loop's `BaseException` (it cannot leave a run that GLib
+/// drives): to the loop's `call_exception_handler`, with asyncio's context
+/// keys and `owner` (a handle or a transport, whose `_loop` is the loop)
+/// under `key`.
+pub(crate) fn report_escape(py: Python<'_>, owner: &Bound<'_, PyAny>, key: &str, err: PyErr) {
+    use pyo3::intern;
+    use pyo3::types::PyDict;
+    let reported = (|| -> PyResult<()> {
+        let ctx = PyDict::new(py);
+        let name = err.get_type(py).name()?;
+        ctx.set_item(
+            "message",
+            format!(
+                "{name} in a callback of an attached loop: the host loop runs it, \
+                 so the exception cannot leave a run of ours"
+            ),
+        )?;
+        ctx.set_item("exception", err.value(py))?;
+        ctx.set_item(key, owner)?;
+        owner
+            .getattr(intern!(py, "_loop"))?
+            .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        Ok(())
+    })();
+    if let Err(e) = reported {
+        e.write_unraisable(py, Some(owner));
+    }
+}
+
+/// Whether `err` is one that asyncio lets out of a callback and its loop
+/// (`SystemExit`, `KeyboardInterrupt`) rather than reporting it.
+pub(crate) fn is_escape(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }

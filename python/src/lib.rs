@@ -10,23 +10,40 @@
 //! |---|---|
 //! | [`RustLoop`] | a oneloop `Loop` on one host: callbacks, timers, fds, run/stop/close |
 //! | [`Timer`] | the oneloop timer behind an asyncio `TimerHandle`, to cancel it |
+//! | [`Handle`] | what `call_soon` returns: made and run in Rust |
 //! | [`Remote`] | the thread-safe half: `call_soon_threadsafe` from any thread |
+//! | [`RustStream`] | oneloop's stream transport (sockets, pipes) under an asyncio transport |
+//! | [`RustDatagram`] | oneloop's UDP transport under an asyncio datagram transport |
+//! | `registry` | the Python objects of live transports, visible to Python's collector |
+//! | `bytes_like` | `bytes`/`bytearray`/`memoryview` as byte slices, and `get_buffer()`'s buffer |
+//! | `gil` | the GIL held once per batch of callbacks, released while the host waits |
+//! | [`embed`] | for a Rust program embedding Python: an asyncio loop on the program's own `Loop` |
 //! | `hosts` | host name (`"default"`, `"tokio"`, …) to a new owned loop |
 //! | `clock` | asyncio's float seconds to and from the loop's `Instant`s |
 //! | `pending` | the queued asyncio handles, visible to Python's collector |
 //! | `thread_bound` | `!Send` state in objects any thread may free |
 //! | `errors` | oneloop errors as Python exceptions; `BaseException` escaping a run |
 
+mod bytes_like;
 mod clock;
+mod datagram;
+pub mod embed;
 mod errors;
+mod gil;
+mod handle;
 mod hosts;
 mod pending;
-mod rust_loop;
+mod registry;
+pub(crate) mod rust_loop;
+mod stream;
 mod thread_bound;
 
 use pyo3::prelude::*;
 
+pub use datagram::RustDatagram;
+pub use handle::Handle;
 pub use rust_loop::{Remote, RustLoop, Timer};
+pub use stream::RustStream;
 
 /// The extension module.
 #[pymodule]
@@ -34,6 +51,18 @@ fn _oneloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RustLoop>()?;
     m.add_class::<Timer>()?;
     m.add_class::<Remote>()?;
+    m.add_class::<RustStream>()?;
+    m.add_class::<RustDatagram>()?;
+    m.add_class::<Handle>()?;
     m.add("HOSTS", hosts::available())?;
+    // Benchmarks refuse a debug build (maturin builds one without --release).
+    m.add(
+        "BUILD_PROFILE",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
     Ok(())
 }

@@ -8,17 +8,22 @@ use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use oneloop::{Loop, PanicPolicy, RemoteLoop, TimerHandle};
+use oneloop::{Loop, PanicPolicy, RemoteLoop, RunContext, TimerHandle};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::PyTuple;
 
 use crate::clock::Clock;
-use crate::errors::{Escape, Escapes, escape, to_py};
+use crate::datagram::RustDatagram;
+use crate::errors::{Escape, Escapes, escape, report_escape, to_py};
+use crate::gil::HoldGil;
+use crate::handle::{self, Handle};
 use crate::hosts;
-use crate::pending::Pending;
+use crate::pending::{Parked, Pending};
+use crate::registry::Registry;
+use crate::stream::{Kind, RustStream};
 use crate::thread_bound::ThreadBound;
 
 /// The asyncio handles of the fd callbacks, by fd: `[reader, writer]`.
@@ -97,8 +102,13 @@ impl Inbox {
         }
     }
 
+    /// Whether threadsafe handles are waiting (one atomic load).
+    fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
     fn take(&self) -> VecDeque<Py<PyAny>> {
-        if !self.pending.load(Ordering::Acquire) {
+        if !self.has_pending() {
             return VecDeque::new();
         }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -157,7 +167,7 @@ impl Drop for Requeue<'_> {
 /// A oneloop loop on one host, driven by `oneloop.OneloopEventLoop`.
 ///
 /// Every method but the getters is for the loop's own thread and raises
-/// `RuntimeError` elsewhere; other threads use [`remote`](RustLoop::remote).
+/// `RuntimeError` elsewhere; other threads use its `remote()`.
 #[pyclass(module = "oneloop._oneloop")]
 pub struct RustLoop {
     host: String,
@@ -178,6 +188,50 @@ struct State {
     /// A `weakref.ref` to the Python loop, to tell it about a cancelled fd
     /// handle (as asyncio's `_process_events` does) without a cycle.
     owner: Rc<RefCell<Option<Py<PyAny>>>>,
+    /// The Python objects of live transports (see `registry`).
+    transports: Rc<Registry>,
+    /// `Some` when the `Loop` belongs to the Rust program that embeds Python
+    /// (see `embed`): closing then detaches (this run context removed, the
+    /// fd watches and transports of Python code ended) instead of closing it.
+    borrowed: Option<Rc<dyn RunContext>>,
+}
+
+impl State {
+    /// Leave a borrowed loop as Python found it: no watch, no transport and
+    /// no run context of ours (queued Python callbacks find nothing to run
+    /// once the pending table is dropped).
+    fn detach(&self, py: Python<'_>) {
+        let Some(ctx) = &self.borrowed else { return };
+        let fds: Vec<RawFd> = self
+            .fds
+            .try_borrow()
+            .map(|f| f.keys().copied().collect())
+            .unwrap_or_default();
+        for fd in fds {
+            if let Ok(bfd) = borrow_fd(fd) {
+                self.lp.remove_reader(bfd);
+                self.lp.remove_writer(bfd);
+            }
+        }
+        for obj in self.transports.take_all() {
+            let aborted = obj
+                .bind(py)
+                .getattr(intern!(py, "_rs"))
+                .and_then(|rs| rs.call_method0(intern!(py, "abort")));
+            if let Err(e) = aborted {
+                e.write_unraisable(py, Some(obj.bind(py)));
+            }
+        }
+        self.lp.remove_run_context(ctx);
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if self.borrowed.is_some() {
+            Python::attach(|py| self.detach(py));
+        }
+    }
 }
 
 impl std::fmt::Debug for RustLoop {
@@ -251,19 +305,26 @@ thread_local! {
     static IN_CALLBACK: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Counts one running callback in [`IN_CALLBACK`], also across an unwind.
-struct InCallback;
+/// Counts one running callback in [`IN_CALLBACK`], also across an unwind;
+/// only on attached loops (the only ones whose `close()` asks), so that an
+/// owned loop's callbacks skip the thread-local.
+struct InCallback(bool);
 
 impl InCallback {
-    fn enter() -> InCallback {
-        IN_CALLBACK.with(|n| n.set(n.get() + 1));
-        InCallback
+    fn enter(escapes: Escapes) -> InCallback {
+        let counted = escapes == Escapes::Report;
+        if counted {
+            IN_CALLBACK.with(|n| n.set(n.get() + 1));
+        }
+        InCallback(counted)
     }
 }
 
 impl Drop for InCallback {
     fn drop(&mut self) {
-        IN_CALLBACK.with(|n| n.set(n.get() - 1));
+        if self.0 {
+            IN_CALLBACK.with(|n| n.set(n.get() - 1));
+        }
     }
 }
 
@@ -278,34 +339,9 @@ fn on_escape(
     match escapes {
         Escapes::Propagate => Some(err),
         Escapes::Report => {
-            report_escape(py, handle, err);
+            report_escape(py, handle, "handle", err);
             None
         }
-    }
-}
-
-/// An attached loop's `BaseException`: to the handle's loop's
-/// `call_exception_handler`, with asyncio's context keys.
-fn report_escape(py: Python<'_>, handle: &Bound<'_, PyAny>, err: PyErr) {
-    let reported = (|| -> PyResult<()> {
-        let ctx = PyDict::new(py);
-        let name = err.get_type(py).name()?;
-        ctx.set_item(
-            "message",
-            format!(
-                "{name} in a callback of an attached loop: the host loop runs it, \
-                 so the exception cannot leave a run of ours"
-            ),
-        )?;
-        ctx.set_item("exception", err.value(py))?;
-        ctx.set_item("handle", handle)?;
-        handle
-            .getattr(intern!(py, "_loop"))?
-            .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-        Ok(())
-    })();
-    if let Err(e) = reported {
-        e.write_unraisable(py, Some(handle));
     }
 }
 
@@ -315,13 +351,33 @@ fn report_escape(py: Python<'_>, handle: &Bound<'_, PyAny>, err: PyErr) {
 /// itself, with asyncio's context (`message`, `exception`, `handle`); what
 /// it lets through leaves the run (see [`Escape`]) or, on an attached
 /// loop, is reported too ([`Escapes`]).
+fn run_parked(parked: Parked, escapes: Escapes) {
+    match parked {
+        Parked::Ours(h) => run_ours(h, escapes),
+        Parked::Asyncio(h) => run_handle(h, escapes),
+    }
+}
+
+/// Run one of our `Handle`s (see [`run_handle`]).
+fn run_ours(handle: Py<Handle>, escapes: Escapes) {
+    let failed = Python::attach(move |py| {
+        let h = handle.bind(py);
+        let _in = InCallback::enter(escapes);
+        let err = handle::run(h);
+        err.and_then(|e| on_escape(py, h.as_any(), e, escapes))
+    });
+    if let Some(err) = failed {
+        escape(err);
+    }
+}
+
 fn run_handle(handle: Py<PyAny>, escapes: Escapes) {
     let failed = Python::attach(move |py| {
         let h = handle.bind(py);
         if is_cancelled(py, h) {
             return None;
         }
-        let _in = InCallback::enter();
+        let _in = InCallback::enter(escapes);
         let err = h.call_method0(intern!(py, "_run")).err();
         let out = err.and_then(|e| on_escape(py, h, e, escapes));
         drop(handle);
@@ -388,7 +444,7 @@ fn fd_ready(
             };
             return lp.call_method1(method, (fd,)).err();
         }
-        let _in = InCallback::enter();
+        let _in = InCallback::enter(escapes);
         let err = h.call_method0(intern!(py, "_run")).err();
         err.and_then(|e| on_escape(py, h, e, escapes))
     });
@@ -428,6 +484,63 @@ fn closed() -> PyErr {
 }
 
 impl RustLoop {
+    /// A Python loop's Rust half on `lp`: owned or attached by this module
+    /// (`borrowed = false`), or a `Loop` that the Rust program embedding
+    /// Python runs itself (see `embed`).
+    pub(crate) fn from_parts(
+        py: Python<'_>,
+        lp: Loop,
+        host: &str,
+        escapes: Escapes,
+        borrowed: bool,
+    ) -> PyResult<RustLoop> {
+        let hold: Rc<dyn RunContext> = Rc::new(HoldGil);
+        lp.add_run_context(hold.clone()).map_err(to_py)?;
+        let secs: f64 = py
+            .import(intern!(py, "time"))?
+            .getattr(intern!(py, "monotonic"))?
+            .call0()?
+            .extract()?;
+        let clock = Clock::new(lp.time(), secs);
+        Ok(RustLoop {
+            host: host.to_owned(),
+            escapes,
+            backend: lp.backend_name().to_owned(),
+            clock,
+            inbox: Arc::new(Inbox::new(escapes)),
+            state: ThreadBound::new(RefCell::new(Some(State {
+                lp,
+                fds: Rc::default(),
+                pending: Rc::default(),
+                owner: Rc::default(),
+                transports: Rc::default(),
+                borrowed: borrowed.then_some(hold),
+            }))),
+        })
+    }
+
+    /// Queue `handle` on the ready queue, after the threadsafe handles
+    /// that were queued before it (see [`Inbox`]).
+    fn queue(&self, s: &State, handle: Parked) -> PyResult<()> {
+        if self.inbox.has_pending() {
+            for earlier in self.inbox.take() {
+                self.queue_one(s, Parked::Asyncio(earlier))?;
+            }
+        }
+        self.queue_one(s, handle)
+    }
+
+    fn queue_one(&self, s: &State, handle: Parked) -> PyResult<()> {
+        let escapes = self.escapes;
+        let queued = s.pending.park(handle);
+        s.lp.call_soon_detached(move || {
+            if let Some(h) = queued.take() {
+                run_parked(h, escapes);
+            }
+        })
+        .map_err(to_py)
+    }
+
     /// The loop's state, on its thread, while open.
     fn with<R>(&self, f: impl FnOnce(&State) -> PyResult<R>) -> PyResult<R> {
         let cell = self.state.get()?;
@@ -476,25 +589,7 @@ impl RustLoop {
         } else {
             Escapes::Propagate
         };
-        let secs: f64 = py
-            .import(intern!(py, "time"))?
-            .getattr(intern!(py, "monotonic"))?
-            .call0()?
-            .extract()?;
-        let clock = Clock::new(lp.time(), secs);
-        Ok(RustLoop {
-            host: host.to_owned(),
-            escapes,
-            backend: lp.backend_name().to_owned(),
-            clock,
-            inbox: Arc::new(Inbox::new(escapes)),
-            state: ThreadBound::new(RefCell::new(Some(State {
-                lp,
-                fds: Rc::default(),
-                pending: Rc::default(),
-                owner: Rc::default(),
-            }))),
-        })
+        RustLoop::from_parts(py, lp, host, escapes, false)
     }
 
     /// Remember the Python loop (a `weakref.ref` to it).
@@ -552,18 +647,29 @@ impl RustLoop {
     /// Queue the asyncio `handle` (FIFO, next iteration), after the
     /// threadsafe handles that were queued before this call.
     fn call_soon(&self, handle: Py<PyAny>) -> PyResult<()> {
-        let escapes = self.escapes;
+        self.with(|s| self.queue(s, Parked::Asyncio(handle)))
+    }
+
+    /// asyncio's `call_soon(callback, *args, context=None)` in one call:
+    /// makes the [`Handle`] and queues it (the Python loop binds this as
+    /// its `call_soon` outside debug mode).
+    #[pyo3(signature = (callback, *args, context = None))]
+    fn call_soon_fast(
+        &self,
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
         self.with(|s| {
-            for earlier in self.inbox.take().into_iter().chain([handle]) {
-                let queued = s.pending.park(earlier);
-                s.lp.call_soon_detached(move || {
-                    if let Some(h) = queued.take() {
-                        run_handle(h, escapes);
-                    }
-                })
-                .map_err(to_py)?;
-            }
-            Ok(())
+            let lp = match s.owner.borrow().as_ref() {
+                Some(weak) => weak.clone_ref(py),
+                None => py.None(),
+            };
+            let handle =
+                handle::untracked(Py::new(py, Handle::new(py, callback, args, context, lp)?)?);
+            self.queue(s, Parked::Ours(handle.clone_ref(py)))?;
+            Ok(handle)
         })
     }
 
@@ -571,9 +677,9 @@ impl RustLoop {
     fn call_at(&self, when: f64, handle: Py<PyAny>) -> PyResult<Timer> {
         let escapes = self.escapes;
         self.with(|s| {
-            let queued = s.pending.park(handle);
+            let queued = s.pending.park(Parked::Asyncio(handle));
             s.lp.call_at(self.clock.instant(when), move || {
-                if let Some(h) = queued.take() {
+                if let Some(Parked::Asyncio(h)) = queued.take() {
                     run_timer(h, escapes);
                 }
             })
@@ -601,6 +707,59 @@ impl RustLoop {
     /// Stop watching `fd` for writing; whether a writer was registered.
     fn remove_writer(&self, fd: RawFd) -> PyResult<bool> {
         self.with(|s| s.remove_fd(fd, WRITE))
+    }
+
+    /// Start oneloop's stream transport for the Python transport `owner`
+    /// on a duplicate of `fd` (the Python socket or pipe keeps its own fd
+    /// and closes it in `connection_lost`, as asyncio does), with
+    /// `protocol`; `kind` is `"socket"`, `"read-pipe"` or `"write-pipe"`.
+    fn open_stream(
+        &self,
+        py: Python<'_>,
+        owner: Py<PyAny>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+        kind: &str,
+    ) -> PyResult<RustStream> {
+        let kind = Kind::parse(kind)?;
+        self.with(|s| {
+            let dup = borrow_fd(fd)?.try_clone_to_owned().map_err(PyErr::from)?;
+            RustStream::open(
+                py,
+                &s.lp,
+                &s.transports,
+                self.escapes,
+                owner,
+                dup,
+                protocol,
+                kind,
+            )
+        })
+    }
+
+    /// Start oneloop's UDP transport for the Python transport `owner` on a
+    /// duplicate of `fd`, with `protocol`; `address` is the remote address
+    /// of a connected endpoint (asyncio's `address`), or `None`.
+    #[pyo3(signature = (owner, fd, protocol, address = None))]
+    fn open_datagram(
+        &self,
+        owner: Py<PyAny>,
+        fd: RawFd,
+        protocol: &Bound<'_, PyAny>,
+        address: Option<Py<PyAny>>,
+    ) -> PyResult<RustDatagram> {
+        self.with(|s| {
+            let dup = borrow_fd(fd)?.try_clone_to_owned().map_err(PyErr::from)?;
+            RustDatagram::open(
+                &s.lp,
+                &s.transports,
+                self.escapes,
+                owner,
+                dup,
+                protocol,
+                address,
+            )
+        })
     }
 
     /// The thread-safe handle.
@@ -659,17 +818,26 @@ impl RustLoop {
 
     /// Close the loop and drop it, here on its thread: queued callbacks and
     /// timers are dropped unrun, fds unwatched, the host released.
-    fn close(&self) -> PyResult<()> {
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
         let cell = self.state.get()?;
-        let Some(state) = cell
+        let Some((state, borrowed)) = cell
             .try_borrow()
             .map_err(|_| closed())?
             .as_ref()
-            .map(|s| s.lp.clone())
+            .map(|s| (s.lp.clone(), s.borrowed.is_some()))
         else {
             return Ok(());
         };
-        state.close().map_err(to_py)?;
+        if borrowed {
+            // The Rust program's loop: detach, do not close it.
+            if let Ok(s) = cell.try_borrow()
+                && let Some(s) = s.as_ref()
+            {
+                s.detach(py);
+            }
+        } else {
+            state.close().map_err(to_py)?;
+        }
         drop(state);
         let taken = cell
             .try_borrow_mut()
@@ -708,6 +876,7 @@ impl RustLoop {
         }
         if let Some(state) = state.as_ref() {
             state.pending.traverse(&visit)?;
+            state.transports.traverse(&visit)?;
         }
         Ok(())
     }
@@ -731,6 +900,8 @@ impl RustLoop {
         let slots = std::mem::take(&mut *state.fds.borrow_mut());
         drop(slots);
         state.pending.clear();
+        let transports = state.transports.take_all();
+        drop(transports);
     }
 }
 

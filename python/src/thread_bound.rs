@@ -7,6 +7,18 @@ use std::thread::{self, ThreadId};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+thread_local! {
+    /// This thread's id, read once: `thread::current()` clones an `Arc`
+    /// (two atomic operations) on every call, and `get` is on the path of
+    /// every transport write.
+    static THREAD: ThreadId = thread::current().id();
+}
+
+#[inline]
+fn current_thread() -> ThreadId {
+    THREAD.with(|id| *id)
+}
+
 /// A value usable only on the thread that made it.
 ///
 /// pyo3's `#[pyclass(unsendable)]` does the access check too, but it turns a
@@ -36,14 +48,15 @@ unsafe impl<T> Sync for ThreadBound<T> {}
 impl<T> ThreadBound<T> {
     pub(crate) fn new(value: T) -> ThreadBound<T> {
         ThreadBound {
-            thread: thread::current().id(),
+            thread: current_thread(),
             value: ManuallyDrop::new(value),
         }
     }
 
     /// Whether the caller is on the owning thread.
+    #[inline]
     pub(crate) fn is_home(&self) -> bool {
-        thread::current().id() == self.thread
+        current_thread() == self.thread
     }
 
     /// The value, on the owning thread; `RuntimeError` elsewhere.

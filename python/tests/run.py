@@ -15,7 +15,15 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-MODULES = ("test_cpython_events", "test_oneloop", "test_programs", "test_attached", "test_edges")
+MODULES = (
+    "test_cpython_events",
+    "test_oneloop",
+    "test_programs",
+    "test_attached",
+    "test_edges",
+    "test_transports",
+    "test_gtk_example",
+)
 
 
 class _Counting(unittest.TextTestResult):

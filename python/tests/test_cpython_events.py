@@ -52,6 +52,22 @@ IMPLEMENTATION_DETAILS = {
 }
 
 
+# (suite, test name) -> the oneloop gap that makes it fail. These are loop
+# behaviours, not CPython details: each one fails here, is listed in
+# docs/python.md, and needs the named change in oneloop's core.
+CORE_GAPS = {
+    ("test_events", "test_get_event_loop_new_process"): (
+        "KNOWN FAILURE, skipped: a process forked from inside a running loop's "
+        "callback (ProcessPoolExecutor.submit forks there) cannot run a oneloop "
+        "loop of its own: oneloop's core keeps 'the loop running on this thread' "
+        "in a thread-local that the child inherits, so the child's run_forever "
+        "fails with 'another event loop is running on this thread'. asyncio "
+        "checks the pid for this; oneloop's core needs the same (or a reset at "
+        "fork)."
+    ),
+}
+
+
 def _hosts():
     wanted = os.environ.get("ONELOOP_HOSTS")
     if not wanted:
@@ -73,6 +89,21 @@ class _PolicyMixin:
         asyncio.set_event_loop_policy(oneloop.EventLoopPolicy(self.host))
         super().setUp()
         self.assertIsInstance(self.loop, oneloop.OneloopEventLoop)
+
+    def tearDown(self):
+        super().tearDown()
+        asyncio.set_event_loop_policy(None)
+
+
+class _PolicyOnlyMixin:
+    """Installs ``oneloop.EventLoopPolicy(host)`` for suites without a
+    ``self.loop`` of their own (each test makes its loops)."""
+
+    host = None
+
+    def setUp(self):
+        asyncio.set_event_loop_policy(oneloop.EventLoopPolicy(self.host))
+        super().setUp()
 
     def tearDown(self):
         super().tearDown()
@@ -126,6 +157,10 @@ def _suites(host):
         by_new_loop,
     )
     yield ("test_streams", "StreamTests", (_PolicyMixin, test_streams.StreamTests), {})
+    for name in ("TestPyGetEventLoop", "TestCGetEventLoop"):
+        if hasattr(test_events, name):
+            yield ("test_events", name, (_PolicyMixin, getattr(test_events, name)), {})
+    yield ("test_events", "TestServer", (_PolicyOnlyMixin, test_events.TestServer), {})
     for name, cls in watcher_suites:
         yield ("test_subprocess", name, (_PolicyMixin, cls), {})
 
@@ -133,8 +168,8 @@ def _suites(host):
 def _make(host):
     for suite, name, bases, namespace in _suites(host):
         ns = dict(namespace, host=host, cpython_suite=suite)
-        for (s, test), reason in IMPLEMENTATION_DETAILS.items():
-            if s == suite:
+        for (s, test), reason in (IMPLEMENTATION_DETAILS | CORE_GAPS).items():
+            if s == suite and any(hasattr(b, test) for b in bases):
                 ns[test] = unittest.skip(reason)(lambda self: None)
         cls = type(f"Oneloop{_class_name(host)}{name}", bases, ns)
         cls.__module__ = __name__

@@ -90,6 +90,56 @@ class CallbackTests(_Base):
         self.assertIs(ctx["handle"], handle)
         self.assertTrue(ctx["message"].startswith("Exception in callback"), ctx["message"])
 
+    def test_call_soon_handles_are_rust_ones_and_keep_asyncio_semantics(self):
+        import contextvars
+        from asyncio import events
+        from oneloop import _oneloop
+
+        # Outside debug mode (the second pass of run.py runs with -X dev,
+        # which turns it on for every new loop).
+        self.loop.set_debug(False)
+        var = contextvars.ContextVar("var", default="outside")
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "inside")
+        seen = []
+        h1 = self.loop.call_soon(lambda: seen.append(("ctx", var.get())), context=ctx)
+        h2 = self.loop.call_soon(seen.append, "cancelled")
+        h3 = self.loop.call_soon(lambda *a: seen.append(a), 1, 2)
+        self.assertIsInstance(h1, _oneloop.Handle)
+        self.assertIs(h1.get_context(), ctx)
+        h2.cancel()
+        self.assertTrue(h2.cancelled())
+        self.assertIn("cancelled", repr(h2))
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, [("ctx", "inside"), (1, 2)])
+        self.assertEqual(var.get(), "outside")
+        self.assertFalse(h3.cancelled())
+        # Debug mode: asyncio's own handles, which know where they were made.
+        self.loop.set_debug(True)
+        h4 = self.loop.call_soon(seen.append, "debug")
+        self.assertIsInstance(h4, events.Handle)
+        self.assertTrue(h4._source_traceback)
+        self.loop.set_debug(False)
+        self.assertIsInstance(self.loop.call_soon(seen.append, "again"), _oneloop.Handle)
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen[-2:], ["debug", "again"])
+
+    def test_a_subclass_call_soon_is_called(self):
+        calls = []
+
+        class Mine(oneloop.OneloopEventLoop):
+            def call_soon(self, callback, *args, context=None):
+                calls.append(callback)
+                return super().call_soon(callback, *args, context=context)
+
+        loop = Mine(self.host)
+        self.addCleanup(loop.close)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        self.assertEqual(calls[:1], [loop.stop])
+
     def test_exception_in_timer_and_reader_reach_handler(self):
         contexts = []
         self.loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
