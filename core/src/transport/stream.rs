@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 
 use super::endpoint::{Endpoint, Kind};
 use super::gate::{Gate, Invoked};
@@ -937,7 +937,9 @@ impl Transport {
     /// Ready(false) once the connection has ended with bytes unsent (an
     /// abort, an error, the loop closing), after `connection_lost`, so
     /// whoever waits can read how it ended.
-    pub(crate) fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<bool> {
+    #[cfg(feature = "net")] // its one caller: StreamWriter::poll_close
+    pub(crate) fn poll_sent(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        use std::task::Poll;
         let inner = &self.0;
         let st = inner.state.borrow();
         let unsent = st.discarded || !st.buf.is_empty();
