@@ -150,16 +150,20 @@
 //!
 //! # How it maps onto calloop
 //!
-//! One loop inserts two calloop sources, whatever it watches and schedules:
-//! one level-triggered [`Generic`](calloop::generic::Generic) over the
-//! loop's [`Selector`](oneloop::native::Selector) (a private epoll set
-//! holding every watched fd, each with its reader's and writer's interest,
-//! and the eventfd that is both "dispatch soon" and the wake of
+//! An attached loop inserts two calloop sources, whatever it watches and
+//! schedules: one level-triggered [`Generic`](calloop::generic::Generic)
+//! over the loop's [`Selector`](oneloop::native::Selector) (a private epoll
+//! set holding every watched fd, each with its reader's and writer's
+//! interest, and the eventfd that is both "dispatch soon" and the wake of
 //! `call_soon_threadsafe`), and one [`Timer`](calloop::timer::Timer) at the
 //! earliest oneloop deadline; never one calloop source per callback, timer
-//! or fd. Their callbacks only record what happened;
-//! the oneloop iteration runs once per host `dispatch`, in a calloop idle,
-//! after every event of that poll was delivered. So:
+//! or fd. Their callbacks only record what happened; the oneloop iteration
+//! runs once per host `dispatch`, in a calloop idle, after every event of
+//! that poll was delivered. An owned loop inserts only the `Generic`: its
+//! turn polls with the armed deadline as timeout (zero when callbacks are
+//! ready) and runs the iteration itself once `EventLoop::dispatch` returned,
+//! which is where the idle would have run it, without allocating one per
+//! iteration. So:
 //!
 //! - calloop-native sources and oneloop callbacks interleave: each host
 //!   `dispatch` delivers the host's events and runs one oneloop batch, and

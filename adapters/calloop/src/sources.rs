@@ -21,15 +21,23 @@
 //! # When oneloop code runs
 //!
 //! The sources' callbacks never run oneloop code: they report fd readiness
-//! to the scheduler and queue **one** calloop idle, which runs the
-//! scheduler iteration once calloop has delivered every event of the poll.
-//! So one host `dispatch` is one oneloop iteration, with all the fds of that
-//! poll already reported (the `Backend` contract), and oneloop callbacks run
-//! outside every calloop source callback.
+//! to the scheduler and note that an iteration is due. So one host
+//! `dispatch` is one oneloop iteration, with all the fds of that poll
+//! already reported (the `Backend` contract), and oneloop callbacks run
+//! outside every calloop source callback. Who runs the iteration depends on
+//! who runs calloop:
 //!
-//! Work queued by a oneloop callback wakes the selector, so the next host
-//! poll returns at once instead of waiting for an idle that would not
-//! shorten it.
+//! - **attached** (the host dispatches): **one** calloop idle, queued by
+//!   the first source that fires, runs it once calloop has delivered every
+//!   event of the poll. Work queued by a oneloop callback wakes the
+//!   selector, so the next host poll returns at once instead of waiting for
+//!   an idle that would not shorten it.
+//! - **owned** (`Backend::turn` dispatches): the turn runs it itself, right
+//!   after `EventLoop::dispatch` returns, so no idle is allocated per
+//!   iteration. The turn also knows what was armed before it polls: `Now`
+//!   polls with a zero timeout (no wake-up write and read on the selector),
+//!   `At(t)` polls with the time left (no calloop `Timer` source inserted
+//!   and removed per deadline).
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -54,7 +62,8 @@ use oneloop::native::Selector;
 ///   and re-arm from anywhere.
 /// - `timer` and `selector_token` hold exactly the tokens of sources that
 ///   are still in the host; `idle` is the queued, not yet started, dispatch
-///   idle.
+///   idle. An owned loop never inserts either of the two (see the module
+///   docs): its turn polls with the armed timeout and dispatches itself.
 pub(crate) struct Sources<D: 'static> {
     me: Weak<Sources<D>>,
     /// The host's handle, weakly: oneloop does not keep a compositor's loop
@@ -73,6 +82,15 @@ pub(crate) struct Sources<D: 'static> {
     /// The one timer: its deadline and token.
     timer: Cell<Option<(Instant, RegistrationToken)>>,
     idle: RefCell<Option<Idle<'static>>>,
+    /// Owned mode: `Backend::turn` runs the iteration (no idle, no timer
+    /// source, no wake for `Now`).
+    owned: bool,
+    /// Owned mode: the scheduler's last `arm`, which the next turn polls
+    /// for.
+    armed: Cell<NextDispatch>,
+    /// Owned mode: the selector reported something during this turn's host
+    /// dispatch, so the turn runs an iteration after it.
+    due: Cell<bool>,
     closed: Cell<bool>,
 }
 
@@ -89,6 +107,7 @@ impl<D: 'static> Sources<D> {
     pub(crate) fn new(
         handle: &LoopHandle<'static, D>,
         driver: Driver,
+        owned: bool,
     ) -> io::Result<Rc<Sources<D>>> {
         let selector = Rc::new(Selector::new()?);
         let waker = selector.waker();
@@ -105,6 +124,9 @@ impl<D: 'static> Sources<D> {
             woken: Cell::new(false),
             timer: Cell::new(None),
             idle: RefCell::new(None),
+            owned,
+            armed: Cell::new(NextDispatch::OnEvent),
+            due: Cell::new(false),
             closed: Cell::new(false),
         });
         let me = sources.me.clone();
@@ -155,10 +177,16 @@ impl<D: 'static> Sources<D> {
         }
     }
 
-    /// Queue the scheduler iteration as a calloop idle, once: it runs after
-    /// the events of the current poll. Called only from our sources'
-    /// callbacks, i.e. before calloop runs this dispatch's idles.
+    /// Have the scheduler iteration run once calloop has delivered the
+    /// events of the current poll: the owned turn runs it after the host
+    /// dispatch; attached, a calloop idle, queued once. Called only from
+    /// our sources' callbacks, i.e. before calloop runs this dispatch's
+    /// idles.
     fn schedule_dispatch(&self) {
+        if self.owned {
+            self.due.set(true);
+            return;
+        }
         if self.closed.get() || self.idle.borrow().is_some() {
             return;
         }
@@ -177,6 +205,13 @@ impl<D: 'static> Sources<D> {
     /// [`Backend::arm`](oneloop::backend::Backend::arm).
     pub(crate) fn arm(&self, next: NextDispatch) {
         if self.closed.get() {
+            return;
+        }
+        if self.owned {
+            // Only ever called on the loop's thread, so never while the
+            // turn blocks: the next poll, or the end of the current turn,
+            // reads it.
+            self.armed.set(next);
             return;
         }
         match next {
@@ -228,6 +263,30 @@ impl<D: 'static> Sources<D> {
             && let Some(handle) = self.handle()
         {
             handle.remove(token);
+        }
+    }
+
+    /// Owned mode: how long the turn's host dispatch may block, from what
+    /// was armed (rounded up to `granularity`, so a deadline is never
+    /// missed by polling too briefly).
+    pub(crate) fn poll_timeout(&self, granularity: Duration) -> Option<Duration> {
+        self.due.set(false);
+        self.armed.get().timeout(Instant::now(), granularity)
+    }
+
+    /// Owned mode, after the turn's host dispatch: run the scheduler
+    /// iteration if the selector reported something or the armed dispatch
+    /// fell due (also by a native calloop source that queued oneloop work
+    /// while the host dispatched).
+    pub(crate) fn dispatch_if_due(&self) {
+        let due = self.due.replace(false)
+            || match self.armed.get() {
+                NextDispatch::Now => true,
+                NextDispatch::At(t) => t <= Instant::now(),
+                NextDispatch::OnEvent => false,
+            };
+        if due && !self.closed.get() {
+            self.driver.dispatch();
         }
     }
 
