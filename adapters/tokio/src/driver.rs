@@ -126,9 +126,11 @@ impl State {
         })
     }
 
-    /// Whether a dispatch would run callbacks.
-    pub(crate) fn is_live(&self) -> bool {
-        self.driver.is_live()
+    /// Whether the run halted (after `stop()`, or a panic under
+    /// `PanicPolicy::Propagate`). The dispatch that halts it arms `Now`
+    /// last, so only then is the loop asked.
+    fn halted(&self) -> bool {
+        self.armed.get() == NextDispatch::Now && !self.driver.is_live()
     }
 
     /// Make the driver run soon (from outside its poll).
@@ -463,7 +465,7 @@ impl Future for Turn<'_> {
             return Poll::Pending;
         }
         let driven = st.drive(this.timer, cx);
-        if driven.closed || driven.remote || !st.is_live() {
+        if driven.closed || driven.remote || st.halted() {
             Poll::Ready(())
         } else {
             Poll::Pending
