@@ -69,6 +69,28 @@ fn every_server_echoes_every_size_and_reports_its_cpu() {
     }
 }
 
+/// The compositor-shaped server (oneloop attached to the server's own
+/// calloop event loop), which the perf gate counts, echoes too.
+#[test]
+#[cfg(feature = "calloop")]
+fn the_attached_calloop_server_echoes() {
+    let _guard = Watchdog::arm("attached echo", Duration::from_secs(60));
+    for server in [Server::Protocol, Server::Streams] {
+        let mut process = start(server, LoopKind::CalloopAttached);
+        let report = load::run(&LoadConfig {
+            addr: ([127, 0, 0, 1], process.port()).into(),
+            connections: 3,
+            size: 16 * 1024,
+            duration: Duration::from_millis(60),
+            requests: None,
+        })
+        .unwrap_or_else(|e| panic!("{server} on calloop-attached: {e}"));
+        assert!(report.requests >= 3, "{server}: {report:?}");
+        assert!(process.cpu().expect("cpu") > Duration::ZERO);
+        process.quit().expect("the server exits cleanly");
+    }
+}
+
 #[test]
 fn a_server_exits_when_its_driver_goes_away() {
     let _guard = Watchdog::arm("echo exit", Duration::from_secs(30));
