@@ -10,7 +10,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test deps fmt clippy unit polling doc package gtk-selftest winit-selftest bench fuzz soak perf-gate perf-gate-update bench-echo bench-icount
+.PHONY: demo test deps fmt clippy unit polling doc package gtk-selftest winit-selftest bench fuzz soak perf-gate perf-gate-update bench-echo bench-icount bench-10k
 
 # Runs every adapter's conformance suite (cargo test --workspace --test
 # conformance), then prints the guarantee x adapter matrix and writes it;
@@ -136,6 +136,16 @@ bench-echo: deps
 	$(BENCH_BIN)/bench_echo_matrix --python $(BENCH_VENV)/bin/python --instructions \
 		--out $(ECHO_OUT) $(ECHO_ARGS)
 	$(BENCH_VENV)/bin/python bench/python/plot.py $(ECHO_OUT)/echo.json $(ECHO_OUT)/echo.png
+
+# The 10 000-connection cell of docs/benchmarks.md (issue 17 item 5):
+# connect time and server CPU for 10 000 concurrent loopback connections x
+# 16 KiB echo, on the default loop and every adapter, 5 interleaved rounds
+# (about 1 minute). Both processes raise their soft RLIMIT_NOFILE to the
+# hard limit, which must allow about 10 100 fds. C10K_ARGS passes options.
+C10K_ARGS ?=
+bench-10k: deps
+	$(CARGO) build -q --profile bench -p oneloop-bench --bin bench_echo_10k --bin bench_echo_server
+	$(BENCH_BIN)/bench_echo_10k $(C10K_ARGS)
 
 # The Python package (python/, its own cargo workspace): build the abi3 wheel
 # with maturin into python/.venv (PyPI and crates.io only; Debian -dev

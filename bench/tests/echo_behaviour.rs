@@ -69,6 +69,28 @@ fn every_server_echoes_every_size_and_reports_its_cpu() {
     }
 }
 
+/// The compositor-shaped server (oneloop attached to the server's own
+/// calloop event loop), which the perf gate counts, echoes too.
+#[test]
+#[cfg(feature = "calloop")]
+fn the_attached_calloop_server_echoes() {
+    let _guard = Watchdog::arm("attached echo", Duration::from_secs(60));
+    for server in [Server::Protocol, Server::Streams] {
+        let mut process = start(server, LoopKind::CalloopAttached);
+        let report = load::run(&LoadConfig {
+            addr: ([127, 0, 0, 1], process.port()).into(),
+            connections: 3,
+            size: 16 * 1024,
+            duration: Duration::from_millis(60),
+            requests: None,
+        })
+        .unwrap_or_else(|e| panic!("{server} on calloop-attached: {e}"));
+        assert!(report.requests >= 3, "{server}: {report:?}");
+        assert!(process.cpu().expect("cpu") > Duration::ZERO);
+        process.quit().expect("the server exits cleanly");
+    }
+}
+
 #[test]
 fn a_server_exits_when_its_driver_goes_away() {
     let _guard = Watchdog::arm("echo exit", Duration::from_secs(30));
@@ -174,4 +196,61 @@ fn the_bridge_benchmark_needs_its_reference_row() {
         .expect("run bench_echo_bridge");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("reference row"));
+}
+
+#[test]
+fn the_many_connections_cell_runs_every_loop_and_judges_the_adapters() {
+    let _guard = Watchdog::arm("c10k", Duration::from_secs(120));
+    let out = Command::new(env!("CARGO_BIN_EXE_bench_echo_10k"))
+        .args([
+            "--connections",
+            "300",
+            "--size",
+            "4096",
+            "--in-flight",
+            "16",
+        ])
+        .args(["--rounds", "2", "--no-pin", "--stall-secs", "20"])
+        .output()
+        .expect("run bench_echo_10k");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| protocol/native |"), "{stdout}");
+    assert!(stdout.contains("| floor/native |"), "{stdout}");
+    assert!(
+        stdout.contains("ratio\tc10k_connect_cpu\tfloor/native÷protocol/native\t300\t"),
+        "{stdout}"
+    );
+    for kind in LoopKind::ALL {
+        if kind == LoopKind::Native || !supported(Server::Protocol, kind) {
+            continue;
+        }
+        // Timing is not asserted: each adapter has its row and a verdict.
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| protocol/{kind} |")))
+            .unwrap_or_else(|| panic!("no row for {kind} in:\n{stdout}"));
+        assert!(
+            row.ends_with(" met |") || row.ends_with(" **missed** |"),
+            "{row}"
+        );
+    }
+}
+
+#[test]
+fn the_many_connections_cell_says_when_the_fd_limit_is_too_low() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench_echo_10k"))
+        .args(["--connections", "100000000", "--rounds", "1", "--no-pin"])
+        .output()
+        .expect("run bench_echo_10k");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("RLIMIT_NOFILE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -435,11 +435,15 @@ impl Backend for AsyncIoBackend {
         let _guard = TurnGuard(core);
         async_io::block_on(async {
             // Run the executor's tasks in its FIFO order, the driver among
-            // them, until the turn ends. Before the first and after every
-            // oneloop iteration, yield once: `block_on` then polls the
-            // reactor with a zero timeout, as any loop polls I/O once per
-            // iteration, so a callback storm cannot starve fds and timers
-            // (CB-04). Long stretches of other tasks yield every
+            // them, until the turn ends. Before the first oneloop
+            // iteration, and after every one that left the driver more to
+            // do (it woke itself: callbacks are ready, or fds are owed),
+            // yield once: `block_on` then polls the reactor with a zero
+            // timeout, as any loop polls I/O once per iteration, so a
+            // callback storm cannot starve fds and timers (CB-04). After an
+            // iteration that left nothing to do, `block_on` polls the
+            // reactor anyway, waiting in it: a yield would be a second poll
+            // per event. Long stretches of other tasks yield every
             // `TICKS_PER_POLL` for the same reason.
             let mut ticks = 0u32;
             let mut seen = core.dispatches.get();
@@ -449,7 +453,7 @@ impl Backend for AsyncIoBackend {
                 ticks += 1;
                 let dispatched = core.dispatches.get() != seen;
                 seen = core.dispatches.get();
-                if dispatched || ticks.is_multiple_of(TICKS_PER_POLL) {
+                if (dispatched && core.rerun_pending()) || ticks.is_multiple_of(TICKS_PER_POLL) {
                     futures_lite::future::yield_now().await;
                 }
             }

@@ -12,11 +12,17 @@
 //!   oneshot; the selector itself is level-triggered.
 //!
 //! # Invariants
-//! - Reported fds reach the scheduler before the `dispatch` of the same
-//!   poll. Level-triggered: after a poll that reported fds, the next poll
-//!   selects again without waiting for the reactor (the task wakes itself),
-//!   and only a select that finds nothing leaves the wait to the reactor; a
-//!   registration change, or a new owned turn, selects at once too.
+//! - Reported fds reach the scheduler before the `dispatch` that runs
+//!   them. Level-triggered: after an iteration whose select reported fds,
+//!   the driver selects again at once; what is still ready is reported for
+//!   the next iteration (owed: the task wakes itself), and only a select
+//!   that finds nothing leaves the wait to the reactor. A registration
+//!   change, or a new owned turn, selects at once too.
+//! - The selector's oneshot registration is re-armed after the iteration,
+//!   not before: re-armed while the callbacks had not yet read what was
+//!   reported, the selector's fd (readable while any watched fd is) would
+//!   make the reactor wake the task again for nothing. So one event per
+//!   wake-up is one reactor turn and one poll of the task.
 //! - Every poll that dispatches returns `Pending` afterwards: more work
 //!   re-wakes the task (`arm(Now)`), so the executor's other tasks run
 //!   between two oneloop iterations (fair interleaving), and `block_on`
@@ -73,9 +79,13 @@ pub(crate) struct Core {
     /// The watched fds and the wake, registered with the reactor as one fd.
     selector: Async<Selector>,
     pub(crate) waker: Arc<dyn RemoteWake>,
-    /// Select in the next poll whatever the reactor says: the last one
-    /// reported fds (level), or a registration changed, or a turn opened.
+    /// Select in the next poll whatever the reactor says: a registration
+    /// changed, a turn opened, or the reactor reported the selector while
+    /// the task was re-arming it.
     reselect: Cell<bool>,
+    /// An iteration is owed: the select after the last one reported fds
+    /// or consumed a wake, already handed to the scheduler.
+    owed: Cell<bool>,
     /// The driver task's waker, from its last poll.
     task: RefCell<Option<Waker>>,
     /// The task was woken and has not been polled since.
@@ -116,6 +126,7 @@ impl Core {
             selector: Async::new_nonblocking(selector)?,
             waker,
             reselect: Cell::new(true),
+            owed: Cell::new(false),
             task: RefCell::new(None),
             scheduled: Cell::new(false),
             gate: Cell::new(gate),
@@ -201,21 +212,8 @@ impl Core {
         self.wake_task();
     }
 
-    /// Select with a zero timeout if the reactor reported the selector (or
-    /// a reselect is due), reporting each ready fd to the scheduler; leaves
-    /// the selector registered with the reactor for the next event.
-    fn poll_selector(&self, cx: &mut Context<'_>) -> Selected {
-        let mut due = self.reselect.replace(false);
-        // At most two rounds: a Ready, then the poll that re-arms.
-        for _ in 0..2 {
-            match self.selector.poll_readable(cx) {
-                Poll::Ready(_) => due = true,
-                Poll::Pending => break,
-            }
-        }
-        if !due {
-            return Selected::default();
-        }
+    /// One zero-timeout select, reporting each ready fd to the scheduler.
+    fn select_now(&self) -> Selected {
         let driver = &self.driver;
         match self
             .selector
@@ -229,6 +227,47 @@ impl Core {
                 self.reselect.set(true);
                 Selected::default()
             }
+        }
+    }
+
+    /// Select with a zero timeout if the reactor reported the selector (or
+    /// a reselect is due), reporting each ready fd to the scheduler. The
+    /// second value says whether the selector's registration is armed
+    /// again (the reactor's `Pending`, which registers the waker and
+    /// re-arms the oneshot interest); a reported event leaves that to
+    /// [`rearm_selector`](Core::rearm_selector), after the iteration, when
+    /// the callbacks have drained what they read: re-armed before, the
+    /// selector's fd (readable while any watched fd is) would wake the
+    /// task again for nothing.
+    fn poll_selector(&self, cx: &mut Context<'_>) -> (Selected, bool) {
+        let mut due = self.reselect.replace(false);
+        let armed = match self.selector.poll_readable(cx) {
+            Poll::Ready(_) => {
+                due = true;
+                false
+            }
+            Poll::Pending => true,
+        };
+        let seen = if due {
+            self.select_now()
+        } else {
+            Selected::default()
+        };
+        (seen, armed)
+    }
+
+    /// Register the waker and re-arm the selector's oneshot registration;
+    /// an event the reactor delivered meanwhile makes the next poll select.
+    fn rearm_selector(&self, cx: &mut Context<'_>) {
+        // At most two rounds: a newer event, then the poll that re-arms.
+        for _ in 0..2 {
+            match self.selector.poll_readable(cx) {
+                Poll::Ready(_) => self.reselect.set(true),
+                Poll::Pending => break,
+            }
+        }
+        if self.reselect.get() {
+            self.wake_task();
         }
     }
 
@@ -265,25 +304,41 @@ impl Core {
             Gate::Open | Gate::Turn => {}
         }
 
-        let mut fire = self.now.replace(false);
-        let seen = self.poll_selector(cx);
+        let mut fire = self.now.replace(false) | self.owed.replace(false);
+        let (seen, armed) = self.poll_selector(cx);
         fire |= seen.any();
         fire |= self.poll_timer(cx);
         if !fire {
+            if !armed {
+                self.rearm_selector(cx);
+            }
             return Poll::Pending;
         }
 
         let driver = &self.driver;
         driver.dispatch();
-        let live = driver.is_live();
+        // A dispatch that halts the run (after `stop()`, or a panic under
+        // `PanicPolicy::Propagate`) arms `Now` last, so only then is the
+        // loop asked whether it is still live.
+        let halted = self.now.get() && !driver.is_live();
         self.dispatches.set(self.dispatches.get() + 1);
-        if seen.fds > 0 {
+        let mut woken = seen.woken;
+        if seen.fds > 0 || self.reselect.replace(false) {
             // Level-triggered: what the callbacks left unread is reported
-            // again by the next select, which the reactor would not ask for.
-            self.reselect.set(true);
-            self.wake_task();
+            // again, for the next iteration; look now rather than after
+            // another turn of the reactor, which would be one more wake-up
+            // of this task per event (the reactor does not ask for it).
+            let more = self.select_now();
+            woken |= more.woken;
+            if more.any() {
+                self.owed.set(true);
+                self.wake_task();
+            }
         }
-        if self.gate.get() == Gate::Turn && (seen.woken || !live) {
+        if !armed && !self.owed.get() {
+            self.rearm_selector(cx);
+        }
+        if self.gate.get() == Gate::Turn && (woken || halted) {
             // The run halted, or its root future (or a remote caller) may
             // have been woken: hand control back to `run_*`.
             self.gate.set(Gate::Closed);
@@ -292,6 +347,12 @@ impl Core {
             }
         }
         Poll::Pending
+    }
+
+    /// Owned mode: whether the driver task was woken for more work and
+    /// has not run since (the turn lets the reactor poll before it runs).
+    pub(crate) fn rerun_pending(&self) -> bool {
+        self.scheduled.get()
     }
 
     /// Owned mode: open a turn; wake the task if it held events back.

@@ -28,11 +28,12 @@ use crate::sources::Sources;
 ///   itself. The loop counts as running until `close()`, and `run_*`
 ///   answer [`AlreadyRunning`](oneloop::ErrorKind::AlreadyRunning).
 ///
-/// Either way the backend inserts two sources, whatever the number of
-/// callbacks, timers and watched fds: one `Generic` over the loop's
+/// Either way the backend inserts at most two sources, whatever the number
+/// of callbacks, timers and watched fds: one `Generic` over the loop's
 /// [`Selector`](oneloop::native::Selector) (every watched fd and the wake)
-/// and one timer; `Loop::close` (or dropping the loop) removes both and
-/// leaves the host running.
+/// and, attached, one timer at the earliest deadline (an owned loop polls
+/// with that deadline as its timeout instead); `Loop::close` (or dropping
+/// the loop) removes them and leaves the host running.
 ///
 /// Most programs use [`new_loop`] or [`attach`]; build the backend yourself
 /// to keep its [`handle`](CalloopBackend::handle) or to pass a
@@ -99,7 +100,7 @@ impl<D: 'static> IntoBackend for CalloopBuilder<D> {
     /// If the selector cannot be created (out of fds), or calloop refuses
     /// the source.
     fn into_backend(self, driver: Driver) -> io::Result<CalloopBackend<D>> {
-        let sources = Sources::new(&self.handle, driver)?;
+        let sources = Sources::new(&self.handle, driver, self.owned.is_some())?;
         Ok(CalloopBackend {
             sources,
             owned: self.owned.map(RefCell::new),
@@ -186,8 +187,17 @@ impl<D: 'static> Backend for CalloopBackend<D> {
         let mut event_loop = owned
             .try_borrow_mut()
             .map_err(|_| io::Error::other("the calloop event loop is already dispatching"))?;
-        // No timeout: the selector's source and the timer end the poll.
-        event_loop.dispatch(None, &mut ()).map_err(io::Error::from)
+        // The poll ends on the selector's source (a ready fd, a wake), a
+        // native source, or the armed deadline; `Now` does not block.
+        let timeout = self.sources.poll_timeout(self.clock_resolution());
+        event_loop
+            .dispatch(timeout, &mut ())
+            .map_err(io::Error::from)?;
+        // The iteration runs outside calloop's dispatch and its borrow, as
+        // an idle would, without inserting one.
+        drop(event_loop);
+        self.sources.dispatch_if_due();
+        Ok(())
     }
 
     fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
@@ -200,8 +210,9 @@ impl<D: 'static> Backend for CalloopBackend<D> {
 
     fn clock_resolution(&self) -> Duration {
         // calloop fires a timer only once `Instant::now()` passed its
-        // deadline, and its poller (polling) waits with a timerfd on Linux
-        // and Android, with whole milliseconds (rounded up) elsewhere.
+        // deadline (and the owned turn dispatches only then), and its
+        // poller (polling) waits with a timerfd on Linux and Android, with
+        // whole milliseconds (rounded up) elsewhere.
         if cfg!(any(target_os = "linux", target_os = "android")) {
             Duration::from_micros(1)
         } else {

@@ -150,24 +150,34 @@
 //!
 //! # How it maps onto calloop
 //!
-//! One loop inserts two calloop sources, whatever it watches and schedules:
-//! one level-triggered [`Generic`](calloop::generic::Generic) over the
-//! loop's [`Selector`](oneloop::native::Selector) (a private epoll set
-//! holding every watched fd, each with its reader's and writer's interest,
-//! and the eventfd that is both "dispatch soon" and the wake of
+//! An attached loop inserts two calloop sources, whatever it watches and
+//! schedules: one level-triggered [`Generic`](calloop::generic::Generic)
+//! over the loop's [`Selector`](oneloop::native::Selector) (a private epoll
+//! set holding every watched fd, each with its reader's and writer's
+//! interest, and the eventfd that is both "dispatch soon" and the wake of
 //! `call_soon_threadsafe`), and one [`Timer`](calloop::timer::Timer) at the
 //! earliest oneloop deadline; never one calloop source per callback, timer
-//! or fd. Their callbacks only record what happened;
-//! the oneloop iteration runs once per host `dispatch`, in a calloop idle,
-//! after every event of that poll was delivered. So:
+//! or fd. An owned loop inserts only the `Generic`: its turn polls with the
+//! armed deadline as timeout (zero when callbacks are ready).
+//!
+//! When the selector reports something, the oneloop iteration runs in the
+//! `Generic`'s callback, right after its select: every fd of the loop is
+//! behind that one select, so nothing of oneloop's comes later in the poll.
+//! When only the timer fired (attached), a calloop idle runs the iteration
+//! after every event of the poll; when nothing fired but callbacks are
+//! ready or a deadline passed (owned), the turn runs it once
+//! `EventLoop::dispatch` returned. So:
 //!
 //! - calloop-native sources and oneloop callbacks interleave: each host
-//!   `dispatch` delivers the host's events and runs one oneloop batch, and
-//!   work that batch queues waits for the next poll (neither starves the
+//!   `dispatch` delivers the host's events and runs one oneloop batch (two
+//!   when the selector and the attached timer both fire in one poll), and
+//!   work a batch queues waits for the next poll (neither starves the
 //!   other);
-//! - oneloop callbacks never run inside a calloop source callback, so adding,
-//!   removing or changing fd interest from inside a oneloop fd callback takes
-//!   effect at once, and a removed fd's readiness is never reported again;
+//! - adding, removing or changing fd interest from inside a oneloop
+//!   callback is an `epoll_ctl` on the selector and touches no calloop
+//!   source, so it takes effect at once, and a removed fd's readiness is
+//!   never reported again; a callback that closes the loop removes the
+//!   source being dispatched, which calloop supports;
 //! - calloop cannot re-enter `dispatch` while it runs (the host holds
 //!   `&mut EventLoop`), so a oneloop callback can never be re-entered from a
 //!   nested host loop: there is none.

@@ -334,3 +334,63 @@ fn host_dropped_before_the_loop() {
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     lp.close().unwrap();
 }
+
+/// The iteration runs inside the selector source's own callback when the
+/// selector reports an fd: a oneloop callback there that lets go of the
+/// last handle of the loop (which then closes, removing that very source
+/// from inside its callback) must leave calloop consistent: no panic, the
+/// reader never runs again, and the host goes on with its own sources.
+#[test]
+fn last_handle_dropped_inside_a_selector_driven_iteration() {
+    let mut event_loop: EventLoop<'static, State> = EventLoop::try_new().unwrap();
+    let handle = event_loop.handle();
+    let lp = oneloop_calloop::attach(handle.clone()).unwrap();
+    let (mut peer, sock) = socket_pair();
+    let sock = Rc::new(sock);
+    let slot = Rc::new(RefCell::new(Some(lp.clone())));
+    let calls = Rc::new(Cell::new(0u32));
+    {
+        let (slot, calls) = (slot.clone(), calls.clone());
+        // Never reads: the fd stays readable, so a reader still in the
+        // selector would run again at the next dispatch.
+        lp.add_reader(&*sock, move || {
+            calls.set(calls.get() + 1);
+            drop(slot.borrow_mut().take());
+        })
+        .unwrap();
+    }
+    drop(lp);
+    peer.write_all(b"x").unwrap();
+    let mut state = State::default();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while calls.get() == 0 {
+        assert!(Instant::now() < deadline, "the reader never ran");
+        event_loop
+            .dispatch(Duration::from_millis(50), &mut state)
+            .unwrap();
+    }
+    for _ in 0..3 {
+        event_loop.dispatch(Duration::ZERO, &mut state).unwrap();
+    }
+    assert_eq!(calls.get(), 1, "a closed loop's reader ran again");
+    // The host goes on, with a source of its own on that fd too.
+    let (ping, ping_source) = make_ping().unwrap();
+    handle
+        .insert_source(ping_source, |_, _, s: &mut State| s.host_pings += 1)
+        .unwrap();
+    handle
+        .insert_source(
+            Generic::new(sock.clone(), Interest::READ, Mode::Level),
+            |_, _, s: &mut State| {
+                s.log.push("host read".into());
+                Ok(PostAction::Remove)
+            },
+        )
+        .expect("the host registers the fd");
+    ping.ping();
+    event_loop
+        .dispatch(Duration::from_millis(500), &mut state)
+        .unwrap();
+    assert_eq!(state.host_pings, 1);
+    assert_eq!(state.log, ["host read"]);
+}

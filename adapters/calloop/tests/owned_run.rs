@@ -146,3 +146,91 @@ fn attached_loops_refuse_to_run_and_close_from_outside() {
     let again = oneloop_calloop::attach(event_loop.handle()).unwrap();
     again.close().unwrap();
 }
+
+/// The owned turn runs the oneloop iteration itself after the host's
+/// dispatch, and polls with the armed timeout instead of host sources: a
+/// oneloop callback storm (armed `Now` on every turn) must still leave the
+/// host's timer, its idles and a ping storm their turn, and the host's
+/// storm must leave oneloop's timer its turn (EM-07 on an owned loop).
+#[test]
+fn owned_turns_starve_neither_side() {
+    let backend = CalloopBackend::new().unwrap();
+    let handle = backend.handle().unwrap();
+    let lp = Loop::with_backend(backend).unwrap();
+    let dog = Watchdog::stop_loop(&lp, support::LIMIT);
+
+    let spins = Rc::new(Cell::new(0u64));
+    let idles = Rc::new(Cell::new(0u64));
+    fn spin(
+        lp: Loop,
+        h: calloop::LoopHandle<'static, ()>,
+        spins: Rc<Cell<u64>>,
+        idles: Rc<Cell<u64>>,
+    ) {
+        spins.set(spins.get() + 1);
+        // A native idle queued from oneloop code runs in the same turn.
+        let i = idles.clone();
+        h.insert_idle(move |_| i.set(i.get() + 1));
+        let lp2 = lp.clone();
+        let _ = lp.call_soon(move || spin(lp2, h, spins, idles));
+    }
+    let (lp2, h2, s2, i2) = (lp.clone(), handle.clone(), spins.clone(), idles.clone());
+    lp.call_soon(move || spin(lp2, h2, s2, i2)).unwrap();
+
+    let (ping, ping_source) = calloop::ping::make_ping().unwrap();
+    let pings = Rc::new(Cell::new(0u64));
+    let (p2, n2) = (ping.clone(), pings.clone());
+    handle
+        .insert_source(ping_source, move |_, _, _| {
+            n2.set(n2.get() + 1);
+            p2.ping();
+        })
+        .unwrap();
+    ping.ping();
+
+    let host_timer = Rc::new(Cell::new(false));
+    let t = host_timer.clone();
+    handle
+        .insert_source(
+            Timer::from_duration(Duration::from_millis(10)),
+            move |_, _, _| {
+                t.set(true);
+                TimeoutAction::Drop
+            },
+        )
+        .unwrap();
+    let oneloop_timer = Rc::new(Cell::new(false));
+    let (t, lp2, ht) = (oneloop_timer.clone(), lp.clone(), host_timer.clone());
+    lp.call_later(Duration::from_millis(10), move || {
+        t.set(true);
+        if ht.get() {
+            lp2.stop();
+        }
+    })
+    .unwrap();
+    let (lp2, ht, ot) = (lp.clone(), host_timer.clone(), oneloop_timer.clone());
+    // Whichever timer fires second stops the run.
+    handle
+        .insert_source(
+            Timer::from_duration(Duration::from_millis(12)),
+            move |_, _, _| {
+                if ht.get() && ot.get() {
+                    lp2.stop();
+                }
+                TimeoutAction::ToDuration(Duration::from_millis(2))
+            },
+        )
+        .unwrap();
+    lp.run_forever().unwrap();
+    assert!(!dog.fired(), "a timer starved");
+    assert!(oneloop_timer.get() && host_timer.get());
+    assert!(spins.get() > 1 && pings.get() > 1);
+    // Every idle but the last spin's ran (that one waits for the next turn).
+    assert!(
+        idles.get() + 1 >= spins.get(),
+        "{} idles for {} spins",
+        idles.get(),
+        spins.get()
+    );
+    lp.close().unwrap();
+}

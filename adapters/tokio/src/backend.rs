@@ -15,7 +15,7 @@ use oneloop::{Error, ErrorKind, Loop};
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::{JoinHandle, LocalSet};
 
-use crate::driver::{DriverTask, State, Turn, panic_message};
+use crate::driver::{DriverTask, DriverTimer, State, Turn, panic_message};
 use crate::stats::{Counters, DriverStats};
 
 /// The backend's name, as `Loop::backend_name` reports it.
@@ -31,7 +31,8 @@ pub(crate) const NAME: &str = "tokio";
 ///   `LocalSet` or `LocalRuntime`, it spawns its driver there and never
 ///   blocks; the program's tokio code keeps running the thread.
 ///
-/// Either way one local task drains oneloop's queues, one `Sleep` serves
+/// Either way one driver drains oneloop's queues (a local task when
+/// attached; owned, the future each turn blocks on), one `Sleep` serves
 /// every oneloop timer, and one `AsyncFd`, over the loop's
 /// [`Selector`](oneloop::native::Selector), serves every watched fd and the
 /// wake of other threads. Callbacks run
@@ -42,7 +43,7 @@ pub(crate) const NAME: &str = "tokio";
 /// Most programs call [`new_loop`] or [`attach`] instead.
 pub struct TokioBackend {
     state: Rc<State>,
-    /// The driver task: owned mode watches it, close aborts it.
+    /// Attached: the driver task, which close aborts.
     task: RefCell<Option<JoinHandle<()>>>,
     mode: Mode,
 }
@@ -52,6 +53,9 @@ enum Mode {
     Owned {
         local: LocalSet,
         rt: Option<Runtime>,
+        /// The driver's timer, kept from turn to turn (each turn's root
+        /// future is the driver).
+        timer: RefCell<Option<DriverTimer>>,
     },
     /// A `LocalSet`/`LocalRuntime` someone else runs is the host.
     Attached,
@@ -68,8 +72,8 @@ impl fmt::Debug for TokioBackend {
 
 /// How to build a [`TokioBackend`]: the runtime it runs on (and, in owned
 /// mode, the runtime and `LocalSet` it owns). Give it to
-/// [`Loop::with_backend`] (it is an [`IntoBackend`]), which spawns the
-/// driver task with the loop's driver.
+/// [`Loop::with_backend`] (it is an [`IntoBackend`]), which sets up the
+/// driver with the loop's driver.
 pub struct TokioBuilder {
     mode: Mode,
     handle: Handle,
@@ -92,7 +96,7 @@ impl TokioBuilder {
         self.handle.clone()
     }
 
-    /// A live view of what the driver task will do (dispatches, wakes, fd
+    /// A live view of what the driver will do (dispatches, wakes, fd
     /// reports, selects): for tests, benchmarks and host drivers.
     pub fn stats(&self) -> DriverStats {
         DriverStats {
@@ -108,8 +112,9 @@ impl IntoBackend for TokioBuilder {
         matches!(self.mode, Mode::Attached)
     }
 
-    /// Spawn the driver task: on the owned `LocalSet`, or on the one
-    /// running this thread in attached mode.
+    /// Set up the driver: its timer, for the turns of an owned loop; the
+    /// driver task, spawned on the `LocalSet` running this thread, in
+    /// attached mode.
     ///
     /// # Errors
     /// [`io::ErrorKind::Unsupported`] in attached mode outside a
@@ -122,13 +127,14 @@ impl IntoBackend for TokioBuilder {
         let (handle, counters) = (self.handle.clone(), self.counters.clone());
         let (state, task) = match &mode {
             Mode::Owned {
-                local,
                 rt: Some(rt),
+                timer,
+                ..
             } => {
                 let state = Rc::new(State::new(handle, driver, counters)?);
                 let _enter = rt.enter();
-                let task = local.spawn_local(DriverTask::new(state.clone()));
-                (state, task)
+                *timer.borrow_mut() = Some(DriverTimer::new());
+                (state, None)
             }
             Mode::Owned { rt: None, .. } => {
                 return Err(io::Error::other("the tokio runtime is gone"));
@@ -136,7 +142,7 @@ impl IntoBackend for TokioBuilder {
             Mode::Attached => catch_unwind(AssertUnwindSafe(|| {
                 let state = Rc::new(State::new(handle, driver, counters)?);
                 let task = tokio::task::spawn_local(DriverTask::new(state.clone()));
-                Ok::<_, io::Error>((state, task))
+                Ok::<_, io::Error>((state, Some(task)))
             }))
             .map_err(|payload| {
                 unsupported(&format!(
@@ -148,7 +154,7 @@ impl IntoBackend for TokioBuilder {
         state.wake_driver();
         Ok(TokioBackend {
             state,
-            task: RefCell::new(Some(task)),
+            task: RefCell::new(task),
             mode,
         })
     }
@@ -189,6 +195,7 @@ impl TokioBackend {
             mode: Mode::Owned {
                 local: LocalSet::new(),
                 rt: Some(rt),
+                timer: RefCell::new(None),
             },
             counters: Rc::new(Counters::default()),
         })
@@ -226,7 +233,7 @@ impl TokioBackend {
         self.state.handle.clone()
     }
 
-    /// A live view of what the driver task does (dispatches, wakes, fd
+    /// A live view of what the driver does (dispatches, wakes, fd
     /// reports, selects): for tests, benchmarks and host drivers.
     pub fn stats(&self) -> DriverStats {
         DriverStats {
@@ -238,7 +245,9 @@ impl TokioBackend {
 /// Drop an owned mode's `LocalSet` (and the tasks on it) before its
 /// runtime, without blocking inside another runtime's context.
 fn drop_mode(mode: &mut Mode) {
-    if let Mode::Owned { local, rt } = mode {
+    if let Mode::Owned { local, rt, timer } = mode {
+        // The `Sleep` is the runtime's too.
+        drop(timer.get_mut().take());
         drop(std::mem::take(local));
         if let Some(rt) = rt.take() {
             if Handle::try_current().is_ok() {
@@ -269,6 +278,7 @@ impl Backend for TokioBackend {
             Mode::Owned {
                 local,
                 rt: Some(rt),
+                ..
             } => {
                 let _rt = rt.enter();
                 let _local = local.enter();
@@ -293,26 +303,33 @@ impl Backend for TokioBackend {
         let Mode::Owned {
             local,
             rt: Some(rt),
+            timer,
         } = &self.mode
         else {
             return Err(unsupported("an attached tokio loop is run by its host"));
         };
+        let mut timer = timer
+            .try_borrow_mut()
+            .map_err(|_| io::Error::other("the tokio loop is already turning"))?;
+        let Some(timer) = timer.as_mut() else {
+            return Err(io::Error::other("the tokio runtime is gone"));
+        };
         let turn = Turn {
             state: &self.state,
-            task: &self.task,
-            start: self.state.counters.remote_wakes.get(),
+            timer,
             primed: false,
         };
         // tokio refuses to block inside a runtime's async context with a
         // panic, before it runs anything; report that as an error. Callback
-        // panics never get here: the scheduler catches them (D3).
+        // panics never get here: the scheduler catches them (D3); a panic
+        // of the driver itself (a bug in this adapter) is reported too.
         catch_unwind(AssertUnwindSafe(|| local.block_on(rt, turn))).map_err(|payload| {
             io::Error::other(format!(
                 "the tokio runtime could not run the loop: {} (an owned tokio loop cannot run \
                  inside a tokio runtime's async context; use oneloop_tokio::attach() there)",
                 panic_message(&*payload)
             ))
-        })?
+        })
     }
 
     fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {

@@ -1,24 +1,35 @@
-//! The one native task that runs oneloop on tokio.
+//! The driver that runs oneloop on tokio: a future that selects, dispatches
+//! and re-arms, polled as **one** native task (attached) or as the future
+//! each owned turn blocks on (owned).
 //!
 //! # Invariants
 //!
-//! - Exactly one tokio task (the [`DriverTask`], a `spawn_local` on the
-//!   `LocalSet` or `LocalRuntime`) calls [`Driver::dispatch`]. oneloop's ready
-//!   queue, timers and fd registry stay in the scheduler: never a tokio task
-//!   per callback (PERFORMANCE.md: 18 ns vs 166 ns per callback) and never a
+//! - Exactly one future (a [`DriverTask`] spawned on the host's `LocalSet`
+//!   or `LocalRuntime` when attached, the owned [`Turn`] of the current
+//!   `run_*` when owned) calls [`Driver::dispatch`]. oneloop's ready queue,
+//!   timers and fd registry stay in the scheduler: never a tokio task per
+//!   callback (PERFORMANCE.md: 18 ns vs 166 ns per callback) and never a
 //!   tokio timer per oneloop timer (one `Sleep`, reset to the earliest
 //!   deadline).
+//! - Owned, the driver is the root future of the turn's `block_on`, not a
+//!   task on the `LocalSet`: tokio polls it when its waker is woken, which
+//!   spares every iteration the `LocalSet`'s scheduling of a task (its
+//!   queue, the task's state transitions, its join handle).
 //! - Every watched fd, and the wake of other threads, is in the loop's
 //!   [`Selector`], a private level-triggered epoll set that tokio's reactor
 //!   watches as **one** `AsyncFd` (one fd of the loop's own, however many
 //!   it watches; none of the user's). tokio's reactor is edge-triggered:
-//!   its readiness flag only says "select now". A select that reports fds is
-//!   followed by another at the next poll (what the callbacks left unread is
-//!   reported again), and only a select that finds nothing clears tokio's
-//!   flag, so the next edge wakes the driver.
+//!   its readiness flag only says "select now", and only a select that
+//!   finds nothing clears it, so the next edge wakes the driver.
+//! - Level triggering: after an iteration whose select reported fds, the
+//!   driver selects again **at once** (what the callbacks left unread is
+//!   reported again, for the next iteration), rather than after another
+//!   turn of tokio's reactor: with one event per wake-up (a request, a
+//!   reply) that second look finds nothing, clears tokio's flag, and the
+//!   driver sleeps after one tokio turn instead of two.
 //! - One poll of the driver is one scheduler iteration at most: select,
-//!   dispatch, re-arm.
-//!   With more work queued it yields exactly as a tokio task awaiting
+//!   dispatch, re-arm. With more work queued (or owed: the second look
+//!   reported fds) it yields exactly as a tokio task awaiting
 //!   `yield_now()` does (its wake is deferred until tokio has run the other
 //!   ready tasks and polled its reactor), so tokio tasks on the same
 //!   `LocalSet`, and tokio's I/O, get their turn between batches: neither
@@ -44,8 +55,7 @@ use std::time::{Duration, Instant};
 
 use oneloop::backend::{Driver, Interest, NextDispatch, RemoteWake};
 use oneloop::native::{Selected, Selector};
-use tokio::io::unix::AsyncFd;
-use tokio::task::JoinHandle;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::time::Sleep;
 
 use crate::stats::Counters;
@@ -63,17 +73,16 @@ pub(crate) struct State {
     /// Select at the next poll whatever tokio says: the last select
     /// reported fds (level), or a registration was added.
     reselect: Cell<bool>,
-    /// The driver task's waker, from its last poll.
+    /// An iteration is owed: the select after the last one reported fds
+    /// or consumed a wake, already handed to the scheduler.
+    owed: Cell<bool>,
+    /// The driver's waker, from its last poll.
     task: RefCell<Option<Waker>>,
-    /// The driver task is inside its poll (no need to wake it).
+    /// The driver is inside its poll (no need to wake it).
     in_poll: Cell<bool>,
-    /// Owned mode: tokio has polled its reactor since this turn began.
-    pub(crate) io_fresh: Cell<bool>,
     /// What the driver did (remote wakes end an owned turn).
     pub(crate) counters: Rc<Counters>,
-    /// Owned mode: the `block_on` future of the current turn.
-    pub(crate) turn_waker: RefCell<Option<Waker>>,
-    /// `close()` ran: the driver task ends.
+    /// `close()` ran: the driver ends.
     pub(crate) closed: Cell<bool>,
     /// The runtime the fds are registered with.
     pub(crate) handle: tokio::runtime::Handle,
@@ -108,29 +117,30 @@ impl State {
             selector,
             wake,
             reselect: Cell::new(true),
+            owed: Cell::new(false),
             task: RefCell::new(None),
             in_poll: Cell::new(false),
-            io_fresh: Cell::new(true),
             counters,
-            turn_waker: RefCell::new(None),
             closed: Cell::new(false),
             handle,
         })
     }
 
-    /// Whether a dispatch would run callbacks.
-    pub(crate) fn is_live(&self) -> bool {
-        self.driver.is_live()
+    /// Whether the run halted (after `stop()`, or a panic under
+    /// `PanicPolicy::Propagate`). The dispatch that halts it arms `Now`
+    /// last, so only then is the loop asked.
+    fn halted(&self) -> bool {
+        self.armed.get() == NextDispatch::Now && !self.driver.is_live()
     }
 
-    /// Make the driver task run soon (from outside its poll).
+    /// Make the driver run soon (from outside its poll).
     pub(crate) fn wake_driver(&self) {
         if !self.in_poll.get() {
             self.wake_task();
         }
     }
 
-    /// Wake the driver task.
+    /// Wake the driver.
     pub(crate) fn wake_task(&self) {
         if let Some(w) = self.task.borrow().as_ref() {
             w.wake_by_ref();
@@ -141,12 +151,6 @@ impl State {
         let mut task = self.task.borrow_mut();
         if !task.as_ref().is_some_and(|w| w.will_wake(waker)) {
             *task = Some(waker.clone());
-        }
-    }
-
-    fn wake_turn(&self) {
-        if let Some(w) = self.turn_waker.borrow_mut().take() {
-            w.wake();
         }
     }
 
@@ -168,60 +172,20 @@ impl State {
         self.selector.get_ref().clear();
     }
 
-    /// Select if tokio flagged the selector or a reselect is due, reporting
-    /// each ready fd to the scheduler (see the module docs).
-    ///
-    /// tokio's flag is cleared only after a select made under its guard
-    /// reported no fd (a wake it consumed counts as drained): every event
-    /// after that select carries a newer reactor tick, which
-    /// `clear_ready` leaves alone, so no edge is lost even if the reactor
-    /// ran on another thread. Otherwise the flag stays and the next poll
-    /// selects again. Either way the waker is registered or a reselect is
-    /// due when this returns.
-    fn poll_selector(&self, cx: &mut Context<'_>) -> Selected {
+    /// One zero-timeout select, reporting each ready fd to the scheduler.
+    fn select_now(&self) -> Selected {
         let driver = &self.driver;
-        let select = || {
-            let seen = self
-                .selector
-                .get_ref()
-                .select(Some(Duration::ZERO), |fd, r| driver.fd_ready(fd, r));
-            Counters::bump(&self.counters.selects, 1);
-            // Not expected of a zero-timeout select on our own epoll fd;
-            // try again at the next poll rather than lose an event.
-            seen.unwrap_or_else(|_| {
-                self.reselect.set(true);
-                Selected::default()
-            })
-        };
-        let due = self.reselect.replace(false);
-        let mut seen = Selected::default();
-        let mut selected = false;
-        // Bounded: tokio's flag comes back after a clear only with a new
-        // reactor event.
-        for _ in 0..3 {
-            match self.selector.poll_read_ready(cx) {
-                Poll::Ready(Ok(mut guard)) => {
-                    let now = select();
-                    selected = true;
-                    seen.fds += now.fds;
-                    seen.woken |= now.woken;
-                    if now.fds > 0 {
-                        guard.retain_ready();
-                        break;
-                    }
-                    guard.clear_ready();
-                }
-                // The reactor is shutting down: the runtime ends this task.
-                Poll::Ready(Err(_)) => break,
-                // The waker is registered for the next edge.
-                Poll::Pending => {
-                    if due && !selected {
-                        seen = select();
-                    }
-                    break;
-                }
-            }
-        }
+        let seen = self
+            .selector
+            .get_ref()
+            .select(Some(Duration::ZERO), |fd, r| driver.fd_ready(fd, r));
+        Counters::bump(&self.counters.selects, 1);
+        // Not expected of a zero-timeout select on our own epoll fd; try
+        // again at the next poll rather than lose an event.
+        let seen = seen.unwrap_or_else(|_| {
+            self.reselect.set(true);
+            Selected::default()
+        });
         if seen.fds > 0 {
             // Level-triggered: what the callbacks leave unread is reported
             // by the next select.
@@ -230,32 +194,101 @@ impl State {
         Counters::bump(&self.counters.fd_reports, seen.fds as u64);
         seen
     }
+
+    /// Select if tokio flagged the selector or a reselect is due (see the
+    /// module docs).
+    ///
+    /// tokio's flag is cleared only after a select made under its guard
+    /// reported no fd (a wake it consumed counts as drained): every event
+    /// after that select carries a newer reactor tick, which
+    /// `clear_ready` leaves alone, so no edge is lost even if the reactor
+    /// ran on another thread. When the select reported fds, the flag stays
+    /// set and its guard is handed back, for [`select_again`] to clear
+    /// without asking tokio again. Either way the waker is registered or a
+    /// reselect is due when this returns.
+    ///
+    /// [`select_again`]: State::select_again
+    fn poll_selector(&self, cx: &mut Context<'_>) -> (Selected, Option<Flag<'_>>) {
+        let due = self.reselect.replace(false);
+        let mut seen = Selected::default();
+        let mut selected = false;
+        // Bounded: tokio's flag comes back after a clear only with a new
+        // reactor event.
+        for _ in 0..3 {
+            match self.selector.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut flag)) => {
+                    let now = self.select_now();
+                    selected = true;
+                    seen.fds += now.fds;
+                    seen.woken |= now.woken;
+                    if now.fds > 0 {
+                        return (seen, Some(flag));
+                    }
+                    flag.clear_ready();
+                }
+                // The reactor is shutting down: the runtime ends the driver.
+                Poll::Ready(Err(_)) => break,
+                // The waker is registered for the next edge.
+                Poll::Pending => {
+                    if due && !selected {
+                        seen = self.select_now();
+                    }
+                    break;
+                }
+            }
+        }
+        (seen, None)
+    }
+
+    /// The select right after an iteration whose select reported fds (or
+    /// added one): reports what is still ready, for the next iteration, or
+    /// clears tokio's flag (under `flag`, the guard of the select before
+    /// the iteration, if it had one) and registers the waker.
+    fn select_again(&self, flag: Option<Flag<'_>>, cx: &mut Context<'_>) -> Selected {
+        let Some(mut flag) = flag else {
+            // Dropping a guard leaves tokio's flag set.
+            return self.poll_selector(cx).0;
+        };
+        self.reselect.set(false);
+        let now = self.select_now();
+        if now.fds > 0 {
+            return now;
+        }
+        flag.clear_ready();
+        drop(flag);
+        // Register the waker for the next edge (or select one that came
+        // meanwhile).
+        let (mut more, _kept) = self.poll_selector(cx);
+        more.woken |= now.woken;
+        more
+    }
 }
 
-/// The driver task: one per loop, see the module docs.
-pub(crate) struct DriverTask {
-    state: Rc<State>,
-    /// The single timer.
+/// tokio's readiness flag on the selector, held between a select that
+/// reported fds and the one after the iteration.
+type Flag<'a> = AsyncFdReadyGuard<'a, Selector>;
+
+/// The driver's one timer: a `Sleep` reset to the earliest armed deadline.
+pub(crate) struct DriverTimer {
     sleep: Pin<Box<Sleep>>,
     /// The deadline `sleep` is set to.
     sleep_at: Option<Instant>,
 }
 
-impl fmt::Debug for DriverTask {
+impl fmt::Debug for DriverTimer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DriverTask")
+        f.debug_struct("DriverTimer")
             .field("sleep_at", &self.sleep_at)
             .finish()
     }
 }
 
-impl DriverTask {
-    /// A driver for `state`. Must run inside the runtime's context: the
+impl DriverTimer {
+    /// A timer far away. Must run inside the runtime's context: the
     /// `Sleep` is made here, which fails loudly on a runtime without timers.
-    pub(crate) fn new(state: Rc<State>) -> DriverTask {
+    pub(crate) fn new() -> DriverTimer {
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-        DriverTask {
-            state,
+        DriverTimer {
             sleep: Box::pin(tokio::time::sleep_until(far)),
             sleep_at: None,
         }
@@ -263,7 +296,7 @@ impl DriverTask {
 
     /// Point the `Sleep` at `when` and register for it; true if it is
     /// already due.
-    fn arm_sleep(&mut self, when: Instant, cx: &mut Context<'_>) -> bool {
+    fn arm(&mut self, when: Instant, cx: &mut Context<'_>) -> bool {
         // tokio's wheel spans ~2 years; a later deadline wakes early, finds
         // nothing due, and re-arms (TM-07).
         let cap = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -276,59 +309,106 @@ impl DriverTask {
     }
 }
 
+impl State {
+    /// One poll of the driver (see the module docs): select, dispatch if
+    /// anything is due, look again if the select reported fds, re-arm.
+    pub(crate) fn drive(&self, timer: &mut DriverTimer, cx: &mut Context<'_>) -> Driven {
+        if self.closed.get() {
+            return Driven {
+                closed: true,
+                remote: false,
+            };
+        }
+        self.register_task(cx.waker());
+        Counters::bump(&self.counters.polls, 1);
+        self.in_poll.set(true);
+        let (seen, flag) = unconstrained(cx, |cx| self.poll_selector(cx));
+        let mut remote = seen.woken;
+        let owed = self.owed.replace(false);
+        let due = match self.armed.get() {
+            NextDispatch::Now => true,
+            NextDispatch::At(t) => t <= Instant::now(),
+            NextDispatch::OnEvent => false,
+        };
+        if due || seen.any() || owed {
+            Counters::bump(&self.counters.dispatches, 1);
+            self.driver.dispatch();
+            if self.reselect.get() {
+                // The select reported fds (or one was added): look again
+                // now, so that the flag of tokio's edge-triggered reactor
+                // is cleared (or the fds still ready reported, for the next
+                // iteration) without another turn of tokio.
+                let more = unconstrained(cx, |cx| self.select_again(flag, cx));
+                remote |= more.woken;
+                self.owed.set(more.any());
+            }
+        }
+        if remote {
+            Counters::bump(&self.counters.remote_wakes, 1);
+        }
+        // Re-arm from what the scheduler asked at the end of the dispatch.
+        let again = unconstrained(cx, |cx| match self.armed.get() {
+            NextDispatch::Now => true,
+            // Already due: tokio's wheel would round it up to its next
+            // 1 ms tick.
+            NextDispatch::At(t) if t <= Instant::now() => true,
+            NextDispatch::At(t) => timer.arm(t, cx),
+            NextDispatch::OnEvent => false,
+        }) || self.owed.get();
+        self.in_poll.set(false);
+        let closed = self.closed.get();
+        if again && !closed {
+            yield_to_tokio(cx);
+        }
+        Driven { closed, remote }
+    }
+}
+
+/// What one poll of the driver saw.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Driven {
+    /// The loop was closed: the driver ends.
+    pub(crate) closed: bool,
+    /// It consumed a remote wake.
+    pub(crate) remote: bool,
+}
+
+/// The attached driver: the one task a loop spawns on its host's
+/// `LocalSet`/`LocalRuntime`, polled by tokio like any local task.
+pub(crate) struct DriverTask {
+    state: Rc<State>,
+    timer: DriverTimer,
+}
+
+impl fmt::Debug for DriverTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DriverTask")
+            .field("timer", &self.timer)
+            .finish()
+    }
+}
+
+impl DriverTask {
+    /// A driver for `state`. Must run inside the runtime's context (see
+    /// [`DriverTimer::new`]).
+    pub(crate) fn new(state: Rc<State>) -> DriverTask {
+        DriverTask {
+            state,
+            timer: DriverTimer::new(),
+        }
+    }
+}
+
 impl Future for DriverTask {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let st = this.state.clone();
-        if st.closed.get() {
-            return Poll::Ready(());
+        if this.state.drive(&mut this.timer, cx).closed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
-        st.register_task(cx.waker());
-        let driver = &st.driver;
-        if !st.io_fresh.get() {
-            // An owned turn just began: let tokio poll its reactor first, so
-            // fds already ready are part of this iteration (LC-05). The turn
-            // wakes us.
-            return Poll::Pending;
-        }
-        Counters::bump(&st.counters.polls, 1);
-        st.in_poll.set(true);
-        let seen = unconstrained(cx, |cx| st.poll_selector(cx));
-        let remote = seen.woken;
-        if remote {
-            Counters::bump(&st.counters.remote_wakes, 1);
-        }
-        let due = match st.armed.get() {
-            NextDispatch::Now => true,
-            NextDispatch::At(t) => t <= Instant::now(),
-            NextDispatch::OnEvent => false,
-        };
-        if due || seen.any() {
-            Counters::bump(&st.counters.dispatches, 1);
-            driver.dispatch();
-        }
-        // Re-arm from what the scheduler asked at the end of the dispatch.
-        let again = unconstrained(cx, |cx| match st.armed.get() {
-            NextDispatch::Now => true,
-            // Already due: tokio's wheel would round it up to its next
-            // 1 ms tick.
-            NextDispatch::At(t) if t <= Instant::now() => true,
-            NextDispatch::At(t) => this.arm_sleep(t, cx),
-            NextDispatch::OnEvent => false,
-        }) || st.reselect.get();
-        st.in_poll.set(false);
-        if remote || !st.is_live() {
-            st.wake_turn();
-        }
-        if st.closed.get() {
-            return Poll::Ready(());
-        }
-        if again {
-            yield_to_tokio(cx);
-        }
-        Poll::Pending
     }
 }
 
@@ -358,61 +438,38 @@ fn unconstrained<R>(cx: &mut Context<'_>, f: impl FnOnce(&mut Context<'_>) -> R)
     }
 }
 
-/// The future of one owned-mode turn: runs the `LocalSet` until the loop
-/// halts (after `stop()`) or a remote wake arrives (it may be for the root
-/// future of `run_until_complete`, which the scheduler polls between turns).
+/// One owned-mode turn: the root future of the turn's `block_on` (on the
+/// owned `LocalSet`), which **is** the driver while it runs. It ends once
+/// the loop halts (after `stop()`) or a remote wake arrived (it may be for
+/// the root future of `run_until_complete`, which the scheduler polls
+/// between turns).
 pub(crate) struct Turn<'a> {
     pub(crate) state: &'a State,
-    pub(crate) task: &'a RefCell<Option<JoinHandle<()>>>,
-    pub(crate) start: u64,
+    pub(crate) timer: &'a mut DriverTimer,
     pub(crate) primed: bool,
 }
 
 impl Future for Turn<'_> {
-    type Output = io::Result<()>;
+    type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let st = self.state;
-        if !self.primed {
-            // First poll: yield once so tokio polls its reactor before the
-            // driver's first dispatch of this turn.
-            self.primed = true;
-            st.io_fresh.set(false);
-            cx.waker().wake_by_ref();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let st = this.state;
+        if !this.primed {
+            // First poll: let tokio poll its reactor before this turn's
+            // first dispatch, so that fds already ready are part of it
+            // (LC-05), and select whatever tokio then says.
+            this.primed = true;
+            st.reselect.set(true);
+            yield_to_tokio(cx);
             return Poll::Pending;
         }
-        if !st.io_fresh.replace(true) {
-            st.wake_task();
+        let driven = st.drive(this.timer, cx);
+        if driven.closed || driven.remote || st.halted() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
-        let ended = {
-            let mut task = self.task.borrow_mut();
-            match task.as_mut().map(|h| Pin::new(h).poll(cx)) {
-                Some(Poll::Ready(end)) => {
-                    *task = None;
-                    Some(end)
-                }
-                _ => None,
-            }
-        };
-        if let Some(end) = ended {
-            // The driver never ends while the loop is open: it panicked
-            // (a bug in this adapter) or was cancelled.
-            let why = match end {
-                Err(e) if e.is_panic() => {
-                    format!("panicked: {}", panic_message(&*e.into_panic()))
-                }
-                Err(e) => e.to_string(),
-                Ok(()) => "ended".to_owned(),
-            };
-            return Poll::Ready(Err(io::Error::other(format!(
-                "the oneloop driver task {why}"
-            ))));
-        }
-        if st.counters.remote_wakes.get() != self.start || !st.is_live() {
-            return Poll::Ready(Ok(()));
-        }
-        *st.turn_waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
     }
 }
 

@@ -69,11 +69,12 @@
 //!
 //! | oneloop | tokio |
 //! |---|---|
-//! | ready queue, timers, fd registry | oneloop's scheduler, drained by **one** local task |
+//! | ready queue, timers, fd registry | oneloop's scheduler, drained by **one** driver: a local task when attached; owned, the future each `run_*` turn blocks on (no task scheduling per iteration) |
 //! | `call_later`/`call_at` | one `Sleep`, reset to the earliest deadline; the wheel rounds up to 1 ms, so timers are never early and at most ~1 ms late ([`clock_resolution`](oneloop::Loop::clock_resolution) = 1 ms) |
 //! | `add_reader`/`add_writer` | the loop's [`Selector`](oneloop::native::Selector), a private level-triggered epoll set, registered with tokio as **one** `AsyncFd` however many fds it holds (no fd of the user's is ever registered with tokio, and none is duplicated); an fd change is one `epoll_ctl` on it; level-triggered by selecting again after every iteration that reported fds |
 //! | `call_soon_threadsafe` | an eventfd in the selector: one `write(2)`, async-signal-safe, coalesced |
 //! | fairness | the driver runs one batch per poll, then yields as a tokio task awaiting `yield_now()` does |
+//! | level-triggered fds on tokio's edge-triggered reactor | after an iteration whose select reported fds, the driver selects again at once: what is still ready is reported for the next iteration, and when nothing is, tokio's flag is cleared, so one event per wake-up costs one tokio turn |
 //! | `run_in_executor` | oneloop's pool by default; [`BlockingExecutor`] puts it on tokio's `spawn_blocking` pool |
 //! | `run_until_complete`'s future | polled between turns with the runtime and the `LocalSet` entered, so it may await tokio futures directly |
 //! | panics in callbacks | caught by oneloop (exception handler or `PanicPolicy`), never tokio's task-panic path |

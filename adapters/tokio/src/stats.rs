@@ -1,11 +1,11 @@
-//! [`DriverStats`]: what the driver task did, for tests, benchmarks and
+//! [`DriverStats`]: what the driver did, for tests, benchmarks and
 //! host drivers that need to know whether an iteration dispatched anything.
 
 use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
 
-/// The counters behind [`DriverStats`]; bumped by the driver task.
+/// The counters behind [`DriverStats`]; bumped by the driver.
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) polls: Cell<u64>,
@@ -21,8 +21,9 @@ impl Counters {
     }
 }
 
-/// A live view of a [`TokioBackend`](crate::TokioBackend)'s driver task;
-/// cheap to clone, stays valid after the loop is closed.
+/// A live view of a [`TokioBackend`](crate::TokioBackend)'s driver (the
+/// task it spawns when attached, the future each `run_*` turn blocks on
+/// when owned); cheap to clone, stays valid after the loop is closed.
 ///
 /// # Examples
 ///
@@ -43,7 +44,7 @@ pub struct DriverStats {
 }
 
 impl DriverStats {
-    /// Times tokio polled the driver task.
+    /// Times tokio polled the driver.
     pub fn polls(&self) -> u64 {
         self.counters.polls.get()
     }
@@ -66,7 +67,7 @@ impl DriverStats {
 
     /// Zero-timeout selects of the loop's
     /// [`Selector`](oneloop::native::Selector): one when tokio flags it,
-    /// and one more after every iteration that reported fds (level
+    /// and one more right after every iteration that reported fds (level
     /// triggering on tokio's edge-triggered reactor).
     pub fn selects(&self) -> u64 {
         self.counters.selects.get()

@@ -281,3 +281,85 @@ fn writer_added_to_reader_only_fd_sees_writable_fd() {
         lp.close().unwrap();
     });
 }
+
+/// One event per wake-up (a request, then silence: what a server sees from
+/// one client) costs one poll of the driver: the select after the
+/// iteration finds the fd drained and clears tokio's flag then, instead of
+/// leaving it for another poll after another turn of tokio's reactor.
+/// Both modes.
+async fn one_poll_per_event(lp: Loop, stats: oneloop_tokio::DriverStats) {
+    const EVENTS: u64 = 20;
+    let (a, b) = UnixStream::pair().unwrap();
+    b.set_nonblocking(true).unwrap();
+    let b = Rc::new(b);
+    let got = Rc::new(Cell::new(0u64));
+    let polls_at_first = Rc::new(Cell::new(None));
+    let done = lp.create_future::<()>();
+    {
+        let (b2, got, first, st, done) = (
+            b.clone(),
+            got.clone(),
+            polls_at_first.clone(),
+            stats.clone(),
+            done.clone(),
+        );
+        lp.add_reader(&*b, move || {
+            let mut buf = [0u8; 8];
+            if let Ok(n) = (&*b2).read(&mut buf) {
+                got.set(got.get() + n as u64);
+                first.set(first.get().or(Some(st.polls())));
+                if got.get() == EVENTS {
+                    let _ = done.set_result(());
+                }
+            }
+        })
+        .unwrap();
+    }
+    let tid = util::current_tid();
+    let writer = std::thread::spawn(move || {
+        let mut a = a;
+        for _ in 0..EVENTS {
+            // Only once the loop's thread sleeps again: one event per
+            // wake-up.
+            util::wait_until_asleep(tid, std::time::Instant::now() + util::LIMIT);
+            a.write_all(b"x").unwrap();
+        }
+        a
+    });
+    done.await.unwrap();
+    let _a = writer.join().unwrap();
+    assert_eq!(got.get(), EVENTS);
+    let polls = stats.polls() - polls_at_first.get().unwrap();
+    // Counted from the first event's poll; each later event costs one poll.
+    // (Two per event before: the iteration, then the look that cleared the
+    // flag, one tokio turn later.)
+    assert!(
+        polls <= EVENTS - 1 + 2,
+        "{polls} driver polls for {} events after the first",
+        EVENTS - 1
+    );
+    assert!(lp.remove_reader(&*b));
+}
+
+#[test]
+fn one_poll_per_event_owned() {
+    let backend = oneloop_tokio::TokioBackend::new().unwrap();
+    let stats = backend.stats();
+    let lp = Loop::with_backend(backend).unwrap();
+    let dog = Watchdog::stop_loop(&lp, util::LIMIT);
+    let t = lp.spawn(one_poll_per_event(lp.clone(), stats)).unwrap();
+    let out = lp.run_until_complete(t);
+    dog.assert_not_fired("one poll per event");
+    out.unwrap().unwrap();
+}
+
+#[test]
+fn one_poll_per_event_attached() {
+    in_local_set(async {
+        let backend = oneloop_tokio::TokioBackend::attached().unwrap();
+        let stats = backend.stats();
+        let lp = Loop::with_backend(backend).unwrap();
+        one_poll_per_event(lp.clone(), stats).await;
+        lp.close().unwrap();
+    });
+}

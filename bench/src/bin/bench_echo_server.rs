@@ -18,5 +18,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let kind: Server = args.get("server", Server::Protocol)?;
     let lp: LoopKind = args.get("loop", LoopKind::Native)?;
     let port: u16 = args.get("port", 0)?;
+    // Thousands of connections (`bench_echo_10k`) need more fds than the
+    // usual soft limit of 1024.
+    oneloop_bench::echo::c10k::raise_nofile();
     server::run(kind, lp, port)
 }

@@ -244,7 +244,7 @@ pub fn run(config: &MatrixConfig) -> io::Result<Results> {
 }
 
 /// `argv`, under `taskset -c cpu` when pinning.
-fn pinned(pin: bool, cpu: &str, argv: &[String]) -> Command {
+pub(crate) fn pinned(pin: bool, cpu: &str, argv: &[String]) -> Command {
     let mut cmd = if pin {
         let mut cmd = Command::new("taskset");
         cmd.args(["-c", cpu]).arg(&argv[0]);

@@ -12,6 +12,7 @@
 //! | [`control`] | the server's stdin/stdout control protocol (port, CPU time, quit) |
 //! | [`matrix`] | the driver: cells, interleaved timed rounds, targets, tables |
 //! | [`instructions`] | the driver's callgrind pass: user-space instructions per request |
+//! | [`c10k`] | 10 000 concurrent connections: connect time and server CPU on every loop (binary `bench_echo_10k`) |
 //!
 //! The binaries `bench_echo_server`, `bench_echo_load` and `bench_echo_matrix` (the driver
 //! that runs every cell in interleaved rounds and prints same-round ratios)
@@ -20,6 +21,7 @@
 
 pub mod args;
 pub mod bridge;
+pub mod c10k;
 pub mod control;
 pub mod floor;
 pub mod instructions;

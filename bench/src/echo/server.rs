@@ -50,6 +50,11 @@ pub enum LoopKind {
     Glib,
     /// calloop (`oneloop-calloop`).
     Calloop,
+    /// calloop, attached: the server runs its own `EventLoop` (a
+    /// compositor's shape) and oneloop is attached to it
+    /// (`oneloop_calloop::attach`). Not in [`LoopKind::ALL`]: the perf gate
+    /// counts it, the matrix does not run it.
+    CalloopAttached,
     /// uvloop 0.23 under CPython (the Python servers of the matrix).
     Uvloop,
     /// CPython's own asyncio loop (the Python servers of the matrix).
@@ -109,10 +114,11 @@ impl FromStr for LoopKind {
             "async-std" | "async-io" | "smol" => Ok(LoopKind::AsyncStd),
             "glib" => Ok(LoopKind::Glib),
             "calloop" => Ok(LoopKind::Calloop),
+            "calloop-attached" => Ok(LoopKind::CalloopAttached),
             "uvloop" => Ok(LoopKind::Uvloop),
             "asyncio" => Ok(LoopKind::Asyncio),
             _ => Err(format!(
-                "unknown loop `{s}` (native, tokio, async-std, glib, calloop, uvloop, asyncio)"
+                "unknown loop `{s}` (native, tokio, async-std, glib, calloop, calloop-attached, uvloop, asyncio)"
             )),
         }
     }
@@ -137,6 +143,7 @@ impl fmt::Display for LoopKind {
             LoopKind::AsyncStd => "async-std",
             LoopKind::Glib => "glib",
             LoopKind::Calloop => "calloop",
+            LoopKind::CalloopAttached => "calloop-attached",
             LoopKind::Uvloop => "uvloop",
             LoopKind::Asyncio => "asyncio",
         })
@@ -151,7 +158,7 @@ pub fn supported(server: Server, kind: LoopKind) -> bool {
         LoopKind::Tokio => cfg!(feature = "tokio"),
         LoopKind::AsyncStd => cfg!(feature = "smol"),
         LoopKind::Glib => cfg!(feature = "glib"),
-        LoopKind::Calloop => cfg!(feature = "calloop"),
+        LoopKind::Calloop | LoopKind::CalloopAttached => cfg!(feature = "calloop"),
         LoopKind::Uvloop | LoopKind::Asyncio => false,
     };
     match server {
@@ -160,7 +167,9 @@ pub fn supported(server: Server, kind: LoopKind) -> bool {
         Server::Raw => match kind {
             LoopKind::Tokio => true,
             LoopKind::AsyncStd | LoopKind::Glib | LoopKind::Calloop => adapter,
-            LoopKind::Native | LoopKind::Uvloop | LoopKind::Asyncio => false,
+            LoopKind::Native | LoopKind::CalloopAttached | LoopKind::Uvloop | LoopKind::Asyncio => {
+                false
+            }
         },
         Server::Floor => kind == LoopKind::Native,
     }
@@ -202,6 +211,10 @@ pub fn serve(
         Server::Floor => return Ok(super::floor::run(addr, listening)?),
         Server::Protocol | Server::Streams => {}
     }
+    #[cfg(feature = "calloop")]
+    if kind == LoopKind::CalloopAttached {
+        return serve_calloop_attached(server, addr, listening);
+    }
     let lp = new_loop(kind)?;
     let srv = match server {
         Server::Protocol => lp.run_until_complete(lp.create_server(Echo::default, addr))??,
@@ -219,10 +232,49 @@ pub fn serve(
     Ok(())
 }
 
+/// A compositor's shape: the server owns a calloop `EventLoop` and runs it
+/// with `EventLoop::run`; oneloop is attached to it, and its server is
+/// started from a oneloop task (an attached loop refuses `run_*`).
+#[cfg(feature = "calloop")]
+fn serve_calloop_attached(
+    server: Server,
+    addr: SocketAddr,
+    listening: impl FnOnce(u16),
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    let mut event_loop: calloop::EventLoop<'static, ()> = calloop::EventLoop::try_new()?;
+    let lp = oneloop_calloop::attach(event_loop.handle())?;
+    let started: Rc<RefCell<Option<oneloop::Result<oneloop::Server>>>> = Rc::default();
+    let (lp2, slot) = (lp.clone(), started.clone());
+    lp.spawn(async move {
+        let srv = match server {
+            Server::Streams => lp2.start_server(echo_stream, addr).await,
+            _ => lp2.create_server(Echo::default, addr).await,
+        };
+        *slot.borrow_mut() = Some(srv);
+    })?;
+    while started.borrow().is_none() {
+        event_loop.dispatch(None, &mut ())?;
+    }
+    let srv = started.borrow_mut().take().expect("set above")?;
+    let port = srv
+        .local_addrs()
+        .first()
+        .and_then(|a| a.as_inet())
+        .ok_or("the server has no address")?
+        .port();
+    listening(port);
+    event_loop.run(None, &mut (), |_| {})?;
+    Ok(())
+}
+
 /// A new oneloop loop of `kind` (owned mode).
 ///
 /// # Errors
-/// If the backend cannot be built or its feature is off.
+/// If the backend cannot be built or its feature is off (and for
+/// [`LoopKind::CalloopAttached`], which only [`serve`] runs).
 pub fn new_loop(kind: LoopKind) -> oneloop::Result<Loop> {
     match kind {
         LoopKind::Native => Loop::new(),

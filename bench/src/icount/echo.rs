@@ -6,9 +6,10 @@
 //! [`REQUESTS`] counted; per request, every thread of the server process.
 //!
 //! Variants: `floor` (the bare-epoll server), `native` and `on-<host>`
-//! (oneloop's protocol echo on the default loop and each adapter),
-//! `streams-native` and `streams-on-<host>` (oneloop's streams echo), and
-//! `<host>` (the host's own echo, `raw` in the matrix).
+//! (oneloop's protocol echo on the default loop and each adapter, owned;
+//! and `on-calloop-attached`, attached to the server's own calloop event
+//! loop), `streams-native` and `streams-on-<host>` (oneloop's streams
+//! echo), and `<host>` (the host's own echo, `raw` in the matrix).
 //!
 //! With one request in flight each request is one wake-up of the server:
 //! the client writes the whole request (on loopback it is in the server's
@@ -52,6 +53,12 @@ pub fn cases() -> Vec<Case> {
     for (variant, _) in loops() {
         v.push(c(&format!("streams-{variant}")));
     }
+    // calloop attached, a compositor's shape (the host runs the event
+    // loop), beside the owned loop that `loops()` has.
+    if server::supported(Server::Protocol, LoopKind::CalloopAttached) {
+        v.push(c("on-calloop-attached"));
+        v.push(c("streams-on-calloop-attached"));
+    }
     for host in HOSTS {
         if server::supported(Server::Raw, host_kind(host)) {
             v.push(c(host));
@@ -69,6 +76,7 @@ fn host_kind(host: &str) -> LoopKind {
         "async-io" => LoopKind::AsyncStd,
         "glib" => LoopKind::Glib,
         "calloop" => LoopKind::Calloop,
+        "calloop-attached" => LoopKind::CalloopAttached,
         _ => LoopKind::Native,
     }
 }

@@ -339,7 +339,11 @@ fn references(case: &str) -> (Option<String>, Option<String>) {
     };
     let floor = (variant != "floor").then(|| format!("{workload}/floor"));
     let v = variant.strip_prefix("streams-").unwrap_or(variant);
-    let host = v.strip_prefix("on-").map(|h| format!("{workload}/{h}"));
+    // An attached loop is compared with its host's own primitive too.
+    let host = v.strip_prefix("on-").map(|h| {
+        let h = h.strip_suffix("-attached").unwrap_or(h);
+        format!("{workload}/{h}")
+    });
     (floor, host)
 }
 

@@ -64,7 +64,10 @@ impl Ready {
     }
 
     /// Run the item; a panic unwinds out of here, to the batch's guard.
-    #[inline]
+    /// Always inlined: in the batch loop the call itself (a stack frame,
+    /// the item spilled to memory, a second dispatch on its variant) was
+    /// ~15 instructions of a `call_soon`'s ~200 outside the allocator.
+    #[inline(always)]
     pub(super) fn run_unguarded(self) {
         match self {
             Ready::Call(cb, _) => cb.run(),
