@@ -239,8 +239,14 @@ impl Core {
     /// the callbacks have drained what they read: re-armed before, the
     /// selector's fd (readable while any watched fd is) would wake the
     /// task again for nothing.
-    fn poll_selector(&self, cx: &mut Context<'_>) -> (Selected, bool) {
-        let mut due = self.reselect.replace(false);
+    ///
+    /// `busy`: the last dispatch armed `Now` (callbacks are queued). The
+    /// task is then woken directly, not by the reactor, which may not poll
+    /// for a long time while the loop stays busy; select anyway, so that an
+    /// fd that became ready meanwhile is dispatched in the next iteration
+    /// (CB-04), as a zero-timeout `epoll_wait` per busy iteration.
+    fn poll_selector(&self, cx: &mut Context<'_>, busy: bool) -> (Selected, bool) {
+        let mut due = self.reselect.replace(false) | busy;
         let armed = match self.selector.poll_readable(cx) {
             Poll::Ready(_) => {
                 due = true;
@@ -304,8 +310,9 @@ impl Core {
             Gate::Open | Gate::Turn => {}
         }
 
-        let mut fire = self.now.replace(false) | self.owed.replace(false);
-        let (seen, armed) = self.poll_selector(cx);
+        let busy = self.now.replace(false);
+        let mut fire = busy | self.owed.replace(false);
+        let (seen, armed) = self.poll_selector(cx, busy);
         fire |= seen.any();
         fire |= self.poll_timer(cx);
         if !fire {
