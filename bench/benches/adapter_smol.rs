@@ -1,5 +1,5 @@
-//! oneloop on the async-io engine of smol and async-std
-//! (`oneloop-async-std`, owned mode) against that engine's own primitives
+//! oneloop on smol's engine, async-io + async-executor
+//! (`oneloop-smol`, owned mode) against that engine's own primitives
 //! and the plain-Rust floor, in the same run: `call_soon` vs
 //! `LocalExecutor::spawn`, `call_at` vs a task awaiting an
 //! `async_io::Timer` per timer. `call_soon_threadsafe` is measured against
@@ -12,16 +12,16 @@ use std::time::Instant;
 use async_executor::LocalExecutor;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use oneloop::Loop;
-use oneloop_async_std::AsyncIoBackend;
 use oneloop_bench::cpu::thread_cpu_time;
 use oneloop_bench::mode;
 use oneloop_bench::ratios::Table;
 use oneloop_bench::workload::{
     self, BATCH, Fired, Lateness, add, deadlines, fire_floor, fire_oneloop, fire_table, timed,
 };
+use oneloop_smol::SmolBackend;
 
 fn new_loop() -> oneloop::Result<Loop> {
-    Loop::with_backend(AsyncIoBackend::new()?)
+    Loop::with_backend(SmolBackend::new()?)
 }
 
 fn call_soon(c: &mut Criterion) {
@@ -103,6 +103,6 @@ fn main() {
             ],
             2,
         );
-        workload::assert_never_early("async-io", &results, 1);
+        workload::assert_never_early("smol", &results, 1);
     }
 }

@@ -48,9 +48,8 @@ fn bench(c: &mut Criterion) {
     }
     #[cfg(feature = "smol")]
     {
-        oneloop(&mut g, "oneloop_async_io", &|| {
-            Loop::with_backend(oneloop_async_std::AsyncIoBackend::new().expect("backend"))
-                .expect("loop")
+        oneloop(&mut g, "oneloop_smol", &|| {
+            Loop::with_backend(oneloop_smol::SmolBackend::new().expect("backend")).expect("loop")
         });
         g.bench_function(BenchmarkId::new("async_io_readable", n), |b| {
             host::async_io_readable(b, n);
@@ -293,7 +292,7 @@ fn main() {
         .print();
     for (host, oneloop) in [
         ("tokio_asyncfd", "oneloop_tokio"),
-        ("async_io_readable", "oneloop_async_io"),
+        ("async_io_readable", "oneloop_smol"),
         ("glib_unix_fd", "oneloop_glib"),
         ("calloop_generic", "oneloop_calloop"),
     ] {

@@ -1,7 +1,7 @@
 //! Examples of oneloop: the same protocol code on every loop.
 //!
 //! The binaries are the examples; this library is the little they share.
-//! Each binary takes `--loop native|tokio|async-std|glib|calloop` and runs
+//! Each binary takes `--loop native|tokio|smol|glib|calloop` and runs
 //! the very same [`Protocol`](oneloop::Protocol) or stream code on the loop
 //! named, because every adapter yields the same [`oneloop::Loop`].
 //!

@@ -22,9 +22,10 @@ pub enum LoopKind {
     Native,
     /// A tokio current-thread runtime (`oneloop_tokio::new_loop`).
     Tokio,
-    /// The async-io engine of async-std and smol
-    /// (`oneloop_async_std::AsyncIoBackend::new`); `smol` is accepted too.
-    AsyncStd,
+    /// smol's engine, async-io's reactor and async-executor
+    /// (`oneloop_smol::SmolBackend::new`); `async-std` and `async_std` are
+    /// accepted as aliases (async-std runs on the same engine).
+    Smol,
     /// A GLib main context (`oneloop_glib::new_loop`).
     Glib,
     /// A calloop `EventLoop` (`oneloop_calloop::new_loop`).
@@ -36,17 +37,17 @@ impl LoopKind {
     pub const ALL: [LoopKind; 5] = [
         LoopKind::Native,
         LoopKind::Tokio,
-        LoopKind::AsyncStd,
+        LoopKind::Smol,
         LoopKind::Glib,
         LoopKind::Calloop,
     ];
 
-    /// The `--loop` name: `native`, `tokio`, `async-std`, `glib`, `calloop`.
+    /// The `--loop` name: `native`, `tokio`, `smol`, `glib`, `calloop`.
     pub fn name(self) -> &'static str {
         match self {
             LoopKind::Native => "native",
             LoopKind::Tokio => "tokio",
-            LoopKind::AsyncStd => "async-std",
+            LoopKind::Smol => "smol",
             LoopKind::Glib => "glib",
             LoopKind::Calloop => "calloop",
         }
@@ -61,7 +62,7 @@ impl LoopKind {
         match self {
             LoopKind::Native => Loop::new(),
             LoopKind::Tokio => oneloop_tokio::new_loop(),
-            LoopKind::AsyncStd => Loop::with_backend(oneloop_async_std::AsyncIoBackend::new()?),
+            LoopKind::Smol => Loop::with_backend(oneloop_smol::SmolBackend::new()?),
             LoopKind::Glib => oneloop_glib::new_loop(),
             LoopKind::Calloop => oneloop_calloop::new_loop(),
         }
@@ -81,13 +82,13 @@ impl FromStr for LoopKind {
         match name {
             "native" | "default" => Ok(LoopKind::Native),
             "tokio" => Ok(LoopKind::Tokio),
-            "async-std" | "async_std" | "smol" => Ok(LoopKind::AsyncStd),
+            "async-std" | "async_std" | "smol" => Ok(LoopKind::Smol),
             "glib" | "gtk" => Ok(LoopKind::Glib),
             "calloop" => Ok(LoopKind::Calloop),
             _ => Err(Error::new(
                 ErrorKind::InvalidArgument,
                 format!(
-                    "unknown loop {name:?}: expected one of native, tokio, async-std, glib, calloop"
+                    "unknown loop {name:?}: expected one of native, tokio, smol, glib, calloop"
                 ),
             )),
         }
@@ -95,7 +96,7 @@ impl FromStr for LoopKind {
 }
 
 /// A new owned loop named as on the command line (`native`, `tokio`,
-/// `async-std`, `glib`, `calloop`).
+/// `smol`, `glib`, `calloop`).
 ///
 /// # Errors
 /// [`ErrorKind::InvalidArgument`] for an unknown name; otherwise as

@@ -55,15 +55,16 @@ fn names_pick_distinct_backends() {
 /// `InvalidArgument` that lists the valid names.
 #[test]
 fn aliases_and_unknown_names() {
-    assert_eq!("smol".parse::<LoopKind>().unwrap(), LoopKind::AsyncStd);
-    assert_eq!("async_std".parse::<LoopKind>().unwrap(), LoopKind::AsyncStd);
+    assert_eq!("smol".parse::<LoopKind>().unwrap(), LoopKind::Smol);
+    assert_eq!("async-std".parse::<LoopKind>().unwrap(), LoopKind::Smol);
+    assert_eq!("async_std".parse::<LoopKind>().unwrap(), LoopKind::Smol);
     assert_eq!("gtk".parse::<LoopKind>().unwrap(), LoopKind::Glib);
     assert_eq!("default".parse::<LoopKind>().unwrap(), LoopKind::Native);
     let err = pick_loop("Tokio").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(
         err.to_string()
-            .contains("native, tokio, async-std, glib, calloop"),
+            .contains("native, tokio, smol, glib, calloop"),
         "{err}"
     );
 }

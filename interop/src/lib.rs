@@ -1,5 +1,5 @@
 //! The interop matrix: every loop mode (the default loop, and tokio,
-//! async-std, glib and calloop, owned and attached; and guest mode, hosted
+//! smol, glib and calloop, owned and attached; and guest mode, hosted
 //! by a thread with a queue) × the kinds of code
 //! that share it (oneloop's own callbacks and tasks, tokio libraries
 //! through the bridge, the host's native code side by side).
@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use oneloop_conformance::{AdapterSpec, Env};
 
-#[path = "../../conformance/hosts/async_std.rs"]
-mod async_std_host;
 #[path = "../../conformance/hosts/calloop.rs"]
 mod calloop_host;
 #[path = "../../conformance/hosts/glib.rs"]
 mod glib_host;
 #[path = "../../conformance/hosts/guest.rs"]
 mod guest_host;
+#[path = "../../conformance/hosts/smol.rs"]
+mod smol_host;
 #[path = "../../conformance/hosts/tokio.rs"]
 mod tokio_host;
 
@@ -36,7 +36,7 @@ pub fn modes() -> Vec<Mode> {
     let mut specs = vec![oneloop_conformance::native_spec()];
     for harness in [
         tokio_host::harness(),
-        async_std_host::harness(),
+        smol_host::harness(),
         glib_host::harness(),
         calloop_host::harness(),
         guest_host::harness(),

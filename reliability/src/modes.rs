@@ -1,5 +1,5 @@
 //! The nine loop modes, as the conformance suite builds them: the default
-//! loop, and tokio, async-std, glib and calloop, each owned and attached.
+//! loop, and tokio, smol, glib and calloop, each owned and attached.
 //!
 //! The specs and host drivers are the conformance suite's own fixtures
 //! (`conformance/hosts/`, compiled in with `#[path]`, as `interop/` does),
@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use oneloop_conformance::{AdapterSpec, Env};
 
-#[path = "../../conformance/hosts/async_std.rs"]
-mod async_std_host;
 #[path = "../../conformance/hosts/calloop.rs"]
 mod calloop_host;
 #[path = "../../conformance/hosts/glib.rs"]
 mod glib_host;
+#[path = "../../conformance/hosts/smol.rs"]
+mod smol_host;
 #[path = "../../conformance/hosts/tokio.rs"]
 mod tokio_host;
 
@@ -25,7 +25,7 @@ pub fn modes() -> Vec<AdapterSpec> {
     let mut specs = vec![oneloop_conformance::native_spec()];
     for harness in [
         tokio_host::harness(),
-        async_std_host::harness(),
+        smol_host::harness(),
         glib_host::harness(),
         calloop_host::harness(),
     ] {
@@ -77,7 +77,7 @@ pub fn finish(env: Env) {
         reports.join("\n  ")
     );
     // Close the loop while its host is still there, as an orderly program
-    // does (the other order is `leaks::dropped`'s and the async-std
+    // does (the other order is `leaks::dropped`'s and the smol
     // adapter's `host_dropped_first` test's).
     env.lp()
         .close()

@@ -40,7 +40,7 @@ use oneloop::{Error, ErrorKind, Loop, RemoteLoop, Result, RunContext, TimerHandl
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// Run `event_loop`'s sources and timers on the thread of `lp`, a loop of
-/// **any** adapter (the default loop, tokio, async-std, glib, calloop; owned
+/// **any** adapter (the default loop, tokio, smol, glib, calloop; owned
 /// or attached), beside oneloop's callbacks. `data` is the `&mut D` its
 /// callbacks receive; the guest owns both until it ends.
 ///

@@ -18,7 +18,7 @@ use oneloop::{Error, ErrorKind, Loop, Result, RunContext, TimerHandle};
 
 /// Run `ctx`'s sources, idles, timeouts and `spawn_local` futures on the
 /// thread of `lp`, a loop of **any** adapter (the default loop, tokio,
-/// async-std, calloop; owned or attached), beside oneloop's callbacks.
+/// smol, calloop; owned or attached), beside oneloop's callbacks.
 ///
 /// The guest drives the context as GLib's own iteration does, split over
 /// the loop: after every batch the loop runs, it asks the context

@@ -1,5 +1,5 @@
 //! The tokio bridge: tokio libraries inside the tasks and callbacks of a
-//! loop on any host (glib, calloop, async-std, the default loop).
+//! loop on any host (glib, calloop, smol, the default loop).
 //!
 //! tokio's I/O types, timers and `spawn_local` find their runtime through
 //! thread-locals. [`enable`] installs a [`RunContext`] that sets them

@@ -23,7 +23,7 @@
 //!
 //! # The bridge: tokio libraries on any other loop
 //!
-//! On a loop of another host (glib, calloop, async-std, the default loop),
+//! On a loop of another host (glib, calloop, smol, the default loop),
 //! [`enable`] makes tokio's types work inside its tasks and callbacks; see
 //! the [`bridge`] module for how, and what closing the loop stops.
 //!

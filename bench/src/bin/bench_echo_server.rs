@@ -1,5 +1,5 @@
 //! The echo benchmark's server: `bench_echo_server --server oneloop-protocol|oneloop-streams|raw
-//! --loop native|tokio|async-std|glib|calloop [--port N]`. Prints `port <N>`, then
+//! --loop native|tokio|smol|glib|calloop [--port N]`. Prints `port <N>`, then
 //! answers `cpu` on stdin with `cpu_ns <N>` (its process CPU time) and exits on
 //! `quit` or the end of stdin (`oneloop_bench::echo::control`).
 

@@ -342,7 +342,7 @@ pub fn targets(cells: &[Cell]) -> Vec<Target> {
     let native = c(Server::Protocol, LoopKind::Native);
     let adapters = [
         LoopKind::Tokio,
-        LoopKind::AsyncStd,
+        LoopKind::Smol,
         LoopKind::Glib,
         LoopKind::Calloop,
     ];

@@ -18,7 +18,7 @@ pub(super) fn run(
     match kind {
         LoopKind::Tokio => tokio_echo(addr, listening),
         #[cfg(feature = "smol")]
-        LoopKind::AsyncStd => async_io_echo(addr, listening),
+        LoopKind::Smol => smol_echo(addr, listening),
         #[cfg(feature = "glib")]
         LoopKind::Glib => glib_echo(addr, listening),
         #[cfg(feature = "calloop")]
@@ -61,7 +61,7 @@ fn tokio_echo(addr: SocketAddr, listening: impl FnOnce(u16)) -> Result<(), BoxEr
 /// `async_io::block_on`: smol's (and async-std's) engine, as a smol user
 /// writes it.
 #[cfg(feature = "smol")]
-fn async_io_echo(addr: SocketAddr, listening: impl FnOnce(u16)) -> Result<(), BoxError> {
+fn smol_echo(addr: SocketAddr, listening: impl FnOnce(u16)) -> Result<(), BoxError> {
     use futures::io::{AsyncReadExt, AsyncWriteExt};
 
     let ex = async_executor::LocalExecutor::new();

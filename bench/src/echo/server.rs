@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `oneloop-protocol` | a [`Protocol`] whose `data_received` writes the bytes back ([`Loop::create_server`]) |
 //! | `oneloop-streams` | a task per connection: `read` into a buffer, `write_all` it back ([`Loop::start_server`]) |
-//! | `raw` | the host's own primitive echo, no oneloop: a tokio task per connection (`tokio`), an `Async<TcpStream>` task on a `LocalExecutor` (`async-std`: the async-io engine), a `g_unix_fd_add` source per connection (`glib`), a calloop `Generic` fd source per connection (`calloop`); none on `native` (the floor is its reference) |
+//! | `raw` | the host's own primitive echo, no oneloop: a tokio task per connection (`tokio`), an `Async<TcpStream>` task on a `LocalExecutor` (`smol`: async-io's reactor and async-executor), a `g_unix_fd_add` source per connection (`glib`), a calloop `Generic` fd source per connection (`calloop`); none on `native` (the floor is its reference) |
 //! | `floor` | the bare-epoll echo ([`floor`](super::floor)), on `native` only: the least any loop can do |
 //!
 //! The Python servers of the matrix (uvloop and CPython's own loop,
@@ -44,8 +44,9 @@ pub enum LoopKind {
     Native,
     /// tokio (`oneloop-tokio`, or a current-thread runtime for `raw`).
     Tokio,
-    /// the async-io engine of smol and async-std (`oneloop-async-std`).
-    AsyncStd,
+    /// smol's engine, async-io + async-executor (`oneloop-smol`);
+    /// `async-std` and `async-io` are accepted as aliases.
+    Smol,
     /// glib (`oneloop-glib`).
     Glib,
     /// calloop (`oneloop-calloop`).
@@ -76,7 +77,7 @@ impl LoopKind {
     pub const ALL: [LoopKind; 5] = [
         LoopKind::Native,
         LoopKind::Tokio,
-        LoopKind::AsyncStd,
+        LoopKind::Smol,
         LoopKind::Glib,
         LoopKind::Calloop,
     ];
@@ -111,14 +112,14 @@ impl FromStr for LoopKind {
         match s {
             "native" | "default" => Ok(LoopKind::Native),
             "tokio" => Ok(LoopKind::Tokio),
-            "async-std" | "async-io" | "smol" => Ok(LoopKind::AsyncStd),
+            "smol" | "async-std" | "async-io" => Ok(LoopKind::Smol),
             "glib" => Ok(LoopKind::Glib),
             "calloop" => Ok(LoopKind::Calloop),
             "calloop-attached" => Ok(LoopKind::CalloopAttached),
             "uvloop" => Ok(LoopKind::Uvloop),
             "asyncio" => Ok(LoopKind::Asyncio),
             _ => Err(format!(
-                "unknown loop `{s}` (native, tokio, async-std, glib, calloop, calloop-attached, uvloop, asyncio)"
+                "unknown loop `{s}` (native, tokio, smol, glib, calloop, calloop-attached, uvloop, asyncio)"
             )),
         }
     }
@@ -140,7 +141,7 @@ impl fmt::Display for LoopKind {
         f.write_str(match self {
             LoopKind::Native => "native",
             LoopKind::Tokio => "tokio",
-            LoopKind::AsyncStd => "async-std",
+            LoopKind::Smol => "smol",
             LoopKind::Glib => "glib",
             LoopKind::Calloop => "calloop",
             LoopKind::CalloopAttached => "calloop-attached",
@@ -156,7 +157,7 @@ pub fn supported(server: Server, kind: LoopKind) -> bool {
     let adapter = match kind {
         LoopKind::Native => true,
         LoopKind::Tokio => cfg!(feature = "tokio"),
-        LoopKind::AsyncStd => cfg!(feature = "smol"),
+        LoopKind::Smol => cfg!(feature = "smol"),
         LoopKind::Glib => cfg!(feature = "glib"),
         LoopKind::Calloop | LoopKind::CalloopAttached => cfg!(feature = "calloop"),
         LoopKind::Uvloop | LoopKind::Asyncio => false,
@@ -166,7 +167,7 @@ pub fn supported(server: Server, kind: LoopKind) -> bool {
         // tokio is a dependency of the bench crate whatever the features.
         Server::Raw => match kind {
             LoopKind::Tokio => true,
-            LoopKind::AsyncStd | LoopKind::Glib | LoopKind::Calloop => adapter,
+            LoopKind::Smol | LoopKind::Glib | LoopKind::Calloop => adapter,
             LoopKind::Native | LoopKind::CalloopAttached | LoopKind::Uvloop | LoopKind::Asyncio => {
                 false
             }
@@ -281,7 +282,7 @@ pub fn new_loop(kind: LoopKind) -> oneloop::Result<Loop> {
         #[cfg(feature = "tokio")]
         LoopKind::Tokio => oneloop_tokio::new_loop(),
         #[cfg(feature = "smol")]
-        LoopKind::AsyncStd => Loop::with_backend(oneloop_async_std::AsyncIoBackend::new()?),
+        LoopKind::Smol => Loop::with_backend(oneloop_smol::SmolBackend::new()?),
         #[cfg(feature = "glib")]
         LoopKind::Glib => oneloop_glib::new_loop(),
         #[cfg(feature = "calloop")]

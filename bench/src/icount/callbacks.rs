@@ -23,7 +23,7 @@ pub fn cases() -> Vec<Case> {
     #[cfg(feature = "tokio")]
     v.push(c("tokio", hosts::tokio));
     #[cfg(feature = "smol")]
-    v.push(c("async-io", hosts::async_io));
+    v.push(c("smol", hosts::smol));
     #[cfg(feature = "glib")]
     v.push(c("glib", hosts::glib));
     #[cfg(feature = "calloop")]
@@ -79,7 +79,7 @@ mod hosts {
     }
 
     #[cfg(feature = "smol")]
-    pub(super) fn async_io(case: &Case) {
+    pub(super) fn smol(case: &Case) {
         let ex = async_executor::LocalExecutor::new();
         checked(case, || {
             for i in 0..BATCH {

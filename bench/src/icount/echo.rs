@@ -14,9 +14,9 @@
 //! With one request in flight each request is one wake-up of the server:
 //! the client writes the whole request (on loopback it is in the server's
 //! socket buffer when `write` returns), reads the reply, and waits until
-//! the server sleeps in its loop again before the next. The async-io
-//! variants are not gated: async-io's own driver thread makes their count
-//! depend on timing (see `cases`).
+//! the server sleeps in its loop again before the next. The smol variants
+//! (`on-smol`, `streams-on-smol`, `smol`) are not gated: async-io's own
+//! driver thread makes their count depend on timing (see `cases`).
 
 use super::{Case, Run, case, loops};
 use crate::echo::server::{self, LoopKind, Server};
@@ -37,7 +37,7 @@ pub fn cases() -> Vec<Case> {
         // 10 ms, while `block_on` runs) and polls the reactor when the
         // main thread has not: who does which work depends on timing, and
         // the count moves by up to 10 % between runs. Counted, not gated.
-        let gated = kind != LoopKind::AsyncStd;
+        let gated = kind != LoopKind::Smol;
         case(
             WORKLOAD,
             variant,
@@ -68,12 +68,12 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// The hosts with a raw echo, by variant name.
-const HOSTS: [&str; 4] = ["tokio", "async-io", "glib", "calloop"];
+const HOSTS: [&str; 4] = ["tokio", "smol", "glib", "calloop"];
 
 fn host_kind(host: &str) -> LoopKind {
     match host {
         "tokio" => LoopKind::Tokio,
-        "async-io" => LoopKind::AsyncStd,
+        "smol" => LoopKind::Smol,
         "glib" => LoopKind::Glib,
         "calloop" => LoopKind::Calloop,
         "calloop-attached" => LoopKind::CalloopAttached,

@@ -36,7 +36,7 @@
 //! so the environment's size cannot move the stack. What remains is the
 //! random keys of std's `HashMap`s (a collision costs a probe more): a few
 //! instructions per operation at most, far inside the gate's 10 % (repeated
-//! runs agree within 1 %). async-io's echo cases are the exception, not
+//! runs agree within 1 %). The smol echo cases are the exception, not
 //! gated: see [`echo`].
 //!
 //! | module | what |
@@ -145,8 +145,8 @@ pub fn loops() -> Vec<(&'static str, MakeLoop)> {
     #[cfg(feature = "tokio")]
     v.push(("on-tokio", oneloop_tokio::new_loop));
     #[cfg(feature = "smol")]
-    v.push(("on-async-io", || {
-        oneloop::Loop::with_backend(oneloop_async_std::AsyncIoBackend::new()?)
+    v.push(("on-smol", || {
+        oneloop::Loop::with_backend(oneloop_smol::SmolBackend::new()?)
     }));
     #[cfg(feature = "glib")]
     v.push(("on-glib", oneloop_glib::new_loop));

@@ -1,4 +1,4 @@
-//! hyper 1.x on any oneloop loop: the default loop, tokio, async-std, glib
+//! hyper 1.x on any oneloop loop: the default loop, tokio, smol, glib
 //! (a GTK app's GUI thread) and calloop, owned or attached.
 //!
 //! hyper is runtime-independent: it asks for three things, and this crate

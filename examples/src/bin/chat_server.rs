@@ -12,7 +12,7 @@
 //! Lines from others arrive as `<name> text`, news from the server as
 //! `* text`.
 //!
-//! `--loop` is one of `native` (the default), `tokio`, `async-std`, `glib`,
+//! `--loop` is one of `native` (the default), `tokio`, `smol`, `glib`,
 //! `calloop`; `--port 0` picks a free port; `--max-backlog BYTES` (default
 //! 256 KiB) is how much the server buffers for one client that does not
 //! read. It prints `listening on ADDRESS` on stdout once it accepts
@@ -45,7 +45,7 @@ use oneloop::{Loop, Protocol, Transport};
 use oneloop_examples::{Interrupt, Options, drain};
 
 const USAGE: &str = "\
-usage: chat_server [--loop native|tokio|async-std|glib|calloop] [--host HOST] [--port PORT]
+usage: chat_server [--loop native|tokio|smol|glib|calloop] [--host HOST] [--port PORT]
                    [--max-backlog BYTES] [--grace SECONDS]
 
 A line-based chat room: each line a client sends goes to all the others.

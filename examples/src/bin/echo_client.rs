@@ -38,7 +38,7 @@ use oneloop::{StreamReader, StreamWriter};
 use oneloop_examples::Options;
 
 const USAGE: &str = "\
-usage: echo_client [--loop native|tokio|async-std|glib|calloop] [--host HOST] [--port PORT]
+usage: echo_client [--loop native|tokio|smol|glib|calloop] [--host HOST] [--port PORT]
 
 Send stdin to an echo server, print what comes back.
   --loop   the event loop to run on (default: native)

@@ -7,7 +7,7 @@
 //! nc 127.0.0.1 7000          # type lines, they come back; Ctrl-D to leave
 //! ```
 //!
-//! `--loop` is one of `native` (the default), `tokio`, `async-std`, `glib`,
+//! `--loop` is one of `native` (the default), `tokio`, `smol`, `glib`,
 //! `calloop`; `--port 0` picks a free port. The server prints
 //! `listening on ADDRESS` on stdout once it accepts connections, logs
 //! connections on stderr, and stops on Ctrl-C (SIGINT) or SIGTERM: it stops
@@ -33,7 +33,7 @@ use oneloop::{Loop, Protocol, Transport};
 use oneloop_examples::{Interrupt, Options, drain};
 
 const USAGE: &str = "\
-usage: echo_server [--loop native|tokio|async-std|glib|calloop] [--host HOST] [--port PORT]
+usage: echo_server [--loop native|tokio|smol|glib|calloop] [--host HOST] [--port PORT]
                    [--grace SECONDS]
 
 Echo every byte back to its sender. Stops on Ctrl-C.

@@ -30,8 +30,8 @@ macro_rules! on_every_loop {
                 super::$body("tokio")
             }
             #[test]
-            fn async_std() {
-                super::$body("async-std")
+            fn smol() {
+                super::$body("smol")
             }
             #[test]
             fn glib() {

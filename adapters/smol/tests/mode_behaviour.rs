@@ -1,4 +1,4 @@
-//! Owned and attached modes of the async-io backend: who runs the loop, how
+//! Owned and attached modes of the smol backend: who runs the loop, how
 //! it wakes, how it shares the thread with executor tasks, how it ends.
 
 mod support;
@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 use async_executor::LocalExecutor;
 use async_io::{Async, Timer};
 use oneloop::{ErrorKind, Loop};
-use oneloop_async_std::AsyncIoBackend;
+use oneloop_smol::SmolBackend;
 use support::{Watchdog, host_run, run_owned};
 
 #[test]
 fn owned_loop_runs_callbacks_timers_tasks_and_stops() {
-    let lp = Loop::with_backend(AsyncIoBackend::new().unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::new().unwrap()).unwrap();
     assert!(!lp.is_attached());
     assert!(!lp.is_running());
-    assert_eq!(lp.backend_name(), "async-io");
+    assert_eq!(lp.backend_name(), "smol");
     let log = Rc::new(RefCell::new(Vec::new()));
     for i in 0..3 {
         let log = log.clone();
@@ -68,12 +68,12 @@ fn owned_loop_runs_callbacks_timers_tasks_and_stops() {
 #[test]
 fn attached_loop_counts_as_running_and_refuses_run() {
     let ex = LocalExecutor::new();
-    let lp = Loop::with_backend(AsyncIoBackend::attach(&ex).unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::attach(&ex).unwrap()).unwrap();
     assert!(lp.is_attached());
     assert!(lp.is_running());
     let e = lp.run_forever().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyRunning);
-    assert!(e.to_string().contains("async-io"), "{e}");
+    assert!(e.to_string().contains("smol"), "{e}");
     let e = lp.run_until_complete(async {}).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyRunning);
     // Refused, not lost: the loop still works through its host.
@@ -93,7 +93,7 @@ fn attached_loop_counts_as_running_and_refuses_run() {
 #[test]
 fn work_created_by_a_host_task_wakes_an_idle_attached_loop() {
     let ex = LocalExecutor::new();
-    let lp = Loop::with_backend(AsyncIoBackend::attach(&ex).unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::attach(&ex).unwrap()).unwrap();
     let done = lp.create_future::<&str>();
     // The loop is idle: no timers, no fds. A host task (not a oneloop
     // callback) queues work after a host timer.
@@ -115,7 +115,7 @@ fn work_created_by_a_host_task_wakes_an_idle_attached_loop() {
 #[test]
 fn closing_an_attached_loop_ends_its_driver_task() {
     let ex = LocalExecutor::new();
-    let lp = Loop::with_backend(AsyncIoBackend::attach(&ex).unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::attach(&ex).unwrap()).unwrap();
     host_run(&ex, oneloop::sleep(Duration::from_millis(1))).unwrap();
     assert!(!ex.is_empty(), "the driver task lives on the host executor");
     lp.close().unwrap();
@@ -129,7 +129,7 @@ fn closing_an_attached_loop_ends_its_driver_task() {
 #[test]
 fn dropping_an_attached_loop_ends_its_driver_task() {
     let ex = LocalExecutor::new();
-    let (backend, driver) = AsyncIoBackend::attached().unwrap();
+    let (backend, driver) = SmolBackend::attached().unwrap();
     let task = ex.spawn(driver);
     let lp = Loop::with_backend(backend).unwrap();
     host_run(&ex, oneloop::sleep(Duration::from_millis(1))).unwrap();
@@ -140,7 +140,7 @@ fn dropping_an_attached_loop_ends_its_driver_task() {
 #[test]
 fn threads_wake_an_idle_loop_in_both_modes() {
     // Owned: blocked in the reactor with nothing armed.
-    let lp = Loop::with_backend(AsyncIoBackend::new().unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::new().unwrap()).unwrap();
     let remote = lp.remote();
     let tid = support::current_tid();
     let t = std::thread::spawn(move || {
@@ -159,7 +159,7 @@ fn threads_wake_an_idle_loop_in_both_modes() {
     // Attached: the host executor is parked in the reactor; 100 posts, in
     // order, each on the loop thread.
     let ex = LocalExecutor::new();
-    let lp = Loop::with_backend(AsyncIoBackend::attach(&ex).unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::attach(&ex).unwrap()).unwrap();
     let loop_thread = std::thread::current().id();
     let remote = lp.remote();
     let (tx, rx) = futures::channel::oneshot::channel();
@@ -191,7 +191,7 @@ fn threads_wake_an_idle_loop_in_both_modes() {
 #[test]
 fn executor_tasks_and_oneloop_callbacks_interleave() {
     let ex = Rc::new(LocalExecutor::new());
-    let lp = Loop::with_backend(AsyncIoBackend::with_executor(ex.clone()).unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::with_executor(ex.clone()).unwrap()).unwrap();
     let log = Rc::new(RefCell::new(String::new()));
     // A callback that re-queues itself, and an executor task that yields.
     fn again(lp: Loop, log: Rc<RefCell<String>>, n: u32) {
@@ -232,7 +232,7 @@ fn executor_tasks_and_oneloop_callbacks_interleave() {
 #[test]
 fn a_self_requeuing_callback_starves_neither_executor_tasks_nor_io() {
     let ex = Rc::new(LocalExecutor::new());
-    let lp = Loop::with_backend(AsyncIoBackend::with_executor(ex.clone()).unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::with_executor(ex.clone()).unwrap()).unwrap();
     let spins = Rc::new(Cell::new(0u64));
     fn spin(lp: Loop, spins: Rc<Cell<u64>>) {
         spins.set(spins.get() + 1);
@@ -266,7 +266,7 @@ fn a_self_requeuing_callback_starves_neither_executor_tasks_nor_io() {
 fn attached_to_async_std_runtime() {
     let started = std::time::Instant::now();
     let out = async_std::task::block_on(async {
-        let lp = Loop::with_backend(AsyncIoBackend::attach_async_std().unwrap()).unwrap();
+        let lp = Loop::with_backend(SmolBackend::attach_async_std().unwrap()).unwrap();
         assert!(lp.is_attached());
         let remote = lp.remote();
         let task = lp
@@ -301,7 +301,7 @@ fn attached_to_async_std_runtime() {
 #[test]
 fn a_dropped_loop_releases_its_fds_at_once() {
     let (a, _b) = UnixStream::pair().unwrap();
-    let lp = Loop::with_backend(AsyncIoBackend::new().unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::new().unwrap()).unwrap();
     lp.add_reader(&a, || ()).unwrap();
     drop(lp);
     // One registration per fd in the reactor: a stale one would make this
@@ -312,7 +312,7 @@ fn a_dropped_loop_releases_its_fds_at_once() {
 
 #[test]
 fn a_loop_is_reusable_after_run_until_complete_is_stopped() {
-    let lp = Loop::with_backend(AsyncIoBackend::new().unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::new().unwrap()).unwrap();
     lp.call_later(Duration::from_millis(1), {
         let lp = lp.clone();
         move || lp.stop()
@@ -336,9 +336,9 @@ fn wakes_from_many_threads_are_never_lost() {
     for attached in [false, true] {
         let ex = LocalExecutor::new();
         let lp = if attached {
-            Loop::with_backend(AsyncIoBackend::attach(&ex).unwrap()).unwrap()
+            Loop::with_backend(SmolBackend::attach(&ex).unwrap()).unwrap()
         } else {
-            Loop::with_backend(AsyncIoBackend::new().unwrap()).unwrap()
+            Loop::with_backend(SmolBackend::new().unwrap()).unwrap()
         };
         let count = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = futures::channel::oneshot::channel::<()>();

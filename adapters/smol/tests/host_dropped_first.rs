@@ -11,7 +11,7 @@
 //! (an `async_io::block_on(ex.tick())` host with a deadline timer), as the
 //! reliability checks found it.
 
-#[path = "../../../conformance/hosts/async_std.rs"]
+#[path = "../../../conformance/hosts/smol.rs"]
 mod host;
 
 use std::time::Duration;
@@ -29,7 +29,7 @@ fn dropping_the_host_before_the_loop_leaks_no_fd() {
     let spec = harness
         .specs()
         .iter()
-        .find(|s| s.name == "async-std (attached)")
+        .find(|s| s.name == "smol (attached)")
         .expect("the attached spec")
         .clone();
     let mut before = 0;

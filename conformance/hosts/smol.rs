@@ -1,5 +1,5 @@
-//! The async-std (async-io) adapter's specs and host driver, for the
-//! conformance suite: owned and attached, both on a `LocalExecutor` driven
+//! The smol adapter's specs and host driver (async-io + async-executor),
+//! for the conformance suite: owned and attached, both on a `LocalExecutor` driven
 //! with `async_io::block_on`, as a smol program drives its own.
 //!
 //! A fixture module of the conformance suite, compiled into the adapter's
@@ -13,8 +13,8 @@ use async_executor::LocalExecutor;
 use async_io::Timer;
 use futures_lite::FutureExt;
 use oneloop::Loop;
-use oneloop_async_std::AsyncIoBackend;
 use oneloop_conformance::{AdapterSpec, Caps, Harness, HostDriver, Setup};
+use oneloop_smol::SmolBackend;
 
 /// The host of both modes: a `LocalExecutor` driven with `async_io::block_on`,
 /// as a smol program drives its own.
@@ -94,14 +94,14 @@ impl HostDriver for ExecutorHost {
 
 fn owned() -> oneloop::Result<Setup> {
     let ex = Rc::new(LocalExecutor::new());
-    let lp = Loop::with_backend(AsyncIoBackend::with_executor(ex.clone())?)?;
+    let lp = Loop::with_backend(SmolBackend::with_executor(ex.clone())?)?;
     let host = ExecutorHost::new(ex, &lp);
     Ok(Setup::with_host(lp, host))
 }
 
 fn attached() -> oneloop::Result<Setup> {
     let ex = Rc::new(LocalExecutor::new());
-    let lp = Loop::with_backend(AsyncIoBackend::attach(&ex)?)?;
+    let lp = Loop::with_backend(SmolBackend::attach(&ex)?)?;
     let host = ExecutorHost::new(ex, &lp);
     Ok(Setup::with_host(lp, host))
 }
@@ -109,7 +109,7 @@ fn attached() -> oneloop::Result<Setup> {
 const CAPS: Caps = Caps::ALL_BUT_HOST.union(Caps::HOST);
 
 const OWNED: AdapterSpec = AdapterSpec {
-    name: "async-std (owned)",
+    name: "smol (owned)",
     setup: owned,
     caps: CAPS,
     // async-io's timers are not rounded: the reactor sleeps until the
@@ -120,14 +120,14 @@ const OWNED: AdapterSpec = AdapterSpec {
 };
 
 const ATTACHED: AdapterSpec = AdapterSpec {
-    name: "async-std (attached)",
+    name: "smol (attached)",
     setup: attached,
     // EM-04 and EM-05 are about runs, which an attached loop does not have.
     divergences: &[],
     ..OWNED
 };
 
-/// The suite on both modes of the async-std adapter.
+/// The suite on both modes of the smol adapter.
 pub(crate) fn harness() -> Harness {
     Harness::new(OWNED).with(ATTACHED)
 }

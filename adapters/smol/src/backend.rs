@@ -1,4 +1,4 @@
-//! [`AsyncIoBackend`]: the [`Backend`] on async-io and async-executor, owned
+//! [`SmolBackend`]: the [`Backend`] on async-io and async-executor, owned
 //! or attached, and [`DriverFuture`], its driver for any host executor.
 
 use std::cell::RefCell;
@@ -20,19 +20,19 @@ use crate::driver::{Core, DriverTask, Gate};
 /// Executor tasks an owned turn runs between two reactor polls.
 const TICKS_PER_POLL: u32 = 64;
 
-/// oneloop on the async-io reactor and an async-executor `LocalExecutor`:
-/// the engine under smol and async-std.
+/// oneloop on smol: the async-io reactor and an async-executor
+/// `LocalExecutor`, the engine under smol and async-std.
 ///
 /// Build a [`Loop`](oneloop::Loop) with it through
 /// [`Loop::with_backend`](oneloop::Loop::with_backend):
 ///
 /// | constructor | mode | who runs the loop |
 /// |---|---|---|
-/// | [`new`](AsyncIoBackend::new) | owned | `run_forever`/`run_until_complete`, on an executor of its own |
-/// | [`with_executor`](AsyncIoBackend::with_executor) | owned | the same, and your executor's tasks run alongside |
-/// | [`attach`](AsyncIoBackend::attach) | attached | whoever runs your `LocalExecutor` (e.g. `smol::block_on(ex.run(..))`) |
-/// | [`attach_async_std`](AsyncIoBackend::attach_async_std) | attached | async-std's runtime on this thread (`async_std::task::block_on`) |
-/// | [`attached`](AsyncIoBackend::attached) | attached | any executor you spawn the returned [`DriverFuture`] on |
+/// | [`new`](SmolBackend::new) | owned | `run_forever`/`run_until_complete`, on an executor of its own |
+/// | [`with_executor`](SmolBackend::with_executor) | owned | the same, and your executor's tasks run alongside |
+/// | [`attach`](SmolBackend::attach) | attached | whoever runs your `LocalExecutor` (e.g. `smol::block_on(ex.run(..))`) |
+/// | [`attach_async_std`](SmolBackend::attach_async_std) | attached | async-std's runtime on this thread (`async_std::task::block_on`) |
+/// | [`attached`](SmolBackend::attached) | attached | any executor you spawn the returned [`DriverFuture`] on |
 ///
 /// One driver task drains oneloop's ready queue; one `async_io::Timer`
 /// follows the earliest deadline; one `Async` registration, the loop's
@@ -45,9 +45,9 @@ const TICKS_PER_POLL: u32 = 64;
 /// ```
 /// use std::time::Duration;
 /// use oneloop::Loop;
-/// use oneloop_async_std::AsyncIoBackend;
+/// use oneloop_smol::SmolBackend;
 ///
-/// let lp = Loop::with_backend(AsyncIoBackend::new()?)?;
+/// let lp = Loop::with_backend(SmolBackend::new()?)?;
 /// let out = lp.run_until_complete(async {
 ///     // async-io's own timer and oneloop's sleep, in one task.
 ///     async_io::Timer::after(Duration::from_millis(1)).await;
@@ -58,9 +58,9 @@ const TICKS_PER_POLL: u32 = 64;
 /// lp.close()?;
 /// # Ok::<(), oneloop::Error>(())
 /// ```
-#[doc(alias = "smol")]
+#[doc(alias = "async-io")]
 #[doc(alias = "async-std")]
-pub struct AsyncIoBackend {
+pub struct SmolBackend {
     core: Rc<Core>,
     mode: Mode,
 }
@@ -76,20 +76,20 @@ enum Mode {
     Attached { task: RefCell<Option<Task<()>>> },
 }
 
-impl fmt::Debug for AsyncIoBackend {
+impl fmt::Debug for SmolBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mode = match self.mode {
             Mode::Owned { .. } => "owned",
             Mode::Attached { .. } => "attached",
         };
-        f.debug_struct("AsyncIoBackend")
+        f.debug_struct("SmolBackend")
             .field("mode", &mode)
             .field("core", &self.core)
             .finish()
     }
 }
 
-/// The driver of an attached [`AsyncIoBackend`], for a host executor that
+/// The driver of an attached [`SmolBackend`], for a host executor that
 /// is neither an async-executor `LocalExecutor` nor async-std's runtime.
 ///
 /// Spawn it once, as a `!Send` task on the executor that runs on the loop's
@@ -103,10 +103,10 @@ impl fmt::Debug for AsyncIoBackend {
 /// use futures::executor::LocalPool;
 /// use futures::task::LocalSpawnExt;
 /// use oneloop::Loop;
-/// use oneloop_async_std::AsyncIoBackend;
+/// use oneloop_smol::SmolBackend;
 ///
 /// let mut pool = LocalPool::new();
-/// let (backend, driver) = AsyncIoBackend::attached()?;
+/// let (backend, driver) = SmolBackend::attached()?;
 /// pool.spawner().spawn_local(driver).unwrap();
 /// let lp = Loop::with_backend(backend)?;
 /// let ran = Rc::new(Cell::new(false));
@@ -119,7 +119,7 @@ impl fmt::Debug for AsyncIoBackend {
 /// ```
 ///
 /// It may be spawned before the loop is built: it waits for the loop, and
-/// completes at once if the [`AsyncIoBuilder`] is dropped unbuilt.
+/// completes at once if the [`SmolBuilder`] is dropped unbuilt.
 #[must_use = "the loop is dispatched only while its driver runs on an executor"]
 pub struct DriverFuture {
     pending: Rc<Pending>,
@@ -174,11 +174,11 @@ impl Future for DriverFuture {
     }
 }
 
-/// How to build an [`AsyncIoBackend`]: its executor (owned mode), or the
+/// How to build an [`SmolBackend`]: its executor (owned mode), or the
 /// driver already handed to a host executor (attached mode). Give it to
 /// [`Loop::with_backend`](oneloop::Loop::with_backend) (it is an
 /// [`IntoBackend`]), which builds the backend with the loop's driver.
-pub struct AsyncIoBuilder {
+pub struct SmolBuilder {
     mode: Build,
 }
 
@@ -192,21 +192,19 @@ enum Build {
     Taken,
 }
 
-impl fmt::Debug for AsyncIoBuilder {
+impl fmt::Debug for SmolBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mode = match self.mode {
             Build::Owned(_) => "owned",
             Build::Attached { .. } => "attached",
             Build::Taken => "taken",
         };
-        f.debug_struct("AsyncIoBuilder")
-            .field("mode", &mode)
-            .finish()
+        f.debug_struct("SmolBuilder").field("mode", &mode).finish()
     }
 }
 
-impl IntoBackend for AsyncIoBuilder {
-    type Backend = AsyncIoBackend;
+impl IntoBackend for SmolBuilder {
+    type Backend = SmolBackend;
 
     fn attached(&self) -> bool {
         matches!(self.mode, Build::Attached { .. })
@@ -216,14 +214,14 @@ impl IntoBackend for AsyncIoBuilder {
     ///
     /// # Errors
     /// If the selector cannot be created or registered (out of fds).
-    fn into_backend(mut self, driver: Driver) -> io::Result<AsyncIoBackend> {
+    fn into_backend(mut self, driver: Driver) -> io::Result<SmolBackend> {
         match std::mem::replace(&mut self.mode, Build::Taken) {
             Build::Owned(ex) => {
                 let core = Rc::new(Core::new(Gate::Closed, driver)?);
                 let task = ex.spawn(DriverTask {
                     core: Rc::downgrade(&core),
                 });
-                Ok(AsyncIoBackend {
+                Ok(SmolBackend {
                     core,
                     mode: Mode::Owned {
                         ex,
@@ -242,7 +240,7 @@ impl IntoBackend for AsyncIoBuilder {
                 pending.fill(Some(DriverTask {
                     core: Rc::downgrade(&core),
                 }));
-                Ok(AsyncIoBackend {
+                Ok(SmolBackend {
                     core,
                     mode: Mode::Attached {
                         task: RefCell::new(task),
@@ -254,7 +252,7 @@ impl IntoBackend for AsyncIoBuilder {
     }
 }
 
-impl Drop for AsyncIoBuilder {
+impl Drop for SmolBuilder {
     /// A driver handed out for a loop that is never built ends.
     fn drop(&mut self) {
         if let Build::Attached { pending, .. } = &self.mode {
@@ -263,7 +261,7 @@ impl Drop for AsyncIoBuilder {
     }
 }
 
-impl AsyncIoBackend {
+impl SmolBackend {
     /// Owned mode, on an executor of its own: `run_forever` and
     /// `run_until_complete` run it inside `async_io::block_on`, so the
     /// reactor runs on the loop's thread.
@@ -271,8 +269,8 @@ impl AsyncIoBackend {
     /// # Errors
     /// If the selector cannot be created or registered (out of fds).
     #[allow(clippy::new_ret_no_self)]
-    pub fn new() -> io::Result<AsyncIoBuilder> {
-        AsyncIoBackend::with_executor(Rc::new(LocalExecutor::new()))
+    pub fn new() -> io::Result<SmolBuilder> {
+        SmolBackend::with_executor(Rc::new(LocalExecutor::new()))
     }
 
     /// Owned mode on `ex`: while the loop runs, `ex`'s other tasks (smol or
@@ -288,16 +286,16 @@ impl AsyncIoBackend {
     /// use std::rc::Rc;
     /// use async_executor::LocalExecutor;
     /// use oneloop::Loop;
-    /// use oneloop_async_std::AsyncIoBackend;
+    /// use oneloop_smol::SmolBackend;
     ///
     /// let ex = Rc::new(LocalExecutor::new());
-    /// let lp = Loop::with_backend(AsyncIoBackend::with_executor(ex.clone())?)?;
+    /// let lp = Loop::with_backend(SmolBackend::with_executor(ex.clone())?)?;
     /// let smol_task = ex.spawn(async { 6 * 7 });
     /// assert_eq!(lp.run_until_complete(smol_task)?, 42);
     /// # Ok::<(), oneloop::Error>(())
     /// ```
-    pub fn with_executor(ex: Rc<LocalExecutor<'static>>) -> io::Result<AsyncIoBuilder> {
-        Ok(AsyncIoBuilder {
+    pub fn with_executor(ex: Rc<LocalExecutor<'static>>) -> io::Result<SmolBuilder> {
+        Ok(SmolBuilder {
             mode: Build::Owned(ex),
         })
     }
@@ -317,10 +315,10 @@ impl AsyncIoBackend {
     /// use std::time::Duration;
     /// use async_executor::LocalExecutor;
     /// use oneloop::Loop;
-    /// use oneloop_async_std::AsyncIoBackend;
+    /// use oneloop_smol::SmolBackend;
     ///
     /// let ex = LocalExecutor::new();
-    /// let lp = Loop::with_backend(AsyncIoBackend::attach(&ex)?)?;
+    /// let lp = Loop::with_backend(SmolBackend::attach(&ex)?)?;
     /// assert!(lp.is_running());
     /// let task = lp.spawn(async {
     ///     oneloop::sleep(Duration::from_millis(2)).await?;
@@ -332,8 +330,8 @@ impl AsyncIoBackend {
     /// lp.close()?;
     /// # Ok::<(), oneloop::Error>(())
     /// ```
-    pub fn attach(ex: &LocalExecutor<'_>) -> io::Result<AsyncIoBuilder> {
-        let (mut builder, driver) = AsyncIoBackend::attached()?;
+    pub fn attach(ex: &LocalExecutor<'_>) -> io::Result<SmolBuilder> {
+        let (mut builder, driver) = SmolBackend::attached()?;
         let spawned = ex.spawn(driver);
         if let Build::Attached { task, .. } = &mut builder.mode {
             *task = Some(spawned);
@@ -355,10 +353,10 @@ impl AsyncIoBackend {
     ///
     /// ```
     /// use oneloop::Loop;
-    /// use oneloop_async_std::AsyncIoBackend;
+    /// use oneloop_smol::SmolBackend;
     ///
     /// async_std::task::block_on(async {
-    ///     let lp = Loop::with_backend(AsyncIoBackend::attach_async_std()?)?;
+    ///     let lp = Loop::with_backend(SmolBackend::attach_async_std()?)?;
     ///     let fut = lp.create_future::<u32>();
     ///     lp.call_soon({ let fut = fut.clone(); move || { let _ = fut.set_result(5); } })?;
     ///     assert_eq!(fut.await?, 5);
@@ -367,8 +365,8 @@ impl AsyncIoBackend {
     /// # Ok::<(), oneloop::Error>(())
     /// ```
     #[cfg(feature = "async-std")]
-    pub fn attach_async_std() -> io::Result<AsyncIoBuilder> {
-        let (builder, driver) = AsyncIoBackend::attached()?;
+    pub fn attach_async_std() -> io::Result<SmolBuilder> {
+        let (builder, driver) = SmolBackend::attached()?;
         // The handle detaches on drop; the driver ends when the loop closes.
         drop(async_std::task::spawn_local(driver));
         Ok(builder)
@@ -379,13 +377,13 @@ impl AsyncIoBackend {
     ///
     /// # Errors
     /// If the selector cannot be created or registered (out of fds).
-    pub fn attached() -> io::Result<(AsyncIoBuilder, DriverFuture)> {
+    pub fn attached() -> io::Result<(SmolBuilder, DriverFuture)> {
         let pending = Rc::new(Pending::default());
         let driver = DriverFuture {
             pending: pending.clone(),
             task: None,
         };
-        let builder = AsyncIoBuilder {
+        let builder = SmolBuilder {
             mode: Build::Attached {
                 pending,
                 task: None,
@@ -403,9 +401,9 @@ impl AsyncIoBackend {
     }
 }
 
-impl Backend for AsyncIoBackend {
+impl Backend for SmolBackend {
     fn name(&self) -> &str {
-        "async-io"
+        "smol"
     }
 
     fn arm(&self, next: NextDispatch) {
@@ -420,7 +418,7 @@ impl Backend for AsyncIoBackend {
         let Mode::Owned { ex, .. } = &self.mode else {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "an attached async-io loop is run by its host executor",
+                "an attached smol loop is run by its host executor",
             ));
         };
         let core = &self.core;
@@ -474,7 +472,7 @@ impl Backend for AsyncIoBackend {
     }
 }
 
-impl Drop for AsyncIoBackend {
+impl Drop for SmolBackend {
     fn drop(&mut self) {
         // A loop dropped without `close` still deregisters every fd now,
         // while its owner keeps it open.

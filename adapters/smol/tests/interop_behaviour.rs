@@ -17,12 +17,12 @@ use async_executor::LocalExecutor;
 use futures_lite::future::zip;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use oneloop::Loop;
-use oneloop_async_std::AsyncIoBackend;
+use oneloop_smol::SmolBackend;
 use support::run_owned;
 
 fn owned() -> (Loop, Rc<LocalExecutor<'static>>) {
     let ex = Rc::new(LocalExecutor::new());
-    let lp = Loop::with_backend(AsyncIoBackend::with_executor(ex.clone()).unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::with_executor(ex.clone()).unwrap()).unwrap();
     (lp, ex)
 }
 
@@ -187,7 +187,7 @@ fn async_std_echo_and_a_oneloop_reader_share_one_thread_owned() {
 #[test]
 fn async_std_echo_and_a_oneloop_reader_share_one_thread_attached() {
     let (echoed, lines) = async_std::task::block_on(async {
-        let lp = Loop::with_backend(AsyncIoBackend::attach_async_std().unwrap()).unwrap();
+        let lp = Loop::with_backend(SmolBackend::attach_async_std().unwrap()).unwrap();
         let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap();

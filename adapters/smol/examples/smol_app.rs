@@ -2,14 +2,14 @@
 //! oneloop "library" (timers, callbacks, a task using smol's sockets) share
 //! one thread and one reactor.
 //!
-//! Run with: `cargo run -p oneloop-async-std --example smol_app`
+//! Run with: `cargo run -p oneloop-smol --example smol_app`
 
 use std::time::Duration;
 
 use async_executor::LocalExecutor;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use oneloop::Loop;
-use oneloop_async_std::AsyncIoBackend;
+use oneloop_smol::SmolBackend;
 
 /// Code written against oneloop only: it runs on whatever loop it is given.
 fn start_pinger(
@@ -43,7 +43,7 @@ fn start_pinger(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ex = LocalExecutor::new();
-    let lp = Loop::with_backend(AsyncIoBackend::attach(&ex)?)?;
+    let lp = Loop::with_backend(SmolBackend::attach(&ex)?)?;
     smol::block_on(ex.run(async {
         // The smol side: an echo server, as the application already had.
         let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;

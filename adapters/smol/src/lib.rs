@@ -1,19 +1,20 @@
-//! oneloop on the async-io engine shared by async-std and smol.
+//! oneloop on smol: async-io's reactor and an async-executor
+//! `LocalExecutor`, the parts smol is made of.
 //!
-//! **async-std is discontinued upstream** (1.13, "use smol instead"). Its
-//! engine lives on: async-std was async-global-executor over async-io, the
-//! same reactor and executor smol is made of (async-io + async-executor).
-//! This adapter runs oneloop on that engine, so it serves **smol users as
-//! well**: code written for smol or async-std and code written against
-//! oneloop share one thread, one reactor and one poll.
+//! The same parts run async-std, which is **discontinued upstream** (1.13,
+//! "use smol instead"): async-std was async-global-executor over async-io.
+//! So this adapter serves **async-std users as well**: code written for
+//! smol or async-std and code written against oneloop share one thread,
+//! one reactor and one poll. (Before 0.1 this crate was `oneloop-async-std`
+//! with `AsyncIoBackend`; see the changelog.)
 //!
-//! - **smol users**: build the loop with [`AsyncIoBackend::new`] (owned: the
+//! - **smol users**: build the loop with [`SmolBackend::new`] (owned: the
 //!   loop runs its own `LocalExecutor` inside `async_io::block_on`), with
-//!   [`AsyncIoBackend::with_executor`] (owned, your executor's tasks run
-//!   alongside), or [`AsyncIoBackend::attach`] (attached to the
+//!   [`SmolBackend::with_executor`] (owned, your executor's tasks run
+//!   alongside), or [`SmolBackend::attach`] (attached to the
 //!   `LocalExecutor` your program already runs). Depend on this crate with
 //!   `default-features = false` and no async-std code is compiled.
-//! - **async-std users**: [`AsyncIoBackend::attach_async_std`] attaches the
+//! - **async-std users**: [`SmolBackend::attach_async_std`] attaches the
 //!   loop to async-std's runtime on this thread (feature `async-std`, on by
 //!   default).
 //!
@@ -28,9 +29,9 @@
 //! ```
 //! use std::time::Duration;
 //! use oneloop::Loop;
-//! use oneloop_async_std::AsyncIoBackend;
+//! use oneloop_smol::SmolBackend;
 //!
-//! let lp = Loop::with_backend(AsyncIoBackend::new()?)?;
+//! let lp = Loop::with_backend(SmolBackend::new()?)?;
 //! let task = lp.spawn(async {
 //!     // smol's TCP and timer futures, awaited in a oneloop task.
 //!     let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -79,5 +80,5 @@ mod backend;
 mod blocking;
 mod driver;
 
-pub use backend::{AsyncIoBackend, AsyncIoBuilder, DriverFuture};
+pub use backend::{DriverFuture, SmolBackend, SmolBuilder};
 pub use blocking::BlockingPool;

@@ -1,4 +1,4 @@
-//! fd watching on the async-io backend: level-triggered callbacks over
+//! fd watching on the smol backend: level-triggered callbacks over
 //! async-io's oneshot registrations, one registration per fd, the user's
 //! blocking mode left alone, synchronous deregistration.
 
@@ -14,12 +14,12 @@ use std::time::Duration;
 use async_executor::LocalExecutor;
 use async_io::Async;
 use oneloop::Loop;
-use oneloop_async_std::AsyncIoBackend;
+use oneloop_smol::SmolBackend;
 use rustix::fs::{OFlags, fcntl_getfl};
 use support::{host_run, run_owned};
 
 fn owned() -> Loop {
-    Loop::with_backend(AsyncIoBackend::new().unwrap()).unwrap()
+    Loop::with_backend(SmolBackend::new().unwrap()).unwrap()
 }
 
 /// Run an owned loop until `pred` holds, re-checking after every iteration.
@@ -199,7 +199,7 @@ fn peer_hang_up_reaches_the_reader_as_eof() {
 #[test]
 fn attached_loop_watches_fds_through_the_host() {
     let ex = LocalExecutor::new();
-    let lp = Loop::with_backend(AsyncIoBackend::attach(&ex).unwrap()).unwrap();
+    let lp = Loop::with_backend(SmolBackend::attach(&ex).unwrap()).unwrap();
     let (mut a, b) = UnixStream::pair().unwrap();
     b.set_nonblocking(true).unwrap();
     let b = Rc::new(b);

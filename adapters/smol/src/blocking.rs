@@ -15,9 +15,9 @@ use oneloop::Executor;
 ///
 /// ```
 /// use oneloop::Loop;
-/// use oneloop_async_std::{AsyncIoBackend, BlockingPool};
+/// use oneloop_smol::{SmolBackend, BlockingPool};
 ///
-/// let lp = Loop::with_backend(AsyncIoBackend::new()?)?;
+/// let lp = Loop::with_backend(SmolBackend::new()?)?;
 /// lp.set_default_executor(BlockingPool);
 /// let fut = lp.run_in_executor(|| std::thread::current().name().map(String::from))?;
 /// let name = lp.run_until_complete(fut)??;
