@@ -1,5 +1,5 @@
 """asyncio on oneloop: Python's event loop, run by oneloop's Rust scheduler
-on the default loop or on a tokio, GLib, calloop or async-io host.
+on the default loop or on a tokio, GLib, calloop or smol host.
 
     import asyncio, oneloop
     oneloop.run(main(), host="default")        # like asyncio.run(main())

@@ -7,7 +7,7 @@ What runs where:
   ``add_writer`` (and so the *waiting* of every socket, pipe and the
   self-pipe), ``call_soon_threadsafe`` (oneloop's inbox and wake-up), the
   clock, and ``run_forever``/``stop``/``close``. The wait happens inside
-  the host loop (epoll, tokio, GLib, calloop or async-io) with the GIL
+  the host loop (epoll, tokio, GLib, calloop or smol) with the GIL
   released.
 * **Python (asyncio's own code, reused)**: ``Handle``/``TimerHandle`` (so
   exceptions reach ``call_exception_handler`` with asyncio's context keys),

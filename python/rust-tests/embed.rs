@@ -18,7 +18,7 @@ fn new_loop(host: &str) -> Loop {
         "tokio" => oneloop_tokio::new_loop(),
         "glib" => oneloop_glib::new_loop(),
         "calloop" => oneloop_calloop::new_loop(),
-        "async-std" => oneloop_async_std::AsyncIoBackend::new()
+        "smol" => oneloop_smol::SmolBackend::new()
             .map_err(oneloop::Error::from)
             .and_then(Loop::with_backend),
         other => panic!("unknown host {other}"),
@@ -141,7 +141,7 @@ fn run_on(host: &str) {
 fn python_asyncio_on_the_programs_own_loop_on_every_host() {
     oneloop_python::embed::append_to_inittab();
     Python::initialize();
-    for host in ["default", "tokio", "glib", "calloop", "async-std"] {
+    for host in ["default", "tokio", "glib", "calloop", "smol"] {
         run_on(host);
     }
 }

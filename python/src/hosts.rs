@@ -16,7 +16,7 @@ pub(crate) fn available() -> Vec<&'static str> {
         hosts.push("calloop");
     }
     if cfg!(feature = "async-std") {
-        hosts.push("async-std");
+        hosts.push("smol");
     }
     hosts
 }
@@ -33,8 +33,9 @@ pub(crate) fn new_loop(host: &str) -> Option<oneloop::Result<Loop>> {
         "glib" => oneloop_glib::new_loop(),
         #[cfg(feature = "calloop")]
         "calloop" => oneloop_calloop::new_loop(),
+        // "async-std": the name before 0.1 (async-std runs on smol's engine).
         #[cfg(feature = "async-std")]
-        "async-std" => oneloop_async_std::AsyncIoBackend::new()
+        "smol" | "async-std" => oneloop_smol::SmolBackend::new()
             .map_err(oneloop::Error::from)
             .and_then(Loop::with_backend),
         _ => return None,
@@ -47,7 +48,7 @@ pub(crate) fn new_loop(host: &str) -> Option<oneloop::Result<Loop>> {
 /// (PyGObject and this module share one libglib, so one default context).
 ///
 /// `None` for a host that has nothing to attach to from Python: tokio,
-/// calloop and async-io loops are made by the Rust program that runs them.
+/// calloop and smol loops are made by the Rust program that runs them.
 pub(crate) fn attach_loop(host: &str) -> Option<oneloop::Result<Loop>> {
     match host {
         #[cfg(feature = "glib")]

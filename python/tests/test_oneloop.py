@@ -31,7 +31,7 @@ BACKEND = {
     "tokio": "tokio",
     "glib": "glib",
     "calloop": "calloop",
-    "async-std": "async-io",
+    "smol": "smol",
 }
 
 
@@ -465,6 +465,21 @@ class EntryPointTests(_Base):
         self.assertEqual(out.strip(), "KeyboardInterrupt")
         self.assertEqual(proc.returncode, 0)
         self.assertLess(time.monotonic() - t0, 30)
+
+
+@unittest.skipUnless("smol" in oneloop.HOSTS, "this build has no smol host")
+class HostAliasTests(unittest.TestCase):
+    host = "smol"
+
+    def test_async_std_is_the_smol_host(self):
+        # "async-std" was the smol host's name before 0.1; it stays accepted.
+        loop = oneloop.new_event_loop("async-std")
+        try:
+            self.assertEqual(loop._rust.backend_name, "smol")
+            self.assertEqual(loop.run_until_complete(asyncio.sleep(0, "ok")), "ok")
+        finally:
+            loop.close()
+            asyncio.set_event_loop(None)
 
 
 for _host in _hosts():
