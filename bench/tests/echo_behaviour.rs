@@ -161,6 +161,15 @@ fn cells_parse_and_print_alike() {
     assert!("raw/nope".parse::<Cell>().is_err());
 }
 
+/// `smol` is the name; the names it had before 0.1 stay accepted.
+#[test]
+fn the_smol_loop_keeps_its_old_names_as_aliases() {
+    assert_eq!(LoopKind::Smol.to_string(), "smol");
+    for name in ["smol", "async-std", "async-io"] {
+        assert_eq!(name.parse::<LoopKind>(), Ok(LoopKind::Smol), "{name}");
+    }
+}
+
 #[test]
 #[cfg(all(feature = "tokio", feature = "glib", feature = "calloop"))]
 fn the_bridge_benchmark_runs_every_row_and_prints_the_ratios() {
