@@ -3,7 +3,7 @@
 //! default loop on the OS poller.
 //!
 //! Frameworks program against [`Loop`]; adapters put it on the loops people
-//! already run (tokio, async-std/smol, glib, calloop) by implementing the
+//! already run (tokio, smol or async-std, glib, calloop) by implementing the
 //! small [`Backend`](backend::Backend) trait; the `oneloop-conformance` crate
 //! proves each adapter keeps the guarantees.
 //!
