@@ -458,6 +458,31 @@ class SemanticsTests(_Base):
         self.go(main())
 
 
+    def test_udp_write_buffer_limits_as_asyncio(self):
+        # asyncio's defaults, rules and ValueError, read back from oneloop's
+        # DatagramTransport (they were fixed at 16/64 KiB before).
+        async def main():
+            t, _ = await self.loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+            self.assertEqual(t.get_write_buffer_limits(), (16 * 1024, 64 * 1024))
+            t.set_write_buffer_limits(high=1000)
+            self.assertEqual(t.get_write_buffer_limits(), (250, 1000))
+            t.set_write_buffer_limits(low=100)
+            self.assertEqual(t.get_write_buffer_limits(), (100, 400))
+            t.set_write_buffer_limits(high=0)
+            self.assertEqual(t.get_write_buffer_limits(), (0, 0))
+            with self.assertRaisesRegex(ValueError, "must be >="):
+                t.set_write_buffer_limits(high=10, low=20)
+            with self.assertRaisesRegex(ValueError, "must be >="):
+                t.set_write_buffer_limits(low=-1)
+            self.assertEqual(t.get_write_buffer_limits(), (0, 0))
+            t.set_write_buffer_limits()
+            self.assertEqual(t.get_write_buffer_limits(), (16 * 1024, 64 * 1024))
+            t.close()
+
+        self.go(main())
+
+
 _GC_CHILD = textwrap.dedent(
     """
     import asyncio, gc, sys, weakref
