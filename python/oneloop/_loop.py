@@ -13,19 +13,25 @@ What runs where:
   exceptions reach ``call_exception_handler`` with asyncio's context keys),
   tasks and futures, the socket/pipe/SSL transports of ``selector_events``
   and ``unix_events`` (their ``_add_reader``/``_add_writer`` calls land in
-  oneloop through the selector below), ``sock_*``, servers, DNS, signal
-  handling through ``signal.set_wakeup_fd`` on the self-pipe, subprocesses
-  through asyncio's child watchers, ``run_in_executor``.
+  oneloop through the selector below), ``sock_*``, servers, DNS,
+  subprocesses through asyncio's child watchers, ``run_in_executor``.
+* **Signals**: ``add_signal_handler`` on an owned loop is oneloop's
+  (``Loop::add_signal_handler``: its C handler, its self-pipe, the handle
+  run as a oneloop callback); on an attached loop, whose host owns signals,
+  asyncio's (``signal.set_wakeup_fd`` on the self-pipe). Python's own
+  handlers (Ctrl-C's ``KeyboardInterrupt``, ``asyncio.Runner``'s SIGINT
+  handler) wake the loop through the wakeup fd on the self-pipe.
 """
 
 import asyncio
+import errno
 import selectors
 import signal
 import socket
 import sys
 import threading
 import weakref
-from asyncio import constants, events, sslproto, unix_events
+from asyncio import constants, coroutines, events, sslproto, unix_events
 
 from . import _oneloop, _transports
 
@@ -344,6 +350,95 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         self._check_owner()
         return _transports.WritePipeTransport(self, pipe, protocol, waiter, extra)
 
+    # -- signals: oneloop's Loop::add_signal_handler ------------------------
+
+    def add_signal_handler(self, sig, callback, *args):
+        """asyncio's ``add_signal_handler``, through oneloop's signal
+        handling on an owned loop: oneloop's C handler and self-pipe wake
+        the host's wait and run the handle as a oneloop callback, on every
+        host. asyncio's checks and errors: ``TypeError`` for a coroutine or
+        a non-int, ``ValueError`` out of range, ``RuntimeError`` off the
+        main thread, for a signal that cannot be caught (oneloop also
+        refuses SIGSEGV, SIGBUS, SIGFPE and SIGILL, which asyncio accepts),
+        and, unlike asyncio, while another loop of the process handles
+        signals (oneloop has one owner of signal dispositions at a time).
+        """
+        if self._rust.attached:
+            # The host owns signal dispositions (oneloop refuses them to an
+            # attached loop): asyncio's own path, the wakeup fd on the
+            # self-pipe, which oneloop watches.
+            return super().add_signal_handler(sig, callback, *args)
+        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        self._check_owner()
+        try:
+            # As asyncio: raises ValueError off the main thread, and keeps
+            # Python's own handlers waking the loop while handlers exist.
+            signal.set_wakeup_fd(self._csock.fileno())
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(str(exc))
+
+        handle = events.Handle(callback, args, self, None)
+        old_handle = self._signal_handlers.get(sig)
+        old_disposition = signal.getsignal(sig)
+        self._signal_handlers[sig] = handle
+        try:
+            # Python's view of the signal, as asyncio leaves it
+            # (signal.getsignal() returns the no-op); oneloop's C handler
+            # replaces Python's at once and gives it back on removal.
+            signal.signal(sig, unix_events._sighandler_noop)
+            signal.siginterrupt(sig, False)
+            self._rust.add_signal_handler(sig, handle)
+        except (OSError, RuntimeError) as exc:
+            if old_handle is None:
+                del self._signal_handlers[sig]
+                try:
+                    signal.signal(sig, old_disposition)
+                except (OSError, TypeError, ValueError):
+                    pass
+            else:
+                self._signal_handlers[sig] = old_handle
+            if not self._signal_handlers:
+                self._release_wakeup_fd()
+            if isinstance(exc, OSError) and exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught")
+            raise
+
+    def remove_signal_handler(self, sig):
+        """asyncio's ``remove_signal_handler``: ``True`` if a handler was
+        removed; the signal is then ``SIG_DFL`` (SIGINT Python's
+        ``default_int_handler``), as asyncio leaves it."""
+        if self._rust.attached:
+            return super().remove_signal_handler(sig)
+        self._check_signal(sig)
+        if sig not in self._signal_handlers:
+            return False
+        self._check_owner()
+        del self._signal_handlers[sig]
+        self._rust.remove_signal_handler(sig)
+        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        try:
+            signal.signal(sig, handler)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught")
+            raise
+        if not self._signal_handlers:
+            self._release_wakeup_fd()
+        return True
+
+    def _release_wakeup_fd(self):
+        # asyncio sets it to -1 with the last handler gone; during a run the
+        # loop keeps it on the self-pipe (_watch_signals) so that Ctrl-C
+        # still wakes the wait, and run_forever gives it back at the end.
+        fd = self._csock.fileno() if self.is_running() and self._csock is not None else -1
+        try:
+            signal.set_wakeup_fd(fd)
+        except (ValueError, OSError) as exc:
+            unix_events.logger.info("set_wakeup_fd(%d) failed: %s", fd, exc)
+
     # -- running ----------------------------------------------------------
 
     def run_forever(self):
@@ -395,6 +490,10 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         if old is None or self._signal_handlers:
             # add_signal_handler() owns the wakeup fd while handlers exist.
             return
+        if self._csock is not None and old == self._csock.fileno():
+            # add_signal_handler() set it before the run; its handlers are
+            # gone now, and asyncio leaves no wakeup fd then.
+            old = -1
         try:
             signal.set_wakeup_fd(old)
         except (ValueError, OSError):
