@@ -14,7 +14,9 @@ What runs where:
   tasks and futures, the socket/pipe/SSL transports of ``selector_events``
   and ``unix_events`` (their ``_add_reader``/``_add_writer`` calls land in
   oneloop through the selector below), ``sock_*``, servers, DNS,
-  subprocesses through asyncio's child watchers, ``run_in_executor``.
+  ``run_in_executor``, and asyncio's ``Popen``-based subprocess transport,
+  whose exit the loop watches itself (a pidfd on oneloop's fd watching, no
+  child watcher, no SIGCHLD handler, no thread).
 * **Signals**: ``add_signal_handler`` on an owned loop is oneloop's
   (``Loop::add_signal_handler``: its C handler, its self-pipe, the handle
   run as a oneloop callback); on an attached loop, whose host owns signals,
@@ -25,6 +27,7 @@ What runs where:
 
 import asyncio
 import errno
+import os
 import selectors
 import signal
 import socket
@@ -142,6 +145,7 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
     # unknown host) leaves a loop that __del__ must see as closed.
     _closed = True
     _attached_state = None
+    _child_pidfds = {}
 
     def __init__(self, host="default", *, attach=False):
         if attach and events._get_running_loop() is not None:
@@ -161,6 +165,7 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
 
     def _init(self, rust):
         self._owner_ident = threading.get_ident()
+        self._child_pidfds = {}  # pidfd -> pid of the children being watched
         self._rust = rust
         self._rust_remote = self._rust.remote()
         super().__init__(_OneloopSelector(self._rust))
@@ -350,6 +355,90 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         self._check_owner()
         return _transports.WritePipeTransport(self, pipe, protocol, waiter, extra)
 
+    # -- subprocesses: the exit watched by the loop itself -----------------
+
+    async def _make_subprocess_transport(self, protocol, args, shell,
+                                         stdin, stdout, stderr, bufsize,
+                                         extra=None, **kwargs):
+        # asyncio's, without the child watcher: the loop watches the child's
+        # exit itself, through oneloop (a pidfd, readable once the child
+        # exited, on oneloop's fd watching), so a subprocess needs no SIGCHLD
+        # handler and no thread on any host, and works from any thread's
+        # loop. Child watchers set on the policy are not used (as uvloop).
+        self._check_closed()
+        self._check_owner()
+        waiter = self.create_future()
+        transp = unix_events._UnixSubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs)
+        self._watch_child(transp.get_pid(), transp)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
+
+    def _watch_child(self, pid, transp):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError) as exc:
+            if isinstance(exc, ProcessLookupError):
+                # Reaped already by someone else's waitpid (as asyncio's
+                # PidfdChildWatcher reports it).
+                self._child_reaped_elsewhere(pid, transp)
+                return
+            # No pidfds (not Linux, a kernel before 5.3, a sandbox): a thread
+            # waits for this child, as asyncio's ThreadedChildWatcher does.
+            threading.Thread(
+                target=self._wait_child_in_thread, args=(pid, transp),
+                name=f"oneloop-waitpid-{pid}", daemon=True).start()
+            return
+        self._child_pidfds[pidfd] = pid
+        self._add_reader(pidfd, self._child_exited, pidfd, pid, transp)
+
+    def _child_exited(self, pidfd, pid, transp):
+        self._remove_reader(pidfd)
+        del self._child_pidfds[pidfd]
+        os.close(pidfd)
+        try:
+            _, status = os.waitpid(pid, 0)  # the pidfd says it exited: no wait
+        except ChildProcessError:
+            self._child_reaped_elsewhere(pid, transp)
+            return
+        transp._process_exited(os.waitstatus_to_exitcode(status))
+
+    def _child_reaped_elsewhere(self, pid, transp):
+        unix_events.logger.warning(
+            "child process pid %d exit status already read: will report returncode 255", pid)
+        self.call_soon(transp._process_exited, 255)
+
+    def _wait_child_in_thread(self, pid, transp):
+        try:
+            _, status = os.waitpid(pid, 0)
+            returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            unix_events.logger.warning(
+                "child process pid %d exit status already read: will report returncode 255", pid)
+            returncode = 255
+        if not self.is_closed():
+            try:
+                self.call_soon_threadsafe(transp._process_exited, returncode)
+            except RuntimeError:
+                pass  # closed meanwhile
+
+    def _close_child_watches(self):
+        # A loop closed with children still running: stop watching them (the
+        # transport's close() or __del__ kills and reaps its child, as
+        # asyncio's).
+        for pidfd in list(self._child_pidfds):
+            self._remove_reader(pidfd)
+            os.close(pidfd)
+        self._child_pidfds.clear()
+
     # -- signals: oneloop's Loop::add_signal_handler ------------------------
 
     def add_signal_handler(self, sig, callback, *args):
@@ -522,6 +611,7 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         if self.is_closed():
             return
         self._check_owner()
+        self._close_child_watches()
         super().close()
         self._rust.close()
 

@@ -69,6 +69,24 @@ CORE_GAPS = {
 }
 
 
+# test_subprocess watcher classes that no longer apply -> why. The loop does
+# not use asyncio's child watchers: it watches its children's exit itself
+# (a pidfd on oneloop's fd watching), as uvloop does. The other three
+# watchers only wait for pids registered with them, so with the loop not
+# registering any they stand by and their classes still run every
+# subprocess test on this loop.
+WATCHERS_NOT_APPLYING = {
+    "SubprocessFastWatcherTests": (
+        "FastChildWatcher reaps every child of the process (waitpid(-1) on "
+        "SIGCHLD), and this loop does not use child watchers (it watches "
+        "its children's exit through oneloop, as uvloop does): with one "
+        "installed the two race for each exit status, and the loop reports "
+        "returncode 255 when the watcher won (as asyncio's own "
+        "PidfdChildWatcher does beside it). Seen in 4 of 435 runs."
+    ),
+}
+
+
 def _hosts():
     wanted = os.environ.get("ONELOOP_HOSTS")
     if not wanted:
@@ -163,7 +181,11 @@ def _suites(host):
             yield ("test_events", name, (_PolicyMixin, getattr(test_events, name)), {})
     yield ("test_events", "TestServer", (_PolicyOnlyMixin, test_events.TestServer), {})
     for name, cls in watcher_suites:
-        yield ("test_subprocess", name, (_PolicyMixin, cls), {})
+        ns = {}
+        if name in WATCHERS_NOT_APPLYING:
+            ns["__unittest_skip__"] = True
+            ns["__unittest_skip_why__"] = WATCHERS_NOT_APPLYING[name]
+        yield ("test_subprocess", name, (_PolicyMixin, cls), ns)
 
 
 def _make(host):

@@ -9,6 +9,7 @@ bounded by ``asyncio.timeout`` inside the loop.
 import asyncio
 import gc
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -17,6 +18,7 @@ import tempfile
 import textwrap
 import threading
 import unittest
+from unittest import mock
 
 from asyncio import selector_events
 from test.test_asyncio import utils as test_utils
@@ -221,6 +223,34 @@ class ClassTests(_Base):
             await srv.wait_closed()
 
         self.go(main())
+
+
+    def test_subprocess_exit_is_watched_by_the_loop_itself(self):
+        # No child watcher (asyncio's would be asked for through
+        # events.get_child_watcher), no thread (ThreadedChildWatcher starts
+        # one per child), no SIGCHLD handler: a pidfd on oneloop's fd
+        # watching. Shown to fail on asyncio's _make_subprocess_transport.
+        sigchld = signal.getsignal(signal.SIGCHLD)
+
+        async def main():
+            threads = threading.active_count()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(7)",
+                stdin=asyncio.subprocess.PIPE)
+            self.assertEqual(list(self.loop._child_pidfds.values()), [proc.pid])
+            self.assertEqual(threading.active_count(), threads)
+            proc.stdin.close()
+            self.assertEqual(await proc.wait(), 7)
+            self.assertEqual(self.loop._child_pidfds, {})
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "import time; time.sleep(60)")
+            proc.kill()
+            self.assertEqual(await proc.wait(), -signal.SIGKILL)
+
+        with mock.patch("asyncio.events.get_child_watcher",
+                        side_effect=AssertionError("a child watcher was asked for")):
+            self.go(main())
+        self.assertEqual(signal.getsignal(signal.SIGCHLD), sigchld)
 
 
 class SemanticsTests(_Base):
