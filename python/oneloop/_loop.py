@@ -454,9 +454,22 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         """
         if self._rust.attached:
             # The host owns signal dispositions (oneloop refuses them to an
-            # attached loop): asyncio's own path, the wakeup fd on the
-            # self-pipe, which oneloop watches.
-            return super().add_signal_handler(sig, callback, *args)
+            # attached loop): asyncio's own path, with a Python handler that
+            # schedules the handle itself instead of asyncio's no-op, since
+            # PyGObject's GLib.MainLoop.run() points the wakeup fd at its own
+            # socket while it runs (asyncio's self-pipe then never sees the
+            # signal). Python runs the handler on the main thread as soon
+            # as any Python code runs, which either wakeup fd causes.
+            super().add_signal_handler(sig, callback, *args)
+            me = weakref.ref(self)
+
+            def on_signal(signum, frame):
+                lp = me()
+                if lp is not None and not lp.is_closed():
+                    lp._handle_signal(signum)
+
+            signal.signal(sig, on_signal)
+            return
         if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
@@ -474,11 +487,14 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         old_disposition = signal.getsignal(sig)
         self._signal_handlers[sig] = handle
         try:
-            # Python's view of the signal, as asyncio leaves it
-            # (signal.getsignal() returns the no-op); oneloop's C handler
-            # replaces Python's at once and gives it back on removal.
-            signal.signal(sig, unix_events._sighandler_noop)
-            signal.siginterrupt(sig, False)
+            if old_handle is None:
+                # Python's view of the signal, as asyncio leaves it
+                # (signal.getsignal() returns the no-op); oneloop's C handler
+                # replaces Python's at once and gives it back on removal.
+                # Not again when replacing a handler: Python's C handler
+                # would take the signal back from oneloop's.
+                signal.signal(sig, unix_events._sighandler_noop)
+                signal.siginterrupt(sig, False)
             self._rust.add_signal_handler(sig, handle)
         except (OSError, RuntimeError) as exc:
             if old_handle is None:
@@ -517,6 +533,13 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         if not self._signal_handlers:
             self._release_wakeup_fd()
         return True
+
+    def _process_self_data(self, data):
+        # The self-pipe gets signal numbers from the wakeup fd. On an owned
+        # loop oneloop handles add_signal_handler's signals; on an attached
+        # one the Python handler above does (asyncio would run the handle
+        # a second time here).
+        pass
 
     def _release_wakeup_fd(self):
         # asyncio sets it to -1 with the last handler gone; during a run the

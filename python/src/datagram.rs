@@ -481,9 +481,10 @@ impl RustDatagram {
         let (high, low) = (high as usize, low as usize);
         let transport = ep.transport.borrow().clone();
         match transport {
-            Some(t) => ep
-                .direct
-                .call(|| t.set_write_buffer_limits(Some(high), Some(low)).map_err(to_py)),
+            Some(t) => ep.direct.call(|| {
+                t.set_write_buffer_limits(Some(high), Some(low))
+                    .map_err(to_py)
+            }),
             None => {
                 ep.limits.set(Some((low, high)));
                 Ok(())
