@@ -7,6 +7,7 @@ bounded by ``asyncio.timeout`` inside the loop.
 """
 
 import asyncio
+import errno
 import gc
 import os
 import signal
@@ -251,6 +252,48 @@ class ClassTests(_Base):
                         side_effect=AssertionError("a child watcher was asked for")):
             self.go(main())
         self.assertEqual(signal.getsignal(signal.SIGCHLD), sigchld)
+
+
+    def test_subprocess_exit_without_pidfds_waits_in_a_thread(self):
+        # Where os.pidfd_open fails (no pidfds: not Linux, an old kernel, a
+        # sandbox), a thread waits for the child, as asyncio's
+        # ThreadedChildWatcher; its name says whose it is.
+        names = []
+
+        async def main():
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(5)",
+                stdin=asyncio.subprocess.PIPE)
+            names.extend(t.name for t in threading.enumerate())
+            self.assertEqual(self.loop._child_pidfds, {})
+            proc.stdin.close()
+            self.assertEqual(await proc.wait(), 5)
+            return proc.pid
+
+        with mock.patch("oneloop._loop.os.pidfd_open", side_effect=OSError(errno.ENOSYS, "no")):
+            pid = self.go(main())
+        self.assertIn(f"oneloop-waitpid-{pid}", names)
+
+    def test_closing_the_loop_stops_watching_a_running_child(self):
+        async def main():
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "import time; time.sleep(60)")
+            self.assertEqual(len(self.loop._child_pidfds), 1)
+            return proc, next(iter(self.loop._child_pidfds))
+
+        proc, pidfd = self.go(main())
+        transport = proc._transport
+        self.loop.close()
+        self.assertEqual(self.loop._child_pidfds, {})
+        try:  # closed with the loop (or the number reused by another file)
+            link = os.readlink(f"/proc/self/fd/{pidfd}")
+        except FileNotFoundError:
+            link = None
+        self.assertNotEqual(link, "anon_inode:[pidfd]")
+        proc._transport = None
+        with self.assertWarns(ResourceWarning):
+            transport.__del__()  # asyncio's: kills the child
+        os.waitpid(proc.pid, 0)
 
 
 class SemanticsTests(_Base):
