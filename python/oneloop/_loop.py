@@ -13,19 +13,28 @@ What runs where:
   exceptions reach ``call_exception_handler`` with asyncio's context keys),
   tasks and futures, the socket/pipe/SSL transports of ``selector_events``
   and ``unix_events`` (their ``_add_reader``/``_add_writer`` calls land in
-  oneloop through the selector below), ``sock_*``, servers, DNS, signal
-  handling through ``signal.set_wakeup_fd`` on the self-pipe, subprocesses
-  through asyncio's child watchers, ``run_in_executor``.
+  oneloop through the selector below), ``sock_*``, servers, DNS,
+  ``run_in_executor``, and asyncio's ``Popen``-based subprocess transport,
+  whose exit the loop watches itself (a pidfd on oneloop's fd watching, no
+  child watcher, no SIGCHLD handler, no thread).
+* **Signals**: ``add_signal_handler`` on an owned loop is oneloop's
+  (``Loop::add_signal_handler``: its C handler, its self-pipe, the handle
+  run as a oneloop callback); on an attached loop, whose host owns signals,
+  asyncio's (``signal.set_wakeup_fd`` on the self-pipe). Python's own
+  handlers (Ctrl-C's ``KeyboardInterrupt``, ``asyncio.Runner``'s SIGINT
+  handler) wake the loop through the wakeup fd on the self-pipe.
 """
 
 import asyncio
+import errno
+import os
 import selectors
 import signal
 import socket
 import sys
 import threading
 import weakref
-from asyncio import constants, events, sslproto, unix_events
+from asyncio import constants, coroutines, events, sslproto, unix_events
 
 from . import _oneloop, _transports
 
@@ -136,6 +145,7 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
     # unknown host) leaves a loop that __del__ must see as closed.
     _closed = True
     _attached_state = None
+    _child_pidfds = {}
 
     def __init__(self, host="default", *, attach=False):
         if attach and events._get_running_loop() is not None:
@@ -155,6 +165,7 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
 
     def _init(self, rust):
         self._owner_ident = threading.get_ident()
+        self._child_pidfds = {}  # pidfd -> pid of the children being watched
         self._rust = rust
         self._rust_remote = self._rust.remote()
         super().__init__(_OneloopSelector(self._rust))
@@ -344,6 +355,202 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         self._check_owner()
         return _transports.WritePipeTransport(self, pipe, protocol, waiter, extra)
 
+    # -- subprocesses: the exit watched by the loop itself -----------------
+
+    async def _make_subprocess_transport(self, protocol, args, shell,
+                                         stdin, stdout, stderr, bufsize,
+                                         extra=None, **kwargs):
+        # asyncio's, without the child watcher: the loop watches the child's
+        # exit itself, through oneloop (a pidfd, readable once the child
+        # exited, on oneloop's fd watching), so a subprocess needs no SIGCHLD
+        # handler and no thread on any host, and works from any thread's
+        # loop. Child watchers set on the policy are not used (as uvloop).
+        self._check_closed()
+        self._check_owner()
+        waiter = self.create_future()
+        transp = unix_events._UnixSubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs)
+        self._watch_child(transp.get_pid(), transp)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
+
+    def _watch_child(self, pid, transp):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError) as exc:
+            if isinstance(exc, ProcessLookupError):
+                # Reaped already by someone else's waitpid (as asyncio's
+                # PidfdChildWatcher reports it).
+                self._child_reaped_elsewhere(pid, transp)
+                return
+            # No pidfds (not Linux, a kernel before 5.3, a sandbox): a thread
+            # waits for this child, as asyncio's ThreadedChildWatcher does.
+            threading.Thread(
+                target=self._wait_child_in_thread, args=(pid, transp),
+                name=f"oneloop-waitpid-{pid}", daemon=True).start()
+            return
+        self._child_pidfds[pidfd] = pid
+        self._add_reader(pidfd, self._child_exited, pidfd, pid, transp)
+
+    def _child_exited(self, pidfd, pid, transp):
+        self._remove_reader(pidfd)
+        del self._child_pidfds[pidfd]
+        os.close(pidfd)
+        try:
+            _, status = os.waitpid(pid, 0)  # the pidfd says it exited: no wait
+        except ChildProcessError:
+            self._child_reaped_elsewhere(pid, transp)
+            return
+        transp._process_exited(os.waitstatus_to_exitcode(status))
+
+    def _child_reaped_elsewhere(self, pid, transp):
+        unix_events.logger.warning(
+            "child process pid %d exit status already read: will report returncode 255", pid)
+        self.call_soon(transp._process_exited, 255)
+
+    def _wait_child_in_thread(self, pid, transp):
+        try:
+            _, status = os.waitpid(pid, 0)
+            returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            unix_events.logger.warning(
+                "child process pid %d exit status already read: will report returncode 255", pid)
+            returncode = 255
+        if not self.is_closed():
+            try:
+                self.call_soon_threadsafe(transp._process_exited, returncode)
+            except RuntimeError:
+                pass  # closed meanwhile
+
+    def _close_child_watches(self):
+        # A loop closed with children still running: stop watching them (the
+        # transport's close() or __del__ kills and reaps its child, as
+        # asyncio's).
+        for pidfd in list(self._child_pidfds):
+            self._remove_reader(pidfd)
+            os.close(pidfd)
+        self._child_pidfds.clear()
+
+    # -- signals: oneloop's Loop::add_signal_handler ------------------------
+
+    def add_signal_handler(self, sig, callback, *args):
+        """asyncio's ``add_signal_handler``, through oneloop's signal
+        handling on an owned loop: oneloop's C handler and self-pipe wake
+        the host's wait and run the handle as a oneloop callback, on every
+        host. asyncio's checks and errors: ``TypeError`` for a coroutine or
+        a non-int, ``ValueError`` out of range, ``RuntimeError`` off the
+        main thread, for a signal that cannot be caught (oneloop also
+        refuses SIGSEGV, SIGBUS, SIGFPE and SIGILL, which asyncio accepts),
+        and, unlike asyncio, while another loop of the process handles
+        signals (oneloop has one owner of signal dispositions at a time).
+        """
+        if self._rust.attached:
+            # The host owns signal dispositions (oneloop refuses them to an
+            # attached loop): asyncio's own path, with a Python handler that
+            # schedules the handle itself instead of asyncio's no-op, since
+            # PyGObject's GLib.MainLoop.run() points the wakeup fd at its own
+            # socket while it runs (asyncio's self-pipe then never sees the
+            # signal). Python runs the handler on the main thread as soon
+            # as any Python code runs, which either wakeup fd causes.
+            super().add_signal_handler(sig, callback, *args)
+            me = weakref.ref(self)
+
+            def on_signal(signum, frame):
+                lp = me()
+                if lp is not None and not lp.is_closed():
+                    lp._handle_signal(signum)
+
+            signal.signal(sig, on_signal)
+            return
+        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        self._check_owner()
+        try:
+            # As asyncio: raises ValueError off the main thread, and keeps
+            # Python's own handlers waking the loop while handlers exist.
+            signal.set_wakeup_fd(self._csock.fileno())
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(str(exc))
+
+        handle = events.Handle(callback, args, self, None)
+        old_handle = self._signal_handlers.get(sig)
+        old_disposition = signal.getsignal(sig)
+        self._signal_handlers[sig] = handle
+        try:
+            if old_handle is None:
+                # Python's view of the signal, as asyncio leaves it
+                # (signal.getsignal() returns the no-op); oneloop's C handler
+                # replaces Python's at once and gives it back on removal.
+                # Not again when replacing a handler: Python's C handler
+                # would take the signal back from oneloop's.
+                signal.signal(sig, unix_events._sighandler_noop)
+                signal.siginterrupt(sig, False)
+            self._rust.add_signal_handler(sig, handle)
+        except (OSError, RuntimeError) as exc:
+            if old_handle is None:
+                del self._signal_handlers[sig]
+                try:
+                    signal.signal(sig, old_disposition)
+                except (OSError, TypeError, ValueError):
+                    pass
+            else:
+                self._signal_handlers[sig] = old_handle
+            if not self._signal_handlers:
+                self._release_wakeup_fd()
+            if isinstance(exc, OSError) and exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught")
+            raise
+
+    def remove_signal_handler(self, sig):
+        """asyncio's ``remove_signal_handler``: ``True`` if a handler was
+        removed; the signal is then ``SIG_DFL`` (SIGINT Python's
+        ``default_int_handler``), as asyncio leaves it."""
+        if self._rust.attached:
+            return super().remove_signal_handler(sig)
+        self._check_signal(sig)
+        if sig not in self._signal_handlers:
+            return False
+        self._check_owner()
+        del self._signal_handlers[sig]
+        self._rust.remove_signal_handler(sig)
+        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        try:
+            signal.signal(sig, handler)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught")
+            raise
+        if not self._signal_handlers:
+            self._release_wakeup_fd()
+        return True
+
+    def _process_self_data(self, data):
+        # The self-pipe gets signal numbers from the wakeup fd. On an owned
+        # loop oneloop handles add_signal_handler's signals; on an attached
+        # one the Python handler above does (asyncio would run the handle
+        # a second time here).
+        pass
+
+    def _release_wakeup_fd(self):
+        # asyncio sets it to -1 with the last handler gone; during a run the
+        # loop keeps it on the self-pipe (_watch_signals) so that Ctrl-C
+        # still wakes the wait, and run_forever gives it back at the end.
+        fd = self._csock.fileno() if self.is_running() and self._csock is not None else -1
+        try:
+            signal.set_wakeup_fd(fd)
+        except (ValueError, OSError) as exc:
+            unix_events.logger.info("set_wakeup_fd(%d) failed: %s", fd, exc)
+
     # -- running ----------------------------------------------------------
 
     def run_forever(self):
@@ -395,6 +602,10 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         if old is None or self._signal_handlers:
             # add_signal_handler() owns the wakeup fd while handlers exist.
             return
+        if self._csock is not None and old == self._csock.fileno():
+            # add_signal_handler() set it before the run; its handlers are
+            # gone now, and asyncio leaves no wakeup fd then.
+            old = -1
         try:
             signal.set_wakeup_fd(old)
         except (ValueError, OSError):
@@ -423,6 +634,7 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         if self.is_closed():
             return
         self._check_owner()
+        self._close_child_watches()
         super().close()
         self._rust.close()
 

@@ -508,14 +508,10 @@ class DatagramTransport(_RustTransport, transports._FlowControlMixin, transports
         return self._rs.get_write_buffer_size()
 
     def get_write_buffer_limits(self):
-        # oneloop's datagram transport pauses the protocol above 64 KiB
-        # queued and resumes it at 16 KiB.
-        return (16 * 1024, 64 * 1024)
+        return self._rs.get_write_buffer_limits()
 
     def set_write_buffer_limits(self, high=None, low=None):
-        raise NotImplementedError(
-            "oneloop's datagram transport has fixed water marks (16 KiB, 64 KiB)"
-        )
+        self._rs.set_write_buffer_limits(high, low)
 
     def _error_received(self, exc):
         try:

@@ -42,6 +42,9 @@ struct Endpoint {
     /// `close()`/`abort()` before `connection_made`: done then.
     early: Cell<Option<bool>>,
     failure: RefCell<Option<PyErr>>,
+    /// `set_write_buffer_limits` before `connection_made`, as `(low, high)`:
+    /// set on oneloop's transport then.
+    limits: Cell<Option<(usize, usize)>>,
     lost_sends: Cell<u32>,
     closing_seen: Arc<AtomicBool>,
     /// Python calls on the stack (see [`Direct`]).
@@ -140,6 +143,10 @@ impl DatagramProtocol for Bridge {
     fn connection_made(&mut self, transport: &DatagramTransport) {
         let ep = &self.0;
         *ep.transport.borrow_mut() = Some(transport.clone());
+        if let Some((low, high)) = ep.limits.take() {
+            // Checked when they were given; nothing is queued yet.
+            let _ = transport.set_write_buffer_limits(Some(high), Some(low));
+        }
         match ep.early.get() {
             Some(true) => transport.abort(),
             Some(false) => transport.close(),
@@ -272,6 +279,7 @@ impl RustDatagram {
             received: RefCell::new(None),
             early: Cell::new(None),
             failure: RefCell::new(None),
+            limits: Cell::new(None),
             lost_sends: Cell::new(0),
             closing_seen: Arc::new(AtomicBool::new(false)),
             direct: Direct::default(),
@@ -443,6 +451,45 @@ impl RustDatagram {
             .borrow()
             .as_ref()
             .map_or(0, DatagramTransport::write_buffer_size))
+    }
+
+    /// `(low, high)`: oneloop's water marks of the send queue.
+    fn get_write_buffer_limits(&self) -> PyResult<(usize, usize)> {
+        let ep = self.ep.get()?;
+        if let Some(t) = &*ep.transport.borrow() {
+            return Ok(t.write_buffer_limits());
+        }
+        Ok(ep.limits.get().unwrap_or((16 * 1024, 64 * 1024)))
+    }
+
+    /// asyncio's `set_write_buffer_limits(high=None, low=None)`, with its
+    /// defaults and its `ValueError`; a queue already above the new high
+    /// mark pauses the protocol at once, as asyncio's `_maybe_pause_protocol`.
+    #[pyo3(signature = (high = None, low = None))]
+    fn set_write_buffer_limits(&self, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
+        let ep = self.ep.get()?;
+        let high = high.unwrap_or(match low {
+            None => 64 * 1024,
+            Some(low) => low.saturating_mul(4),
+        });
+        let low = low.unwrap_or(high / 4);
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        let (high, low) = (high as usize, low as usize);
+        let transport = ep.transport.borrow().clone();
+        match transport {
+            Some(t) => ep.direct.call(|| {
+                t.set_write_buffer_limits(Some(high), Some(low))
+                    .map_err(to_py)
+            }),
+            None => {
+                ep.limits.set(Some((low, high)));
+                Ok(())
+            }
+        }
     }
 
     fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {

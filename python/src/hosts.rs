@@ -15,7 +15,7 @@ pub(crate) fn available() -> Vec<&'static str> {
     if cfg!(feature = "calloop") {
         hosts.push("calloop");
     }
-    if cfg!(feature = "async-std") {
+    if cfg!(feature = "smol") {
         hosts.push("smol");
     }
     hosts
@@ -34,7 +34,7 @@ pub(crate) fn new_loop(host: &str) -> Option<oneloop::Result<Loop>> {
         #[cfg(feature = "calloop")]
         "calloop" => oneloop_calloop::new_loop(),
         // "async-std": the name before 0.1 (async-std runs on smol's engine).
-        #[cfg(feature = "async-std")]
+        #[cfg(feature = "smol")]
         "smol" | "async-std" => oneloop_smol::SmolBackend::new()
             .map_err(oneloop::Error::from)
             .and_then(Loop::with_backend),

@@ -14,6 +14,7 @@
 //! | [`Remote`] | the thread-safe half: `call_soon_threadsafe` from any thread |
 //! | [`RustStream`] | oneloop's stream transport (sockets, pipes) under an asyncio transport |
 //! | [`RustDatagram`] | oneloop's UDP transport under an asyncio datagram transport |
+//! | `signals` | `add_signal_handler` on oneloop's signal handling, the handles visible to Python's collector |
 //! | `registry` | the Python objects of live transports, visible to Python's collector |
 //! | `bytes_like` | `bytes`/`bytearray`/`memoryview` as byte slices, and `get_buffer()`'s buffer |
 //! | `gil` | the GIL held once per batch of callbacks, released while the host waits |
@@ -35,6 +36,7 @@ mod hosts;
 mod pending;
 mod registry;
 pub(crate) mod rust_loop;
+mod signals;
 mod stream;
 mod thread_bound;
 

@@ -23,6 +23,7 @@ use crate::handle::{self, Handle};
 use crate::hosts;
 use crate::pending::{Parked, Pending};
 use crate::registry::Registry;
+use crate::signals::Signals;
 use crate::stream::{Kind, RustStream};
 use crate::thread_bound::ThreadBound;
 
@@ -190,6 +191,8 @@ struct State {
     owner: Rc<RefCell<Option<Py<PyAny>>>>,
     /// The Python objects of live transports (see `registry`).
     transports: Rc<Registry>,
+    /// The asyncio handles of `add_signal_handler` (see `signals`).
+    signals: Signals,
     /// `Some` when the `Loop` belongs to the Rust program that embeds Python
     /// (see `embed`): closing then detaches (this run context removed, the
     /// fd watches and transports of Python code ended) instead of closing it.
@@ -308,10 +311,10 @@ thread_local! {
 /// Counts one running callback in [`IN_CALLBACK`], also across an unwind;
 /// only on attached loops (the only ones whose `close()` asks), so that an
 /// owned loop's callbacks skip the thread-local.
-struct InCallback(bool);
+pub(crate) struct InCallback(bool);
 
 impl InCallback {
-    fn enter(escapes: Escapes) -> InCallback {
+    pub(crate) fn enter(escapes: Escapes) -> InCallback {
         let counted = escapes == Escapes::Report;
         if counted {
             IN_CALLBACK.with(|n| n.set(n.get() + 1));
@@ -330,7 +333,7 @@ impl Drop for InCallback {
 
 /// What `Handle._run()` let through (a `BaseException`): leave the run, or
 /// on an attached loop hand it to asyncio's exception handler.
-fn on_escape(
+pub(crate) fn on_escape(
     py: Python<'_>,
     handle: &Bound<'_, PyAny>,
     err: PyErr,
@@ -399,7 +402,7 @@ fn run_timer(handle: Py<PyAny>, escapes: Escapes) {
     run_handle(handle, escapes);
 }
 
-fn is_cancelled(py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
+pub(crate) fn is_cancelled(py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
     h.getattr(intern!(py, "_cancelled"))
         .and_then(|c| c.is_truthy())
         .unwrap_or(false)
@@ -514,6 +517,7 @@ impl RustLoop {
                 pending: Rc::default(),
                 owner: Rc::default(),
                 transports: Rc::default(),
+                signals: Signals::default(),
                 borrowed: borrowed.then_some(hold),
             }))),
         })
@@ -709,6 +713,26 @@ impl RustLoop {
         self.with(|s| s.remove_fd(fd, WRITE))
     }
 
+    /// Run the asyncio `handle` each time signal `sig` arrives, through
+    /// oneloop's signal handling (owned loops, main thread; see `signals`).
+    fn add_signal_handler(&self, sig: i32, handle: Py<PyAny>) -> PyResult<()> {
+        self.with(|s| {
+            s.signals
+                .add(&s.lp, sig, handle, Rc::downgrade(&s.owner), self.escapes)
+        })
+    }
+
+    /// Remove the handler of `sig`; whether there was one (`False` on a
+    /// closed loop: closing removed them all).
+    fn remove_signal_handler(&self, sig: i32) -> PyResult<bool> {
+        let cell = self.state.get()?;
+        let state = cell.try_borrow().map_err(|_| closed())?;
+        match state.as_ref() {
+            Some(s) => s.signals.remove(&s.lp, sig),
+            None => Ok(false),
+        }
+    }
+
     /// Start oneloop's stream transport for the Python transport `owner`
     /// on a duplicate of `fd` (the Python socket or pipe keeps its own fd
     /// and closes it in `connection_lost`, as asyncio does), with
@@ -877,6 +901,7 @@ impl RustLoop {
         if let Some(state) = state.as_ref() {
             state.pending.traverse(&visit)?;
             state.transports.traverse(&visit)?;
+            state.signals.traverse(&visit)?;
         }
         Ok(())
     }
@@ -902,6 +927,7 @@ impl RustLoop {
         state.pending.clear();
         let transports = state.transports.take_all();
         drop(transports);
+        state.signals.clear();
     }
 }
 

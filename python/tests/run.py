@@ -22,6 +22,7 @@ MODULES = (
     "test_attached",
     "test_edges",
     "test_transports",
+    "test_signals",
     "test_gtk_example",
 )
 

@@ -11,6 +11,7 @@ seconds and records that it fired, which fails the test.
 
 import asyncio
 import os
+import signal
 import threading
 import unittest
 
@@ -193,6 +194,24 @@ class AttachedGlibTests(unittest.TestCase):
         self.assertEqual(len(self.errors), 1, self.errors)
         self.assertIsInstance(self.errors[0]["exception"], KeyboardInterrupt)
         self.assertIn("attached", self.errors[0]["message"])
+
+    def test_signal_handler_through_asyncios_path(self):
+        # GLib owns signals here (oneloop refuses them to an attached loop):
+        # add_signal_handler is asyncio's, Python's handler writing to the
+        # self-pipe that oneloop watches, and removal leaves SIG_DFL.
+        got = []
+
+        def handler(arg):
+            got.append((arg, asyncio.get_running_loop()))
+            self.main.quit()
+
+        self.loop.add_signal_handler(signal.SIGUSR1, handler, "usr1")
+        self.addCleanup(signal.signal, signal.SIGUSR1, signal.SIG_DFL)
+        self.loop.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+        self.run_glib()
+        self.assertEqual(got, [("usr1", self.loop)])
+        self.assertTrue(self.loop.remove_signal_handler(signal.SIGUSR1))
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), signal.SIG_DFL)
 
     def test_close_inside_a_callback_is_refused_then_reattach(self):
         refused = []

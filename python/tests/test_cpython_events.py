@@ -52,18 +52,37 @@ IMPLEMENTATION_DETAILS = {
 }
 
 
-# (suite, test name) -> the oneloop gap that makes it fail. These are loop
-# behaviours, not CPython details: each one fails here, is listed in
-# docs/python.md, and needs the named change in oneloop's core.
+# (suite, test name, host) -> the gap that makes it fail on that host. These
+# are loop behaviours, not CPython details: each one fails here, is listed in
+# docs/python.md, and needs the named change outside python/.
 CORE_GAPS = {
-    ("test_events", "test_get_event_loop_new_process"): (
-        "KNOWN FAILURE, skipped: a process forked from inside a running loop's "
-        "callback (ProcessPoolExecutor.submit forks there) cannot run a oneloop "
-        "loop of its own: oneloop's core keeps 'the loop running on this thread' "
-        "in a thread-local that the child inherits, so the child's run_forever "
-        "fails with 'another event loop is running on this thread'. asyncio "
-        "checks the pid for this; oneloop's core needs the same (or a reset at "
-        "fork)."
+    ("test_events", "test_get_event_loop_new_process", "tokio"): (
+        "KNOWN FAILURE on the tokio host, skipped: a process forked from "
+        "inside a running tokio loop's callback (ProcessPoolExecutor.submit "
+        "forks there) cannot run an owned tokio loop of its own. oneloop's "
+        "core forgets its running loop at fork (core/src/fork.rs) and the "
+        "other four hosts pass, but tokio's own thread-local 'inside a "
+        "runtime' state is inherited too, so the child's block_on panics "
+        "('Cannot start a runtime from within a runtime'), and tokio has no "
+        "API to leave that state. Needs a fix in oneloop-tokio."
+    ),
+}
+
+
+# test_subprocess watcher classes that no longer apply -> why. The loop does
+# not use asyncio's child watchers: it watches its children's exit itself
+# (a pidfd on oneloop's fd watching), as uvloop does. The other three
+# watchers only wait for pids registered with them, so with the loop not
+# registering any they stand by and their classes still run every
+# subprocess test on this loop.
+WATCHERS_NOT_APPLYING = {
+    "SubprocessFastWatcherTests": (
+        "FastChildWatcher reaps every child of the process (waitpid(-1) on "
+        "SIGCHLD), and this loop does not use child watchers (it watches "
+        "its children's exit through oneloop, as uvloop does): with one "
+        "installed the two race for each exit status, and the loop reports "
+        "returncode 255 when the watcher won (as asyncio's own "
+        "PidfdChildWatcher does beside it). Seen in 4 of 435 runs."
     ),
 }
 
@@ -162,13 +181,19 @@ def _suites(host):
             yield ("test_events", name, (_PolicyMixin, getattr(test_events, name)), {})
     yield ("test_events", "TestServer", (_PolicyOnlyMixin, test_events.TestServer), {})
     for name, cls in watcher_suites:
-        yield ("test_subprocess", name, (_PolicyMixin, cls), {})
+        ns = {}
+        if name in WATCHERS_NOT_APPLYING:
+            ns["__unittest_skip__"] = True
+            ns["__unittest_skip_why__"] = WATCHERS_NOT_APPLYING[name]
+        yield ("test_subprocess", name, (_PolicyMixin, cls), ns)
 
 
 def _make(host):
     for suite, name, bases, namespace in _suites(host):
         ns = dict(namespace, host=host, cpython_suite=suite)
-        for (s, test), reason in (IMPLEMENTATION_DETAILS | CORE_GAPS).items():
+        skips = dict(IMPLEMENTATION_DETAILS)
+        skips.update({(s, t): r for (s, t, h), r in CORE_GAPS.items() if h == host})
+        for (s, test), reason in skips.items():
             if s == suite and any(hasattr(b, test) for b in bases):
                 ns[test] = unittest.skip(reason)(lambda self: None)
         cls = type(f"Oneloop{_class_name(host)}{name}", bases, ns)

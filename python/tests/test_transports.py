@@ -7,8 +7,10 @@ bounded by ``asyncio.timeout`` inside the loop.
 """
 
 import asyncio
+import errno
 import gc
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -17,6 +19,7 @@ import tempfile
 import textwrap
 import threading
 import unittest
+from unittest import mock
 
 from asyncio import selector_events
 from test.test_asyncio import utils as test_utils
@@ -221,6 +224,76 @@ class ClassTests(_Base):
             await srv.wait_closed()
 
         self.go(main())
+
+
+    def test_subprocess_exit_is_watched_by_the_loop_itself(self):
+        # No child watcher (asyncio's would be asked for through
+        # events.get_child_watcher), no thread (ThreadedChildWatcher starts
+        # one per child), no SIGCHLD handler: a pidfd on oneloop's fd
+        # watching. Shown to fail on asyncio's _make_subprocess_transport.
+        sigchld = signal.getsignal(signal.SIGCHLD)
+
+        async def main():
+            threads = threading.active_count()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(7)",
+                stdin=asyncio.subprocess.PIPE)
+            self.assertEqual(list(self.loop._child_pidfds.values()), [proc.pid])
+            self.assertEqual(threading.active_count(), threads)
+            proc.stdin.close()
+            self.assertEqual(await proc.wait(), 7)
+            self.assertEqual(self.loop._child_pidfds, {})
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "import time; time.sleep(60)")
+            proc.kill()
+            self.assertEqual(await proc.wait(), -signal.SIGKILL)
+
+        with mock.patch("asyncio.events.get_child_watcher",
+                        side_effect=AssertionError("a child watcher was asked for")):
+            self.go(main())
+        self.assertEqual(signal.getsignal(signal.SIGCHLD), sigchld)
+
+
+    def test_subprocess_exit_without_pidfds_waits_in_a_thread(self):
+        # Where os.pidfd_open fails (no pidfds: not Linux, an old kernel, a
+        # sandbox), a thread waits for the child, as asyncio's
+        # ThreadedChildWatcher; its name says whose it is.
+        names = []
+
+        async def main():
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(5)",
+                stdin=asyncio.subprocess.PIPE)
+            names.extend(t.name for t in threading.enumerate())
+            self.assertEqual(self.loop._child_pidfds, {})
+            proc.stdin.close()
+            self.assertEqual(await proc.wait(), 5)
+            return proc.pid
+
+        with mock.patch("oneloop._loop.os.pidfd_open", side_effect=OSError(errno.ENOSYS, "no")):
+            pid = self.go(main())
+        self.assertIn(f"oneloop-waitpid-{pid}", names)
+
+    def test_closing_the_loop_stops_watching_a_running_child(self):
+        async def main():
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "import time; time.sleep(60)")
+            self.assertEqual(len(self.loop._child_pidfds), 1)
+            return proc, next(iter(self.loop._child_pidfds))
+
+        proc, pidfd = self.go(main())
+        transport = proc._transport
+        self.loop.close()
+        self.assertEqual(self.loop._child_pidfds, {})
+        try:  # closed with the loop (or the number reused by another file)
+            link = os.readlink(f"/proc/self/fd/{pidfd}")
+        except FileNotFoundError:
+            link = None
+        self.assertNotEqual(link, "anon_inode:[pidfd]")
+        proc._transport = None
+        with self.assertWarns(ResourceWarning):
+            transport.__del__()  # asyncio's: kills the child
+        os.waitpid(proc.pid, 0)
 
 
 class SemanticsTests(_Base):
@@ -454,6 +527,31 @@ class SemanticsTests(_Base):
             self.assertIsInstance(pc.error.result(), ConnectionRefusedError)
             for t in (a, b, c):
                 t.close()
+
+        self.go(main())
+
+
+    def test_udp_write_buffer_limits_as_asyncio(self):
+        # asyncio's defaults, rules and ValueError, read back from oneloop's
+        # DatagramTransport (they were fixed at 16/64 KiB before).
+        async def main():
+            t, _ = await self.loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+            self.assertEqual(t.get_write_buffer_limits(), (16 * 1024, 64 * 1024))
+            t.set_write_buffer_limits(high=1000)
+            self.assertEqual(t.get_write_buffer_limits(), (250, 1000))
+            t.set_write_buffer_limits(low=100)
+            self.assertEqual(t.get_write_buffer_limits(), (100, 400))
+            t.set_write_buffer_limits(high=0)
+            self.assertEqual(t.get_write_buffer_limits(), (0, 0))
+            with self.assertRaisesRegex(ValueError, "must be >="):
+                t.set_write_buffer_limits(high=10, low=20)
+            with self.assertRaisesRegex(ValueError, "must be >="):
+                t.set_write_buffer_limits(low=-1)
+            self.assertEqual(t.get_write_buffer_limits(), (0, 0))
+            t.set_write_buffer_limits()
+            self.assertEqual(t.get_write_buffer_limits(), (16 * 1024, 64 * 1024))
+            t.close()
 
         self.go(main())
 
