@@ -51,6 +51,47 @@ fn dropping_the_owner_unclosed_gives_signals_back() {
     b.add_signal_handler(SIGUSR1, || {}).unwrap();
 }
 
+/// Adding a handler again takes the signal back from whoever changed its
+/// disposition behind the loop (Python's `signal.signal` does, in the
+/// Python package: it sets its own view first, then the loop's handler
+/// must be the one installed), and removal still gives back what was
+/// there before the loop first took the signal.
+fn adding_again_takes_the_signal_back() {
+    let lp = Loop::new().unwrap();
+    lp.add_signal_handler(SIGUSR1, || {}).unwrap();
+    // SAFETY: `SIG_IGN` is a valid disposition; no handler code is installed.
+    unsafe { libc::signal(SIGUSR1, libc::SIG_IGN) };
+    let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+    let (ran2, lp2) = (ran.clone(), lp.clone());
+    lp.add_signal_handler(SIGUSR1, move || {
+        ran2.set(true);
+        lp2.stop();
+    })
+    .unwrap();
+    // SAFETY: raises a signal whose disposition this process set.
+    unsafe { libc::raise(SIGUSR1) };
+    let lp3 = lp.clone();
+    lp.call_later(Duration::from_secs(5), move || lp3.stop())
+        .unwrap();
+    lp.run_forever().unwrap();
+    assert!(
+        ran.get(),
+        "the signal stayed ignored: the loop did not take it back"
+    );
+    assert!(lp.remove_signal_handler(SIGUSR1).unwrap());
+    // SAFETY: reads the current disposition without changing it (a null new action).
+    let now = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(SIGUSR1, std::ptr::null(), &mut old);
+        old.sa_sigaction
+    };
+    assert_eq!(
+        now,
+        libc::SIG_DFL,
+        "removal gives back the first disposition"
+    );
+}
+
 type Check = (&'static str, fn());
 
 const CHECKS: &[Check] = &[
@@ -61,6 +102,10 @@ const CHECKS: &[Check] = &[
     (
         "dropping_the_owner_unclosed_gives_signals_back",
         dropping_the_owner_unclosed_gives_signals_back,
+    ),
+    (
+        "adding_again_takes_the_signal_back",
+        adding_again_takes_the_signal_back,
     ),
 ];
 

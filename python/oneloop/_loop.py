@@ -484,25 +484,29 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
 
         handle = events.Handle(callback, args, self, None)
         old_handle = self._signal_handlers.get(sig)
-        old_disposition = signal.getsignal(sig)
         self._signal_handlers[sig] = handle
         try:
+            # oneloop first: what it refuses (another loop handling signals,
+            # a signal it cannot take) it refuses before anything changed,
+            # so a refusal leaves every disposition as it was, another
+            # loop's handler included.
+            self._rust.add_signal_handler(sig, handle)
             if old_handle is None:
                 # Python's view of the signal, as asyncio leaves it
-                # (signal.getsignal() returns the no-op); oneloop's C handler
-                # replaces Python's at once and gives it back on removal.
-                # Not again when replacing a handler: Python's C handler
-                # would take the signal back from oneloop's.
-                signal.signal(sig, unix_events._sighandler_noop)
-                signal.siginterrupt(sig, False)
-            self._rust.add_signal_handler(sig, handle)
+                # (signal.getsignal() returns the no-op). signal.signal also
+                # puts Python's C handler in the kernel, so oneloop takes the
+                # signal back right after (adding again re-installs its C
+                # handler, and removal gives back what was there first).
+                # Not when replacing a handler: the view is already set.
+                try:
+                    signal.signal(sig, unix_events._sighandler_noop)
+                    signal.siginterrupt(sig, False)
+                finally:
+                    self._rust.add_signal_handler(sig, handle)
         except (OSError, RuntimeError) as exc:
             if old_handle is None:
                 del self._signal_handlers[sig]
-                try:
-                    signal.signal(sig, old_disposition)
-                except (OSError, TypeError, ValueError):
-                    pass
+                self._rust.remove_signal_handler(sig)
             else:
                 self._signal_handlers[sig] = old_handle
             if not self._signal_handlers:

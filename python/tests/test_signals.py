@@ -198,6 +198,22 @@ class SignalTests(_Base):
             other.close()
         self.assertEqual(signal.getsignal(signal.SIGUSR2), signal.SIG_DFL)
 
+    def test_a_refused_add_on_another_loop_leaves_this_loops_handler_working(self):
+        # Found in review: the refused loop used to set Python's view of the
+        # signal (signal.signal, which replaces the C handler in the kernel)
+        # before oneloop refused it, and its rollback could not put this
+        # loop's C handler back: the handler below never ran again.
+        got = self.loop.create_future()
+        self.loop.add_signal_handler(signal.SIGUSR1, got.set_result, "this")
+        other = oneloop.new_event_loop(self.host)
+        try:
+            with self.assertRaisesRegex(RuntimeError, "another event loop"):
+                other.add_signal_handler(signal.SIGUSR1, print)
+        finally:
+            other.close()
+        self.loop.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+        self.assertEqual(self.run_until(got), "this")
+
 
 for _host in _hosts():
     _tag = "".join(p.capitalize() for p in _host.split("-"))

@@ -121,7 +121,9 @@ fn on_main_thread() -> bool {
 impl Loop {
     /// Run `handler` as a loop callback each time signal `sig` arrives
     /// (SG-01). Adding again for the same signal replaces the handler
-    /// (SG-03). A signal arriving while the loop waits wakes it (SG-04).
+    /// (SG-03) and takes the signal back if something changed its
+    /// disposition behind the loop meanwhile. A signal arriving while the
+    /// loop waits wakes it (SG-04).
     ///
     /// # Errors
     /// - [`ErrorKind::InvalidArgument`]: `sig` is not a signal number, or
@@ -171,10 +173,13 @@ impl Loop {
             ));
         }
         let owner = self.signal_owner()?;
-        if !owner.saved.borrow().contains_key(&sig) {
-            let saved = sys::install(sig)?;
-            owner.saved.borrow_mut().insert(sig, saved);
-        }
+        // Installed on every call, not only the first: whoever changed the
+        // disposition behind the loop since (Python's `signal.signal`, a C
+        // library) gets it taken back, as asyncio's `signal.signal` call
+        // per `add_signal_handler` does. What removal gives back stays the
+        // disposition from before the loop first took the signal.
+        let previous = sys::install(sig)?;
+        owner.saved.borrow_mut().entry(sig).or_insert(previous);
         let old = owner.handlers.borrow_mut().insert(sig, Rc::new(handler));
         drop(old);
         Ok(())
