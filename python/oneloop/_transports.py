@@ -35,6 +35,21 @@ from asyncio.log import logger
 __all__ = ["SocketTransport", "ReadPipeTransport", "WritePipeTransport", "DatagramTransport"]
 
 
+def _socket_extra(extra, sock):
+    """asyncio's socket transports' extra info: the socket, its own address
+    and its peer's (``None`` where the call fails; a peername given by the
+    caller is kept)."""
+    extra["socket"] = trsock.TransportSocket(sock)
+    try:
+        extra["sockname"] = sock.getsockname()
+    except OSError:
+        extra["sockname"] = None
+    if "peername" not in extra:
+        try:
+            extra["peername"] = sock.getpeername()
+        except OSError:
+            extra["peername"] = None
+
 class _RustTransport:
     """What every transport here shares (a mixin for asyncio's classes)."""
 
@@ -190,16 +205,7 @@ class SocketTransport(_RustTransport, transports._FlowControlMixin, transports.T
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         transports.BaseTransport.__init__(self, extra)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        _socket_extra(self._extra, sock)
         self._loop = loop
         self._sock_fd = sock.fileno()
         base_events._set_nodelay(sock)
@@ -477,16 +483,7 @@ class DatagramTransport(_RustTransport, transports._FlowControlMixin, transports
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         transports.BaseTransport.__init__(self, extra)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        _socket_extra(self._extra, sock)
         self._loop = loop
         self._sock_fd = sock.fileno()
         self._family = sock.family

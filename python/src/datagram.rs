@@ -27,7 +27,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::bytes_like::with_bytes;
-use crate::errors::{Escapes, escape, exception_of, is_escape, report_escape, to_py};
+use crate::errors::{
+    Escapes, escape, exception_of, is_escape, lost_exception, report_escape, to_py,
+};
 use crate::registry::{Owner, Registry};
 use crate::stream::{Direct, poll_once};
 use crate::thread_bound::ThreadBound;
@@ -192,11 +194,7 @@ impl DatagramProtocol for Bridge {
         let ep = &self.0;
         Python::attach(|py| {
             let failure = ep.failure.borrow_mut().take();
-            let exc = match (failure, error) {
-                (Some(f), _) => f.into_value(py).into_any(),
-                (None, Some(e)) => exception_of(py, &e).into_value(py).into_any(),
-                (None, None) => py.None(),
-            };
+            let exc = lost_exception(py, failure, error);
             ep.call_owner(py, intern!(py, "_connection_lost"), (exc,));
             ep.finish();
         });

@@ -48,6 +48,21 @@ pub(crate) enum Escapes {
     Report,
 }
 
+/// The exception asyncio's `connection_lost` gets: a failure the bridge
+/// recorded itself (a Python error that closed the transport) before the
+/// one oneloop reports, `None` for a clean close.
+pub(crate) fn lost_exception(
+    py: Python<'_>,
+    failure: Option<PyErr>,
+    error: Option<oneloop::Error>,
+) -> Py<PyAny> {
+    match (failure, error) {
+        (Some(f), _) => f.into_value(py).into_any(),
+        (None, Some(e)) => exception_of(py, &e).into_value(py).into_any(),
+        (None, None) => py.None(),
+    }
+}
+
 /// The Python exception for a oneloop error that ends a connection, as
 /// asyncio's transports would have it from the socket call: an OS error is
 /// `OSError(errno, strerror)`, which Python turns into its subclass

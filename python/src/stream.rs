@@ -34,7 +34,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyString, PyType};
 
 use crate::bytes_like::{fill, with_bytes};
-use crate::errors::{Escapes, escape, exception_of, is_escape, report_escape, to_py};
+use crate::errors::{Escapes, escape, is_escape, lost_exception, report_escape, to_py};
 use crate::registry::{Owner, Registry};
 use crate::thread_bound::ThreadBound;
 
@@ -376,11 +376,7 @@ impl Protocol for Bridge {
         let conn = &self.0;
         Python::attach(|py| {
             let failure = conn.failure.borrow_mut().take();
-            let exc = match (failure, error) {
-                (Some(f), _) => f.into_value(py).into_any(),
-                (None, Some(e)) => exception_of(py, &e).into_value(py).into_any(),
-                (None, None) => py.None(),
-            };
+            let exc = lost_exception(py, failure, error);
             conn.call_owner(py, intern!(py, "_connection_lost"), (exc,));
             conn.finish();
         });
