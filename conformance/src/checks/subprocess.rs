@@ -161,6 +161,20 @@ fn shell(env: &Env, cmd: &str, stdio: SubprocessStdio) -> (SubprocessTransport, 
     (t, log)
 }
 
+/// `cat`, executed directly (no shell), with every stdio a pipe.
+fn cat(env: &Env) -> (SubprocessTransport, Log) {
+    let log = Log::default();
+    let l2 = log.clone();
+    let t = env
+        .run_until(env.lp().subprocess_exec(
+            move || Proto(l2),
+            Command::new("cat"),
+            SubprocessStdio::new(),
+        ))
+        .unwrap_or_else(|e| panic!("subprocess_exec(cat) failed: {e}"));
+    (t, log)
+}
+
 /// SP-01 (MUST): `connection_made` once; `pipe_data_received(1 or 2)*`;
 /// `pipe_connection_lost` once per pipe; `process_exited` once;
 /// `connection_lost` once, after all of them.
@@ -224,15 +238,7 @@ pub fn returncode_and_pid(env: &Env) {
 /// none (null) `get_pipe_transport` returns none; `close()` after the child
 /// exited is harmless.
 pub fn stdin_writable_and_null_stdio(env: &Env) {
-    let log = Log::default();
-    let l2 = log.clone();
-    let t = env
-        .run_until(env.lp().subprocess_exec(
-            move || Proto(l2),
-            Command::new("cat"),
-            SubprocessStdio::new(),
-        ))
-        .unwrap_or_else(|e| panic!("subprocess_exec(cat) failed: {e}"));
+    let (t, log) = cat(env);
     let stdin = t.pipe_transport(0).expect("a stdin pipe");
     stdin.write(b"through cat").expect("write");
     stdin.close();
@@ -243,15 +249,7 @@ pub fn stdin_writable_and_null_stdio(env: &Env) {
     t.close();
 
     // write_eof() on the stdin pipe: closes it once the data is written.
-    let log = Log::default();
-    let l2 = log.clone();
-    let t = env
-        .run_until(env.lp().subprocess_exec(
-            move || Proto(l2),
-            Command::new("cat"),
-            SubprocessStdio::new(),
-        ))
-        .unwrap_or_else(|e| panic!("subprocess_exec(cat) failed: {e}"));
+    let (t, log) = cat(env);
     let stdin = t.pipe_transport(0).expect("a stdin pipe");
     stdin.write(b"then eof").expect("write");
     stdin.write_eof();
