@@ -1048,17 +1048,20 @@ impl Dispatch for LoopInner {
         if !self.sched.is_live() {
             return;
         }
-        // Keep the loop alive for the whole iteration: a callback may drop
-        // the last user handle.
-        let Some(this) = self.weak.upgrade() else {
-            return;
-        };
+        // No handle is taken here to keep the loop alive while a callback
+        // drops the last user handle: `self` is only reachable through the
+        // `Driver`'s weak reference, whose upgrade the `Driver` holds for
+        // the whole call.
         let _running = context::RunningScope::enter(self);
-        let lp = Loop { inner: this };
         let owned_run = self.sched.state() == RunState::Running;
-        self.contexts.run(&mut || {
-            self.sched
-                .run_once(|failed| self.exceptions.callback_panicked(&lp, failed, owned_run));
+        self.contexts.run(|| {
+            self.sched.run_once(|failed| match self.weak.upgrade() {
+                Some(inner) => {
+                    self.exceptions
+                        .callback_panicked(&Loop { inner }, failed, owned_run)
+                }
+                None => false,
+            });
         });
     }
 

@@ -82,7 +82,10 @@ impl fmt::Debug for RunContexts {
 impl RunContexts {
     /// Run `f` inside every context (the first added outermost); just `f`
     /// when there is none, which costs one borrow and a length check.
-    pub(crate) fn run(&self, f: &mut dyn FnMut()) {
+    /// Generic, so that the common case (no context) is a direct call the
+    /// compiler can inline into the dispatch.
+    #[inline]
+    pub(crate) fn run(&self, mut f: impl FnMut()) {
         let list = {
             let list = self.list.borrow();
             if list.is_empty() {
@@ -91,7 +94,7 @@ impl RunContexts {
             }
             list.clone()
         };
-        enter_all(&list, f);
+        enter_all(&list, &mut f);
     }
 
     fn add(&self, ctx: Rc<dyn RunContext>) {

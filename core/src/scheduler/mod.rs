@@ -669,11 +669,10 @@ impl Scheduler {
             }
             // Reported: carry on with the rest of the batch.
         }
-        // Step 5. The clock is read only if a timer decides the next wake.
-        let timed = self.with(|c| c.ready.is_empty() && c.timers.len() > 0);
-        let now = timed.then(|| self.backend().now());
-        let (next, dropped) = self.with(|c| {
-            Self::return_batch(c, batch);
+        // Step 5. The clock is read only if a timer decides the next wake,
+        // and outside the borrow (it is the backend's); without one, the
+        // iteration ends in the same borrow that returns the batch.
+        let finish = |c: &mut Core, now: Option<Instant>| {
             c.dispatching = false;
             if std::mem::replace(&mut c.stopping, false) && c.state == RunState::Running {
                 c.halted = true;
@@ -689,7 +688,19 @@ impl Scheduler {
             let next = c.compute_next(now);
             c.armed = next;
             (next, None)
+        };
+        let untimed = self.with(|c| {
+            Self::return_batch(c, batch);
+            let timed = c.ready.is_empty() && c.timers.len() > 0;
+            (!timed).then(|| finish(c, None))
         });
+        let (next, dropped) = match untimed {
+            Some(done) => done,
+            None => {
+                let now = self.backend().now();
+                self.with(|c| finish(c, Some(now)))
+            }
+        };
         drop(dropped);
         self.backend().arm(next);
         true

@@ -20,7 +20,9 @@ use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
 ///   delivered, in order, when the running method returns.
 /// - **No borrow across user code.** The protocol is moved out of its cell
 ///   while a method of it runs, so the method may call anything of its
-///   transport; `pending` and `panic` are borrowed only to push or pop.
+///   transport; `pending` is borrowed only to push or pop. (`protocol` and
+///   `panic` are `Cell`s: only ever moved in or out, never borrowed, which
+///   is also the cheapest on every read a transport makes.)
 /// - **Panics stop at the gate.** A protocol panic is caught; under
 ///   [`PanicPolicy::Propagate`] the first one is kept and resumed when the
 ///   gate opens again, outside every transport borrow (ER-04); otherwise it
@@ -29,13 +31,13 @@ use crate::exception::{ExceptionContext, PanicPolicy, panic_message};
 /// - After [`take`](Gate::take) (past `connection_lost`), nothing reaches
 ///   the protocol again and queued notes are dropped.
 pub(super) struct Gate<P: ?Sized, N> {
-    protocol: RefCell<Option<Box<P>>>,
+    protocol: Cell<Option<Box<P>>>,
     /// [`take`](Gate::take) ran: a protocol out on a call is dropped when
     /// it returns instead of going back.
     taken: Cell<bool>,
     in_call: Cell<bool>,
     pending: RefCell<VecDeque<N>>,
-    panic: RefCell<Option<Box<dyn Any + Send>>>,
+    panic: Cell<Option<Box<dyn Any + Send>>>,
 }
 
 /// What became of one protocol call.
@@ -51,11 +53,11 @@ pub(super) enum Invoked<R> {
 impl<P: ?Sized, N> Gate<P, N> {
     pub(super) fn new(protocol: Box<P>) -> Gate<P, N> {
         Gate {
-            protocol: RefCell::new(Some(protocol)),
+            protocol: Cell::new(Some(protocol)),
             taken: Cell::new(false),
             in_call: Cell::new(false),
             pending: RefCell::new(VecDeque::new()),
-            panic: RefCell::new(None),
+            panic: Cell::new(None),
         }
     }
 
@@ -105,16 +107,14 @@ impl<P: ?Sized, N> Gate<P, N> {
             }
         }
         self.in_call.set(false);
-        let panic = self.panic.borrow_mut().take();
-        if let Some(payload) = panic {
+        if let Some(payload) = self.panic.take() {
             resume_unwind(payload);
         }
     }
 
     /// Call the protocol with no borrow held.
     pub(super) fn invoke<R>(&self, f: impl FnOnce(&mut P) -> R) -> Invoked<R> {
-        let taken = self.protocol.borrow_mut().take();
-        let Some(mut p) = taken else {
+        let Some(mut p) = self.protocol.take() else {
             return Invoked::Gone;
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut *p)));
@@ -124,7 +124,7 @@ impl<P: ?Sized, N> Gate<P, N> {
         if self.taken.get() {
             drop(p);
         } else {
-            *self.protocol.borrow_mut() = Some(p);
+            self.protocol.set(Some(p));
         }
         match outcome {
             Ok(r) => Invoked::Ran(r),
@@ -150,7 +150,9 @@ impl<P: ?Sized, N> Gate<P, N> {
             format!("{kind} method {what} panicked: {msg}"),
         );
         if lp.is_some_and(|lp| lp.panic_policy() == PanicPolicy::Propagate) {
-            self.panic.borrow_mut().get_or_insert(payload);
+            // The first panic is the one resumed; a later one is dropped.
+            let first = self.panic.take().unwrap_or(payload);
+            self.panic.set(Some(first));
         } else if let Some(lp) = lp {
             lp.call_exception_handler(
                 ExceptionContext::new(format!("{kind} method {what} panicked; {outcome}"))
@@ -166,7 +168,7 @@ impl<P: ?Sized, N> Gate<P, N> {
     /// them outside every borrow (either may hold the transport).
     pub(super) fn take(&self) -> (Option<Box<P>>, VecDeque<N>) {
         self.taken.set(true);
-        let protocol = self.protocol.borrow_mut().take();
+        let protocol = self.protocol.take();
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
         (protocol, pending)
     }

@@ -26,7 +26,7 @@ thread_local! {
     /// never nested (a reader callback never runs inside another), so an idle
     /// connection costs no buffer. Taken out while `data_received` runs; a
     /// read that finds it taken allocates its own.
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static READ_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// What one read did.
@@ -491,7 +491,7 @@ impl StreamInner {
                     Err(e) => Read::Failed(e),
                 };
             }
-            let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+            let mut buf = READ_BUF.take();
             if buf.len() < READ_SIZE {
                 buf.resize(READ_SIZE, 0);
             }
@@ -509,7 +509,7 @@ impl StreamInner {
             read
         });
         if let Some(buf) = copied {
-            READ_BUF.with(|b| *b.borrow_mut() = buf);
+            READ_BUF.set(buf);
         }
         match outcome {
             Invoked::Ran(read) => read,
@@ -792,6 +792,7 @@ impl Transport {
     }
 
     /// [`write`](Transport::write) of `parts`, in order, as one write.
+    #[inline]
     pub(crate) fn write_parts(&self, parts: &[&[u8]]) -> Result<()> {
         let inner = &self.0;
         if inner.kind == Kind::ReadPipe {
