@@ -84,7 +84,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
-use std::rc::Weak;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -514,6 +514,13 @@ impl Driver {
         if let Some(target) = self.target.upgrade() {
             target.dispatch();
         }
+    }
+
+    /// The loop, held for one host turn: a backend inside the crate that
+    /// reports many fds and then dispatches upgrades once rather than per
+    /// call (about ten instructions each).
+    pub(crate) fn target(&self) -> Option<Rc<dyn Dispatch>> {
+        self.target.upgrade()
     }
 
     /// When the scheduler next needs a dispatch, for hosts that ask rather

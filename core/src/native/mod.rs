@@ -93,16 +93,22 @@ impl Backend for NativeBackend {
     }
 
     fn turn(&self) -> io::Result<()> {
-        let driver = &self.driver;
         // The clock only for a deadline: most turns wait for events only.
         let timeout = match self.armed.get() {
             NextDispatch::Now => Some(Duration::ZERO),
             NextDispatch::OnEvent => None,
             at => at.timeout(Instant::now(), Duration::from_nanos(1)),
         };
+        // The loop is upgraded once for the turn, not once per report.
+        let Some(target) = self.driver.target() else {
+            // The loop is gone: nothing to report to, but the wait is still
+            // the one the caller asked for.
+            self.selector.select(timeout, |_, _| {})?;
+            return Ok(());
+        };
         self.selector
-            .select(timeout, |fd, readiness| driver.fd_ready(fd, readiness))?;
-        driver.dispatch();
+            .select(timeout, |fd, readiness| target.fd_ready(fd, readiness))?;
+        target.dispatch();
         Ok(())
     }
 
