@@ -60,7 +60,13 @@ struct KernelTimespec {
 /// `d` in whole milliseconds, rounded up, for `epoll_wait`; saturates at
 /// `c_int::MAX` (24 days: a wake-up that early only re-arms).
 fn millis_rounded_up(d: Duration) -> libc::c_int {
-    let ms = d.as_nanos().div_ceil(1_000_000);
+    // In 64 bits: `as_nanos().div_ceil(..)` is a 128-bit division, about 50
+    // instructions on every zero-timeout select (an adapter makes two a
+    // host event).
+    let ms = d
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)));
     libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
 }
 
