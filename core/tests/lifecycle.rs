@@ -43,6 +43,72 @@ fn dropping_the_last_handle_closes_the_loop_and_its_queue() {
     );
 }
 
+/// A host that only dispatches when told to, attached: the test holds its
+/// `Driver`, which holds the loop only weakly.
+struct HostDriven;
+
+impl oneloop::backend::Backend for HostDriven {
+    fn name(&self) -> &str {
+        "host-driven"
+    }
+    fn arm(&self, _next: oneloop::backend::NextDispatch) {}
+    fn remote_waker(&self) -> std::sync::Arc<dyn oneloop::backend::RemoteWake> {
+        struct Nothing;
+        impl oneloop::backend::RemoteWake for Nothing {
+            fn wake(&self) {}
+        }
+        std::sync::Arc::new(Nothing)
+    }
+    fn turn(&self) -> std::io::Result<()> {
+        Err(std::io::Error::other("attached: the host turns"))
+    }
+    fn is_attached(&self) -> bool {
+        true
+    }
+}
+
+/// Ownership: a callback of an attached loop that drops the last handle
+/// does not pull the loop out from under its own dispatch (the host's
+/// `Driver` holds it for the call): the rest of the batch runs, then the
+/// loop closes and what it queued for later goes with it.
+#[test]
+fn a_callback_that_drops_the_last_handle_of_an_attached_loop_ends_it_after_the_dispatch() {
+    let slot = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let s = slot.clone();
+    let lp = Loop::builder()
+        .build_with(move |driver: oneloop::backend::Driver| {
+            *s.borrow_mut() = Some(driver);
+            Ok(HostDriven)
+        })
+        .unwrap();
+    let driver = slot.borrow_mut().take().unwrap();
+    assert!(driver.is_live(), "attached: live from creation");
+    let witness = std::rc::Rc::new(());
+    let ran = Log::new();
+    let (r, w, last) = (ran.clone(), witness.clone(), lp.clone());
+    lp.call_soon(move || {
+        // For the next iteration, which never comes.
+        last.call_soon(move || drop(w)).unwrap();
+        drop(last);
+        r.push("dropped the last handle");
+    })
+    .unwrap();
+    let r = ran.clone();
+    lp.call_soon(move || r.push("the batch went on")).unwrap();
+    drop(lp);
+    assert!(driver.is_live(), "a queued callback holds the loop");
+    driver.dispatch();
+    assert_eq!(ran.get(), ["dropped the last handle", "the batch went on"]);
+    assert!(!driver.is_live(), "the loop ended with the dispatch");
+    assert_eq!(
+        std::rc::Rc::strong_count(&witness),
+        1,
+        "what it queued for the next iteration was dropped with it"
+    );
+    // A host dispatching a loop that is gone does nothing.
+    driver.dispatch();
+}
+
 /// `is_stopping` is oneloop's own API (no PEP counterpart).
 #[test]
 fn is_stopping_is_true_from_stop_until_the_batch_ends() {
