@@ -3,13 +3,26 @@
 //! framed protocols and HTTP crates written against `futures-io` run on any
 //! oneloop loop (asyncio's `open_connection` / `start_server`).
 //!
+//! # Reads: straight from the socket
+//!
+//! A read with nothing buffered is one `recv` straight into the caller's
+//! buffer (`poll_read`) or the reader's own (`poll_fill_buf`), as tokio's
+//! `TcpStream` reads: no copy in user space. While the reader waits, the
+//! fd is watched by a callback that only wakes it, so the bytes stay in the
+//! kernel until the task reads them. Until the reader first waits (and
+//! again after `resume_reading` on its transport), the transport's own
+//! reader reads into a buffer of the protocol (`Protocol::get_buffer`),
+//! which the reader serves first: bytes come out in the order they came in
+//! whichever path read them.
+//!
 //! # Flow control
 //!
-//! Incoming bytes wait in the reader's buffer; above twice the limit
-//! (64 KiB by default) the transport stops reading, so a slow consumer
-//! pushes back on the peer through the kernel. `poll_write` waits while the
-//! transport is above its high-water mark, so a fast producer cannot grow
-//! memory without bound.
+//! Bytes nobody asked for wait in the kernel (the readiness callback stops
+//! watching the fd while nobody reads), so a slow consumer pushes back on
+//! the peer through the kernel; bytes the transport read itself wait in the
+//! protocol's buffer, and above twice the limit (64 KiB by default) the
+//! transport stops reading. `poll_write` waits while the transport is above
+//! its high-water mark, so a fast producer cannot grow memory without bound.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -81,13 +94,11 @@ type OnConnect = Box<dyn FnOnce(StreamReader, StreamWriter)>;
 
 /// The protocol under a stream pair.
 ///
-/// Reads are zero-copy: the transport reads into `filling`
-/// ([`Protocol::get_buffer`]), which is then handed to the reader by
-/// swapping vectors, not bytes, whenever the reader has consumed what it had
-/// (the request/response case); only bytes arriving while unread ones wait
-/// are appended (copied) behind them. The reader's `poll_read` copies into
-/// the caller's buffer (`AsyncRead` asks for it); `poll_fill_buf` /
-/// `consume` (`AsyncBufRead`) hand out the bytes with no copy at all.
+/// What the transport's own reader reads (before the reader first waits,
+/// or after `resume_reading`; see the module docs) lands in `filling`
+/// ([`Protocol::get_buffer`]), which is handed to the reader by swapping
+/// vectors, not bytes, whenever the reader has consumed what it had; only
+/// bytes arriving while unread ones wait are appended (copied) behind them.
 struct StreamProtocol {
     shared: Shared,
     /// Both halves alive: when the last goes, the transport closes.
@@ -387,19 +398,9 @@ impl StreamReader {
                     self.pos = 0;
                     self.buf.reserve(READ_CHUNK);
                     let asked = self.buf.capacity();
+                    // Whatever came (nothing at EOF) is `buf[..]`.
                     let got = self.transport.recv_direct_append(&mut self.buf);
-                    (
-                        asked,
-                        got.map(|r| {
-                            r.map(|n| {
-                                if n == 0 {
-                                    Next::Direct(0)
-                                } else {
-                                    Next::Buffered
-                                }
-                            })
-                        }),
-                    )
+                    (asked, got.map(|r| r.map(|_| Next::Buffered)))
                 }
             };
             match got {
