@@ -520,6 +520,10 @@ impl AsyncRead for StreamReader {
 
 impl Drop for StreamReader {
     fn drop(&mut self) {
+        // A read dropped while waiting (a cancelled `select!` arm) leaves
+        // its waker: nothing must wake that task for this stream again.
+        let waker = self.shared.borrow_mut().read_waker.take();
+        drop(waker);
         release(&self.halves, &self.transport);
     }
 }

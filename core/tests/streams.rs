@@ -601,3 +601,40 @@ fn pause_reading_holds_direct_reads_back_and_resume_reading_delivers() {
     assert_eq!(got, b"more");
     drop((r, w));
 }
+
+/// A reader dropped while its read waited (a cancelled `select!` arm)
+/// leaves no waker behind: bytes arriving later wake nobody.
+#[test]
+fn a_reader_dropped_while_waiting_wakes_nobody_later() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    use futures::io::AsyncRead;
+
+    struct Count(AtomicUsize);
+    impl futures::task::ArcWake for Count {
+        fn wake_by_ref(me: &Arc<Self>) {
+            me.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let lp = new_loop();
+    let (stream, mut peer, _spy) = adopted_pair(&lp);
+    let (mut r, w) = stream.into_split();
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = futures::task::waker(count.clone());
+    let mut buf = [0; 8];
+    let polled = std::pin::Pin::new(&mut r).poll_read(&mut Context::from_waker(&waker), &mut buf);
+    assert!(
+        matches!(polled, Poll::Pending),
+        "nothing there yet: the read waits"
+    );
+    drop(r);
+    peer.write_all(b"late").unwrap();
+    for _ in 0..3 {
+        one_iteration(&lp);
+    }
+    assert_eq!(count.0.load(Ordering::SeqCst), 0, "nobody was woken");
+    drop(w);
+}
