@@ -3,13 +3,26 @@
 //! framed protocols and HTTP crates written against `futures-io` run on any
 //! oneloop loop (asyncio's `open_connection` / `start_server`).
 //!
+//! # Reads: straight from the socket
+//!
+//! A read with nothing buffered is one `recv` straight into the caller's
+//! buffer (`poll_read`) or the reader's own (`poll_fill_buf`), as tokio's
+//! `TcpStream` reads: no copy in user space. While the reader waits, the
+//! fd is watched by a callback that only wakes it, so the bytes stay in the
+//! kernel until the task reads them. Until the reader first waits (and
+//! again after `resume_reading` on its transport), the transport's own
+//! reader reads into a buffer of the protocol (`Protocol::get_buffer`),
+//! which the reader serves first: bytes come out in the order they came in
+//! whichever path read them.
+//!
 //! # Flow control
 //!
-//! Incoming bytes wait in the reader's buffer; above twice the limit
-//! (64 KiB by default) the transport stops reading, so a slow consumer
-//! pushes back on the peer through the kernel. `poll_write` waits while the
-//! transport is above its high-water mark, so a fast producer cannot grow
-//! memory without bound.
+//! Bytes nobody asked for wait in the kernel (the readiness callback stops
+//! watching the fd while nobody reads), so a slow consumer pushes back on
+//! the peer through the kernel; bytes the transport read itself wait in the
+//! protocol's buffer, and above twice the limit (64 KiB by default) the
+//! transport stops reading. `poll_write` waits while the transport is above
+//! its high-water mark, so a fast producer cannot grow memory without bound.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -39,6 +52,9 @@ const WRITE_CHUNK: usize = 64 * 1024;
 const MIN_READ: usize = 4 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
+/// What `poll_fill_buf` reads at most when it reads the socket itself.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// What the protocol and the two stream halves share. Borrowed only for
 /// bookkeeping, never across a transport call (which may call the
 /// protocol, which borrows this).
@@ -53,6 +69,17 @@ struct State {
     write_paused: bool,
     read_paused: bool,
     lost: bool,
+    /// The reader's readiness callback is (as far as the reader knows)
+    /// the fd's reader: see [`StreamReader::poll_next`].
+    watching: bool,
+    /// The last direct read got less than it asked for: the socket is
+    /// most likely empty, so the next read waits for readiness instead
+    /// of trying a `recv` that would fail.
+    drained: bool,
+    /// A direct read happened since the readiness callback last ran: the
+    /// next readiness report may predate it (the poll that reported it ran
+    /// before the read, in the same iteration).
+    maybe_stale: bool,
 }
 
 type Shared = Rc<RefCell<State>>;
@@ -67,13 +94,11 @@ type OnConnect = Box<dyn FnOnce(StreamReader, StreamWriter)>;
 
 /// The protocol under a stream pair.
 ///
-/// Reads are zero-copy: the transport reads into `filling`
-/// ([`Protocol::get_buffer`]), which is then handed to the reader by
-/// swapping vectors, not bytes, whenever the reader has consumed what it had
-/// (the request/response case); only bytes arriving while unread ones wait
-/// are appended (copied) behind them. The reader's `poll_read` copies into
-/// the caller's buffer (`AsyncRead` asks for it); `poll_fill_buf` /
-/// `consume` (`AsyncBufRead`) hand out the bytes with no copy at all.
+/// What the transport's own reader reads (before the reader first waits,
+/// or after `resume_reading`; see the module docs) lands in `filling`
+/// ([`Protocol::get_buffer`]), which is handed to the reader by swapping
+/// vectors, not bytes, whenever the reader has consumed what it had; only
+/// bytes arriving while unread ones wait are appended (copied) behind them.
 struct StreamProtocol {
     shared: Shared,
     /// Both halves alive: when the last goes, the transport closes.
@@ -95,6 +120,9 @@ impl StreamProtocol {
     fn arrived(&mut self) {
         let (waker, pause) = {
             let mut st = self.shared.borrow_mut();
+            // The transport's own reader read this: the reader's readiness
+            // callback is not registered (any more).
+            st.watching = false;
             let pause = !st.read_paused && st.incoming.len() > 2 * DEFAULT_LIMIT;
             if pause {
                 st.read_paused = true;
@@ -303,33 +331,159 @@ impl StreamReader {
     }
 }
 
+/// What [`StreamReader::poll_next`] made ready.
+enum Next {
+    /// Bytes in the reader's own buffer (`buf[pos..]`); none at EOF.
+    Buffered,
+    /// This many bytes read straight into the caller's buffer; 0 at EOF.
+    Direct(usize),
+}
+
+impl StreamReader {
+    /// The one read behind `poll_read` and `poll_fill_buf`.
+    ///
+    /// Bytes already buffered come first, in order: the reader's own, then
+    /// what the transport's fd callback read into the shared buffer. With
+    /// nothing buffered, one `recv` straight from the socket: into `direct`
+    /// when given (the caller's buffer: no copy in user space), else into
+    /// the reader's own buffer. When the socket is empty the task waits
+    /// with the fd watched by a readiness callback that only wakes it
+    /// ([`Transport::watch_readable`]): the bytes stay in the kernel until
+    /// the task reads them itself, so a slow reader pushes back on the
+    /// peer with no buffer growing here, and no `pause_reading` needed.
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        direct: Option<&mut [u8]>,
+    ) -> Poll<io::Result<Next>> {
+        if self.pos < self.buf.len() {
+            return Poll::Ready(Ok(Next::Buffered));
+        }
+        let drained = {
+            let mut st = self.shared.borrow_mut();
+            if !st.incoming.is_empty() {
+                self.buf.clear();
+                self.pos = 0;
+                std::mem::swap(&mut self.buf, &mut st.incoming);
+                let resume = std::mem::take(&mut st.read_paused);
+                drop(st);
+                if resume {
+                    self.transport.resume_reading();
+                }
+                return Poll::Ready(Ok(Next::Buffered));
+            }
+            if let Some(e) = &st.error {
+                return Poll::Ready(Err(to_io(e)));
+            }
+            if st.eof || st.lost {
+                return Poll::Ready(Ok(Next::Direct(0)));
+            }
+            if st.drained && st.watching {
+                // The common wait, in this one borrow.
+                set_waker(&mut st.read_waker, cx);
+                return Poll::Pending;
+            }
+            st.drained
+        };
+        if !drained {
+            // No borrow of the shared state here: an EOF or an error is
+            // delivered to the protocol inside the call.
+            let (asked, got) = match direct {
+                Some(out) => (
+                    out.len(),
+                    self.transport.recv_direct(out).map(|r| r.map(Next::Direct)),
+                ),
+                None => {
+                    self.buf.clear();
+                    self.pos = 0;
+                    self.buf.reserve(READ_CHUNK);
+                    let asked = self.buf.capacity();
+                    // Whatever came (nothing at EOF) is `buf[..]`.
+                    let got = self.transport.recv_direct_append(&mut self.buf);
+                    (asked, got.map(|r| r.map(|_| Next::Buffered)))
+                }
+            };
+            match got {
+                Some(Ok(next)) => {
+                    let n = match next {
+                        Next::Direct(n) => n,
+                        Next::Buffered => self.buf.len(),
+                    };
+                    if n > 0 {
+                        let mut st = self.shared.borrow_mut();
+                        st.drained = n < asked;
+                        st.maybe_stale = true;
+                    }
+                    return Poll::Ready(Ok(next));
+                }
+                Some(Err(e)) if would_block(&e) => self.shared.borrow_mut().drained = true,
+                // The transport is closing with this error: it reaches both
+                // halves alike through `connection_lost`, which wakes us.
+                Some(Err(_)) => {}
+                // Not reading now (paused, closing): the transport's own
+                // reader or `connection_lost` wakes us.
+                None => {}
+            }
+        }
+        let watch = {
+            let mut st = self.shared.borrow_mut();
+            set_waker(&mut st.read_waker, cx);
+            !st.watching
+        };
+        if watch {
+            let shared = self.shared.clone();
+            let on = self.transport.watch_readable(move || on_readiness(&shared));
+            self.shared.borrow_mut().watching = on;
+        }
+        Poll::Pending
+    }
+}
+
+/// The reader's readiness callback: wake the waiting reader; false to
+/// stop watching (nobody reads: a level-triggered fd left unread would
+/// report itself at every iteration).
+fn on_readiness(shared: &Shared) -> bool {
+    let mut st = shared.borrow_mut();
+    if std::mem::take(&mut st.maybe_stale) {
+        // Reported by the poll that ran before the reader's last read, in
+        // the same iteration (the reader was woken by the previous report
+        // and ran first): likely read already. If bytes are still there,
+        // the next poll reports them again.
+        return true;
+    }
+    st.drained = false;
+    match st.read_waker.take() {
+        Some(w) => {
+            drop(st);
+            w.wake();
+            true
+        }
+        None => {
+            st.watching = false;
+            false
+        }
+    }
+}
+
+/// Keep `cx`'s waker in `slot`, cloning only a different one.
+fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
 impl AsyncBufRead for StreamReader {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
-        if this.pos == this.buf.len() {
-            let resume = {
-                let mut st = this.shared.borrow_mut();
-                if st.incoming.is_empty() {
-                    if let Some(e) = &st.error {
-                        return Poll::Ready(Err(to_io(e)));
-                    }
-                    if st.eof || st.lost {
-                        return Poll::Ready(Ok(&[]));
-                    }
-                    st.read_waker = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-                this.buf.clear();
-                this.pos = 0;
-                std::mem::swap(&mut this.buf, &mut st.incoming);
-                let resume = st.read_paused;
-                st.read_paused = false;
-                resume
-            };
-            if resume {
-                this.transport.resume_reading();
-            }
-        }
+        ready!(this.poll_next(cx, None))?;
         Poll::Ready(Ok(&this.buf[this.pos..]))
     }
 
@@ -340,27 +494,36 @@ impl AsyncBufRead for StreamReader {
 }
 
 impl AsyncRead for StreamReader {
+    /// Straight from the socket into `out` when nothing is buffered (no
+    /// copy in user space), else from the buffer.
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         out: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let n = match self.as_mut().poll_fill_buf(cx) {
-            Poll::Ready(Ok(avail)) => {
+        let this = self.get_mut();
+        if out.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        match ready!(this.poll_next(cx, Some(&mut *out)))? {
+            Next::Direct(n) => Poll::Ready(Ok(n)),
+            Next::Buffered => {
+                let avail = &this.buf[this.pos..];
                 let n = avail.len().min(out.len());
                 out[..n].copy_from_slice(&avail[..n]);
-                n
+                this.pos += n;
+                Poll::Ready(Ok(n))
             }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        };
-        self.consume(n);
-        Poll::Ready(Ok(n))
+        }
     }
 }
 
 impl Drop for StreamReader {
     fn drop(&mut self) {
+        // A read dropped while waiting (a cancelled `select!` arm) leaves
+        // its waker: nothing must wake that task for this stream again.
+        let waker = self.shared.borrow_mut().read_waker.take();
+        drop(waker);
         release(&self.halves, &self.transport);
     }
 }
@@ -456,11 +619,16 @@ impl AsyncWrite for StreamWriter {
         // Take at most what fits under the high-water mark (or one chunk):
         // a huge `write_all` to a peer that does not read then waits instead
         // of buffering everything (memory stays within the mark plus a chunk).
-        let (_, high) = self.transport.write_buffer_limits();
-        let room = high
-            .saturating_sub(self.transport.write_buffer_size())
-            .max(WRITE_CHUNK);
-        let buf = &buf[..buf.len().min(room)];
+        // (A chunk always fits: no need to look at the buffer for one.)
+        let buf = if buf.len() <= WRITE_CHUNK {
+            buf
+        } else {
+            let (_, high) = self.transport.write_buffer_limits();
+            let room = high
+                .saturating_sub(self.transport.write_buffer_size())
+                .max(WRITE_CHUNK);
+            &buf[..buf.len().min(room)]
+        };
         match self.transport.write(buf) {
             Ok(()) => Poll::Ready(Ok(buf.len())),
             Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, e))),

@@ -6,7 +6,7 @@ mod transport_fixtures;
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::thread;
 use std::time::Duration;
@@ -358,4 +358,283 @@ fn close_is_an_error_when_the_connection_ends_with_bytes_unsent() {
         "{err:?}"
     );
     drop(r);
+}
+
+// ---- direct reads: straight from the socket into the caller's buffer ----
+
+/// One loop iteration (LC-05: `stop` before a run makes it one).
+fn one_iteration(lp: &Loop) {
+    lp.stop();
+    lp.run_forever().unwrap();
+}
+
+/// A connected pair: ours (adopted by the loop) and the peer's, plus a
+/// duplicate of ours to peek at what waits in the kernel.
+fn adopted_pair(lp: &Loop) -> (oneloop::Stream, TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (ours, _) = l.accept().unwrap();
+    let spy = ours.try_clone().unwrap();
+    spy.set_nonblocking(true).unwrap();
+    let stream = run(lp, LIMIT, lp.adopt_stream(ours)).unwrap();
+    (stream, peer, spy)
+}
+
+/// Bytes waiting in the kernel's receive queue of `spy`'s socket.
+fn queued(spy: &TcpStream) -> usize {
+    let mut buf = vec![0; 1 << 20];
+    match spy.peek(&mut buf) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A reader that waited reads the socket itself, into the caller's
+/// buffer: bytes nobody asked for yet stay in the kernel (no buffer of
+/// ours holds them, no copy is made), the fd stops being watched while
+/// nobody reads (a level-triggered fd left unread must not spin the
+/// loop), and the next read gets them all, in order.
+#[test]
+fn a_waiting_reader_reads_straight_from_the_socket_and_leaves_unread_bytes_in_the_kernel() {
+    let lp = new_loop();
+    let (stream, mut peer, spy) = adopted_pair(&lp);
+    let (mut r, w) = stream.into_split();
+    let first = lp
+        .spawn(async move {
+            let mut buf = [0; 64];
+            let n = r.read(&mut buf).await.unwrap();
+            (r, buf[..n].to_vec())
+        })
+        .unwrap();
+    one_iteration(&lp); // the read waits
+    peer.write_all(b"first").unwrap();
+    let (mut r, got) = run(&lp, LIMIT, first).unwrap();
+    assert_eq!(got, b"first");
+
+    let payload = pattern(32 * 1024);
+    peer.write_all(&payload).unwrap();
+    run_until(&lp, LIMIT, || queued(&spy) == payload.len());
+    for _ in 0..5 {
+        one_iteration(&lp);
+    }
+    assert_eq!(
+        queued(&spy),
+        payload.len(),
+        "nobody read: the bytes wait in the kernel"
+    );
+    assert_eq!(lp.stats().fds, 0, "nobody reads: the fd is not watched");
+
+    let back = run(&lp, LIMIT, async move {
+        let mut back = vec![0; payload.len()];
+        r.read_exact(&mut back).await.unwrap();
+        (r, back == payload)
+    });
+    assert!(back.1, "the bytes arrived whole and in order");
+    assert_eq!(queued(&spy), 0);
+    drop((back.0, w));
+}
+
+/// The peer's EOF found by a direct read: 0, `at_eof`, the transport no
+/// longer reading, and the writing half still open (a half-close).
+#[test]
+fn a_direct_read_finds_the_eof_and_the_writer_still_writes() {
+    let lp = new_loop();
+    let (stream, mut peer, _spy) = adopted_pair(&lp);
+    let (mut r, mut w) = stream.into_split();
+    let reading = lp
+        .spawn(async move {
+            let mut all = Vec::new();
+            r.read_to_end(&mut all).await.unwrap();
+            assert!(r.at_eof());
+            assert!(!r.transport().is_reading(), "the transport saw the EOF");
+            w.write_all(b"bye").await.unwrap();
+            w.close().await.unwrap();
+            (r, all)
+        })
+        .unwrap();
+    one_iteration(&lp); // the read waits
+    peer.write_all(b"tail").unwrap();
+    peer.shutdown(Shutdown::Write).unwrap();
+    let (r, all) = run(&lp, LIMIT, reading).unwrap();
+    assert_eq!(all, b"tail");
+    let mut reply = Vec::new();
+    peer.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"bye");
+    drop(r);
+}
+
+/// A reset met by a waiting reader's direct read: the reader and the
+/// writer both fail with it, through `connection_lost` as on the fd
+/// callback's path.
+#[test]
+fn a_reset_met_by_a_direct_read_fails_the_reader_and_the_writer() {
+    let lp = new_loop();
+    let (stream, peer, _spy) = adopted_pair(&lp);
+    let (mut r, mut w) = stream.into_split();
+    let reading = lp
+        .spawn(async move {
+            let mut buf = [0; 16];
+            let re = r.read(&mut buf).await.unwrap_err();
+            let we = w.write_all(b"x").await.unwrap_err();
+            (re.kind(), we.kind())
+        })
+        .unwrap();
+    one_iteration(&lp); // the read waits
+    socket2::SockRef::from(&peer)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(peer);
+    let (re, we) = run(&lp, LIMIT, reading).unwrap();
+    assert_eq!(re, std::io::ErrorKind::ConnectionReset);
+    assert_eq!(we, std::io::ErrorKind::ConnectionReset);
+}
+
+/// Bytes the transport read before the reader first waited, a buffer
+/// consumed in part (`fill_buf`/`consume`), then direct reads: every byte
+/// once, in order.
+#[test]
+fn buffered_bytes_come_before_direct_reads_and_none_is_lost() {
+    let lp = new_loop();
+    let (stream, mut peer, spy) = adopted_pair(&lp);
+    let (mut r, w) = stream.into_split();
+    // Before the reader asks, the transport's own reader takes the bytes.
+    peer.write_all(b"abcdef").unwrap();
+    run_until(&lp, LIMIT, || queued(&spy) == 0);
+    let (mut r, got) = run(&lp, LIMIT, async move {
+        let mut got = Vec::new();
+        let buf = r.fill_buf().await.unwrap();
+        assert_eq!(buf, b"abcdef");
+        got.extend_from_slice(&buf[..2]);
+        r.consume_unpin(2);
+        let mut small = [0; 3];
+        let n = r.read(&mut small).await.unwrap(); // from the buffer
+        got.extend_from_slice(&small[..n]);
+        let mut rest = [0; 64];
+        let n = r.read(&mut rest).await.unwrap(); // what is left of it
+        got.extend_from_slice(&rest[..n]);
+        (r, got)
+    });
+    assert_eq!(got, b"abcdef");
+    // Now the reader reads the socket itself: into its own buffer
+    // (`fill_buf`), then into the caller's (`read`).
+    let mut got = Vec::new();
+    let pending = lp
+        .spawn(async move {
+            let mut part = Vec::new();
+            let buf = r.fill_buf().await.unwrap().to_vec();
+            part.extend_from_slice(&buf[..3]);
+            r.consume_unpin(3);
+            (r, part, buf.len())
+        })
+        .unwrap();
+    one_iteration(&lp); // fill_buf waits
+    peer.write_all(b"12345").unwrap();
+    let (mut r, part, filled) = run(&lp, LIMIT, pending).unwrap();
+    assert_eq!(filled, 5);
+    got.extend_from_slice(&part);
+    peer.write_all(b"678").unwrap();
+    run_until(&lp, LIMIT, || queued(&spy) == 3);
+    let (r, rest) = run(&lp, LIMIT, async move {
+        let mut rest = Vec::new();
+        let mut two = [0; 2];
+        let n = r.read(&mut two).await.unwrap(); // the buffer's "45" first
+        rest.extend_from_slice(&two[..n]);
+        let mut more = [0; 64];
+        let n = r.read(&mut more).await.unwrap(); // then the socket's "678"
+        rest.extend_from_slice(&more[..n]);
+        (r, rest)
+    });
+    got.extend_from_slice(&rest);
+    assert_eq!(got, b"12345678");
+    drop((r, w));
+}
+
+/// `pause_reading` on a stream's transport holds direct reads back (the
+/// bytes wait in the kernel), whether the read was waiting when the pause
+/// came or started after it; `resume_reading` delivers them.
+#[test]
+fn pause_reading_holds_direct_reads_back_and_resume_reading_delivers() {
+    let lp = new_loop();
+    let (stream, mut peer, spy) = adopted_pair(&lp);
+    let (mut r, w) = stream.into_split();
+    let t = r.transport().clone();
+    let waiting = lp
+        .spawn(async move {
+            // Exactly the buffer's size: the next read tries the socket
+            // again at once rather than waiting for readiness.
+            let mut buf = [0; 4];
+            r.read_exact(&mut buf).await.unwrap();
+            (r, buf.to_vec())
+        })
+        .unwrap();
+    one_iteration(&lp); // the read waits
+    t.pause_reading();
+    peer.write_all(b"held").unwrap();
+    run_until(&lp, LIMIT, || queued(&spy) == 4);
+    for _ in 0..3 {
+        one_iteration(&lp);
+    }
+    assert!(!waiting.done(), "paused: the waiting read waits on");
+    assert_eq!(queued(&spy), 4);
+    t.resume_reading();
+    let (mut r, got) = run(&lp, LIMIT, waiting).unwrap();
+    assert_eq!(got, b"held");
+
+    t.pause_reading();
+    peer.write_all(b"more").unwrap();
+    run_until(&lp, LIMIT, || queued(&spy) == 4);
+    let started = lp
+        .spawn(async move {
+            let mut buf = [0; 16];
+            let n = r.read(&mut buf).await.unwrap();
+            (r, buf[..n].to_vec())
+        })
+        .unwrap();
+    for _ in 0..3 {
+        one_iteration(&lp);
+    }
+    assert!(!started.done(), "paused: a read started now waits too");
+    assert_eq!(queued(&spy), 4);
+    t.resume_reading();
+    let (r, got) = run(&lp, LIMIT, started).unwrap();
+    assert_eq!(got, b"more");
+    drop((r, w));
+}
+
+/// A reader dropped while its read waited (a cancelled `select!` arm)
+/// leaves no waker behind: bytes arriving later wake nobody.
+#[test]
+fn a_reader_dropped_while_waiting_wakes_nobody_later() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    use futures::io::AsyncRead;
+
+    struct Count(AtomicUsize);
+    impl futures::task::ArcWake for Count {
+        fn wake_by_ref(me: &Arc<Self>) {
+            me.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let lp = new_loop();
+    let (stream, mut peer, _spy) = adopted_pair(&lp);
+    let (mut r, w) = stream.into_split();
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = futures::task::waker(count.clone());
+    let mut buf = [0; 8];
+    let polled = std::pin::Pin::new(&mut r).poll_read(&mut Context::from_waker(&waker), &mut buf);
+    assert!(
+        matches!(polled, Poll::Pending),
+        "nothing there yet: the read waits"
+    );
+    drop(r);
+    peer.write_all(b"late").unwrap();
+    for _ in 0..3 {
+        one_iteration(&lp);
+    }
+    assert_eq!(count.0.load(Ordering::SeqCst), 0, "nobody was woken");
+    drop(w);
 }

@@ -1246,3 +1246,105 @@ impl Transport {
         }
     }
 }
+
+/// Reads made by the protocol's owner instead of the fd callback: a
+/// [`StreamReader`](crate::StreamReader) reading straight into its caller's
+/// buffer (no copy in user space), with the fd watched for readiness only.
+/// Every outcome is the fd callback's: the peer's EOF is delivered as
+/// `eof_received`, a failed read closes the transport with its error, and
+/// nothing is read while the transport is not reading (paused, closing,
+/// past EOF, lost, or before `connection_made`).
+#[cfg(feature = "net")] // its one caller: core/src/streams.rs
+impl Transport {
+    /// Whether a read may be made now (the conditions under which the fd
+    /// callback reads).
+    fn owner_may_read(&self) -> bool {
+        let st = self.0.state.borrow();
+        st.made
+            && !st.closing
+            && !st.lost
+            && !st.reading_paused
+            && !st.read_eof
+            && self.0.kind != Kind::WritePipe
+    }
+
+    /// One `recv` into `buf` (not empty), outside any protocol method.
+    /// `None`: the transport is not reading, nothing was read. `Ok(0)`: the
+    /// peer's EOF, already delivered to the protocol when this returns.
+    /// `WouldBlock`: nothing there now. Another error: the transport is
+    /// closing with it (`connection_lost(Some(error))` follows).
+    pub(crate) fn recv_direct(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        debug_assert!(!buf.is_empty(), "a zero-length recv reads as EOF");
+        self.read_direct(|s| s.recv(buf))
+    }
+
+    /// [`recv_direct`](Transport::recv_direct) into the spare capacity of
+    /// `v` (not zero), appended.
+    pub(crate) fn recv_direct_append(&self, v: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        debug_assert!(v.capacity() > v.len(), "a zero-length recv reads as EOF");
+        self.read_direct(|s| s.recv_append(v))
+    }
+
+    fn read_direct(
+        &self,
+        f: impl FnOnce(&Endpoint) -> io::Result<usize>,
+    ) -> Option<io::Result<usize>> {
+        if !self.owner_may_read() {
+            return None;
+        }
+        let inner = &self.0;
+        let res = inner.recv(f);
+        match &res {
+            Ok(0) => inner.read_eof(),
+            Ok(_) => {}
+            Err(e) if would_block(e) => {}
+            Err(e) => {
+                let lost = match e.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(e.kind(), e.to_string()),
+                };
+                inner.force_close(Some(lost.into()));
+            }
+        }
+        Some(res)
+    }
+
+    /// Watch the fd for reading with `on_ready` in place of the transport's
+    /// own reader (which it replaces if registered), until `on_ready`
+    /// returns false, the transport stops reading (`pause_reading`, `close`,
+    /// EOF, loss; `resume_reading` then brings the transport's own reader
+    /// back) or the loop closes. Whether `on_ready` is registered: false
+    /// when the transport is not reading.
+    pub(crate) fn watch_readable(&self, mut on_ready: impl FnMut() -> bool + 'static) -> bool {
+        if !self.owner_may_read() {
+            return false;
+        }
+        let inner = &self.0;
+        // A loop that is gone reads nothing more; its close released us.
+        let Ok(lp) = inner.lp.get() else {
+            return false;
+        };
+        let sock = inner.sock.borrow();
+        let Some(s) = sock.as_ref() else {
+            return false;
+        };
+        inner.state.borrow_mut().reader_on = true;
+        // The loop's drop of this callback releases the transport, as for
+        // the transport's own reader (`Watch`).
+        let me = Watch(inner.clone(), true);
+        let added = lp.add_reader(s, move || {
+            if !on_ready() {
+                me.0.set_reading(false);
+            }
+        });
+        drop(sock);
+        match added {
+            Ok(()) => true,
+            Err(e) => {
+                inner.state.borrow_mut().reader_on = false;
+                inner.force_close(Some(e));
+                false
+            }
+        }
+    }
+}
