@@ -548,6 +548,20 @@ impl Loop {
     pub fn add_reader(&self, fd: impl AsFd, f: impl FnMut() + 'static) -> Result<()> {
         self.inner
             .add_fd(fd.as_fd(), true, Box::new(f), Location::caller())
+            .map(drop)
+    }
+
+    /// [`add_reader`](Loop::add_reader), handing back the registered
+    /// callback, on which a task may [`park`](FdCallback::park).
+    #[cfg(feature = "net")]
+    #[track_caller]
+    pub(crate) fn add_reader_parkable(
+        &self,
+        fd: impl AsFd,
+        f: impl FnMut() + 'static,
+    ) -> Result<Rc<FdCallback>> {
+        self.inner
+            .add_fd(fd.as_fd(), true, Box::new(f), Location::caller())
     }
 
     /// Call `f` every time `fd` is writable, until
@@ -584,6 +598,7 @@ impl Loop {
     pub fn add_writer(&self, fd: impl AsFd, f: impl FnMut() + 'static) -> Result<()> {
         self.inner
             .add_fd(fd.as_fd(), false, Box::new(f), Location::caller())
+            .map(drop)
     }
 
     /// Stop watching `fd` for reading. Returns whether a reader was
@@ -1179,19 +1194,22 @@ impl LoopInner {
         Ok(())
     }
 
+    /// Register `f` as `fd`'s reader (`readable`) or writer; the callback
+    /// is handed back for [`FdCallback::park`].
     fn add_fd(
         &self,
         fd: BorrowedFd<'_>,
         readable: bool,
         f: Box<dyn FnMut()>,
         location: &'static Location<'static>,
-    ) -> Result<()> {
+    ) -> Result<Rc<FdCallback>> {
         self.sched.check_open()?;
         check_watchable(fd)?;
         let fd = fd.as_raw_fd();
         let cb = FdCallback::new(f, location);
         self.sched
-            .watch_fd(fd, readable, cb)
+            .watch_fd(fd, readable, cb.clone())
+            .map(|()| cb)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::Unsupported => Error::new(ErrorKind::Unsupported, e.to_string()),
                 io::ErrorKind::PermissionDenied => Error::new(

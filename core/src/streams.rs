@@ -31,7 +31,7 @@ use std::io;
 use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker, ready};
 
 use futures::io::{AsyncBufRead, AsyncRead, AsyncWrite};
@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::event_loop::Loop;
 use crate::net::server::Server;
 use crate::protocol::Protocol;
+use crate::scheduler::fds::FdCallback;
 use crate::transport::Transport;
 
 /// The reader's buffer limit (asyncio's default): reading pauses above twice this.
@@ -76,10 +77,11 @@ struct State {
     /// most likely empty, so the next read waits for readiness instead
     /// of trying a `recv` that would fail.
     drained: bool,
-    /// A direct read happened since the readiness callback last ran: the
-    /// next readiness report may predate it (the poll that reported it ran
-    /// before the read, in the same iteration).
-    maybe_stale: bool,
+    /// The readiness callback, on which a waiting read parks its task
+    /// ([`FdCallback::park`]): the poll that reports the fd then wakes the
+    /// task itself, so it reads in that iteration, not the next. Weak: the
+    /// callback holds this state.
+    parked_on: Weak<FdCallback>,
 }
 
 type Shared = Rc<RefCell<State>>;
@@ -381,6 +383,9 @@ impl StreamReader {
             if st.drained && st.watching {
                 // The common wait, in this one borrow.
                 set_waker(&mut st.read_waker, cx);
+                let parked_on = st.parked_on.upgrade();
+                drop(st);
+                park(parked_on, cx);
                 return Poll::Pending;
             }
             st.drained
@@ -410,9 +415,7 @@ impl StreamReader {
                         Next::Buffered => self.buf.len(),
                     };
                     if n > 0 {
-                        let mut st = self.shared.borrow_mut();
-                        st.drained = n < asked;
-                        st.maybe_stale = true;
+                        self.shared.borrow_mut().drained = n < asked;
                     }
                     return Poll::Ready(Ok(next));
                 }
@@ -432,10 +435,27 @@ impl StreamReader {
         };
         if watch {
             let shared = self.shared.clone();
-            let on = self.transport.watch_readable(move || on_readiness(&shared));
-            self.shared.borrow_mut().watching = on;
+            let cb = self.transport.watch_readable(move || on_readiness(&shared));
+            let mut st = self.shared.borrow_mut();
+            st.watching = cb.is_some();
+            st.parked_on = cb.as_ref().map_or_else(Weak::new, Rc::downgrade);
+            drop(st);
+            park(cb, cx);
+        } else {
+            let parked_on = self.shared.borrow().parked_on.upgrade();
+            park(parked_on, cx);
         }
         Poll::Pending
+    }
+}
+
+/// Park the waiting read's task on the readiness callback `cb` (if it is
+/// still registered), so that the poll reporting the fd wakes it. Only an
+/// optimisation: the callback wakes the task too.
+fn park(cb: Option<Rc<FdCallback>>, cx: &Context<'_>) {
+    if let Some(cb) = cb {
+        // A replaced waker is dropped here, outside every borrow.
+        drop(cb.park(cx.waker()));
     }
 }
 
@@ -444,13 +464,8 @@ impl StreamReader {
 /// report itself at every iteration).
 fn on_readiness(shared: &Shared) -> bool {
     let mut st = shared.borrow_mut();
-    if std::mem::take(&mut st.maybe_stale) {
-        // Reported by the poll that ran before the reader's last read, in
-        // the same iteration (the reader was woken by the previous report
-        // and ran first): likely read already. If bytes are still there,
-        // the next poll reports them again.
-        return true;
-    }
+    // The task parked on this report was woken by the poll itself and runs
+    // right after this callback: it will find the fd no longer drained.
     st.drained = false;
     match st.read_waker.take() {
         Some(w) => {
@@ -522,8 +537,12 @@ impl Drop for StreamReader {
     fn drop(&mut self) {
         // A read dropped while waiting (a cancelled `select!` arm) leaves
         // its waker: nothing must wake that task for this stream again.
-        let waker = self.shared.borrow_mut().read_waker.take();
+        let (waker, parked_on) = {
+            let mut st = self.shared.borrow_mut();
+            (st.read_waker.take(), st.parked_on.upgrade())
+        };
         drop(waker);
+        drop(parked_on.and_then(|cb| cb.take_waiter()));
         release(&self.halves, &self.transport);
     }
 }

@@ -638,3 +638,50 @@ fn a_reader_dropped_while_waiting_wakes_nobody_later() {
     assert_eq!(count.0.load(Ordering::SeqCst), 0, "nobody was woken");
     drop(w);
 }
+
+/// A read waiting for the socket is woken by the poll that reports it, and
+/// runs in that same iteration (after the fd's callbacks), not one later:
+/// one iteration per request, and no second report of bytes already on
+/// their way to the reader.
+#[test]
+fn a_waiting_read_runs_in_the_iteration_whose_poll_reported_its_socket() {
+    let lp = new_loop();
+    let (stream, mut peer, spy) = adopted_pair(&lp);
+    let (mut r, w) = stream.into_split();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    let reader = lp
+        .spawn(async move {
+            for _ in 0..3 {
+                let mut buf = [0; 64];
+                let n = r.read(&mut buf).await.unwrap();
+                g.borrow_mut().push(buf[..n].to_vec());
+            }
+            r
+        })
+        .unwrap();
+    one_iteration(&lp); // the read waits
+    for (k, msg) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
+        assert_eq!(got.borrow().len(), k, "nothing read before it was sent");
+        peer.write_all(msg).unwrap();
+        // In the kernel, so the next poll reports it.
+        run_until_queued(&spy, msg.len());
+        one_iteration(&lp);
+        assert_eq!(
+            got.borrow().get(k).map(Vec::as_slice),
+            Some(msg),
+            "read in the iteration whose poll reported it"
+        );
+    }
+    let r = run(&lp, LIMIT, reader).unwrap();
+    drop((r, w));
+}
+
+/// Wait (off the loop) until `n` bytes sit in `spy`'s receive queue.
+fn run_until_queued(spy: &TcpStream, n: usize) {
+    let deadline = std::time::Instant::now() + LIMIT;
+    while queued(spy) < n {
+        assert!(std::time::Instant::now() < deadline, "the bytes never came");
+        thread::yield_now();
+    }
+}

@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::panic::Location;
 use std::rc::Rc;
+use std::task::Waker;
 
 use crate::backend::Interest;
 
@@ -22,6 +23,8 @@ pub(crate) struct FdCallback {
     /// Already in the ready queue: level-triggered readiness reported again
     /// before it ran must not queue it twice.
     pub(crate) queued: Cell<bool>,
+    /// A task parked on this readiness ([`park`](FdCallback::park)).
+    waiter: Cell<Option<Waker>>,
     /// Where `add_reader`/`add_writer` was called.
     pub(crate) location: &'static Location<'static>,
 }
@@ -32,8 +35,36 @@ impl FdCallback {
             f: RefCell::new(f),
             active: Cell::new(true),
             queued: Cell::new(false),
+            waiter: Cell::new(None),
             location,
         })
+    }
+
+    /// Park a task on this readiness: the poll that next reports the fd
+    /// queues the callback as usual and then wakes `waker` at once, so the
+    /// task runs in that iteration's batch, right after the callback,
+    /// instead of being woken by the callback into the next iteration
+    /// (a second poll, which would report the still unread fd again). For
+    /// a callback whose job is to wake a task that reads the fd itself.
+    /// One waiter; parking again replaces it (a clone only if different).
+    #[cfg(feature = "net")] // its one user: a stream's waiting read
+    pub(crate) fn park(&self, waker: &Waker) -> Option<Waker> {
+        let old = self.waiter.take();
+        match old {
+            Some(w) if w.will_wake(waker) => {
+                self.waiter.set(Some(w));
+                None
+            }
+            old => {
+                self.waiter.set(Some(waker.clone()));
+                old
+            }
+        }
+    }
+
+    /// The parked waker, taken (by a report, or to unpark).
+    pub(crate) fn take_waiter(&self) -> Option<Waker> {
+        self.waiter.take()
     }
 
     /// Run it if still registered. Never panics on re-entry: a callback that

@@ -488,30 +488,44 @@ impl Scheduler {
         })
     }
 
-    /// Step 1: queue the reader and/or writer of a ready fd.
+    /// Step 1: queue the reader and/or writer of a ready fd, then wake the
+    /// tasks parked on them ([`FdCallback::park`]): they join this batch,
+    /// after the callbacks. (The wake is the poll's own doing, not a
+    /// callback's, so CB-04 holds: nothing a callback of the batch queues
+    /// runs before the next poll.)
     pub(crate) fn fd_ready(&self, fd: RawFd, r: Readiness) {
-        self.with(|c| {
+        let (reader, writer) = self.with(|c| {
             if !c.is_live() {
-                return;
+                return (None, None);
             }
             let Some(e) = c.fds.get(fd) else {
-                return;
+                return (None, None);
             };
-            // Level-triggered: an fd reported again before its callback ran
-            // is queued once (`queued`).
-            if (r.readable || r.hangup)
-                && let Some(cb) = &e.reader
-                && !cb.queued.replace(true)
-            {
-                c.ready.push_back(Ready::Fd(cb.clone()));
-            }
-            if (r.writable || r.hangup)
-                && let Some(cb) = &e.writer
-                && !cb.queued.replace(true)
-            {
-                c.ready.push_back(Ready::Fd(cb.clone()));
-            }
+            let mut queue = |cb: &Rc<FdCallback>| {
+                // Level-triggered: an fd reported again before its callback
+                // ran is queued once (`queued`).
+                if !cb.queued.replace(true) {
+                    c.ready.push_back(Ready::Fd(cb.clone()));
+                }
+                cb.take_waiter()
+            };
+            let reader = match &e.reader {
+                Some(cb) if r.readable || r.hangup => queue(cb),
+                _ => None,
+            };
+            let writer = match &e.writer {
+                Some(cb) if r.writable || r.hangup => queue(cb),
+                _ => None,
+            };
+            (reader, writer)
         });
+        // Outside the borrow: a wake schedules the task, through here.
+        if let Some(w) = reader {
+            w.wake();
+        }
+        if let Some(w) = writer {
+            w.wake();
+        }
     }
 
     /// Register `cb` as `fd`'s reader (`readable`) or writer, telling the

@@ -15,6 +15,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, WeakLoop};
 use crate::future::LoopFuture;
 use crate::protocol::Protocol;
+#[cfg(feature = "net")]
+use crate::scheduler::fds::FdCallback;
 
 /// Bytes asked of the kernel per readable event: 256 KiB, as uvloop, so a
 /// large message arrives in one iteration rather than several. The buffer is
@@ -1313,37 +1315,37 @@ impl Transport {
     /// own reader (which it replaces if registered), until `on_ready`
     /// returns false, the transport stops reading (`pause_reading`, `close`,
     /// EOF, loss; `resume_reading` then brings the transport's own reader
-    /// back) or the loop closes. Whether `on_ready` is registered: false
-    /// when the transport is not reading.
-    pub(crate) fn watch_readable(&self, mut on_ready: impl FnMut() -> bool + 'static) -> bool {
+    /// back) or the loop closes. The registered callback, on which the
+    /// reading task parks ([`FdCallback::park`]); `None` when the transport
+    /// is not reading.
+    pub(crate) fn watch_readable(
+        &self,
+        mut on_ready: impl FnMut() -> bool + 'static,
+    ) -> Option<Rc<FdCallback>> {
         if !self.owner_may_read() {
-            return false;
+            return None;
         }
         let inner = &self.0;
         // A loop that is gone reads nothing more; its close released us.
-        let Ok(lp) = inner.lp.get() else {
-            return false;
-        };
+        let lp = inner.lp.get().ok()?;
         let sock = inner.sock.borrow();
-        let Some(s) = sock.as_ref() else {
-            return false;
-        };
+        let s = sock.as_ref()?;
         inner.state.borrow_mut().reader_on = true;
         // The loop's drop of this callback releases the transport, as for
         // the transport's own reader (`Watch`).
         let me = Watch(inner.clone(), true);
-        let added = lp.add_reader(s, move || {
+        let added = lp.add_reader_parkable(s, move || {
             if !on_ready() {
                 me.0.set_reading(false);
             }
         });
         drop(sock);
         match added {
-            Ok(()) => true,
+            Ok(cb) => Some(cb),
             Err(e) => {
                 inner.state.borrow_mut().reader_on = false;
                 inner.force_close(Some(e));
-                false
+                None
             }
         }
     }
