@@ -38,6 +38,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use pyo3::ffi;
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -186,26 +187,53 @@ pub(crate) fn run(h: &Bound<'_, Handle>) -> Option<PyErr> {
         }
     };
     let context = this.context.bind(py);
-    // `Context.run(context, callback, *args)`. The tuple lives for the call
-    // only (from the tuple free list; it adds nothing to the collector's
-    // count), built without a Vec for the usual zero or one argument.
-    let outcome = context_run(py).and_then(|run| match args.len() {
-        0 => run.call1((context, &callback)),
-        1 => run.call1((context, &callback, args.get_item(0)?)),
-        _ => run.call1(PyTuple::new(
-            py,
-            [context.clone(), callback.clone()]
-                .into_iter()
-                .chain(args.iter())
-                .collect::<Vec<_>>(),
-        )?),
-    });
+    let outcome = context_run(py).and_then(|run| call_in(run, context, &callback, &args));
     let err = outcome.err()?;
     if is_escape(py, &err) {
         return Some(err);
     }
     report(h, &callback, &args, err);
     None
+}
+
+/// `Context.run(context, callback, *args)`, the unbound `run` given.
+///
+/// Up to three arguments go through `PyObject_CallFunctionObjArgs`, which
+/// passes them to the vectorcall of `Context.run` from the C stack: no
+/// argument tuple is made and freed per callback (the limited API of an
+/// abi3 module has no `PyObject_Vectorcall` before 3.12). More arguments
+/// make the tuple.
+fn call_in<'py>(
+    run: &Bound<'py, PyAny>,
+    context: &Bound<'py, PyAny>,
+    callback: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = run.py();
+    let n = args.len();
+    if n > 3 {
+        let all = [context.clone(), callback.clone()]
+            .into_iter()
+            .chain(args.iter())
+            .collect::<Vec<_>>();
+        return run.call1(PyTuple::new(py, all)?);
+    }
+    let null = std::ptr::null_mut::<ffi::PyObject>();
+    let mut a = [null; 3];
+    for (i, slot) in a.iter_mut().enumerate().take(n) {
+        // SAFETY: `args` is a live tuple with `n` > `i` items: a borrowed,
+        // non-NULL reference that `args` keeps alive through the call.
+        *slot = unsafe { ffi::PyTuple_GetItem(args.as_ptr(), i as ffi::Py_ssize_t) };
+    }
+    let (f, c, cb) = (run.as_ptr(), context.as_ptr(), callback.as_ptr());
+    // SAFETY: every pointer is a live object that the caller's `Bound`s (or
+    // `args`, for its items) keep alive for the whole call, and the list
+    // of arguments ends at the first NULL, as the variadic function
+    // requires (`a[n]`, or the NULL after `a[2]`). It returns a new
+    // reference, or NULL with an exception set.
+    let result = unsafe { ffi::PyObject_CallFunctionObjArgs(f, c, cb, a[0], a[1], a[2], null) };
+    // SAFETY: `result` is what the call returned: a new reference or NULL.
+    unsafe { Bound::from_owned_ptr_or_err(py, result) }
 }
 
 /// asyncio's report of a callback's exception: `Exception in callback
