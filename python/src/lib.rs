@@ -11,6 +11,7 @@
 //! | [`RustLoop`] | a oneloop `Loop` on one host: callbacks, timers, fds, run/stop/close |
 //! | [`Timer`] | the oneloop timer behind an asyncio `TimerHandle`, to cancel it |
 //! | [`Handle`] | what `call_soon` returns: made and run in Rust |
+//! | [`LoopBase`] | the Python loop's base class: `call_soon` as a method of the type |
 //! | [`Remote`] | the thread-safe half: `call_soon_threadsafe` from any thread |
 //! | [`RustStream`] | oneloop's stream transport (sockets, pipes) under an asyncio transport |
 //! | [`RustDatagram`] | oneloop's UDP transport under an asyncio datagram transport |
@@ -33,6 +34,7 @@ mod errors;
 mod gil;
 mod handle;
 mod hosts;
+mod loop_base;
 mod pending;
 mod registry;
 pub(crate) mod rust_loop;
@@ -44,6 +46,7 @@ use pyo3::prelude::*;
 
 pub use datagram::RustDatagram;
 pub use handle::Handle;
+pub use loop_base::LoopBase;
 pub use rust_loop::{Remote, RustLoop, Timer};
 pub use stream::RustStream;
 
@@ -56,6 +59,7 @@ fn _oneloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RustStream>()?;
     m.add_class::<RustDatagram>()?;
     m.add_class::<Handle>()?;
+    m.add_class::<LoopBase>()?;
     m.add("HOSTS", hosts::available())?;
     // Benchmarks refuse a debug build (maturin builds one without --release).
     m.add(
