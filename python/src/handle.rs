@@ -38,13 +38,13 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use pyo3::ffi;
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::context;
 use crate::errors::is_escape;
 
 /// A callback queued by `call_soon` (see the module docs).
@@ -73,27 +73,6 @@ impl std::fmt::Debug for Handle {
     }
 }
 
-/// `contextvars.copy_context`, looked up once.
-fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    static F: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    F.import(py, "contextvars", "copy_context")
-        .and_then(|f| f.call0())
-}
-
-/// The unbound `contextvars.Context.run`: called with the context first, it
-/// saves the bound method that `context.run` would make on every call.
-fn context_run(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    static F: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    F.get_or_try_init(py, || {
-        let run = py
-            .import(intern!(py, "contextvars"))?
-            .getattr(intern!(py, "Context"))?
-            .getattr(intern!(py, "run"))?;
-        Ok::<_, PyErr>(run.unbind())
-    })
-    .map(|f| f.bind(py))
-}
-
 impl Handle {
     /// A handle for `callback(*args)` in `context` (a copy of the current
     /// context if `None`, as asyncio does), on the Python loop that the
@@ -107,7 +86,7 @@ impl Handle {
     ) -> PyResult<Handle> {
         let context = match context {
             Some(c) if !c.is_none(py) => c,
-            _ => copy_context(py)?.unbind(),
+            _ => context::copy_current(py)?.unbind(),
         };
         Ok(Handle {
             call: Mutex::new(Call {
@@ -187,53 +166,13 @@ pub(crate) fn run(h: &Bound<'_, Handle>) -> Option<PyErr> {
         }
     };
     let context = this.context.bind(py);
-    let outcome = context_run(py).and_then(|run| call_in(run, context, &callback, &args));
+    let outcome = context::run(context, &callback, &args);
     let err = outcome.err()?;
     if is_escape(py, &err) {
         return Some(err);
     }
     report(h, &callback, &args, err);
     None
-}
-
-/// `Context.run(context, callback, *args)`, the unbound `run` given.
-///
-/// Up to three arguments go through `PyObject_CallFunctionObjArgs`, which
-/// passes them to the vectorcall of `Context.run` from the C stack: no
-/// argument tuple is made and freed per callback (the limited API of an
-/// abi3 module has no `PyObject_Vectorcall` before 3.12). More arguments
-/// make the tuple.
-fn call_in<'py>(
-    run: &Bound<'py, PyAny>,
-    context: &Bound<'py, PyAny>,
-    callback: &Bound<'py, PyAny>,
-    args: &Bound<'py, PyTuple>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = run.py();
-    let n = args.len();
-    if n > 3 {
-        let all = [context.clone(), callback.clone()]
-            .into_iter()
-            .chain(args.iter())
-            .collect::<Vec<_>>();
-        return run.call1(PyTuple::new(py, all)?);
-    }
-    let null = std::ptr::null_mut::<ffi::PyObject>();
-    let mut a = [null; 3];
-    for (i, slot) in a.iter_mut().enumerate().take(n) {
-        // SAFETY: `args` is a live tuple with `n` > `i` items: a borrowed,
-        // non-NULL reference that `args` keeps alive through the call.
-        *slot = unsafe { ffi::PyTuple_GetItem(args.as_ptr(), i as ffi::Py_ssize_t) };
-    }
-    let (f, c, cb) = (run.as_ptr(), context.as_ptr(), callback.as_ptr());
-    // SAFETY: every pointer is a live object that the caller's `Bound`s (or
-    // `args`, for its items) keep alive for the whole call, and the list
-    // of arguments ends at the first NULL, as the variadic function
-    // requires (`a[n]`, or the NULL after `a[2]`). It returns a new
-    // reference, or NULL with an exception set.
-    let result = unsafe { ffi::PyObject_CallFunctionObjArgs(f, c, cb, a[0], a[1], a[2], null) };
-    // SAFETY: `result` is what the call returned: a new reference or NULL.
-    unsafe { Bound::from_owned_ptr_or_err(py, result) }
 }
 
 /// asyncio's report of a callback's exception: `Exception in callback

@@ -21,6 +21,7 @@
 //! | `gil` | the GIL held once per batch of callbacks, released while the host waits |
 //! | [`embed`] | for a Rust program embedding Python: an asyncio loop on the program's own `Loop` |
 //! | `hosts` | host name (`"default"`, `"tokio"`, …) to a new owned loop |
+//! | `context` | a callback's `contextvars.Context`, copied and entered through CPython's C API |
 //! | `clock` | asyncio's float seconds to and from the loop's `Instant`s |
 //! | `pending` | the queued asyncio handles, visible to Python's collector |
 //! | `thread_bound` | `!Send` state in objects any thread may free |
@@ -28,6 +29,7 @@
 
 mod bytes_like;
 mod clock;
+mod context;
 mod datagram;
 pub mod embed;
 mod errors;
