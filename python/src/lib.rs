@@ -62,6 +62,7 @@ fn _oneloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RustDatagram>()?;
     m.add_class::<Handle>()?;
     m.add_class::<LoopBase>()?;
+    loop_base::install_call_soon(&m.py().get_type::<LoopBase>())?;
     m.add("HOSTS", hosts::available())?;
     // Benchmarks refuse a debug build (maturin builds one without --release).
     m.add(
