@@ -23,6 +23,8 @@
 
 use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
@@ -34,13 +36,16 @@ use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use crate::rust_loop::RustLoop;
 
 /// The base class of `oneloop.OneloopEventLoop` (see the module docs).
-#[pyclass(subclass, module = "oneloop._oneloop")]
+///
+/// Frozen (no borrow flag: pyo3's is an atomic read-modify-write per
+/// borrow, twice per `call_soon`).
+#[pyclass(frozen, subclass, module = "oneloop._oneloop")]
 #[derive(Debug, Default)]
 pub struct LoopBase {
     /// The loop's Rust half, once the Python loop has made it.
-    rust: Option<Py<RustLoop>>,
+    rust: OnceLock<Py<RustLoop>>,
     /// Whether `call_soon` makes a Rust `Handle` (outside debug mode).
-    fast: bool,
+    fast: AtomicBool,
 }
 
 /// asyncio's own `BaseEventLoop.call_soon`, for debug mode.
@@ -65,25 +70,26 @@ impl LoopBase {
     }
 
     /// Give the loop its Rust half (once, from the Python loop's `_init`).
-    fn _bind_rust(&mut self, rust: Py<RustLoop>) {
-        self.rust = Some(rust);
+    fn _bind_rust(&self, rust: Py<RustLoop>) -> PyResult<()> {
+        self.rust
+            .set(rust)
+            .map_err(|_| PyRuntimeError::new_err("this loop already has its Rust half"))
     }
 
     /// Make `call_soon` the Rust one (`True`) or asyncio's (`False`, debug
     /// mode).
-    fn _set_fast_call_soon(&mut self, on: bool) {
-        self.fast = on;
+    fn _set_fast_call_soon(&self, on: bool) {
+        self.fast.store(on, Ordering::Relaxed);
     }
 
+    /// No `__clear__`: a frozen object cannot let go of its `RustLoop`;
+    /// the collector breaks a cycle through it by clearing the Python
+    /// loop's `__dict__` (which holds `_rust` too) and the `RustLoop`.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(rust) = &self.rust {
+        if let Some(rust) = self.rust.get() {
             visit.call(rust)?;
         }
         Ok(())
-    }
-
-    fn __clear__(&mut self) {
-        self.rust = None;
     }
 }
 
@@ -96,12 +102,12 @@ fn call_soon<'py>(
     context: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     let py = slf.py();
-    let this = slf.try_borrow()?;
-    if this.fast
-        && let Some(rust) = &this.rust
+    let this = slf.get();
+    if this.fast.load(Ordering::Relaxed)
+        && let Some(rust) = this.rust.get()
     {
-        let rust = rust.bind(py).try_borrow()?;
         return rust
+            .get()
             .call_soon_handle(
                 py,
                 callback.unbind(),
@@ -110,7 +116,6 @@ fn call_soon<'py>(
             )
             .map(Py::into_any);
     }
-    drop(this);
     let all: Vec<Bound<'py, PyAny>> = [slf.clone().into_any(), callback]
         .into_iter()
         .chain(args.iter())
@@ -166,7 +171,11 @@ fn parse<'a, 'py>(
             "call_soon() missing 1 required positional argument: 'callback'",
         ));
     };
-    let args = PyTuple::new(py, positional.iter().skip(1).map(arg))?;
+    let args = if positional.len() > 1 {
+        PyTuple::new(py, positional.iter().skip(1).map(arg))?
+    } else {
+        PyTuple::empty(py)
+    };
     Ok((callback, args, context.filter(|c| !c.is_none())))
 }
 

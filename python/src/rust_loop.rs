@@ -169,7 +169,7 @@ impl Drop for Requeue<'_> {
 ///
 /// Every method but the getters is for the loop's own thread and raises
 /// `RuntimeError` elsewhere; other threads use its `remote()`.
-#[pyclass(module = "oneloop._oneloop")]
+#[pyclass(frozen, module = "oneloop._oneloop")]
 pub struct RustLoop {
     host: String,
     escapes: Escapes,
@@ -928,11 +928,16 @@ impl RustLoop {
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        let Some(cell) = self.state.get_mut() else {
+    fn __clear__(&self) {
+        // A shared borrow: what is dropped below may run finalizers that
+        // call the loop again.
+        let Ok(cell) = self.state.get() else {
             return;
         };
-        let Some(state) = cell.get_mut().as_mut() else {
+        let Ok(state) = cell.try_borrow() else {
+            return;
+        };
+        let Some(state) = state.as_ref() else {
             return;
         };
         if !state.lp.is_running() {
