@@ -46,7 +46,10 @@ impl Parked {
     /// A handle the closing loop drops unrun lets go of its callback.
     pub(crate) fn dropped_unrun(self) {
         if let Parked::Ours(h) = &self {
-            let released = h.get().release();
+            // The GIL, if it is not held already (a Rust program dropping
+            // its loop); none at interpreter shutdown, when the handle's
+            // references simply go with it.
+            let released = Python::try_attach(|py| h.get().release(py));
             drop(released);
         }
         drop(self);
