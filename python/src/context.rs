@@ -49,7 +49,8 @@ pub(crate) fn run<'py>(
     args: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = context.py();
-    if !context.get_type().is(context_type(py)?) {
+    // The type's address compared: no reference to it taken and dropped.
+    if !std::ptr::eq(context.get_type_ptr(), context_type(py)?.as_type_ptr()) {
         let all: Vec<Bound<'py, PyAny>> = std::iter::once(callback.clone())
             .chain(args.iter())
             .collect();
