@@ -63,13 +63,11 @@ impl Drop for Restore {
 impl RunContext for HoldGil {
     fn enter(&self, run: &mut dyn FnMut()) {
         Python::attach(|_py| {
-            let Some(weak) = &self.soon else {
-                return run();
-            };
-            // Held for the batch: the pointer in CURRENT stays valid. A loop
-            // whose queue is gone has no handles left: null, so that its
-            // closures take nothing (not another loop's).
-            let soon = weak.upgrade();
+            // Held for the batch: the pointer in CURRENT stays valid. Null
+            // for a loop without a queue (a Rust program's) or whose queue
+            // is gone: closures then take nothing, never an outer batch's
+            // loop's handles.
+            let soon = self.soon.as_ref().and_then(Weak::upgrade);
             let ptr = soon.as_ref().map_or(std::ptr::null(), Rc::as_ptr);
             let _restore = Restore(CURRENT.replace(ptr));
             run();
