@@ -16,7 +16,9 @@ call_soon     callbacks per second: 200 000 callbacks, queued 1 000 at a time
 call_soon_ir  user-space instructions per callback under callgrind: the
               difference between a run of 120 000 and one of 20 000
               callbacks, divided by 100 000, so start-up and interpreter
-              teardown cancel out. Deterministic.
+              teardown cancel out. Deterministic: the children run with
+              PYTHONHASHSEED=0 (unless it is set), since string hashing
+              moves the count by up to ~120 from run to run.
 echo          TCP echo with the project's load tool (bench_echo_load, one
               blocking client thread per connection, strict
               request/response, every reply checked): the Python server
@@ -120,9 +122,11 @@ def call_soon(args):
 
 
 def callgrind_total(cmd, out_file):
+    # A fixed hash seed: dict layouts, hence probe counts, follow it.
+    env = {"PYTHONHASHSEED": "0", **os.environ}
     subprocess.run(
         ["valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={out_file}", *cmd],
-        check=True, capture_output=True, cwd=HERE,
+        check=True, capture_output=True, cwd=HERE, env=env,
     )
     return dump_total(out_file)
 

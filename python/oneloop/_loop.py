@@ -120,7 +120,7 @@ class _OneloopSelector(selectors._BaseSelectorImpl):
         self._map = None
 
 
-class OneloopEventLoop(unix_events.SelectorEventLoop):
+class OneloopEventLoop(_oneloop.LoopBase, unix_events.SelectorEventLoop):
     """An asyncio event loop whose scheduling and waiting is a oneloop loop.
 
     ``host`` picks the host loop (see ``oneloop.HOSTS``). The loop belongs to
@@ -167,6 +167,7 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
         self._owner_ident = threading.get_ident()
         self._child_pidfds = {}  # pidfd -> pid of the children being watched
         self._rust = rust
+        self._bind_rust(rust)
         self._rust_remote = self._rust.remote()
         super().__init__(_OneloopSelector(self._rust))
         self.set_debug(self._debug)
@@ -225,18 +226,11 @@ class OneloopEventLoop(unix_events.SelectorEventLoop):
 
     def set_debug(self, enabled):
         super().set_debug(enabled)
-        rust = self.__dict__.get("_rust")
-        if rust is None:
-            return
-        if enabled or type(self).call_soon is not OneloopEventLoop.call_soon:
-            # asyncio's call_soon, whose handles record where they were
-            # made (debug mode's reports use it); and a subclass's own
-            # call_soon is left to work.
-            self.__dict__.pop("call_soon", None)
-        else:
-            # One Rust call that makes the handle and queues it (see
-            # oneloop._oneloop.Handle): no Python frame per call_soon.
-            self.call_soon = rust.call_soon_fast
+        # Outside debug mode call_soon is LoopBase's: one Rust call that
+        # makes the handle and queues it (see oneloop._oneloop.Handle). In
+        # debug mode it is asyncio's, whose handles record where they were
+        # made (debug mode's reports use it).
+        self._set_fast_call_soon(not enabled)
 
     def _call_soon(self, callback, args, context):
         self._check_owner()

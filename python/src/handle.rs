@@ -36,7 +36,7 @@
 //!   loop.call_soon(self.f)`) leaves no cycle behind. asyncio keeps them
 //!   after a run; only `repr()` and `_callback` show the difference.
 
-use std::sync::{Mutex, MutexGuard};
+use std::cell::UnsafeCell;
 
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::intern;
@@ -44,15 +44,15 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::context;
 use crate::errors::is_escape;
 
 /// A callback queued by `call_soon` (see the module docs).
 #[pyclass(frozen, module = "oneloop._oneloop", name = "Handle", weakref)]
 pub struct Handle {
     /// What changes: the callback and its arguments (let go of after the
-    /// run or on cancel), and the cancelled flag. Locked only for short
-    /// Rust-only sections, never across Python code.
-    call: Mutex<Call>,
+    /// run or on cancel), and the cancelled flag (see [`GilGuarded`]).
+    call: GilGuarded,
     context: Py<PyAny>,
     /// A `weakref.ref` to the Python event loop, for its exception handler
     /// (the loop holds its queued handles; the weak reference is the one
@@ -66,31 +66,23 @@ struct Call {
     cancelled: bool,
 }
 
+/// A handle's [`Call`], guarded by the GIL rather than a lock.
+///
+/// A `Mutex` cost two atomic read-modify-writes per callback (lock and
+/// unlock, each some 20 cycles) for exclusion the GIL already gives: every
+/// access is [`Handle::with_call`], which takes a `Python` token, and an
+/// abi3 module only loads into CPython builds that have a GIL.
+struct GilGuarded(UnsafeCell<Call>);
+
+// SAFETY: the `Call` is only reached through `Handle::with_call` (and the
+// read of `traverse_contents`), with the GIL held: no two threads are in
+// there at once. `Call` itself is `Send` (it holds `Py`s).
+unsafe impl Sync for GilGuarded {}
+
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handle").finish_non_exhaustive()
     }
-}
-
-/// `contextvars.copy_context`, looked up once.
-fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    static F: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    F.import(py, "contextvars", "copy_context")
-        .and_then(|f| f.call0())
-}
-
-/// The unbound `contextvars.Context.run`: called with the context first, it
-/// saves the bound method that `context.run` would make on every call.
-fn context_run(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    static F: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    F.get_or_try_init(py, || {
-        let run = py
-            .import(intern!(py, "contextvars"))?
-            .getattr(intern!(py, "Context"))?
-            .getattr(intern!(py, "run"))?;
-        Ok::<_, PyErr>(run.unbind())
-    })
-    .map(|f| f.bind(py))
 }
 
 impl Handle {
@@ -106,14 +98,14 @@ impl Handle {
     ) -> PyResult<Handle> {
         let context = match context {
             Some(c) if !c.is_none(py) => c,
-            _ => copy_context(py)?.unbind(),
+            _ => context::copy_current(py)?.unbind(),
         };
         Ok(Handle {
-            call: Mutex::new(Call {
+            call: GilGuarded(UnsafeCell::new(Call {
                 callback: Some(callback),
                 args: Some(args),
                 cancelled: false,
-            }),
+            })),
             context,
             lp,
         })
@@ -129,9 +121,15 @@ impl Handle {
         }
     }
 
-    fn call(&self) -> MutexGuard<'_, Call> {
-        // Never poisoned: nothing panics while it is held.
-        self.call.lock().unwrap_or_else(|e| e.into_inner())
+    /// `f` on the handle's [`Call`]. Each `f` is a few lines of this file
+    /// that read, move or flip fields and clone references (increfs): no
+    /// Python code runs and nothing is dropped or allocated inside, so no
+    /// other access (a finalizer, the collector) can start within it.
+    fn with_call<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut Call) -> R) -> R {
+        // SAFETY: the GIL is held (`_py`), so no other thread is here, and
+        // `f` runs no Python code (see above), so no access nests in it:
+        // this `&mut` is the only reference to the `Call` while it lives.
+        f(unsafe { &mut *self.call.0.get() })
     }
 
     /// For `RustLoop`'s traversal of a handle that only the loop holds:
@@ -139,23 +137,23 @@ impl Handle {
     pub(crate) fn traverse_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.context)?;
         visit.call(&self.lp)?;
-        if let Ok(call) = self.call.try_lock() {
-            if let Some(f) = &call.callback {
-                visit.call(f)?;
-            }
-            if let Some(a) = &call.args {
-                visit.call(a)?;
-            }
+        // SAFETY: the collector runs with the GIL held, and never inside a
+        // `with_call` (which allocates nothing, so cannot start it): no
+        // `&mut` to the `Call` exists while this shared one lives.
+        let call = unsafe { &*self.call.0.get() };
+        if let Some(f) = &call.callback {
+            visit.call(f)?;
+        }
+        if let Some(a) = &call.args {
+            visit.call(a)?;
         }
         Ok(())
     }
 
-    /// Let go of the callback and its arguments: after the run, on cancel,
-    /// and when a closing loop drops the handle unrun. The caller drops
-    /// what is returned, after the lock.
-    pub(crate) fn release(&self) -> (Option<Py<PyAny>>, Option<Py<PyTuple>>) {
-        let mut call = self.call();
-        (call.callback.take(), call.args.take())
+    /// Let go of the callback and its arguments: when a closing loop drops
+    /// the handle unrun. The caller drops what is returned.
+    pub(crate) fn release(&self, py: Python<'_>) -> (Option<Py<PyAny>>, Option<Py<PyTuple>>) {
+        self.with_call(py, |call| (call.callback.take(), call.args.take()))
     }
 }
 
@@ -175,31 +173,18 @@ pub(crate) fn untracked(h: Py<Handle>) -> Py<Handle> {
 pub(crate) fn run(h: &Bound<'_, Handle>) -> Option<PyErr> {
     let py = h.py();
     let this = h.get();
-    let (callback, args) = {
-        let mut call = this.call();
+    let taken = this.with_call(py, |call| {
         if call.cancelled {
             return None;
         }
-        match (call.callback.take(), call.args.take()) {
-            (Some(f), Some(a)) => (f.into_bound(py), a.into_bound(py)),
-            _ => return None,
-        }
+        Some((call.callback.take()?, call.args.take()?))
+    });
+    let (callback, args) = match taken {
+        Some((f, a)) => (f.into_bound(py), a.into_bound(py)),
+        None => return None,
     };
     let context = this.context.bind(py);
-    // `Context.run(context, callback, *args)`. The tuple lives for the call
-    // only (from the tuple free list; it adds nothing to the collector's
-    // count), built without a Vec for the usual zero or one argument.
-    let outcome = context_run(py).and_then(|run| match args.len() {
-        0 => run.call1((context, &callback)),
-        1 => run.call1((context, &callback, args.get_item(0)?)),
-        _ => run.call1(PyTuple::new(
-            py,
-            [context.clone(), callback.clone()]
-                .into_iter()
-                .chain(args.iter())
-                .collect::<Vec<_>>(),
-        )?),
-    });
+    let outcome = context::run(context, &callback, &args);
     let err = outcome.err()?;
     if is_escape(py, &err) {
         return Some(err);
@@ -250,21 +235,17 @@ fn format_callback(
 #[pymethods]
 impl Handle {
     /// Cancel the callback: it will not run. Idempotent.
-    fn cancel(&self) {
-        let released = {
-            let mut call = self.call();
-            if call.cancelled {
-                return;
-            }
+    fn cancel(&self, py: Python<'_>) {
+        let released = self.with_call(py, |call| {
             call.cancelled = true;
             // As asyncio: let go of what the callback holds at once.
             (call.callback.take(), call.args.take())
-        };
+        });
         drop(released);
     }
 
-    fn cancelled(&self) -> bool {
-        self.call().cancelled
+    fn cancelled(&self, py: Python<'_>) -> bool {
+        self.with_call(py, |call| call.cancelled)
     }
 
     /// The `contextvars.Context` the callback runs in.
@@ -282,18 +263,18 @@ impl Handle {
     }
 
     #[getter]
-    fn _cancelled(&self) -> bool {
-        self.call().cancelled
+    fn _cancelled(&self, py: Python<'_>) -> bool {
+        self.with_call(py, |call| call.cancelled)
     }
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.call().callback.as_ref().map(|c| c.clone_ref(py))
+        self.with_call(py, |call| call.callback.as_ref().map(|c| c.clone_ref(py)))
     }
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.call().args.as_ref().map(|a| a.clone_ref(py))
+        self.with_call(py, |call| call.args.as_ref().map(|a| a.clone_ref(py)))
     }
 
     #[getter]
@@ -302,14 +283,13 @@ impl Handle {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let (cancelled, callee) = {
-            let call = self.call();
+        let (cancelled, callee) = self.with_call(py, |call| {
             let callee = match (&call.callback, &call.args) {
                 (Some(f), Some(a)) => Some((f.clone_ref(py), a.clone_ref(py))),
                 _ => None,
             };
             (call.cancelled, callee)
-        };
+        });
         let mut info = vec!["Handle".to_owned()];
         if cancelled {
             info.push("cancelled".to_owned());

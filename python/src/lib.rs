@@ -11,6 +11,7 @@
 //! | [`RustLoop`] | a oneloop `Loop` on one host: callbacks, timers, fds, run/stop/close |
 //! | [`Timer`] | the oneloop timer behind an asyncio `TimerHandle`, to cancel it |
 //! | [`Handle`] | what `call_soon` returns: made and run in Rust |
+//! | [`LoopBase`] | the Python loop's base class: `call_soon` as a method of the type |
 //! | [`Remote`] | the thread-safe half: `call_soon_threadsafe` from any thread |
 //! | [`RustStream`] | oneloop's stream transport (sockets, pipes) under an asyncio transport |
 //! | [`RustDatagram`] | oneloop's UDP transport under an asyncio datagram transport |
@@ -20,6 +21,7 @@
 //! | `gil` | the GIL held once per batch of callbacks, released while the host waits |
 //! | [`embed`] | for a Rust program embedding Python: an asyncio loop on the program's own `Loop` |
 //! | `hosts` | host name (`"default"`, `"tokio"`, …) to a new owned loop |
+//! | `context` | a callback's `contextvars.Context`, copied and entered through CPython's C API |
 //! | `clock` | asyncio's float seconds to and from the loop's `Instant`s |
 //! | `pending` | the queued asyncio handles, visible to Python's collector |
 //! | `thread_bound` | `!Send` state in objects any thread may free |
@@ -27,12 +29,14 @@
 
 mod bytes_like;
 mod clock;
+mod context;
 mod datagram;
 pub mod embed;
 mod errors;
 mod gil;
 mod handle;
 mod hosts;
+mod loop_base;
 mod pending;
 mod registry;
 pub(crate) mod rust_loop;
@@ -44,6 +48,7 @@ use pyo3::prelude::*;
 
 pub use datagram::RustDatagram;
 pub use handle::Handle;
+pub use loop_base::LoopBase;
 pub use rust_loop::{Remote, RustLoop, Timer};
 pub use stream::RustStream;
 
@@ -56,6 +61,8 @@ fn _oneloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RustStream>()?;
     m.add_class::<RustDatagram>()?;
     m.add_class::<Handle>()?;
+    m.add_class::<LoopBase>()?;
+    loop_base::install_call_soon(&m.py().get_type::<LoopBase>())?;
     m.add("HOSTS", hosts::available())?;
     // Benchmarks refuse a debug build (maturin builds one without --release).
     m.add(

@@ -8,13 +8,19 @@
 //! leaked. So the closure holds a [`Queued`] ticket and the handle waits
 //! here, in a map the Python loop object owns alone and shows to the
 //! collector (`RustLoop::__traverse__`).
+//!
+//! The handles of `call_soon` wait in [`Soon`] instead, a FIFO beside
+//! oneloop's ready queue, which lets the closure queued in oneloop carry
+//! nothing (see there).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use pyo3::gc::{PyTraverseError, PyVisit};
 use pyo3::prelude::*;
 
+use crate::errors::Escapes;
 use crate::handle::Handle;
 
 /// A queued handle: one of ours (made by `call_soon`), or one of asyncio's
@@ -38,9 +44,12 @@ impl Parked {
     }
 
     /// A handle the closing loop drops unrun lets go of its callback.
-    fn dropped_unrun(self) {
+    pub(crate) fn dropped_unrun(self) {
         if let Parked::Ours(h) = &self {
-            let released = h.get().release();
+            // The GIL, if it is not held already (a Rust program dropping
+            // its loop); none at interpreter shutdown, when the handle's
+            // references simply go with it.
+            let released = Python::try_attach(|py| h.get().release(py));
             drop(released);
         }
         drop(self);
@@ -148,6 +157,98 @@ impl Drop for Queued {
         };
         if let Some(handle) = pending.remove(key) {
             handle.dropped_unrun();
+        }
+    }
+}
+
+/// The handles queued by `call_soon` on a loop this module owns, in the
+/// order of their closures in oneloop's ready queue.
+///
+/// A oneloop callback that captures anything is a boxed closure: a
+/// `malloc` and a `free` per callback, the dearest part of queueing one
+/// when a batch queues more than the allocator's per-thread cache holds
+/// (the `call_soon` benchmark queues 1 000). So the closure queued for a
+/// handle captures nothing (no allocation) and takes the front handle of
+/// this queue when it runs. That is the handle it was queued for, because
+/// oneloop runs `call_soon` callbacks in the order they were queued, each
+/// exactly once (CB-01), and drops queued ones unrun only when the loop
+/// closes, and then all of them; the closure finds this queue through the
+/// loop's run context (`gil::HoldGil`), entered around every batch.
+///
+/// Only for a oneloop `Loop` that one Python loop owns: a Rust program's
+/// own `Loop` (`embed`) may run other Python loops' callbacks or outlive
+/// this one, so its handles wait in [`Pending`] with a ticket each.
+#[derive(Debug)]
+pub(crate) struct Soon {
+    queue: RefCell<VecDeque<Parked>>,
+    /// Closures still queued in oneloop whose handles were let go of
+    /// ([`Soon::clear`]): they take nothing.
+    orphans: Cell<usize>,
+    escapes: Escapes,
+}
+
+impl Soon {
+    pub(crate) fn new(escapes: Escapes) -> Soon {
+        Soon {
+            queue: RefCell::default(),
+            orphans: Cell::new(0),
+            escapes,
+        }
+    }
+
+    /// What a handle's `BaseException` does on this loop.
+    pub(crate) fn escapes(&self) -> Escapes {
+        self.escapes
+    }
+
+    /// Add the handle of a closure just queued in oneloop.
+    pub(crate) fn push(&self, handle: Parked) {
+        self.queue.borrow_mut().push_back(handle);
+    }
+
+    /// The handle of the closure that runs now.
+    pub(crate) fn pop(&self) -> Option<Parked> {
+        let orphans = self.orphans.get();
+        if orphans > 0 {
+            self.orphans.set(orphans - 1);
+            return None;
+        }
+        self.queue.try_borrow_mut().ok()?.pop_front()
+    }
+
+    /// Show every queued handle to the collector.
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(queue) = self.queue.try_borrow() {
+            for h in queue.iter() {
+                h.traverse(visit)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Let go of every queued handle (the collector breaking a cycle); the
+    /// closures still queued in oneloop then take nothing.
+    pub(crate) fn clear(&self) {
+        let taken = self
+            .queue
+            .try_borrow_mut()
+            .map(|mut q| std::mem::take(&mut *q));
+        if let Ok(taken) = taken {
+            self.orphans.set(self.orphans.get() + taken.len());
+            // Dropped after the borrow: a finalizer may queue or cancel.
+            for h in taken {
+                h.dropped_unrun();
+            }
+        }
+    }
+}
+
+impl Drop for Soon {
+    /// The loop is gone (closed, or collected): handles never run let go of
+    /// their callbacks.
+    fn drop(&mut self) {
+        for h in std::mem::take(self.queue.get_mut()) {
+            h.dropped_unrun();
         }
     }
 }

@@ -18,10 +18,10 @@ use pyo3::types::PyTuple;
 use crate::clock::Clock;
 use crate::datagram::RustDatagram;
 use crate::errors::{Escape, Escapes, escape, report_escape, to_py};
-use crate::gil::HoldGil;
+use crate::gil::{self, HoldGil};
 use crate::handle::{self, Handle};
 use crate::hosts;
-use crate::pending::{Parked, Pending};
+use crate::pending::{Parked, Pending, Soon};
 use crate::registry::Registry;
 use crate::signals::Signals;
 use crate::stream::{Kind, RustStream};
@@ -169,7 +169,7 @@ impl Drop for Requeue<'_> {
 ///
 /// Every method but the getters is for the loop's own thread and raises
 /// `RuntimeError` elsewhere; other threads use its `remote()`.
-#[pyclass(module = "oneloop._oneloop")]
+#[pyclass(frozen, module = "oneloop._oneloop")]
 pub struct RustLoop {
     host: String,
     escapes: Escapes,
@@ -186,6 +186,9 @@ struct State {
     fds: Rc<RefCell<FdSlots>>,
     /// The handles of queued callbacks and timers (see `pending`).
     pending: Rc<Pending>,
+    /// The handles of `call_soon`, on a loop this module owns (see
+    /// `pending::Soon`); `None` on a Rust program's own loop.
+    soon: Option<Rc<Soon>>,
     /// A `weakref.ref` to the Python loop, to tell it about a cancelled fd
     /// handle (as asyncio's `_process_events` does) without a cycle.
     owner: Rc<RefCell<Option<Py<PyAny>>>>,
@@ -354,21 +357,23 @@ pub(crate) fn on_escape(
 /// itself, with asyncio's context (`message`, `exception`, `handle`); what
 /// it lets through leaves the run (see [`Escape`]) or, on an attached
 /// loop, is reported too ([`Escapes`]).
-fn run_parked(parked: Parked, escapes: Escapes) {
+pub(crate) fn run_parked(py: Python<'_>, parked: Parked, escapes: Escapes) {
     match parked {
-        Parked::Ours(h) => run_ours(h, escapes),
+        Parked::Ours(h) => run_ours(py, h, escapes),
         Parked::Asyncio(h) => run_handle(h, escapes),
     }
 }
 
 /// Run one of our `Handle`s (see [`run_handle`]).
-fn run_ours(handle: Py<Handle>, escapes: Escapes) {
-    let failed = Python::attach(move |py| {
+fn run_ours(py: Python<'_>, handle: Py<Handle>, escapes: Escapes) {
+    let failed = {
         let h = handle.bind(py);
         let _in = InCallback::enter(escapes);
         let err = handle::run(h);
         err.and_then(|e| on_escape(py, h.as_any(), e, escapes))
-    });
+    };
+    // With the GIL known held: no check of pyo3's thread-local.
+    handle.drop_ref(py);
     if let Some(err) = failed {
         escape(err);
     }
@@ -497,7 +502,8 @@ impl RustLoop {
         escapes: Escapes,
         borrowed: bool,
     ) -> PyResult<RustLoop> {
-        let hold: Rc<dyn RunContext> = Rc::new(HoldGil);
+        let soon = (!borrowed).then(|| Rc::new(Soon::new(escapes)));
+        let hold: Rc<dyn RunContext> = Rc::new(HoldGil::new(soon.as_ref()));
         lp.add_run_context(hold.clone()).map_err(to_py)?;
         let secs: f64 = py
             .import(intern!(py, "time"))?
@@ -515,6 +521,7 @@ impl RustLoop {
                 lp,
                 fds: Rc::default(),
                 pending: Rc::default(),
+                soon,
                 owner: Rc::default(),
                 transports: Rc::default(),
                 signals: Signals::default(),
@@ -535,14 +542,49 @@ impl RustLoop {
     }
 
     fn queue_one(&self, s: &State, handle: Parked) -> PyResult<()> {
+        if let Some(soon) = &s.soon {
+            // A closure that captures nothing: no allocation (see `Soon`).
+            return match s.lp.call_soon_detached(gil::run_next_soon) {
+                Ok(()) => {
+                    soon.push(handle);
+                    Ok(())
+                }
+                Err(e) => {
+                    handle.dropped_unrun();
+                    Err(to_py(e))
+                }
+            };
+        }
         let escapes = self.escapes;
         let queued = s.pending.park(handle);
         s.lp.call_soon_detached(move || {
             if let Some(h) = queued.take() {
-                run_parked(h, escapes);
+                Python::attach(|py| run_parked(py, h, escapes));
             }
         })
         .map_err(to_py)
+    }
+
+    /// asyncio's `call_soon(callback, *args, context=None)` in one call:
+    /// makes the [`Handle`] and queues it (`LoopBase.call_soon`, outside
+    /// debug mode).
+    pub(crate) fn call_soon_handle(
+        &self,
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        self.with(|s| {
+            let lp = match s.owner.borrow().as_ref() {
+                Some(weak) => weak.clone_ref(py),
+                None => py.None(),
+            };
+            let handle =
+                handle::untracked(Py::new(py, Handle::new(py, callback, args, context, lp)?)?);
+            self.queue(s, Parked::Ours(handle.clone_ref(py)))?;
+            Ok(handle)
+        })
     }
 
     /// The loop's state, on its thread, while open.
@@ -652,29 +694,6 @@ impl RustLoop {
     /// threadsafe handles that were queued before this call.
     fn call_soon(&self, handle: Py<PyAny>) -> PyResult<()> {
         self.with(|s| self.queue(s, Parked::Asyncio(handle)))
-    }
-
-    /// asyncio's `call_soon(callback, *args, context=None)` in one call:
-    /// makes the [`Handle`] and queues it (the Python loop binds this as
-    /// its `call_soon` outside debug mode).
-    #[pyo3(signature = (callback, *args, context = None))]
-    fn call_soon_fast(
-        &self,
-        py: Python<'_>,
-        callback: Py<PyAny>,
-        args: Py<PyTuple>,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        self.with(|s| {
-            let lp = match s.owner.borrow().as_ref() {
-                Some(weak) => weak.clone_ref(py),
-                None => py.None(),
-            };
-            let handle =
-                handle::untracked(Py::new(py, Handle::new(py, callback, args, context, lp)?)?);
-            self.queue(s, Parked::Ours(handle.clone_ref(py)))?;
-            Ok(handle)
-        })
     }
 
     /// Run the asyncio `TimerHandle` at `when` (asyncio seconds), never earlier.
@@ -900,17 +919,25 @@ impl RustLoop {
         }
         if let Some(state) = state.as_ref() {
             state.pending.traverse(&visit)?;
+            if let Some(soon) = &state.soon {
+                soon.traverse(&visit)?;
+            }
             state.transports.traverse(&visit)?;
             state.signals.traverse(&visit)?;
         }
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        let Some(cell) = self.state.get_mut() else {
+    fn __clear__(&self) {
+        // A shared borrow: what is dropped below may run finalizers that
+        // call the loop again.
+        let Ok(cell) = self.state.get() else {
             return;
         };
-        let Some(state) = cell.get_mut().as_mut() else {
+        let Ok(state) = cell.try_borrow() else {
+            return;
+        };
+        let Some(state) = state.as_ref() else {
             return;
         };
         if !state.lp.is_running() {
@@ -925,6 +952,9 @@ impl RustLoop {
         let slots = std::mem::take(&mut *state.fds.borrow_mut());
         drop(slots);
         state.pending.clear();
+        if let Some(soon) = &state.soon {
+            soon.clear();
+        }
         let transports = state.transports.take_all();
         drop(transports);
         state.signals.clear();

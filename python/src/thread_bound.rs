@@ -70,15 +70,6 @@ impl<T> ThreadBound<T> {
             ))
         }
     }
-
-    /// The value, on the owning thread.
-    pub(crate) fn get_mut(&mut self) -> Option<&mut T> {
-        if self.is_home() {
-            Some(&mut self.value)
-        } else {
-            None
-        }
-    }
 }
 
 impl<T> Drop for ThreadBound<T> {

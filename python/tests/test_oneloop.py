@@ -126,6 +126,42 @@ class CallbackTests(_Base):
         self.loop.run_forever()
         self.assertEqual(seen[-2:], ["debug", "again"])
 
+    def test_call_soon_arguments_are_parsed_as_asyncio_parses_them(self):
+        # call_soon is a C function that parses its own arguments: the same
+        # outcomes as asyncio's BaseEventLoop.call_soon, message and all.
+        self.loop.set_debug(False)
+        seen = []
+
+        def cb(*args):
+            seen.append(args)
+
+        def outcomes(lp):
+            calls = [
+                lambda: lp.call_soon(callback=cb),
+                lambda: lp.call_soon(cb, "kw", context=None),
+                lambda: lp.call_soon(),
+                lambda: lp.call_soon(cb, 1, when=2),
+                lambda: lp.call_soon(cb, callback=cb),
+            ]
+            out = []
+            for call in calls:
+                try:
+                    call()
+                    out.append("ok")
+                except TypeError as e:
+                    out.append(str(e).replace("BaseEventLoop.", ""))
+            return out
+
+        ref = asyncio.SelectorEventLoop()
+        self.addCleanup(ref.close)
+        expected = outcomes(ref)
+        self.assertEqual(outcomes(self.loop), expected)
+        self.assertEqual(expected[:2], ["ok", "ok"])
+        self.assertEqual(len(set(expected[2:])), 3, expected)
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, [(), ("kw",)])
+
     def test_a_subclass_call_soon_is_called(self):
         calls = []
 
@@ -395,6 +431,24 @@ class LifecycleTests(_Base):
         ):
             with self.assertRaises(RuntimeError):
                 call()
+
+    def test_unclosed_loop_with_queued_callbacks_is_collected(self):
+        # Queued call_soon handles wait beside oneloop's ready queue; the
+        # loop shows them to the collector, so callbacks that refer back to
+        # the loop (a bound method) do not keep an unclosed loop alive.
+        lp = oneloop.new_event_loop(self.host)
+        lp.set_debug(False)
+        for _ in range(3):
+            lp.call_soon(lp.stop)
+        lp.call_soon(lp.call_soon, lp.stop, 1)
+        ref = weakref.ref(lp)
+        del lp
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        self.assertIsNone(ref())
 
     def test_unclosed_loop_is_collected(self):
         # The self-pipe reader is a bound method of the loop, held from Rust;
