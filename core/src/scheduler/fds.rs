@@ -40,7 +40,8 @@ impl FdCallback {
         })
     }
 
-    /// Park a task on this readiness: the poll that next reports the fd
+    /// Park a task on this readiness (a reader's: a writer's waiter is never
+    /// woken): the poll that next reports the fd
     /// queues the callback as usual and then wakes `waker` at once, so the
     /// task runs in that iteration's batch, right after the callback,
     /// instead of being woken by the callback into the next iteration

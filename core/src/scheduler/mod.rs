@@ -489,41 +489,37 @@ impl Scheduler {
     }
 
     /// Step 1: queue the reader and/or writer of a ready fd, then wake the
-    /// tasks parked on them ([`FdCallback::park`]): they join this batch,
-    /// after the callbacks. (The wake is the poll's own doing, not a
+    /// task parked on its reader ([`FdCallback::park`]): it joins this
+    /// batch, after the callbacks. (The wake is the poll's own doing, not a
     /// callback's, so CB-04 holds: nothing a callback of the batch queues
     /// runs before the next poll.)
     pub(crate) fn fd_ready(&self, fd: RawFd, r: Readiness) {
-        let (reader, writer) = self.with(|c| {
+        let parked = self.with(|c| {
             if !c.is_live() {
-                return (None, None);
+                return None;
             }
-            let Some(e) = c.fds.get(fd) else {
-                return (None, None);
-            };
-            let mut queue = |cb: &Rc<FdCallback>| {
-                // Level-triggered: an fd reported again before its callback
-                // ran is queued once (`queued`).
+            let e = c.fds.get(fd)?;
+            let mut parked = None;
+            // Level-triggered: an fd reported again before its callback ran
+            // is queued once (`queued`).
+            if (r.readable || r.hangup)
+                && let Some(cb) = &e.reader
+            {
                 if !cb.queued.replace(true) {
                     c.ready.push_back(Ready::Fd(cb.clone()));
                 }
-                cb.take_waiter()
-            };
-            let reader = match &e.reader {
-                Some(cb) if r.readable || r.hangup => queue(cb),
-                _ => None,
-            };
-            let writer = match &e.writer {
-                Some(cb) if r.writable || r.hangup => queue(cb),
-                _ => None,
-            };
-            (reader, writer)
+                parked = cb.take_waiter();
+            }
+            if (r.writable || r.hangup)
+                && let Some(cb) = &e.writer
+                && !cb.queued.replace(true)
+            {
+                c.ready.push_back(Ready::Fd(cb.clone()));
+            }
+            parked
         });
-        // Outside the borrow: a wake schedules the task, through here.
-        if let Some(w) = reader {
-            w.wake();
-        }
-        if let Some(w) = writer {
+        // Outside the borrow: the wake schedules the task, through here.
+        if let Some(w) = parked {
             w.wake();
         }
     }
