@@ -9,7 +9,9 @@
 //! buffer (`poll_read`) or the reader's own (`poll_fill_buf`), as tokio's
 //! `TcpStream` reads: no copy in user space. While the reader waits, the
 //! fd is watched by a callback that only wakes it, so the bytes stay in the
-//! kernel until the task reads them. Until the reader first waits (and
+//! kernel until the task reads them; the task is parked on that callback
+//! (`FdCallback::park`), so the poll that reports the fd wakes it at once
+//! and it reads in the same loop iteration. Until the reader first waits (and
 //! again after `resume_reading` on its transport), the transport's own
 //! reader reads into a buffer of the protocol (`Protocol::get_buffer`),
 //! which the reader serves first: bytes come out in the order they came in
