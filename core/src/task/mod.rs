@@ -314,15 +314,18 @@ where
 /// Queue a task step: straight into the ready queue on the loop's thread,
 /// through the inbox from any other.
 fn schedule(shared: &Arc<Shared>, runnable: Runnable<TaskMeta>) {
+    // Found among this thread's loops: this is the loop's thread (the
+    // table is per thread), with no `thread::current()` to ask.
+    if let Some(inner) = context::local_loop(shared.id) {
+        // On a closed loop the step is dropped here, which drops the
+        // future on its own thread.
+        let _ = inner.sched.try_push_ready_with(|| Ready::Task(runnable));
+        return;
+    }
     if std::thread::current().id() == shared.thread {
-        if let Some(inner) = context::local_loop(shared.id) {
-            // On a closed loop the step is dropped here, which drops the
-            // future on its own thread.
-            let _ = inner.sched.try_push_ready_with(|| Ready::Task(runnable));
-        }
-        // Otherwise the loop is being dropped (a task cancelled by its
-        // close): dropping the runnable here drops the future, on the
-        // loop's thread, as it must be.
+        // The loop is being dropped (a task cancelled by its close):
+        // dropping the runnable here drops the future, on the loop's
+        // thread, as it must be.
         return;
     }
     if let Err(Remote::Task(r)) = shared.post(Remote::Task(runnable)) {
