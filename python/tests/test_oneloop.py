@@ -162,6 +162,33 @@ class CallbackTests(_Base):
         self.loop.run_forever()
         self.assertEqual(seen, [(), ("kw",)])
 
+    def test_call_soon_called_with_no_argument_through_the_c_api_raises(self):
+        # CPython may call a fastcall method with `args == NULL` when there
+        # is no argument at all (`PyObject_CallNoArgs`, as a defaultdict's
+        # factory is called): a TypeError, as with any other call, never a
+        # crash. In a child: the failure this guards against is an abort.
+        code = textwrap.dedent(
+            f"""
+            import collections, oneloop
+            lp = oneloop.new_event_loop({self.host!r})
+            lp.set_debug(False)
+            try:
+                collections.defaultdict(lp.call_soon)[0]
+            except TypeError as e:
+                print("TypeError", e, flush=True)
+            lp.close()
+            """
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        self.assertIn("missing 1 required positional argument", proc.stdout)
+
     def test_a_subclass_call_soon_is_called(self):
         calls = []
 
