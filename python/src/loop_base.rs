@@ -193,14 +193,20 @@ unsafe extern "C" fn call_soon_fastcall(
         let nargs = usize::try_from(nargs).unwrap_or(0);
         // SAFETY: CPython passes a live `self`, a tuple of keyword names or
         // NULL, and in `args` `nargs` positional arguments then one value
-        // per keyword name: live borrowed references, for the call. The
-        // method descriptor made by `install_call_soon` checked that `self`
-        // is a `LoopBase` before calling.
+        // per keyword name: live borrowed references, for the call. With
+        // no argument at all `args` may be NULL (`PyObject_CallNoArgs`),
+        // which no slice may point at: the empty slice then. The method
+        // descriptor made by `install_call_soon` checked that `self` is a
+        // `LoopBase` before calling.
         let (slf, kwnames, all) = unsafe {
             let kwnames = (!kwnames.is_null())
                 .then(|| Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>());
             let nkw = kwnames.as_ref().map_or(0, |k| k.len());
-            let all = std::slice::from_raw_parts(args, nargs + nkw);
+            let all: &[*mut ffi::PyObject] = if args.is_null() || nargs + nkw == 0 {
+                &[]
+            } else {
+                std::slice::from_raw_parts(args, nargs + nkw)
+            };
             let slf = Borrowed::from_ptr(py, slf).cast_unchecked::<LoopBase>();
             (slf, kwnames, all)
         };
