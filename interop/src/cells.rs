@@ -97,6 +97,45 @@ fn oneloop_own(env: &Env) {
     });
     assert_eq!(&echoed, b"ping");
     assert_eq!(*order.borrow(), [1, 2, 3]);
+    assert_eq!(run_task(env, stream_round_trips()), ROUND_TRIPS);
+}
+
+const ROUND_TRIPS: usize = 300;
+
+/// A stream echo over TCP on the loop: 300 round trips of 1 byte to 20 KB
+/// through a server reading 7 bytes at a time (partial reads, reads that
+/// wait, reads straight into the caller's buffer, reads parked on the fd's
+/// readiness: `core/src/streams.rs`), then a half-close. Returns the round
+/// trips made.
+async fn stream_round_trips() -> usize {
+    async fn echo(mut r: oneloop::StreamReader, mut w: oneloop::StreamWriter) {
+        let mut buf = [0u8; 7];
+        while let Ok(n @ 1..) = r.read(&mut buf).await {
+            if w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.close().await;
+    }
+    let lp = oneloop::get_running_loop().unwrap();
+    let server = lp.start_server(echo, "127.0.0.1:0").await.unwrap();
+    let addr = server.local_addrs()[0].as_inet().unwrap();
+    let (mut r, mut w) = lp.open_connection(addr).await.unwrap();
+    for i in 0..ROUND_TRIPS {
+        let len = 1 + (i * 7919) % 20_000;
+        let msg: Vec<u8> = (0..len).map(|k| (k * 31 + i) as u8).collect();
+        w.write_all(&msg).await.unwrap();
+        let mut back = vec![0; len];
+        r.read_exact(&mut back).await.unwrap();
+        assert!(back == msg, "round trip {i} differs");
+    }
+    w.close().await.unwrap();
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "the server's half-close came with bytes");
+    server.close();
+    server.wait_closed().await.unwrap();
+    ROUND_TRIPS
 }
 
 /// tokio's I/O, timers, channels and `spawn_local`, inside oneloop tasks and
