@@ -459,37 +459,36 @@ class LifecycleTests(_Base):
             with self.assertRaises(RuntimeError):
                 call()
 
+    def _assert_collected(self, make):
+        # The loop `make()` returns is collected although never closed
+        # (asyncio's ResourceWarning aside): no other reference is left.
+        import warnings
+
+        ref = weakref.ref(make())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        self.assertIsNone(ref())
+
     def test_unclosed_loop_with_queued_callbacks_is_collected(self):
         # Queued call_soon handles wait beside oneloop's ready queue; the
         # loop shows them to the collector, so callbacks that refer back to
         # the loop (a bound method) do not keep an unclosed loop alive.
-        lp = oneloop.new_event_loop(self.host)
-        lp.set_debug(False)
-        for _ in range(3):
-            lp.call_soon(lp.stop)
-        lp.call_soon(lp.call_soon, lp.stop, 1)
-        ref = weakref.ref(lp)
-        del lp
-        import warnings
+        def make():
+            lp = oneloop.new_event_loop(self.host)
+            lp.set_debug(False)
+            for _ in range(3):
+                lp.call_soon(lp.stop)
+            lp.call_soon(lp.call_soon, lp.stop, 1)
+            return lp
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
-        self.assertIsNone(ref())
+        self._assert_collected(make)
 
     def test_unclosed_loop_is_collected(self):
         # The self-pipe reader is a bound method of the loop, held from Rust;
         # the Rust loop shows it to the garbage collector, so an unclosed
-        # loop is still collected (with asyncio's ResourceWarning).
-        lp = oneloop.new_event_loop(self.host)
-        ref = weakref.ref(lp)
-        del lp
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
-        self.assertIsNone(ref())
+        # loop is still collected.
+        self._assert_collected(lambda: oneloop.new_event_loop(self.host))
 
 
 class EntryPointTests(_Base):
