@@ -41,13 +41,14 @@ impl FdCallback {
     }
 
     /// Park a task on this readiness (a reader's: a writer's waiter is never
-    /// woken): the poll that next reports the fd
-    /// queues the callback as usual and then wakes `waker` at once, so the
-    /// task runs in that iteration's batch, right after the callback,
-    /// instead of being woken by the callback into the next iteration
-    /// (a second poll, which would report the still unread fd again). For
-    /// a callback whose job is to wake a task that reads the fd itself.
-    /// One waiter; parking again replaces it (a clone only if different).
+    /// woken): the poll that next reports the fd queues the callback as
+    /// usual and then wakes `waker` at once, so the task runs in that
+    /// iteration's batch, right after the callback, instead of being woken
+    /// by the callback into the next iteration (a second poll, which would
+    /// report the still unread fd again). For a callback whose job is to
+    /// wake a task that reads the fd itself. One waiter; parking again
+    /// replaces it (a clone only if different), and the replaced waker is
+    /// handed back, for the caller to drop outside its borrows.
     #[cfg(feature = "net")] // its one user: a stream's waiting read
     pub(crate) fn park(&self, waker: &Waker) -> Option<Waker> {
         let old = self.waiter.take();
