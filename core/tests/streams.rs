@@ -380,6 +380,22 @@ fn adopted_pair(lp: &Loop) -> (oneloop::Stream, TcpStream, TcpStream) {
     (stream, peer, spy)
 }
 
+/// A task that makes one read of up to `max` bytes and hands back the
+/// reader and what it got.
+fn spawn_read(
+    lp: &Loop,
+    mut r: StreamReader,
+    max: usize,
+) -> oneloop::Task<(StreamReader, Vec<u8>)> {
+    lp.spawn(async move {
+        let mut buf = vec![0; max];
+        let n = r.read(&mut buf).await.unwrap();
+        buf.truncate(n);
+        (r, buf)
+    })
+    .unwrap()
+}
+
 /// Bytes waiting in the kernel's receive queue of `spy`'s socket.
 fn queued(spy: &TcpStream) -> usize {
     let mut buf = vec![0; 1 << 20];
@@ -399,14 +415,8 @@ fn queued(spy: &TcpStream) -> usize {
 fn a_waiting_reader_reads_straight_from_the_socket_and_leaves_unread_bytes_in_the_kernel() {
     let lp = new_loop();
     let (stream, mut peer, spy) = adopted_pair(&lp);
-    let (mut r, w) = stream.into_split();
-    let first = lp
-        .spawn(async move {
-            let mut buf = [0; 64];
-            let n = r.read(&mut buf).await.unwrap();
-            (r, buf[..n].to_vec())
-        })
-        .unwrap();
+    let (r, w) = stream.into_split();
+    let first = spawn_read(&lp, r, 64);
     one_iteration(&lp); // the read waits
     peer.write_all(b"first").unwrap();
     let (mut r, got) = run(&lp, LIMIT, first).unwrap();
@@ -578,19 +588,13 @@ fn pause_reading_holds_direct_reads_back_and_resume_reading_delivers() {
     assert!(!waiting.done(), "paused: the waiting read waits on");
     assert_eq!(queued(&spy), 4);
     t.resume_reading();
-    let (mut r, got) = run(&lp, LIMIT, waiting).unwrap();
+    let (r, got) = run(&lp, LIMIT, waiting).unwrap();
     assert_eq!(got, b"held");
 
     t.pause_reading();
     peer.write_all(b"more").unwrap();
     run_until(&lp, LIMIT, || queued(&spy) == 4);
-    let started = lp
-        .spawn(async move {
-            let mut buf = [0; 16];
-            let n = r.read(&mut buf).await.unwrap();
-            (r, buf[..n].to_vec())
-        })
-        .unwrap();
+    let started = spawn_read(&lp, r, 16);
     for _ in 0..3 {
         one_iteration(&lp);
     }

@@ -466,17 +466,7 @@ impl RustDatagram {
     #[pyo3(signature = (high = None, low = None))]
     fn set_write_buffer_limits(&self, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
         let ep = self.ep.get()?;
-        let high = high.unwrap_or(match low {
-            None => 64 * 1024,
-            Some(low) => low.saturating_mul(4),
-        });
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
-        let (high, low) = (high as usize, low as usize);
+        let (high, low) = crate::stream::write_buffer_limits(high, low)?;
         let transport = ep.transport.borrow().clone();
         match transport {
             Some(t) => ep.direct.call(|| {

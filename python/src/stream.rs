@@ -715,18 +715,9 @@ impl RustStream {
     #[pyo3(signature = (high = None, low = None))]
     fn set_write_buffer_limits(&self, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
         let conn = self.conn()?;
-        let high = high.unwrap_or(match low {
-            None => 64 * 1024,
-            Some(low) => low.saturating_mul(4),
-        });
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
+        let (high, low) = write_buffer_limits(high, low)?;
         conn.direct.call(|| {
-            conn.apply(Early::Limits(high as usize, low as usize));
+            conn.apply(Early::Limits(high, low));
             Ok(())
         })?;
         Ok(())
@@ -790,4 +781,22 @@ impl RustStream {
             drop(old);
         }
     }
+}
+
+/// The marks of asyncio's `set_write_buffer_limits(high=None, low=None)`,
+/// for the stream and the datagram transports: its defaults (64 KiB, or 4×
+/// `low`; `low` a quarter of `high`) and its `ValueError`. `(high, low)`.
+pub(crate) fn write_buffer_limits(high: Option<i64>, low: Option<i64>) -> PyResult<(usize, usize)> {
+    let high = high.unwrap_or(match low {
+        None => 64 * 1024,
+        Some(low) => low.saturating_mul(4),
+    });
+    let low = low.unwrap_or(high / 4);
+    if !(high >= low && low >= 0) {
+        return Err(PyValueError::new_err(format!(
+            "high ({high}) must be >= low ({low}) must be >= 0"
+        )));
+    }
+    // Both non-negative, checked above.
+    Ok((high as usize, low as usize))
 }

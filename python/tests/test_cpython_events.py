@@ -22,7 +22,6 @@ Run: ``python -m unittest -v test_cpython_events`` (from ``python/tests``),
 """
 
 import asyncio
-import os
 import unittest
 
 from test.test_asyncio import test_events
@@ -34,6 +33,7 @@ from test.test_asyncio import test_subprocess
 from test.test_asyncio import utils as test_utils
 
 import oneloop
+from _per_host import hosts, tag
 
 
 def tearDownModule():
@@ -87,15 +87,6 @@ WATCHERS_NOT_APPLYING = {
 }
 
 
-def _hosts():
-    wanted = os.environ.get("ONELOOP_HOSTS")
-    if not wanted:
-        return oneloop.HOSTS
-    return tuple(h for h in wanted.split(",") if h)
-
-
-def _class_name(host):
-    return "".join(part.capitalize() for part in host.split("-"))
 
 
 class _PolicyMixin:
@@ -196,12 +187,12 @@ def _make(host):
         for (s, test), reason in skips.items():
             if s == suite and any(hasattr(b, test) for b in bases):
                 ns[test] = unittest.skip(reason)(lambda self: None)
-        cls = type(f"Oneloop{_class_name(host)}{name}", bases, ns)
+        cls = type(f"Oneloop{tag(host)}{name}", bases, ns)
         cls.__module__ = __name__
         yield cls
 
 
-for _host in _hosts():
+for _host in hosts():
     for _cls in _make(_host):
         globals()[_cls.__name__] = _cls
 del _host, _cls

@@ -19,11 +19,8 @@ import time
 import unittest
 
 import oneloop
+from _per_host import per_host
 
-
-def _hosts():
-    wanted = os.environ.get("ONELOOP_HOSTS")
-    return tuple(h for h in wanted.split(",") if h) if wanted else oneloop.HOSTS
 
 
 def _thread_cpu():
@@ -288,14 +285,7 @@ class ThreadSubprocessTests(unittest.TestCase):
         self.assertEqual(results, {n: [(True, 7)] * 3 for n in ("a", "b")})
 
 
-for _host in _hosts():
-    _suffix = "".join(p.capitalize() for p in _host.split("-"))
-    for _base in (ClosedFdTests, GcTests, ThreadSubprocessTests):
-        _name = _base.__name__.replace("Tests", f"{_suffix}Tests")
-        _bases = (_base,) if issubclass(_base, unittest.TestCase) else (_base, unittest.TestCase)
-        globals()[_name] = type(_name, _bases, {"host": _host})
-del _host, _suffix, _base, _name, _bases
-del ClosedFdTests, GcTests, ThreadSubprocessTests
+per_host(globals(), ClosedFdTests, GcTests, ThreadSubprocessTests)
 
 
 if __name__ == "__main__":

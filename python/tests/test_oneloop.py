@@ -18,11 +18,8 @@ import weakref
 import gc
 
 import oneloop
+from _per_host import per_host
 
-
-def _hosts():
-    wanted = os.environ.get("ONELOOP_HOSTS")
-    return tuple(h for h in wanted.split(",") if h) if wanted else oneloop.HOSTS
 
 
 # The backend name oneloop reports for each host name.
@@ -562,13 +559,7 @@ class HostAliasTests(unittest.TestCase):
             asyncio.set_event_loop(None)
 
 
-for _host in _hosts():
-    _suffix = "".join(p.capitalize() for p in _host.split("-"))
-    for _base in (HostTests, CallbackTests, TimerTests, ThreadTests, LifecycleTests, EntryPointTests):
-        _name = _base.__name__.replace("Tests", f"{_suffix}Tests")
-        globals()[_name] = type(_name, (_base, unittest.TestCase), {"host": _host})
-del _host, _suffix, _base, _name
-del HostTests, CallbackTests, TimerTests, ThreadTests, LifecycleTests, EntryPointTests
+per_host(globals(), HostTests, CallbackTests, TimerTests, ThreadTests, LifecycleTests, EntryPointTests)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,10 @@ from websockets.asyncio.server import serve as ws_serve
 from test.test_asyncio import utils as test_utils
 
 import oneloop
+from _per_host import per_host
 
 DEADLINE = 30.0
 
-
-def _hosts():
-    wanted = os.environ.get("ONELOOP_HOSTS")
-    return tuple(h for h in wanted.split(",") if h) if wanted else oneloop.HOSTS
 
 
 class _Base:
@@ -230,13 +227,7 @@ class WebsocketsTests(_Base):
         self.assertEqual(self.run_program(main()), 50)
 
 
-for _host in _hosts():
-    _suffix = "".join(p.capitalize() for p in _host.split("-"))
-    for _base in (AiohttpTests, WebsocketsTests):
-        _name = _base.__name__.replace("Tests", f"{_suffix}Tests")
-        globals()[_name] = type(_name, (_base, unittest.TestCase), {"host": _host})
-del _host, _suffix, _base, _name
-del AiohttpTests, WebsocketsTests
+per_host(globals(), AiohttpTests, WebsocketsTests)
 
 
 if __name__ == "__main__":

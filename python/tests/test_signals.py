@@ -14,11 +14,8 @@ import threading
 import unittest
 
 import oneloop
+from _per_host import per_host
 
-
-def _hosts():
-    wanted = os.environ.get("ONELOOP_HOSTS")
-    return tuple(h for h in wanted.split(",") if h) if wanted else oneloop.HOSTS
 
 
 class _Base:
@@ -215,11 +212,7 @@ class SignalTests(_Base):
         self.assertEqual(self.run_until(got), "this")
 
 
-for _host in _hosts():
-    _tag = "".join(p.capitalize() for p in _host.split("-"))
-    _name = f"{_tag}SignalTests"
-    globals()[_name] = type(_name, (SignalTests, unittest.TestCase), {"host": _host})
-del SignalTests
+per_host(globals(), SignalTests)
 
 
 if __name__ == "__main__":

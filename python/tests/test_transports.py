@@ -25,12 +25,9 @@ from asyncio import selector_events
 from test.test_asyncio import utils as test_utils
 
 import oneloop
+from _per_host import per_host
 from oneloop import _oneloop, _transports
 
-
-def _hosts():
-    wanted = os.environ.get("ONELOOP_HOSTS")
-    return tuple(h for h in wanted.split(",") if h) if wanted else oneloop.HOSTS
 
 
 def _open_fds():
@@ -609,14 +606,7 @@ class GcTests(unittest.TestCase):
             self.assertNotIn(bad, proc.stderr, proc.stderr[-3000:])
 
 
-for _host in _hosts():
-    _suffix = "".join(p.capitalize() for p in _host.split("-"))
-    for _base in (ClassTests, SemanticsTests, GcTests):
-        _name = _base.__name__.replace("Tests", f"{_suffix}Tests")
-        _bases = (_base,) if issubclass(_base, unittest.TestCase) else (_base, unittest.TestCase)
-        globals()[_name] = type(_name, _bases, {"host": _host})
-del _host, _suffix, _base, _name, _bases
-del ClassTests, SemanticsTests, GcTests
+per_host(globals(), ClassTests, SemanticsTests, GcTests)
 
 
 if __name__ == "__main__":
