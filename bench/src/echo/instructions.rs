@@ -97,6 +97,8 @@ pub fn count_server(
     clear(dir, &format!("{stem}.out"))?;
     let mut cmd = Command::new("valgrind");
     cmd.arg("--tool=callgrind")
+        // Absolute names and line numbers: the dumps are read by hand too.
+        .args(["--compress-strings=no", "--compress-pos=no"])
         .arg(format!("--callgrind-out-file={}", out_file.display()))
         .arg(format!(
             "--log-file={}",
