@@ -469,17 +469,21 @@ fn on_readiness(shared: &Shared) -> bool {
     // The task parked on this report was woken by the poll itself and runs
     // right after this callback: it will find the fd no longer drained.
     st.drained = false;
-    match st.read_waker.take() {
-        Some(w) => {
-            drop(st);
-            w.wake();
-            true
-        }
-        None => {
-            st.watching = false;
-            false
-        }
+    if st.read_waker.is_none() {
+        st.watching = false;
+        return false;
     }
+    // Woken already by the poll: waking it again would only find it
+    // scheduled. The waker stays, so the next wait need not clone it; a
+    // report with nobody waiting then costs one spurious wake-up before
+    // the watch stops.
+    if st.parked_on.upgrade().is_some_and(|cb| cb.woke_parked()) {
+        return true;
+    }
+    let w = st.read_waker.take();
+    drop(st);
+    wake(w);
+    true
 }
 
 /// Keep `cx`'s waker in `slot`, cloning only a different one.

@@ -25,6 +25,9 @@ pub(crate) struct FdCallback {
     pub(crate) queued: Cell<bool>,
     /// A task parked on this readiness ([`park`](FdCallback::park)).
     waiter: Cell<Option<Waker>>,
+    /// The last report of the fd woke the parked task
+    /// ([`take_reported`](FdCallback::take_reported)).
+    woke: Cell<bool>,
     /// Where `add_reader`/`add_writer` was called.
     pub(crate) location: &'static Location<'static>,
 }
@@ -36,6 +39,7 @@ impl FdCallback {
             active: Cell::new(true),
             queued: Cell::new(false),
             waiter: Cell::new(None),
+            woke: Cell::new(false),
             location,
         })
     }
@@ -64,9 +68,27 @@ impl FdCallback {
         }
     }
 
-    /// The parked waker, taken (by a report, or to unpark).
+    /// The parked waker, taken to unpark.
+    #[cfg(feature = "net")]
     pub(crate) fn take_waiter(&self) -> Option<Waker> {
         self.waiter.take()
+    }
+
+    /// The parked waker, taken by the poll that reported the fd, to wake
+    /// it; the callback, queued by the same report, learns that it did
+    /// from [`woke_parked`](FdCallback::woke_parked).
+    pub(crate) fn take_reported(&self) -> Option<Waker> {
+        let w = self.waiter.take();
+        self.woke.set(w.is_some());
+        w
+    }
+
+    /// Whether the report that queued this run of the callback woke the
+    /// parked task (answered once): a callback whose job is to wake that
+    /// task has nothing left to do.
+    #[cfg(feature = "net")]
+    pub(crate) fn woke_parked(&self) -> bool {
+        self.woke.replace(false)
     }
 
     /// Run it if still registered. Never panics on re-entry: a callback that

@@ -518,7 +518,7 @@ impl Scheduler {
                 if !cb.queued.replace(true) {
                     c.ready.push(Ready::Fd(cb.clone()));
                 }
-                parked = cb.take_waiter();
+                parked = cb.take_reported();
             }
             if (r.writable || r.hangup)
                 && let Some(cb) = &e.writer
