@@ -7,7 +7,7 @@
 //! They hold loops weakly (only `set_event_loop`'s choice, a user's own
 //! handle, is strong), so a thread-local never keeps a dropped loop alive.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use crate::event_loop::{Loop, LoopInner};
@@ -22,8 +22,10 @@ thread_local! {
     /// waker used on its own loop's thread push straight into the ready
     /// queue (TH-03).
     static LOCAL: RefCell<Vec<(u64, Weak<LoopInner>)>> = const { RefCell::new(Vec::new()) };
-    /// The task whose step is running on this thread.
-    static CURRENT_TASK: RefCell<Option<Rc<TaskState>>> = const { RefCell::new(None) };
+    /// The task whose step is running on this thread. A `Cell`: every task
+    /// step sets and restores it, and a `RefCell`'s borrow checks were a
+    /// tenth of that.
+    static CURRENT_TASK: Cell<Option<Rc<TaskState>>> = const { Cell::new(None) };
 }
 
 /// In a child just forked (see `fork.rs`): no loop runs here. The old
@@ -35,11 +37,7 @@ pub(crate) fn forget_running_after_fork() {
             std::mem::forget(r.take());
         }
     });
-    let _ = CURRENT_TASK.try_with(|c| {
-        if let Ok(mut c) = c.try_borrow_mut() {
-            std::mem::forget(c.take());
-        }
-    });
+    let _ = CURRENT_TASK.try_with(|c| std::mem::forget(c.take()));
 }
 
 pub(crate) fn running_loop_inner() -> Option<Rc<LoopInner>> {
@@ -123,7 +121,15 @@ pub(crate) fn local_loop(id: u64) -> Option<Rc<LoopInner>> {
 
 /// The task whose step is running on this thread.
 pub(crate) fn current_task() -> Option<Rc<TaskState>> {
-    CURRENT_TASK.try_with(|c| c.borrow().clone()).ok().flatten()
+    CURRENT_TASK
+        .try_with(|c| {
+            let current = c.take();
+            let copy = current.clone();
+            c.set(current);
+            copy
+        })
+        .ok()
+        .flatten()
 }
 
 /// Makes a task current for the duration of one step.
@@ -131,13 +137,14 @@ pub(crate) struct TaskScope(Option<Rc<TaskState>>);
 
 impl TaskScope {
     pub(crate) fn enter(state: &Rc<TaskState>) -> TaskScope {
-        TaskScope(CURRENT_TASK.with(|c| c.borrow_mut().replace(state.clone())))
+        TaskScope(CURRENT_TASK.with(|c| c.replace(Some(state.clone()))))
     }
 }
 
 impl Drop for TaskScope {
     fn drop(&mut self) {
         let prev = self.0.take();
-        CURRENT_TASK.with(|c| *c.borrow_mut() = prev);
+        // The step's own handle is dropped out here, not inside the access.
+        let _step = CURRENT_TASK.with(|c| c.replace(prev));
     }
 }
