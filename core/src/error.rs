@@ -125,7 +125,13 @@ impl fmt::Display for ErrorKind {
 /// assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 /// assert_eq!(e.to_string(), "invalid argument: low water mark above high");
 /// ```
-pub struct Error {
+pub struct Error(Box<Repr>);
+
+/// What an [`Error`] holds, behind one pointer: an `Error` is a word, so a
+/// `Result<()>` is returned in a register and a `Result<Handle>` in two,
+/// not through memory (errors are rare; every call on the hot path
+/// returns a `Result`).
+struct Repr {
     /// The kind generic code matches on.
     kind: ErrorKind,
     /// What happened, for a human; empty when the kind says it all.
@@ -135,17 +141,17 @@ pub struct Error {
     /// Only on the `Cancelled` error an await delivered to a task: counts
     /// it among that task's delivered cancellations still alive. Not
     /// cloned: a clone is not the cancellation.
-    pub(crate) delivered: Option<Delivered>,
+    delivered: Option<Delivered>,
 }
 
 impl Clone for Error {
     fn clone(&self) -> Error {
-        Error {
-            kind: self.kind,
-            message: self.message.clone(),
-            source: self.source.clone(),
+        Error(Box::new(Repr {
+            kind: self.0.kind,
+            message: self.0.message.clone(),
+            source: self.0.source.clone(),
             delivered: None,
-        }
+        }))
     }
 }
 
@@ -172,32 +178,32 @@ impl Drop for Delivered {
 impl Error {
     /// An error of `kind` with a message saying what happened.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
+        Error(Box::new(Repr {
             kind,
             message: Arc::from(message.into()),
             source: None,
             delivered: None,
-        }
+        }))
     }
 
     /// An error of `kind` with no further message.
     pub fn from_kind(kind: ErrorKind) -> Error {
-        Error {
+        Error(Box::new(Repr {
             kind,
             message: Arc::from(""),
             source: None,
             delivered: None,
-        }
+        }))
     }
 
     /// The kind of error, for generic code to act on.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The message given when the error was made (may be empty).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The OS error behind an [`ErrorKind::Io`] error.
@@ -213,12 +219,12 @@ impl Error {
     /// assert!(Error::from_kind(ErrorKind::Closed).io_error().is_none());
     /// ```
     pub fn io_error(&self) -> Option<&io::Error> {
-        self.source.as_deref()
+        self.0.source.as_deref()
     }
 
     /// Whether this is a cancellation.
     pub fn is_cancelled(&self) -> bool {
-        self.kind == ErrorKind::Cancelled
+        self.0.kind == ErrorKind::Cancelled
     }
 
     pub(crate) fn closed() -> Error {
@@ -228,16 +234,22 @@ impl Error {
     pub(crate) fn cancelled() -> Error {
         Error::from_kind(ErrorKind::Cancelled)
     }
+
+    /// Make this the delivered cancellation `d` counts.
+    pub(crate) fn set_delivered(&mut self, d: Delivered) {
+        self.0.delivered = Some(d);
+    }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = &self.0;
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind);
-        if !self.message.is_empty() {
-            d.field("message", &&*self.message);
+        d.field("kind", &e.kind);
+        if !e.message.is_empty() {
+            d.field("message", &&*e.message);
         }
-        if let Some(source) = &self.source {
+        if let Some(source) = &e.source {
             d.field("source", source);
         }
         d.finish()
@@ -246,29 +258,30 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.source, self.message.is_empty()) {
-            (Some(source), true) => write!(f, "{}: {source}", self.kind),
-            (Some(source), false) => write!(f, "{}: {}: {source}", self.kind, self.message),
-            (None, true) => write!(f, "{}", self.kind),
-            (None, false) => write!(f, "{}: {}", self.kind, self.message),
+        let e = &self.0;
+        match (&e.source, e.message.is_empty()) {
+            (Some(source), true) => write!(f, "{}: {source}", e.kind),
+            (Some(source), false) => write!(f, "{}: {}: {source}", e.kind, e.message),
+            (None, true) => write!(f, "{}", e.kind),
+            (None, false) => write!(f, "{}: {}", e.kind, e.message),
         }
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as _)
+        self.0.source.as_deref().map(|e| e as _)
     }
 }
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
-        Error {
+        Error(Box::new(Repr {
             kind: ErrorKind::Io,
             message: Arc::from(""),
             source: Some(Arc::new(e)),
             delivered: None,
-        }
+        }))
     }
 }
 
@@ -280,3 +293,18 @@ impl From<ErrorKind> for Error {
 
 /// The result type of oneloop operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Results on the hot path come back in registers (see [`Repr`]): a
+    /// field added to `Error` itself would send them through memory again.
+    #[test]
+    fn an_error_is_one_word_and_results_stay_small() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<Error>(), size_of::<usize>());
+        assert_eq!(size_of::<Result<()>>(), size_of::<usize>());
+        assert_eq!(size_of::<Result<crate::Handle>>(), 2 * size_of::<usize>());
+    }
+}

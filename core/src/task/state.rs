@@ -21,7 +21,7 @@ pub(crate) static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) fn cancelled_error(task: Option<&TaskState>) -> Error {
     let mut e = Error::cancelled();
     if let Some(task) = task {
-        e.delivered = Some(Delivered::new(&task.delivered));
+        e.set_delivered(Delivered::new(&task.delivered));
     }
     e
 }
