@@ -638,15 +638,24 @@ impl Scheduler {
             let started = Instant::now();
             let outcome = item.run();
             let took = started.elapsed();
-            if took >= limit {
-                tracing::warn!(
-                    target: "oneloop",
-                    "{what} scheduled at {location} took {:.3} s (slow callback threshold {:.3} s)",
-                    took.as_secs_f64(),
-                    limit.as_secs_f64()
-                );
-            }
+            // A subscriber that panics on this warning is reported as the
+            // callback's own panic would be (after it, if both).
+            let warned = catch_unwind(|| {
+                if took >= limit {
+                    tracing::warn!(
+                        target: "oneloop",
+                        "{what} scheduled at {location} took {:.3} s (slow callback threshold {:.3} s)",
+                        took.as_secs_f64(),
+                        limit.as_secs_f64()
+                    );
+                }
+            });
             outcome?;
+            warned.map_err(|payload| Failed {
+                what: "slow-callback warning",
+                location,
+                payload,
+            })?;
         }
     }
 
@@ -696,11 +705,22 @@ impl Scheduler {
                 Self::run_batch::<false>(&mut items)
             };
             let Err(failed) = outcome else { break };
-            if on_panic(failed) {
-                self.with(|c| c.stopping = true);
-                break;
+            // Reporting the panic runs user code too (the exception
+            // handler, a `tracing` subscriber, the payload's drop): should
+            // that panic, the iteration still ends properly before the
+            // panic goes on out of the run.
+            match catch_unwind(AssertUnwindSafe(|| on_panic(failed))) {
+                Ok(true) => {
+                    self.with(|c| c.stopping = true);
+                    break;
+                }
+                // Reported: carry on with the rest of the batch.
+                Ok(false) => {}
+                Err(payload) => {
+                    self.interrupted(items);
+                    std::panic::resume_unwind(payload);
+                }
             }
-            // Reported: carry on with the rest of the batch.
         }
         let left = if items.len() == 0 {
             // Nothing left: `Drain`'s drop would only find that out again
@@ -747,6 +767,25 @@ impl Scheduler {
         drop(dropped);
         self.backend().arm(next);
         true
+    }
+
+    /// A panic is unwinding out of [`run_once`](Self::run_once) itself
+    /// (not a callback's, which the batch loop catches, but one from
+    /// reporting it): end the iteration as `run_once` would have, so that
+    /// the loop is not left dispatching for good (every later dispatch
+    /// refused, `close` refused as "from inside its callback"), and put
+    /// what the batch had not run back at the front of the queue, in
+    /// order, for the next run (ER-04).
+    #[cold]
+    fn interrupted(&self, items: Drain<'_, Ready>) {
+        let left: Vec<Ready> = items.collect();
+        self.with(|c| {
+            c.dispatching = false;
+            c.stopping = false;
+            c.ready.splice(0..0, left);
+            c.armed = NextDispatch::Now;
+        });
+        self.backend().arm(NextDispatch::Now);
     }
 
     /// Close: refuse further work, unwatch every fd, let the backend remove
