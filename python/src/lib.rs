@@ -11,7 +11,7 @@
 //! | [`RustLoop`] | a oneloop `Loop` on one host: callbacks, timers, fds, run/stop/close |
 //! | [`Timer`] | the oneloop timer behind an asyncio `TimerHandle`, to cancel it |
 //! | [`Handle`] | what `call_soon` returns: made and run in Rust |
-//! | [`LoopBase`] | the Python loop's base class: `call_soon` as a method of the type |
+//! | [`LoopBase`] | the Python loop's base class: `call_soon`, `create_future`, `get_debug` as methods of the type |
 //! | [`Remote`] | the thread-safe half: `call_soon_threadsafe` from any thread |
 //! | [`RustStream`] | oneloop's stream transport (sockets, pipes) under an asyncio transport |
 //! | [`RustDatagram`] | oneloop's UDP transport under an asyncio datagram transport |
@@ -62,7 +62,7 @@ fn _oneloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RustDatagram>()?;
     m.add_class::<Handle>()?;
     m.add_class::<LoopBase>()?;
-    loop_base::install_call_soon(&m.py().get_type::<LoopBase>())?;
+    loop_base::install_methods(&m.py().get_type::<LoopBase>())?;
     m.add("HOSTS", hosts::available())?;
     // Benchmarks refuse a debug build (maturin builds one without --release).
     m.add(
