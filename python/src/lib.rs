@@ -14,6 +14,7 @@
 //! | [`LoopBase`] | the Python loop's base class: `call_soon`, `create_future`, `get_debug` as methods of the type |
 //! | [`Remote`] | the thread-safe half: `call_soon_threadsafe` from any thread |
 //! | [`RustStream`] | oneloop's stream transport (sockets, pipes) under an asyncio transport |
+//! | `socket_methods` | the socket transport's data-path methods as C methods of its Python class |
 //! | [`RustDatagram`] | oneloop's UDP transport under an asyncio datagram transport |
 //! | `signals` | `add_signal_handler` on oneloop's signal handling, the handles visible to Python's collector |
 //! | `registry` | the Python objects of live transports, visible to Python's collector |
@@ -41,6 +42,7 @@ mod pending;
 mod registry;
 pub(crate) mod rust_loop;
 mod signals;
+mod socket_methods;
 mod stream;
 mod thread_bound;
 
@@ -63,6 +65,7 @@ fn _oneloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Handle>()?;
     m.add_class::<LoopBase>()?;
     loop_base::install_methods(&m.py().get_type::<LoopBase>())?;
+    m.add_function(wrap_pyfunction!(socket_methods::install_socket_methods, m)?)?;
     m.add("HOSTS", hosts::available())?;
     // Benchmarks refuse a debug build (maturin builds one without --release).
     m.add(
