@@ -25,6 +25,7 @@
 //! | `context` | a callback's `contextvars.Context`, copied and entered through CPython's C API |
 //! | `clock` | asyncio's float seconds to and from the loop's `Instant`s |
 //! | `pending` | the queued asyncio handles, visible to Python's collector |
+//! | `vectorcall` | a one-argument call of a bound method without a tuple (CPython's vectorcall) |
 //! | `thread_bound` | `!Send` state in objects any thread may free |
 //! | `errors` | oneloop errors as Python exceptions; `BaseException` escaping a run |
 
@@ -45,6 +46,7 @@ mod signals;
 mod socket_methods;
 mod stream;
 mod thread_bound;
+mod vectorcall;
 
 use pyo3::prelude::*;
 

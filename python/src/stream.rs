@@ -37,6 +37,7 @@ use crate::bytes_like::{fill, with_bytes};
 use crate::errors::{Escapes, escape, is_escape, lost_exception, report_escape, to_py};
 use crate::registry::{Owner, Registry};
 use crate::thread_bound::ThreadBound;
+use crate::vectorcall;
 
 /// What the transport carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,7 +354,7 @@ impl Protocol for Bridge {
             };
             let (outcome, what) = match (plain, buffered) {
                 (Some(f), _) => (
-                    f.bind(py).call1((PyBytes::new(py, data),)).map(drop),
+                    vectorcall::call1(f.bind(py), PyBytes::new(py, data).as_any()).map(drop),
                     "Fatal error: protocol.data_received() call failed.",
                 ),
                 (None, Some((get_buffer, buffer_updated))) => {
