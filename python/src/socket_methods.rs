@@ -62,7 +62,7 @@ fn with_stream(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
     name: &'static str,
-    f: impl FnOnce(&RustStream, Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>>,
+    f: impl FnOnce(Python<'_>, &RustStream, Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>>,
 ) -> *mut ffi::PyObject {
     // SAFETY: CPython calls a method with the GIL held.
     let py = unsafe { Python::assume_attached() };
@@ -77,7 +77,7 @@ fn with_stream(
         };
         let rs = stream(slf)?;
         match rs.cast::<RustStream>() {
-            Ok(rs) => f(rs.get(), arg.as_ref()),
+            Ok(rs) => f(py, rs.get(), arg.as_ref()),
             Err(_) => match arg {
                 Some(a) => rs.call_method1(name, (a,)).map(Bound::unbind),
                 None => rs.call_method0(name).map(Bound::unbind),
@@ -97,20 +97,15 @@ fn with_stream(
     }
 }
 
-fn none(py: Python<'_>) -> Py<PyAny> {
-    py.None()
-}
-
 /// The argument of a METH_O method (CPython always passes one).
-fn the<'a, 'py>(arg: Option<&'a Bound<'py, PyAny>>) -> PyResult<&'a Bound<'py, PyAny>> {
+fn argument<'a, 'py>(arg: Option<&'a Bound<'py, PyAny>>) -> PyResult<&'a Bound<'py, PyAny>> {
     arg.ok_or_else(|| PyTypeError::new_err("an argument is missing"))
 }
 
 unsafe extern "C" fn write(slf: *mut ffi::PyObject, arg: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    with_stream(slf, arg, "write", |rs, data| {
-        let data = the(data)?;
-        rs.write(data)?;
-        Ok(none(data.py()))
+    with_stream(slf, arg, "write", |py, rs, data| {
+        rs.write(argument(data)?)?;
+        Ok(py.None())
     })
 }
 
@@ -118,10 +113,9 @@ unsafe extern "C" fn writelines(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    with_stream(slf, arg, "writelines", |rs, chunks| {
-        let chunks = the(chunks)?;
-        rs.writelines(chunks)?;
-        Ok(none(chunks.py()))
+    with_stream(slf, arg, "writelines", |py, rs, chunks| {
+        rs.writelines(argument(chunks)?)?;
+        Ok(py.None())
     })
 }
 
@@ -137,9 +131,7 @@ unsafe extern "C" fn is_closing(
     slf: *mut ffi::PyObject,
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    with_stream(slf, std::ptr::null_mut(), "is_closing", |rs, _| {
-        // SAFETY: CPython calls a method with the GIL held.
-        let py = unsafe { Python::assume_attached() };
+    with_stream(slf, std::ptr::null_mut(), "is_closing", |py, rs, _| {
         Ok(py_bool(py, rs.is_closing()))
     })
 }
@@ -148,9 +140,7 @@ unsafe extern "C" fn is_reading(
     slf: *mut ffi::PyObject,
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    with_stream(slf, std::ptr::null_mut(), "is_reading", |rs, _| {
-        // SAFETY: CPython calls a method with the GIL held.
-        let py = unsafe { Python::assume_attached() };
+    with_stream(slf, std::ptr::null_mut(), "is_reading", |py, rs, _| {
         Ok(py_bool(py, rs.is_reading()?))
     })
 }
@@ -159,10 +149,9 @@ unsafe extern "C" fn pause_reading(
     slf: *mut ffi::PyObject,
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    with_stream(slf, std::ptr::null_mut(), "pause_reading", |rs, _| {
+    with_stream(slf, std::ptr::null_mut(), "pause_reading", |py, rs, _| {
         rs.pause_reading()?;
-        // SAFETY: CPython calls a method with the GIL held.
-        Ok(none(unsafe { Python::assume_attached() }))
+        Ok(py.None())
     })
 }
 
@@ -170,10 +159,9 @@ unsafe extern "C" fn resume_reading(
     slf: *mut ffi::PyObject,
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    with_stream(slf, std::ptr::null_mut(), "resume_reading", |rs, _| {
+    with_stream(slf, std::ptr::null_mut(), "resume_reading", |py, rs, _| {
         rs.resume_reading()?;
-        // SAFETY: CPython calls a method with the GIL held.
-        Ok(none(unsafe { Python::assume_attached() }))
+        Ok(py.None())
     })
 }
 
@@ -185,9 +173,7 @@ unsafe extern "C" fn get_write_buffer_size(
         slf,
         std::ptr::null_mut(),
         "get_write_buffer_size",
-        |rs, _| {
-            // SAFETY: CPython calls a method with the GIL held.
-            let py = unsafe { Python::assume_attached() };
+        |py, rs, _| {
             Ok(rs
                 .get_write_buffer_size()?
                 .into_pyobject(py)?
