@@ -271,6 +271,12 @@ def echo_ir(args):
                     if not dumps:
                         raise RuntimeError("callgrind_control -d wrote no dump")
                     rows[(mode, size, loop)] = (dump_total(dumps[-1]) / n, n)
+                    if args.keep:
+                        os.makedirs(args.keep, exist_ok=True)
+                        shutil.copy(dumps[-1], os.path.join(
+                            args.keep, f"echo-{mode}-{size}-{loop.replace(':', '-')}.out"))
+                        with open(os.path.join(args.keep, f"echo-{mode}-{size}-{loop.replace(':', '-')}.n"), "w") as f:
+                            f.write(f"{n}\n")
                 finally:
                     srv.quit()
                     for f in glob.glob(os.path.join(tmp, "echo.*")):
@@ -307,6 +313,8 @@ def main():
     ap.add_argument("--sizes", default="1024,16384,102400")
     ap.add_argument("--modes", default="protocol,streams")
     ap.add_argument("--connections", type=int, default=10)
+    ap.add_argument("--keep", metavar="DIR",
+                    help="echo_ir: copy each callgrind dump (and its request count) into DIR")
     ap.add_argument("--allow-debug", action="store_true", help="measure a debug build anyway")
     ap.add_argument("--load", default=os.path.join(
         os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "bench_echo_load"))

@@ -169,8 +169,9 @@ class OneloopEventLoop(_oneloop.LoopBase, unix_events.SelectorEventLoop):
         self._rust = rust
         self._bind_rust(rust)
         self._rust_remote = self._rust.remote()
+        # BaseEventLoop.__init__ sets _debug: LoopBase's flag, which also
+        # picks asyncio's call_soon and create_future in debug mode.
         super().__init__(_OneloopSelector(self._rust))
-        self.set_debug(self._debug)
         self._rust.set_owner(weakref.ref(self))
         self._clock_resolution = max(self._clock_resolution, self._rust.clock_resolution())
         if self._rust.attached:
@@ -223,14 +224,6 @@ class OneloopEventLoop(_oneloop.LoopBase, unix_events.SelectorEventLoop):
 
     def time(self):
         return self._rust.time()
-
-    def set_debug(self, enabled):
-        super().set_debug(enabled)
-        # Outside debug mode call_soon is LoopBase's: one Rust call that
-        # makes the handle and queues it (see oneloop._oneloop.Handle). In
-        # debug mode it is asyncio's, whose handles record where they were
-        # made (debug mode's reports use it).
-        self._set_fast_call_soon(not enabled)
 
     def _call_soon(self, callback, args, context):
         self._check_owner()

@@ -8,8 +8,10 @@ does flow control, and calls the protocol's ``data_received`` (or a
 ``BufferedProtocol``'s ``get_buffer``/``buffer_updated``) directly.
 
 The methods called on every read or write (``write``, ``is_closing``,
-``get_write_buffer_size`` …) are the Rust object's own, bound into the
-instance: a call is one C call, with no Python frame in between.
+``get_write_buffer_size`` …) are the Rust object's own: on
+``SocketTransport`` C methods of the class (so that CPython specialises
+their calls, as for uvloop's), on the others bound into the instance; a
+call is one C call, with no Python frame in between.
 
 What happens once per connection, or rarely, is asyncio's own logic, kept
 here in Python and called by the Rust side: ``_connection_made`` (the
@@ -31,6 +33,8 @@ import stat
 import warnings
 from asyncio import base_events, constants, futures, transports, trsock
 from asyncio.log import logger
+
+from . import _oneloop
 
 __all__ = ["SocketTransport", "ReadPipeTransport", "WritePipeTransport", "DatagramTransport"]
 
@@ -186,15 +190,13 @@ class SocketTransport(_RustTransport, transports._FlowControlMixin, transports.T
     # empty (asyncio's selector loop does the same, in _sendfile_native).
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
-    _BOUND = (
-        "write",
-        "writelines",
-        "is_closing",
-        "is_reading",
-        "pause_reading",
-        "resume_reading",
-        "get_write_buffer_size",
-    )
+    # The data path (write, writelines, is_closing, is_reading,
+    # pause_reading, resume_reading, get_write_buffer_size) is C methods of
+    # this class, installed below, which read the Rust object from this
+    # slot: found and called as uvloop's methods are (see
+    # oneloop/src/socket_methods.rs), with no instance attribute bound.
+    __slots__ = ("_rs",)
+    _BOUND = ()
 
     _sock = None
     _server = None
@@ -204,6 +206,7 @@ class SocketTransport(_RustTransport, transports._FlowControlMixin, transports.T
     _drain_watch = None
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        self._rs = None
         transports.BaseTransport.__init__(self, extra)
         _socket_extra(self._extra, sock)
         self._loop = loop
@@ -229,33 +232,11 @@ class SocketTransport(_RustTransport, transports._FlowControlMixin, transports.T
     def _protocol_paused(self):
         return self._rs.is_writing_paused()
 
-    def write(self, data):
-        if self._empty_waiter is not None:
-            self._refuse_write(data)
-        self._rs.write(data)
-
-    def writelines(self, list_of_data):
-        if self._empty_waiter is not None:
-            self._refuse_write(list_of_data)
-        self._rs.writelines(list_of_data)
-
     def write_eof(self):
         self._rs.write_eof()
 
     def can_write_eof(self):
         return True
-
-    def is_reading(self):
-        return self._rs.is_reading()
-
-    def pause_reading(self):
-        self._rs.pause_reading()
-
-    def resume_reading(self):
-        self._rs.resume_reading()
-
-    def get_write_buffer_size(self):
-        return self._rs.get_write_buffer_size()
 
     def get_write_buffer_limits(self):
         return self._rs.get_write_buffer_limits()
@@ -282,7 +263,7 @@ class SocketTransport(_RustTransport, transports._FlowControlMixin, transports.T
         if self._empty_waiter is not None:
             raise RuntimeError("Empty waiter is already set")
         self._empty_waiter = waiter = self._loop.create_future()
-        self.write = self.writelines = self._refuse_write
+        self._rs.refuse_writes(True)
         if not self._rs.get_write_buffer_size():
             waiter.set_result(None)
         else:
@@ -297,11 +278,7 @@ class SocketTransport(_RustTransport, transports._FlowControlMixin, transports.T
     def _reset_empty_waiter(self):
         self._empty_waiter = None
         self._end_drain_watch()
-        self.write = self._rs.write
-        self.writelines = self._rs.writelines
-
-    def _refuse_write(self, data):
-        raise RuntimeError("unable to write; sendfile is in progress")
+        self._rs.refuse_writes(False)
 
     def _end_drain_watch(self):
         watch, self._drain_watch = self._drain_watch, None
@@ -344,6 +321,9 @@ class SocketTransport(_RustTransport, transports._FlowControlMixin, transports.T
         if self._sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._sock.close()
+
+
+_oneloop.install_socket_methods(SocketTransport)
 
 
 class _PipeTransport(_RustTransport):

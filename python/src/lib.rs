@@ -11,9 +11,10 @@
 //! | [`RustLoop`] | a oneloop `Loop` on one host: callbacks, timers, fds, run/stop/close |
 //! | [`Timer`] | the oneloop timer behind an asyncio `TimerHandle`, to cancel it |
 //! | [`Handle`] | what `call_soon` returns: made and run in Rust |
-//! | [`LoopBase`] | the Python loop's base class: `call_soon` as a method of the type |
+//! | [`LoopBase`] | the Python loop's base class: `call_soon`, `create_future`, `get_debug` as methods of the type |
 //! | [`Remote`] | the thread-safe half: `call_soon_threadsafe` from any thread |
 //! | [`RustStream`] | oneloop's stream transport (sockets, pipes) under an asyncio transport |
+//! | `socket_methods` | the socket transport's data-path methods as C methods of its Python class |
 //! | [`RustDatagram`] | oneloop's UDP transport under an asyncio datagram transport |
 //! | `signals` | `add_signal_handler` on oneloop's signal handling, the handles visible to Python's collector |
 //! | `registry` | the Python objects of live transports, visible to Python's collector |
@@ -24,6 +25,7 @@
 //! | `context` | a callback's `contextvars.Context`, copied and entered through CPython's C API |
 //! | `clock` | asyncio's float seconds to and from the loop's `Instant`s |
 //! | `pending` | the queued asyncio handles, visible to Python's collector |
+//! | `vectorcall` | a one-argument call of a bound method without a tuple (CPython's vectorcall) |
 //! | `thread_bound` | `!Send` state in objects any thread may free |
 //! | `errors` | oneloop errors as Python exceptions; `BaseException` escaping a run |
 
@@ -41,8 +43,10 @@ mod pending;
 mod registry;
 pub(crate) mod rust_loop;
 mod signals;
+mod socket_methods;
 mod stream;
 mod thread_bound;
+mod vectorcall;
 
 use pyo3::prelude::*;
 
@@ -62,7 +66,8 @@ fn _oneloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RustDatagram>()?;
     m.add_class::<Handle>()?;
     m.add_class::<LoopBase>()?;
-    loop_base::install_call_soon(&m.py().get_type::<LoopBase>())?;
+    loop_base::install_methods(&m.py().get_type::<LoopBase>())?;
+    m.add_function(wrap_pyfunction!(socket_methods::install_socket_methods, m)?)?;
     m.add("HOSTS", hosts::available())?;
     // Benchmarks refuse a debug build (maturin builds one without --release).
     m.add(

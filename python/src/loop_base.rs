@@ -1,5 +1,6 @@
 //! [`LoopBase`]: the Rust base class of `oneloop.OneloopEventLoop`, whose
-//! `call_soon` is a method of the type, as uvloop's is.
+//! `call_soon`, `create_future` and `get_debug` are methods of the type, as
+//! uvloop's are.
 //!
 //! `loop.call_soon` runs once per callback queued, so how Python finds it
 //! counts. A method of the type is found the way CPython 3.11 specialises
@@ -8,30 +9,40 @@
 //! instance's `__dict__` instead, which CPython cannot specialise: every
 //! call then looked the name up in the type, then in the instance dict.
 //!
-//! `call_soon` is a C function of CPython's fastcall convention put on the
-//! type by hand ([`install_call_soon`]) rather than a `#[pymethods]`
-//! method: pyo3's generic wrapper (its trampoline, a type check of `self`
+//! These methods are C functions of CPython's calling conventions put on
+//! the type by hand ([`install_methods`]) rather than `#[pymethods]`
+//! methods: pyo3's generic wrapper (its trampoline, a type check of `self`
 //! that the method descriptor already made, its argument parser) cost
-//! about 160 instructions more per call (callgrind, the `call_soon`
+//! about 160 instructions more per `call_soon` (callgrind, the `call_soon`
 //! benchmark: 3 348 → 3 188 instructions per callback).
 //!
-//! In asyncio's debug mode `call_soon` is asyncio's own Python method (its
-//! handles record where they were made, for debug reports, and it checks
-//! the callback and the thread): the Python loop switches with
-//! [`LoopBase::_set_fast_call_soon`]. A subclass's own `call_soon` comes
-//! first in its method order and is left to work.
+//! `create_future` and `get_debug` run once per `await` of a stream read:
+//! `StreamReader._wait_for_data` calls `loop.create_future()`, and the C
+//! `Future` it makes calls `loop.get_debug()`. As asyncio's Python methods
+//! they were two Python frames per request of the streams echo benchmark,
+//! about 900 of its 27 400 instructions (callgrind); uvloop's are C.
+//!
+//! asyncio's debug flag is the instance attribute `_debug`, which asyncio's
+//! code reads and sets directly; here it is a property of this type backed
+//! by a flag that `get_debug()` reads with no lookup. In debug mode
+//! `call_soon` and `create_future` are asyncio's own Python methods (its
+//! handles record where they were made, for debug reports, and `call_soon`
+//! checks the callback and the thread): the flag switches them. A
+//! subclass's own methods come first in its method order and are left to
+//! work.
 
 use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::gc::{PyTraverseError, PyVisit};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyDict, PyString, PyTuple, PyType};
 
 use crate::rust_loop::RustLoop;
 
@@ -44,20 +55,44 @@ use crate::rust_loop::RustLoop;
 pub struct LoopBase {
     /// The loop's Rust half, once the Python loop has made it.
     rust: OnceLock<Py<RustLoop>>,
-    /// Whether `call_soon` makes a Rust `Handle` (outside debug mode).
-    fast: AtomicBool,
+    /// asyncio's `_debug`: in debug mode `call_soon` and `create_future`
+    /// are asyncio's own.
+    debug: AtomicBool,
 }
 
 /// asyncio's own `BaseEventLoop.call_soon`, for debug mode.
 fn asyncio_call_soon(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static F: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    F.get_or_try_init(py, || {
+    asyncio_method(py, &F, "call_soon")
+}
+
+/// asyncio's own `BaseEventLoop.create_future`, for debug mode.
+fn asyncio_create_future(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static F: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    asyncio_method(py, &F, "create_future")
+}
+
+fn asyncio_method<'py>(
+    py: Python<'py>,
+    cell: &'py PyOnceLock<Py<PyAny>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || {
         py.import("asyncio.base_events")?
             .getattr("BaseEventLoop")?
-            .getattr("call_soon")
+            .getattr(name)
             .map(Bound::unbind)
     })
     .map(|f| f.bind(py))
+}
+
+/// The namespace of `asyncio.futures`, where asyncio's `create_future`
+/// finds `Future` at each call (so a patched `futures.Future` is used here
+/// too); a module's namespace is the same dict for its whole life.
+fn futures_namespace(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
+    static NS: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+    NS.get_or_try_init(py, || Ok(py.import("asyncio.futures")?.dict().unbind()))
+        .map(|d| d.bind(py))
 }
 
 #[pymethods]
@@ -76,10 +111,19 @@ impl LoopBase {
             .map_err(|_| PyRuntimeError::new_err("this loop already has its Rust half"))
     }
 
-    /// Make `call_soon` the Rust one (`True`) or asyncio's (`False`, debug
-    /// mode).
-    fn _set_fast_call_soon(&self, on: bool) {
-        self.fast.store(on, Ordering::Relaxed);
+    /// asyncio's debug flag (`loop._debug`, what `get_debug()` returns),
+    /// kept as a `bool`, as uvloop keeps it.
+    #[getter(_debug)]
+    fn debug_flag(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    /// Set by asyncio's `set_debug` and `BaseEventLoop.__init__` (and by
+    /// anyone who writes `loop._debug`): any object, taken as its truth.
+    #[setter(_debug)]
+    fn set_debug_flag(&self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug.store(enabled.is_truthy()?, Ordering::Relaxed);
+        Ok(())
     }
 
     /// No `__clear__`: a frozen object cannot let go of its `RustLoop`;
@@ -103,7 +147,7 @@ fn call_soon<'py>(
 ) -> PyResult<Py<PyAny>> {
     let py = slf.py();
     let this = slf.get();
-    if this.fast.load(Ordering::Relaxed)
+    if !this.debug.load(Ordering::Relaxed)
         && let Some(rust) = this.rust.get()
     {
         return rust
@@ -196,7 +240,7 @@ unsafe extern "C" fn call_soon_fastcall(
         // per keyword name: live borrowed references, for the call. With
         // no argument at all `args` may be NULL (`PyObject_CallNoArgs`),
         // which no slice may point at: the empty slice then. The method
-        // descriptor made by `install_call_soon` checked that `self` is a
+        // descriptor made by `install_methods` checked that `self` is a
         // `LoopBase` before calling.
         let (slf, kwnames, all) = unsafe {
             let kwnames = (!kwnames.is_null())
@@ -214,6 +258,17 @@ unsafe extern "C" fn call_soon_fastcall(
         let (callback, args, context) = parse(py, positional, kwnames, values)?;
         call_soon(&slf, callback, args, context)
     }));
+    into_result(py, out, "call_soon")
+}
+
+/// What a method function returns to CPython: the object (a new
+/// reference), or NULL with the exception set (a panic, a bug, becomes a
+/// `RuntimeError` rather than unwinding into CPython).
+fn into_result(
+    py: Python<'_>,
+    out: std::thread::Result<PyResult<Py<PyAny>>>,
+    name: &str,
+) -> *mut ffi::PyObject {
     match out {
         Ok(Ok(obj)) => obj.into_ptr(),
         Ok(Err(e)) => {
@@ -221,34 +276,114 @@ unsafe extern "C" fn call_soon_fastcall(
             std::ptr::null_mut()
         }
         Err(_) => {
-            PyRuntimeError::new_err("oneloop: a panic in call_soon (a bug)").restore(py);
+            PyRuntimeError::new_err(format!("oneloop: a panic in {name} (a bug)")).restore(py);
             std::ptr::null_mut()
         }
     }
 }
 
-const CALL_SOON_NAME: &CStr = c"call_soon";
-const CALL_SOON_DOC: &CStr = c"call_soon(callback, *args, context=None)\n--\n\n\
-Arrange for callback(*args) to be called soon, in context (a copy of the current \
-context if None); returns a Handle.";
+/// `loop.create_future()`: `asyncio.futures.Future(loop=self)`, as asyncio's
+/// `BaseEventLoop.create_future`, or in debug mode that method itself.
+fn create_future(slf: Borrowed<'_, '_, LoopBase>) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    if slf.get().debug.load(Ordering::Relaxed) {
+        return asyncio_create_future(py)?.call1((slf,)).map(Bound::unbind);
+    }
+    let Some(future) = futures_namespace(py)?.get_item(intern!(py, "Future"))? else {
+        return Err(PyAttributeError::new_err(
+            "module 'asyncio.futures' has no attribute 'Future'",
+        ));
+    };
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "loop"), slf)?;
+    future.call((), Some(&kwargs)).map(Bound::unbind)
+}
 
-/// Put `call_soon` on `LoopBase` (see the module docs); at module init.
-pub(crate) fn install_call_soon(ty: &Bound<'_, PyType>) -> PyResult<()> {
-    // CPython keeps a pointer to the definition for the life of the
-    // descriptor, so it lives for the process (once per module init).
-    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: CALL_SOON_NAME.as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: call_soon_fastcall,
+/// `LoopBase.create_future` as CPython calls it (`METH_NOARGS`).
+unsafe extern "C" fn create_future_noargs(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: `slf` is the live `self` of the call, which the method
+    // descriptor made by `install_methods` checked is a `LoopBase`.
+    let slf = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<LoopBase>() };
+    let out = catch_unwind(AssertUnwindSafe(|| create_future(slf)));
+    into_result(py, out, "create_future")
+}
+
+/// `LoopBase.get_debug` as CPython calls it (`METH_NOARGS`): the flag, no
+/// lookup and nothing that can fail.
+unsafe extern "C" fn get_debug_noargs(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: as in `create_future_noargs`.
+    let slf = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<LoopBase>() };
+    PyBool::new(py, slf.get().debug.load(Ordering::Relaxed))
+        .to_owned()
+        .into_ptr()
+}
+
+/// The methods [`install_methods`] puts on `LoopBase`.
+fn method_defs() -> [ffi::PyMethodDef; 3] {
+    [
+        ffi::PyMethodDef {
+            ml_name: c"call_soon".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: call_soon_fastcall,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: c"call_soon(callback, *args, context=None)\n--\n\n\
+Arrange for callback(*args) to be called soon, in context (a copy of the current \
+context if None); returns a Handle."
+                .as_ptr()
+                .cast::<c_char>(),
         },
-        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        ml_doc: CALL_SOON_DOC.as_ptr().cast::<c_char>(),
-    }));
-    // SAFETY: `ty` is a live type object and `def` a valid method
-    // definition that outlives it; a new reference or NULL with an
-    // exception set comes back.
-    let descr = unsafe {
-        Bound::from_owned_ptr_or_err(ty.py(), ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))
-    }?;
-    ty.setattr(CALL_SOON_NAME.to_str().unwrap_or("call_soon"), descr)
+        ffi::PyMethodDef {
+            ml_name: c"create_future".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: create_future_noargs,
+            },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: c"create_future($self, /)\n--\n\n\
+Create a Future object attached to the loop."
+                .as_ptr()
+                .cast::<c_char>(),
+        },
+        ffi::PyMethodDef {
+            ml_name: c"get_debug".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: get_debug_noargs,
+            },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: c"get_debug($self, /)\n--\n\n\
+Whether the loop is in debug mode."
+                .as_ptr()
+                .cast::<c_char>(),
+        },
+    ]
+}
+
+/// Put `call_soon`, `create_future` and `get_debug` on `LoopBase` (see the
+/// module docs); at module init.
+pub(crate) fn install_methods(ty: &Bound<'_, PyType>) -> PyResult<()> {
+    // CPython keeps a pointer to each definition for the life of its
+    // descriptor, so they live for the process (once per module init).
+    let defs: &'static mut [ffi::PyMethodDef; 3] = Box::leak(Box::new(method_defs()));
+    for def in defs.iter_mut() {
+        // SAFETY: `ty` is a live type object and `def` a valid method
+        // definition that outlives it; a new reference or NULL with an
+        // exception set comes back.
+        let descr = unsafe {
+            Bound::from_owned_ptr_or_err(ty.py(), ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))
+        }?;
+        // SAFETY: `ml_name` is one of the C string literals above.
+        let name = unsafe { CStr::from_ptr(def.ml_name) };
+        ty.setattr(name.to_str().unwrap_or_default(), descr)?;
+    }
+    Ok(())
 }

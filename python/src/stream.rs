@@ -37,6 +37,7 @@ use crate::bytes_like::{fill, with_bytes};
 use crate::errors::{Escapes, escape, is_escape, lost_exception, report_escape, to_py};
 use crate::registry::{Owner, Registry};
 use crate::thread_bound::ThreadBound;
+use crate::vectorcall;
 
 /// What the transport carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +121,9 @@ pub(crate) struct Conn {
     eof: Cell<bool>,
     /// Writes refused since the transport started closing.
     lost_writes: Cell<u32>,
+    /// A native `sendfile` is in progress: `write()` raises (asyncio's
+    /// `_empty_waiter is not None`).
+    sendfile: Cell<bool>,
     /// Set once the transport is known to be closing (see
     /// [`RustStream::is_closing`]).
     closing_seen: Arc<AtomicBool>,
@@ -350,7 +354,7 @@ impl Protocol for Bridge {
             };
             let (outcome, what) = match (plain, buffered) {
                 (Some(f), _) => (
-                    f.bind(py).call1((PyBytes::new(py, data),)).map(drop),
+                    vectorcall::call1(f.bind(py), PyBytes::new(py, data).as_any()).map(drop),
                     "Fatal error: protocol.data_received() call failed.",
                 ),
                 (None, Some((get_buffer, buffer_updated))) => {
@@ -496,6 +500,7 @@ impl RustStream {
             closing_seen: Arc::new(AtomicBool::new(false)),
             eof: Cell::new(false),
             lost_writes: Cell::new(0),
+            sendfile: Cell::new(false),
             failure: RefCell::new(None),
             direct: Direct::default(),
         });
@@ -556,6 +561,11 @@ impl RustStream {
                 "Cannot call write() after write_eof()",
             ));
         }
+        if conn.sendfile.get() {
+            return Err(PyRuntimeError::new_err(
+                "unable to write; sendfile is in progress",
+            ));
+        }
         if bytes.is_empty() {
             return Ok(());
         }
@@ -598,13 +608,13 @@ pub(crate) fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
 #[pymethods]
 impl RustStream {
     /// asyncio's `write(data)`: `bytes`, `bytearray` or `memoryview`.
-    fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let conn = self.conn()?;
         with_bytes(data, |bytes| self.write_bytes(data.py(), conn, bytes))?
     }
 
     /// asyncio's `writelines(list_of_data)`: one write of the joined chunks.
-    fn writelines(&self, chunks: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn writelines(&self, chunks: &Bound<'_, PyAny>) -> PyResult<()> {
         let conn = self.conn()?;
         let mut joined = Vec::new();
         for chunk in chunks.try_iter()? {
@@ -612,6 +622,13 @@ impl RustStream {
             with_bytes(&chunk, |b| joined.extend_from_slice(b))?;
         }
         self.write_bytes(chunks.py(), conn, &joined)
+    }
+
+    /// Refuse writes while a native `sendfile` runs (`True`), or accept
+    /// them again.
+    fn refuse_writes(&self, on: bool) -> PyResult<()> {
+        self.conn()?.sendfile.set(on);
+        Ok(())
     }
 
     /// Close the write side after the buffered data (a write pipe closes).
@@ -650,19 +667,19 @@ impl RustStream {
     /// Whether the transport is closing. From another thread (a
     /// `StreamWriter.__del__` run by the collector there), what the loop's
     /// thread last knew: it never goes back from closing to open.
-    fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         match self.conn.get() {
             Ok(conn) => conn.is_closing(),
             Err(_) => self.closing_seen.load(Ordering::Relaxed),
         }
     }
 
-    fn is_reading(&self) -> PyResult<bool> {
+    pub(crate) fn is_reading(&self) -> PyResult<bool> {
         let conn = self.conn()?;
         Ok(!conn.is_closing() && !conn.paused.get())
     }
 
-    fn pause_reading(&self) -> PyResult<()> {
+    pub(crate) fn pause_reading(&self) -> PyResult<()> {
         let conn = self.conn()?;
         if conn.is_closing() || conn.paused.get() {
             return Ok(());
@@ -672,7 +689,7 @@ impl RustStream {
         Ok(())
     }
 
-    fn resume_reading(&self) -> PyResult<()> {
+    pub(crate) fn resume_reading(&self) -> PyResult<()> {
         let conn = self.conn()?;
         if conn.is_closing() || !conn.paused.get() {
             return Ok(());
@@ -682,7 +699,7 @@ impl RustStream {
         Ok(())
     }
 
-    fn get_write_buffer_size(&self) -> PyResult<usize> {
+    pub(crate) fn get_write_buffer_size(&self) -> PyResult<usize> {
         let conn = self.conn()?;
         Ok(match &*conn.transport.borrow() {
             Some(t) => t.write_buffer_size(),

@@ -32,6 +32,12 @@ BACKEND = {
 }
 
 
+def _oneloop_handle():
+    from oneloop import _oneloop
+
+    return _oneloop.Handle
+
+
 class _Base:
     host = None
 
@@ -185,6 +191,39 @@ class CallbackTests(_Base):
         )
         self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
         self.assertIn("missing 1 required positional argument", proc.stdout)
+
+    def test_create_future_and_get_debug_keep_asyncio_semantics(self):
+        from asyncio import events, futures
+        from unittest import mock
+
+        # Outside debug mode (see above): C methods of the loop's type.
+        self.loop.set_debug(False)
+        self.assertIs(type(self.loop.get_debug()), bool)
+        self.assertFalse(self.loop.get_debug())
+        fut = self.loop.create_future()
+        self.assertIs(type(fut), asyncio.Future)
+        self.assertIs(fut.get_loop(), self.loop)
+        self.assertIsNone(fut._source_traceback)
+
+        # asyncio's create_future finds futures.Future at each call.
+        class MyFuture(asyncio.Future):
+            pass
+
+        with mock.patch.object(futures, "Future", MyFuture):
+            self.assertIs(type(self.loop.create_future()), MyFuture)
+
+        # _debug is asyncio's attribute, and code sets it directly: debug
+        # mode then, with asyncio's own call_soon and create_future.
+        self.loop._debug = 1
+        self.assertIs(self.loop.get_debug(), True)
+        self.assertTrue(self.loop.create_future()._source_traceback)
+        self.assertIsInstance(self.loop.call_soon(lambda: None), events.Handle)
+        self.loop._debug = False
+        self.assertFalse(self.loop.get_debug())
+        self.assertIsNone(self.loop.create_future()._source_traceback)
+        self.assertIsInstance(self.loop.call_soon(lambda: None), _oneloop_handle())
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
 
     def test_a_subclass_call_soon_is_called(self):
         calls = []

@@ -411,6 +411,47 @@ class SemanticsTests(_Base):
 
         self.go(main())
 
+    def test_the_data_path_is_the_class_and_refuses_writes_during_sendfile(self):
+        async def main():
+            _, client = await self.tcp_pair()
+            t = client.transport
+            # C methods of the class (CPython specialises their calls), not
+            # attributes of the instance; sendfile's refusal keeps it so.
+            for name in ("write", "writelines", "is_closing", "get_write_buffer_size"):
+                self.assertEqual(type(vars(type(t))[name]).__name__, "method_descriptor", name)
+            waiter = t._make_empty_waiter()
+            await waiter
+            for call in (lambda: t.write(b"x"), lambda: t.writelines([b"x"])):
+                with self.assertRaisesRegex(RuntimeError, "unable to write; sendfile is in progress"):
+                    call()
+            with self.assertRaisesRegex(TypeError, "data argument must be a bytes-like object"):
+                t.write("text")
+            t._reset_empty_waiter()
+            self.assertNotIn("write", vars(t))
+            t.write(b"after")
+            # Whatever else _rs holds gets the call, as the Python methods did.
+            rs, seen = t._rs, []
+
+            class Stand:
+                def write(self, data):
+                    seen.append(data)
+
+                def is_closing(self):
+                    return "asked"
+
+            t._rs = Stand()
+            try:
+                t.write(b"stand")
+                self.assertEqual(t.is_closing(), "asked")
+            finally:
+                t._rs = rs
+            self.assertEqual(seen, [b"stand"])
+            t.close()
+            await client.lost
+            self.assertTrue(t.is_closing())
+
+        self.go(main())
+
     def test_flow_control_pauses_and_resumes_the_protocol(self):
         async def main():
             server, client = await self.tcp_pair()
