@@ -689,3 +689,71 @@ fn run_until_queued(spy: &TcpStream, n: usize) {
         thread::yield_now();
     }
 }
+
+/// The reader's task is already queued (woken by something else) when the
+/// poll reports its fd, so it runs before the readiness callback that the
+/// report queued, finds the fd still `drained` and parks again; the
+/// callback then sees that the poll woke the parked task and does not wake
+/// it. The read must still complete: the fd, unread and still watched, is
+/// reported again by the next poll (level-triggered), which wakes the task
+/// parked on the callback. Fails (hangs, then the watchdog) if the
+/// callback's "already woken" path stops watching instead.
+#[test]
+fn a_reader_task_queued_before_its_readiness_callback_still_reads() {
+    use futures::channel::mpsc;
+    use futures::{FutureExt, StreamExt};
+    use std::cell::Cell;
+    use std::os::unix::net::UnixStream;
+    const ROUNDS: usize = 200;
+    let lp = oneloop::Loop::new().unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    b.set_nonblocking(true).unwrap();
+    let b = Rc::new(b);
+    let got = Rc::new(Cell::new(0usize));
+    let lp2 = lp.clone();
+    let g = got.clone();
+    let out = lp.run_until_complete(oneloop::timeout(Duration::from_secs(10), async move {
+        let (mut reader, _w) = lp2.adopt_stream(a).await.unwrap().into_split();
+        let (tx, mut rx) = mpsc::unbounded::<()>();
+        // One round: in one callback, a byte to the peer and a tick that
+        // wakes the reader's task, queued before the poll reports the fd.
+        let round = {
+            let lp3 = lp2.clone();
+            move || {
+                let b = b.clone();
+                let tx = tx.clone();
+                lp3.call_soon(move || {
+                    (&*b).write_all(b"x").unwrap();
+                    tx.unbounded_send(()).unwrap();
+                })
+                .unwrap();
+            }
+        };
+        let task = lp2
+            .spawn(async move {
+                let mut buf = [0u8; 64];
+                round();
+                loop {
+                    futures::select_biased! {
+                        _ = rx.next() => {}
+                        r = reader.read(&mut buf).fuse() => {
+                            let n = r.unwrap();
+                            assert!(n > 0);
+                            g.set(g.get() + n);
+                            if g.get() >= ROUNDS {
+                                break;
+                            }
+                            round();
+                        }
+                    }
+                }
+            })
+            .unwrap();
+        task.await.unwrap();
+    }));
+    assert!(
+        out.unwrap().is_ok(),
+        "the reader hung after {} of {ROUNDS} bytes",
+        got.get()
+    );
+}
