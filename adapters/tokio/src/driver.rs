@@ -5,16 +5,17 @@
 //! # Invariants
 //!
 //! - Exactly one future (a [`DriverTask`] spawned on the host's `LocalSet`
-//!   or `LocalRuntime` when attached, the owned [`Turn`] of the current
+//!   or `LocalRuntime` when attached, the owned [`Turn`](crate::turn::Turn) of the current
 //!   `run_*` when owned) calls [`Driver::dispatch`]. oneloop's ready queue,
 //!   timers and fd registry stay in the scheduler: never a tokio task per
 //!   callback (PERFORMANCE.md: 18 ns vs 166 ns per callback) and never a
 //!   tokio timer per oneloop timer (one `Sleep`, reset to the earliest
 //!   deadline).
-//! - Owned, the driver is the root future of the turn's `block_on`, not a
-//!   task on the `LocalSet`: tokio polls it when its waker is woken, which
-//!   spares every iteration the `LocalSet`'s scheduling of a task (its
-//!   queue, the task's state transitions, its join handle).
+//! - Owned, the driver is polled by the root future of the turn's
+//!   `block_on` ([`Turn`](crate::turn::Turn)), not a task on the
+//!   `LocalSet`: tokio polls it when its waker is woken, which spares every
+//!   iteration the `LocalSet`'s scheduling of a task (its queue, the task's
+//!   state transitions, its join handle).
 //! - Every watched fd, and the wake of other threads, is in the loop's
 //!   [`Selector`], a private level-triggered epoll set that tokio's reactor
 //!   watches as **one** `AsyncFd` (one fd of the loop's own, however many
@@ -72,7 +73,7 @@ pub(crate) struct State {
     pub(crate) wake: Arc<dyn RemoteWake>,
     /// Select at the next poll whatever tokio says: the last select
     /// reported fds (level), or a registration was added.
-    reselect: Cell<bool>,
+    pub(crate) reselect: Cell<bool>,
     /// An iteration is owed: the select after the last one reported fds
     /// or consumed a wake, already handed to the scheduler.
     owed: Cell<bool>,
@@ -129,7 +130,7 @@ impl State {
     /// Whether the run halted (after `stop()`, or a panic under
     /// `PanicPolicy::Propagate`). The dispatch that halts it arms `Now`
     /// last, so only then is the loop asked.
-    fn halted(&self) -> bool {
+    pub(crate) fn halted(&self) -> bool {
         self.armed.get() == NextDispatch::Now && !self.driver.is_live()
     }
 
@@ -416,7 +417,7 @@ impl Future for DriverTask {
 /// reactor, exactly as a tokio task awaiting `yield_now()` is: a plain
 /// self-wake would put the driver back in the `LocalSet`'s queue and run up
 /// to 61 batches per reactor poll.
-fn yield_to_tokio(cx: &mut Context<'_>) {
+pub(crate) fn yield_to_tokio(cx: &mut Context<'_>) {
     let mut yielded = std::pin::pin!(tokio::task::yield_now());
     // The first poll defers our waker to tokio and is always pending.
     let _ = yielded.as_mut().poll(cx);
@@ -435,41 +436,6 @@ fn unconstrained<R>(cx: &mut Context<'_>, f: impl FnOnce(&mut Context<'_>) -> R)
     match fut.as_mut().poll(cx) {
         Poll::Ready(r) => r,
         Poll::Pending => unreachable!("a poll_fn that returns Ready on its first poll"),
-    }
-}
-
-/// One owned-mode turn: the root future of the turn's `block_on` (on the
-/// owned `LocalSet`), which **is** the driver while it runs. It ends once
-/// the loop halts (after `stop()`) or a remote wake arrived (it may be for
-/// the root future of `run_until_complete`, which the scheduler polls
-/// between turns).
-pub(crate) struct Turn<'a> {
-    pub(crate) state: &'a State,
-    pub(crate) timer: &'a mut DriverTimer,
-    pub(crate) primed: bool,
-}
-
-impl Future for Turn<'_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        let st = this.state;
-        if !this.primed {
-            // First poll: let tokio poll its reactor before this turn's
-            // first dispatch, so that fds already ready are part of it
-            // (LC-05), and select whatever tokio then says.
-            this.primed = true;
-            st.reselect.set(true);
-            yield_to_tokio(cx);
-            return Poll::Pending;
-        }
-        let driven = st.drive(this.timer, cx);
-        if driven.closed || driven.remote || st.halted() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
     }
 }
 

@@ -93,6 +93,7 @@ mod executor;
 mod fd;
 mod sched;
 mod stats;
+mod turn;
 
 pub use backend::{TokioBackend, TokioBuilder, attach, new_loop};
 pub use bridge::{enable, is_enabled};
