@@ -36,10 +36,13 @@
 //!   `LocalSet`, and tokio's I/O, get their turn between batches: neither
 //!   side starves the other.
 //! - The adapter's own bookkeeping (readiness polls, the wake fd, the
-//!   `Sleep`) runs outside tokio's cooperative budget, so a batch of oneloop
-//!   tasks that spent the budget cannot make the adapter lose an edge.
-//!   Callbacks and task steps run under the budget of the driver's poll,
-//!   as any tokio task's code does.
+//!   `Sleep`) is never refused by tokio's cooperative budget, so a batch of
+//!   oneloop tasks that spent the budget cannot make the adapter lose an
+//!   edge: what follows the dispatch runs outside the budget
+//!   (`unconstrained`), and the readiness poll before it needs not, since
+//!   tokio gives every task poll, and every poll of a `block_on`'s future,
+//!   a fresh budget. Callbacks and task steps run under the budget of the
+//!   driver's poll, as any tokio task's code does.
 //! - `State` holds no `RefCell` borrow while `dispatch` runs user code, so
 //!   callbacks may call `watch`/`arm` (they do, through `Loop`).
 
@@ -323,7 +326,9 @@ impl State {
         self.register_task(cx.waker());
         Counters::bump(&self.counters.polls, 1);
         self.in_poll.set(true);
-        let (seen, flag) = unconstrained(cx, |cx| self.poll_selector(cx));
+        // No budget of tokio's to step outside of yet: tokio gives every
+        // task poll, and every poll of a `block_on`'s future, a fresh one.
+        let (seen, flag) = self.poll_selector(cx);
         let mut remote = seen.woken;
         let owed = self.owed.replace(false);
         let due = match self.armed.get() {
@@ -348,14 +353,14 @@ impl State {
             Counters::bump(&self.counters.remote_wakes, 1);
         }
         // Re-arm from what the scheduler asked at the end of the dispatch.
-        let again = unconstrained(cx, |cx| match self.armed.get() {
+        let again = match self.armed.get() {
             NextDispatch::Now => true,
             // Already due: tokio's wheel would round it up to its next
             // 1 ms tick.
             NextDispatch::At(t) if t <= Instant::now() => true,
-            NextDispatch::At(t) => timer.arm(t, cx),
+            NextDispatch::At(t) => unconstrained(cx, |cx| timer.arm(t, cx)),
             NextDispatch::OnEvent => false,
-        }) || self.owed.get();
+        } || self.owed.get();
         self.in_poll.set(false);
         let closed = self.closed.get();
         if again && !closed {
