@@ -177,6 +177,11 @@ impl State {
     }
 
     /// One zero-timeout select, reporting each ready fd to the scheduler.
+    // This, `poll_selector` and `select_again` are always inlined: on the
+    // per-event path their calls (the registers each saves and restores)
+    // cost about as much as their own work (−70 instructions per echo
+    // request, `bench_icount`).
+    #[inline(always)]
     fn select_now(&self) -> Selected {
         let driver = &self.driver;
         let seen = self
@@ -212,6 +217,7 @@ impl State {
     /// reselect is due when this returns.
     ///
     /// [`select_again`]: State::select_again
+    #[inline(always)]
     fn poll_selector(&self, cx: &mut Context<'_>) -> (Selected, Option<Flag<'_>>) {
         let due = self.reselect.replace(false);
         let mut seen = Selected::default();
@@ -248,6 +254,7 @@ impl State {
     /// added one): reports what is still ready, for the next iteration, or
     /// clears tokio's flag (under `flag`, the guard of the select before
     /// the iteration, if it had one) and registers the waker.
+    #[inline(always)]
     fn select_again(&self, flag: Option<Flag<'_>>, cx: &mut Context<'_>) -> Selected {
         let Some(mut flag) = flag else {
             // Dropping a guard leaves tokio's flag set.

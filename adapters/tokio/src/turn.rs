@@ -105,6 +105,8 @@ impl Future for Turn<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let st = this.state;
+        // The branches wake the waker of the latest poll (the future
+        // contract); tokio's `block_on` passes the same one every time.
         if this.wakes.as_ref().is_some_and(|w| !w.serves(cx.waker())) {
             *this.wakes = None;
         }
