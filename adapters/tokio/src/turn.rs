@@ -66,10 +66,12 @@ pub(crate) struct TurnWakes {
 }
 
 impl TurnWakes {
+    /// New wakers for `root`, both branches marked woken: whatever the
+    /// wakers they replace recorded is polled for.
     fn new(root: &Waker) -> TurnWakes {
         let branch = || {
             Arc::new(Branch {
-                woken: AtomicBool::new(false),
+                woken: AtomicBool::new(true),
                 root: root.clone(),
             })
         };
@@ -82,9 +84,14 @@ impl TurnWakes {
         }
     }
 
-    /// Whether these wakers wake `root`.
+    /// Whether these wakers wake `root`: whether it points to the same
+    /// data (tokio's `block_on` passes a waker of its runtime's handle).
+    /// `Waker::will_wake` compares the vtables' addresses too, and a waker
+    /// and its clone can hold two copies of one vtable (from two codegen
+    /// units, as in the Python extension's build): the wakers would be
+    /// made again at every poll.
     fn serves(&self, root: &Waker) -> bool {
-        self.driver.root.will_wake(root)
+        std::ptr::eq(self.driver.root.data(), root.data())
     }
 }
 
@@ -137,5 +144,53 @@ impl Future for Turn<'_> {
                 .poll(&mut Context::from_waker(&wakes.local_waker));
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{RawWaker, RawWakerVTable};
+
+    use super::*;
+
+    /// Wakes of the root below.
+    static ROOT_WAKES: AtomicUsize = AtomicUsize::new(0);
+
+    /// One vtable in two copies, as two codegen units may have it: a clone
+    /// of a waker over `A` is over `B`.
+    static A: RawWakerVTable = RawWakerVTable::new(clone, wake, wake, drop);
+    static B: RawWakerVTable = RawWakerVTable::new(clone, wake, wake, drop);
+
+    fn clone(data: *const ()) -> RawWaker {
+        RawWaker::new(data, &B)
+    }
+    fn wake(_: *const ()) {
+        ROOT_WAKES.fetch_add(1, Ordering::SeqCst);
+    }
+    fn drop(_: *const ()) {}
+
+    #[test]
+    fn wakers_serve_a_root_whose_clone_has_another_vtable() {
+        static ROOT: u8 = 0;
+        // SAFETY: the vtable's functions ignore the data pointer, which
+        // points to a static.
+        let root = unsafe { Waker::from_raw(RawWaker::new(std::ptr::from_ref(&ROOT).cast(), &A)) };
+        let wakes = TurnWakes::new(&root);
+        // `will_wake` says no to the waker the branches hold.
+        assert!(!root.will_wake(&wakes.driver.root));
+        assert!(wakes.serves(&root));
+
+        // New wakers poll both branches once.
+        assert!(wakes.driver.take() && wakes.local.take());
+        assert!(!wakes.driver.take() && !wakes.local.take());
+        // A branch's wakes reach the root once until the turn looks.
+        let before = ROOT_WAKES.load(Ordering::SeqCst);
+        wakes.driver_waker.wake_by_ref();
+        wakes.driver_waker.wake_by_ref();
+        assert_eq!(ROOT_WAKES.load(Ordering::SeqCst), before + 1);
+        assert!(wakes.driver.take() && !wakes.local.take());
+        wakes.driver_waker.wake_by_ref();
+        assert_eq!(ROOT_WAKES.load(Ordering::SeqCst), before + 2);
     }
 }
