@@ -15,8 +15,9 @@ use oneloop::{Error, ErrorKind, Loop};
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::{JoinHandle, LocalSet};
 
-use crate::driver::{DriverTask, DriverTimer, State, Turn, panic_message};
+use crate::driver::{DriverTask, DriverTimer, State, panic_message};
 use crate::stats::{Counters, DriverStats};
+use crate::turn::{Turn, TurnWakes};
 
 /// The backend's name, as `Loop::backend_name` reports it.
 pub(crate) const NAME: &str = "tokio";
@@ -51,11 +52,14 @@ pub struct TokioBackend {
 enum Mode {
     /// The backend owns the host. `rt` is only `None` while dropping.
     Owned {
-        local: LocalSet,
+        /// Borrowed mutably by a turn, which polls it (see `turn.rs`).
+        local: RefCell<LocalSet>,
         rt: Option<Runtime>,
         /// The driver's timer, kept from turn to turn (each turn's root
         /// future is the driver).
         timer: RefCell<Option<DriverTimer>>,
+        /// The turns' wakers, kept from turn to turn.
+        wakes: RefCell<Option<TurnWakes>>,
     },
     /// A `LocalSet`/`LocalRuntime` someone else runs is the host.
     Attached,
@@ -193,9 +197,10 @@ impl TokioBackend {
         Ok(TokioBuilder {
             handle: rt.handle().clone(),
             mode: Mode::Owned {
-                local: LocalSet::new(),
+                local: RefCell::new(LocalSet::new()),
                 rt: Some(rt),
                 timer: RefCell::new(None),
+                wakes: RefCell::new(None),
             },
             counters: Rc::new(Counters::default()),
         })
@@ -245,10 +250,17 @@ impl TokioBackend {
 /// Drop an owned mode's `LocalSet` (and the tasks on it) before its
 /// runtime, without blocking inside another runtime's context.
 fn drop_mode(mode: &mut Mode) {
-    if let Mode::Owned { local, rt, timer } = mode {
+    if let Mode::Owned {
+        local,
+        rt,
+        timer,
+        wakes,
+    } = mode
+    {
         // The `Sleep` is the runtime's too.
         drop(timer.get_mut().take());
-        drop(std::mem::take(local));
+        drop(std::mem::take(local.get_mut()));
+        drop(wakes.get_mut().take());
         if let Some(rt) = rt.take() {
             if Handle::try_current().is_ok() {
                 // Dropping a runtime blocks, which tokio forbids inside
@@ -281,7 +293,9 @@ impl Backend for TokioBackend {
                 ..
             } => {
                 let _rt = rt.enter();
-                let _local = local.enter();
+                // Borrowed: inside a turn, whose thread is in the
+                // `LocalSet`'s context already.
+                let _local = local.try_borrow().ok().map(|l| l.enter());
                 f()
             }
             _ => f(),
@@ -304,26 +318,33 @@ impl Backend for TokioBackend {
             local,
             rt: Some(rt),
             timer,
+            wakes,
         } = &self.mode
         else {
             return Err(unsupported("an attached tokio loop is run by its host"));
         };
-        let mut timer = timer
-            .try_borrow_mut()
-            .map_err(|_| io::Error::other("the tokio loop is already turning"))?;
+        let turning = || io::Error::other("the tokio loop is already turning");
+        let mut timer = timer.try_borrow_mut().map_err(|_| turning())?;
+        let mut local = local.try_borrow_mut().map_err(|_| turning())?;
+        let mut wakes = wakes.try_borrow_mut().map_err(|_| turning())?;
         let Some(timer) = timer.as_mut() else {
             return Err(io::Error::other("the tokio runtime is gone"));
         };
+        let local = &mut *local;
+        // `spawn_local` from callbacks and tasks spawns on the owned set.
+        let _local = local.enter();
         let turn = Turn {
             state: &self.state,
             timer,
+            local: std::pin::Pin::new(local),
+            wakes: &mut wakes,
             primed: false,
         };
         // tokio refuses to block inside a runtime's async context with a
         // panic, before it runs anything; report that as an error. Callback
         // panics never get here: the scheduler catches them (D3); a panic
         // of the driver itself (a bug in this adapter) is reported too.
-        catch_unwind(AssertUnwindSafe(|| local.block_on(rt, turn))).map_err(|payload| {
+        catch_unwind(AssertUnwindSafe(|| rt.block_on(turn))).map_err(|payload| {
             io::Error::other(format!(
                 "the tokio runtime could not run the loop: {} (an owned tokio loop cannot run \
                  inside a tokio runtime's async context; use oneloop_tokio::attach() there)",

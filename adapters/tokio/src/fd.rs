@@ -1,6 +1,6 @@
 //! The loop's [`Selector`] registered with tokio's reactor: the one place
 //! in this crate with `unsafe` code but the bridge thread's scheduling
-//! policy (`sched.rs`).
+//! policy (`sched.rs`) and a test's hand-made waker (`turn.rs`).
 //!
 //! `AsyncFd::register` is `unsafe` (tokio PR #8587): the fd must stay open,
 //! and keep referring to the same open file description, for the life of

@@ -69,7 +69,7 @@
 //!
 //! | oneloop | tokio |
 //! |---|---|
-//! | ready queue, timers, fd registry | oneloop's scheduler, drained by **one** driver: a local task when attached; owned, the future each `run_*` turn blocks on (no task scheduling per iteration) |
+//! | ready queue, timers, fd registry | oneloop's scheduler, drained by **one** driver: a local task when attached; owned, the future each `run_*` turn blocks on (no task scheduling per iteration), which polls the owned `LocalSet` only when one of its tasks was woken |
 //! | `call_later`/`call_at` | one `Sleep`, reset to the earliest deadline; the wheel rounds up to 1 ms, so timers are never early and at most ~1 ms late ([`clock_resolution`](oneloop::Loop::clock_resolution) = 1 ms) |
 //! | `add_reader`/`add_writer` | the loop's [`Selector`](oneloop::native::Selector), a private level-triggered epoll set, registered with tokio as **one** `AsyncFd` however many fds it holds (no fd of the user's is ever registered with tokio, and none is duplicated); an fd change is one `epoll_ctl` on it; level-triggered by selecting again after every iteration that reported fds |
 //! | `call_soon_threadsafe` | an eventfd in the selector: one `write(2)`, async-signal-safe, coalesced |
@@ -93,6 +93,7 @@ mod executor;
 mod fd;
 mod sched;
 mod stats;
+mod turn;
 
 pub use backend::{TokioBackend, TokioBuilder, attach, new_loop};
 pub use bridge::{enable, is_enabled};

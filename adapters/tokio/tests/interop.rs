@@ -310,3 +310,33 @@ fn run_until_complete_awaits_tokio_futures_directly_in_owned_mode() {
         .unwrap();
     assert_eq!(out, 5);
 }
+
+/// Owned: the turn polls the driver only when the driver was woken. A tokio
+/// task that yields 200 times wakes the turn 200 times; the driver, which
+/// nothing woke, is polled a handful of times (each poll of it is a
+/// readiness poll of tokio's and a look at the scheduler).
+#[test]
+fn local_task_wakes_do_not_poll_the_driver_owned() {
+    let backend = oneloop_tokio::TokioBackend::new().unwrap();
+    let stats = backend.stats();
+    let lp = Loop::with_backend(backend).unwrap();
+    let dog = Watchdog::stop_loop(&lp, util::LIMIT);
+    let yields = lp
+        .run_until_complete(async {
+            let task = tokio::task::spawn_local(async {
+                for _ in 0..200 {
+                    tokio::task::yield_now().await;
+                }
+                200
+            });
+            task.await.unwrap()
+        })
+        .unwrap();
+    dog.assert_not_fired("yields");
+    assert_eq!(yields, 200);
+    assert!(
+        stats.polls() < 20,
+        "{} driver polls for 200 wakes of a local task",
+        stats.polls()
+    );
+}
