@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 use calloop::generic::Generic;
 use calloop::timer::{TimeoutAction, Timer};
 use calloop::{Idle, LoopHandle, Mode, PostAction, RegistrationToken};
-use oneloop::backend::{Driver, Interest, NextDispatch, RemoteWake};
+use oneloop::backend::{Dispatch, Driver, Interest, NextDispatch, RemoteWake};
 use oneloop::native::Selector;
 
 /// Everything one loop inserted into its calloop host.
@@ -168,21 +168,27 @@ impl<D: 'static> Sources<D> {
     /// wake, and run the iteration if anything was there (see the module
     /// docs).
     fn selected(&self, selector: &Selector) {
-        let driver = &self.driver;
-        match selector.select(Some(Duration::ZERO), |fd, r| driver.fd_ready(fd, r)) {
+        // The loop, upgraded once for the reports and the dispatch.
+        let target = self.driver.target();
+        let report = |fd, r| {
+            if let Some(lp) = &target {
+                lp.fd_ready(fd, r);
+            }
+        };
+        match selector.select(Some(Duration::ZERO), report) {
             Ok(seen) => {
                 if seen.woken {
                     self.woken.set(false);
                 }
                 if seen.any() {
-                    self.dispatch_now_or_schedule();
+                    self.dispatch_now_or_schedule(target.as_deref());
                 }
             }
             // Not expected of a zero-timeout epoll_wait on our own epoll
             // fd; dispatch anyway so that nothing waits on a lost event.
             Err(e) => {
                 tracing::warn!(target: "oneloop", "selecting the watched fds failed: {e}");
-                self.dispatch_now_or_schedule();
+                self.dispatch_now_or_schedule(target.as_deref());
             }
         }
     }
@@ -190,12 +196,14 @@ impl<D: 'static> Sources<D> {
     /// The selector reported something, and with it every fd the loop
     /// watches: run the iteration now, unless an idle queued by the timer
     /// in this poll will (see the module docs).
-    fn dispatch_now_or_schedule(&self) {
+    fn dispatch_now_or_schedule(&self, target: Option<&dyn Dispatch>) {
         if self.closed.get() || self.idle.borrow().is_some() {
             return;
         }
         self.dispatched.set(true);
-        self.driver.dispatch();
+        if let Some(lp) = target {
+            lp.dispatch();
+        }
     }
 
     /// Have the scheduler iteration run once calloop has delivered the

@@ -392,6 +392,8 @@ unsafe extern "C" fn dispatch(
 fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
     state.woken.store(false, Ordering::Release);
     let driver = &state.driver;
+    // The loop, upgraded once for the reports and the dispatch.
+    let target = driver.target();
     if let Some(tag) = state.tag.get() {
         // SAFETY: `source` is ours and `tag` its live tag, queried from its
         // own dispatch as GLib documents.
@@ -402,13 +404,20 @@ fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
             let _ = state
                 .selector
                 .select(Some(std::time::Duration::ZERO), |fd, r| {
-                    driver.fd_ready(fd, r)
+                    if let Some(lp) = &target {
+                        lp.fd_ready(fd, r);
+                    }
                 });
         }
     }
     state.in_dispatch.set(true);
-    driver.dispatch();
+    if let Some(lp) = &target {
+        lp.dispatch();
+    }
     state.in_dispatch.set(false);
+    // Let go first: whether the loop outlived its dispatch is part of the
+    // question.
+    drop(target);
     if !driver.is_live() {
         // Not running (owned mode between runs) or closed: do not stay
         // ready and spin whoever iterates the context; the next run arms
