@@ -98,10 +98,15 @@ impl Inner {
     /// A tick, on the host thread: hand the ready fds to the loop and
     /// dispatch it once.
     pub(crate) fn tick(&self) {
-        for (fd, readiness) in self.shared.begin_tick() {
-            self.driver.fd_ready(fd, readiness);
+        let ready = self.shared.begin_tick();
+        // The loop, upgraded once for the reports and the dispatch.
+        let Some(lp) = self.driver.target() else {
+            return;
+        };
+        for (fd, readiness) in ready {
+            lp.fd_ready(fd, readiness);
         }
-        self.driver.dispatch();
+        lp.dispatch();
     }
 }
 
