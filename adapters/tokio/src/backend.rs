@@ -339,6 +339,7 @@ impl Backend for TokioBackend {
             local: std::pin::Pin::new(local),
             wakes: &mut wakes,
             primed: false,
+            ending: false,
         };
         // tokio refuses to block inside a runtime's async context with a
         // panic, before it runs anything; report that as an error. Callback

@@ -98,12 +98,21 @@ impl TurnWakes {
 /// One owned-mode turn (see the module docs). It ends once the loop halts
 /// (after `stop()`) or a remote wake arrived (it may be for the root future
 /// of `run_until_complete`, which the scheduler polls between turns).
+///
+/// It ends one poll later than it decides to: tokio keeps the wakers of
+/// tasks that yielded to it (`tokio::task::yield_now`, or a task that spent
+/// its coop budget, a oneloop task among them) in a list of the `block_on`
+/// call, woken after its next reactor poll and dropped unwoken when
+/// `block_on` returns. So the turn first yields to tokio itself, and
+/// returns at the poll that follows, once those wakers ran.
 pub(crate) struct Turn<'a> {
     pub(crate) state: &'a State,
     pub(crate) timer: &'a mut DriverTimer,
     pub(crate) local: Pin<&'a mut LocalSet>,
     pub(crate) wakes: &'a mut Option<TurnWakes>,
     pub(crate) primed: bool,
+    /// The turn has decided to end (see above).
+    pub(crate) ending: bool,
 }
 
 impl Future for Turn<'_> {
@@ -112,6 +121,9 @@ impl Future for Turn<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let st = this.state;
+        if this.ending {
+            return Poll::Ready(());
+        }
         // The branches wake the waker of the latest poll (the future
         // contract); tokio's `block_on` passes the same one every time.
         if this.wakes.as_ref().is_some_and(|w| !w.serves(cx.waker())) {
@@ -130,7 +142,9 @@ impl Future for Turn<'_> {
         } else if wakes.driver.take() {
             let driven = st.drive(this.timer, &mut Context::from_waker(&wakes.driver_waker));
             if driven.closed || driven.remote || st.halted() {
-                return Poll::Ready(());
+                this.ending = true;
+                yield_to_tokio(cx);
+                return Poll::Pending;
             }
         }
         // Tasks spawned or woken before the turn began did not necessarily
