@@ -171,10 +171,12 @@ class _RustTransport:
 
     def _rust_state(self):
         """``(closing, reading, writing, bufsize)``, or None off the loop's thread."""
-        if self._rs is None:
+        # A slot (SocketTransport) hides the class's default: read it so.
+        rs = getattr(self, "_rs", None)
+        if rs is None:
             return None
         try:
-            return self._rs.state()
+            return rs.state()
         except RuntimeError:
             return None
 

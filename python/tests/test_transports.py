@@ -296,6 +296,12 @@ class ClassTests(_Base):
 class SemanticsTests(_Base):
     """asyncio's transport behaviour on the Rust data path."""
 
+    def test_repr_of_a_transport_never_constructed(self):
+        # __repr__ (and so __del__'s warning) of a half-built transport: the
+        # socket transport's `_rs` is a slot, which hides the class default.
+        t = _transports.SocketTransport.__new__(_transports.SocketTransport)
+        self.assertEqual(repr(t), "<SocketTransport closed fd=None>")
+
     def test_buffered_protocol_gets_everything_through_small_buffers(self):
         payload = os.urandom(100_000)
 
