@@ -381,7 +381,7 @@ impl Scheduler {
     /// `Drop` may call back into the loop).
     ///
     /// The item is built straight into the queue's free slot. Why not
-    /// `push_back(make())`: `push_back` may grow the buffer first, so the
+    /// `push(make())`: `push` may grow the buffer first, so the
     /// item is built on the stack with 8-byte stores, then copied with
     /// 16-byte loads that the CPU cannot forward from those stores. That
     /// stall was a third of `call_soon`'s cost. `extend` with a `TrustedLen`
