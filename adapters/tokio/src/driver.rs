@@ -57,7 +57,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use oneloop::backend::{Driver, Interest, NextDispatch, RemoteWake};
+use oneloop::backend::{Dispatch, Driver, Interest, NextDispatch, RemoteWake};
 use oneloop::native::{Selected, Selector};
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::time::Sleep;
@@ -182,12 +182,15 @@ impl State {
     // cost about as much as their own work (−70 instructions per echo
     // request, `bench_icount`).
     #[inline(always)]
-    fn select_now(&self) -> Selected {
-        let driver = &self.driver;
+    fn select_now(&self, lp: Option<&dyn Dispatch>) -> Selected {
         let seen = self
             .selector
             .get_ref()
-            .select(Some(Duration::ZERO), |fd, r| driver.fd_ready(fd, r));
+            .select(Some(Duration::ZERO), |fd, r| {
+                if let Some(lp) = lp {
+                    lp.fd_ready(fd, r);
+                }
+            });
         Counters::bump(&self.counters.selects, 1);
         // Not expected of a zero-timeout select on our own epoll fd; try
         // again at the next poll rather than lose an event.
@@ -218,7 +221,11 @@ impl State {
     ///
     /// [`select_again`]: State::select_again
     #[inline(always)]
-    fn poll_selector(&self, cx: &mut Context<'_>) -> (Selected, Option<Flag<'_>>) {
+    fn poll_selector(
+        &self,
+        lp: Option<&dyn Dispatch>,
+        cx: &mut Context<'_>,
+    ) -> (Selected, Option<Flag<'_>>) {
         let due = self.reselect.replace(false);
         let mut seen = Selected::default();
         let mut selected = false;
@@ -227,7 +234,7 @@ impl State {
         for _ in 0..3 {
             match self.selector.poll_read_ready(cx) {
                 Poll::Ready(Ok(mut flag)) => {
-                    let now = self.select_now();
+                    let now = self.select_now(lp);
                     selected = true;
                     seen.fds += now.fds;
                     seen.woken |= now.woken;
@@ -241,7 +248,7 @@ impl State {
                 // The waker is registered for the next edge.
                 Poll::Pending => {
                     if due && !selected {
-                        seen = self.select_now();
+                        seen = self.select_now(lp);
                     }
                     break;
                 }
@@ -255,13 +262,18 @@ impl State {
     /// clears tokio's flag (under `flag`, the guard of the select before
     /// the iteration, if it had one) and registers the waker.
     #[inline(always)]
-    fn select_again(&self, flag: Option<Flag<'_>>, cx: &mut Context<'_>) -> Selected {
+    fn select_again(
+        &self,
+        lp: Option<&dyn Dispatch>,
+        flag: Option<Flag<'_>>,
+        cx: &mut Context<'_>,
+    ) -> Selected {
         let Some(mut flag) = flag else {
             // Dropping a guard leaves tokio's flag set.
-            return self.poll_selector(cx).0;
+            return self.poll_selector(lp, cx).0;
         };
         self.reselect.set(false);
-        let now = self.select_now();
+        let now = self.select_now(lp);
         if now.fds > 0 {
             return now;
         }
@@ -269,7 +281,7 @@ impl State {
         drop(flag);
         // Register the waker for the next edge (or select one that came
         // meanwhile).
-        let (mut more, _kept) = self.poll_selector(cx);
+        let (mut more, _kept) = self.poll_selector(lp, cx);
         more.woken |= now.woken;
         more
     }
@@ -333,9 +345,12 @@ impl State {
         self.register_task(cx.waker());
         Counters::bump(&self.counters.polls, 1);
         self.in_poll.set(true);
+        // The loop, upgraded once for this poll's reports and dispatch.
+        let target = self.driver.target();
+        let lp = target.as_deref();
         // No budget of tokio's to step outside of yet: tokio gives every
         // task poll, and every poll of a `block_on`'s future, a fresh one.
-        let (seen, flag) = self.poll_selector(cx);
+        let (seen, flag) = self.poll_selector(lp, cx);
         let mut remote = seen.woken;
         let owed = self.owed.replace(false);
         let due = match self.armed.get() {
@@ -345,13 +360,15 @@ impl State {
         };
         if due || seen.any() || owed {
             Counters::bump(&self.counters.dispatches, 1);
-            self.driver.dispatch();
+            if let Some(lp) = lp {
+                lp.dispatch();
+            }
             if self.reselect.get() {
                 // The select reported fds (or one was added): look again
                 // now, so that the flag of tokio's edge-triggered reactor
                 // is cleared (or the fds still ready reported, for the next
                 // iteration) without another turn of tokio.
-                let more = unconstrained(cx, |cx| self.select_again(flag, cx));
+                let more = unconstrained(cx, |cx| self.select_again(lp, flag, cx));
                 remote |= more.woken;
                 self.owed.set(more.any());
             }
