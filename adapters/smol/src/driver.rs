@@ -53,7 +53,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
-use oneloop::backend::{Driver, Interest, NextDispatch, RemoteWake};
+use oneloop::backend::{Dispatch, Driver, Interest, NextDispatch, RemoteWake};
 use oneloop::native::{Selected, Selector};
 
 /// Whether the driver may dispatch (owned mode gates it to `turn()`).
@@ -213,13 +213,15 @@ impl Core {
     }
 
     /// One zero-timeout select, reporting each ready fd to the scheduler.
-    fn select_now(&self) -> Selected {
-        let driver = &self.driver;
+    fn select_now(&self, lp: Option<&dyn Dispatch>) -> Selected {
         match self
             .selector
             .get_ref()
-            .select(Some(Duration::ZERO), |fd, r| driver.fd_ready(fd, r))
-        {
+            .select(Some(Duration::ZERO), |fd, r| {
+                if let Some(lp) = lp {
+                    lp.fd_ready(fd, r);
+                }
+            }) {
             Ok(seen) => seen,
             // Not expected of a zero-timeout select on our own epoll fd;
             // try again in the next poll rather than lose an event.
@@ -245,7 +247,12 @@ impl Core {
     /// for a long time while the loop stays busy; select anyway, so that an
     /// fd that became ready meanwhile is dispatched in the next iteration
     /// (CB-04), as a zero-timeout `epoll_wait` per busy iteration.
-    fn poll_selector(&self, cx: &mut Context<'_>, busy: bool) -> (Selected, bool) {
+    fn poll_selector(
+        &self,
+        lp: Option<&dyn Dispatch>,
+        cx: &mut Context<'_>,
+        busy: bool,
+    ) -> (Selected, bool) {
         let mut due = self.reselect.replace(false) | busy;
         let armed = match self.selector.poll_readable(cx) {
             Poll::Ready(_) => {
@@ -255,7 +262,7 @@ impl Core {
             Poll::Pending => true,
         };
         let seen = if due {
-            self.select_now()
+            self.select_now(lp)
         } else {
             Selected::default()
         };
@@ -312,7 +319,10 @@ impl Core {
 
         let busy = self.now.replace(false);
         let mut fire = busy | self.owed.replace(false);
-        let (seen, armed) = self.poll_selector(cx, busy);
+        // The loop, upgraded once for this poll's reports and dispatch.
+        let target = self.driver.target();
+        let lp = target.as_deref();
+        let (seen, armed) = self.poll_selector(lp, cx, busy);
         fire |= seen.any();
         fire |= self.poll_timer(cx);
         if !fire {
@@ -323,7 +333,9 @@ impl Core {
         }
 
         let driver = &self.driver;
-        driver.dispatch();
+        if let Some(lp) = lp {
+            lp.dispatch();
+        }
         // A dispatch that halts the run (after `stop()`, or a panic under
         // `PanicPolicy::Propagate`) arms `Now` last, so only then is the
         // loop asked whether it is still live.
@@ -335,7 +347,7 @@ impl Core {
             // again, for the next iteration; look now rather than after
             // another turn of the reactor, which would be one more wake-up
             // of this task per event (the reactor does not ask for it).
-            let more = self.select_now();
+            let more = self.select_now(lp);
             woken |= more.woken;
             if more.any() {
                 self.owed.set(true);
