@@ -6,29 +6,10 @@
 //! logging the same error with no subscriber could make this one's
 //! subscriber miss it.
 
+mod util;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
-
-/// A subscriber that fails a test run on any ERROR event, by panicking (a
-/// common CI pattern).
-struct PanicOnError;
-
-impl tracing::Subscriber for PanicOnError {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, e: &tracing::Event<'_>) {
-        if *e.metadata().level() == tracing::Level::ERROR && !std::thread::panicking() {
-            panic!("an error was logged");
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
+use util::PanicOn;
 
 /// The default exception handler logs a callback's panic with
 /// `tracing::error!`, and a subscriber that panics on errors unwinds out of
@@ -40,7 +21,7 @@ fn a_panicking_subscriber_under_the_default_handler_leaves_the_loop_usable() {
     lp.call_soon(|| panic!("a user callback panics")).unwrap();
     lp.stop();
     let escaped = {
-        let _sub = tracing::subscriber::set_default(PanicOnError);
+        let _sub = tracing::subscriber::set_default(PanicOn(tracing::Level::ERROR));
         catch_unwind(AssertUnwindSafe(|| lp.run_forever()))
     };
     assert!(

@@ -4,32 +4,14 @@
 //! as `panicking_subscriber.rs` (`tracing` caches per call site whether
 //! anyone listens).
 
+mod util;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use oneloop::{ExceptionContext, Loop, LoopBuilder};
-
-/// Panics on every WARN event.
-struct PanicOnWarn;
-
-impl tracing::Subscriber for PanicOnWarn {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, e: &tracing::Event<'_>) {
-        if *e.metadata().level() == tracing::Level::WARN && !std::thread::panicking() {
-            panic!("a warning was logged");
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
+use util::PanicOn;
 
 #[test]
 fn a_subscriber_panicking_on_the_slow_callback_warning_is_reported_and_the_batch_goes_on() {
@@ -52,7 +34,7 @@ fn a_subscriber_panicking_on_the_slow_callback_warning_is_reported_and_the_batch
     }
     lp.stop();
     {
-        let _sub = tracing::subscriber::set_default(PanicOnWarn);
+        let _sub = tracing::subscriber::set_default(PanicOn(tracing::Level::WARN));
         lp.run_forever().expect("the run returns");
     }
     assert_eq!(*ran.borrow(), [0, 1], "every callback of the batch ran");

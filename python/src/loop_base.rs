@@ -264,7 +264,7 @@ unsafe extern "C" fn call_soon_fastcall(
 /// What a method function returns to CPython: the object (a new
 /// reference), or NULL with the exception set (a panic, a bug, becomes a
 /// `RuntimeError` rather than unwinding into CPython).
-fn into_result(
+pub(crate) fn into_result(
     py: Python<'_>,
     out: std::thread::Result<PyResult<Py<PyAny>>>,
     name: &str,

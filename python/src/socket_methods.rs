@@ -84,17 +84,7 @@ fn with_stream(
             },
         }
     }));
-    match out {
-        Ok(Ok(obj)) => obj.into_ptr(),
-        Ok(Err(e)) => {
-            e.restore(py);
-            std::ptr::null_mut()
-        }
-        Err(_) => {
-            PyRuntimeError::new_err(format!("oneloop: a panic in {name} (a bug)")).restore(py);
-            std::ptr::null_mut()
-        }
-    }
+    crate::loop_base::into_result(py, out, name)
 }
 
 /// The argument of a METH_O method (CPython always passes one).

@@ -74,21 +74,12 @@ fn a_task_yielding_to_tokio_completes_without_remote_wakes_owned() {
 /// its `block_on` returns, and tokio drops the deferred wake with it.
 #[test]
 fn a_task_yielding_to_tokio_as_the_loop_stops_resumes_at_the_next_run_owned() {
-    let lp = oneloop_tokio::new_loop().unwrap();
-    let task = lp
-        .spawn(async {
+    resumes_after_a_stop(
+        async {
             tokio::task::yield_now().await;
-            1
-        })
-        .unwrap();
-    // The task's first step and the stop run in the same iteration.
-    let lp2 = lp.clone();
-    lp.call_soon(move || lp2.stop()).unwrap();
-    lp.run_forever().unwrap();
-    let dog = Watchdog::stop_loop(&lp, LIMIT);
-    let out = lp.run_until_complete(task);
-    dog.assert_not_fired("a task that yielded to tokio as the loop stopped");
-    assert_eq!(out.unwrap().unwrap(), 1);
+        },
+        "a task that yielded to tokio as the loop stopped",
+    );
 }
 
 /// The same with no explicit yield: a oneloop task that spends tokio's
@@ -97,12 +88,24 @@ fn a_task_yielding_to_tokio_as_the_loop_stops_resumes_at_the_next_run_owned() {
 /// wake the same way.
 #[test]
 fn a_task_that_spends_the_coop_budget_as_the_loop_stops_resumes_owned() {
-    let lp = oneloop_tokio::new_loop().unwrap();
-    let task = lp
-        .spawn(async {
+    resumes_after_a_stop(
+        async {
             for _ in 0..1_000 {
                 tokio::task::consume_budget().await;
             }
+        },
+        "a task that spent tokio's budget as the loop stopped",
+    );
+}
+
+/// Spawn `body` on an owned loop and run one iteration that also calls
+/// `stop()`: the task's first step runs in it. The task must then complete
+/// when the loop runs again.
+fn resumes_after_a_stop(body: impl std::future::Future<Output = ()> + 'static, what: &str) {
+    let lp = oneloop_tokio::new_loop().unwrap();
+    let task = lp
+        .spawn(async move {
+            body.await;
             1
         })
         .unwrap();
@@ -111,6 +114,6 @@ fn a_task_that_spends_the_coop_budget_as_the_loop_stops_resumes_owned() {
     lp.run_forever().unwrap();
     let dog = Watchdog::stop_loop(&lp, LIMIT);
     let out = lp.run_until_complete(task);
-    dog.assert_not_fired("a task that spent tokio's budget as the loop stopped");
+    dog.assert_not_fired(what);
     assert_eq!(out.unwrap().unwrap(), 1);
 }

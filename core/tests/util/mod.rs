@@ -153,3 +153,25 @@ pub fn stopper(lp: &Loop) -> impl FnOnce() + 'static {
     let lp = lp.clone();
     move || lp.stop()
 }
+
+/// A `tracing` subscriber that panics on every event of its level (as a CI
+/// setup that fails a run on any error does), unless already panicking.
+pub struct PanicOn(pub tracing::Level);
+
+impl tracing::Subscriber for PanicOn {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, e: &tracing::Event<'_>) {
+        if *e.metadata().level() == self.0 && !std::thread::panicking() {
+            panic!("a {} event was logged", self.0);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
