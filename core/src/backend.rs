@@ -495,8 +495,10 @@ impl Driver {
 
     /// Report that `fd` is ready as `readiness` in this host iteration.
     ///
-    /// Call it before [`dispatch`](Driver::dispatch). Readiness of an fd that
-    /// is no longer watched, or while the loop is not running, is ignored
+    /// Call it before [`dispatch`](Driver::dispatch), in the same host
+    /// iteration: what it queues waits for that dispatch, without asking
+    /// the backend to [`arm`](Backend::arm) one. Readiness of an fd that is
+    /// no longer watched, or while the loop is not running, is ignored
     /// (EM-06).
     pub fn fd_ready(&self, fd: RawFd, readiness: Readiness) {
         if let Some(target) = self.target.upgrade() {

@@ -383,14 +383,24 @@ impl StreamReader {
                 return Poll::Ready(Ok(Next::Direct(0)));
             }
             if st.drained && st.watching {
-                // The common wait, in this one borrow.
-                set_waker(&mut st.read_waker, cx);
                 let parked_on = st.parked_on.upgrade();
-                drop(st);
-                park(parked_on, cx);
-                return Poll::Pending;
+                // Woken by the poll that reported the fd (in place of the
+                // readiness callback): read.
+                if parked_on.as_ref().is_some_and(|cb| cb.woke_parked()) {
+                    st.drained = false;
+                    drop(st);
+                    drop(parked_on);
+                    false
+                } else {
+                    // The common wait, in this one borrow.
+                    set_waker(&mut st.read_waker, cx);
+                    drop(st);
+                    park(parked_on, cx);
+                    return Poll::Pending;
+                }
+            } else {
+                st.drained
             }
-            st.drained
         };
         if !drained {
             // No borrow of the shared state here: an EOF or an error is
@@ -466,19 +476,13 @@ fn park(cb: Option<Rc<FdCallback>>, cx: &Context<'_>) {
 /// report itself at every iteration).
 fn on_readiness(shared: &Shared) -> bool {
     let mut st = shared.borrow_mut();
-    // The task parked on this report was woken by the poll itself and runs
-    // right after this callback: it will find the fd no longer drained.
+    // A report that found a task parked woke it without running this
+    // (`FdCallback::park`): here nobody was parked, or the report came
+    // before the task parked.
     st.drained = false;
     if st.read_waker.is_none() {
         st.watching = false;
         return false;
-    }
-    // Woken already by the poll: waking it again would only find it
-    // scheduled. The waker stays, so the next wait need not clone it; a
-    // report with nobody waiting then costs one spurious wake-up before
-    // the watch stops.
-    if st.parked_on.upgrade().is_some_and(|cb| cb.woke_parked()) {
-        return true;
     }
     let w = st.read_waker.take();
     drop(st);

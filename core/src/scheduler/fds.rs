@@ -45,14 +45,16 @@ impl FdCallback {
     }
 
     /// Park a task on this readiness (a reader's: a writer's waiter is never
-    /// woken): the poll that next reports the fd queues the callback as
-    /// usual and then wakes `waker` at once, so the task runs in that
-    /// iteration's batch, right after the callback, instead of being woken
-    /// by the callback into the next iteration (a second poll, which would
-    /// report the still unread fd again). For a callback whose job is to
-    /// wake a task that reads the fd itself. One waiter; parking again
-    /// replaces it (a clone only if different), and the replaced waker is
-    /// handed back, for the caller to drop outside its borrows.
+    /// woken): the poll that next reports the fd wakes `waker` at once
+    /// *instead of* queueing the callback, so the task runs in that
+    /// iteration's batch rather than being woken by the callback into the
+    /// next iteration (a second poll, which would report the still unread
+    /// fd again), and no callback runs just to wake it. For a callback
+    /// whose only job is to wake a task that reads the fd itself; the task
+    /// asks [`woke_parked`](FdCallback::woke_parked) whether the report
+    /// came. One waiter; parking again replaces it (a clone only if
+    /// different), and the replaced waker is handed back, for the caller
+    /// to drop outside its borrows.
     #[cfg(feature = "net")] // its one user: a stream's waiting read
     pub(crate) fn park(&self, waker: &Waker) -> Option<Waker> {
         let old = self.waiter.take();
@@ -75,7 +77,7 @@ impl FdCallback {
     }
 
     /// The parked waker, taken by the poll that reported the fd, to wake
-    /// it; the callback, queued by the same report, learns that it did
+    /// it in place of the callback; the woken task learns of the report
     /// from [`woke_parked`](FdCallback::woke_parked).
     pub(crate) fn take_reported(&self) -> Option<Waker> {
         let w = self.waiter.take();
@@ -83,9 +85,9 @@ impl FdCallback {
         w
     }
 
-    /// Whether the report that queued this run of the callback woke the
-    /// parked task (answered once): a callback whose job is to wake that
-    /// task has nothing left to do.
+    /// Whether a report of the fd woke the parked task since the last ask
+    /// (answered once): the fd is worth reading, though its callback did
+    /// not run.
     #[cfg(feature = "net")]
     pub(crate) fn woke_parked(&self) -> bool {
         self.woke.replace(false)

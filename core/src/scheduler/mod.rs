@@ -498,11 +498,13 @@ impl Scheduler {
         })
     }
 
-    /// Step 1: queue the reader and/or writer of a ready fd, then wake the
-    /// task parked on its reader ([`FdCallback::park`]): it joins this
-    /// batch, after the callbacks. (The wake is the poll's own doing, not a
-    /// callback's, so CB-04 holds: nothing a callback of the batch queues
-    /// runs before the next poll.)
+    /// Step 1: queue the reader and/or writer of a ready fd. A reader with
+    /// a task parked on it ([`FdCallback::park`]) is not queued: the task
+    /// is woken instead, joins this batch, and learns of the report from
+    /// [`FdCallback::woke_parked`] (the callback's only job would have been
+    /// to tell it). The wake is the poll's own doing, not a callback's, so
+    /// CB-04 holds: nothing a callback of the batch queues runs before the
+    /// next poll.
     pub(crate) fn fd_ready(&self, fd: RawFd, r: Readiness) {
         let parked = self.with(|c| {
             if !c.is_live() {
@@ -515,16 +517,22 @@ impl Scheduler {
             if (r.readable || r.hangup)
                 && let Some(cb) = &e.reader
             {
-                if !cb.queued.replace(true) {
+                parked = cb.take_reported();
+                if parked.is_none() && !cb.queued.replace(true) {
                     c.ready.push(Ready::Fd(cb.clone()));
                 }
-                parked = cb.take_reported();
             }
             if (r.writable || r.hangup)
                 && let Some(cb) = &e.writer
                 && !cb.queued.replace(true)
             {
                 c.ready.push(Ready::Fd(cb.clone()));
+            }
+            if parked.is_some() {
+                // The backend dispatches next (`Driver::fd_ready`): the
+                // task the wake queues must not arm another wake-up, which
+                // on a host like GLib would cost a whole extra iteration.
+                c.armed = NextDispatch::Now;
             }
             parked
         });
