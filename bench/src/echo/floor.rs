@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use rustix::event::epoll;
 
 /// Bytes asked per `recv`, as oneloop's transports and uvloop.
-const READ_SIZE: usize = 256 * 1024;
+pub(super) const READ_SIZE: usize = 256 * 1024;
 /// The listener's key; connections use their fd number.
 const LISTENER: u64 = u64::MAX;
 
@@ -90,7 +90,7 @@ fn accept_all(
 
 /// One readable event: one `recv`, one `send` of it. `false` once the peer
 /// closed or the socket failed.
-fn echo_once(mut stream: &TcpStream, buf: &mut [u8]) -> io::Result<bool> {
+pub(super) fn echo_once(mut stream: &TcpStream, buf: &mut [u8]) -> io::Result<bool> {
     let n = match stream.read(buf) {
         Ok(0) => return Ok(false),
         Ok(n) => n,

@@ -37,6 +37,7 @@ impl fmt::Display for Cell {
         let server = match self.server {
             Server::Protocol => "protocol",
             Server::Streams => "streams",
+            Server::Callbacks => "callbacks",
             Server::Raw => "raw",
             Server::Floor => "floor",
         };

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `oneloop-protocol` | a [`Protocol`] whose `data_received` writes the bytes back ([`Loop::create_server`]) |
 //! | `oneloop-streams` | a task per connection: `read` into a buffer, `write_all` it back ([`Loop::start_server`]) |
+//! | `oneloop-callbacks` | no transport: the loop's own fd callbacks ([`Loop::add_reader`]) on each accepted socket, whose callback does the floor's `recv` and `send`; what the loop costs apart from the transport layer (the perf gate's table, not the matrix) |
 //! | `raw` | the host's own primitive echo, no oneloop: a tokio task per connection (`tokio`), an `Async<TcpStream>` task on a `LocalExecutor` (`smol`: async-io's reactor and async-executor), a `g_unix_fd_add` source per connection (`glib`), a calloop `Generic` fd source per connection (`calloop`); none on `native` (the floor is its reference) |
 //! | `floor` | the bare-epoll echo ([`floor`](super::floor)), on `native` only: the least any loop can do |
 //!
@@ -31,6 +32,8 @@ pub enum Server {
     Protocol,
     /// oneloop's streams over protocols.
     Streams,
+    /// oneloop's fd callbacks with the floor's syscalls: no transport.
+    Callbacks,
     /// The host's own echo, without oneloop.
     Raw,
     /// The bare-epoll echo: no loop at all.
@@ -97,10 +100,11 @@ impl FromStr for Server {
         match s {
             "oneloop-protocol" | "protocol" => Ok(Server::Protocol),
             "oneloop-streams" | "streams" => Ok(Server::Streams),
+            "oneloop-callbacks" | "callbacks" => Ok(Server::Callbacks),
             "raw" | "tokio-raw" => Ok(Server::Raw),
             "floor" => Ok(Server::Floor),
             _ => Err(format!(
-                "unknown server `{s}` (oneloop-protocol, oneloop-streams, raw, floor)"
+                "unknown server `{s}` (oneloop-protocol, oneloop-streams, oneloop-callbacks, raw, floor)"
             )),
         }
     }
@@ -130,6 +134,7 @@ impl fmt::Display for Server {
         f.write_str(match self {
             Server::Protocol => "oneloop-protocol",
             Server::Streams => "oneloop-streams",
+            Server::Callbacks => "oneloop-callbacks",
             Server::Raw => "raw",
             Server::Floor => "floor",
         })
@@ -163,7 +168,7 @@ pub fn supported(server: Server, kind: LoopKind) -> bool {
         LoopKind::Uvloop | LoopKind::Asyncio => false,
     };
     match server {
-        Server::Protocol | Server::Streams => adapter,
+        Server::Protocol | Server::Streams | Server::Callbacks => adapter,
         // tokio is a dependency of the bench crate whatever the features.
         Server::Raw => match kind {
             LoopKind::Tokio => true,
@@ -210,7 +215,7 @@ pub fn serve(
     match server {
         Server::Raw => return super::raw::run(kind, addr, listening),
         Server::Floor => return Ok(super::floor::run(addr, listening)?),
-        Server::Protocol | Server::Streams => {}
+        Server::Protocol | Server::Streams | Server::Callbacks => {}
     }
     #[cfg(feature = "calloop")]
     if kind == LoopKind::CalloopAttached {
@@ -220,6 +225,7 @@ pub fn serve(
     let srv = match server {
         Server::Protocol => lp.run_until_complete(lp.create_server(Echo::default, addr))??,
         Server::Streams => lp.run_until_complete(lp.start_server(echo_stream, addr))??,
+        Server::Callbacks => return serve_callbacks(&lp, addr, listening),
         Server::Raw | Server::Floor => unreachable!("handled above"),
     };
     let port = srv
@@ -321,6 +327,45 @@ impl Protocol for Echo {
     fn connection_lost(&mut self, _error: Option<oneloop::Error>) {
         self.0 = None;
     }
+}
+
+/// The callbacks echo: the floor's per-request work (one `recv` into a
+/// 256 KiB buffer, one `send`) in fd callbacks of the loop, so that the
+/// loop's own cost per request can be told apart from the transport's.
+fn serve_callbacks(
+    lp: &Loop,
+    addr: SocketAddr,
+    listening: impl FnOnce(u16),
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    let listener = Rc::new(bind(addr)?);
+    let buf = Rc::new(RefCell::new(vec![0u8; super::floor::READ_SIZE]));
+    let (lp2, l2) = (lp.clone(), listener.clone());
+    lp.add_reader(&*listener, move || {
+        while let Ok((stream, _)) = l2.accept() {
+            if stream.set_nonblocking(true).is_err() || stream.set_nodelay(true).is_err() {
+                continue;
+            }
+            let stream = Rc::new(stream);
+            let (lp3, s2, buf) = (lp2.clone(), stream.clone(), buf.clone());
+            let added = lp2.add_reader(&*stream, move || {
+                let keep = super::floor::echo_once(&s2, &mut buf.borrow_mut()).unwrap_or(false);
+                if !keep {
+                    // Drops this callback, and with it the last `Rc` of
+                    // the socket, once it returns.
+                    lp3.remove_reader(&*s2);
+                }
+            });
+            if added.is_err() {
+                return;
+            }
+        }
+    })?;
+    listening(listener.local_addr()?.port());
+    lp.run_forever()?;
+    Ok(())
 }
 
 /// The streams echo: one task per connection.

@@ -53,6 +53,12 @@ pub fn cases() -> Vec<Case> {
     for (variant, _) in loops() {
         v.push(c(&format!("streams-{variant}")));
     }
+    // The loop's own cost, without the transport layer: table only.
+    for (variant, _) in loops() {
+        let mut case = c(&format!("callbacks-{variant}"));
+        case.gated = false;
+        v.push(case);
+    }
     // calloop attached, a compositor's shape (the host runs the event
     // loop), beside the owned loop that `loops()` has.
     if server::supported(Server::Protocol, LoopKind::CalloopAttached) {
@@ -83,9 +89,12 @@ fn host_kind(host: &str) -> LoopKind {
 
 /// The server of a variant.
 fn server_of(variant: &str) -> (Server, LoopKind) {
-    let (server, rest) = match variant.strip_prefix("streams-") {
-        Some(rest) => (Server::Streams, rest),
-        None => (Server::Protocol, variant),
+    let (server, rest) = if let Some(rest) = variant.strip_prefix("streams-") {
+        (Server::Streams, rest)
+    } else if let Some(rest) = variant.strip_prefix("callbacks-") {
+        (Server::Callbacks, rest)
+    } else {
+        (Server::Protocol, variant)
     };
     match rest {
         "floor" => (Server::Floor, LoopKind::Native),
