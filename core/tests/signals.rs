@@ -92,6 +92,67 @@ fn adding_again_takes_the_signal_back() {
     );
 }
 
+/// A process forked from a callback of the loop that owns the signals may
+/// make a loop of its own (as `tests/fork.rs` checks), and that loop may
+/// handle signals: the parent's ownership is the parent's (asyncio's child
+/// resets its wake-up fd, `events.on_fork`). Before the fix the child's
+/// `add_signal_handler` answered `InvalidState` ("another event loop
+/// handles signals") for good, the parent's owner being copied into it.
+fn a_forked_child_handles_signals_with_a_loop_of_its_own() {
+    let lp = Loop::new().unwrap();
+    lp.add_signal_handler(SIGUSR1, || {}).unwrap();
+    let child = lp
+        .run_until_complete(async {
+            // SAFETY: this check's process is single-threaded (re-executed
+            // with `--child`; no executor thread is started), so the child
+            // may run any code; it ends with `_exit`.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let ok = std::panic::catch_unwind(|| {
+                    let own = Loop::new().unwrap();
+                    let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+                    let (ran2, stop) = (ran.clone(), own.clone());
+                    own.add_signal_handler(SIGUSR2, move || {
+                        ran2.set(true);
+                        stop.stop();
+                    })
+                    .unwrap();
+                    // SAFETY: raises a signal whose disposition this process set.
+                    unsafe { libc::raise(SIGUSR2) };
+                    let lp3 = own.clone();
+                    own.call_later(Duration::from_secs(5), move || lp3.stop())
+                        .unwrap();
+                    own.run_forever().unwrap();
+                    assert!(own.remove_signal_handler(SIGUSR2).unwrap());
+                    ran.get()
+                });
+                // SAFETY: ends the child at once, running no parent cleanup.
+                unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) };
+            }
+            pid
+        })
+        .unwrap();
+    assert!(child > 0, "fork failed");
+    let mut status = 0;
+    let ended = util::wait_until(Instant::now() + Duration::from_secs(20), || {
+        // SAFETY: waits for our own child, with a valid out-pointer.
+        unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) == child }
+    });
+    if !ended {
+        // SAFETY: kills and reaps our own child.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, &mut status, 0);
+        }
+    }
+    assert!(
+        ended && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked child could not handle a signal on a loop of its own (status {status})"
+    );
+    // The parent still owns its signals.
+    assert!(lp.remove_signal_handler(SIGUSR1).unwrap());
+}
+
 type Check = (&'static str, fn());
 
 const CHECKS: &[Check] = &[
@@ -106,6 +167,10 @@ const CHECKS: &[Check] = &[
     (
         "adding_again_takes_the_signal_back",
         adding_again_takes_the_signal_back,
+    ),
+    (
+        "a_forked_child_handles_signals_with_a_loop_of_its_own",
+        a_forked_child_handles_signals_with_a_loop_of_its_own,
     ),
 ];
 
