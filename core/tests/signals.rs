@@ -153,6 +153,36 @@ fn a_forked_child_handles_signals_with_a_loop_of_its_own() {
     assert!(lp.remove_signal_handler(SIGUSR1).unwrap());
 }
 
+/// A signal the OS refuses to let a handler be set for (glibc keeps 32 and
+/// 33 for its threads: `sigaction` answers EINVAL) fails with
+/// `InvalidArgument` (asyncio: "sig N cannot be caught") and, as asyncio
+/// gives back its wake-up fd then, leaves the loop owning nothing: before
+/// the fix the loop kept its claim, with no handler, and every other loop
+/// was refused with `InvalidState` until it closed.
+fn a_refused_signal_leaves_no_claim() {
+    let a = Loop::new().unwrap();
+    let refused = (1..65)
+        // SAFETY: reads a disposition without changing it (a null new action).
+        .find(|&sig| unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old) != 0
+        })
+        .filter(|&sig| ![libc::SIGKILL, libc::SIGSTOP].contains(&sig));
+    let Some(sig) = refused else {
+        println!("skipped: every signal number below 65 is accepted by sigaction here");
+        return;
+    };
+    assert_eq!(
+        a.add_signal_handler(sig, || {}).unwrap_err().kind(),
+        ErrorKind::InvalidArgument,
+        "signal {sig}"
+    );
+    let b = Loop::new().unwrap();
+    b.add_signal_handler(SIGUSR1, || {})
+        .expect("a's refused handler left it owning the signals");
+    assert!(b.remove_signal_handler(SIGUSR1).unwrap());
+}
+
 type Check = (&'static str, fn());
 
 const CHECKS: &[Check] = &[
@@ -171,6 +201,10 @@ const CHECKS: &[Check] = &[
     (
         "a_forked_child_handles_signals_with_a_loop_of_its_own",
         a_forked_child_handles_signals_with_a_loop_of_its_own,
+    ),
+    (
+        "a_refused_signal_leaves_no_claim",
+        a_refused_signal_leaves_no_claim,
     ),
 ];
 
