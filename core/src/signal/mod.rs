@@ -183,7 +183,8 @@ impl Loop {
     /// # Errors
     /// - [`ErrorKind::InvalidArgument`]: `sig` is not a signal number, or
     ///   cannot be caught (SIGKILL, SIGSTOP) or is a synchronous fault
-    ///   (SIGSEGV, SIGBUS, SIGFPE, SIGILL) (SG-02).
+    ///   (SIGSEGV, SIGBUS, SIGFPE, SIGILL) (SG-02), or is one the C library
+    ///   keeps for itself (glibc's 32 and 33).
     /// - [`ErrorKind::Unsupported`]: off the main thread, or on a loop
     ///   attached to a host loop, which owns signals (SG-07).
     /// - [`ErrorKind::InvalidState`]: another loop handles signals.
@@ -233,7 +234,27 @@ impl Loop {
         // library) gets it taken back, as asyncio's `signal.signal` call
         // per `add_signal_handler` does. What removal gives back stays the
         // disposition from before the loop first took the signal.
-        let previous = sys::install(sig)?;
+        let previous = match sys::install(sig) {
+            Ok(previous) => previous,
+            Err(e) => {
+                // EINVAL: a number the C library keeps for itself (glibc's
+                // 32 and 33), asyncio's "cannot be caught".
+                let err = if e.raw_os_error() == Some(libc::EINVAL) {
+                    Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("signal {sig} cannot be handled: {e}"),
+                    )
+                } else {
+                    e.into()
+                };
+                // A loop with no handler owns nothing (asyncio gives back
+                // its wake-up fd here too).
+                if owner.handlers.borrow().is_empty() {
+                    release(&owner);
+                }
+                return Err(err);
+            }
+        };
         owner.saved.borrow_mut().entry(sig).or_insert(previous);
         let old = owner.handlers.borrow_mut().insert(sig, Rc::new(handler));
         drop(old);
