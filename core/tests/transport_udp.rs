@@ -107,3 +107,25 @@ fn an_endpoint_held_past_its_loop_is_inert() {
     drop(lp);
     drop(t);
 }
+
+/// The same when `close()` queued `connection_lost` and the loop closed
+/// before it ran: the queued callback was the endpoint's last hold.
+#[test]
+fn an_endpoint_closed_but_not_yet_lost_is_let_go_when_its_loop_closes() {
+    let lp = Loop::new().unwrap();
+    let dropped = std::rc::Rc::new(std::cell::Cell::new(false));
+    let flag = DropFlag(dropped.clone());
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let t = lp
+        .run_until_complete(
+            lp.create_datagram_endpoint_from_socket(move || Holding(None, flag), sock),
+        )
+        .unwrap()
+        .unwrap();
+    t.close();
+    drop(t);
+    lp.close().unwrap();
+    assert!(dropped.get(), "the protocol outlived its closed loop");
+    UdpSocket::bind(addr).expect("the endpoint's socket is still open");
+}
