@@ -11,7 +11,7 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::Duration;
 
-use oneloop::{Error, Loop, SubprocessProtocol, SubprocessStdio, SubprocessTransport};
+use oneloop::{Error, Loop, Redirect, SubprocessProtocol, SubprocessStdio, SubprocessTransport};
 use transport_fixtures::{new_loop, run, run_until};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -152,4 +152,50 @@ fn close_kills_a_running_child() {
     run_until(&lp, LIMIT, || log.lost());
     assert_eq!(t.returncode(), Some(-9));
     log.assert_complete();
+}
+
+/// No SP guarantee covers a loop closed under a running child: as dropping
+/// an asyncio subprocess transport does, the child is killed (and reaped:
+/// no zombie is left) and its protocol, which holds the transport, is let
+/// go. With no pipe the exit watch is the loop's only hold on the child.
+/// Before the fix this held only with pidfds: where a thread waits for
+/// the child (every OS but Linux; `--cfg oneloop_polling`), the child kept
+/// running and its state leaked.
+#[test]
+fn closing_the_loop_kills_a_running_child_and_lets_go_of_it() {
+    let lp = new_loop();
+    let null = SubprocessStdio::new()
+        .stdin(Redirect::Null)
+        .stdout(Redirect::Null)
+        .stderr(Redirect::Null);
+    let (t, log) = shell(&lp, "exec sleep 30", null);
+    let pid = rustix::process::Pid::from_raw(t.pid() as i32).unwrap();
+    drop(t);
+    lp.close().unwrap();
+    let gone = wait_until(std::time::Instant::now() + LIMIT, || {
+        rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+    });
+    if !gone {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+    assert!(
+        gone,
+        "the child still runs (or is not reaped) after its loop closed"
+    );
+    assert_eq!(
+        Rc::strong_count(&log.0),
+        1,
+        "the protocol outlived its closed loop"
+    );
+}
+
+/// `cond` became true before `deadline` (checked every few milliseconds).
+fn wait_until(deadline: std::time::Instant, mut cond: impl FnMut() -> bool) -> bool {
+    while !cond() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }
