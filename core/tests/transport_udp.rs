@@ -49,7 +49,10 @@ impl Drop for DropFlag {
 }
 
 /// Keeps its transport, as the docs tell a protocol that sends to do.
-struct Holding(Option<oneloop::DatagramTransport>, #[allow(dead_code)] DropFlag);
+struct Holding(
+    Option<oneloop::DatagramTransport>,
+    #[allow(dead_code)] DropFlag,
+);
 impl DatagramProtocol for Holding {
     fn connection_made(&mut self, t: &oneloop::DatagramTransport) {
         self.0 = Some(t.clone());

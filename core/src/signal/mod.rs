@@ -270,7 +270,8 @@ impl Loop {
     /// [`ErrorKind::InvalidArgument`] if `sig` is not a signal number.
     pub fn remove_signal_handler(&self, sig: i32) -> Result<bool> {
         check_number(sig)?;
-        let Some(owner) = current_owner().filter(|o| o.loop_id == self.id() && !o.released.get()) else {
+        let Some(owner) = current_owner().filter(|o| o.loop_id == self.id() && !o.released.get())
+        else {
             return Ok(false);
         };
         let removed = owner.handlers.borrow_mut().remove(&sig);
