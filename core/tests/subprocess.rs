@@ -199,3 +199,40 @@ fn wait_until(deadline: std::time::Instant, mut cond: impl FnMut() -> bool) -> b
     }
     true
 }
+
+/// `kill()` is "ignored once it has exited" (asyncio's `send_signal`
+/// skips a child it knows has died and ignores `ProcessLookupError`),
+/// also in the moment between the child's exit and the loop learning of
+/// it. Where a thread waits for the child, that thread may have reaped it
+/// already: before the fix `kill()` then failed with ESRCH (or, had the
+/// pid been reused meanwhile, signalled another process).
+#[test]
+#[cfg(any(target_os = "linux", target_os = "android"))] // reads /proc
+fn kill_just_after_the_exit_is_ignored() {
+    let lp = new_loop();
+    let null = SubprocessStdio::new()
+        .stdin(Redirect::Null)
+        .stdout(Redirect::Null)
+        .stderr(Redirect::Null);
+    let (t, log) = shell(&lp, "exec sleep 30", null);
+    // Killed from outside while the loop does not run: the child is then a
+    // zombie (a pidfd watches it) or reaped (a thread waits for it), its
+    // exit unseen by the loop.
+    let pid = rustix::process::Pid::from_raw(t.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let stat = format!("/proc/{}/stat", t.pid());
+    let exited = wait_until(std::time::Instant::now() + LIMIT, || {
+        std::fs::read_to_string(&stat).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    });
+    assert!(exited, "the child did not exit");
+    assert_eq!(t.returncode(), None, "the loop has not run");
+    t.kill()
+        .expect("kill() after the exit, before the loop saw it");
+    run_until(&lp, LIMIT, || log.lost());
+    assert_eq!(t.returncode(), Some(-15), "the exit is the first signal's");
+    log.assert_complete();
+}
