@@ -158,3 +158,32 @@ fn a_unix_connect_to_a_full_backlog_fails() {
     }
     drop(queued);
 }
+
+/// A server closes only its own socket file: if another server (a
+/// successor in a restart, another process) has bound the path since,
+/// the file is that server's and stays, as asyncio 3.13 checks by inode
+/// (`_stop_serving`). Before the fix the closing server removed the
+/// successor's live socket, leaving it unreachable.
+#[test]
+fn a_closing_unix_server_leaves_a_successors_socket_file() {
+    let lp = new_loop();
+    let path = TempSock::new("successor");
+    let first = run(
+        &lp,
+        LIMIT,
+        lp.create_unix_server(|| Recorder::new(&Shared::new()), &path.0),
+    )
+    .unwrap();
+    // The successor binds the same path (replacing the socket file).
+    let successor = std::os::unix::net::UnixListener::bind(&path.0)
+        .or_else(|_| {
+            std::fs::remove_file(&path.0)?;
+            std::os::unix::net::UnixListener::bind(&path.0)
+        })
+        .unwrap();
+    first.close();
+    run(&lp, LIMIT, first.wait_closed()).unwrap();
+    assert!(path.0.exists(), "the successor's socket file was removed");
+    std::os::unix::net::UnixStream::connect(&path.0).expect("the successor is unreachable");
+    drop(successor);
+}
