@@ -236,3 +236,32 @@ fn kill_just_after_the_exit_is_ignored() {
     assert_eq!(t.returncode(), Some(-15), "the exit is the first signal's");
     log.assert_complete();
 }
+
+/// After its loop closed under it, the child was killed and is reaped in
+/// the background, so its pid may soon be another process's: a signal
+/// through a transport still held is ignored, as for a child that exited.
+/// Before the fix it went to the bare pid: ESRCH once reaped, or, after
+/// pid reuse, a signal to an unrelated process.
+#[test]
+fn a_signal_after_the_loop_closed_is_ignored() {
+    let lp = new_loop();
+    let null = SubprocessStdio::new()
+        .stdin(Redirect::Null)
+        .stdout(Redirect::Null)
+        .stderr(Redirect::Null);
+    let (t, _log) = shell(&lp, "exec sleep 30", null);
+    let pid = rustix::process::Pid::from_raw(t.pid() as i32).unwrap();
+    lp.close().unwrap();
+    let gone = wait_until(std::time::Instant::now() + LIMIT, || {
+        rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+    });
+    if !gone {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+    assert!(
+        gone,
+        "the child still runs (or is not reaped) after its loop closed"
+    );
+    t.terminate().expect("a signal after the loop closed");
+    t.close();
+}
