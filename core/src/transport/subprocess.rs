@@ -514,7 +514,8 @@ impl SubprocessTransport {
         }
     }
 
-    /// Send signal `sig` to the child (SP-04). Ignored once it has exited.
+    /// Send signal `sig` to the child (SP-04). Ignored once it has exited,
+    /// and once its loop closed under it (which killed it).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for an unknown signal number;
@@ -523,7 +524,9 @@ impl SubprocessTransport {
         let signal = Signal::from_named_raw(sig).ok_or_else(|| {
             Error::new(ErrorKind::InvalidArgument, format!("unknown signal {sig}"))
         })?;
-        if self.0.returncode.get().is_some() {
+        // After a release the child was killed and is reaped elsewhere:
+        // its pid may be another process's already.
+        if self.0.returncode.get().is_some() || self.0.released.get() {
             return Ok(());
         }
         match &*self.0.exit.borrow() {
