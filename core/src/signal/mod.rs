@@ -114,8 +114,10 @@ fn forget_parent(owner: &Rc<Owner>) {
         let _ = sys::restore(*sig, s);
         sys::take_pending(*sig);
     }
-    let handlers = std::mem::take(&mut *owner.handlers.borrow_mut());
-    drop(handlers);
+    // Leaked, as the parent's loop is in the child (`crate::fork`): a
+    // handler may hold the last handle of that loop, whose drop would
+    // unregister its fds from the poller it shares with the parent.
+    std::mem::forget(std::mem::take(&mut *owner.handlers.borrow_mut()));
     OWNER.with(|o| {
         let mut o = o.borrow_mut();
         if o.as_ref().is_some_and(|x| Rc::ptr_eq(x, owner)) {
