@@ -92,6 +92,97 @@ fn adding_again_takes_the_signal_back() {
     );
 }
 
+/// A process forked from a callback of the loop that owns the signals may
+/// make a loop of its own (as `tests/fork.rs` checks), and that loop may
+/// handle signals: the parent's ownership is the parent's (asyncio's child
+/// resets its wake-up fd, `events.on_fork`). Before the fix the child's
+/// `add_signal_handler` answered `InvalidState` ("another event loop
+/// handles signals") for good, the parent's owner being copied into it.
+fn a_forked_child_handles_signals_with_a_loop_of_its_own() {
+    let lp = Loop::new().unwrap();
+    lp.add_signal_handler(SIGUSR1, || {}).unwrap();
+    let child = lp
+        .run_until_complete(async {
+            // SAFETY: this check's process is single-threaded (re-executed
+            // with `--child`; no executor thread is started), so the child
+            // may run any code; it ends with `_exit`.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let ok = std::panic::catch_unwind(|| {
+                    let own = Loop::new().unwrap();
+                    let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+                    let (ran2, stop) = (ran.clone(), own.clone());
+                    own.add_signal_handler(SIGUSR2, move || {
+                        ran2.set(true);
+                        stop.stop();
+                    })
+                    .unwrap();
+                    // SAFETY: raises a signal whose disposition this process set.
+                    unsafe { libc::raise(SIGUSR2) };
+                    let lp3 = own.clone();
+                    own.call_later(Duration::from_secs(5), move || lp3.stop())
+                        .unwrap();
+                    own.run_forever().unwrap();
+                    assert!(own.remove_signal_handler(SIGUSR2).unwrap());
+                    ran.get()
+                });
+                // SAFETY: ends the child at once, running no parent cleanup.
+                unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) };
+            }
+            pid
+        })
+        .unwrap();
+    assert!(child > 0, "fork failed");
+    let mut status = 0;
+    let ended = util::wait_until(Instant::now() + Duration::from_secs(20), || {
+        // SAFETY: waits for our own child, with a valid out-pointer.
+        unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) == child }
+    });
+    if !ended {
+        // SAFETY: kills and reaps our own child.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, &mut status, 0);
+        }
+    }
+    assert!(
+        ended && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked child could not handle a signal on a loop of its own (status {status})"
+    );
+    // The parent still owns its signals.
+    assert!(lp.remove_signal_handler(SIGUSR1).unwrap());
+}
+
+/// A signal the OS refuses to let a handler be set for (glibc keeps 32 and
+/// 33 for its threads: `sigaction` answers EINVAL) fails with
+/// `InvalidArgument` (asyncio: "sig N cannot be caught") and, as asyncio
+/// gives back its wake-up fd then, leaves the loop owning nothing: before
+/// the fix the loop kept its claim, with no handler, and every other loop
+/// was refused with `InvalidState` until it closed.
+fn a_refused_signal_leaves_no_claim() {
+    let a = Loop::new().unwrap();
+    let refused = (1..65)
+        // SAFETY: reads a disposition without changing it (a null new action).
+        .find(|&sig| unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old) != 0
+        })
+        .filter(|&sig| ![libc::SIGKILL, libc::SIGSTOP].contains(&sig));
+    let Some(sig) = refused else {
+        println!("skipped: every signal number below 65 is accepted by sigaction here");
+        return;
+    };
+    assert_eq!(
+        a.add_signal_handler(sig, || {}).unwrap_err().kind(),
+        ErrorKind::InvalidArgument,
+        "signal {sig}"
+    );
+    let b = Loop::new().unwrap();
+    b.add_signal_handler(SIGUSR1, || {})
+        .expect("a's refused handler left it owning the signals");
+    assert!(b.remove_signal_handler(SIGUSR1).unwrap());
+}
+
 type Check = (&'static str, fn());
 
 const CHECKS: &[Check] = &[
@@ -106,6 +197,14 @@ const CHECKS: &[Check] = &[
     (
         "adding_again_takes_the_signal_back",
         adding_again_takes_the_signal_back,
+    ),
+    (
+        "a_forked_child_handles_signals_with_a_loop_of_its_own",
+        a_forked_child_handles_signals_with_a_loop_of_its_own,
+    ),
+    (
+        "a_refused_signal_leaves_no_claim",
+        a_refused_signal_leaves_no_claim,
     ),
 ];
 

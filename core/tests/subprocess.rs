@@ -11,7 +11,7 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::Duration;
 
-use oneloop::{Error, Loop, SubprocessProtocol, SubprocessStdio, SubprocessTransport};
+use oneloop::{Error, Loop, Redirect, SubprocessProtocol, SubprocessStdio, SubprocessTransport};
 use transport_fixtures::{new_loop, run, run_until};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -152,4 +152,116 @@ fn close_kills_a_running_child() {
     run_until(&lp, LIMIT, || log.lost());
     assert_eq!(t.returncode(), Some(-9));
     log.assert_complete();
+}
+
+/// No SP guarantee covers a loop closed under a running child: as dropping
+/// an asyncio subprocess transport does, the child is killed (and reaped:
+/// no zombie is left) and its protocol, which holds the transport, is let
+/// go. With no pipe the exit watch is the loop's only hold on the child.
+/// Before the fix this held only with pidfds: where a thread waits for
+/// the child (every OS but Linux; `--cfg oneloop_polling`), the child kept
+/// running and its state leaked.
+#[test]
+fn closing_the_loop_kills_a_running_child_and_lets_go_of_it() {
+    let lp = new_loop();
+    let null = SubprocessStdio::new()
+        .stdin(Redirect::Null)
+        .stdout(Redirect::Null)
+        .stderr(Redirect::Null);
+    let (t, log) = shell(&lp, "exec sleep 30", null);
+    let pid = rustix::process::Pid::from_raw(t.pid() as i32).unwrap();
+    drop(t);
+    lp.close().unwrap();
+    let gone = wait_until(std::time::Instant::now() + LIMIT, || {
+        rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+    });
+    if !gone {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+    assert!(
+        gone,
+        "the child still runs (or is not reaped) after its loop closed"
+    );
+    assert_eq!(
+        Rc::strong_count(&log.0),
+        1,
+        "the protocol outlived its closed loop"
+    );
+}
+
+/// `cond` became true before `deadline` (checked every few milliseconds).
+fn wait_until(deadline: std::time::Instant, mut cond: impl FnMut() -> bool) -> bool {
+    while !cond() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// `kill()` is "ignored once it has exited" (asyncio's `send_signal`
+/// skips a child it knows has died and ignores `ProcessLookupError`),
+/// also in the moment between the child's exit and the loop learning of
+/// it. Where a thread waits for the child, that thread may have reaped it
+/// already: before the fix `kill()` then failed with ESRCH (or, had the
+/// pid been reused meanwhile, signalled another process).
+#[test]
+#[cfg(any(target_os = "linux", target_os = "android"))] // reads /proc
+fn kill_just_after_the_exit_is_ignored() {
+    let lp = new_loop();
+    let null = SubprocessStdio::new()
+        .stdin(Redirect::Null)
+        .stdout(Redirect::Null)
+        .stderr(Redirect::Null);
+    let (t, log) = shell(&lp, "exec sleep 30", null);
+    // Killed from outside while the loop does not run: the child is then a
+    // zombie (a pidfd watches it) or reaped (a thread waits for it), its
+    // exit unseen by the loop.
+    let pid = rustix::process::Pid::from_raw(t.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let stat = format!("/proc/{}/stat", t.pid());
+    let exited = wait_until(std::time::Instant::now() + LIMIT, || {
+        std::fs::read_to_string(&stat).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    });
+    assert!(exited, "the child did not exit");
+    assert_eq!(t.returncode(), None, "the loop has not run");
+    t.kill()
+        .expect("kill() after the exit, before the loop saw it");
+    run_until(&lp, LIMIT, || log.lost());
+    assert_eq!(t.returncode(), Some(-15), "the exit is the first signal's");
+    log.assert_complete();
+}
+
+/// After its loop closed under it, the child was killed and is reaped in
+/// the background, so its pid may soon be another process's: a signal
+/// through a transport still held is ignored, as for a child that exited.
+/// Before the fix it went to the bare pid: ESRCH once reaped, or, after
+/// pid reuse, a signal to an unrelated process.
+#[test]
+fn a_signal_after_the_loop_closed_is_ignored() {
+    let lp = new_loop();
+    let null = SubprocessStdio::new()
+        .stdin(Redirect::Null)
+        .stdout(Redirect::Null)
+        .stderr(Redirect::Null);
+    let (t, _log) = shell(&lp, "exec sleep 30", null);
+    let pid = rustix::process::Pid::from_raw(t.pid() as i32).unwrap();
+    lp.close().unwrap();
+    let gone = wait_until(std::time::Instant::now() + LIMIT, || {
+        rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+    });
+    if !gone {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+    assert!(
+        gone,
+        "the child still runs (or is not reaped) after its loop closed"
+    );
+    t.terminate().expect("a signal after the loop closed");
+    t.close();
 }

@@ -116,3 +116,74 @@ fn unix_streams_round_trip() {
     assert_eq!(back, b"ping");
     server.close();
 }
+
+/// A Unix stream connect never completes in the background: on Linux a
+/// non-blocking `connect` to a listener whose backlog is full answers
+/// EAGAIN and the socket stays unconnected (unlike TCP's EINPROGRESS). The
+/// connection must then fail, not be reported made on an unconnected
+/// socket (which then dies at its first read or write with ENOTCONN).
+#[test]
+fn a_unix_connect_to_a_full_backlog_fails() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let path = TempSock::new("full");
+    let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    listener.bind(&SockAddr::unix(&path.0).unwrap()).unwrap();
+    listener.listen(0).unwrap();
+    // Fill the backlog (nothing accepts) until a connect is refused.
+    let mut queued = Vec::new();
+    loop {
+        let c = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        c.set_nonblocking(true).unwrap();
+        match c.connect(&SockAddr::unix(&path.0).unwrap()) {
+            Ok(()) => queued.push(c),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("unexpected connect error {e}"),
+        }
+        assert!(queued.len() < 1000, "the backlog never filled");
+    }
+    let lp = new_loop();
+    let shared = Shared::new();
+    let s2 = shared.clone();
+    let got = run(
+        &lp,
+        LIMIT,
+        lp.create_unix_connection(move || Recorder::new(&s2), &path.0),
+    );
+    match got {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Io, "{e}"),
+        Ok(t) => panic!(
+            "a connection was reported made (peer {:?}) on a full backlog",
+            t.peername()
+        ),
+    }
+    drop(queued);
+}
+
+/// A server closes only its own socket file: if another server (a
+/// successor in a restart, another process) has bound the path since,
+/// the file is that server's and stays, as asyncio 3.13 checks by inode
+/// (`_stop_serving`). Before the fix the closing server removed the
+/// successor's live socket, leaving it unreachable.
+#[test]
+fn a_closing_unix_server_leaves_a_successors_socket_file() {
+    let lp = new_loop();
+    let path = TempSock::new("successor");
+    let first = run(
+        &lp,
+        LIMIT,
+        lp.create_unix_server(|| Recorder::new(&Shared::new()), &path.0),
+    )
+    .unwrap();
+    // The successor binds the same path (replacing the socket file).
+    let successor = std::os::unix::net::UnixListener::bind(&path.0)
+        .or_else(|_| {
+            std::fs::remove_file(&path.0)?;
+            std::os::unix::net::UnixListener::bind(&path.0)
+        })
+        .unwrap();
+    first.close();
+    run(&lp, LIMIT, first.wait_closed()).unwrap();
+    assert!(path.0.exists(), "the successor's socket file was removed");
+    std::os::unix::net::UnixStream::connect(&path.0).expect("the successor is unreachable");
+    drop(successor);
+}

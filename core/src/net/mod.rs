@@ -196,8 +196,9 @@ impl Loop {
     /// does for TCP (UX-01).
     ///
     /// # Errors
-    /// [`ErrorKind::Io`] if the connection fails (no such file, refused);
-    /// no protocol is made then.
+    /// [`ErrorKind::Io`] if the connection fails (no such file, refused, a
+    /// listener whose backlog is full: `WouldBlock`); no protocol is made
+    /// then.
     ///
     /// # Examples
     ///
@@ -320,7 +321,11 @@ async fn connect(lp: &Loop, sock: &Socket, addr: &SockAddr) -> Result<()> {
     match sock.connect(addr) {
         Ok(()) => return Ok(()),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {}
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        // A Unix stream connect is never left in progress: EAGAIN means the
+        // listener's backlog is full and the socket stays unconnected (it
+        // turns writable at once, with no error pending), so waiting would
+        // report a connection that was never made.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && !addr.is_unix() => {}
         Err(e) => return Err(e.into()),
     }
     let writable = lp.create_future::<()>();

@@ -115,6 +115,36 @@ impl ServerOptions {
 
 type Factory = Box<dyn Fn() -> Box<dyn Protocol>>;
 
+/// The socket file of a Unix server, and which file it was when bound.
+struct UnixPath {
+    path: PathBuf,
+    /// Device and inode: another server may bind the path meanwhile (a
+    /// successor in a restart), and its file is not this server's to
+    /// remove (asyncio 3.13's `_stop_serving` checks the inode too).
+    id: Option<(u64, u64)>,
+}
+
+impl UnixPath {
+    fn bound(path: PathBuf) -> UnixPath {
+        let id = file_id(&path);
+        UnixPath { path, id }
+    }
+
+    /// Remove the file if it is still the one this server bound.
+    fn remove_if_ours(&self) {
+        if self.id.is_some() && file_id(&self.path) == self.id {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 struct ServerInner {
     /// Weakly: the loop holds the server, through its listeners' reader
     /// callbacks and its back-off timer.
@@ -122,8 +152,9 @@ struct ServerInner {
     /// Emptied (the fds closed) by `close()`.
     listeners: RefCell<Vec<Socket>>,
     addrs: Vec<SocketAddress>,
-    /// A Unix socket file to remove on close.
-    unix_path: Option<PathBuf>,
+    /// A Unix socket file to remove on close, if it is still this
+    /// server's.
+    unix_path: Option<UnixPath>,
     factory: Factory,
     closed: Cell<bool>,
     /// Accepting now (false while backing off after EMFILE).
@@ -361,7 +392,7 @@ impl Server {
         let listeners = std::mem::take(&mut *inner.listeners.borrow_mut());
         drop(listeners);
         if let Some(path) = &inner.unix_path {
-            let _ = std::fs::remove_file(path);
+            path.remove_if_ours();
         }
         let waiters = std::mem::take(&mut *inner.close_waiters.borrow_mut());
         for w in waiters {
@@ -566,7 +597,8 @@ impl Loop {
 
     /// Listen on the Unix socket `path` and serve each connection with a new
     /// protocol from `factory` (UX-01). A stale socket file at `path` is
-    /// replaced; the file is removed when the server closes.
+    /// replaced; the file is removed when the server closes, unless another
+    /// server has bound the path since.
     ///
     /// # Errors
     /// [`ErrorKind::Io`] if `path` exists and is not a socket, or cannot be
@@ -625,6 +657,7 @@ impl Loop {
             let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
             sock.bind(&SockAddr::unix(&path)?)
                 .map_err(|e| annotate(e, format_args!("cannot bind to {}", path.display())))?;
+            let path = UnixPath::bound(path);
             serve(&lp, vec![sock], Some(path), 100, boxed(factory))
         }
     }
@@ -637,7 +670,7 @@ fn boxed<P: Protocol, F: Fn() -> P + 'static>(factory: F) -> Factory {
 fn serve(
     lp: &Loop,
     listeners: Vec<Socket>,
-    unix_path: Option<PathBuf>,
+    unix_path: Option<UnixPath>,
     backlog: i32,
     factory: Factory,
 ) -> Result<Server> {

@@ -18,6 +18,12 @@
 //!   (the one it had before) when its handler is removed, and for every
 //!   signal when the owning loop closes (SG-05, SG-06). A loop that adds no
 //!   handler changes nothing process-wide.
+//! - Ownership is the owning process's: a child forked from the owner's
+//!   callback (as asyncio's, which resets its wake-up fd in the child) may
+//!   handle signals with a loop of its own. The fork handler forgets the
+//!   wake-up fd and the process-wide claim; the parent's owner, copied into
+//!   the child's thread-local, is recognised by its pid and let go the
+//!   first time the child asks, giving back the dispositions it had taken.
 
 pub(crate) mod sys;
 
@@ -33,6 +39,9 @@ use crate::event_loop::Loop;
 /// The signal state of the owning loop (on the thread that owns it).
 struct Owner {
     loop_id: u64,
+    /// The process that set this up: another one is a fork child, which
+    /// must not act for the parent's loop.
+    pid: rustix::process::Pid,
     lp: std::rc::Weak<crate::event_loop::LoopInner>,
     read: OwnedFd,
     write: OwnedFd,
@@ -70,6 +79,14 @@ fn release(owner: &Rc<Owner>) {
     if owner.released.replace(true) {
         return;
     }
+    if owner.pid != rustix::process::getpid() {
+        // The parent's, copied by a fork: its pipe and its loop's poller
+        // are shared with the parent, so nothing of it may be touched here
+        // (unwatching the pipe would unwatch it in the parent's poller);
+        // the dispositions it took are the child's to give back.
+        forget_parent(owner);
+        return;
+    }
     sys::set_wake_fd(-1);
     let saved = std::mem::take(&mut *owner.saved.borrow_mut());
     for (sig, s) in &saved {
@@ -88,6 +105,46 @@ fn release(owner: &Rc<Owner>) {
     if let Some(inner) = owner.lp.upgrade() {
         Loop::from_inner(inner).remove_reader(&owner.read);
     }
+}
+
+/// Give back the dispositions a parent's owner took, in its fork child.
+fn forget_parent(owner: &Rc<Owner>) {
+    let saved = std::mem::take(&mut *owner.saved.borrow_mut());
+    for (sig, s) in &saved {
+        let _ = sys::restore(*sig, s);
+        sys::take_pending(*sig);
+    }
+    // Leaked, as the parent's loop is in the child (`crate::fork`): a
+    // handler may hold the last handle of that loop, whose drop would
+    // unregister its fds from the poller it shares with the parent.
+    std::mem::forget(std::mem::take(&mut *owner.handlers.borrow_mut()));
+    OWNER.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.as_ref().is_some_and(|x| Rc::ptr_eq(x, owner)) {
+            *o = None;
+        }
+    });
+}
+
+/// This thread's owner, if it is one of this process (see
+/// [`forget_parent`]).
+fn current_owner() -> Option<Rc<Owner>> {
+    let owner = OWNER.with(|o| o.borrow().clone())?;
+    if owner.pid == rustix::process::getpid() {
+        return Some(owner);
+    }
+    owner.released.set(true);
+    forget_parent(&owner);
+    None
+}
+
+/// In a fork child, before `fork` returns there (`crate::fork`): the
+/// parent's self-pipe is shared with the parent (a signal of the child's
+/// must not wake the parent), and its claim on signals is the parent's.
+/// Atomic stores only: async-signal-safe.
+pub(crate) fn forget_after_fork() {
+    sys::set_wake_fd(-1);
+    OWNED.store(false, std::sync::atomic::Ordering::SeqCst);
 }
 
 fn check_number(sig: i32) -> Result<()> {
@@ -128,7 +185,8 @@ impl Loop {
     /// # Errors
     /// - [`ErrorKind::InvalidArgument`]: `sig` is not a signal number, or
     ///   cannot be caught (SIGKILL, SIGSTOP) or is a synchronous fault
-    ///   (SIGSEGV, SIGBUS, SIGFPE, SIGILL) (SG-02).
+    ///   (SIGSEGV, SIGBUS, SIGFPE, SIGILL) (SG-02), or is one the C library
+    ///   keeps for itself (glibc's 32 and 33).
     /// - [`ErrorKind::Unsupported`]: off the main thread, or on a loop
     ///   attached to a host loop, which owns signals (SG-07).
     /// - [`ErrorKind::InvalidState`]: another loop handles signals.
@@ -178,7 +236,27 @@ impl Loop {
         // library) gets it taken back, as asyncio's `signal.signal` call
         // per `add_signal_handler` does. What removal gives back stays the
         // disposition from before the loop first took the signal.
-        let previous = sys::install(sig)?;
+        let previous = match sys::install(sig) {
+            Ok(previous) => previous,
+            Err(e) => {
+                // EINVAL: a number the C library keeps for itself (glibc's
+                // 32 and 33), asyncio's "cannot be caught".
+                let err = if e.raw_os_error() == Some(libc::EINVAL) {
+                    Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("signal {sig} cannot be handled: {e}"),
+                    )
+                } else {
+                    e.into()
+                };
+                // A loop with no handler owns nothing (asyncio gives back
+                // its wake-up fd here too).
+                if owner.handlers.borrow().is_empty() {
+                    release(&owner);
+                }
+                return Err(err);
+            }
+        };
         owner.saved.borrow_mut().entry(sig).or_insert(previous);
         let old = owner.handlers.borrow_mut().insert(sig, Rc::new(handler));
         drop(old);
@@ -194,8 +272,8 @@ impl Loop {
     /// [`ErrorKind::InvalidArgument`] if `sig` is not a signal number.
     pub fn remove_signal_handler(&self, sig: i32) -> Result<bool> {
         check_number(sig)?;
-        let owner = OWNER.with(|o| o.borrow().clone());
-        let Some(owner) = owner.filter(|o| o.loop_id == self.id() && !o.released.get()) else {
+        let Some(owner) = current_owner().filter(|o| o.loop_id == self.id() && !o.released.get())
+        else {
             return Ok(false);
         };
         let removed = owner.handlers.borrow_mut().remove(&sig);
@@ -217,7 +295,7 @@ impl Loop {
     /// This loop's signal state, set up on first use.
     fn signal_owner(&self) -> Result<Rc<Owner>> {
         let id = self.id();
-        if let Some(o) = OWNER.with(|o| o.borrow().clone()) {
+        if let Some(o) = current_owner() {
             if o.loop_id == id {
                 return Ok(o);
             }
@@ -239,6 +317,7 @@ impl Loop {
             .map_err(std::io::Error::from)?;
             let owner = Rc::new(Owner {
                 loop_id: id,
+                pid: rustix::process::getpid(),
                 lp: Rc::downgrade(&self.inner),
                 read,
                 write,

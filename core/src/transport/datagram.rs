@@ -125,6 +125,23 @@ impl fmt::Debug for DatagramTransport {
     }
 }
 
+/// A loop callback's hold on its endpoint (the reader, the writer, a queued
+/// `connection_made` or `connection_lost`). The loop drops its callbacks
+/// when it closes (or is dropped); the endpoint and a protocol that keeps
+/// a clone of it hold each other until `connection_lost`, so that drop is
+/// the moment to let both go, or the socket would stay open for good (a
+/// stream transport's `Watch`). A drop on a live loop is the endpoint's
+/// own removal, or a callback that ran.
+struct Hold(Rc<DatagramInner>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.0.lp.upgrade().is_none_or(|lp| lp.is_closed()) {
+            self.0.release();
+        }
+    }
+}
+
 fn would_block(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -160,17 +177,18 @@ impl DatagramInner {
 
     /// Queue `connection_made`, then start receiving; `waiter` resolves after.
     pub(crate) fn start(self: &Rc<Self>, waiter: LoopFuture<DatagramTransport>) -> Result<()> {
-        let me = self.clone();
+        let hold = Hold(self.clone());
         self.lp.get()?.call_soon(move || {
+            let me = &hold.0;
             me.notify(Note::Made);
             let open = !me.state.borrow().closing;
             if open {
                 let r = match &*me.sock.borrow() {
                     Some(s) => {
-                        let me2 = me.clone();
+                        let reader = Hold(me.clone());
                         me.lp
                             .get()
-                            .and_then(|lp| lp.add_reader(s, move || me2.on_readable()))
+                            .and_then(|lp| lp.add_reader(s, move || reader.0.on_readable()))
                     }
                     None => Ok(()),
                 };
@@ -309,11 +327,11 @@ impl DatagramInner {
         let sock = self.sock.borrow();
         let Some(s) = sock.as_ref() else { return };
         if on {
-            let me = self.clone();
+            let writer = Hold(self.clone());
             let added = self
                 .lp
                 .get()
-                .and_then(|lp| lp.add_writer(s, move || me.on_writable()));
+                .and_then(|lp| lp.add_writer(s, move || writer.0.on_writable()));
             if let Err(e) = added {
                 drop(sock);
                 self.force_close(Some(e));
@@ -346,16 +364,35 @@ impl DatagramInner {
     }
 
     fn schedule_lost(self: &Rc<Self>, err: Option<Error>) {
-        let me = self.clone();
+        let hold = Hold(self.clone());
         if self
             .lp
             .get()
-            .and_then(|lp| lp.call_soon(move || me.notify(Note::Lost(err))))
+            .and_then(|lp| lp.call_soon(move || hold.0.notify(Note::Lost(err))))
             .is_err()
         {
             self.state.borrow_mut().lost = true;
             self.teardown();
         }
+    }
+
+    /// The loop closed under the endpoint (see [`Hold`]): no callback will
+    /// run again, so `connection_lost` never can; close the socket and drop
+    /// the protocol now. Nothing if endpoint code is on the stack (its state
+    /// is borrowed: it is the one removing a callback).
+    fn release(self: &Rc<Self>) {
+        let Ok(mut st) = self.state.try_borrow_mut() else {
+            return;
+        };
+        if std::mem::replace(&mut st.lost, true) {
+            return;
+        }
+        st.closing = true;
+        st.lost_scheduled = true;
+        st.queue.clear();
+        st.queued_bytes = 0;
+        drop(st);
+        self.teardown();
     }
 
     fn teardown(self: &Rc<Self>) {

@@ -8,8 +8,10 @@
 //! subprocess protocol with the fd number. The exit is learnt from the OS,
 //! never from pipe EOF (SP-06): a pidfd watched with
 //! [`Loop::add_reader`] (Linux 5.3+), else a thread blocked in `waitpid`
-//! that posts the status back with `call_soon_threadsafe` (asyncio's
-//! `ThreadedChildWatcher`). `connection_lost` comes once the process has
+//! (asyncio's `ThreadedChildWatcher`) that leaves the status and wakes a
+//! pipe the loop watches the same way. Either way the loop holds the watch,
+//! so a loop closing under the child is seen: the child is killed and its
+//! state let go. `connection_lost` comes once the process has
 //! exited and every pipe is closed, so output written just before the exit
 //! still arrives (SP-07).
 //!
@@ -17,12 +19,13 @@
 //! called re-entrantly, a call arising meanwhile is delivered after.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future as StdFuture;
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::rc::{Rc, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustix::process::{Pid, Signal, WaitOptions};
 
@@ -156,12 +159,39 @@ enum Note {
     Lost,
 }
 
+/// How the loop learns the child's exit: an fd it watches either way, so
+/// that the loop dropping the watch (closing under the child) is seen
+/// ([`ExitWatch`]). `None` in [`ProcInner`] once the exit is known, and
+/// before the watch is set up.
+enum ExitFd {
+    /// A pidfd (Linux 5.3+): readable once the child exited, then reaped
+    /// without blocking. Signals sent through it cannot hit a recycled pid.
+    Pidfd(OwnedFd),
+    /// No pidfd: a thread blocked in `waitpid` reaps the child.
+    Waiter(Arc<Waited>),
+}
+
+/// What a `waitpid` thread shares with the loop thread. The thread leaves
+/// the status, then writes a byte to the pipe whose read end the loop
+/// watches. The thread holds the read end too, so its write never meets a
+/// closed pipe (no SIGPIPE), even after the loop let go.
+struct Waited {
+    status: Mutex<Option<i32>>,
+    read: OwnedFd,
+}
+
+impl Waited {
+    fn status(&self) -> Option<i32> {
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 struct ProcInner {
-    /// Weakly: the loop holds the transport, through the pidfd's reader
-    /// callback and its pipes' callbacks.
+    /// Weakly: the loop holds the transport, through the exit watch's
+    /// reader callback and its pipes' callbacks.
     lp: WeakLoop,
     pid: u32,
-    pidfd: RefCell<Option<OwnedFd>>,
+    exit: RefCell<Option<ExitFd>>,
     returncode: Cell<Option<i32>>,
     pipes: RefCell<[Option<Transport>; 3]>,
     pipes_open: Cell<u8>,
@@ -217,12 +247,6 @@ impl fmt::Debug for SubprocessTransport {
             .field("returncode", &self.0.returncode.get())
             .finish()
     }
-}
-
-thread_local! {
-    /// Children waited for by a thread (no pidfd), by pid, for the loop
-    /// thread to find when the status is posted back.
-    static WAITED: RefCell<HashMap<u32, Weak<ProcInner>>> = RefCell::new(HashMap::new());
 }
 
 impl ProcInner {
@@ -310,13 +334,19 @@ impl ProcInner {
             return;
         }
         self.returncode.set(Some(code));
-        let pidfd = self.pidfd.borrow_mut().take();
-        if let Some(fd) = &pidfd
-            && let Some(lp) = self.lp.upgrade()
-        {
-            lp.remove_reader(fd);
+        let exit = self.exit.borrow_mut().take();
+        if let Some(lp) = self.lp.upgrade() {
+            match &exit {
+                Some(ExitFd::Pidfd(fd)) => {
+                    lp.remove_reader(fd);
+                }
+                Some(ExitFd::Waiter(w)) => {
+                    lp.remove_reader(&w.read);
+                }
+                None => {}
+            }
         }
-        drop(pidfd);
+        drop(exit);
         let waiters = std::mem::take(&mut *self.exit_waiters.borrow_mut());
         for w in waiters {
             let _ = w.set_result(code);
@@ -324,32 +354,39 @@ impl ProcInner {
         self.notify(Note::Exited);
     }
 
-    /// The loop closed (or was dropped) under the child: no callback will
-    /// run again, so the exit can never be learnt from it. Kill the child if
-    /// it still runs, as dropping an asyncio subprocess transport does, and
-    /// reap it on a thread (it dies at once, but `waitpid` blocks); then let
-    /// go of the protocol (which may hold this state) and the pipes.
+    /// The loop closed (or was dropped) under the child, or setting it up
+    /// failed: no callback will run again, so the exit can never be learnt.
+    /// Kill the child if it still runs, as dropping an asyncio subprocess
+    /// transport does, and make sure it is reaped (it dies at once, but
+    /// `waitpid` blocks); then let go of the protocol (which may hold this
+    /// state) and the pipes.
     fn release(self: &Rc<Self>) {
         if self.released.replace(true) {
             return;
         }
         if self.returncode.get().is_none() {
-            let pidfd = self.pidfd.borrow_mut().take();
-            match pidfd {
-                Some(fd) => {
+            let exit = self.exit.borrow_mut().take();
+            match exit {
+                Some(ExitFd::Pidfd(fd)) => {
                     let _ = pidfd::send_signal(fd.as_fd(), Signal::KILL);
                     drop(fd);
                     reap_in_background(self.pid);
                 }
-                // No pidfd: a thread waits for this child already, unless
-                // setting up the child failed before it started.
+                // Its thread reaps it; once that thread left the status
+                // the pid may be another process's.
+                Some(ExitFd::Waiter(w)) => {
+                    if w.status().is_none()
+                        && let Some(pid) = Pid::from_raw(self.pid as i32)
+                    {
+                        let _ = rustix::process::kill_process(pid, Signal::KILL);
+                    }
+                }
+                // No watch was set up: nothing waits for the child.
                 None => {
                     if let Some(pid) = Pid::from_raw(self.pid as i32) {
                         let _ = rustix::process::kill_process(pid, Signal::KILL);
                     }
-                    if !WAITED.with(|w| w.borrow().contains_key(&self.pid)) {
-                        reap_in_background(self.pid);
-                    }
+                    reap_in_background(self.pid);
                 }
             }
         }
@@ -361,8 +398,18 @@ impl ProcInner {
         drop(waiters);
     }
 
-    /// The pidfd turned readable: reap without blocking.
+    /// The exit watch turned readable: take the status its thread left,
+    /// or reap through the pidfd without blocking.
     fn reap(self: &Rc<Self>) {
+        let waited = match &*self.exit.borrow() {
+            Some(ExitFd::Waiter(w)) => Some(w.status()),
+            _ => None,
+        };
+        match waited {
+            Some(Some(code)) => return self.exited(code),
+            Some(None) => return,
+            None => {}
+        }
         let Some(pid) = Pid::from_raw(self.pid as i32) else {
             return;
         };
@@ -467,7 +514,8 @@ impl SubprocessTransport {
         }
     }
 
-    /// Send signal `sig` to the child (SP-04). Ignored once it has exited.
+    /// Send signal `sig` to the child (SP-04). Ignored once it has exited,
+    /// and once its loop closed under it (which killed it).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`] for an unknown signal number;
@@ -476,13 +524,21 @@ impl SubprocessTransport {
         let signal = Signal::from_named_raw(sig).ok_or_else(|| {
             Error::new(ErrorKind::InvalidArgument, format!("unknown signal {sig}"))
         })?;
-        if self.0.returncode.get().is_some() {
+        // After a release the child was killed and is reaped elsewhere:
+        // its pid may be another process's already.
+        if self.0.returncode.get().is_some() || self.0.released.get() {
             return Ok(());
         }
-        // A pidfd cannot hit a recycled pid.
-        if let Some(fd) = &*self.0.pidfd.borrow() {
-            return pidfd::send_signal(fd.as_fd(), signal)
-                .map_err(|e| std::io::Error::from(e).into());
+        match &*self.0.exit.borrow() {
+            // A pidfd cannot hit a recycled pid.
+            Some(ExitFd::Pidfd(fd)) => {
+                return pidfd::send_signal(fd.as_fd(), signal)
+                    .map_err(|e| std::io::Error::from(e).into());
+            }
+            // Reaped by its thread, not yet seen by the loop: it has exited
+            // (and the pid may be another process's already).
+            Some(ExitFd::Waiter(w)) if w.status().is_some() => return Ok(()),
+            _ => {}
         }
         let pid = Pid::from_raw(self.0.pid as i32)
             .ok_or_else(|| Error::new(ErrorKind::InvalidState, "no such process"))?;
@@ -688,7 +744,7 @@ fn spawn(
     let inner = Rc::new(ProcInner {
         lp: lp.downgrade(),
         pid,
-        pidfd: RefCell::new(pidfd),
+        exit: RefCell::new(pidfd.map(ExitFd::Pidfd)),
         returncode: Cell::new(None),
         pipes: RefCell::new([None, None, None]),
         pipes_open: Cell::new(0),
@@ -698,26 +754,34 @@ fn spawn(
         exit_waiters: RefCell::new(Vec::new()),
         released: Cell::new(false),
     });
-    let mut started = Vec::new();
-    for (fd, end) in [(0, stdin), (1, stdout), (2, stderr)] {
-        let Some(end) = end else { continue };
-        let proto = Box::new(PipeProto {
-            fd,
-            proc: Rc::downgrade(&inner),
-        });
-        let t = pipe_transport(lp, end, fd != 0, proto, None)?;
-        inner.pipes.borrow_mut()[fd as usize] = Some(Transport(t.clone()));
-        inner.pipes_open.set(inner.pipes_open.get() + 1);
-        started.push(t);
-    }
-    watch_exit(lp, &inner)?;
-    let me = inner.clone();
-    lp.call_soon(move || {
-        me.notify(Note::Made);
-        for t in started {
-            let _ = t.start(None);
+    let set_up = (|| {
+        let mut started = Vec::new();
+        for (fd, end) in [(0, stdin), (1, stdout), (2, stderr)] {
+            let Some(end) = end else { continue };
+            let proto = Box::new(PipeProto {
+                fd,
+                proc: Rc::downgrade(&inner),
+            });
+            let t = pipe_transport(lp, end, fd != 0, proto, None)?;
+            inner.pipes.borrow_mut()[fd as usize] = Some(Transport(t.clone()));
+            inner.pipes_open.set(inner.pipes_open.get() + 1);
+            started.push(t);
         }
-    })?;
+        watch_exit(lp, &inner)?;
+        let me = inner.clone();
+        lp.call_soon(move || {
+            me.notify(Note::Made);
+            for t in started {
+                let _ = t.start(None);
+            }
+        })?;
+        Ok::<_, Error>(())
+    })();
+    if let Err(e) = set_up {
+        // The child runs already: kill and reap it, or it is left behind.
+        inner.release();
+        return Err(e);
+    }
     Ok(SubprocessTransport(inner))
 }
 
@@ -753,15 +817,21 @@ fn reap_in_background(pid: u32) {
 }
 
 fn watch_exit(lp: &Loop, inner: &Rc<ProcInner>) -> Result<()> {
-    if let Some(fd) = &*inner.pidfd.borrow() {
+    if let Some(ExitFd::Pidfd(fd)) = &*inner.exit.borrow() {
         let watch = ExitWatch(inner.clone());
         return lp.add_reader(fd, move || watch.0.reap());
     }
-    // No pidfd (kernel before 5.3): a thread blocks in waitpid for this
-    // child and posts the status to the loop.
+    // No pidfd (kernel before 5.3, other OSes): a thread blocks in waitpid
+    // for this child, leaves the status and wakes the pipe. A byte, not
+    // only the write end's close: a process forked meanwhile may hold a
+    // copy of the write end.
     let pid = inner.pid;
-    WAITED.with(|w| w.borrow_mut().insert(pid, Rc::downgrade(inner)));
-    let remote = lp.remote();
+    let (read, mut write) = std::io::pipe()?;
+    let waited = Arc::new(Waited {
+        status: Mutex::new(None),
+        read: read.into(),
+    });
+    let theirs = waited.clone();
     std::thread::Builder::new()
         .name(format!("oneloop-waitpid-{pid}"))
         .spawn(move || {
@@ -772,15 +842,13 @@ fn watch_exit(lp: &Loop, inner: &Rc<ProcInner>) -> Result<()> {
                         .flatten()
                 })
                 .map_or(255, |(_, st)| code_of(st));
-            let _ = remote.call_soon_threadsafe(move || {
-                let proc = WAITED.with(|w| w.borrow_mut().remove(&pid));
-                if let Some(p) = proc.and_then(|w| w.upgrade()) {
-                    p.exited(code);
-                }
-            });
+            *theirs.status.lock().unwrap_or_else(PoisonError::into_inner) = Some(code);
+            let _ = write.write_all(&[0]);
         })
         .map_err(Error::from)?;
-    Ok(())
+    *inner.exit.borrow_mut() = Some(ExitFd::Waiter(waited.clone()));
+    let watch = ExitWatch(inner.clone());
+    lp.add_reader(&waited.read, move || watch.0.reap())
 }
 
 /// pidfds (Linux 5.3+): a child's exit as a readable fd, and signals that
