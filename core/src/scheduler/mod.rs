@@ -251,6 +251,8 @@ pub(crate) struct Scheduler {
     core: std::cell::RefCell<Core>,
     /// Deliberate faults (feature `fault-injection`), for the suite's own tests.
     faults: Faults,
+    /// The process's fork count when the loop was made ([`crate::fork`]).
+    generation: u64,
 }
 
 /// A scheduler's settings at creation.
@@ -286,6 +288,7 @@ impl Scheduler {
                 slow_callback: s.slow_callback,
             }),
             faults: s.faults,
+            generation: crate::fork::generation(),
         }
     }
 
@@ -799,15 +802,24 @@ impl Scheduler {
     /// Close: refuse further work, unwatch every fd, let the backend remove
     /// its sources, and hand back everything queued. The caller checked
     /// that the loop is neither running nor dispatching.
+    ///
+    /// In a fork child, closing its copy of the parent's loop touches
+    /// nothing kernel-side: the poller (and whatever else the host keeps
+    /// in the kernel) is shared with the parent, whose loop would lose its
+    /// fds. That copy's host is leaked instead, as `crate::fork` leaks the
+    /// loop that was running.
     pub(crate) fn close(&self) -> Leftovers {
         let fds: Vec<RawFd> = self.with(|c| {
             c.state = RunState::Closed;
             c.fds.fds()
         });
-        for fd in fds {
-            let _ = self.backend().watch(fd, Interest::NONE);
+        let forked = self.generation != crate::fork::generation();
+        if !forked {
+            for fd in fds {
+                let _ = self.backend().watch(fd, Interest::NONE);
+            }
+            self.backend().close();
         }
-        self.backend().close();
         let (inbox, waker) = self.shared.close();
         // Let the host's resources go now, not when the last `Loop` handle
         // does. (A backend still borrowed, which `close` cannot meet, would
@@ -820,6 +832,12 @@ impl Scheduler {
             });
             std::mem::replace(&mut *b, released)
         });
+        let backend = if forked {
+            std::mem::forget(backend);
+            None
+        } else {
+            backend
+        };
         self.with(|c| Leftovers {
             ready: std::mem::take(&mut c.ready),
             timers: c.timers.clear(),
