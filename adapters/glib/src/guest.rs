@@ -128,6 +128,7 @@ pub fn guest(lp: &Loop, ctx: &MainContext) -> Result<GuestContext> {
         timer: RefCell::new(None),
         soon: Cell::new(false),
         in_dispatch: Cell::new(false),
+        ended: Cell::new(false),
         me: RefCell::new(Weak::new()),
     });
     *state.me.borrow_mut() = Rc::downgrade(&state);
@@ -187,6 +188,10 @@ impl GuestContext {
         let Some(state) = self.state.upgrade() else {
             return false;
         };
+        // Ended before unwatching: called from a callback, the batch this
+        // runs in would otherwise watch the context again at its end, for
+        // a guest that is gone (its fds watched for good, its timer armed).
+        state.ended.set(true);
         state.unwatch_all(&self.lp);
         let ctx: Rc<dyn RunContext> = state;
         self.lp.remove_run_context(&ctx)
@@ -208,6 +213,9 @@ struct Guest {
     /// The guest is iterating the context (a batch nested in one of its
     /// callbacks must not prepare it again, nor iterate it).
     in_dispatch: Cell<bool>,
+    /// Detached: watch nothing, arm nothing, iterate nothing any more
+    /// (the batch that detached it, or a queued iteration, may still run).
+    ended: Cell<bool>,
     me: RefCell<Weak<Guest>>,
 }
 
@@ -250,6 +258,9 @@ impl Guest {
     /// `prepare` and `query` the context, then make the loop's watches and
     /// timer match what it asked for.
     fn refresh(&self, lp: &Loop) {
+        if self.ended.get() {
+            return;
+        }
         let ctx = &self.acquired.ctx;
         let (ready, max_priority) = ctx.prepare();
         let (timeout_ms, wanted) = {
@@ -308,7 +319,7 @@ impl Guest {
     /// timeout, a source ready in `prepare`): ready fds are the loop's to
     /// report, in its own order with its other work.
     fn iterate(&self) {
-        if self.in_dispatch.get() {
+        if self.in_dispatch.get() || self.ended.get() {
             return;
         }
         let _dispatching = Flag::raise(&self.in_dispatch);
