@@ -7,7 +7,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::fs::File;
+use std::mem::ManuallyDrop;
+use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -204,8 +207,8 @@ struct Guest {
     /// Scratch space for `query`: the context's poll fds, and their
     /// `revents` after a poll.
     fds: RefCell<Vec<GPollFD>>,
-    /// The fds watched on the loop: `(fd, read, write)`.
-    watched: RefCell<Vec<(RawFd, bool, bool)>>,
+    /// The fds watched on the loop.
+    watched: RefCell<Vec<Watch>>,
     /// The loop timer for the context's next timeout.
     timer: RefCell<Option<TimerHandle>>,
     /// An iteration is queued with `call_soon`.
@@ -266,11 +269,13 @@ impl Guest {
         let (timeout_ms, wanted) = {
             let mut fds = self.fds.borrow_mut();
             let timeout_ms = query(ctx, max_priority, &mut fds);
-            let wanted: Vec<(RawFd, bool, bool)> = fds
+            let wanted: Vec<Watch> = fds
                 .iter()
-                .map(|p| {
-                    let read = p.events & (G_IO_IN | G_IO_PRI | G_IO_HUP | G_IO_ERR) != 0;
-                    (p.fd, read, p.events & G_IO_OUT != 0)
+                .map(|p| Watch {
+                    fd: p.fd,
+                    read: p.events & (G_IO_IN | G_IO_PRI | G_IO_HUP | G_IO_ERR) != 0,
+                    write: p.events & G_IO_OUT != 0,
+                    file: file_id(p.fd),
                 })
                 .collect();
             (timeout_ms, wanted)
@@ -343,26 +348,33 @@ impl Guest {
     }
 
     /// Watch `wanted` on the loop, unwatching what is no longer asked for.
-    fn rewatch(&self, lp: &Loop, wanted: &[(RawFd, bool, bool)]) {
+    ///
+    /// An fd counts as the same watch only if it is still the same file: a
+    /// source may close its fd and a new one get the same number within one
+    /// batch (a reconnect), and the loop's registration went away with the
+    /// old file (epoll forgets a closed file), so the new one is watched
+    /// afresh.
+    fn rewatch(&self, lp: &Loop, wanted: &[Watch]) {
         let mut watched = self.watched.borrow_mut();
         if *watched == wanted {
             return;
         }
-        for &(fd, read, write) in watched.iter() {
-            let keep = wanted.iter().find(|w| w.0 == fd);
-            with_fd(fd, |fd| {
-                if read && !keep.is_some_and(|w| w.1) {
+        let same = |a: &Watch, b: &Watch| a.fd == b.fd && a.file == b.file;
+        for old in watched.iter() {
+            let keep = wanted.iter().find(|w| same(w, old));
+            with_fd(old.fd, |fd| {
+                if old.read && !keep.is_some_and(|w| w.read) {
                     lp.remove_reader(fd);
                 }
-                if write && !keep.is_some_and(|w| w.2) {
+                if old.write && !keep.is_some_and(|w| w.write) {
                     lp.remove_writer(fd);
                 }
             });
         }
-        for &(fd, read, write) in wanted {
-            let had = watched.iter().find(|w| w.0 == fd).copied();
-            with_fd(fd, |borrowed| {
-                if read && !had.is_some_and(|w| w.1) {
+        for new in wanted {
+            let had = watched.iter().find(|w| same(w, new)).copied();
+            with_fd(new.fd, |borrowed| {
+                if new.read && !had.is_some_and(|w| w.read) {
                     let me = self.me.borrow().clone();
                     let _ = lp.add_reader(borrowed, move || {
                         if let Some(me) = me.upgrade() {
@@ -370,7 +382,7 @@ impl Guest {
                         }
                     });
                 }
-                if write && !had.is_some_and(|w| w.2) {
+                if new.write && !had.is_some_and(|w| w.write) {
                     let me = self.me.borrow().clone();
                     let _ = lp.add_writer(borrowed, move || {
                         if let Some(me) = me.upgrade() {
@@ -389,6 +401,31 @@ impl Guest {
             timer.cancel();
         }
     }
+}
+
+/// One of the context's poll fds as watched on the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Watch {
+    fd: RawFd,
+    read: bool,
+    write: bool,
+    /// Which file the number stood for (see [`file_id`]).
+    file: FileId,
+}
+
+/// A file's identity: its device and inode numbers (`fstat`). Tells a
+/// socket, pipe or file apart from the one that had its fd number before;
+/// not two eventfds (or timerfds), which share one anonymous inode.
+type FileId = (u64, u64);
+
+/// The identity of the file `fd` refers to; `(0, 0)` if `fstat` fails
+/// (the loop then refuses the fd as well).
+fn file_id(fd: RawFd) -> FileId {
+    // SAFETY: `fd` came from the context's `query` just made: a source of
+    // the context has it open. The `File` is never dropped, so it does not
+    // close the fd it does not own; it only lends it to `fstat`.
+    let file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    file.metadata().map_or((0, 0), |m| (m.dev(), m.ino()))
 }
 
 /// The context, acquired by this thread for the guest's lifetime.
