@@ -336,6 +336,46 @@ fn detach_hands_the_event_loop_back_and_unwatches_it() {
 }
 
 #[test]
+fn a_guest_detached_inside_a_batch_leaves_no_loop_timer_armed() {
+    // Detaching from a task (where user code of an owned loop runs), in a
+    // batch that changed a timer, must not let that batch's end arm a loop
+    // timer for the ended guest at the deadline of a timer it handed back.
+    let lp = Loop::new().unwrap();
+    let guest = Rc::new(new_guest(&lp));
+    let handle = guest.handle().unwrap();
+    let timer = guest
+        .timers()
+        .timer(Timer::from_duration(Duration::from_secs(3600)));
+    handle
+        .insert_source(timer, |_, _, _: &mut State| TimeoutAction::Drop)
+        .unwrap();
+    drop(handle);
+    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(1))).unwrap();
+    assert_eq!((lp.stats().fds, lp.stats().timers), (1, 1));
+    let g = guest.clone();
+    let (_event_loop, _state) = run_within(&lp, LIMIT, async move {
+        let timer = g
+            .timers()
+            .timer(Timer::from_duration(Duration::from_secs(7200)));
+        g.handle()
+            .unwrap()
+            .insert_source(timer, |_, _, _: &mut State| TimeoutAction::Drop)
+            .unwrap();
+        g.detach()
+    })
+    .expect("attached");
+    assert!(!guest.is_attached());
+    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(1))).unwrap();
+    assert_eq!(
+        (lp.stats().fds, lp.stats().timers),
+        (0, 0),
+        "the ended guest left something on the loop: {:?}",
+        lp.stats()
+    );
+    lp.close().unwrap();
+}
+
+#[test]
 fn misuse_is_an_error() {
     // A closed loop.
     let lp = Loop::new().unwrap();
