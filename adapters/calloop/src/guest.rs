@@ -401,6 +401,11 @@ impl<D: 'static> Guest<D> {
     /// Arm the loop timer at the earliest tracked deadline.
     fn rearm(&self, lp: &Loop) {
         self.dirty.set(false);
+        // Detached (from inside the batch that ends now): the event loop and
+        // its timers were handed back, nothing is armed for them any more.
+        if self.owned.try_borrow().is_ok_and(|o| o.is_none()) {
+            return;
+        }
         let next = self.tracker.earliest();
         let mut timer = self.timer.borrow_mut();
         if timer.as_ref().map(|(at, _)| *at) == next {
