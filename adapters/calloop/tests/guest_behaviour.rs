@@ -298,6 +298,79 @@ fn a_panic_in_a_calloop_callback_is_reported_and_the_guest_goes_on() {
     lp.close().unwrap();
 }
 
+/// Counts the batches a loop runs.
+struct Batches(std::cell::Cell<u32>);
+
+impl oneloop::RunContext for Batches {
+    fn enter(&self, run: &mut dyn FnMut()) {
+        self.0.set(self.0.get() + 1);
+        run();
+    }
+}
+
+#[test]
+fn a_panic_in_a_guest_timer_callback_loses_no_other_timer_and_leaves_the_loop_idle() {
+    // The panic unwinds out of the dispatch the loop timer ran: the other
+    // timers must still be armed, and the timer that panicked (which
+    // calloop took off its wheel and will not fire again) must not leave
+    // a stale, past deadline that the guest re-arms at once, forever.
+    let lp = Loop::new().unwrap();
+    let exceptions = support::record_exceptions(&lp);
+    let guest = new_guest(&lp);
+    let handle = guest.handle().unwrap();
+    let panicking = guest
+        .timers()
+        .timer(Timer::from_duration(Duration::from_millis(2)));
+    handle
+        .insert_source(panicking, |_, _, _: &mut State| -> TimeoutAction {
+            panic!("a guest timer panicked")
+        })
+        .unwrap();
+    let later = guest
+        .timers()
+        .timer(Timer::from_duration(Duration::from_millis(30)));
+    handle
+        .insert_source(later, |_, _, s: &mut State| {
+            s.log.push("later");
+            TimeoutAction::Drop
+        })
+        .unwrap();
+    let g = &guest;
+    let watchdog = support::Watchdog::stop_loop(&lp, LIMIT);
+    let _ = lp.run_until_complete(async {
+        while g.with_data(|s| s.log.len()).unwrap() < 1 {
+            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+    });
+    watchdog.assert_not_fired("the later timer after a panicking one");
+    let reports = exceptions.take();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(reports[0].contains("a guest timer panicked"), "{reports:?}");
+
+    // Idle now: a ping makes the guest dispatch and re-arm; then the loop
+    // must sleep, not re-run a timer for the dead deadline.
+    let (ping, ping_source) = make_ping().unwrap();
+    handle
+        .insert_source(ping_source, |_, _, s: &mut State| s.log.push("ping"))
+        .unwrap();
+    ping.ping();
+    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(5))).unwrap();
+    assert_eq!(
+        guest.with_data(|s| s.log.clone()).unwrap(),
+        ["later", "ping"]
+    );
+    let batches = Rc::new(Batches(std::cell::Cell::new(0)));
+    lp.add_run_context(batches.clone()).unwrap();
+    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(50))).unwrap();
+    assert!(
+        batches.0.get() < 20,
+        "the loop spun while idle: {} batches in 50 ms",
+        batches.0.get()
+    );
+    exceptions.assert_clean();
+    lp.close().unwrap();
+}
+
 #[test]
 fn detach_hands_the_event_loop_back_and_unwatches_it() {
     let lp = Loop::new().unwrap();
