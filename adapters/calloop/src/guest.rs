@@ -346,6 +346,10 @@ impl<D: 'static> Guest<D> {
             return;
         };
         let _dispatching = Flag::raise(&self.dispatching);
+        // A dispatched timer re-arms or drops itself: re-arm at the batch's
+        // end. Marked first, so that it holds even if a callback panics out
+        // of the dispatch (the loop timer that ran it is spent).
+        self.dirty.set(true);
         // Dispatch again while the poller stays readable (a calloop
         // callback woke another source, a ping chain): each round saves a
         // loop iteration, and the budget bounds how long the loop's other
@@ -378,8 +382,6 @@ impl<D: 'static> Guest<D> {
                 );
             }
         }
-        // A dispatched timer re-armed or dropped itself.
-        self.dirty.set(true);
     }
 
     /// A tracked deadline changed: re-arm at the end of this batch, or get
@@ -565,7 +567,17 @@ impl EventSource for GuestTimer {
     where
         F: FnMut(Self::Event, &mut Self::Metadata) -> Self::Ret,
     {
-        let action = self.inner.process_events(readiness, token, callback)?;
+        // calloop took the timer off its wheel before calling back: if the
+        // callback panics, the timer never fires again, so its deadline,
+        // now past, must not stay tracked (the guest would re-arm a loop
+        // timer for it at once, and again after each dispatch: a spin).
+        let forget = ForgetOnUnwind {
+            tracker: &self.tracker,
+            id: self.id,
+        };
+        let result = self.inner.process_events(readiness, token, callback);
+        std::mem::forget(forget);
+        let action = result?;
         if matches!(action, PostAction::Remove | PostAction::Disable) {
             self.registered = false;
         }
@@ -599,6 +611,20 @@ impl EventSource for GuestTimer {
         self.registered = false;
         self.report();
         self.inner.unregister(poll)
+    }
+}
+
+/// Untracks a [`GuestTimer`]'s deadline if its callback unwinds.
+struct ForgetOnUnwind<'a> {
+    tracker: &'a Weak<Tracker>,
+    id: u64,
+}
+
+impl Drop for ForgetOnUnwind<'_> {
+    fn drop(&mut self) {
+        if let Some(tracker) = self.tracker.upgrade() {
+            tracker.set(self.id, None);
+        }
     }
 }
 
