@@ -371,6 +371,53 @@ fn a_panic_in_a_guest_timer_callback_loses_no_other_timer_and_leaves_the_loop_id
     lp.close().unwrap();
 }
 
+/// A panic payload whose drop panics: reporting the first panic drops
+/// it, and that second panic unwinds out of the loop's run.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("a panic payload's drop panicked");
+    }
+}
+
+#[test]
+fn a_panic_escaping_a_batch_leaves_the_guests_timers_armed() {
+    // A panic that unwinds out of a batch (a panic payload whose drop
+    // panics, a panicking tracing subscriber) comes out of the run; the
+    // loop is fit for use again (ER-04), and so must the guest be: a
+    // batch flag left raised would keep it from ever re-arming its timers.
+    let lp = Loop::new().unwrap();
+    let guest = new_guest(&lp);
+    lp.set_exception_handler(Some(|_: &Loop, _: &oneloop::ExceptionContext| {}));
+    lp.call_soon(|| std::panic::panic_any(Bomb)).unwrap();
+    let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lp.run_until_complete(oneloop::sleep(Duration::from_millis(1)))
+    }));
+    assert!(escaped.is_err(), "the panic did not come out of the run");
+
+    let timer = guest
+        .timers()
+        .timer(Timer::from_duration(Duration::from_millis(2)));
+    guest
+        .handle()
+        .unwrap()
+        .insert_source(timer, |_, _, s: &mut State| {
+            s.log.push("timer");
+            TimeoutAction::Drop
+        })
+        .unwrap();
+    let g = &guest;
+    let watchdog = support::Watchdog::stop_loop(&lp, LIMIT);
+    let _ = lp.run_until_complete(async {
+        while g.with_data(|s| s.log.len()).unwrap() < 1 {
+            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+    });
+    watchdog.assert_not_fired("a guest timer after a panic escaped a batch");
+    lp.close().unwrap();
+}
+
 #[test]
 fn detach_hands_the_event_loop_back_and_unwatches_it() {
     let lp = Loop::new().unwrap();
