@@ -308,8 +308,9 @@ impl<D: 'static> RunContext for Guest<D> {
     fn enter(&self, run: &mut dyn FnMut()) {
         let outer = self.in_batch.replace(true);
         self.poked.set(false);
+        let batch = BatchEnd { guest: self, outer };
         run();
-        self.in_batch.set(outer);
+        drop(batch);
         if !outer
             && self.dirty.get()
             && let Ok(lp) = oneloop::get_running_loop()
@@ -320,6 +321,28 @@ impl<D: 'static> RunContext for Guest<D> {
 
     fn name(&self) -> &str {
         "calloop guest"
+    }
+}
+
+/// Ends a batch for the guest, also when a panic unwinds out of it (a
+/// panicking tracing subscriber, a panic payload whose drop panics; the
+/// loop stays fit for use, ER-04): left raised, `in_batch` would make
+/// every later batch look nested, and none would re-arm the timers.
+struct BatchEnd<'a, D: 'static> {
+    guest: &'a Guest<D>,
+    outer: bool,
+}
+
+impl<D: 'static> Drop for BatchEnd<'_, D> {
+    fn drop(&mut self) {
+        let guest = self.guest;
+        guest.in_batch.set(self.outer);
+        // Unwinding: no loop timer is made from here, while the loop's
+        // own state unwinds; the thread-safe inbox gets the guest a batch
+        // of its own, whose end re-arms.
+        if std::thread::panicking() && !self.outer && guest.dirty.get() {
+            guest.poke();
+        }
     }
 }
 
