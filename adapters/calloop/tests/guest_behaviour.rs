@@ -371,6 +371,75 @@ fn a_panic_in_a_guest_timer_callback_loses_no_other_timer_and_leaves_the_loop_id
     lp.close().unwrap();
 }
 
+#[test]
+fn a_panic_in_a_source_callback_that_drops_a_due_timer_leaves_the_loop_idle() {
+    // calloop takes every due timer off its wheel before it calls back
+    // the ready sources, then the timers: a panic in a source's callback
+    // loses the timers of that dispatch (they never fire, as on calloop's
+    // own loop). The guest must not keep re-arming at their past deadline.
+    let lp = Loop::new().unwrap();
+    let exceptions = support::record_exceptions(&lp);
+    let guest = new_guest(&lp);
+    let handle = guest.handle().unwrap();
+    let (ping, ping_source) = make_ping().unwrap();
+    handle
+        .insert_source(ping_source, |_, _, s: &mut State| {
+            s.log.push("ping");
+            if s.log.len() == 1 {
+                panic!("a calloop source panicked");
+            }
+        })
+        .unwrap();
+    let due = guest.timers().timer(Timer::immediate());
+    handle
+        .insert_source(due, |_, _, s: &mut State| {
+            s.log.push("due");
+            TimeoutAction::Drop
+        })
+        .unwrap();
+    ping.ping();
+    let g = &guest;
+    run_within(&lp, LIMIT, async {
+        while g.with_data(|s| s.log.len()).unwrap() < 1 {
+            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+    });
+    let reports = exceptions.take();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    // The guest goes on: a later timer and a ping still run...
+    let later = guest
+        .timers()
+        .timer(Timer::from_duration(Duration::from_millis(5)));
+    handle
+        .insert_source(later, |_, _, s: &mut State| {
+            s.log.push("later");
+            TimeoutAction::Drop
+        })
+        .unwrap();
+    ping.ping();
+    run_within(&lp, LIMIT, async {
+        while g.with_data(|s| s.log.len()).unwrap() < 3 {
+            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+    });
+    let log = guest.with_data(|s| s.log.clone()).unwrap();
+    assert!(
+        log.contains(&"later") && log.iter().filter(|e| **e == "ping").count() == 2,
+        "{log:?}"
+    );
+    // ...and the loop sleeps while idle.
+    let batches = Rc::new(Batches(std::cell::Cell::new(0)));
+    lp.add_run_context(batches.clone()).unwrap();
+    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(50))).unwrap();
+    assert!(
+        batches.0.get() < 20,
+        "the loop spun while idle: {} batches in 50 ms",
+        batches.0.get()
+    );
+    exceptions.assert_clean();
+    lp.close().unwrap();
+}
+
 /// A panic payload whose drop panics: reporting the first panic drops
 /// it, and that second panic unwinds out of the loop's run.
 struct Bomb;
