@@ -326,9 +326,11 @@ fn a_panic_in_a_guest_timer_callback_loses_no_other_timer_and_leaves_the_loop_id
             panic!("a guest timer panicked")
         })
         .unwrap();
+    // Far enough behind the first that a stalled test machine does not
+    // make both due in one dispatch (the panic would then lose it too).
     let later = guest
         .timers()
-        .timer(Timer::from_duration(Duration::from_millis(30)));
+        .timer(Timer::from_duration(Duration::from_millis(300)));
     handle
         .insert_source(later, |_, _, s: &mut State| {
             s.log.push("later");
