@@ -78,7 +78,10 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 /// the oneloop callback that ran it, where the loop catches it and reports
 /// it to its exception handler (or propagates it, under
 /// [`PanicPolicy::Propagate`](oneloop::PanicPolicy)); the guest dispatches
-/// again at its next event.
+/// again at its next event. calloop drops the rest of that dispatch: the
+/// timers due in it that had not been called back (the panicking one
+/// among them) never fire, as on calloop's own loop, and the guest stops
+/// arming their deadlines; its other sources and timers go on.
 ///
 /// # Errors
 /// [`ErrorKind::Closed`] on a closed loop; [`ErrorKind::Unsupported`] if
@@ -144,6 +147,7 @@ pub fn guest<D: 'static>(
             by_id: RefCell::default(),
             ordered: RefCell::default(),
             next_id: Cell::new(0),
+            epoch: Cell::new(0),
         }),
         remote: lp.remote(),
         timer: RefCell::new(None),
@@ -152,6 +156,7 @@ pub fn guest<D: 'static>(
         in_batch: Cell::new(false),
         dispatching: Cell::new(false),
         checks: Cell::new(Checks::default()),
+        redispatch: Cell::new(false),
     });
     let hooks: Weak<dyn GuestHooks> = Rc::downgrade(&state) as Weak<Guest<D>>;
     *state.tracker.guest.borrow_mut() = hooks;
@@ -302,24 +307,87 @@ struct Guest<D: 'static> {
     dispatching: Cell<bool>,
     /// Whether to ask if the poller is still readable after a dispatch.
     checks: Cell<Checks>,
+    /// A dispatch unwound: dispatch once more soon (see [`LostTimers`]).
+    redispatch: Cell<bool>,
 }
 
 impl<D: 'static> RunContext for Guest<D> {
     fn enter(&self, run: &mut dyn FnMut()) {
         let outer = self.in_batch.replace(true);
         self.poked.set(false);
+        let batch = BatchEnd { guest: self, outer };
         run();
-        self.in_batch.set(outer);
-        if !outer
-            && self.dirty.get()
-            && let Ok(lp) = oneloop::get_running_loop()
-        {
+        drop(batch);
+        if outer {
+            return;
+        }
+        let Ok(lp) = oneloop::get_running_loop() else {
+            return;
+        };
+        if self.redispatch.take() {
+            let me = self.tracker.guest.borrow().clone();
+            let _ = lp.call_soon(move || {
+                if let Some(me) = me.upgrade() {
+                    me.dispatch_now();
+                }
+            });
+        }
+        if self.dirty.get() {
             self.rearm(&lp);
         }
     }
 
     fn name(&self) -> &str {
         "calloop guest"
+    }
+}
+
+/// Ends a batch for the guest, also when a panic unwinds out of it (a
+/// panicking tracing subscriber, a panic payload whose drop panics; the
+/// loop stays fit for use, ER-04): left raised, `in_batch` would make
+/// every later batch look nested, and none would re-arm the timers.
+struct BatchEnd<'a, D: 'static> {
+    guest: &'a Guest<D>,
+    outer: bool,
+}
+
+impl<D: 'static> Drop for BatchEnd<'_, D> {
+    fn drop(&mut self) {
+        let guest = self.guest;
+        guest.in_batch.set(self.outer);
+        // Unwinding: no loop timer is made from here, while the loop's
+        // own state unwinds; the thread-safe inbox gets the guest a batch
+        // of its own, whose end re-arms.
+        if std::thread::panicking() && !self.outer && guest.dirty.get() {
+            guest.poke();
+        }
+    }
+}
+
+/// Guards one dispatch of the event loop against a panic in a calloop
+/// callback (reported by the loop, as the guest's docs promise).
+///
+/// calloop takes every due timer off its wheel before it calls back the
+/// ready sources, then those timers; a panic in any callback drops the
+/// rest of the dispatch, so the due timers not yet called back are lost
+/// (they never fire again, as on calloop's own loop), the panicking one
+/// too, and none of them reported. Left tracked, their past deadlines
+/// would have the guest re-arm a loop timer at them after every dispatch:
+/// a spin. So an unwinding dispatch forgets every deadline due by now that
+/// no timer reported since it began, and asks for one more dispatch soon,
+/// which calls back whichever of those timers calloop still holds (due
+/// after its poll): they report again.
+struct LostTimers<'a, D: 'static> {
+    guest: &'a Guest<D>,
+    epoch: u64,
+}
+
+impl<D: 'static> Drop for LostTimers<'_, D> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.guest.tracker.forget_lost(self.epoch, Instant::now());
+            self.guest.redispatch.set(true);
+        }
     }
 }
 
@@ -346,6 +414,14 @@ impl<D: 'static> Guest<D> {
             return;
         };
         let _dispatching = Flag::raise(&self.dispatching);
+        // A dispatched timer re-arms or drops itself: re-arm at the batch's
+        // end. Marked first, so that it holds even if a callback panics out
+        // of the dispatch (the loop timer that ran it is spent).
+        self.dirty.set(true);
+        let _lost = LostTimers {
+            guest: self,
+            epoch: self.tracker.begin_dispatch(),
+        };
         // Dispatch again while the poller stays readable (a calloop
         // callback woke another source, a ping chain): each round saves a
         // loop iteration, and the budget bounds how long the loop's other
@@ -378,8 +454,6 @@ impl<D: 'static> Guest<D> {
                 );
             }
         }
-        // A dispatched timer re-armed or dropped itself.
-        self.dirty.set(true);
     }
 
     /// A tracked deadline changed: re-arm at the end of this batch, or get
@@ -401,6 +475,11 @@ impl<D: 'static> Guest<D> {
     /// Arm the loop timer at the earliest tracked deadline.
     fn rearm(&self, lp: &Loop) {
         self.dirty.set(false);
+        // Detached (from inside the batch that ends now): the event loop and
+        // its timers were handed back, nothing is armed for them any more.
+        if self.owned.try_borrow().is_ok_and(|o| o.is_none()) {
+            return;
+        }
         let next = self.tracker.earliest();
         let mut timer = self.timer.borrow_mut();
         if timer.as_ref().map(|(at, _)| *at) == next {
@@ -433,6 +512,7 @@ impl<D: 'static> Guest<D> {
 trait GuestHooks {
     fn timers_changed(&self);
     fn fired(&self);
+    fn dispatch_now(&self);
 }
 
 impl<D: 'static> GuestHooks for Guest<D> {
@@ -445,22 +525,30 @@ impl<D: 'static> GuestHooks for Guest<D> {
         self.timer.borrow_mut().take();
         self.dispatch();
     }
+
+    fn dispatch_now(&self) {
+        self.dispatch();
+    }
 }
 
 /// The deadlines of a guest's [`GuestTimer`]s.
 struct Tracker {
     guest: RefCell<Weak<dyn GuestHooks>>,
-    by_id: RefCell<HashMap<u64, Instant>>,
+    /// Each timer's deadline, and the dispatch (epoch) of its last report.
+    by_id: RefCell<HashMap<u64, (Instant, u64)>>,
     ordered: RefCell<BTreeSet<(Instant, u64)>>,
     next_id: Cell<u64>,
+    /// Counts the guest's dispatches.
+    epoch: Cell<u64>,
 }
 
 impl Tracker {
     fn set(&self, id: u64, deadline: Option<Instant>) {
         let old = match deadline {
-            Some(d) => self.by_id.borrow_mut().insert(id, d),
+            Some(d) => self.by_id.borrow_mut().insert(id, (d, self.epoch.get())),
             None => self.by_id.borrow_mut().remove(&id),
-        };
+        }
+        .map(|(d, _)| d);
         if old == deadline {
             return;
         }
@@ -479,6 +567,31 @@ impl Tracker {
 
     fn earliest(&self) -> Option<Instant> {
         self.ordered.borrow().first().map(|(d, _)| *d)
+    }
+
+    /// A dispatch of the guest begins: its epoch.
+    fn begin_dispatch(&self) -> u64 {
+        let epoch = self.epoch.get() + 1;
+        self.epoch.set(epoch);
+        epoch
+    }
+
+    /// The dispatch of `epoch` unwound: forget every deadline due by `now`
+    /// that no timer reported since it began (see [`LostTimers`]).
+    fn forget_lost(&self, epoch: u64, now: Instant) {
+        let lost: Vec<u64> = {
+            let by_id = self.by_id.borrow();
+            self.ordered
+                .borrow()
+                .iter()
+                .take_while(|(d, _)| *d <= now)
+                .filter(|(_, id)| by_id.get(id).is_some_and(|(_, e)| *e < epoch))
+                .map(|(_, id)| *id)
+                .collect()
+        };
+        for id in lost {
+            self.set(id, None);
+        }
     }
 }
 
@@ -560,6 +673,8 @@ impl EventSource for GuestTimer {
     where
         F: FnMut(Self::Event, &mut Self::Metadata) -> Self::Ret,
     {
+        // A panic in the callback unwinds out of here without a report:
+        // the guest's dispatch forgets the deadline (see `LostTimers`).
         let action = self.inner.process_events(readiness, token, callback)?;
         if matches!(action, PostAction::Remove | PostAction::Disable) {
             self.registered = false;

@@ -298,6 +298,197 @@ fn a_panic_in_a_calloop_callback_is_reported_and_the_guest_goes_on() {
     lp.close().unwrap();
 }
 
+/// Counts the batches a loop runs.
+struct Batches(std::cell::Cell<u32>);
+
+impl oneloop::RunContext for Batches {
+    fn enter(&self, run: &mut dyn FnMut()) {
+        self.0.set(self.0.get() + 1);
+        run();
+    }
+}
+
+#[test]
+fn a_panic_in_a_guest_timer_callback_loses_no_other_timer_and_leaves_the_loop_idle() {
+    // The panic unwinds out of the dispatch the loop timer ran: the other
+    // timers must still be armed, and the timer that panicked (which
+    // calloop took off its wheel and will not fire again) must not leave
+    // a stale, past deadline that the guest re-arms at once, forever.
+    let lp = Loop::new().unwrap();
+    let exceptions = support::record_exceptions(&lp);
+    let guest = new_guest(&lp);
+    let handle = guest.handle().unwrap();
+    let panicking = guest
+        .timers()
+        .timer(Timer::from_duration(Duration::from_millis(2)));
+    handle
+        .insert_source(panicking, |_, _, _: &mut State| -> TimeoutAction {
+            panic!("a guest timer panicked")
+        })
+        .unwrap();
+    // Far enough behind the first that a stalled test machine does not
+    // make both due in one dispatch (the panic would then lose it too).
+    let later = guest
+        .timers()
+        .timer(Timer::from_duration(Duration::from_millis(300)));
+    handle
+        .insert_source(later, |_, _, s: &mut State| {
+            s.log.push("later");
+            TimeoutAction::Drop
+        })
+        .unwrap();
+    let g = &guest;
+    let watchdog = support::Watchdog::stop_loop(&lp, LIMIT);
+    let _ = lp.run_until_complete(async {
+        while g.with_data(|s| s.log.len()).unwrap() < 1 {
+            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+    });
+    watchdog.assert_not_fired("the later timer after a panicking one");
+    let reports = exceptions.take();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(reports[0].contains("a guest timer panicked"), "{reports:?}");
+
+    // Idle now: a ping makes the guest dispatch and re-arm; then the loop
+    // must sleep, not re-run a timer for the dead deadline.
+    let (ping, ping_source) = make_ping().unwrap();
+    handle
+        .insert_source(ping_source, |_, _, s: &mut State| s.log.push("ping"))
+        .unwrap();
+    ping.ping();
+    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(5))).unwrap();
+    assert_eq!(
+        guest.with_data(|s| s.log.clone()).unwrap(),
+        ["later", "ping"]
+    );
+    let batches = Rc::new(Batches(std::cell::Cell::new(0)));
+    lp.add_run_context(batches.clone()).unwrap();
+    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(50))).unwrap();
+    assert!(
+        batches.0.get() < 20,
+        "the loop spun while idle: {} batches in 50 ms",
+        batches.0.get()
+    );
+    exceptions.assert_clean();
+    lp.close().unwrap();
+}
+
+#[test]
+fn a_panic_in_a_source_callback_that_drops_a_due_timer_leaves_the_loop_idle() {
+    // calloop takes every due timer off its wheel before it calls back
+    // the ready sources, then the timers: a panic in a source's callback
+    // loses the timers of that dispatch (they never fire, as on calloop's
+    // own loop). The guest must not keep re-arming at their past deadline.
+    let lp = Loop::new().unwrap();
+    let exceptions = support::record_exceptions(&lp);
+    let guest = new_guest(&lp);
+    let handle = guest.handle().unwrap();
+    let (ping, ping_source) = make_ping().unwrap();
+    handle
+        .insert_source(ping_source, |_, _, s: &mut State| {
+            s.log.push("ping");
+            if s.log.len() == 1 {
+                panic!("a calloop source panicked");
+            }
+        })
+        .unwrap();
+    let due = guest.timers().timer(Timer::immediate());
+    handle
+        .insert_source(due, |_, _, s: &mut State| {
+            s.log.push("due");
+            TimeoutAction::Drop
+        })
+        .unwrap();
+    ping.ping();
+    let g = &guest;
+    run_within(&lp, LIMIT, async {
+        while g.with_data(|s| s.log.len()).unwrap() < 1 {
+            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+    });
+    let reports = exceptions.take();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    // The guest goes on: a later timer and a ping still run...
+    let later = guest
+        .timers()
+        .timer(Timer::from_duration(Duration::from_millis(5)));
+    handle
+        .insert_source(later, |_, _, s: &mut State| {
+            s.log.push("later");
+            TimeoutAction::Drop
+        })
+        .unwrap();
+    ping.ping();
+    run_within(&lp, LIMIT, async {
+        while g.with_data(|s| s.log.len()).unwrap() < 3 {
+            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+    });
+    let log = guest.with_data(|s| s.log.clone()).unwrap();
+    assert!(
+        log.contains(&"later") && log.iter().filter(|e| **e == "ping").count() == 2,
+        "{log:?}"
+    );
+    // ...and the loop sleeps while idle.
+    let batches = Rc::new(Batches(std::cell::Cell::new(0)));
+    lp.add_run_context(batches.clone()).unwrap();
+    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(50))).unwrap();
+    assert!(
+        batches.0.get() < 20,
+        "the loop spun while idle: {} batches in 50 ms",
+        batches.0.get()
+    );
+    exceptions.assert_clean();
+    lp.close().unwrap();
+}
+
+/// A panic payload whose drop panics: reporting the first panic drops
+/// it, and that second panic unwinds out of the loop's run.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("a panic payload's drop panicked");
+    }
+}
+
+#[test]
+fn a_panic_escaping_a_batch_leaves_the_guests_timers_armed() {
+    // A panic that unwinds out of a batch (a panic payload whose drop
+    // panics, a panicking tracing subscriber) comes out of the run; the
+    // loop is fit for use again (ER-04), and so must the guest be: a
+    // batch flag left raised would keep it from ever re-arming its timers.
+    let lp = Loop::new().unwrap();
+    let guest = new_guest(&lp);
+    lp.set_exception_handler(Some(|_: &Loop, _: &oneloop::ExceptionContext| {}));
+    lp.call_soon(|| std::panic::panic_any(Bomb)).unwrap();
+    let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lp.run_until_complete(oneloop::sleep(Duration::from_millis(1)))
+    }));
+    assert!(escaped.is_err(), "the panic did not come out of the run");
+
+    let timer = guest
+        .timers()
+        .timer(Timer::from_duration(Duration::from_millis(2)));
+    guest
+        .handle()
+        .unwrap()
+        .insert_source(timer, |_, _, s: &mut State| {
+            s.log.push("timer");
+            TimeoutAction::Drop
+        })
+        .unwrap();
+    let g = &guest;
+    let watchdog = support::Watchdog::stop_loop(&lp, LIMIT);
+    let _ = lp.run_until_complete(async {
+        while g.with_data(|s| s.log.len()).unwrap() < 1 {
+            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+    });
+    watchdog.assert_not_fired("a guest timer after a panic escaped a batch");
+    lp.close().unwrap();
+}
+
 #[test]
 fn detach_hands_the_event_loop_back_and_unwatches_it() {
     let lp = Loop::new().unwrap();
@@ -332,6 +523,46 @@ fn detach_hands_the_event_loop_back_and_unwatches_it() {
         .dispatch(Some(Duration::from_secs(1)), &mut state)
         .unwrap();
     assert_eq!(state.log, ["ping"]);
+    lp.close().unwrap();
+}
+
+#[test]
+fn a_guest_detached_inside_a_batch_leaves_no_loop_timer_armed() {
+    // Detaching from a task (where user code of an owned loop runs), in a
+    // batch that changed a timer, must not let that batch's end arm a loop
+    // timer for the ended guest at the deadline of a timer it handed back.
+    let lp = Loop::new().unwrap();
+    let guest = Rc::new(new_guest(&lp));
+    let handle = guest.handle().unwrap();
+    let timer = guest
+        .timers()
+        .timer(Timer::from_duration(Duration::from_secs(3600)));
+    handle
+        .insert_source(timer, |_, _, _: &mut State| TimeoutAction::Drop)
+        .unwrap();
+    drop(handle);
+    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(1))).unwrap();
+    assert_eq!((lp.stats().fds, lp.stats().timers), (1, 1));
+    let g = guest.clone();
+    let (_event_loop, _state) = run_within(&lp, LIMIT, async move {
+        let timer = g
+            .timers()
+            .timer(Timer::from_duration(Duration::from_secs(7200)));
+        g.handle()
+            .unwrap()
+            .insert_source(timer, |_, _, _: &mut State| TimeoutAction::Drop)
+            .unwrap();
+        g.detach()
+    })
+    .expect("attached");
+    assert!(!guest.is_attached());
+    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(1))).unwrap();
+    assert_eq!(
+        (lp.stats().fds, lp.stats().timers),
+        (0, 0),
+        "the ended guest left something on the loop: {:?}",
+        lp.stats()
+    );
     lp.close().unwrap();
 }
 

@@ -7,7 +7,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::fs::File;
+use std::mem::ManuallyDrop;
+use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -128,6 +131,7 @@ pub fn guest(lp: &Loop, ctx: &MainContext) -> Result<GuestContext> {
         timer: RefCell::new(None),
         soon: Cell::new(false),
         in_dispatch: Cell::new(false),
+        ended: Cell::new(false),
         me: RefCell::new(Weak::new()),
     });
     *state.me.borrow_mut() = Rc::downgrade(&state);
@@ -187,6 +191,10 @@ impl GuestContext {
         let Some(state) = self.state.upgrade() else {
             return false;
         };
+        // Ended before unwatching: called from a callback, the batch this
+        // runs in would otherwise watch the context again at its end, for
+        // a guest that is gone (its fds watched for good, its timer armed).
+        state.ended.set(true);
         state.unwatch_all(&self.lp);
         let ctx: Rc<dyn RunContext> = state;
         self.lp.remove_run_context(&ctx)
@@ -199,8 +207,8 @@ struct Guest {
     /// Scratch space for `query`: the context's poll fds, and their
     /// `revents` after a poll.
     fds: RefCell<Vec<GPollFD>>,
-    /// The fds watched on the loop: `(fd, read, write)`.
-    watched: RefCell<Vec<(RawFd, bool, bool)>>,
+    /// The fds watched on the loop.
+    watched: RefCell<Vec<Watch>>,
     /// The loop timer for the context's next timeout.
     timer: RefCell<Option<TimerHandle>>,
     /// An iteration is queued with `call_soon`.
@@ -208,6 +216,9 @@ struct Guest {
     /// The guest is iterating the context (a batch nested in one of its
     /// callbacks must not prepare it again, nor iterate it).
     in_dispatch: Cell<bool>,
+    /// Detached: watch nothing, arm nothing, iterate nothing any more
+    /// (the batch that detached it, or a queued iteration, may still run).
+    ended: Cell<bool>,
     me: RefCell<Weak<Guest>>,
 }
 
@@ -250,16 +261,21 @@ impl Guest {
     /// `prepare` and `query` the context, then make the loop's watches and
     /// timer match what it asked for.
     fn refresh(&self, lp: &Loop) {
+        if self.ended.get() {
+            return;
+        }
         let ctx = &self.acquired.ctx;
         let (ready, max_priority) = ctx.prepare();
         let (timeout_ms, wanted) = {
             let mut fds = self.fds.borrow_mut();
             let timeout_ms = query(ctx, max_priority, &mut fds);
-            let wanted: Vec<(RawFd, bool, bool)> = fds
+            let wanted: Vec<Watch> = fds
                 .iter()
-                .map(|p| {
-                    let read = p.events & (G_IO_IN | G_IO_PRI | G_IO_HUP | G_IO_ERR) != 0;
-                    (p.fd, read, p.events & G_IO_OUT != 0)
+                .map(|p| Watch {
+                    fd: p.fd,
+                    read: p.events & (G_IO_IN | G_IO_PRI | G_IO_HUP | G_IO_ERR) != 0,
+                    write: p.events & G_IO_OUT != 0,
+                    file: file_id(p.fd),
                 })
                 .collect();
             (timeout_ms, wanted)
@@ -308,7 +324,7 @@ impl Guest {
     /// timeout, a source ready in `prepare`): ready fds are the loop's to
     /// report, in its own order with its other work.
     fn iterate(&self) {
-        if self.in_dispatch.get() {
+        if self.in_dispatch.get() || self.ended.get() {
             return;
         }
         let _dispatching = Flag::raise(&self.in_dispatch);
@@ -332,26 +348,33 @@ impl Guest {
     }
 
     /// Watch `wanted` on the loop, unwatching what is no longer asked for.
-    fn rewatch(&self, lp: &Loop, wanted: &[(RawFd, bool, bool)]) {
+    ///
+    /// An fd counts as the same watch only if it is still the same file: a
+    /// source may close its fd and a new one get the same number within one
+    /// batch (a reconnect), and the loop's registration went away with the
+    /// old file (epoll forgets a closed file), so the new one is watched
+    /// afresh.
+    fn rewatch(&self, lp: &Loop, wanted: &[Watch]) {
         let mut watched = self.watched.borrow_mut();
         if *watched == wanted {
             return;
         }
-        for &(fd, read, write) in watched.iter() {
-            let keep = wanted.iter().find(|w| w.0 == fd);
-            with_fd(fd, |fd| {
-                if read && !keep.is_some_and(|w| w.1) {
+        let same = |a: &Watch, b: &Watch| a.fd == b.fd && a.file == b.file;
+        for old in watched.iter() {
+            let keep = wanted.iter().find(|w| same(w, old));
+            with_listed_fd(old.fd, |fd| {
+                if old.read && !keep.is_some_and(|w| w.read) {
                     lp.remove_reader(fd);
                 }
-                if write && !keep.is_some_and(|w| w.2) {
+                if old.write && !keep.is_some_and(|w| w.write) {
                     lp.remove_writer(fd);
                 }
             });
         }
-        for &(fd, read, write) in wanted {
-            let had = watched.iter().find(|w| w.0 == fd).copied();
-            with_fd(fd, |borrowed| {
-                if read && !had.is_some_and(|w| w.1) {
+        for new in wanted {
+            let had = watched.iter().find(|w| same(w, new)).copied();
+            with_fd(new.fd, |borrowed| {
+                if new.read && !had.is_some_and(|w| w.read) {
                     let me = self.me.borrow().clone();
                     let _ = lp.add_reader(borrowed, move || {
                         if let Some(me) = me.upgrade() {
@@ -359,7 +382,7 @@ impl Guest {
                         }
                     });
                 }
-                if write && !had.is_some_and(|w| w.2) {
+                if new.write && !had.is_some_and(|w| w.write) {
                     let me = self.me.borrow().clone();
                     let _ = lp.add_writer(borrowed, move || {
                         if let Some(me) = me.upgrade() {
@@ -378,6 +401,31 @@ impl Guest {
             timer.cancel();
         }
     }
+}
+
+/// One of the context's poll fds as watched on the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Watch {
+    fd: RawFd,
+    read: bool,
+    write: bool,
+    /// Which file the number stood for (see [`file_id`]).
+    file: FileId,
+}
+
+/// A file's identity: its device and inode numbers (`fstat`). Tells a
+/// socket, pipe or file apart from the one that had its fd number before;
+/// not two eventfds (or timerfds), which share one anonymous inode.
+type FileId = (u64, u64);
+
+/// The identity of the file `fd` refers to; `(0, 0)` if `fstat` fails
+/// (the loop then refuses the fd as well).
+fn file_id(fd: RawFd) -> FileId {
+    // SAFETY: `fd` came from the context's `query` just made: a source of
+    // the context has it open. The `File` is never dropped, so it does not
+    // close the fd it does not own; it only lends it to `fstat`.
+    let file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    file.metadata().map_or((0, 0), |m| (m.dev(), m.ino()))
 }
 
 /// The context, acquired by this thread for the guest's lifetime.
@@ -462,10 +510,27 @@ fn check(ctx: &MainContext, max_priority: i32, fds: &mut [GPollFD]) -> bool {
 /// Lend `fd`, one of the context's poll fds, to the loop's fd API for the
 /// duration of `f`.
 fn with_fd(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>)) {
-    // SAFETY: `fd` came from the context's last `query`: a source of the
-    // context has it open and registered. The borrow lasts only this call;
-    // the loop keeps the number, not the borrow, and the guest unwatches it
-    // when the context stops listing it.
+    // SAFETY: `fd` came from the context's `query` just made: a source of
+    // the context has it open and registered. The borrow lasts only this
+    // call; the loop keeps the number, not the borrow, and the guest
+    // unwatches it when the context stops listing it.
+    f(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// Lend `fd`, a number an *earlier* `query` listed, to the loop's
+/// `remove_reader`/`remove_writer`, to unwatch it.
+///
+/// Not fully sound, and known: the context stopped listing the fd, so
+/// its source may have closed it already (GLib gives no hook between a
+/// source's removal and its owner's `close`), and `borrow_raw` requires an
+/// open fd. The removal reads only the number (`as_raw_fd`) and does no
+/// I/O through the borrow, and the loop's unwatch tolerates a closed fd
+/// (scheduler: "the fd may already be closed by its owner"); but the
+/// `Loop` API has no removal by number, which is what would make this
+/// sound (a `remove_reader_raw(RawFd)` in core).
+fn with_listed_fd(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>)) {
+    // SAFETY: see above: the borrow is used for its number only, within
+    // this call; the fd may be closed (the documented gap).
     f(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 

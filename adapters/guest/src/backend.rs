@@ -187,17 +187,33 @@ pub(crate) struct Batches {
 impl RunContext for Batches {
     fn enter(&self, run: &mut dyn FnMut()) {
         self.depth.set(self.depth.get() + 1);
+        // Also when a panic unwinds out of the batch (a panicking tracing
+        // subscriber, a panic payload whose drop panics: the loop stays fit
+        // for use, ER-04): a depth left raised would never acknowledge
+        // again, and the I/O thread would stay parked for good. Ready fds
+        // whose callbacks did not run are level-triggered: acknowledged,
+        // they are reported again.
+        let _end = BatchEnd(self);
         run();
-        self.depth.set(self.depth.get() - 1);
-        if self.depth.get() == 0
-            && let Some(inner) = self.inner.upgrade()
-        {
-            inner.shared.ack();
-        }
     }
 
     fn name(&self) -> &str {
         "guest mode"
+    }
+}
+
+/// The end of a batch, run by drop so that an unwinding batch ends too.
+struct BatchEnd<'a>(&'a Batches);
+
+impl Drop for BatchEnd<'_> {
+    fn drop(&mut self) {
+        let b = self.0;
+        b.depth.set(b.depth.get() - 1);
+        if b.depth.get() == 0
+            && let Some(inner) = b.inner.upgrade()
+        {
+            inner.shared.ack();
+        }
     }
 }
 

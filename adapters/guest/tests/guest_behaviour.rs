@@ -374,3 +374,41 @@ fn a_panicking_callback_is_reported_and_the_guest_goes_on() {
     );
     lp.close().unwrap();
 }
+
+/// A panic payload whose drop panics: reporting the first panic drops
+/// it, and that second panic unwinds out of the loop's dispatch.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("a panic payload's drop panicked");
+    }
+}
+
+#[test]
+fn a_panic_escaping_a_job_leaves_the_guest_going_on() {
+    // A panic that unwinds out of the loop's dispatch (a panic payload
+    // whose drop panics, a tracing subscriber that panics on errors as CI
+    // setups do) comes out of the host's `Job::run`; the loop is fit for
+    // use again (ER-04), and so must the guest be: its I/O thread must not
+    // stay parked for an acknowledgement the unwound batch never gave.
+    let q = Queue::default();
+    let lp = oneloop_guest::new_loop(q.hook()).unwrap();
+    lp.set_exception_handler(Some(|_: &Loop, _: &oneloop::ExceptionContext| {}));
+    lp.call_soon(|| std::panic::panic_any(Bomb)).unwrap();
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < LIMIT, "the panic never came out of a job");
+        match q.pop() {
+            Some(job) => {
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
+                if run.is_err() {
+                    break;
+                }
+            }
+            None => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+    assert_the_guest_goes_on(&q, &lp);
+    lp.close().unwrap();
+}
