@@ -613,6 +613,36 @@ impl Loop {
         self.inner.remove_fd(fd.as_fd().as_raw_fd(), false)
     }
 
+    /// [`remove_reader`](Loop::remove_reader) by number, for an fd its
+    /// owner may have closed already: a library that closes its fds
+    /// without telling the loop first (GLib drops a source's fd before its
+    /// guest learns the source is gone). Removal does nothing with the fd
+    /// but compare its number, so it needs no open fd to borrow.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    ///
+    /// let lp = oneloop::Loop::new()?;
+    /// let (ours, _theirs) = std::os::unix::net::UnixStream::pair()?;
+    /// lp.add_reader(&ours, || {})?;
+    /// let fd = ours.as_raw_fd();
+    /// drop(ours); // closed before the loop was told
+    /// assert!(lp.remove_reader_raw(fd));
+    /// assert!(!lp.remove_reader_raw(fd));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn remove_reader_raw(&self, fd: RawFd) -> bool {
+        self.inner.remove_fd(fd, true)
+    }
+
+    /// [`remove_writer`](Loop::remove_writer) by number; see
+    /// [`remove_reader_raw`](Loop::remove_reader_raw).
+    pub fn remove_writer_raw(&self, fd: RawFd) -> bool {
+        self.inner.remove_fd(fd, false)
+    }
+
     /// Run until [`stop`](Loop::stop) is called (LC-01). A `stop()` issued
     /// before the call makes it run one non-blocking iteration and return (LC-05).
     ///

@@ -362,14 +362,14 @@ impl Guest {
         let same = |a: &Watch, b: &Watch| a.fd == b.fd && a.file == b.file;
         for old in watched.iter() {
             let keep = wanted.iter().find(|w| same(w, old));
-            with_listed_fd(old.fd, |fd| {
-                if old.read && !keep.is_some_and(|w| w.read) {
-                    lp.remove_reader(fd);
-                }
-                if old.write && !keep.is_some_and(|w| w.write) {
-                    lp.remove_writer(fd);
-                }
-            });
+            // By number: the context stopped listing it, so its source
+            // may have closed it already.
+            if old.read && !keep.is_some_and(|w| w.read) {
+                lp.remove_reader_raw(old.fd);
+            }
+            if old.write && !keep.is_some_and(|w| w.write) {
+                lp.remove_writer_raw(old.fd);
+            }
         }
         for new in wanted {
             let had = watched.iter().find(|w| same(w, new)).copied();
@@ -514,23 +514,6 @@ fn with_fd(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>)) {
     // the context has it open and registered. The borrow lasts only this
     // call; the loop keeps the number, not the borrow, and the guest
     // unwatches it when the context stops listing it.
-    f(unsafe { BorrowedFd::borrow_raw(fd) })
-}
-
-/// Lend `fd`, a number an *earlier* `query` listed, to the loop's
-/// `remove_reader`/`remove_writer`, to unwatch it.
-///
-/// Not fully sound, and known: the context stopped listing the fd, so
-/// its source may have closed it already (GLib gives no hook between a
-/// source's removal and its owner's `close`), and `borrow_raw` requires an
-/// open fd. The removal reads only the number (`as_raw_fd`) and does no
-/// I/O through the borrow, and the loop's unwatch tolerates a closed fd
-/// (scheduler: "the fd may already be closed by its owner"); but the
-/// `Loop` API has no removal by number, which is what would make this
-/// sound (a `remove_reader_raw(RawFd)` in core).
-fn with_listed_fd(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>)) {
-    // SAFETY: see above: the borrow is used for its number only, within
-    // this call; the fd may be closed (the documented gap).
     f(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
