@@ -90,9 +90,12 @@ fn oneloop(case: &Case) {
     feature = "calloop"
 ))]
 mod hosts {
+    #[cfg(feature = "smol")]
     use std::time::Instant;
 
-    use super::{Case, PAST, PER_ROUND, add, checked};
+    #[cfg(any(feature = "tokio", feature = "smol"))]
+    use super::PAST;
+    use super::{Case, PER_ROUND, add, checked};
 
     #[cfg(feature = "tokio")]
     pub(super) fn tokio(case: &Case) {
