@@ -367,9 +367,17 @@ pub fn guarantees_markdown() -> String {
     out.push_str("**MUST**: part of the contract (PEP 3156 or the asyncio reference); never waived. \
                   **SHOULD**: a reference suite tests it or users rely on it; an adapter may declare a \
                   reviewed divergence, with its reason.\n\n");
-    out.push_str("Capabilities: `core` (every adapter), `fd`, `threads`, `executor`, `signals`, `host`; \
-                  a check that needs a capability the adapter does not declare is reported as ignored, \
-                  and `UNSUP-*` checks that the API then answers `Unsupported`.\n\n");
+    let caps: Vec<String> = crate::spec::Caps::NAMES
+        .iter()
+        .map(|(_, name)| format!("`{name}`"))
+        .collect();
+    let _ = write!(
+        out,
+        "Capabilities: `core` (every adapter), {}; a check that needs a capability the adapter \
+         does not declare is reported as ignored, and `UNSUP-*` checks that the API then answers \
+         `Unsupported`.\n\n",
+        caps.join(", ")
+    );
     for g in Group::ALL {
         let _ = writeln!(out, "## {} — {}\n", g.prefix(), g.title());
         out.push_str("| ID | level | needs | guarantee | check |\n|---|---|---|---|---|\n");

@@ -167,7 +167,8 @@ impl Caps {
         .union(Caps::PIPES)
         .union(Caps::SUBPROCESS);
 
-    const NAMES: [(Caps, &'static str); 11] = [
+    /// Each capability with its name, as reports print them.
+    pub(crate) const NAMES: [(Caps, &'static str); 11] = [
         (Caps::FD, "fd"),
         (Caps::THREADS, "threads"),
         (Caps::EXECUTOR, "executor"),

@@ -1,7 +1,7 @@
 //! The plug: what an adapter implements so that a host loop can run oneloop.
 //!
 //! A host loop only has to **wait and wake**. Everything that decides *what*
-//! runs and in which order (the ready queue, the timer heap, the fd
+//! runs and in which order (the ready queue, the timer queue, the fd
 //! registry, the cross-thread inbox) lives in the scheduler in this crate, so
 //! every backend gives the same guarantees, whatever order its host
 //! dispatches in (`HOSTS.md`).

@@ -1,8 +1,9 @@
-//! Every thread-local of the crate, in one place: which loop runs on this
-//! thread, which loop `set_event_loop` chose, the open loops made here and
-//! the task whose step is running. (The wakes a thread holds back with
-//! [`crate::defer_wakes`] live in `defer`, below the scheduler that uses
-//! them.)
+//! The thread-locals of loops and tasks, in one place: which loop runs on
+//! this thread, which loop `set_event_loop` chose, the open loops made here
+//! and the task whose step is running. (Others live beside their one user:
+//! the wakes a thread holds back with [`crate::defer_wakes`] in `defer`,
+//! below the scheduler that uses them; the run contexts, the signal owner,
+//! the transports' read buffers.)
 //!
 //! They hold loops weakly (only `set_event_loop`'s choice, a user's own
 //! handle, is strong), so a thread-local never keeps a dropped loop alive.

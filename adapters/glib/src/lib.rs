@@ -16,12 +16,11 @@
 //!
 //! let app = gtk::Application::builder().application_id("org.example.App").build();
 //! let lp = oneloop_glib::attach(&glib::MainContext::default())?; // oneloop inside GTK's loop
-//! let label = gtk::Label::new(Some("waiting…"));
-//! let (l, w) = (lp.clone(), label.clone());
+//! let l = lp.clone();
 //! app.connect_activate(move |app| {
-//!     gtk::ApplicationWindow::builder().application(app).child(&w).build().present();
-//!     let w = w.clone();
-//!     l.call_later(Duration::from_secs(1), move || w.set_text("one second later")).unwrap();
+//!     let label = gtk::Label::new(Some("waiting…")); // widgets once GTK has started
+//!     gtk::ApplicationWindow::builder().application(app).child(&label).build().present();
+//!     l.call_later(Duration::from_secs(1), move || label.set_text("one second later")).unwrap();
 //! });
 //! app.run();
 //! lp.close()?;
@@ -37,8 +36,10 @@
 //! One custom `GSource` per loop ([`GlibBackend`]): it drains oneloop's
 //! ready queue, sets its ready time to the earliest oneloop deadline in
 //! microseconds (rounded up, so timers are never early despite GLib's
-//! millisecond poll), and watches oneloop's fds with
-//! `g_source_add_unix_fd`. Ordering is oneloop's (asyncio's), not GLib's:
+//! millisecond poll), and watches oneloop's fds through one fd, the
+//! [`Selector`](oneloop::native::Selector)'s epoll fd, added with
+//! `g_source_add_unix_fd` (GLib polls one fd however many oneloop
+//! watches). Ordering is oneloop's (asyncio's), not GLib's:
 //! there is no GLib source per callback or per timer. See [`GlibBackend`]
 //! for the priorities, nested main loops, and the thread rules.
 //!

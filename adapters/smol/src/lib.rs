@@ -56,7 +56,7 @@
 //! | oneloop | async-io / async-executor |
 //! |---|---|
 //! | ready queue, `call_soon` | oneloop's own queue, drained by **one** driver task on the `LocalExecutor` |
-//! | timers | oneloop's own timer heap, plus **one** `async_io::Timer` re-armed to the earliest deadline (sub-millisecond, never early) |
+//! | timers | oneloop's own timer queue, plus **one** `async_io::Timer` re-armed to the earliest deadline (sub-millisecond, never early) |
 //! | `add_reader`/`add_writer` | the loop's [`Selector`](oneloop::native::Selector), a private level-triggered epoll set, registered with the reactor as **one** `Async` whatever the number of fds: an fd change is one `epoll_ctl` on it, and an fd's blocking mode is left alone; after a dispatch that ran fd callbacks the driver selects again itself, so async-io's oneshot registration never decides what is still ready |
 //! | `call_soon_threadsafe` | one eventfd write into the selector: async-signal-safe, coalesced |
 //! | `run_forever` | `async_io::block_on` over the executor's tasks, in FIFO order, with a zero-timeout reactor poll after every oneloop iteration: the reactor runs on the loop's thread, as in any `block_on` program |

@@ -4,15 +4,18 @@
 //! Why not `polling` here: its `wait` re-arms a timerfd and re-registers its
 //! notifier around every call, four extra syscalls per iteration that
 //! doubled the cost of an fd callback (docs/benchmarks.md, `fd_callbacks`).
-//! Here an iteration is one `epoll_pwait2` (nanosecond timeouts, so no
-//! timerfd), and the wake eventfd stays registered, level-triggered: it is
-//! read only in the iterations it fired.
+//! Here an iteration is one wait: the raw `epoll_pwait` (glibc's
+//! `epoll_wait` is a thread-cancellation point, ≈ 50 instructions a call
+//! for nothing here) for no timeout, a zero one or whole milliseconds, and
+//! `epoll_pwait2` (nanosecond timeouts, so no timerfd) only for a deadline
+//! that is not whole milliseconds; the wake eventfd stays registered,
+//! level-triggered: it is read only in the iterations it fired.
 //!
 //! `epoll_pwait2` is Linux 5.11 and later, and a seccomp filter written
 //! before it (an old container runtime's default profile) answers `EPERM`.
-//! Either answer switches this registry, for good, to `epoll_wait` with the
-//! timeout rounded **up** to whole milliseconds: timers then wake up to 1 ms
-//! late, never early. rustix only chooses between the two at compile time
+//! Either answer switches this registry, for good, to `epoll_pwait` with
+//! the timeout rounded **up** to whole milliseconds: timers then wake up to
+//! 1 ms late, never early. rustix only chooses between the two at compile time
 //! (its `linux_5_11` feature), so the wait itself is a raw syscall here.
 //!
 //! I/O safety: see [`Selector`](super::Selector).
