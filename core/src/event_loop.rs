@@ -48,6 +48,9 @@ pub(crate) struct LoopInner {
     pub(crate) tasks: TaskRegistry,
     /// Entered around every batch and root poll (bridges).
     pub(crate) contexts: RunContexts,
+    /// The process's fork count when the loop was made: another count is
+    /// a fork child's copy of it ([`crate::fork::generation`]).
+    generation: u64,
 }
 
 /// The [timer slack](Loop::set_timer_slack) of a new loop.
@@ -275,6 +278,7 @@ impl LoopBuilder {
                 executor: RefCell::new(ExecutorSlot::Unset),
                 tasks: TaskRegistry::default(),
                 contexts: RunContexts::default(),
+                generation: crate::fork::generation(),
             }
         });
         if let Some(e) = failed {
@@ -1203,7 +1207,9 @@ impl LoopInner {
             fds,
             inbox,
             host,
-        } = self.sched.close();
+        } = self
+            .sched
+            .close(self.generation != crate::fork::generation());
         // Drop queued work without running it (LC-11), outside every
         // borrow: dropping a closure runs user `Drop` code, which may call
         // back into this loop.

@@ -2,7 +2,7 @@
 //! `multiprocessing` with the fork start method, a plain `fork()`) starts
 //! with no running loop, as asyncio's child does (it keys its running loop
 //! by pid): the child may make and run a loop of its own, and handle signals
-//! with it (`crate::signal::forget_after_fork`), and close its copy of the
+//! with it (`crate::signal::sys::forget_after_fork`), and close its copy of the
 //! parent's loop without touching what the two share in the kernel
 //! ([`generation`]). The one place of the crate with `unsafe` code for it.
 
@@ -42,5 +42,5 @@ extern "C" fn in_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
     crate::context::forget_running_after_fork();
     #[cfg(feature = "signal")]
-    crate::signal::forget_after_fork();
+    crate::signal::sys::forget_after_fork();
 }

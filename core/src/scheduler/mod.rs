@@ -251,8 +251,6 @@ pub(crate) struct Scheduler {
     core: std::cell::RefCell<Core>,
     /// Deliberate faults (feature `fault-injection`), for the suite's own tests.
     faults: Faults,
-    /// The process's fork count when the loop was made ([`crate::fork`]).
-    generation: u64,
 }
 
 /// A scheduler's settings at creation.
@@ -288,7 +286,6 @@ impl Scheduler {
                 slow_callback: s.slow_callback,
             }),
             faults: s.faults,
-            generation: crate::fork::generation(),
         }
     }
 
@@ -803,17 +800,16 @@ impl Scheduler {
     /// its sources, and hand back everything queued. The caller checked
     /// that the loop is neither running nor dispatching.
     ///
-    /// In a fork child, closing its copy of the parent's loop touches
-    /// nothing kernel-side: the poller (and whatever else the host keeps
-    /// in the kernel) is shared with the parent, whose loop would lose its
-    /// fds. That copy's host is leaked instead, as `crate::fork` leaks the
-    /// loop that was running.
-    pub(crate) fn close(&self) -> Leftovers {
+    /// `forked`: this is a fork child closing its copy of the parent's
+    /// loop, which touches nothing kernel-side: the poller (and whatever
+    /// else the host keeps in the kernel) is shared with the parent, whose
+    /// loop would lose its fds. That copy's host is leaked instead, as
+    /// `crate::fork` leaks the loop that was running.
+    pub(crate) fn close(&self, forked: bool) -> Leftovers {
         let fds: Vec<RawFd> = self.with(|c| {
             c.state = RunState::Closed;
             c.fds.fds()
         });
-        let forked = self.generation != crate::fork::generation();
         if !forked {
             for fd in fds {
                 let _ = self.backend().watch(fd, Interest::NONE);

@@ -62,9 +62,6 @@ thread_local! {
     static OWNER: RefCell<Option<Rc<Owner>>> = const { RefCell::new(None) };
 }
 
-/// Any loop in the process owns signals (the owner may live on another thread).
-static OWNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// Releases the signal state when the loop drops the pipe's reader (at
 /// `close()`), so a closed loop leaves no disposition behind.
 struct ReleaseOnDrop(Rc<Owner>);
@@ -101,7 +98,7 @@ fn release(owner: &Rc<Owner>) {
             *o = None;
         }
     });
-    OWNED.store(false, std::sync::atomic::Ordering::SeqCst);
+    sys::unclaim();
     if let Some(inner) = owner.lp.upgrade() {
         Loop::from_inner(inner).remove_reader(&owner.read);
     }
@@ -136,15 +133,6 @@ fn current_owner() -> Option<Rc<Owner>> {
     owner.released.set(true);
     forget_parent(&owner);
     None
-}
-
-/// In a fork child, before `fork` returns there (`crate::fork`): the
-/// parent's self-pipe is shared with the parent (a signal of the child's
-/// must not wake the parent), and its claim on signals is the parent's.
-/// Atomic stores only: async-signal-safe.
-pub(crate) fn forget_after_fork() {
-    sys::set_wake_fd(-1);
-    OWNED.store(false, std::sync::atomic::Ordering::SeqCst);
 }
 
 fn check_number(sig: i32) -> Result<()> {
@@ -304,7 +292,7 @@ impl Loop {
                 "another event loop handles signals in this process",
             ));
         }
-        if OWNED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !sys::claim() {
             return Err(Error::new(
                 ErrorKind::InvalidState,
                 "another event loop handles signals in this process",
@@ -339,7 +327,7 @@ impl Loop {
         let owner = match setup {
             Ok(o) => o,
             Err(e) => {
-                OWNED.store(false, std::sync::atomic::Ordering::SeqCst);
+                sys::unclaim();
                 return Err(e);
             }
         };

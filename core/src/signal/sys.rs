@@ -47,6 +47,29 @@ pub(crate) fn set_wake_fd(fd: i32) {
     WAKE_FD.store(fd, Ordering::SeqCst);
 }
 
+/// Any loop in the process owns signals (the owner may live on another
+/// thread).
+static OWNED: AtomicBool = AtomicBool::new(false);
+
+/// Claim signals for a loop; false if a loop of this process has them.
+pub(crate) fn claim() -> bool {
+    !OWNED.swap(true, Ordering::SeqCst)
+}
+
+/// Give the claim back.
+pub(crate) fn unclaim() {
+    OWNED.store(false, Ordering::SeqCst);
+}
+
+/// In a fork child, before `fork` returns there (`crate::fork`): the
+/// parent's self-pipe is shared with the parent (a signal of the child's
+/// must not wake the parent), and its claim on signals is the parent's.
+/// Atomic stores only: async-signal-safe.
+pub(crate) fn forget_after_fork() {
+    set_wake_fd(-1);
+    unclaim();
+}
+
 /// Take the pending flag of `sig`.
 pub(crate) fn take_pending(sig: i32) -> bool {
     PENDING[sig as usize].swap(false, Ordering::SeqCst)
