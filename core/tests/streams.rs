@@ -757,3 +757,93 @@ fn a_reader_task_queued_before_its_readiness_callback_still_reads() {
         got.get()
     );
 }
+
+/// A backend on the native selector that, like the tokio and smol
+/// adapters' drivers, selects again after each dispatch (what the
+/// callbacks left unread is reported for the next iteration) and then once
+/// more when the next iteration starts: an fd still ready is reported twice
+/// before one dispatch.
+struct Reselecting {
+    selector: oneloop::native::Selector,
+    driver: oneloop::backend::Driver,
+    armed: std::cell::Cell<oneloop::backend::NextDispatch>,
+}
+
+impl oneloop::backend::Backend for Reselecting {
+    fn name(&self) -> &str {
+        "reselecting"
+    }
+    fn arm(&self, next: oneloop::backend::NextDispatch) {
+        self.armed.set(next);
+    }
+    fn remote_waker(&self) -> std::sync::Arc<dyn oneloop::backend::RemoteWake> {
+        self.selector.waker()
+    }
+    fn turn(&self) -> std::io::Result<()> {
+        use oneloop::backend::NextDispatch;
+        let timeout = match self.armed.get() {
+            NextDispatch::Now => Some(Duration::ZERO),
+            NextDispatch::OnEvent => None,
+            at => at.timeout(std::time::Instant::now(), Duration::from_nanos(1)),
+        };
+        let Some(lp) = self.driver.target() else {
+            return Ok(());
+        };
+        self.selector.select(timeout, |fd, r| lp.fd_ready(fd, r))?;
+        self.selector
+            .select(Some(Duration::ZERO), |fd, r| lp.fd_ready(fd, r))?;
+        lp.dispatch();
+        Ok(())
+    }
+    fn watch(&self, fd: std::os::fd::RawFd, interest: oneloop::backend::Interest) -> std::io::Result<()> {
+        self.selector.watch(fd, interest)
+    }
+    fn close(&self) {
+        self.selector.clear();
+    }
+}
+
+/// The poll's wake of a parked reader holds however many times the backend
+/// reports the fd before the dispatch: a second report, which finds nobody
+/// parked any more, must not make the woken task think the fd was not
+/// reported (it would park again and read one iteration late, after the
+/// readiness callback the second report queued woke it once more).
+#[test]
+fn a_parked_read_runs_in_its_iteration_when_the_fd_is_reported_twice() {
+    let lp = Loop::with_backend(|driver| {
+        Ok(Reselecting {
+            selector: oneloop::native::Selector::new()?,
+            driver,
+            armed: std::cell::Cell::new(oneloop::backend::NextDispatch::OnEvent),
+        })
+    })
+    .unwrap();
+    let (stream, mut peer, spy) = adopted_pair(&lp);
+    let (mut r, w) = stream.into_split();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    let reader = lp
+        .spawn(async move {
+            for _ in 0..3 {
+                let mut buf = [0; 64];
+                let n = r.read(&mut buf).await.unwrap();
+                g.borrow_mut().push(buf[..n].to_vec());
+            }
+            r
+        })
+        .unwrap();
+    one_iteration(&lp); // the read waits
+    for (k, msg) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
+        assert_eq!(got.borrow().len(), k, "nothing read before it was sent");
+        peer.write_all(msg).unwrap();
+        run_until_queued(&spy, msg.len());
+        one_iteration(&lp);
+        assert_eq!(
+            got.borrow().get(k).map(Vec::as_slice),
+            Some(msg),
+            "read in the iteration whose poll reported it"
+        );
+    }
+    let r = run(&lp, LIMIT, reader).unwrap();
+    drop((r, w));
+}
