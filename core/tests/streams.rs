@@ -847,3 +847,50 @@ fn a_parked_read_runs_in_its_iteration_when_the_fd_is_reported_twice() {
     let r = run(&lp, LIMIT, reader).unwrap();
     drop((r, w));
 }
+
+/// The native backend, except that it cannot watch fds: a transport's
+/// reader fails to register, right after `connection_made`.
+struct Unwatching(oneloop::native::NativeBackend);
+
+impl oneloop::backend::Backend for Unwatching {
+    fn name(&self) -> &str {
+        "unwatching"
+    }
+    fn arm(&self, next: oneloop::backend::NextDispatch) {
+        self.0.arm(next);
+    }
+    fn remote_waker(&self) -> std::sync::Arc<dyn oneloop::backend::RemoteWake> {
+        self.0.remote_waker()
+    }
+    fn turn(&self) -> std::io::Result<()> {
+        self.0.turn()
+    }
+    // `watch` is the trait's default: `Unsupported`.
+}
+
+/// A connection lost between `connection_made` and the task that awaits
+/// `adopt_stream` (here: its reader cannot be registered, so the transport
+/// closes with that error, and `connection_lost` runs before the task)
+/// still gives a stream, whose read and write fail with the connection's
+/// error; no panic.
+#[test]
+fn a_stream_lost_before_its_task_resumes_fails_its_reads_and_writes() {
+    use std::os::unix::net::UnixStream;
+    let lp = Loop::with_backend(|driver| {
+        Ok(Unwatching(oneloop::native::NativeBackend::new(driver)?))
+    })
+    .unwrap();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let adopting = lp.adopt_stream(a);
+    let task = lp
+        .spawn(async move {
+            let mut stream = adopting.await.unwrap();
+            let re = stream.read(&mut [0; 8]).await.unwrap_err();
+            let we = stream.write_all(b"x").await.unwrap_err();
+            (re.kind(), we.kind())
+        })
+        .unwrap();
+    let (re, we) = run(&lp, LIMIT, task).unwrap();
+    assert_eq!(re, std::io::ErrorKind::Unsupported);
+    assert_eq!(we, std::io::ErrorKind::Unsupported);
+}
