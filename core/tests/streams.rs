@@ -758,11 +758,11 @@ fn a_reader_task_queued_before_its_readiness_callback_still_reads() {
     );
 }
 
-/// A backend on the native selector that, like the tokio and smol
-/// adapters' drivers, selects again after each dispatch (what the
-/// callbacks left unread is reported for the next iteration) and then once
-/// more when the next iteration starts: an fd still ready is reported twice
-/// before one dispatch.
+/// A backend on the native selector that, like the tokio adapter's
+/// driver, selects again after each dispatch (what the callbacks left
+/// unread is reported for the next iteration) and then once more when the
+/// next iteration starts: an fd still ready is reported twice before one
+/// dispatch.
 struct Reselecting {
     selector: oneloop::native::Selector,
     driver: oneloop::backend::Driver,

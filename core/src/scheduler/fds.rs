@@ -84,9 +84,10 @@ impl FdCallback {
     /// from [`woke_parked`](FdCallback::woke_parked).
     ///
     /// A later report that finds nobody parked leaves the flag alone: a
-    /// backend may report an fd twice before one dispatch (tokio's and
-    /// smol's drivers select again after a dispatch, then once more before
-    /// the next), and the task the first report woke must still read.
+    /// backend may report an fd twice before one dispatch (the tokio
+    /// adapter's driver selects again after a dispatch that found fds,
+    /// then once more before the next), and the task the first report woke
+    /// must still read.
     pub(crate) fn take_reported(&self) -> Option<Waker> {
         let w = self.waiter.take();
         if w.is_some() {
