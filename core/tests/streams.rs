@@ -795,7 +795,11 @@ impl oneloop::backend::Backend for Reselecting {
         lp.dispatch();
         Ok(())
     }
-    fn watch(&self, fd: std::os::fd::RawFd, interest: oneloop::backend::Interest) -> std::io::Result<()> {
+    fn watch(
+        &self,
+        fd: std::os::fd::RawFd,
+        interest: oneloop::backend::Interest,
+    ) -> std::io::Result<()> {
         self.selector.watch(fd, interest)
     }
     fn close(&self) {
@@ -876,10 +880,9 @@ impl oneloop::backend::Backend for Unwatching {
 #[test]
 fn a_stream_lost_before_its_task_resumes_fails_its_reads_and_writes() {
     use std::os::unix::net::UnixStream;
-    let lp = Loop::with_backend(|driver| {
-        Ok(Unwatching(oneloop::native::NativeBackend::new(driver)?))
-    })
-    .unwrap();
+    let lp =
+        Loop::with_backend(|driver| Ok(Unwatching(oneloop::native::NativeBackend::new(driver)?)))
+            .unwrap();
     let (a, _b) = UnixStream::pair().unwrap();
     let adopting = lp.adopt_stream(a);
     let task = lp
