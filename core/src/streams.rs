@@ -147,7 +147,7 @@ impl Protocol for StreamProtocol {
     fn connection_made(&mut self, transport: &Transport) {
         self.shared.borrow_mut().transport = Some(transport.clone());
         if let Some(f) = self.on_connect.take() {
-            let (r, w) = pair(&self.shared, &self.halves);
+            let (r, w) = pair(&self.shared, &self.halves, transport.clone());
             f(r, w);
         }
     }
@@ -233,13 +233,16 @@ impl Protocol for StreamProtocol {
     }
 }
 
-fn pair(shared: &Shared, halves: &Rc<Cell<u8>>) -> (StreamReader, StreamWriter) {
+/// The two halves over `transport`. Given, not taken from the shared
+/// state: a connection lost before the halves are made (its
+/// `connection_lost` ran before the task that awaited the transport) has
+/// emptied that, and its halves must still be made, to report the loss.
+fn pair(
+    shared: &Shared,
+    halves: &Rc<Cell<u8>>,
+    transport: Transport,
+) -> (StreamReader, StreamWriter) {
     halves.set(2);
-    let transport = shared
-        .borrow()
-        .transport
-        .clone()
-        .expect("pair() runs after connection_made");
     (
         StreamReader {
             shared: shared.clone(),
@@ -906,8 +909,8 @@ impl Loop {
         let (protocol, shared, halves) = stream_protocol(None);
         let fut = self.create_connection(move || protocol, addr);
         async move {
-            fut.await?;
-            Ok(pair(&shared, &halves))
+            let transport = fut.await?;
+            Ok(pair(&shared, &halves, transport))
         }
     }
 
@@ -926,8 +929,8 @@ impl Loop {
         let (protocol, shared, halves) = stream_protocol(None);
         let fut = self.create_unix_connection(move || protocol, path);
         async move {
-            fut.await?;
-            Ok(pair(&shared, &halves))
+            let transport = fut.await?;
+            Ok(pair(&shared, &halves, transport))
         }
     }
 
@@ -961,8 +964,8 @@ impl Loop {
         let (protocol, shared, halves) = stream_protocol(None);
         let fut = self.connect_accepted_socket(move || protocol, socket);
         async move {
-            fut.await?;
-            Ok(joined(pair(&shared, &halves)))
+            let transport = fut.await?;
+            Ok(joined(pair(&shared, &halves, transport)))
         }
     }
 

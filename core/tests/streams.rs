@@ -757,3 +757,143 @@ fn a_reader_task_queued_before_its_readiness_callback_still_reads() {
         got.get()
     );
 }
+
+/// A backend on the native selector that, like the tokio adapter's
+/// driver, selects again after each dispatch (what the callbacks left
+/// unread is reported for the next iteration) and then once more when the
+/// next iteration starts: an fd still ready is reported twice before one
+/// dispatch.
+struct Reselecting {
+    selector: oneloop::native::Selector,
+    driver: oneloop::backend::Driver,
+    armed: std::cell::Cell<oneloop::backend::NextDispatch>,
+}
+
+impl oneloop::backend::Backend for Reselecting {
+    fn name(&self) -> &str {
+        "reselecting"
+    }
+    fn arm(&self, next: oneloop::backend::NextDispatch) {
+        self.armed.set(next);
+    }
+    fn remote_waker(&self) -> std::sync::Arc<dyn oneloop::backend::RemoteWake> {
+        self.selector.waker()
+    }
+    fn turn(&self) -> std::io::Result<()> {
+        use oneloop::backend::NextDispatch;
+        let timeout = match self.armed.get() {
+            NextDispatch::Now => Some(Duration::ZERO),
+            NextDispatch::OnEvent => None,
+            at => at.timeout(std::time::Instant::now(), Duration::from_nanos(1)),
+        };
+        let Some(lp) = self.driver.target() else {
+            return Ok(());
+        };
+        self.selector.select(timeout, |fd, r| lp.fd_ready(fd, r))?;
+        self.selector
+            .select(Some(Duration::ZERO), |fd, r| lp.fd_ready(fd, r))?;
+        lp.dispatch();
+        Ok(())
+    }
+    fn watch(
+        &self,
+        fd: std::os::fd::RawFd,
+        interest: oneloop::backend::Interest,
+    ) -> std::io::Result<()> {
+        self.selector.watch(fd, interest)
+    }
+    fn close(&self) {
+        self.selector.clear();
+    }
+}
+
+/// The poll's wake of a parked reader holds however many times the backend
+/// reports the fd before the dispatch: a second report, which finds nobody
+/// parked any more, must not make the woken task think the fd was not
+/// reported (it would park again and read one iteration late, after the
+/// readiness callback the second report queued woke it once more).
+#[test]
+fn a_parked_read_runs_in_its_iteration_when_the_fd_is_reported_twice() {
+    let lp = Loop::with_backend(|driver| {
+        Ok(Reselecting {
+            selector: oneloop::native::Selector::new()?,
+            driver,
+            armed: std::cell::Cell::new(oneloop::backend::NextDispatch::OnEvent),
+        })
+    })
+    .unwrap();
+    let (stream, mut peer, spy) = adopted_pair(&lp);
+    let (mut r, w) = stream.into_split();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    let reader = lp
+        .spawn(async move {
+            for _ in 0..3 {
+                let mut buf = [0; 64];
+                let n = r.read(&mut buf).await.unwrap();
+                g.borrow_mut().push(buf[..n].to_vec());
+            }
+            r
+        })
+        .unwrap();
+    one_iteration(&lp); // the read waits
+    for (k, msg) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
+        assert_eq!(got.borrow().len(), k, "nothing read before it was sent");
+        peer.write_all(msg).unwrap();
+        run_until_queued(&spy, msg.len());
+        one_iteration(&lp);
+        assert_eq!(
+            got.borrow().get(k).map(Vec::as_slice),
+            Some(msg),
+            "read in the iteration whose poll reported it"
+        );
+    }
+    let r = run(&lp, LIMIT, reader).unwrap();
+    drop((r, w));
+}
+
+/// The native backend, except that it cannot watch fds: a transport's
+/// reader fails to register, right after `connection_made`.
+struct Unwatching(oneloop::native::NativeBackend);
+
+impl oneloop::backend::Backend for Unwatching {
+    fn name(&self) -> &str {
+        "unwatching"
+    }
+    fn arm(&self, next: oneloop::backend::NextDispatch) {
+        self.0.arm(next);
+    }
+    fn remote_waker(&self) -> std::sync::Arc<dyn oneloop::backend::RemoteWake> {
+        self.0.remote_waker()
+    }
+    fn turn(&self) -> std::io::Result<()> {
+        self.0.turn()
+    }
+    // `watch` is the trait's default: `Unsupported`.
+}
+
+/// A connection lost between `connection_made` and the task that awaits
+/// `adopt_stream` (here: its reader cannot be registered, so the transport
+/// closes with that error, and `connection_lost` runs before the task)
+/// still gives a stream, whose read and write fail with the connection's
+/// error; no panic.
+#[test]
+fn a_stream_lost_before_its_task_resumes_fails_its_reads_and_writes() {
+    use std::os::unix::net::UnixStream;
+    let lp =
+        Loop::with_backend(|driver| Ok(Unwatching(oneloop::native::NativeBackend::new(driver)?)))
+            .unwrap();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let adopting = lp.adopt_stream(a);
+    let task = lp
+        .spawn(async move {
+            let mut stream = adopting.await.unwrap();
+            let re = stream.read(&mut [0; 8]).await.unwrap_err();
+            let we = stream.write_all(b"x").await.unwrap_err();
+            (re.to_string(), we.to_string())
+        })
+        .unwrap();
+    let (re, we) = run(&lp, LIMIT, task).expect("no panic in the task");
+    assert!(re.contains("cannot watch"), "the connection's error: {re}");
+    assert_eq!(re, we, "the reader and the writer fail alike");
+}

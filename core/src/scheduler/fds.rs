@@ -25,7 +25,7 @@ pub(crate) struct FdCallback {
     pub(crate) queued: Cell<bool>,
     /// A task parked on this readiness ([`park`](FdCallback::park)).
     waiter: Cell<Option<Waker>>,
-    /// The last report of the fd woke the parked task
+    /// A report of the fd woke the parked task since it last parked
     /// ([`take_reported`](FdCallback::take_reported)).
     woke: Cell<bool>,
     /// Where `add_reader`/`add_writer` was called.
@@ -57,6 +57,9 @@ impl FdCallback {
     /// to drop outside its borrows.
     #[cfg(feature = "net")] // its one user: a stream's waiting read
     pub(crate) fn park(&self, waker: &Waker) -> Option<Waker> {
+        // The task parks after it read the fd or asked `woke_parked`: a
+        // report from before is spent.
+        self.woke.set(false);
         let old = self.waiter.take();
         match old {
             Some(w) if w.will_wake(waker) => {
@@ -79,13 +82,21 @@ impl FdCallback {
     /// The parked waker, taken by the poll that reported the fd, to wake
     /// it in place of the callback; the woken task learns of the report
     /// from [`woke_parked`](FdCallback::woke_parked).
+    ///
+    /// A later report that finds nobody parked leaves the flag alone: a
+    /// backend may report an fd twice before one dispatch (the tokio
+    /// adapter's driver selects again after a dispatch that found fds,
+    /// then once more before the next), and the task the first report woke
+    /// must still read.
     pub(crate) fn take_reported(&self) -> Option<Waker> {
         let w = self.waiter.take();
-        self.woke.set(w.is_some());
+        if w.is_some() {
+            self.woke.set(true);
+        }
         w
     }
 
-    /// Whether a report of the fd woke the parked task since the last ask
+    /// Whether a report of the fd woke the parked task since it parked
     /// (answered once): the fd is worth reading, though its callback did
     /// not run.
     #[cfg(feature = "net")]
