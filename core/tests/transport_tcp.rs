@@ -229,3 +229,24 @@ fn transports_are_released_after_connection_lost() {
     // Only the test's handle remains: the protocol dropped its clone.
     assert_eq!(t.write_buffer_size(), 0);
 }
+
+/// A transport whose loop closed under it is closing, as `write`'s docs
+/// say of a lost connection: `write` refuses (whether the socket had
+/// something buffered or not) instead of dropping the bytes, or keeping
+/// them for good, with `Ok`.
+#[test]
+fn a_transport_whose_loop_closed_is_closing_and_refuses_writes() {
+    let lp = new_loop();
+    let (t, _sh, _peer) = connected(&lp, Recorder::new);
+    assert!(!t.is_closing());
+    lp.close().unwrap();
+    assert!(
+        t.is_closing(),
+        "the loop closed under it, yet it is not closing"
+    );
+    assert_eq!(
+        t.write(b"late").map_err(|e| e.kind()),
+        Err(ErrorKind::InvalidState),
+        "a write after the loop closed"
+    );
+}

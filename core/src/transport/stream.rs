@@ -629,6 +629,9 @@ impl StreamInner {
         if std::mem::replace(&mut st.lost, true) {
             return;
         }
+        // As a lost connection: closing, so that `write` refuses rather
+        // than drop the bytes (or buffer them for good) with `Ok`.
+        st.closing = true;
         drop(st);
         self.teardown();
     }
