@@ -181,7 +181,9 @@ impl RemoteLoop {
             };
             let lp = Loop::from_inner(inner);
             if let Ok(task) = lp.spawn(make(lp.clone())) {
-                let _ = lp.spawn(async move {
+                // A helper: cancelling every task cancels the user's task,
+                // whose ending this forwards, never the forwarding itself.
+                let _ = lp.spawn_helper(async move {
                     let _ = tx.send(task.await);
                 });
             }

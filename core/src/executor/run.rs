@@ -53,10 +53,12 @@ impl Loop {
             weak.upgrade()
                 .is_some_and(|inner| LoopFuture { inner }.cancel_now())
         }));
-        // The receiving side is a small task: the value crosses threads in
-        // the channel, the `!Send` future is completed on the loop thread.
+        // The receiving side is a small helper task: the value crosses
+        // threads in the channel, the `!Send` future is completed on the
+        // loop thread. A helper, so that cancelling every task cannot drop
+        // it and leave `fut` pending for ever.
         let done = fut.clone();
-        self.spawn(async move {
+        self.spawn_helper(async move {
             match rx.await {
                 Ok(Ok(v)) => {
                     let _ = done.set_result(v);
@@ -113,7 +115,7 @@ impl Loop {
         let fut = self.create_future::<()>();
         let (tx, rx) = oneshot::channel::<()>();
         let done = fut.clone();
-        self.spawn(async move {
+        self.spawn_helper(async move {
             let _ = rx.await;
             let _ = done.set_result(());
         })?;

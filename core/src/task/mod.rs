@@ -341,6 +341,7 @@ pub(crate) fn spawn<F>(
     lp: &Loop,
     future: F,
     location: &'static Location<'static>,
+    helper: bool,
 ) -> Task<F::Output>
 where
     F: StdFuture + 'static,
@@ -351,6 +352,7 @@ where
         id: NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed),
         loop_id: shared.id,
         location,
+        helper,
         cancel_requested: Cell::new(false),
         awaiting: RefCell::new(None),
         delivered: Arc::default(),
@@ -420,7 +422,22 @@ impl Loop {
         F::Output: 'static,
     {
         self.inner.sched.check_open()?;
-        Ok(spawn(self, future, Location::caller()))
+        Ok(spawn(self, future, Location::caller(), false))
+    }
+
+    /// [`spawn`](Loop::spawn) one of the loop's own helper tasks: not
+    /// listed by [`all_tasks`](Loop::all_tasks), so that cancelling every
+    /// listed task (a shutdown routine) cannot cancel it. For a helper
+    /// that completes a future or a channel the user holds, and that must
+    /// therefore run to its end.
+    #[track_caller]
+    pub(crate) fn spawn_helper<F>(&self, future: F) -> Result<Task<F::Output>>
+    where
+        F: StdFuture + 'static,
+        F::Output: 'static,
+    {
+        self.inner.sched.check_open()?;
+        Ok(spawn(self, future, Location::caller(), true))
     }
 
     /// The task whose step is running, if any (TK-05).
@@ -445,7 +462,10 @@ impl Loop {
             .map(TaskRef)
     }
 
-    /// The pending tasks of this loop (TK-05).
+    /// The pending tasks of this loop (TK-05): those spawned with
+    /// [`spawn`](Loop::spawn) and its kin, not the helper tasks the loop
+    /// runs for its own services (bringing a `run_in_executor` result to
+    /// this thread, say), which no caller of `all_tasks` may cancel.
     ///
     /// # Examples
     ///

@@ -32,6 +32,12 @@ pub(crate) struct TaskState {
     /// Id of the loop, to answer `current_task` for the right loop only.
     pub(crate) loop_id: u64,
     pub(crate) location: &'static Location<'static>,
+    /// One of the loop's own helper tasks (the one that brings an executor
+    /// job's result to the loop thread, say): not listed by `all_tasks`, so
+    /// that a shutdown that cancels every task cannot cancel it and lose
+    /// the result of a future the user holds. asyncio runs these as
+    /// callbacks, not tasks.
+    pub(crate) helper: bool,
     /// `cancel()` was called and no oneloop await has delivered it yet.
     pub(crate) cancel_requested: Cell<bool>,
     /// Cancels the oneloop future the task is suspended on.
@@ -97,7 +103,8 @@ impl TaskState {
     }
 }
 
-/// The pending tasks of a loop.
+/// The pending tasks of a loop (its helper tasks too: `close` must cancel
+/// them on the loop thread like any other).
 #[derive(Default)]
 pub(crate) struct TaskRegistry {
     tasks: RefCell<HashMap<u64, Weak<TaskState>>>,
@@ -119,6 +126,7 @@ impl TaskRegistry {
             .borrow()
             .values()
             .filter_map(Weak::upgrade)
+            .filter(|t| !t.helper)
             .map(TaskRef)
             .collect();
         v.sort_by_key(|t| t.0.id);
