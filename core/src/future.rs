@@ -335,6 +335,12 @@ impl<T: 'static> LoopFuture<T> {
         if let Some(task) = &task
             && task.take_cancel_request()
         {
+            // A done future's error counts as retrieved by this await, as
+            // asyncio's `__wakeup` calls `result()` before throwing the
+            // cancellation in (FU-06: not reported when dropped).
+            if self.done() {
+                self.inner.retrieved.set(true);
+            }
             self.cancel();
             return Poll::Ready(Err(cancelled_error(Some(task))));
         }
