@@ -4,7 +4,10 @@
 
 mod util;
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
 
 use oneloop::{Error, ErrorKind, Loop};
@@ -132,4 +135,50 @@ fn error_consumed_by_a_cancelled_await_is_not_reported() {
     run_once(&lp);
     let reports = reports.get();
     assert!(reports.is_empty(), "reported: {reports:?}");
+}
+
+/// A task woken from another thread while `close` runs (here, from the
+/// `Drop` of a queued callback that `close` discards) still has its future
+/// dropped by `close`, on the loop's thread: the wake's step cannot be
+/// queued any more, and must not keep the future (and what it holds) alive
+/// for ever.
+#[test]
+fn a_wake_from_another_thread_during_close_still_drops_the_future() {
+    struct SetOnDrop(Rc<Cell<bool>>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+    /// Wakes the task from another thread when dropped, and waits for it.
+    struct WakeOnDrop(Option<futures::channel::oneshot::Sender<()>>);
+    impl Drop for WakeOnDrop {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                thread::spawn(move || tx.send(()).unwrap()).join().unwrap();
+            }
+        }
+    }
+
+    let lp = Loop::new().unwrap();
+    let dropped = Rc::new(Cell::new(false));
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    let task = lp
+        .spawn({
+            let guard = SetOnDrop(dropped.clone());
+            async move {
+                let _guard = guard;
+                let _ = rx.await;
+            }
+        })
+        .unwrap();
+    run_once(&lp); // the task waits for `rx`
+    let waker = WakeOnDrop(Some(tx));
+    lp.call_soon(move || drop(waker)).unwrap(); // never runs: `close` drops it
+    lp.close().unwrap();
+    assert!(
+        dropped.get(),
+        "the task's future outlived the close of its loop"
+    );
+    assert!(task.cancelled());
 }
