@@ -29,7 +29,7 @@ use crate::exception::panic_message;
 use crate::future::{CallbackId, LoopFuture};
 use crate::scheduler::inbox::{Remote, Shared};
 use crate::scheduler::{Ready, TaskMeta};
-use state::{NEXT_TASK_ID, TaskRef, TaskState};
+use state::{NEXT_TASK_ID, OrphanSlot, TaskRef, TaskState};
 
 /// A future running on a loop; itself a future of the output (TK-03).
 ///
@@ -313,7 +313,7 @@ where
 
 /// Queue a task step: straight into the ready queue on the loop's thread,
 /// through the inbox from any other.
-fn schedule(shared: &Arc<Shared>, runnable: Runnable<TaskMeta>) {
+fn schedule(shared: &Arc<Shared>, orphan: &OrphanSlot, runnable: Runnable<TaskMeta>) {
     // Found among this thread's loops: this is the loop's thread (the
     // table is per thread), with no `thread::current()` to ask.
     if let Some(inner) = context::local_loop(shared.id) {
@@ -330,10 +330,11 @@ fn schedule(shared: &Arc<Shared>, runnable: Runnable<TaskMeta>) {
     }
     if let Err(Remote::Task(r)) = shared.post(Remote::Task(runnable)) {
         // The loop is closed and this is another thread: a local task's
-        // future must not be dropped here (`async-task` would panic). Tasks
-        // are cancelled on the loop thread before the inbox closes, so this
-        // only happens to a wake that raced with `close`.
-        std::mem::forget(r);
+        // future must not be dropped here (`async-task` would panic). This
+        // only happens to a wake that raced with `close`, which cancels
+        // the tasks on the loop thread after the inbox closed: it drops
+        // the step parked here then.
+        orphan.park(r);
     }
 }
 
@@ -361,6 +362,7 @@ where
         waker: RefCell::new(None),
         handle: RefCell::new(None),
         abandon: RefCell::new(None),
+        orphan: OrphanSlot::new(),
     });
     let result = LoopFuture::new(lp);
     let weak_state = Rc::downgrade(&state);
@@ -381,7 +383,10 @@ where
     };
     let (runnable, handle) = async_task::Builder::new()
         .metadata(TaskMeta { location })
-        .spawn_local(move |_| step, move |r| schedule(&shared, r));
+        .spawn_local(move |_| step, {
+            let orphan = state.orphan.clone();
+            move |r| schedule(&shared, &orphan, r)
+        });
     *state.handle.borrow_mut() = Some(handle);
     lp.inner.tasks.insert(&state);
     // TK-02: the first step is queued, not run.
