@@ -182,3 +182,40 @@ fn a_wake_from_another_thread_during_close_still_drops_the_future() {
     );
     assert!(task.cancelled());
 }
+
+/// A future that panics when dropped.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("cleanup failed");
+    }
+}
+
+/// A task cancelled while suspended on a foreign future is dropped (point 4
+/// of `Task`'s cancellation rules); if that drop panics, the panic is
+/// reported like a step's and the task ends `Panicked`: its awaiters must
+/// not wait for ever on a task that can never run again.
+#[test]
+fn a_panic_while_dropping_a_cancelled_task_ends_the_task() {
+    let lp = Loop::new().unwrap();
+    let reports = record_exceptions(&lp);
+    let (_tx, rx) = futures::channel::oneshot::channel::<()>();
+    let task = lp
+        .spawn(async move {
+            let _cleanup = PanicOnDrop;
+            let _ = rx.await; // not a oneloop future: cancelling drops the task
+        })
+        .unwrap();
+    run_once(&lp);
+    assert!(task.cancel());
+    let wd = Watchdog::arm(&lp, LIMIT);
+    let out = lp.run_until_complete(task);
+    wd.assert_not_fired("the end of a task whose drop panicked");
+    let err = out.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
+    assert!(lp.all_tasks().is_empty(), "the task is still listed");
+    let reports = reports.get();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].panic_message(), Some("cleanup failed"));
+}
