@@ -10,6 +10,7 @@
 
 pub(crate) mod state;
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future as StdFuture;
@@ -230,8 +231,13 @@ impl<F: StdFuture> Step<F>
 where
     F::Output: 'static,
 {
-    fn finish(&mut self) {
-        self.fut = None;
+    /// The task is over: drop the future and let go of the task's
+    /// bookkeeping. Dropping the future runs user code (its locals'
+    /// `Drop`); a panic there is caught and returned, so that the task
+    /// still ends (see [`fail`](Step::fail)).
+    fn finish(&mut self) -> Option<Box<dyn Any + Send>> {
+        let fut = self.fut.take();
+        let panicked = catch_unwind(AssertUnwindSafe(move || drop(fut))).err();
         self.state.done.set(true);
         self.state.awaiting.borrow_mut().take();
         self.state.abandon.borrow_mut().take();
@@ -241,6 +247,27 @@ where
         if let Some(lp) = self.lp.upgrade() {
             lp.tasks.remove(self.state.id);
         }
+        panicked
+    }
+
+    /// End the task `Panicked` and resume the panic, which the dispatch
+    /// loop reports (or propagates); the error value must not be reported
+    /// a second time.
+    fn fail(&self, payload: Box<dyn Any + Send>) -> ! {
+        let _ = self
+            .result
+            .set_exception(Error::new(ErrorKind::Panicked, panic_message(&*payload)));
+        self.result.mark_retrieved();
+        resume_unwind(payload);
+    }
+
+    /// End the task cancelled, unless dropping its future panicked.
+    fn cancelled(&mut self) -> Poll<()> {
+        if let Some(payload) = self.finish() {
+            self.fail(payload);
+        }
+        self.result.cancel_now();
+        Poll::Ready(())
     }
 }
 
@@ -261,9 +288,7 @@ where
         }
         let requested_before = state.cancel_requested.get();
         if requested_before && !state.started.get() {
-            this.finish();
-            this.result.cancel_now();
-            return Poll::Ready(());
+            return this.cancelled();
         }
         state.started.set(true);
         state.awaiting.borrow_mut().take();
@@ -272,25 +297,24 @@ where
         drop(guard);
         match outcome {
             Err(payload) => {
-                this.finish();
-                let _ = this
-                    .result
-                    .set_exception(Error::new(ErrorKind::Panicked, panic_message(&*payload)));
-                // The panic itself is reported (or propagated) by the
-                // dispatch loop; the error value must not be reported twice.
-                this.result.mark_retrieved();
-                resume_unwind(payload);
+                // A second panic, from dropping the future that panicked,
+                // is dropped: the first one is the news.
+                let _ = this.finish();
+                this.fail(payload);
             }
             Ok(Poll::Ready(value)) => {
-                this.finish();
+                let panicked = this.finish();
                 // The body let a delivered cancellation escape (CN-04),
                 // or a cancellation requested during its last step was
                 // never delivered (asyncio's `_must_cancel` at the end):
                 // the task ends cancelled.
                 let escaped = state.delivered.load(std::sync::atomic::Ordering::Acquire) > 0
                     || state.cancel_requested.get();
-                if escaped {
-                    drop(value);
+                if panicked.is_some() || escaped {
+                    let dropped = catch_unwind(AssertUnwindSafe(move || drop(value)));
+                    if let Some(payload) = panicked.or(dropped.err()) {
+                        this.fail(payload);
+                    }
                     this.result.cancel_now();
                 } else {
                     let _ = this.result.set_result(value);
@@ -301,9 +325,7 @@ where
                 if requested_before && state.cancel_requested.get() {
                     // Suspended on something that cannot deliver the
                     // cancellation: drop the future (module docs, point 4).
-                    this.finish();
-                    this.result.cancel_now();
-                    return Poll::Ready(());
+                    return this.cancelled();
                 }
                 Poll::Pending
             }
