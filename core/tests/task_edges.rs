@@ -219,3 +219,43 @@ fn a_panic_while_dropping_a_cancelled_task_ends_the_task() {
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert_eq!(reports[0].panic_message(), Some("cleanup failed"));
 }
+
+/// `close` drops every pending task's future; one whose drop panics must
+/// not unwind out of `close` half-way, leaving the other tasks' futures
+/// (and the rest of the loop's teardown) behind.
+#[test]
+fn a_panic_while_close_drops_a_task_does_not_cut_close_short() {
+    struct SetOnDrop(Rc<Cell<bool>>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+    let lp = Loop::new().unwrap();
+    let reports = record_exceptions(&lp);
+    // Which task `close` drops first is not specified: one of each order.
+    let flags: Vec<Rc<Cell<bool>>> = (0..4).map(|_| Rc::new(Cell::new(false))).collect();
+    for (i, flag) in flags.iter().enumerate() {
+        let guard = SetOnDrop(flag.clone());
+        lp.spawn(async move {
+            let _guard = guard;
+            let _panics = (i % 2 == 0).then_some(PanicOnDrop);
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    }
+    run_once(&lp);
+    let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.close()));
+    assert!(closed.is_ok(), "close() unwound");
+    closed.unwrap().unwrap();
+    let dropped: Vec<bool> = flags.iter().map(|f| f.get()).collect();
+    assert_eq!(dropped, [true; 4], "futures close() dropped");
+    let reports = reports.get();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.panic_message() == Some("cleanup failed")),
+        "{reports:?}"
+    );
+}
