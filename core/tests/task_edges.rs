@@ -239,7 +239,7 @@ fn a_panic_while_close_drops_a_task_does_not_cut_close_short() {
         let guard = SetOnDrop(flag.clone());
         lp.spawn(async move {
             let _guard = guard;
-            let _panics = (i % 2 == 0).then_some(PanicOnDrop);
+            let _panics = if i % 2 == 0 { Some(PanicOnDrop) } else { None };
             std::future::pending::<()>().await;
         })
         .unwrap();

@@ -26,7 +26,7 @@ use async_task::Runnable;
 use crate::context::{self, TaskScope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, LoopInner};
-use crate::exception::panic_message;
+use crate::exception::{ExceptionContext, panic_message};
 use crate::future::{CallbackId, LoopFuture};
 use crate::scheduler::inbox::{Remote, Shared};
 use crate::scheduler::{Ready, TaskMeta};
@@ -329,6 +329,36 @@ where
                 }
                 Poll::Pending
             }
+        }
+    }
+}
+
+impl<F: StdFuture> Drop for Step<F> {
+    /// A step still holding its future is dropped by `async-task` when the
+    /// task was cancelled under it (the loop's close), under a guard that
+    /// aborts the process on a panic: a panic in the future's `Drop` is
+    /// caught here and reported instead.
+    fn drop(&mut self) {
+        let Some(fut) = self.fut.take() else {
+            return;
+        };
+        let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(fut))) else {
+            return;
+        };
+        let message = panic_message(&*payload);
+        match self.lp.upgrade() {
+            Some(inner) => Loop::from_inner(inner).call_exception_handler(
+                ExceptionContext::new("task panicked while its future was dropped")
+                    .with_panic(message.clone())
+                    .with_error(Error::new(ErrorKind::Panicked, message))
+                    .with_location(self.state.location),
+            ),
+            // The loop's last handle is going: no handler to call.
+            None => tracing::error!(
+                target: "oneloop",
+                "task spawned at {} panicked while its future was dropped: {message}",
+                self.state.location
+            ),
         }
     }
 }
