@@ -119,12 +119,7 @@ fn error_consumed_by_a_cancelled_await_is_not_reported() {
     let lp = Loop::new().unwrap();
     let reports = record_exceptions(&lp);
     let fut = lp.create_future::<u32>();
-    let task = lp
-        .spawn({
-            let fut = fut.clone();
-            async move { fut.await }
-        })
-        .unwrap();
+    let task = lp.spawn(fut.clone()).unwrap();
     run_once(&lp); // the task awaits `fut`
     fut.set_exception(Error::new(ErrorKind::InvalidArgument, "bad input"))
         .unwrap();
