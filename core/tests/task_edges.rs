@@ -254,3 +254,36 @@ fn a_panic_while_close_drops_a_task_does_not_cut_close_short() {
         "{reports:?}"
     );
 }
+
+/// Asking a pending future for its result or error (`InvalidState`, FU-01)
+/// looks at no error: one set later and never retrieved is still reported
+/// when the future is dropped (FU-06), as asyncio's `__log_traceback` is
+/// only cleared once the future is done.
+#[test]
+fn asking_a_pending_future_does_not_retrieve_its_later_error() {
+    let lp = Loop::new().unwrap();
+    let reports = record_exceptions(&lp);
+    let by_result = lp.create_future::<u32>();
+    let by_exception = lp.create_future::<u32>();
+    assert_eq!(
+        by_result.result().unwrap_err().kind(),
+        ErrorKind::InvalidState
+    );
+    assert_eq!(
+        by_exception.exception().unwrap_err().kind(),
+        ErrorKind::InvalidState
+    );
+    for fut in [by_result, by_exception] {
+        fut.set_exception(Error::new(ErrorKind::InvalidArgument, "unseen"))
+            .unwrap();
+    }
+    run_once(&lp);
+    let reports = reports.get();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.message() == "future exception was never retrieved"),
+        "{reports:?}"
+    );
+}
