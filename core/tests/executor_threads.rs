@@ -32,7 +32,11 @@ fn no_executor_thread_outlives_shutdown_or_close() {
     }
     // (The thread that waited for them may take a moment to end itself.)
     let ended = wait_until(Instant::now() + LIMIT, || threads() == before);
-    assert!(ended, "{} threads left after shutdown_default_executor", threads() - before);
+    assert!(
+        ended,
+        "{} threads left after shutdown_default_executor",
+        threads() - before
+    );
     lp.close().unwrap();
 
     // close() lets the default executor go: its threads end once idle.

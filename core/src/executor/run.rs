@@ -87,8 +87,10 @@ impl Loop {
     }
 
     /// Stop accepting work on the default executor and wait, without blocking
-    /// the loop, until the jobs it runs have finished (EX-02). Afterwards
-    /// `run_in_executor` fails until another executor is set.
+    /// the loop, until the jobs it runs have finished and its threads have
+    /// ended (EX-02). Afterwards `run_in_executor` fails until another
+    /// executor is set. (`close` lets the default executor go too, without
+    /// waiting: its threads end once the jobs queued are done.)
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] after close.
@@ -123,9 +125,7 @@ impl Loop {
             .name("oneloop-executor-shutdown".into())
             .spawn(move || {
                 if let ExecutorSlot::Default(pool) = previous {
-                    pool.wait_idle();
-                    // The last reference: the pool's threads exit.
-                    drop(pool);
+                    pool.shutdown();
                 }
                 let _ = tx.send(());
             })
