@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -19,9 +19,13 @@ type Job = Box<dyn FnOnce() + Send>;
 const IDLE: Duration = Duration::from_secs(1);
 
 /// The most threads a pool runs at once (asyncio's default `max_workers`).
+/// Asked once: `available_parallelism` reads cgroup files on Linux.
 fn max_threads() -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cpus + 4).min(32)
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cpus + 4).min(32)
+    })
 }
 
 pub(super) struct Pool {
