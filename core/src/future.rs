@@ -196,6 +196,15 @@ impl<T: 'static> LoopFuture<T> {
         self.inner.retrieved.set(true);
     }
 
+    /// `result()` or `exception()` looked: at the error if the future is
+    /// done; a pending one has none to see yet, and one set later must
+    /// still be reported unless retrieved (FU-06).
+    fn note_retrieved(&self) {
+        if self.done() {
+            self.inner.retrieved.set(true);
+        }
+    }
+
     fn complete(&self, new: Slot<T>) -> Result<()> {
         {
             let mut slot = self.inner.slot.borrow_mut();
@@ -241,7 +250,7 @@ impl<T: 'static> LoopFuture<T> {
     /// [`ErrorKind::InvalidState`] while pending (FU-01);
     /// [`ErrorKind::Cancelled`] if cancelled (FU-03).
     pub fn exception(&self) -> Result<Option<Error>> {
-        self.inner.retrieved.set(true);
+        self.note_retrieved();
         match &*self.inner.slot.borrow() {
             Slot::Pending => Err(Error::new(
                 ErrorKind::InvalidState,
@@ -335,6 +344,12 @@ impl<T: 'static> LoopFuture<T> {
         if let Some(task) = &task
             && task.take_cancel_request()
         {
+            // A done future's error counts as retrieved by this await, as
+            // asyncio's `__wakeup` calls `result()` before throwing the
+            // cancellation in (FU-06: not reported when dropped).
+            if self.done() {
+                self.inner.retrieved.set(true);
+            }
             self.cancel();
             return Poll::Ready(Err(cancelled_error(Some(task))));
         }
@@ -388,7 +403,7 @@ impl<T: Clone + 'static> LoopFuture<T> {
     /// # Ok::<(), oneloop::Error>(())
     /// ```
     pub fn result(&self) -> Result<T> {
-        self.inner.retrieved.set(true);
+        self.note_retrieved();
         match &*self.inner.slot.borrow() {
             Slot::Pending => Err(Error::new(
                 ErrorKind::InvalidState,

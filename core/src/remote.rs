@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future as StdFuture;
-use std::panic::Location;
+use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use futures::channel::oneshot;
 use crate::context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, LoopInner, far_future};
+use crate::exception::panic_message;
 use crate::scheduler::Ready;
 use crate::scheduler::callback::{SharedTimer, SharedTimerEntry, State};
 use crate::scheduler::inbox::{Remote, Shared};
@@ -180,8 +181,21 @@ impl RemoteLoop {
                 return;
             };
             let lp = Loop::from_inner(inner);
-            if let Ok(task) = lp.spawn(make(lp.clone())) {
-                let _ = lp.spawn(async move {
+            // A builder that panics: the handle says so (dropping `tx`
+            // would say the loop closed), and the panic goes on to the
+            // loop like any callback's, as in `run_coroutine_threadsafe`.
+            let future = match catch_unwind(AssertUnwindSafe(|| make(lp.clone()))) {
+                Ok(future) => future,
+                Err(payload) => {
+                    let error = Error::new(ErrorKind::Panicked, panic_message(&*payload));
+                    let _ = tx.send(Err(error));
+                    resume_unwind(payload);
+                }
+            };
+            if let Ok(task) = lp.spawn(future) {
+                // A helper: cancelling every task cancels the user's task,
+                // whose ending this forwards, never the forwarding itself.
+                let _ = lp.spawn_helper(async move {
                     let _ = tx.send(task.await);
                 });
             }
@@ -435,8 +449,9 @@ impl fmt::Debug for RemoteTimer {
 ///
 /// It gives the task's output, or the error that ended the task:
 /// [`ErrorKind::Cancelled`] if it was cancelled or the loop closed before
-/// it finished, [`ErrorKind::Panicked`] if it panicked. Dropping it does
-/// not cancel the task.
+/// it finished, [`ErrorKind::Panicked`] if it (or the builder given to
+/// [`spawn_with`](RemoteLoop::spawn_with)) panicked. Dropping it does not
+/// cancel the task.
 #[derive(Debug)]
 pub struct RemoteTask<T> {
     rx: oneshot::Receiver<Result<T>>,

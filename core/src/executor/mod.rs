@@ -1,15 +1,17 @@
 //! The executor behind `run_in_executor` (PEP 3156's
 //! `concurrent.futures.Executor`): the [`Executor`] trait, the default one on
-//! the `blocking` crate's thread pool, and the loop's executor slot.
+//! its own threads (`pool.rs`), and the loop's executor slot.
 //!
 //! Nothing here knows a loop; `run.rs` adds the `Loop` methods.
 
+mod pool;
 mod run;
 
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 use crate::error::Result;
+use pool::Pool;
 
 /// Runs jobs off the loop thread (PEP 3156's `concurrent.futures.Executor`).
 ///
@@ -42,35 +44,30 @@ pub trait Executor: Send + Sync + 'static {
     fn execute(&self, job: Box<dyn FnOnce() + Send>);
 }
 
-/// The default executor: the [`blocking`](https://docs.rs/blocking) crate's
-/// thread pool (the one async-std and smol use: threads start on demand and
-/// exit after a second idle), with a count of the jobs this executor has in
-/// flight so that shutting it down can wait for them (EX-02).
+/// The default executor: a pool of threads of its own, started on demand
+/// (up to asyncio's `min(32, cpus + 4)`) and ended after a second without
+/// work, with a count of the jobs in flight so that shutting it down can
+/// wait for them (EX-02). Dropping it lets its threads end once the jobs
+/// queued are done, so none outlives the loop that owned it.
 pub struct DefaultExecutor {
-    in_flight: Arc<(Mutex<usize>, Condvar)>,
+    pool: Pool,
 }
 
 impl fmt::Debug for DefaultExecutor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DefaultExecutor")
-            .field("in_flight", &*lock(&self.in_flight))
+            .field("in_flight", &self.pool.in_flight())
             .finish()
     }
 }
 
-fn lock(in_flight: &(Mutex<usize>, Condvar)) -> std::sync::MutexGuard<'_, usize> {
-    in_flight.0.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl DefaultExecutor {
-    /// An executor on the shared `blocking` pool.
+    /// An executor with no thread yet.
     ///
     /// # Errors
-    /// None today; kept fallible so that a pool of its own could be made.
+    /// None today; kept fallible for a pool that starts threads up front.
     pub fn new() -> Result<DefaultExecutor> {
-        Ok(DefaultExecutor {
-            in_flight: Arc::new((Mutex::new(0), Condvar::new())),
-        })
+        Ok(DefaultExecutor { pool: Pool::new() })
     }
 
     /// Block until every job handed to this executor has finished.
@@ -92,34 +89,18 @@ impl DefaultExecutor {
     /// # Ok::<(), oneloop::Error>(())
     /// ```
     pub fn wait_idle(&self) {
-        let mut n = lock(&self.in_flight);
-        while *n > 0 {
-            n = self.in_flight.1.wait(n).unwrap_or_else(|e| e.into_inner());
-        }
+        self.pool.wait_idle();
+    }
+
+    /// Finish the jobs handed so far and end the threads, waiting for both.
+    pub(crate) fn shutdown(&self) {
+        self.pool.shutdown();
     }
 }
 
 impl Executor for DefaultExecutor {
     fn execute(&self, job: Box<dyn FnOnce() + Send>) {
-        *lock(&self.in_flight) += 1;
-        let in_flight = self.in_flight.clone();
-        blocking::unblock(move || {
-            // Counted down even if the job panics (the caller catches its
-            // panics, but a custom wrapper might not).
-            struct Done(Arc<(Mutex<usize>, Condvar)>);
-            impl Drop for Done {
-                fn drop(&mut self) {
-                    let mut n = lock(&self.0);
-                    *n -= 1;
-                    if *n == 0 {
-                        self.0.1.notify_all();
-                    }
-                }
-            }
-            let _done = Done(in_flight);
-            job();
-        })
-        .detach();
+        self.pool.execute(job);
     }
 }
 

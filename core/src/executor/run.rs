@@ -53,10 +53,12 @@ impl Loop {
             weak.upgrade()
                 .is_some_and(|inner| LoopFuture { inner }.cancel_now())
         }));
-        // The receiving side is a small task: the value crosses threads in
-        // the channel, the `!Send` future is completed on the loop thread.
+        // The receiving side is a small helper task: the value crosses
+        // threads in the channel, the `!Send` future is completed on the
+        // loop thread. A helper, so that cancelling every task cannot drop
+        // it and leave `fut` pending for ever.
         let done = fut.clone();
-        self.spawn(async move {
+        self.spawn_helper(async move {
             match rx.await {
                 Ok(Ok(v)) => {
                     let _ = done.set_result(v);
@@ -85,8 +87,10 @@ impl Loop {
     }
 
     /// Stop accepting work on the default executor and wait, without blocking
-    /// the loop, until the jobs it runs have finished (EX-02). Afterwards
-    /// `run_in_executor` fails until another executor is set.
+    /// the loop, until the jobs it runs have finished and its threads have
+    /// ended (EX-02). Afterwards `run_in_executor` fails until another
+    /// executor is set. (`close` lets the default executor go too, without
+    /// waiting: its threads end once the jobs queued are done.)
     ///
     /// # Errors
     /// [`ErrorKind::Closed`] after close.
@@ -113,7 +117,7 @@ impl Loop {
         let fut = self.create_future::<()>();
         let (tx, rx) = oneshot::channel::<()>();
         let done = fut.clone();
-        self.spawn(async move {
+        self.spawn_helper(async move {
             let _ = rx.await;
             let _ = done.set_result(());
         })?;
@@ -121,9 +125,7 @@ impl Loop {
             .name("oneloop-executor-shutdown".into())
             .spawn(move || {
                 if let ExecutorSlot::Default(pool) = previous {
-                    pool.wait_idle();
-                    // The last reference: the pool's threads exit.
-                    drop(pool);
+                    pool.shutdown();
                 }
                 let _ = tx.send(());
             })

@@ -10,6 +10,7 @@
 
 pub(crate) mod state;
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future as StdFuture;
@@ -25,11 +26,11 @@ use async_task::Runnable;
 use crate::context::{self, TaskScope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event_loop::{Loop, LoopInner};
-use crate::exception::panic_message;
+use crate::exception::{ExceptionContext, panic_message};
 use crate::future::{CallbackId, LoopFuture};
 use crate::scheduler::inbox::{Remote, Shared};
 use crate::scheduler::{Ready, TaskMeta};
-use state::{NEXT_TASK_ID, TaskRef, TaskState};
+use state::{NEXT_TASK_ID, OrphanSlot, TaskRef, TaskState};
 
 /// A future running on a loop; itself a future of the output (TK-03).
 ///
@@ -230,8 +231,13 @@ impl<F: StdFuture> Step<F>
 where
     F::Output: 'static,
 {
-    fn finish(&mut self) {
-        self.fut = None;
+    /// The task is over: drop the future and let go of the task's
+    /// bookkeeping. Dropping the future runs user code (its locals'
+    /// `Drop`); a panic there is caught and returned, so that the task
+    /// still ends (see [`fail`](Step::fail)).
+    fn finish(&mut self) -> Option<Box<dyn Any + Send>> {
+        let fut = self.fut.take();
+        let panicked = catch_unwind(AssertUnwindSafe(move || drop(fut))).err();
         self.state.done.set(true);
         self.state.awaiting.borrow_mut().take();
         self.state.abandon.borrow_mut().take();
@@ -241,6 +247,27 @@ where
         if let Some(lp) = self.lp.upgrade() {
             lp.tasks.remove(self.state.id);
         }
+        panicked
+    }
+
+    /// End the task `Panicked` and resume the panic, which the dispatch
+    /// loop reports (or propagates); the error value must not be reported
+    /// a second time.
+    fn fail(&self, payload: Box<dyn Any + Send>) -> ! {
+        let _ = self
+            .result
+            .set_exception(Error::new(ErrorKind::Panicked, panic_message(&*payload)));
+        self.result.mark_retrieved();
+        resume_unwind(payload);
+    }
+
+    /// End the task cancelled, unless dropping its future panicked.
+    fn cancelled(&mut self) -> Poll<()> {
+        if let Some(payload) = self.finish() {
+            self.fail(payload);
+        }
+        self.result.cancel_now();
+        Poll::Ready(())
     }
 }
 
@@ -261,9 +288,7 @@ where
         }
         let requested_before = state.cancel_requested.get();
         if requested_before && !state.started.get() {
-            this.finish();
-            this.result.cancel_now();
-            return Poll::Ready(());
+            return this.cancelled();
         }
         state.started.set(true);
         state.awaiting.borrow_mut().take();
@@ -272,25 +297,24 @@ where
         drop(guard);
         match outcome {
             Err(payload) => {
-                this.finish();
-                let _ = this
-                    .result
-                    .set_exception(Error::new(ErrorKind::Panicked, panic_message(&*payload)));
-                // The panic itself is reported (or propagated) by the
-                // dispatch loop; the error value must not be reported twice.
-                this.result.mark_retrieved();
-                resume_unwind(payload);
+                // A second panic, from dropping the future that panicked,
+                // is dropped: the first one is the news.
+                let _ = this.finish();
+                this.fail(payload);
             }
             Ok(Poll::Ready(value)) => {
-                this.finish();
+                let panicked = this.finish();
                 // The body let a delivered cancellation escape (CN-04),
                 // or a cancellation requested during its last step was
                 // never delivered (asyncio's `_must_cancel` at the end):
                 // the task ends cancelled.
                 let escaped = state.delivered.load(std::sync::atomic::Ordering::Acquire) > 0
                     || state.cancel_requested.get();
-                if escaped {
-                    drop(value);
+                if panicked.is_some() || escaped {
+                    let dropped = catch_unwind(AssertUnwindSafe(move || drop(value)));
+                    if let Some(payload) = panicked.or(dropped.err()) {
+                        this.fail(payload);
+                    }
                     this.result.cancel_now();
                 } else {
                     let _ = this.result.set_result(value);
@@ -301,9 +325,7 @@ where
                 if requested_before && state.cancel_requested.get() {
                     // Suspended on something that cannot deliver the
                     // cancellation: drop the future (module docs, point 4).
-                    this.finish();
-                    this.result.cancel_now();
-                    return Poll::Ready(());
+                    return this.cancelled();
                 }
                 Poll::Pending
             }
@@ -311,9 +333,39 @@ where
     }
 }
 
+impl<F: StdFuture> Drop for Step<F> {
+    /// A step still holding its future is dropped by `async-task` when the
+    /// task was cancelled under it (the loop's close), under a guard that
+    /// aborts the process on a panic: a panic in the future's `Drop` is
+    /// caught here and reported instead.
+    fn drop(&mut self) {
+        let Some(fut) = self.fut.take() else {
+            return;
+        };
+        let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(fut))) else {
+            return;
+        };
+        let message = panic_message(&*payload);
+        match self.lp.upgrade() {
+            Some(inner) => Loop::from_inner(inner).call_exception_handler(
+                ExceptionContext::new("task panicked while its future was dropped")
+                    .with_panic(message.clone())
+                    .with_error(Error::new(ErrorKind::Panicked, message))
+                    .with_location(self.state.location),
+            ),
+            // The loop's last handle is going: no handler to call.
+            None => tracing::error!(
+                target: "oneloop",
+                "task spawned at {} panicked while its future was dropped: {message}",
+                self.state.location
+            ),
+        }
+    }
+}
+
 /// Queue a task step: straight into the ready queue on the loop's thread,
 /// through the inbox from any other.
-fn schedule(shared: &Arc<Shared>, runnable: Runnable<TaskMeta>) {
+fn schedule(shared: &Arc<Shared>, orphan: &OrphanSlot, runnable: Runnable<TaskMeta>) {
     // Found among this thread's loops: this is the loop's thread (the
     // table is per thread), with no `thread::current()` to ask.
     if let Some(inner) = context::local_loop(shared.id) {
@@ -330,10 +382,11 @@ fn schedule(shared: &Arc<Shared>, runnable: Runnable<TaskMeta>) {
     }
     if let Err(Remote::Task(r)) = shared.post(Remote::Task(runnable)) {
         // The loop is closed and this is another thread: a local task's
-        // future must not be dropped here (`async-task` would panic). Tasks
-        // are cancelled on the loop thread before the inbox closes, so this
-        // only happens to a wake that raced with `close`.
-        std::mem::forget(r);
+        // future must not be dropped here (`async-task` would panic). This
+        // only happens to a wake that raced with `close`, which cancels
+        // the tasks on the loop thread after the inbox closed: it drops
+        // the step parked here then.
+        orphan.park(r);
     }
 }
 
@@ -341,6 +394,7 @@ pub(crate) fn spawn<F>(
     lp: &Loop,
     future: F,
     location: &'static Location<'static>,
+    helper: bool,
 ) -> Task<F::Output>
 where
     F: StdFuture + 'static,
@@ -351,6 +405,7 @@ where
         id: NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed),
         loop_id: shared.id,
         location,
+        helper,
         cancel_requested: Cell::new(false),
         awaiting: RefCell::new(None),
         delivered: Arc::default(),
@@ -359,6 +414,7 @@ where
         waker: RefCell::new(None),
         handle: RefCell::new(None),
         abandon: RefCell::new(None),
+        orphan: OrphanSlot::new(),
     });
     let result = LoopFuture::new(lp);
     let weak_state = Rc::downgrade(&state);
@@ -379,7 +435,10 @@ where
     };
     let (runnable, handle) = async_task::Builder::new()
         .metadata(TaskMeta { location })
-        .spawn_local(move |_| step, move |r| schedule(&shared, r));
+        .spawn_local(move |_| step, {
+            let orphan = state.orphan.clone();
+            move |r| schedule(&shared, &orphan, r)
+        });
     *state.handle.borrow_mut() = Some(handle);
     lp.inner.tasks.insert(&state);
     // TK-02: the first step is queued, not run.
@@ -420,7 +479,22 @@ impl Loop {
         F::Output: 'static,
     {
         self.inner.sched.check_open()?;
-        Ok(spawn(self, future, Location::caller()))
+        Ok(spawn(self, future, Location::caller(), false))
+    }
+
+    /// [`spawn`](Loop::spawn) one of the loop's own helper tasks: not
+    /// listed by [`all_tasks`](Loop::all_tasks), so that cancelling every
+    /// listed task (a shutdown routine) cannot cancel it. For a helper
+    /// that completes a future or a channel the user holds, and that must
+    /// therefore run to its end.
+    #[track_caller]
+    pub(crate) fn spawn_helper<F>(&self, future: F) -> Result<Task<F::Output>>
+    where
+        F: StdFuture + 'static,
+        F::Output: 'static,
+    {
+        self.inner.sched.check_open()?;
+        Ok(spawn(self, future, Location::caller(), true))
     }
 
     /// The task whose step is running, if any (TK-05).
@@ -445,7 +519,10 @@ impl Loop {
             .map(TaskRef)
     }
 
-    /// The pending tasks of this loop (TK-05).
+    /// The pending tasks of this loop (TK-05): those spawned with
+    /// [`spawn`](Loop::spawn) and its kin, not the helper tasks the loop
+    /// runs for its own services (bringing a `run_in_executor` result to
+    /// this thread, say), which no caller of `all_tasks` may cancel.
     ///
     /// # Examples
     ///

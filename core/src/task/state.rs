@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
+
+use async_task::Runnable;
 
 use crate::error::{Delivered, Error};
 use crate::scheduler::TaskMeta;
@@ -26,12 +28,71 @@ pub(crate) fn cancelled_error(task: Option<&TaskState>) -> Error {
     e
 }
 
+/// A step queued from another thread once the loop's inbox had closed
+/// (a wake racing with `close`): it can neither be posted nor dropped on
+/// that thread (`async-task` would panic), so it waits here for `close` to
+/// drop it on the loop's thread. Dropping the task's handle cannot drop
+/// the future while such a step holds it.
+pub(crate) enum Orphan {
+    /// No step is waiting.
+    None,
+    /// This step is.
+    Parked(Runnable<TaskMeta>),
+    /// `close` has been: nothing will come for a step parked now.
+    Closed,
+}
+
+/// A task's [`Orphan`] slot, shared with its `schedule` function.
+#[derive(Clone)]
+pub(crate) struct OrphanSlot(Arc<Mutex<Orphan>>);
+
+impl OrphanSlot {
+    pub(crate) fn new() -> OrphanSlot {
+        OrphanSlot(Arc::new(Mutex::new(Orphan::None)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Orphan> {
+        // Only moves of a value happen under the lock: a poisoned one is fine.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// From the thread whose post found the inbox closed: keep `step` for
+    /// `close` to drop on the loop's thread.
+    pub(crate) fn park(&self, step: Runnable<TaskMeta>) {
+        let mut slot = self.lock();
+        if matches!(*slot, Orphan::Closed) {
+            // The wake began before `close` dropped the task's handle and
+            // reached here after `close` looked: nothing is left to drop
+            // the step on its thread, so it is leaked rather than dropped
+            // here (which would panic).
+            drop(slot);
+            std::mem::forget(step);
+            return;
+        }
+        *slot = Orphan::Parked(step);
+    }
+
+    /// On the loop's thread, in `close`: the step parked, if any.
+    fn close(&self) -> Option<Runnable<TaskMeta>> {
+        match std::mem::replace(&mut *self.lock(), Orphan::Closed) {
+            Orphan::Parked(step) => Some(step),
+            Orphan::None | Orphan::Closed => None,
+        }
+    }
+}
+
 /// The non-generic state of a task.
 pub(crate) struct TaskState {
     pub(crate) id: u64,
     /// Id of the loop, to answer `current_task` for the right loop only.
     pub(crate) loop_id: u64,
     pub(crate) location: &'static Location<'static>,
+    /// One of the loop's own helper tasks (the one that brings an executor
+    /// job's result to the loop thread, say): not listed by `all_tasks`, so
+    /// that a shutdown that cancels every task cannot cancel it and lose
+    /// the result of a future the user holds. asyncio runs these as
+    /// callbacks, not tasks.
+    pub(crate) helper: bool,
     /// `cancel()` was called and no oneloop await has delivered it yet.
     pub(crate) cancel_requested: Cell<bool>,
     /// Cancels the oneloop future the task is suspended on.
@@ -51,6 +112,8 @@ pub(crate) struct TaskState {
     pub(crate) handle: RefCell<Option<async_task::Task<(), TaskMeta>>>,
     /// Cancels the result future when the loop closes under the task.
     pub(crate) abandon: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// A step woken from another thread after the inbox closed.
+    pub(crate) orphan: OrphanSlot,
 }
 
 impl TaskState {
@@ -89,7 +152,10 @@ impl TaskState {
         let handle = self.handle.borrow_mut().take();
         // Dropping the handle cancels the task; `async-task` reschedules it
         // once so the future is dropped by a runnable, on this thread.
+        // Unless a step is already queued: one parked by a wake from
+        // another thread that found the inbox closed, dropped here then.
         drop(handle);
+        drop(self.orphan.close());
         let abandon = self.abandon.borrow_mut().take();
         if let Some(f) = abandon {
             f();
@@ -97,7 +163,8 @@ impl TaskState {
     }
 }
 
-/// The pending tasks of a loop.
+/// The pending tasks of a loop (its helper tasks too: `close` must cancel
+/// them on the loop thread like any other).
 #[derive(Default)]
 pub(crate) struct TaskRegistry {
     tasks: RefCell<HashMap<u64, Weak<TaskState>>>,
@@ -119,6 +186,7 @@ impl TaskRegistry {
             .borrow()
             .values()
             .filter_map(Weak::upgrade)
+            .filter(|t| !t.helper)
             .map(TaskRef)
             .collect();
         v.sort_by_key(|t| t.0.id);

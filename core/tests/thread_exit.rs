@@ -1,0 +1,42 @@
+//! A thread that exits with a loop still open: its thread-locals close it.
+//! (In a file of its own: the bug this guards against aborted the process.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// asyncio's worker-thread idiom, `new_event_loop`, `set_event_loop`, then
+/// run: the current loop, held by a thread-local, is the last handle when
+/// the thread exits, and dropping it closes the loop (pending tasks
+/// dropped) without touching a thread-local that was already destroyed,
+/// which aborted the process ("thread local panicked on drop").
+#[test]
+fn a_thread_exiting_with_its_current_loop_set_closes_it() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    std::thread::spawn(move || {
+        let lp = oneloop::new_event_loop().unwrap();
+        oneloop::set_event_loop(Some(lp.clone()));
+        lp.run_until_complete(async {}).unwrap();
+        let guard = SetOnDrop(flag);
+        lp.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    })
+    .join()
+    .unwrap();
+    assert!(
+        dropped.load(Ordering::Acquire),
+        "the pending task outlived its thread"
+    );
+}
