@@ -1220,6 +1220,9 @@ impl LoopInner {
         for t in self.tasks.take_all() {
             t.abandon();
         }
+        // Steps woken on other threads while this closed, which hold their
+        // tasks' futures: dropped here, on the loop's thread.
+        drop(self.sched.shared().take_orphans());
         drop(std::mem::take(&mut *self.executor.borrow_mut()));
         // The host's resources (poller, wake fd, an owned runtime), after
         // the tasks that may hold the host's own futures.

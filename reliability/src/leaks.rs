@@ -6,10 +6,11 @@
 //! - **fds**: exactly back to the base, fd by fd (a leaked fd is a leaked
 //!   fd; the listing names it).
 //! - **threads**: back to the base within [`THREAD_SETTLE`] (GLib's and
-//!   tokio's pool threads outlive their work for a while, then exit); the
-//!   `blocking` pool (core's default executor) parks its idle threads for
-//!   good, so they are counted apart and may grow by at most
-//!   [`POOL_SLACK`], the most jobs a count runs at once.
+//!   tokio's pool threads, and core's default executor's, outlive their
+//!   work for a while, then exit); the `blocking` pool (the smol adapter's
+//!   executor) parks its idle threads for good, so they are counted apart
+//!   and may grow by at most [`POOL_SLACK`], the most jobs a count runs at
+//!   once.
 //! - **resident memory**: grows by at most [`RSS_SLACK`] over a whole run,
 //!   measured after a warm-up of the same work. Allocators keep freed
 //!   memory, so "back to base" is read as "does not grow with the count";

@@ -11,8 +11,9 @@ pub struct Usage {
     pub fds: usize,
     /// Threads, but for idle pool threads (see [`pool_threads`]).
     pub threads: usize,
-    /// Threads of the `blocking` crate's pool (core's and async-std's
-    /// default executor), which parks idle threads instead of ending them.
+    /// Threads of the `blocking` crate's pool (the smol adapter's
+    /// executor, as async-std's), which parks idle threads instead of
+    /// ending them.
     pub pool_threads: usize,
     /// Resident set size, bytes.
     pub rss: u64,
@@ -79,8 +80,8 @@ pub fn threads() -> usize {
         .expect("a Threads: line in /proc/self/status")
 }
 
-/// Threads named `blocking-N`: the `blocking` crate's pool (core's and
-/// async-std's default executor). Its idle threads stay parked for the next
+/// Threads named `blocking-N`: the `blocking` crate's pool (the smol
+/// adapter's executor, as async-std's). Its idle threads stay parked for the next
 /// job rather than exit (blocking 1.7 ends a thread only above its limit of
 /// 500), so their number follows the most jobs run at once, not how many
 /// were run.

@@ -26,6 +26,11 @@ struct Inbox {
     /// The backend's wake; `None` once closed, so that a `RemoteLoop`
     /// outliving the loop does not keep the wake's fd open.
     waker: Option<Arc<dyn RemoteWake>>,
+    /// Task steps woken on another thread after `closed`: they can be
+    /// neither posted nor dropped there (a local task's future belongs to
+    /// the loop's thread), so they wait for `close` to drop them on it
+    /// ([`Shared::take_orphans`]); `None` once it has.
+    orphans: Option<Vec<async_task::Runnable<TaskMeta>>>,
 }
 
 /// The `Send + Sync` part of a loop, shared with `RemoteLoop` and wakers.
@@ -59,6 +64,7 @@ impl Shared {
                 queue: VecDeque::new(),
                 closed: false,
                 waker: Some(waker),
+                orphans: Some(Vec::new()),
             }),
             posted: AtomicBool::new(false),
         }
@@ -114,6 +120,29 @@ impl Shared {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// From another thread whose post found the loop closed: keep `step`
+    /// for `close` to drop on the loop's thread; handed back once `close`
+    /// has taken the orphans (the caller leaks it).
+    pub(crate) fn park_orphan(
+        &self,
+        step: async_task::Runnable<TaskMeta>,
+    ) -> Result<(), async_task::Runnable<TaskMeta>> {
+        match &mut self.lock().orphans {
+            Some(orphans) => {
+                orphans.push(step);
+                Ok(())
+            }
+            None => Err(step),
+        }
+    }
+
+    /// On the loop's thread, at the end of `close`: the steps parked by
+    /// [`park_orphan`](Shared::park_orphan), to drop there; later ones are
+    /// refused.
+    pub(crate) fn take_orphans(&self) -> Vec<async_task::Runnable<TaskMeta>> {
+        self.lock().orphans.take().unwrap_or_default()
     }
 
     /// Refuse further posts and hand back what is queued, and the wake

@@ -30,7 +30,7 @@ use crate::exception::{ExceptionContext, panic_message};
 use crate::future::{CallbackId, LoopFuture};
 use crate::scheduler::inbox::{Remote, Shared};
 use crate::scheduler::{Ready, TaskMeta};
-use state::{NEXT_TASK_ID, OrphanSlot, TaskRef, TaskState};
+use state::{NEXT_TASK_ID, TaskRef, TaskState};
 
 /// A future running on a loop; itself a future of the output (TK-03).
 ///
@@ -365,7 +365,7 @@ impl<F: StdFuture> Drop for Step<F> {
 
 /// Queue a task step: straight into the ready queue on the loop's thread,
 /// through the inbox from any other.
-fn schedule(shared: &Arc<Shared>, orphan: &OrphanSlot, runnable: Runnable<TaskMeta>) {
+fn schedule(shared: &Arc<Shared>, runnable: Runnable<TaskMeta>) {
     // Found among this thread's loops: this is the loop's thread (the
     // table is per thread), with no `thread::current()` to ask.
     if let Some(inner) = context::local_loop(shared.id) {
@@ -383,10 +383,12 @@ fn schedule(shared: &Arc<Shared>, orphan: &OrphanSlot, runnable: Runnable<TaskMe
     if let Err(Remote::Task(r)) = shared.post(Remote::Task(runnable)) {
         // The loop is closed and this is another thread: a local task's
         // future must not be dropped here (`async-task` would panic). This
-        // only happens to a wake that raced with `close`, which cancels
-        // the tasks on the loop thread after the inbox closed: it drops
-        // the step parked here then.
-        orphan.park(r);
+        // only happens to a wake that raced with `close`, which drops the
+        // steps parked here on the loop thread once it has cancelled the
+        // tasks. A wake that comes after that is leaked, not dropped.
+        if let Err(r) = shared.park_orphan(r) {
+            std::mem::forget(r);
+        }
     }
 }
 
@@ -414,7 +416,6 @@ where
         waker: RefCell::new(None),
         handle: RefCell::new(None),
         abandon: RefCell::new(None),
-        orphan: OrphanSlot::new(),
     });
     let result = LoopFuture::new(lp);
     let weak_state = Rc::downgrade(&state);
@@ -435,10 +436,7 @@ where
     };
     let (runnable, handle) = async_task::Builder::new()
         .metadata(TaskMeta { location })
-        .spawn_local(move |_| step, {
-            let orphan = state.orphan.clone();
-            move |r| schedule(&shared, &orphan, r)
-        });
+        .spawn_local(move |_| step, move |r| schedule(&shared, r));
     *state.handle.borrow_mut() = Some(handle);
     lp.inner.tasks.insert(&state);
     // TK-02: the first step is queued, not run.

@@ -6,11 +6,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
-
-use async_task::Runnable;
 
 use crate::error::{Delivered, Error};
 use crate::scheduler::TaskMeta;
@@ -26,59 +24,6 @@ pub(crate) fn cancelled_error(task: Option<&TaskState>) -> Error {
         e.set_delivered(Delivered::new(&task.delivered));
     }
     e
-}
-
-/// A step queued from another thread once the loop's inbox had closed
-/// (a wake racing with `close`): it can neither be posted nor dropped on
-/// that thread (`async-task` would panic), so it waits here for `close` to
-/// drop it on the loop's thread. Dropping the task's handle cannot drop
-/// the future while such a step holds it.
-pub(crate) enum Orphan {
-    /// No step is waiting.
-    None,
-    /// This step is.
-    Parked(Runnable<TaskMeta>),
-    /// `close` has been: nothing will come for a step parked now.
-    Closed,
-}
-
-/// A task's [`Orphan`] slot, shared with its `schedule` function.
-#[derive(Clone)]
-pub(crate) struct OrphanSlot(Arc<Mutex<Orphan>>);
-
-impl OrphanSlot {
-    pub(crate) fn new() -> OrphanSlot {
-        OrphanSlot(Arc::new(Mutex::new(Orphan::None)))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Orphan> {
-        // Only moves of a value happen under the lock: a poisoned one is fine.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// From the thread whose post found the inbox closed: keep `step` for
-    /// `close` to drop on the loop's thread.
-    pub(crate) fn park(&self, step: Runnable<TaskMeta>) {
-        let mut slot = self.lock();
-        if matches!(*slot, Orphan::Closed) {
-            // The wake began before `close` dropped the task's handle and
-            // reached here after `close` looked: nothing is left to drop
-            // the step on its thread, so it is leaked rather than dropped
-            // here (which would panic).
-            drop(slot);
-            std::mem::forget(step);
-            return;
-        }
-        *slot = Orphan::Parked(step);
-    }
-
-    /// On the loop's thread, in `close`: the step parked, if any.
-    fn close(&self) -> Option<Runnable<TaskMeta>> {
-        match std::mem::replace(&mut *self.lock(), Orphan::Closed) {
-            Orphan::Parked(step) => Some(step),
-            Orphan::None | Orphan::Closed => None,
-        }
-    }
 }
 
 /// The non-generic state of a task.
@@ -112,8 +57,6 @@ pub(crate) struct TaskState {
     pub(crate) handle: RefCell<Option<async_task::Task<(), TaskMeta>>>,
     /// Cancels the result future when the loop closes under the task.
     pub(crate) abandon: RefCell<Option<Box<dyn FnOnce()>>>,
-    /// A step woken from another thread after the inbox closed.
-    pub(crate) orphan: OrphanSlot,
 }
 
 impl TaskState {
@@ -153,9 +96,9 @@ impl TaskState {
         // Dropping the handle cancels the task; `async-task` reschedules it
         // once so the future is dropped by a runnable, on this thread.
         // Unless a step is already queued: one parked by a wake from
-        // another thread that found the inbox closed, dropped here then.
+        // another thread that found the inbox closed, which `close` drops
+        // after this (`Shared::park_orphan`).
         drop(handle);
-        drop(self.orphan.close());
         let abandon = self.abandon.borrow_mut().take();
         if let Some(f) = abandon {
             f();
