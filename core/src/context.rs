@@ -41,17 +41,26 @@ pub(crate) fn forget_running_after_fork() {
     let _ = CURRENT_TASK.try_with(|c| std::mem::forget(c.take()));
 }
 
+// `RUNNING` is read with `try_with` throughout: a loop may be closed from
+// another thread-local's destructor (the `set_event_loop` slot, a user's
+// own) after this one is gone, and no loop runs on a thread that is ending.
+
 pub(crate) fn running_loop_inner() -> Option<Rc<LoopInner>> {
-    RUNNING.with(|r| r.borrow().as_ref().and_then(Weak::upgrade))
+    RUNNING
+        .try_with(|r| r.borrow().as_ref().and_then(Weak::upgrade))
+        .ok()
+        .flatten()
 }
 
 /// Whether `weak` is the running loop.
 pub(crate) fn running_is_weak(weak: &Weak<LoopInner>) -> bool {
-    RUNNING.with(|r| r.borrow().as_ref().is_some_and(|w| Weak::ptr_eq(w, weak)))
+    RUNNING
+        .try_with(|r| r.borrow().as_ref().is_some_and(|w| Weak::ptr_eq(w, weak)))
+        .unwrap_or(false)
 }
 
 pub(crate) fn set_running(inner: Option<&LoopInner>) {
-    RUNNING.with(|r| *r.borrow_mut() = inner.map(|i| i.weak.clone()));
+    let _ = RUNNING.try_with(|r| *r.borrow_mut() = inner.map(|i| i.weak.clone()));
 }
 
 pub(crate) fn running_is(inner: &LoopInner) -> bool {
@@ -69,17 +78,17 @@ impl RunningScope {
         if running_is(inner) {
             return RunningScope { previous: None };
         }
-        let previous = RUNNING.with(|r| r.borrow_mut().replace(inner.weak.clone()));
-        RunningScope {
-            previous: Some(previous),
-        }
+        let previous = RUNNING
+            .try_with(|r| r.borrow_mut().replace(inner.weak.clone()))
+            .ok();
+        RunningScope { previous }
     }
 }
 
 impl Drop for RunningScope {
     fn drop(&mut self) {
         if let Some(previous) = self.previous.take() {
-            RUNNING.with(|r| *r.borrow_mut() = previous);
+            let _ = RUNNING.try_with(|r| *r.borrow_mut() = previous);
         }
     }
 }

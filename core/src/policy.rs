@@ -78,13 +78,6 @@ pub fn get_event_loop() -> Result<Loop> {
 /// The loop set here is a strong handle: if it is the last one when the
 /// thread exits, the thread-local's destructor closes the loop.
 pub fn set_event_loop(lp: Option<Loop>) {
-    // Closing a loop reads the running-loop thread-local, which must then
-    // still exist: touch it first, so that it is destroyed after the
-    // current loop's slot (glibc and std's own list run thread-local
-    // destructors in the reverse order of registration, which is at first
-    // use). Otherwise a thread that sets its loop, runs it and exits
-    // aborts the process ("thread local panicked on drop").
-    let _ = context::running_loop_inner();
     context::set_current_loop(lp);
 }
 

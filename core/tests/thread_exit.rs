@@ -40,3 +40,35 @@ fn a_thread_exiting_with_its_current_loop_set_closes_it() {
         "the pending task outlived its thread"
     );
 }
+
+thread_local! {
+    /// A user's own thread-local holding a loop.
+    static MINE: std::cell::RefCell<Option<oneloop::Loop>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The same with a loop kept in the user's own thread-local, first used
+/// before the loop ran (so destroyed after oneloop's own thread-locals):
+/// closing it from that destructor must not touch them.
+#[test]
+fn a_loop_in_a_users_thread_local_closes_when_the_thread_exits() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    std::thread::spawn(move || {
+        MINE.with(|_| ());
+        let lp = oneloop::Loop::new().unwrap();
+        lp.run_until_complete(async {}).unwrap();
+        let guard = SetOnDrop(flag);
+        lp.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+        MINE.with(|m| *m.borrow_mut() = Some(lp));
+    })
+    .join()
+    .unwrap();
+    assert!(
+        dropped.load(Ordering::Acquire),
+        "the pending task outlived its thread"
+    );
+}
