@@ -78,6 +78,11 @@ pub(crate) struct SourceState {
     /// True while a nested iteration found this source dispatching: its fds
     /// are out of GLib's poll set and its ready time is -1 (D4).
     suspended: Cell<bool>,
+    /// True from a dispatch that found the loop not running (owned mode
+    /// between runs) until the next run arms: the fds are out of GLib's
+    /// poll set, or a ready fd, which the loop ignores while it is not
+    /// running (EM-06), would keep whoever iterates the context busy.
+    parked: Cell<bool>,
     /// The thread that created the source: the only one that may drop the
     /// `!Send` driver.
     owner: ThreadId,
@@ -123,9 +128,27 @@ impl SourceState {
             return;
         }
         // SAFETY: by the caller's contract.
-        unsafe { self.set_tag(source, !self.selector.is_empty()) };
+        unsafe { self.set_tag(source, self.wants_tag()) };
         // SAFETY: by the caller's contract.
         unsafe { ffi::g_source_set_ready_time(source, self.ready_time.get()) };
+    }
+
+    /// Whether GLib should poll the selector's fd (unless suspended).
+    fn wants_tag(&self) -> bool {
+        !self.parked.get() && !self.selector.is_empty()
+    }
+
+    /// The loop is not running: take the fds out of GLib's poll set until
+    /// [`unpark`](Self::unpark).
+    ///
+    /// # Safety
+    /// `source` is this state's live, not destroyed source.
+    unsafe fn park(&self, source: *mut ffi::GSource) {
+        self.parked.set(true);
+        if !self.suspended.get() {
+            // SAFETY: by the caller's contract.
+            unsafe { self.set_tag(source, false) };
+        }
     }
 }
 
@@ -209,6 +232,7 @@ impl LoopSource {
             tag: Cell::new(None),
             ready_time: Cell::new(-1),
             suspended: Cell::new(false),
+            parked: Cell::new(false),
             owner: thread::current().id(),
         });
         // SAFETY: `FUNCS` lives for the program and GLib never writes
@@ -258,6 +282,20 @@ impl LoopSource {
         }
     }
 
+    /// The loop armed a dispatch: if a dispatch found it not running
+    /// (parked), and it runs now, give GLib its fds back.
+    pub(crate) fn unpark(&self) {
+        let state = &self.state;
+        if state.parked.get() && state.driver.is_live() {
+            state.parked.set(false);
+            if !state.suspended.get() && !self.source.is_destroyed() {
+                // SAFETY: the source is valid (the type's invariant) and
+                // not destroyed.
+                unsafe { state.set_tag(self.source.to_glib_none().0, state.wants_tag()) };
+            }
+        }
+    }
+
     /// `g_source_set_priority`, skipped when unchanged.
     pub(crate) fn set_priority(&self, priority: i32) {
         if self.priority.replace(priority) != priority && !self.source.is_destroyed() {
@@ -284,9 +322,7 @@ impl LoopSource {
         if !state.suspended.get() {
             // SAFETY: the source is valid (the type's invariant) and not
             // destroyed.
-            unsafe {
-                state.set_tag(self.source.to_glib_none().0, !state.selector.is_empty());
-            }
+            unsafe { state.set_tag(self.source.to_glib_none().0, state.wants_tag()) };
         }
         Ok(())
     }
@@ -420,10 +456,17 @@ fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
     drop(target);
     if !driver.is_live() {
         // Not running (owned mode between runs) or closed: do not stay
-        // ready and spin whoever iterates the context; the next run arms
-        // again (EM-06).
-        // SAFETY: our own valid source, from its dispatch.
-        unsafe { state.set_ready_time(source, -1) };
+        // ready and spin whoever iterates the context, neither by the ready
+        // time nor by a ready fd that the loop ignores until it runs; the
+        // next run arms again, which gives the fds back (EM-06).
+        // SAFETY: our own source, from its dispatch, so alive (GLib holds
+        // it). If a close destroyed it meanwhile, `destroy` removed the tag
+        // first, so `park` makes no GLib call, and GLib accepts a ready
+        // time on a destroyed source that is still referenced.
+        unsafe {
+            state.set_ready_time(source, -1);
+            state.park(source);
+        }
     }
 }
 
