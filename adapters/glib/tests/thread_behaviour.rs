@@ -157,3 +157,42 @@ fn attached_loop_on_a_worker_thread_with_its_own_main_loop() {
     t.join().unwrap();
     assert!(!MainContext::default().is_owner());
 }
+
+/// A loop attached on a worker thread to a context that nobody owned yet,
+/// which another thread then iterates (a GTK app whose main thread starts
+/// `Application::run` after a worker attached to the default context): its
+/// callbacks, which need not be `Send`, must never run on that other
+/// thread. Before the fix the source ran them there.
+#[test]
+fn a_context_iterated_by_another_thread_never_runs_the_loops_callbacks() {
+    use std::sync::{Mutex, mpsc};
+    use std::thread::{self, ThreadId};
+
+    let ctx = MainContext::new();
+    let ran_on: Arc<Mutex<Vec<ThreadId>>> = Arc::default();
+    let (attached_tx, attached_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let worker = {
+        let (ctx, ran_on) = (ctx.clone(), ran_on.clone());
+        thread::spawn(move || {
+            let lp = oneloop_glib::attach(&ctx).unwrap();
+            let r = ran_on.clone();
+            lp.call_soon(move || r.lock().unwrap().push(thread::current().id()))
+                .unwrap();
+            attached_tx.send(()).unwrap();
+            // The loop stays open while the other thread iterates.
+            done_rx.recv().unwrap();
+            lp.close().unwrap();
+        })
+    };
+    attached_rx.recv().unwrap();
+    for _ in 0..10 {
+        ctx.iteration(false);
+    }
+    done_tx.send(()).unwrap();
+    worker.join().unwrap();
+    assert!(
+        !ran_on.lock().unwrap().contains(&thread::current().id()),
+        "a oneloop callback ran on a thread that is not its loop's"
+    );
+}
