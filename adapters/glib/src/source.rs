@@ -38,10 +38,15 @@
 //!   is recorded and applied on resume.
 //! - **panics**: every trampoline runs inside `catch_unwind`; nothing
 //!   unwinds into C.
+//! - **threads**: the state is `!Send`, but a context that nobody owned
+//!   when the loop was built may be iterated by another thread later. The
+//!   trampolines compare the calling thread with the loop's first: on
+//!   another thread `prepare` and `check` answer "not ready" and `dispatch`
+//!   removes the source, without touching the state.
 
 use std::cell::Cell;
 use std::ffi::c_int;
-use std::io;
+use std::io::{self, Write};
 use std::mem;
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -83,9 +88,6 @@ pub(crate) struct SourceState {
     /// poll set, or a ready fd, which the loop ignores while it is not
     /// running (EM-06), would keep whoever iterates the context busy.
     parked: Cell<bool>,
-    /// The thread that created the source: the only one that may drop the
-    /// `!Send` driver.
-    owner: ThreadId,
 }
 
 impl SourceState {
@@ -188,6 +190,10 @@ struct RawSource {
     base: ffi::GSource,
     /// `Rc::into_raw` of the state; owned by the source until `finalize`.
     state: *const SourceState,
+    /// The loop's thread: the only one that may touch the `!Send` state.
+    /// Written before the source is attached, never after, so any thread
+    /// may read it.
+    owner: ThreadId,
 }
 
 static FUNCS: ffi::GSourceFuncs = ffi::GSourceFuncs {
@@ -233,7 +239,6 @@ impl LoopSource {
             ready_time: Cell::new(-1),
             suspended: Cell::new(false),
             parked: Cell::new(false),
-            owner: thread::current().id(),
         });
         // SAFETY: `FUNCS` lives for the program and GLib never writes
         // through the pointer (glib-rs passes its static funcs the same
@@ -245,7 +250,11 @@ impl LoopSource {
                 std::ptr::addr_of!(FUNCS).cast_mut(),
                 mem::size_of::<RawSource>() as u32,
             );
-            (*raw.cast::<RawSource>()).state = Rc::into_raw(state.clone());
+            let raw_source = raw.cast::<RawSource>();
+            // Our fields, after the header, in the zeroed block GLib
+            // allocated: written in place before the source is attached.
+            std::ptr::addr_of_mut!((*raw_source).state).write(Rc::into_raw(state.clone()));
+            std::ptr::addr_of_mut!((*raw_source).owner).write(thread::current().id());
             glib::Source::from_glib_full(raw)
         };
         // SAFETY: a valid source (just created); GLib copies the name.
@@ -362,6 +371,26 @@ unsafe fn state<'a>(source: *mut ffi::GSource) -> &'a SourceState {
     unsafe { &*(*source.cast::<RawSource>()).state }
 }
 
+thread_local! {
+    /// This thread's id, cached: `prepare`, `check` and `dispatch` compare
+    /// it with the source's owner on every iteration.
+    static THREAD: ThreadId = thread::current().id();
+}
+
+/// Whether GLib calls `source` on the loop's thread, the only one where
+/// its state may be touched.
+///
+/// # Safety
+/// `source` is a live source created by [`LoopSource::new`].
+unsafe fn on_owner(source: *mut ffi::GSource) -> bool {
+    // SAFETY: by the caller's contract a `RawSource`, whose `owner` is
+    // never written after the source was attached.
+    let owner = unsafe { (*source.cast::<RawSource>()).owner };
+    // (`ThreadId` has no destructor, so this never fails; if it did, the
+    // thread would be treated as a stranger: the safe side.)
+    THREAD.try_with(|t| *t == owner).unwrap_or(false)
+}
+
 /// Run `f`, catching any panic: nothing may unwind into GLib (a panic out
 /// of an `extern "C"` function aborts the process).
 fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
@@ -381,6 +410,14 @@ fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
 
 unsafe extern "C" fn prepare(source: *mut ffi::GSource, timeout: *mut c_int) -> ffi::gboolean {
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
+    if !unsafe { on_owner(source) } {
+        // Another thread iterates the context: leave the state alone (see
+        // `dispatch`). SAFETY: GLib passes a valid out-pointer.
+        unsafe { *timeout = -1 };
+        return ffi::GFALSE;
+    }
+    // SAFETY: GLib calls this only for sources made from `FUNCS`, on the
+    // loop's thread.
     let state = unsafe { state(source) };
     let woken = if state.in_dispatch.get() {
         // A nested iteration from inside our dispatch (a modal dialog):
@@ -400,6 +437,10 @@ unsafe extern "C" fn prepare(source: *mut ffi::GSource, timeout: *mut c_int) -> 
 unsafe extern "C" fn check(source: *mut ffi::GSource) -> ffi::gboolean {
     // GLib itself treats a reached ready time and polled fds as ready.
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
+    if !unsafe { on_owner(source) } {
+        return ffi::GFALSE;
+    }
+    // SAFETY: as above, on the loop's thread.
     let state = unsafe { state(source) };
     let woken = !state.in_dispatch.get() && guard(false, || state.woken.load(Ordering::Acquire));
     woken.into()
@@ -411,6 +452,21 @@ unsafe extern "C" fn dispatch(
     _data: ffi::gpointer,
 ) -> ffi::gboolean {
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
+    if !unsafe { on_owner(source) } {
+        // The context is iterated by a thread that is not the loop's (it
+        // was free when the loop was built, another thread took it since):
+        // the loop's `!Send` state and callbacks must not run here. Remove
+        // the source rather than stay ready and spin that thread; the
+        // loop's thread finds it destroyed (`watch` says so).
+        // `writeln!`, not `eprintln!`: nothing may panic here.
+        let _ = writeln!(
+            io::stderr(),
+            "oneloop-glib: the loop's main context is iterated by another thread than the loop's; \
+             its source is removed (build the loop on the thread that iterates the context)"
+        );
+        return ffi::GFALSE;
+    }
+    // SAFETY: as above, on the loop's thread.
     let state = unsafe { state(source) };
     if state.in_dispatch.get() {
         // Nested, though `prepare` suspended the source: GLib found it
@@ -474,7 +530,8 @@ unsafe extern "C" fn finalize(source: *mut ffi::GSource) {
     // SAFETY: GLib calls `finalize` once, when the last reference goes; the
     // pointer came from `Rc::into_raw` in `LoopSource::new`.
     let state = unsafe { Rc::from_raw((*source.cast::<RawSource>()).state) };
-    if thread::current().id() != state.owner {
+    // SAFETY: GLib calls this only for sources made from `FUNCS`.
+    if !unsafe { on_owner(source) } {
         // The context was finalized on another thread: the state holds a
         // `!Send` driver that must not be dropped here; leak it instead.
         mem::forget(state);
