@@ -196,3 +196,56 @@ fn a_context_iterated_by_another_thread_never_runs_the_loops_callbacks() {
         "a oneloop callback ran on a thread that is not its loop's"
     );
 }
+
+/// A `call_soon_threadsafe` made while an owned loop is not running, whose
+/// wake a host's iteration of the context consumed meanwhile (EM-06: that
+/// iteration runs nothing), still runs as soon as the next run starts: the
+/// wake is not lost with it.
+#[test]
+fn a_threadsafe_call_between_runs_survives_a_host_iteration() {
+    use oneloop::Loop;
+    use oneloop_glib::GlibBackend;
+
+    let ctx = MainContext::new();
+    let lp = Loop::with_backend(GlibBackend::owned(&ctx)).unwrap();
+    let remote = lp.remote();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    std::thread::spawn(move || {
+        remote
+            .call_soon_threadsafe(move || {
+                r.store(1, Ordering::SeqCst);
+                // The only thing that ends the run but the rescue below.
+                oneloop::get_running_loop().unwrap().stop();
+            })
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    // The host's own pending-events flush, between runs.
+    let mut flushed = 0;
+    while ctx.pending() && flushed < 100 {
+        ctx.iteration(false);
+        flushed += 1;
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "host iteration ran a callback");
+    // Nothing else wakes the run: a rescue timer ends it if the wake was
+    // lost.
+    let rescued = Arc::new(AtomicUsize::new(0));
+    let (rs, lp2) = (rescued.clone(), lp.clone());
+    let rescue = lp
+        .call_later(LIMIT, move || {
+            rs.store(1, Ordering::SeqCst);
+            lp2.stop();
+        })
+        .unwrap();
+    lp.run_forever().unwrap();
+    rescue.cancel();
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        rescued.load(Ordering::SeqCst),
+        0,
+        "the threadsafe call waited for the rescue timer: its wake was lost"
+    );
+    lp.close().unwrap();
+}
