@@ -88,6 +88,11 @@ pub(crate) struct SourceState {
     /// poll set, or a ready fd, which the loop ignores while it is not
     /// running (EM-06), would keep whoever iterates the context busy.
     parked: Cell<bool>,
+    /// A dispatch that found the loop not running cleared a remote wake:
+    /// what it announced (a `call_soon_threadsafe`) still waits in the
+    /// loop's inbox, and the inbox wakes only when it goes from empty to
+    /// non-empty, so the wake is given back when the next run arms.
+    owed_wake: Cell<bool>,
 }
 
 impl SourceState {
@@ -141,12 +146,16 @@ impl SourceState {
     }
 
     /// The loop is not running: take the fds out of GLib's poll set until
-    /// [`unpark`](Self::unpark).
+    /// [`unpark`](LoopSource::unpark), and keep the remote wake the
+    /// dispatch cleared, if it did, for then.
     ///
     /// # Safety
     /// `source` is this state's live, not destroyed source.
-    unsafe fn park(&self, source: *mut ffi::GSource) {
+    unsafe fn park(&self, source: *mut ffi::GSource, cleared_wake: bool) {
         self.parked.set(true);
+        if cleared_wake {
+            self.owed_wake.set(true);
+        }
         if !self.suspended.get() {
             // SAFETY: by the caller's contract.
             unsafe { self.set_tag(source, false) };
@@ -239,6 +248,7 @@ impl LoopSource {
             ready_time: Cell::new(-1),
             suspended: Cell::new(false),
             parked: Cell::new(false),
+            owed_wake: Cell::new(false),
         });
         // SAFETY: `FUNCS` lives for the program and GLib never writes
         // through the pointer (glib-rs passes its static funcs the same
@@ -292,11 +302,16 @@ impl LoopSource {
     }
 
     /// The loop armed a dispatch: if a dispatch found it not running
-    /// (parked), and it runs now, give GLib its fds back.
+    /// (parked), and it runs now, give GLib its fds back, and the source
+    /// the remote wake that dispatch cleared.
     pub(crate) fn unpark(&self) {
         let state = &self.state;
         if state.parked.get() && state.driver.is_live() {
             state.parked.set(false);
+            if state.owed_wake.replace(false) {
+                // Read by the next `prepare`, on this thread.
+                state.woken.store(true, Ordering::Release);
+            }
             if !state.suspended.get() && !self.source.is_destroyed() {
                 // SAFETY: the source is valid (the type's invariant) and
                 // not destroyed.
@@ -482,7 +497,11 @@ unsafe extern "C" fn dispatch(
 }
 
 fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
-    state.woken.store(false, Ordering::Release);
+    // A wake that arrives after the load stays set for the next `prepare`.
+    let cleared_wake = state.woken.load(Ordering::Acquire);
+    if cleared_wake {
+        state.woken.store(false, Ordering::Release);
+    }
     let driver = &state.driver;
     // The loop, upgraded once for the reports and the dispatch.
     let target = driver.target();
@@ -514,14 +533,17 @@ fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
         // Not running (owned mode between runs) or closed: do not stay
         // ready and spin whoever iterates the context, neither by the ready
         // time nor by a ready fd that the loop ignores until it runs; the
-        // next run arms again, which gives the fds back (EM-06).
+        // next run arms again, which gives the fds back (EM-06), and the
+        // remote wake cleared here if the dispatch ran nothing. (If it was
+        // the run's last, which served the wake, the next run begins with
+        // one dispatch for nothing.)
         // SAFETY: our own source, from its dispatch, so alive (GLib holds
         // it). If a close destroyed it meanwhile, `destroy` removed the tag
         // first, so `park` makes no GLib call, and GLib accepts a ready
         // time on a destroyed source that is still referenced.
         unsafe {
             state.set_ready_time(source, -1);
-            state.park(source);
+            state.park(source, cleared_wake);
         }
     }
 }
