@@ -228,7 +228,11 @@ fn a_threadsafe_call_between_runs_survives_a_host_iteration() {
         ctx.iteration(false);
         flushed += 1;
     }
-    assert_eq!(ran.load(Ordering::SeqCst), 0, "host iteration ran a callback");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "host iteration ran a callback"
+    );
     // Nothing else wakes the run: a rescue timer ends it if the wake was
     // lost.
     let rescued = Arc::new(AtomicUsize::new(0));
