@@ -431,9 +431,9 @@ impl Backend for GlibBackend {
 
     fn arm(&self, next: NextDispatch) {
         let source = &self.source;
-        // A run begins with an `arm`: the fds left out since the last
-        // dispatch found the loop not running are polled again.
-        source.unpark();
+        // A run begins with an `arm`: the fds left out since a dispatch
+        // found the loop not running are polled again.
+        source.armed();
         match next {
             NextDispatch::Now => {
                 // At the end of a batch `Now` means follow-up work: yield

@@ -84,10 +84,18 @@ pub(crate) struct SourceState {
     /// are out of GLib's poll set and its ready time is -1 (D4).
     suspended: Cell<bool>,
     /// True from a dispatch that found the loop not running (owned mode
-    /// between runs) until the next run arms: the fds are out of GLib's
-    /// poll set, or a ready fd, which the loop ignores while it is not
-    /// running (EM-06), would keep whoever iterates the context busy.
+    /// between runs, the context iterated by someone else) until the next
+    /// run arms: the fds are out of GLib's poll set, or a ready fd, which
+    /// the loop ignores while it is not running (EM-06), would keep whoever
+    /// iterates the context busy.
     parked: Cell<bool>,
+    /// The loop armed from inside the current dispatch: it ran an
+    /// iteration (the scheduler arms at the end of every one, and a loop
+    /// that is not running returns at once, arming nothing). A run's last
+    /// dispatch, which halts it, does not park: parking there would take
+    /// the fds out and put them back (a `g_source_remove_unix_fd` and a
+    /// `g_source_add_unix_fd`, about 1 000 instructions) on every run.
+    iterated: Cell<bool>,
     /// A dispatch that found the loop not running cleared a remote wake:
     /// what it announced (a `call_soon_threadsafe`) still waits in the
     /// loop's inbox, and the inbox wakes only when it goes from empty to
@@ -146,7 +154,7 @@ impl SourceState {
     }
 
     /// The loop is not running: take the fds out of GLib's poll set until
-    /// [`unpark`](LoopSource::unpark), and keep the remote wake the
+    /// the next run ([`LoopSource::armed`]), and keep the remote wake the
     /// dispatch cleared, if it did, for then.
     ///
     /// # Safety
@@ -248,6 +256,7 @@ impl LoopSource {
             ready_time: Cell::new(-1),
             suspended: Cell::new(false),
             parked: Cell::new(false),
+            iterated: Cell::new(false),
             owed_wake: Cell::new(false),
         });
         // SAFETY: `FUNCS` lives for the program and GLib never writes
@@ -301,12 +310,15 @@ impl LoopSource {
         }
     }
 
-    /// The loop armed a dispatch: if a dispatch found it not running
-    /// (parked), and it runs now, give GLib its fds back, and the source
-    /// the remote wake that dispatch cleared.
-    pub(crate) fn unpark(&self) {
+    /// The loop armed a dispatch. From inside a dispatch: that dispatch
+    /// ran an iteration. Otherwise, if a dispatch found the loop not
+    /// running (parked) and it runs now: give GLib its fds back, and the
+    /// source the remote wake that dispatch cleared.
+    pub(crate) fn armed(&self) {
         let state = &self.state;
-        if state.parked.get() && state.driver.is_live() {
+        if state.in_dispatch.get() {
+            state.iterated.set(true);
+        } else if state.parked.get() && state.driver.is_live() {
             state.parked.set(false);
             if state.owed_wake.replace(false) {
                 // Read by the next `prepare`, on this thread.
@@ -388,7 +400,7 @@ unsafe fn state<'a>(source: *mut ffi::GSource) -> &'a SourceState {
 
 thread_local! {
     /// This thread's id, cached: `prepare`, `check` and `dispatch` compare
-    /// it with the source's owner on every iteration.
+    /// it with the source's owner in every iteration.
     static THREAD: ThreadId = thread::current().id();
 }
 
@@ -521,6 +533,7 @@ fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
                 });
         }
     }
+    state.iterated.set(false);
     state.in_dispatch.set(true);
     if let Some(lp) = &target {
         lp.dispatch();
@@ -532,18 +545,18 @@ fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
     if !driver.is_live() {
         // Not running (owned mode between runs) or closed: do not stay
         // ready and spin whoever iterates the context, neither by the ready
-        // time nor by a ready fd that the loop ignores until it runs; the
-        // next run arms again, which gives the fds back (EM-06), and the
-        // remote wake cleared here if the dispatch ran nothing. (If it was
-        // the run's last, which served the wake, the next run begins with
-        // one dispatch for nothing.)
+        // time nor, if this dispatch ran nothing, by a ready fd that the
+        // loop ignores until it runs; the next run arms again, which gives
+        // the fds back (EM-06), with the remote wake cleared here.
         // SAFETY: our own source, from its dispatch, so alive (GLib holds
         // it). If a close destroyed it meanwhile, `destroy` removed the tag
         // first, so `park` makes no GLib call, and GLib accepts a ready
         // time on a destroyed source that is still referenced.
         unsafe {
             state.set_ready_time(source, -1);
-            state.park(source, cleared_wake);
+            if !state.iterated.get() {
+                state.park(source, cleared_wake);
+            }
         }
     }
 }
