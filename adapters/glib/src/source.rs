@@ -429,7 +429,13 @@ fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            eprintln!("oneloop-glib: panic caught at the GSource boundary: {msg}");
+            // `writeln!`, not `eprintln!`, which panics when stderr fails
+            // (a closed pipe, SIGPIPE ignored as Rust does): out of here it
+            // would abort the process.
+            let _ = writeln!(
+                io::stderr(),
+                "oneloop-glib: panic caught at the GSource boundary: {msg}"
+            );
             fallback
         }
     }
