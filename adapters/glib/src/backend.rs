@@ -372,7 +372,10 @@ impl GlibBackend {
     ///
     /// Build the loop on the thread that iterates `ctx`. Building fails
     /// if that context already has an open oneloop loop (EM-10) or is owned
-    /// by another thread.
+    /// by another thread. A context that another thread starts iterating
+    /// later never runs the loop's callbacks there: the first dispatch on
+    /// that thread removes the loop's source (with a message on stderr),
+    /// and the loop is no longer served.
     #[doc(alias = "g_source_attach")]
     pub fn attach(ctx: &MainContext) -> GlibBuilder {
         GlibBuilder::with_mode(ctx.clone(), Mode::Attached)
@@ -428,6 +431,9 @@ impl Backend for GlibBackend {
 
     fn arm(&self, next: NextDispatch) {
         let source = &self.source;
+        // A run begins with an `arm`: the fds left out since a dispatch
+        // found the loop not running are polled again.
+        source.armed();
         match next {
             NextDispatch::Now => {
                 // At the end of a batch `Now` means follow-up work: yield

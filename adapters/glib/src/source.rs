@@ -38,10 +38,15 @@
 //!   is recorded and applied on resume.
 //! - **panics**: every trampoline runs inside `catch_unwind`; nothing
 //!   unwinds into C.
+//! - **threads**: the state is `!Send`, but a context that nobody owned
+//!   when the loop was built may be iterated by another thread later. The
+//!   trampolines compare the calling thread with the loop's first: on
+//!   another thread `prepare` and `check` answer "not ready" and `dispatch`
+//!   removes the source, without touching the state.
 
 use std::cell::Cell;
 use std::ffi::c_int;
-use std::io;
+use std::io::{self, Write};
 use std::mem;
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -78,9 +83,24 @@ pub(crate) struct SourceState {
     /// True while a nested iteration found this source dispatching: its fds
     /// are out of GLib's poll set and its ready time is -1 (D4).
     suspended: Cell<bool>,
-    /// The thread that created the source: the only one that may drop the
-    /// `!Send` driver.
-    owner: ThreadId,
+    /// True from a dispatch that found the loop not running (owned mode
+    /// between runs, the context iterated by someone else) until the next
+    /// run arms: the fds are out of GLib's poll set, or a ready fd, which
+    /// the loop ignores while it is not running (EM-06), would keep whoever
+    /// iterates the context busy.
+    parked: Cell<bool>,
+    /// The loop armed from inside the current dispatch: it ran an
+    /// iteration (the scheduler arms at the end of every one, and a loop
+    /// that is not running returns at once, arming nothing). A run's last
+    /// dispatch, which halts it, does not park: parking there would take
+    /// the fds out and put them back (a `g_source_remove_unix_fd` and a
+    /// `g_source_add_unix_fd`, about 1 000 instructions) on every run.
+    iterated: Cell<bool>,
+    /// A dispatch that found the loop not running cleared a remote wake:
+    /// what it announced (a `call_soon_threadsafe`) still waits in the
+    /// loop's inbox, and the inbox wakes only when it goes from empty to
+    /// non-empty, so the wake is given back when the next run arms.
+    owed_wake: Cell<bool>,
 }
 
 impl SourceState {
@@ -123,9 +143,31 @@ impl SourceState {
             return;
         }
         // SAFETY: by the caller's contract.
-        unsafe { self.set_tag(source, !self.selector.is_empty()) };
+        unsafe { self.set_tag(source, self.wants_tag()) };
         // SAFETY: by the caller's contract.
         unsafe { ffi::g_source_set_ready_time(source, self.ready_time.get()) };
+    }
+
+    /// Whether GLib should poll the selector's fd (unless suspended).
+    fn wants_tag(&self) -> bool {
+        !self.parked.get() && !self.selector.is_empty()
+    }
+
+    /// The loop is not running: take the fds out of GLib's poll set until
+    /// the next run ([`LoopSource::armed`]), and keep the remote wake the
+    /// dispatch cleared, if it did, for then.
+    ///
+    /// # Safety
+    /// `source` is this state's live, not destroyed source.
+    unsafe fn park(&self, source: *mut ffi::GSource, cleared_wake: bool) {
+        self.parked.set(true);
+        if cleared_wake {
+            self.owed_wake.set(true);
+        }
+        if !self.suspended.get() {
+            // SAFETY: by the caller's contract.
+            unsafe { self.set_tag(source, false) };
+        }
     }
 }
 
@@ -165,6 +207,10 @@ struct RawSource {
     base: ffi::GSource,
     /// `Rc::into_raw` of the state; owned by the source until `finalize`.
     state: *const SourceState,
+    /// The loop's thread: the only one that may touch the `!Send` state.
+    /// Written before the source is attached, never after, so any thread
+    /// may read it.
+    owner: ThreadId,
 }
 
 static FUNCS: ffi::GSourceFuncs = ffi::GSourceFuncs {
@@ -209,7 +255,9 @@ impl LoopSource {
             tag: Cell::new(None),
             ready_time: Cell::new(-1),
             suspended: Cell::new(false),
-            owner: thread::current().id(),
+            parked: Cell::new(false),
+            iterated: Cell::new(false),
+            owed_wake: Cell::new(false),
         });
         // SAFETY: `FUNCS` lives for the program and GLib never writes
         // through the pointer (glib-rs passes its static funcs the same
@@ -221,7 +269,11 @@ impl LoopSource {
                 std::ptr::addr_of!(FUNCS).cast_mut(),
                 mem::size_of::<RawSource>() as u32,
             );
-            (*raw.cast::<RawSource>()).state = Rc::into_raw(state.clone());
+            let raw_source = raw.cast::<RawSource>();
+            // Our fields, after the header, in the zeroed block GLib
+            // allocated: written in place before the source is attached.
+            std::ptr::addr_of_mut!((*raw_source).state).write(Rc::into_raw(state.clone()));
+            std::ptr::addr_of_mut!((*raw_source).owner).write(thread::current().id());
             glib::Source::from_glib_full(raw)
         };
         // SAFETY: a valid source (just created); GLib copies the name.
@@ -258,6 +310,28 @@ impl LoopSource {
         }
     }
 
+    /// The loop armed a dispatch. From inside a dispatch: that dispatch
+    /// ran an iteration. Otherwise, if a dispatch found the loop not
+    /// running (parked) and it runs now: give GLib its fds back, and the
+    /// source the remote wake that dispatch cleared.
+    pub(crate) fn armed(&self) {
+        let state = &self.state;
+        if state.in_dispatch.get() {
+            state.iterated.set(true);
+        } else if state.parked.get() && state.driver.is_live() {
+            state.parked.set(false);
+            if state.owed_wake.replace(false) {
+                // Read by the next `prepare`, on this thread.
+                state.woken.store(true, Ordering::Release);
+            }
+            if !state.suspended.get() && !self.source.is_destroyed() {
+                // SAFETY: the source is valid (the type's invariant) and
+                // not destroyed.
+                unsafe { state.set_tag(self.source.to_glib_none().0, state.wants_tag()) };
+            }
+        }
+    }
+
     /// `g_source_set_priority`, skipped when unchanged.
     pub(crate) fn set_priority(&self, priority: i32) {
         if self.priority.replace(priority) != priority && !self.source.is_destroyed() {
@@ -284,9 +358,7 @@ impl LoopSource {
         if !state.suspended.get() {
             // SAFETY: the source is valid (the type's invariant) and not
             // destroyed.
-            unsafe {
-                state.set_tag(self.source.to_glib_none().0, !state.selector.is_empty());
-            }
+            unsafe { state.set_tag(self.source.to_glib_none().0, state.wants_tag()) };
         }
         Ok(())
     }
@@ -326,6 +398,26 @@ unsafe fn state<'a>(source: *mut ffi::GSource) -> &'a SourceState {
     unsafe { &*(*source.cast::<RawSource>()).state }
 }
 
+thread_local! {
+    /// This thread's id, cached: `prepare`, `check` and `dispatch` compare
+    /// it with the source's owner in every iteration.
+    static THREAD: ThreadId = thread::current().id();
+}
+
+/// Whether GLib calls `source` on the loop's thread, the only one where
+/// its state may be touched.
+///
+/// # Safety
+/// `source` is a live source created by [`LoopSource::new`].
+unsafe fn on_owner(source: *mut ffi::GSource) -> bool {
+    // SAFETY: by the caller's contract a `RawSource`, whose `owner` is
+    // never written after the source was attached.
+    let owner = unsafe { (*source.cast::<RawSource>()).owner };
+    // (`ThreadId` has no destructor, so this never fails; if it did, the
+    // thread would be treated as a stranger: the safe side.)
+    THREAD.try_with(|t| *t == owner).unwrap_or(false)
+}
+
 /// Run `f`, catching any panic: nothing may unwind into GLib (a panic out
 /// of an `extern "C"` function aborts the process).
 fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
@@ -337,7 +429,13 @@ fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            eprintln!("oneloop-glib: panic caught at the GSource boundary: {msg}");
+            // `writeln!`, not `eprintln!`, which panics when stderr fails
+            // (a closed pipe, SIGPIPE ignored as Rust does): out of here it
+            // would abort the process.
+            let _ = writeln!(
+                io::stderr(),
+                "oneloop-glib: panic caught at the GSource boundary: {msg}"
+            );
             fallback
         }
     }
@@ -345,6 +443,14 @@ fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
 
 unsafe extern "C" fn prepare(source: *mut ffi::GSource, timeout: *mut c_int) -> ffi::gboolean {
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
+    if !unsafe { on_owner(source) } {
+        // Another thread iterates the context: leave the state alone (see
+        // `dispatch`). SAFETY: GLib passes a valid out-pointer.
+        unsafe { *timeout = -1 };
+        return ffi::GFALSE;
+    }
+    // SAFETY: GLib calls this only for sources made from `FUNCS`, on the
+    // loop's thread.
     let state = unsafe { state(source) };
     let woken = if state.in_dispatch.get() {
         // A nested iteration from inside our dispatch (a modal dialog):
@@ -364,6 +470,10 @@ unsafe extern "C" fn prepare(source: *mut ffi::GSource, timeout: *mut c_int) -> 
 unsafe extern "C" fn check(source: *mut ffi::GSource) -> ffi::gboolean {
     // GLib itself treats a reached ready time and polled fds as ready.
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
+    if !unsafe { on_owner(source) } {
+        return ffi::GFALSE;
+    }
+    // SAFETY: as above, on the loop's thread.
     let state = unsafe { state(source) };
     let woken = !state.in_dispatch.get() && guard(false, || state.woken.load(Ordering::Acquire));
     woken.into()
@@ -375,6 +485,21 @@ unsafe extern "C" fn dispatch(
     _data: ffi::gpointer,
 ) -> ffi::gboolean {
     // SAFETY: GLib calls this only for sources made from `FUNCS`.
+    if !unsafe { on_owner(source) } {
+        // The context is iterated by a thread that is not the loop's (it
+        // was free when the loop was built, another thread took it since):
+        // the loop's `!Send` state and callbacks must not run here. Remove
+        // the source rather than stay ready and spin that thread; the
+        // loop's thread finds it destroyed (`watch` says so).
+        // `writeln!`, not `eprintln!`: nothing may panic here.
+        let _ = writeln!(
+            io::stderr(),
+            "oneloop-glib: the loop's main context is iterated by another thread than the loop's; \
+             its source is removed (build the loop on the thread that iterates the context)"
+        );
+        return ffi::GFALSE;
+    }
+    // SAFETY: as above, on the loop's thread.
     let state = unsafe { state(source) };
     if state.in_dispatch.get() {
         // Nested, though `prepare` suspended the source: GLib found it
@@ -390,7 +515,11 @@ unsafe extern "C" fn dispatch(
 }
 
 fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
-    state.woken.store(false, Ordering::Release);
+    // A wake that arrives after the load stays set for the next `prepare`.
+    let cleared_wake = state.woken.load(Ordering::Acquire);
+    if cleared_wake {
+        state.woken.store(false, Ordering::Release);
+    }
     let driver = &state.driver;
     // The loop, upgraded once for the reports and the dispatch.
     let target = driver.target();
@@ -410,6 +539,7 @@ fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
                 });
         }
     }
+    state.iterated.set(false);
     state.in_dispatch.set(true);
     if let Some(lp) = &target {
         lp.dispatch();
@@ -420,10 +550,20 @@ fn dispatch_state(source: *mut ffi::GSource, state: &SourceState) {
     drop(target);
     if !driver.is_live() {
         // Not running (owned mode between runs) or closed: do not stay
-        // ready and spin whoever iterates the context; the next run arms
-        // again (EM-06).
-        // SAFETY: our own valid source, from its dispatch.
-        unsafe { state.set_ready_time(source, -1) };
+        // ready and spin whoever iterates the context, neither by the ready
+        // time nor, if this dispatch ran nothing, by a ready fd that the
+        // loop ignores until it runs; the next run arms again, which gives
+        // the fds back (EM-06), with the remote wake cleared here.
+        // SAFETY: our own source, from its dispatch, so alive (GLib holds
+        // it). If a close destroyed it meanwhile, `destroy` removed the tag
+        // first, so `park` makes no GLib call, and GLib accepts a ready
+        // time on a destroyed source that is still referenced.
+        unsafe {
+            state.set_ready_time(source, -1);
+            if !state.iterated.get() {
+                state.park(source, cleared_wake);
+            }
+        }
     }
 }
 
@@ -431,7 +571,8 @@ unsafe extern "C" fn finalize(source: *mut ffi::GSource) {
     // SAFETY: GLib calls `finalize` once, when the last reference goes; the
     // pointer came from `Rc::into_raw` in `LoopSource::new`.
     let state = unsafe { Rc::from_raw((*source.cast::<RawSource>()).state) };
-    if thread::current().id() != state.owner {
+    // SAFETY: GLib calls this only for sources made from `FUNCS`.
+    if !unsafe { on_owner(source) } {
         // The context was finalized on another thread: the state holds a
         // `!Send` driver that must not be dropped here; leak it instead.
         mem::forget(state);

@@ -111,3 +111,59 @@ fn readiness_is_level_triggered() {
     assert!(lp.remove_reader(&*a));
     lp.close().unwrap();
 }
+
+/// EM-06 with an fd: an owned loop that is not running (before its first
+/// run, between two), with a reader on an fd that stays readable, must not
+/// keep its context busy. The host's own pending-events flush
+/// (`while ctx.pending() { ctx.iteration(false) }`) must end, and the
+/// reader runs only once the loop runs.
+#[test]
+fn ready_fd_does_not_keep_the_context_busy_between_runs() {
+    use oneloop::Loop;
+    use oneloop_glib::GlibBackend;
+
+    fn flush(ctx: &MainContext) -> usize {
+        let mut n = 0;
+        while ctx.pending() && n < 100 {
+            ctx.iteration(false);
+            n += 1;
+        }
+        n
+    }
+
+    let ctx = MainContext::new();
+    let lp = Loop::with_backend(GlibBackend::owned(&ctx)).unwrap();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let calls = Rc::new(Cell::new(0));
+    let a = Rc::new(a);
+    {
+        let (calls, a2, lp2) = (calls.clone(), a.clone(), lp.clone());
+        lp.add_reader(&*a, move || {
+            calls.set(calls.get() + 1);
+            let mut one = [0u8; 1];
+            let _ = (&*a2).read(&mut one);
+            lp2.stop();
+        })
+        .unwrap();
+    }
+    for round in 1..=2 {
+        // Before the first run, then between the two: the fd is readable
+        // and registered.
+        b.write_all(b"x").unwrap();
+        assert!(
+            flush(&ctx) < 100,
+            "a ready fd of a loop that is not running keeps its context busy (round {round})"
+        );
+        assert_eq!(
+            calls.get(),
+            round - 1,
+            "host iteration outside a run ran a reader"
+        );
+        // The next run serves it.
+        lp.run_forever().unwrap();
+        assert_eq!(calls.get(), round);
+    }
+    assert!(lp.remove_reader(&*a));
+    lp.close().unwrap();
+}

@@ -157,3 +157,99 @@ fn attached_loop_on_a_worker_thread_with_its_own_main_loop() {
     t.join().unwrap();
     assert!(!MainContext::default().is_owner());
 }
+
+/// A loop attached on a worker thread to a context that nobody owned yet,
+/// which another thread then iterates (a GTK app whose main thread starts
+/// `Application::run` after a worker attached to the default context): its
+/// callbacks, which need not be `Send`, must never run on that other
+/// thread. Before the fix the source ran them there.
+#[test]
+fn a_context_iterated_by_another_thread_never_runs_the_loops_callbacks() {
+    use std::sync::{Mutex, mpsc};
+    use std::thread::{self, ThreadId};
+
+    let ctx = MainContext::new();
+    let ran_on: Arc<Mutex<Vec<ThreadId>>> = Arc::default();
+    let (attached_tx, attached_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let worker = {
+        let (ctx, ran_on) = (ctx.clone(), ran_on.clone());
+        thread::spawn(move || {
+            let lp = oneloop_glib::attach(&ctx).unwrap();
+            let r = ran_on.clone();
+            lp.call_soon(move || r.lock().unwrap().push(thread::current().id()))
+                .unwrap();
+            attached_tx.send(()).unwrap();
+            // The loop stays open while the other thread iterates.
+            done_rx.recv().unwrap();
+            lp.close().unwrap();
+        })
+    };
+    attached_rx.recv().unwrap();
+    for _ in 0..10 {
+        ctx.iteration(false);
+    }
+    done_tx.send(()).unwrap();
+    worker.join().unwrap();
+    assert!(
+        !ran_on.lock().unwrap().contains(&thread::current().id()),
+        "a oneloop callback ran on a thread that is not its loop's"
+    );
+}
+
+/// A `call_soon_threadsafe` made while an owned loop is not running, whose
+/// wake a host's iteration of the context consumed meanwhile (EM-06: that
+/// iteration runs nothing), still runs as soon as the next run starts: the
+/// wake is not lost with it.
+#[test]
+fn a_threadsafe_call_between_runs_survives_a_host_iteration() {
+    use oneloop::Loop;
+    use oneloop_glib::GlibBackend;
+
+    let ctx = MainContext::new();
+    let lp = Loop::with_backend(GlibBackend::owned(&ctx)).unwrap();
+    let remote = lp.remote();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    std::thread::spawn(move || {
+        remote
+            .call_soon_threadsafe(move || {
+                r.store(1, Ordering::SeqCst);
+                // The only thing that ends the run but the rescue below.
+                oneloop::get_running_loop().unwrap().stop();
+            })
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    // The host's own pending-events flush, between runs.
+    let mut flushed = 0;
+    while ctx.pending() && flushed < 100 {
+        ctx.iteration(false);
+        flushed += 1;
+    }
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "host iteration ran a callback"
+    );
+    // Nothing else wakes the run: a rescue timer ends it if the wake was
+    // lost.
+    let rescued = Arc::new(AtomicUsize::new(0));
+    let (rs, lp2) = (rescued.clone(), lp.clone());
+    let rescue = lp
+        .call_later(LIMIT, move || {
+            rs.store(1, Ordering::SeqCst);
+            lp2.stop();
+        })
+        .unwrap();
+    lp.run_forever().unwrap();
+    rescue.cancel();
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        rescued.load(Ordering::SeqCst),
+        0,
+        "the threadsafe call waited for the rescue timer: its wake was lost"
+    );
+    lp.close().unwrap();
+}
