@@ -495,6 +495,25 @@ class LifecycleTests(_Base):
             with self.assertRaises(RuntimeError):
                 call()
 
+    def test_stop_after_close_is_a_no_op_as_in_asyncio(self):
+        # asyncio's stop() only sets a flag, so it never raises, closed loop
+        # or not; shutdown code calls it late (a signal, an atexit hook, a
+        # worker thread's finally) and must not get a RuntimeError.
+        self.loop.close()
+        self.loop.stop()
+        raised = []
+
+        def stop_elsewhere():
+            try:
+                self.loop.stop()
+            except BaseException as exc:  # noqa: BLE001 (reported below)
+                raised.append(exc)
+
+        worker = threading.Thread(target=stop_elsewhere)
+        worker.start()
+        worker.join()
+        self.assertEqual(raised, [])
+
     def _assert_collected(self, make):
         # The loop `make()` returns is collected although never closed
         # (asyncio's ResourceWarning aside): no other reference is left.
