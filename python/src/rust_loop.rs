@@ -298,9 +298,13 @@ impl Remote {
         Ok(())
     }
 
-    /// Stop the loop from any thread.
+    /// Stop the loop from any thread. A closed loop has nothing to stop:
+    /// nothing happens, as asyncio's `stop()` (a flag) never raises.
     fn stop(&self) -> PyResult<()> {
-        self.remote.stop().map_err(to_py)
+        match self.remote.stop() {
+            Err(e) if e.kind() == oneloop::ErrorKind::Closed => Ok(()),
+            other => other.map_err(to_py),
+        }
     }
 }
 
@@ -837,12 +841,17 @@ impl RustLoop {
         }
     }
 
-    /// Stop after the current batch of callbacks.
+    /// Stop after the current batch of callbacks; on a closed loop,
+    /// nothing (asyncio's `stop()` only sets a flag, so it never raises:
+    /// shutdown code calls it late, after `close()`).
     fn stop(&self) -> PyResult<()> {
-        self.with(|s| {
+        let cell = self.state.get()?;
+        if let Ok(state) = cell.try_borrow()
+            && let Some(s) = state.as_ref()
+        {
             s.lp.stop();
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// Whether the Rust loop is inside a run.
