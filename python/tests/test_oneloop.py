@@ -376,6 +376,31 @@ class TimerTests(_Base):
 
 
 class ThreadTests(_Base):
+    def test_a_timer_cancelled_from_another_thread_does_not_run(self):
+        # asyncio's TimerHandle.cancel() from another thread marks the
+        # handle cancelled and it never runs (as call_soon's handles here);
+        # the oneloop timer behind it belongs to the loop's thread, which
+        # must not make cancel() raise and leave the timer to fire anyway.
+        ran, raised = [], []
+        timer = self.loop.call_later(0.001, ran.append, "timer")
+
+        def cancel():
+            try:
+                timer.cancel()
+            except BaseException as exc:  # noqa: BLE001 (reported below)
+                raised.append(exc)
+
+        worker = threading.Thread(target=cancel)
+        worker.start()
+        worker.join()
+        fired = self.watchdog()
+        self.loop.call_later(0.01, self.loop.stop)
+        self.loop.run_forever()
+        self.assertFalse(fired)
+        self.assertEqual(raised, [])
+        self.assertTrue(timer.cancelled())
+        self.assertEqual(ran, [])
+
     def test_gil_is_released_while_waiting(self):
         # The loop waits with only a 10 s watchdog armed. A Python thread
         # can only run (and stop the loop) if the wait released the GIL;
