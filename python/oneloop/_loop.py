@@ -254,9 +254,17 @@ class OneloopEventLoop(_oneloop.LoopBase, unix_events.SelectorEventLoop):
 
     def _timer_handle_cancelled(self, handle):
         timer = getattr(handle, "_oneloop_timer", None)
-        if timer is not None:
-            handle._oneloop_timer = None
-            timer.cancel()
+        if timer is None:
+            return
+        if threading.get_ident() != self._owner_ident:
+            # TimerHandle.cancel() from another thread (asyncio allows it:
+            # the handle is only marked). The oneloop timer belongs to the
+            # loop's thread: it stays queued, and when due finds the handle
+            # cancelled and runs nothing, as asyncio's heap keeps a
+            # cancelled handle until it is due.
+            return
+        handle._oneloop_timer = None
+        timer.cancel()
 
     def call_soon_threadsafe(self, callback, *args, context=None):
         self._check_closed()
