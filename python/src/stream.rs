@@ -335,10 +335,18 @@ impl Protocol for Bridge {
     fn data_received(&mut self, data: &[u8]) {
         let conn = &self.0;
         Python::attach(|py| {
-            // Cloned out: the protocol may call set_protocol() meanwhile.
-            let (plain, buffered) = match &*conn.calls.borrow() {
-                Calls::Plain(f) => (Some(f.clone_ref(py)), None),
-                Calls::Lazy(p) => match p.bind(py).getattr(intern!(py, "data_received")) {
+            // Cloned out, and the borrow ended before any Python code runs:
+            // the lookup of a lazy protocol's method (a `__getattr__`), the
+            // protocol and the exception handler may call set_protocol().
+            let lazy = match &*conn.calls.borrow() {
+                Calls::Plain(f) => Ok((Some(f.clone_ref(py)), None)),
+                Calls::Lazy(p) => Err(p.clone_ref(py)),
+                Calls::Buffered(g, u) => Ok((None, Some((g.clone_ref(py), u.clone_ref(py))))),
+                Calls::None => return,
+            };
+            let (plain, buffered) = match lazy {
+                Ok(calls) => calls,
+                Err(p) => match p.bind(py).getattr(intern!(py, "data_received")) {
                     Ok(f) => (Some(f.unbind()), None),
                     Err(e) => {
                         conn.protocol_failed(
@@ -349,8 +357,6 @@ impl Protocol for Bridge {
                         return;
                     }
                 },
-                Calls::Buffered(g, u) => (None, Some((g.clone_ref(py), u.clone_ref(py)))),
-                Calls::None => return,
             };
             let (outcome, what) = match (plain, buffered) {
                 (Some(f), _) => (
