@@ -26,7 +26,7 @@ use oneloop::RunContext;
 use pyo3::Python;
 
 use crate::pending::Soon;
-use crate::rust_loop::{InCallback, run_parked};
+use crate::rust_loop::run_parked;
 
 thread_local! {
     /// The [`Soon`] of the batch running on this thread, or null: set by
@@ -70,9 +70,6 @@ impl RunContext for HoldGil {
             let soon = self.soon.as_ref().and_then(Weak::upgrade);
             let ptr = soon.as_ref().map_or(std::ptr::null(), Rc::as_ptr);
             let _restore = Restore(CURRENT.replace(ptr));
-            // Every callback of the batch, a transport's included: an
-            // attached loop's close() is refused inside (see `InCallback`).
-            let _in = InCallback::batch();
             run();
         });
     }

@@ -309,32 +309,40 @@ impl Remote {
 }
 
 thread_local! {
-    /// How many batches of this module's loops are being dispatched on this
-    /// thread right now: `close()` of an attached loop is refused inside
-    /// one (asyncio cannot close a running loop either; oneloop refuses
-    /// too, LC-10, but only after the Python half would have closed).
+    /// How many asyncio callbacks are running on this thread right now:
+    /// `close()` of an attached loop is refused inside one (asyncio cannot
+    /// close a running loop either; oneloop refuses too, LC-10, but only
+    /// after the Python half would have closed).
     static IN_CALLBACK: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Counts one batch in [`IN_CALLBACK`], also across an unwind.
+/// Counts one running callback in [`IN_CALLBACK`], also across an unwind;
+/// only on attached loops (the only ones whose `close()` asks), so that an
+/// owned loop's callbacks skip the thread-local.
 ///
-/// Entered by the run context around every batch (`gil::HoldGil`), not
-/// per handle: the methods of a transport's protocol (`data_received`,
-/// `connection_lost` ...) are callbacks of the loop too, called by
-/// oneloop's transport with no handle around them, and `close()` from
-/// one of them must be refused as from any other callback.
-pub(crate) struct InCallback(());
+/// Entered around every call of Python code the loop makes: a handle's
+/// `_run()`, and the methods of a transport's protocol (`data_received`,
+/// `connection_lost` ...), which oneloop's transport calls with no handle
+/// around them (`stream`, `datagram`). Not around a whole batch: on a Rust
+/// program's own loop (`embed`) the batch also runs the program's Rust
+/// callbacks, from which closing the Python loop is fine.
+pub(crate) struct InCallback(bool);
 
 impl InCallback {
-    pub(crate) fn batch() -> InCallback {
-        IN_CALLBACK.with(|n| n.set(n.get() + 1));
-        InCallback(())
+    pub(crate) fn enter(escapes: Escapes) -> InCallback {
+        let counted = escapes == Escapes::Report;
+        if counted {
+            IN_CALLBACK.with(|n| n.set(n.get() + 1));
+        }
+        InCallback(counted)
     }
 }
 
 impl Drop for InCallback {
     fn drop(&mut self) {
-        IN_CALLBACK.with(|n| n.set(n.get() - 1));
+        if self.0 {
+            IN_CALLBACK.with(|n| n.set(n.get() - 1));
+        }
     }
 }
 
@@ -372,6 +380,7 @@ pub(crate) fn run_parked(py: Python<'_>, parked: Parked, escapes: Escapes) {
 fn run_ours(py: Python<'_>, handle: Py<Handle>, escapes: Escapes) {
     let failed = {
         let h = handle.bind(py);
+        let _in = InCallback::enter(escapes);
         let err = handle::run(h);
         err.and_then(|e| on_escape(py, h.as_any(), e, escapes))
     };
@@ -388,6 +397,7 @@ fn run_handle(handle: Py<PyAny>, escapes: Escapes) {
         if is_cancelled(py, h) {
             return None;
         }
+        let _in = InCallback::enter(escapes);
         let err = h.call_method0(intern!(py, "_run")).err();
         let out = err.and_then(|e| on_escape(py, h, e, escapes));
         drop(handle);
@@ -454,6 +464,7 @@ fn fd_ready(
             };
             return lp.call_method1(method, (fd,)).err();
         }
+        let _in = InCallback::enter(escapes);
         let err = h.call_method0(intern!(py, "_run")).err();
         err.and_then(|e| on_escape(py, h, e, escapes))
     });

@@ -24,7 +24,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::errors::{Escapes, escape};
-use crate::rust_loop::{is_cancelled, on_escape};
+use crate::rust_loop::{InCallback, is_cancelled, on_escape};
 
 /// The asyncio `Handle` of each signal that has a handler, by number.
 #[derive(Debug, Default)]
@@ -114,6 +114,7 @@ fn signal_ready(
                 .call_method1(intern!(py, "remove_signal_handler"), (sig,))
                 .err();
         }
+        let _in = InCallback::enter(escapes);
         let err = h.call_method0(intern!(py, "_run")).err();
         err.and_then(|e| on_escape(py, h, e, escapes))
     });
