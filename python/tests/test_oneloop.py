@@ -321,6 +321,45 @@ class CallbackTests(_Base):
         ready, timers, fds, tasks = self.loop._rust.stats()
         self.assertEqual(ready, 0)
 
+    def test_debug_mode_reports_slow_callbacks_as_asyncio(self):
+        # asyncio's debug mode times every handle it runs (_run_once):
+        # one taking slow_callback_duration or longer is logged, and
+        # loop._current_handle is the handle while it runs. This loop runs
+        # handles in Rust and never calls _run_once: it did neither.
+        import logging
+
+        self.loop.set_debug(True)
+        self.loop.slow_callback_duration = 0.01
+        current = []
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+
+        def slow(what):
+            current.append((what, self.loop._current_handle))
+            time.sleep(0.02)
+
+        def slow_reader():
+            self.loop.remove_reader(r)
+            slow("reader")
+
+        soon = self.loop.call_soon(slow, "soon")
+        later = self.loop.call_later(0, slow, "later")
+        reader = self.loop._add_reader(r, slow_reader)
+        os.write(w, b"x")
+        fired = self.watchdog()
+        with self.assertLogs("asyncio", logging.WARNING) as logs:
+            self.loop.call_later(0.05, self.loop.stop)
+            self.loop.run_forever()
+        self.assertFalse(fired)
+        self.assertEqual(
+            sorted(current, key=lambda c: c[0]),
+            [("later", later), ("reader", reader), ("soon", soon)],
+        )
+        took = [line for line in logs.output if "Executing" in line and " took " in line]
+        self.assertEqual(len(took), 3, logs.output)
+        self.assertIsNone(self.loop._current_handle)
+
     def test_call_soon_is_fifo_and_later_calls_wait_an_iteration(self):
         order = []
 
