@@ -34,7 +34,7 @@ import socket
 import sys
 import threading
 import weakref
-from asyncio import constants, coroutines, events, sslproto, unix_events
+from asyncio import base_events, constants, coroutines, events, sslproto, unix_events
 
 from . import _oneloop, _transports
 
@@ -51,6 +51,47 @@ class _TimerHandle(events.TimerHandle):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._oneloop_timer = None
+
+
+def _run_timed(handle, run):
+    """``run()`` (the handle's own ``_run``) as asyncio's ``_run_once`` runs
+    a handle in debug mode: ``loop._current_handle`` set meanwhile (the
+    exception handler adds its ``handle_traceback``), and a warning when it
+    took ``slow_callback_duration`` or longer."""
+    loop = handle._loop
+    if loop is None or not loop._debug:
+        return run()
+    try:
+        loop._current_handle = handle
+        t0 = loop.time()
+        run()
+        dt = loop.time() - t0
+        if dt >= loop.slow_callback_duration:
+            base_events.logger.warning(
+                "Executing %s took %.3f seconds", base_events._format_handle(handle), dt)
+    finally:
+        loop._current_handle = None
+
+
+class _DebugHandle(events.Handle):
+    """The handles a loop in debug mode makes: oneloop runs them (the loop
+    never runs asyncio's ``_run_once``), so each times itself as
+    ``_run_once`` would (see ``_run_timed``). Outside debug mode the loop
+    makes plain handles, with no cost added to their runs."""
+
+    __slots__ = ()
+
+    def _run(self):
+        _run_timed(self, super()._run)
+
+
+class _DebugTimerHandle(_TimerHandle):
+    """A ``_TimerHandle`` made in debug mode (see ``_DebugHandle``)."""
+
+    __slots__ = ()
+
+    def _run(self):
+        _run_timed(self, super()._run)
 
 
 class _OneloopSelector(selectors._BaseSelectorImpl):
@@ -225,9 +266,14 @@ class OneloopEventLoop(_oneloop.LoopBase, unix_events.SelectorEventLoop):
     def time(self):
         return self._rust.time()
 
+    def _handle(self, callback, args, context):
+        """asyncio's ``Handle``, one that times its run in debug mode."""
+        cls = _DebugHandle if self._debug else events.Handle
+        return cls(callback, args, self, context)
+
     def _call_soon(self, callback, args, context):
         self._check_owner()
-        handle = events.Handle(callback, args, self, context)
+        handle = self._handle(callback, args, context)
         if handle._source_traceback:
             del handle._source_traceback[-1]
         self._rust.call_soon(handle)
@@ -245,7 +291,8 @@ class OneloopEventLoop(_oneloop.LoopBase, unix_events.SelectorEventLoop):
         self._check_owner()
         if self._debug:
             self._check_callback(callback, "call_at")
-        timer = _TimerHandle(when, callback, args, self, context)
+        timer = (_DebugTimerHandle if self._debug else _TimerHandle)(
+            when, callback, args, self, context)
         if timer._source_traceback:
             del timer._source_traceback[-1]
         timer._oneloop_timer = self._rust.call_at(float(when), timer)
@@ -254,15 +301,23 @@ class OneloopEventLoop(_oneloop.LoopBase, unix_events.SelectorEventLoop):
 
     def _timer_handle_cancelled(self, handle):
         timer = getattr(handle, "_oneloop_timer", None)
-        if timer is not None:
-            handle._oneloop_timer = None
-            timer.cancel()
+        if timer is None:
+            return
+        if threading.get_ident() != self._owner_ident:
+            # TimerHandle.cancel() from another thread (asyncio allows it:
+            # the handle is only marked). The oneloop timer belongs to the
+            # loop's thread: it stays queued, and when due finds the handle
+            # cancelled and runs nothing, as asyncio's heap keeps a
+            # cancelled handle until it is due.
+            return
+        handle._oneloop_timer = None
+        timer.cancel()
 
     def call_soon_threadsafe(self, callback, *args, context=None):
         self._check_closed()
         if self._debug:
             self._check_callback(callback, "call_soon_threadsafe")
-        handle = events.Handle(callback, args, self, context)
+        handle = self._handle(callback, args, context)
         if handle._source_traceback:
             del handle._source_traceback[-1]
         self._rust_remote.call_soon_threadsafe(handle)
@@ -272,11 +327,34 @@ class OneloopEventLoop(_oneloop.LoopBase, unix_events.SelectorEventLoop):
 
     def _add_reader(self, fd, callback, *args):
         self._check_owner()
-        return super()._add_reader(fd, callback, *args)
+        if not self._debug:
+            return super()._add_reader(fd, callback, *args)
+        return self._add_fd_handle(fd, 0, callback, args)
 
     def _add_writer(self, fd, callback, *args):
         self._check_owner()
-        return super()._add_writer(fd, callback, *args)
+        if not self._debug:
+            return super()._add_writer(fd, callback, *args)
+        return self._add_fd_handle(fd, 1, callback, args)
+
+    def _add_fd_handle(self, fd, index, callback, args):
+        # asyncio's _add_reader/_add_writer, with a handle that times its
+        # runs (debug mode, see _DebugHandle).
+        self._check_closed()
+        handle = self._handle(callback, args, None)
+        mask = (selectors.EVENT_READ, selectors.EVENT_WRITE)[index]
+        try:
+            key = self._selector.get_key(fd)
+        except KeyError:
+            data = (handle, None) if index == 0 else (None, handle)
+            self._selector.register(fd, mask, data)
+        else:
+            data = list(key.data)
+            old, data[index] = data[index], handle
+            self._selector.modify(fd, key.events | mask, tuple(data))
+            if old is not None:
+                old.cancel()
+        return handle
 
     def _remove_reader(self, fd):
         self._check_owner()
@@ -469,7 +547,7 @@ class OneloopEventLoop(_oneloop.LoopBase, unix_events.SelectorEventLoop):
         except (ValueError, OSError) as exc:
             raise RuntimeError(str(exc))
 
-        handle = events.Handle(callback, args, self, None)
+        handle = self._handle(callback, args, None)
         old_handle = self._signal_handlers.get(sig)
         self._signal_handlers[sig] = handle
         try:

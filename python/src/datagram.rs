@@ -31,6 +31,7 @@ use crate::errors::{
     Escapes, escape, exception_of, is_escape, lost_exception, report_escape, to_py,
 };
 use crate::registry::{Owner, Registry};
+use crate::rust_loop::InCallback;
 use crate::stream::{Direct, poll_once};
 use crate::thread_bound::ThreadBound;
 
@@ -155,6 +156,7 @@ impl DatagramProtocol for Bridge {
             None => {}
         }
         Python::attach(|py| {
+            let _in = InCallback::enter(ep.escapes);
             ep.call_owner(py, intern!(py, "_connection_made"), ());
         });
     }
@@ -162,6 +164,7 @@ impl DatagramProtocol for Bridge {
     fn datagram_received(&mut self, data: &[u8], addr: SocketAddr) {
         let ep = &self.0;
         Python::attach(|py| {
+            let _in = InCallback::enter(ep.escapes);
             let Some(f) = ep.received.borrow().as_ref().map(|f| f.clone_ref(py)) else {
                 return;
             };
@@ -185,6 +188,7 @@ impl DatagramProtocol for Bridge {
     fn error_received(&mut self, error: oneloop::Error) {
         let ep = &self.0;
         Python::attach(|py| {
+            let _in = InCallback::enter(ep.escapes);
             let exc = exception_of(py, &error).into_value(py);
             ep.call_owner(py, intern!(py, "_error_received"), (exc,));
         });
@@ -193,6 +197,7 @@ impl DatagramProtocol for Bridge {
     fn connection_lost(&mut self, error: Option<oneloop::Error>) {
         let ep = &self.0;
         Python::attach(|py| {
+            let _in = InCallback::enter(ep.escapes);
             let failure = ep.failure.borrow_mut().take();
             let exc = lost_exception(py, failure, error);
             ep.call_owner(py, intern!(py, "_connection_lost"), (exc,));
@@ -203,6 +208,7 @@ impl DatagramProtocol for Bridge {
     fn pause_writing(&mut self) {
         let ep = &self.0;
         Python::attach(|py| {
+            let _in = InCallback::enter(ep.escapes);
             ep.call_owner(py, intern!(py, "_pause_writing"), ());
         });
     }
@@ -210,6 +216,7 @@ impl DatagramProtocol for Bridge {
     fn resume_writing(&mut self) {
         let ep = &self.0;
         Python::attach(|py| {
+            let _in = InCallback::enter(ep.escapes);
             ep.call_owner(py, intern!(py, "_resume_writing"), ());
         });
     }

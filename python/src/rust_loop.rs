@@ -298,22 +298,34 @@ impl Remote {
         Ok(())
     }
 
-    /// Stop the loop from any thread.
+    /// Stop the loop from any thread. A closed loop has nothing to stop:
+    /// nothing happens, as asyncio's `stop()` (a flag) never raises.
     fn stop(&self) -> PyResult<()> {
-        self.remote.stop().map_err(to_py)
+        match self.remote.stop() {
+            Err(e) if e.kind() == oneloop::ErrorKind::Closed => Ok(()),
+            other => other.map_err(to_py),
+        }
     }
 }
 
 thread_local! {
     /// How many asyncio callbacks are running on this thread right now:
     /// `close()` of an attached loop is refused inside one (asyncio cannot
-    /// close a running loop either; oneloop refuses too, LC-10).
+    /// close a running loop either; oneloop refuses too, LC-10, but only
+    /// after the Python half would have closed).
     static IN_CALLBACK: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Counts one running callback in [`IN_CALLBACK`], also across an unwind;
 /// only on attached loops (the only ones whose `close()` asks), so that an
 /// owned loop's callbacks skip the thread-local.
+///
+/// Entered around every call of Python code the loop makes: a handle's
+/// `_run()`, and the methods of a transport's protocol (`data_received`,
+/// `connection_lost` ...), which oneloop's transport calls with no handle
+/// around them (`stream`, `datagram`). Not around a whole batch: on a Rust
+/// program's own loop (`embed`) the batch also runs the program's Rust
+/// callbacks, from which closing the Python loop is fine.
 pub(crate) struct InCallback(bool);
 
 impl InCallback {
@@ -837,12 +849,17 @@ impl RustLoop {
         }
     }
 
-    /// Stop after the current batch of callbacks.
+    /// Stop after the current batch of callbacks; on a closed loop,
+    /// nothing (asyncio's `stop()` only sets a flag, so it never raises:
+    /// shutdown code calls it late, after `close()`).
     fn stop(&self) -> PyResult<()> {
-        self.with(|s| {
+        let cell = self.state.get()?;
+        if let Ok(state) = cell.try_borrow()
+            && let Some(s) = state.as_ref()
+        {
             s.lp.stop();
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// Whether the Rust loop is inside a run.

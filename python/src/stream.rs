@@ -36,6 +36,7 @@ use pyo3::types::{PyBytes, PyString, PyType};
 use crate::bytes_like::{fill, with_bytes};
 use crate::errors::{Escapes, escape, is_escape, lost_exception, report_escape, to_py};
 use crate::registry::{Owner, Registry};
+use crate::rust_loop::InCallback;
 use crate::thread_bound::ThreadBound;
 use crate::vectorcall;
 
@@ -328,6 +329,7 @@ impl Protocol for Bridge {
             conn.apply(op);
         }
         Python::attach(|py| {
+            let _in = InCallback::enter(conn.escapes);
             conn.call_owner(py, intern!(py, "_connection_made"), ());
         });
     }
@@ -335,10 +337,19 @@ impl Protocol for Bridge {
     fn data_received(&mut self, data: &[u8]) {
         let conn = &self.0;
         Python::attach(|py| {
-            // Cloned out: the protocol may call set_protocol() meanwhile.
-            let (plain, buffered) = match &*conn.calls.borrow() {
-                Calls::Plain(f) => (Some(f.clone_ref(py)), None),
-                Calls::Lazy(p) => match p.bind(py).getattr(intern!(py, "data_received")) {
+            let _in = InCallback::enter(conn.escapes);
+            // Cloned out, and the borrow ended before any Python code runs:
+            // the lookup of a lazy protocol's method (a `__getattr__`), the
+            // protocol and the exception handler may call set_protocol().
+            let lazy = match &*conn.calls.borrow() {
+                Calls::Plain(f) => Ok((Some(f.clone_ref(py)), None)),
+                Calls::Lazy(p) => Err(p.clone_ref(py)),
+                Calls::Buffered(g, u) => Ok((None, Some((g.clone_ref(py), u.clone_ref(py))))),
+                Calls::None => return,
+            };
+            let (plain, buffered) = match lazy {
+                Ok(calls) => calls,
+                Err(p) => match p.bind(py).getattr(intern!(py, "data_received")) {
                     Ok(f) => (Some(f.unbind()), None),
                     Err(e) => {
                         conn.protocol_failed(
@@ -349,8 +360,6 @@ impl Protocol for Bridge {
                         return;
                     }
                 },
-                Calls::Buffered(g, u) => (None, Some((g.clone_ref(py), u.clone_ref(py)))),
-                Calls::None => return,
             };
             let (outcome, what) = match (plain, buffered) {
                 (Some(f), _) => (
@@ -371,6 +380,7 @@ impl Protocol for Bridge {
     fn eof_received(&mut self) -> bool {
         let conn = &self.0;
         Python::attach(|py| {
+            let _in = InCallback::enter(conn.escapes);
             conn.call_owner(py, intern!(py, "_eof_received"), ())
                 .is_none_or(|keep| keep.is_truthy().unwrap_or(true))
         })
@@ -379,6 +389,7 @@ impl Protocol for Bridge {
     fn connection_lost(&mut self, error: Option<oneloop::Error>) {
         let conn = &self.0;
         Python::attach(|py| {
+            let _in = InCallback::enter(conn.escapes);
             let failure = conn.failure.borrow_mut().take();
             let exc = lost_exception(py, failure, error);
             conn.call_owner(py, intern!(py, "_connection_lost"), (exc,));
@@ -389,6 +400,7 @@ impl Protocol for Bridge {
     fn pause_writing(&mut self) {
         let conn = &self.0;
         Python::attach(|py| {
+            let _in = InCallback::enter(conn.escapes);
             conn.call_owner(py, intern!(py, "_pause_writing"), ());
         });
     }
@@ -396,6 +408,7 @@ impl Protocol for Bridge {
     fn resume_writing(&mut self) {
         let conn = &self.0;
         Python::attach(|py| {
+            let _in = InCallback::enter(conn.escapes);
             conn.call_owner(py, intern!(py, "_resume_writing"), ());
         });
     }

@@ -12,6 +12,7 @@ seconds and records that it fired, which fails the test.
 import asyncio
 import os
 import signal
+import socket
 import threading
 import unittest
 
@@ -252,6 +253,44 @@ class AttachedGlibTests(unittest.TestCase):
             self.assertEqual(done, [1])
         finally:
             again.close()
+
+    def test_close_inside_a_protocol_callback_is_refused_and_changes_nothing(self):
+        # A transport's protocol methods are callbacks of the loop too, run
+        # by oneloop's transport rather than through a Handle. close() from
+        # one must be refused before anything is torn down: it used to
+        # close the Python half (is_closed() true, the running loop unset)
+        # and then fail in oneloop, leaving the Rust loop attached to
+        # GLib's context for good, so that no loop could attach again.
+        refused = []
+        # Whatever happens, leave GLib's context free for the next test.
+        self.addCleanup(lambda: self.loop._rust.is_closed() or self.loop._rust.close())
+
+        class Closer(asyncio.Protocol):
+            def data_received(proto, data):
+                try:
+                    self.loop.close()
+                except RuntimeError as e:
+                    refused.append(str(e))
+                self.main.quit()
+
+        ours, peer = socket.socketpair()
+        self.addCleanup(peer.close)
+        ours.setblocking(False)
+
+        async def connect():
+            await self.loop.connect_accepted_socket(Closer, ours)
+            peer.send(b"x")
+
+        self.loop.create_task(connect())
+        self.run_glib()
+        self.assertEqual(len(refused), 1, refused)
+        self.assertFalse(self.loop.is_closed())
+        self.assertFalse(self.loop._rust.is_closed())
+        self.assertIs(asyncio.get_running_loop(), self.loop)
+        # Closed from outside the callbacks, the context takes another loop.
+        self.loop.close()
+        self.assertTrue(self.loop._rust.is_closed())
+        oneloop.new_event_loop("glib", attach=True).close()
 
     def test_attach_is_only_for_glib(self):
         self.loop.close()

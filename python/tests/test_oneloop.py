@@ -321,6 +321,45 @@ class CallbackTests(_Base):
         ready, timers, fds, tasks = self.loop._rust.stats()
         self.assertEqual(ready, 0)
 
+    def test_debug_mode_reports_slow_callbacks_as_asyncio(self):
+        # asyncio's debug mode times every handle it runs (_run_once):
+        # one taking slow_callback_duration or longer is logged, and
+        # loop._current_handle is the handle while it runs. This loop runs
+        # handles in Rust and never calls _run_once: it did neither.
+        import logging
+
+        self.loop.set_debug(True)
+        self.loop.slow_callback_duration = 0.01
+        current = []
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+
+        def slow(what):
+            current.append((what, self.loop._current_handle))
+            time.sleep(0.02)
+
+        def slow_reader():
+            self.loop.remove_reader(r)
+            slow("reader")
+
+        soon = self.loop.call_soon(slow, "soon")
+        later = self.loop.call_later(0, slow, "later")
+        reader = self.loop._add_reader(r, slow_reader)
+        os.write(w, b"x")
+        fired = self.watchdog()
+        with self.assertLogs("asyncio", logging.WARNING) as logs:
+            self.loop.call_later(0.05, self.loop.stop)
+            self.loop.run_forever()
+        self.assertFalse(fired)
+        self.assertEqual(
+            sorted(current, key=lambda c: c[0]),
+            [("later", later), ("reader", reader), ("soon", soon)],
+        )
+        took = [line for line in logs.output if "Executing" in line and " took " in line]
+        self.assertEqual(len(took), 3, logs.output)
+        self.assertIsNone(self.loop._current_handle)
+
     def test_call_soon_is_fifo_and_later_calls_wait_an_iteration(self):
         order = []
 
@@ -376,6 +415,31 @@ class TimerTests(_Base):
 
 
 class ThreadTests(_Base):
+    def test_a_timer_cancelled_from_another_thread_does_not_run(self):
+        # asyncio's TimerHandle.cancel() from another thread marks the
+        # handle cancelled and it never runs (as call_soon's handles here);
+        # the oneloop timer behind it belongs to the loop's thread, which
+        # must not make cancel() raise and leave the timer to fire anyway.
+        ran, raised = [], []
+        timer = self.loop.call_later(0.001, ran.append, "timer")
+
+        def cancel():
+            try:
+                timer.cancel()
+            except BaseException as exc:  # noqa: BLE001 (reported below)
+                raised.append(exc)
+
+        worker = threading.Thread(target=cancel)
+        worker.start()
+        worker.join()
+        fired = self.watchdog()
+        self.loop.call_later(0.01, self.loop.stop)
+        self.loop.run_forever()
+        self.assertFalse(fired)
+        self.assertEqual(raised, [])
+        self.assertTrue(timer.cancelled())
+        self.assertEqual(ran, [])
+
     def test_gil_is_released_while_waiting(self):
         # The loop waits with only a 10 s watchdog armed. A Python thread
         # can only run (and stop the loop) if the wait released the GIL;
@@ -494,6 +558,25 @@ class LifecycleTests(_Base):
         ):
             with self.assertRaises(RuntimeError):
                 call()
+
+    def test_stop_after_close_is_a_no_op_as_in_asyncio(self):
+        # asyncio's stop() only sets a flag, so it never raises, closed loop
+        # or not; shutdown code calls it late (a signal, an atexit hook, a
+        # worker thread's finally) and must not get a RuntimeError.
+        self.loop.close()
+        self.loop.stop()
+        raised = []
+
+        def stop_elsewhere():
+            try:
+                self.loop.stop()
+            except BaseException as exc:  # noqa: BLE001 (reported below)
+                raised.append(exc)
+
+        worker = threading.Thread(target=stop_elsewhere)
+        worker.start()
+        worker.join()
+        self.assertEqual(raised, [])
 
     def _assert_collected(self, make):
         # The loop `make()` returns is collected although never closed

@@ -357,6 +357,40 @@ class SemanticsTests(_Base):
         self.assertIsInstance(ctx["transport"], _transports.SocketTransport)
         self.assertIsInstance(ctx["protocol"], Fails)
 
+    def test_set_protocol_from_the_lookup_of_data_received(self):
+        # A protocol that has no data_received when the transport takes it
+        # is asked for one at each read, as asyncio does; that lookup is
+        # Python code (here the __getattr__ of a proxy that hands the
+        # connection over to its real protocol) and may call
+        # set_protocol(). It ran while the transport's protocol slot was
+        # borrowed, so set_protocol() panicked ("RefCell already
+        # borrowed") into Python.
+        class Proxy:
+            def __init__(self, loop):
+                self.inner = Record(loop)
+                self.lost = self.inner.lost
+                self.transport = None
+
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def __getattr__(self, name):
+                if name != "data_received" or self.transport is None:
+                    raise AttributeError(name)
+                self.transport.set_protocol(self.inner)
+                return self.inner.data_received
+
+        async def main():
+            server, client = await self.tcp_pair(server_proto=Proxy)
+            client.transport.write(b"hello")
+            while len(server.inner.data) < 5 and not server.lost.done():
+                await asyncio.sleep(0.001)
+            self.assertEqual(bytes(server.inner.data), b"hello")
+            self.assertIs(server.transport.get_protocol(), server.inner)
+
+        self.go(main())
+        self.assertEqual(self.errors, [])
+
     def test_keyboard_interrupt_from_data_received_leaves_the_run(self):
         class Interrupts(Record):
             def data_received(self, data):
