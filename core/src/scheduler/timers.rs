@@ -110,6 +110,9 @@ const KEEP_CAPACITY: usize = 1024;
 const SLACK_SCAN: usize = 4096;
 /// A bucket's first allocation, in entries.
 const MIN_CAPACITY: usize = 32;
+/// How far before the loop's creation the queue's epoch lies: 2^62 ns, 146
+/// years, a quarter of the `u64` range of `Entry::when`.
+const EPOCH_BACK: u64 = 1 << 62;
 
 /// Pending timers of one loop. See the module docs for the structure and its
 /// invariants.
@@ -130,14 +133,24 @@ pub(crate) struct TimerQueue {
     cancelled: usize,
     /// Next sequence number.
     seq: u64,
-    /// Zero point of the `when` field; a day before the loop was made, so
-    /// deadlines in the recent past still keep their order (TM-05).
+    /// Zero point of the `when` field, `EPOCH_BACK` before the loop was
+    /// made: deadlines clamp to it, so every past deadline a program can
+    /// derive from the clock keeps its order (TM-05), and 438 years of
+    /// future remain (`sleep` caps at 30).
     epoch: Instant,
 }
 
 impl TimerQueue {
     pub(crate) fn new(now: Instant) -> TimerQueue {
-        let epoch = now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now);
+        // A day back used to be the zero point: deadlines further in the
+        // past all became 0 and fired in scheduling order. The monotonic
+        // clock starts near boot, so 146 years back is before any deadline
+        // of the machine's life; a platform whose `Instant` cannot go that
+        // far back gets the furthest of a day or nothing.
+        let epoch = now
+            .checked_sub(Duration::from_nanos(EPOCH_BACK))
+            .or_else(|| now.checked_sub(Duration::from_secs(86_400)))
+            .unwrap_or(now);
         let mut q = TimerQueue {
             current: BinaryHeap::new(),
             wheel: (0..SLOTS).map(|_| Vec::new()).collect(),
@@ -159,11 +172,13 @@ impl TimerQueue {
     }
 
     fn to_instant(&self, nanos: u64) -> Instant {
-        // Saturates for deadlines centuries away; `Instant + Duration` may
-        // overflow, so check.
+        // `Instant + Duration` is checked in case a platform's `Instant` is
+        // narrower than the unix one (64-bit seconds, where neither
+        // fallback is reached): half the range is still a century ahead.
         self.epoch
             .checked_add(Duration::from_nanos(nanos))
-            .unwrap_or_else(|| self.epoch + Duration::from_secs(u32::MAX as u64))
+            .or_else(|| self.epoch.checked_add(Duration::from_nanos(u64::MAX / 2)))
+            .unwrap_or(self.epoch)
     }
 
     /// Add a timer.
