@@ -592,6 +592,36 @@ mod tests {
         assert_eq!(at(&mut q, 1000), ms(400.0));
     }
 
+    /// Cancelling a burst after it was scheduled (not one by one) leaves
+    /// the heaps' memory proportional to the live timers too, not to the
+    /// burst: a heap's vector does not shrink by itself.
+    #[test]
+    fn a_cancelled_burst_gives_back_the_heaps_memory() {
+        let t0 = Instant::now();
+        let mut q = TimerQueue::new(t0);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut burst = Vec::new();
+        for i in 0..100_000u64 {
+            // Half overdue (the current heap), half beyond the wheel (far).
+            let when = if i % 2 == 0 {
+                t0 - Duration::from_nanos(i)
+            } else {
+                t0 + Duration::from_secs(10) + Duration::from_nanos(i)
+            };
+            let cb = timer(i, &log);
+            q.push(when, cb.clone());
+            burst.push(cb);
+        }
+        for cb in &burst {
+            cb.cancel();
+            q.note_cancelled();
+        }
+        assert!(q.len() <= 2 * COMPACT_MIN, "{} entries left", q.len());
+        let bound = 4 * 2 * COMPACT_MIN + KEEP_CAPACITY;
+        assert!(q.current.capacity() <= bound, "{}", q.current.capacity());
+        assert!(q.far.capacity() <= bound, "{}", q.far.capacity());
+    }
+
     #[test]
     fn a_million_cancelled_timers_leave_memory_bounded() {
         let t0 = Instant::now();
