@@ -103,7 +103,9 @@ const WORDS: usize = (SLOTS / 64) as usize;
 /// Compaction waits for at least this many cancelled entries.
 const COMPACT_MIN: usize = 1024;
 /// A bucket's vector keeps its capacity across reuse up to this many
-/// entries (32 KiB), so a burst leaves at most `SLOTS` times that behind.
+/// entries (32 KiB), so a burst leaves at most `SLOTS` times that behind;
+/// a compaction shrinks a heap's vector unless it is within this much (and
+/// 4x) of what it holds.
 const KEEP_CAPACITY: usize = 1024;
 /// Entries `next_wake` reads at most, looking for deadlines to share a
 /// wake-up with.
@@ -222,6 +224,14 @@ impl TimerQueue {
     fn compact(&mut self) {
         self.current.retain(Entry::is_live);
         self.far.retain(Entry::is_live);
+        // `retain` keeps the vectors' capacity: a cancelled burst would
+        // hold its memory for good. Shrinking here is amortised like the
+        // compaction itself, and leaves room to grow back 2x.
+        for heap in [&mut self.current, &mut self.far] {
+            if heap.capacity() > 4 * heap.len() + KEEP_CAPACITY {
+                heap.shrink_to(2 * heap.len());
+            }
+        }
         let mut len = self.current.len() + self.far.len();
         for (i, bucket) in self.wheel.iter_mut().enumerate() {
             if bucket.is_empty() {
