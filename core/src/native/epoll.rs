@@ -298,6 +298,21 @@ mod tests {
         assert_eq!(millis_rounded_up(Duration::MAX), libc::c_int::MAX);
     }
 
+    /// Without `epoll_pwait2` (old kernel, seccomp), a sub-millisecond
+    /// timeout waits a whole millisecond: late, never early.
+    #[test]
+    fn the_fallback_wait_rounds_a_sub_millisecond_timeout_up() {
+        let r = Registry::new().unwrap();
+        r.pwait2.set(false);
+        let start = std::time::Instant::now();
+        r.wait(Some(Duration::from_micros(300)), |_, _| unreachable!())
+            .unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(1));
+        r.waker().wake();
+        let seen = r.wait(Some(Duration::from_micros(300)), |_, _| ()).unwrap();
+        assert!(seen.woken);
+    }
+
     /// Both waits report the same events: a sub-millisecond timeout (the
     /// `epoll_pwait2` path, or its fallback) and a whole one.
     #[test]
