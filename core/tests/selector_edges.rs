@@ -78,3 +78,25 @@ fn any_timeout_is_accepted_and_none_ends_early() {
         assert!(what.woken, "{t:?}");
     }
 }
+
+/// `watch` takes any `RawFd` from safe code: a negative number is an error
+/// (`EBADF`, what the OS answers for a closed fd), never a panic, and
+/// stopping to watch it is the no-op it is for any fd not watched. -1 used
+/// to panic inside `BorrowedFd::borrow_raw`, which rejects it.
+#[test]
+fn a_negative_fd_is_an_error_not_a_panic() {
+    let selector = Selector::new().unwrap();
+    for fd in [-1, -2, i32::MIN] {
+        for interest in [Interest::READABLE, Interest::WRITABLE] {
+            let watch = std::panic::AssertUnwindSafe(|| selector.watch(fd, interest));
+            let got = std::panic::catch_unwind(watch);
+            let err = got.expect("no panic").expect_err("no watch");
+            assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{fd}: {err}");
+        }
+        assert!(selector.watch(fd, Interest::NONE).is_ok(), "{fd}");
+    }
+    assert!(selector.is_empty());
+    // Still a working selector.
+    selector.waker().wake();
+    assert!(selector.select(None, |_, _| ()).unwrap().woken);
+}
