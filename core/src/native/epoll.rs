@@ -241,12 +241,24 @@ impl Registry {
     }
 
     pub(super) fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        if fd < 0 {
+            // `Selector::watch` is safe and takes any number, but
+            // `BorrowedFd::borrow_raw` panics on -1: answer what the OS
+            // answers for a number that is no fd. Never watched, so there
+            // is nothing to stop watching.
+            return if interest.is_none() {
+                Ok(())
+            } else {
+                Err(rustix::io::Errno::BADF.into())
+            };
+        }
         let mut watched = self.watched.borrow_mut();
-        // SAFETY: `fd` is open: the loop only passes fds its user lent it
-        // through `AsFd` and documents that they stay open while registered;
-        // for a change or a removal the fd is still registered here, so by
-        // that same contract still open. An fd closed against the contract
-        // makes the syscall fail with EBADF; no memory is involved.
+        // SAFETY: `fd` is not -1 (checked above), and it is open: the loop only
+        // passes fds its user lent it through `AsFd` and documents that they
+        // stay open while registered; for a change or a removal the fd is still
+        // registered here, so by that same contract still open. An fd closed
+        // against the contract makes the syscall fail with EBADF; no memory is
+        // involved.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         let data = EventData::new_u64(fd as u64);
         match (watched.get(&fd).copied(), interest.is_none()) {

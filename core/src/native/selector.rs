@@ -129,7 +129,8 @@ impl Selector {
     /// a backend can forward here as it is.
     ///
     /// # Errors
-    /// What the OS answers: `EBADF` for a closed fd, `EPERM` for one it
+    /// What the OS answers: `EBADF` for a closed fd (or a negative
+    /// number, checked before the OS is asked), `EPERM` for one it
     /// cannot poll (a regular file, on epoll), `ENOMEM`/`ENOSPC` when the
     /// kernel's limits are reached. A failed call changes nothing.
     pub fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
