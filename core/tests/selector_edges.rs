@@ -100,3 +100,29 @@ fn a_negative_fd_is_an_error_not_a_panic() {
     selector.waker().wake();
     assert!(selector.select(None, |_, _| ()).unwrap().woken);
 }
+
+/// `select`'s callback is user code and may reach the selector again: a
+/// nested `select` is refused with an error (the outer one is still
+/// handing out its events), not a `RefCell` panic; `watch` works there.
+#[test]
+fn a_select_from_inside_select_is_an_error_not_a_panic() {
+    let selector = Selector::new().unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    selector.watch(a.as_raw_fd(), Interest::READABLE).unwrap();
+    (&b).write_all(b"x").unwrap();
+    let mut inner = None;
+    let outer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        selector.select(Some(Duration::ZERO), |fd, _| {
+            inner = Some(selector.select(Some(Duration::ZERO), |_, _| ()));
+            selector.watch(fd, Interest::NONE).unwrap();
+        })
+    }))
+    .expect("no panic");
+    assert_eq!(outer.unwrap().fds, 1);
+    let err = inner.expect("the callback ran").expect_err("refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::ResourceBusy, "{err}");
+    assert!(selector.is_empty());
+    // The selector still works after it.
+    selector.waker().wake();
+    assert!(selector.select(None, |_, _| ()).unwrap().woken);
+}
