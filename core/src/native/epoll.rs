@@ -95,6 +95,15 @@ impl RemoteWake for Wake {
     }
 }
 
+/// The error of a `select` made from inside another's `ready` callback.
+#[cold]
+fn nested_select() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        "Selector::select called from inside a select's callback",
+    )
+}
+
 impl Registry {
     pub(super) fn new() -> io::Result<Registry> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
@@ -130,7 +139,11 @@ impl Registry {
         timeout: Option<Duration>,
         mut ready: impl FnMut(RawFd, Readiness),
     ) -> io::Result<Selected> {
-        let mut events = self.events.borrow_mut();
+        // The buffer is lent out while `ready` runs, and `ready` is user
+        // code (`Selector::select` is public): a nested select is refused.
+        let Ok(mut events) = self.events.try_borrow_mut() else {
+            return Err(nested_select());
+        };
         match self.wait_into(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Selected::default()),

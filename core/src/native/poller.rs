@@ -40,6 +40,15 @@ fn event(fd: RawFd, i: Interest) -> Event {
     Event::new(fd as usize, i.readable, i.writable)
 }
 
+/// The error of a `select` made from inside another's `ready` callback.
+#[cold]
+fn nested_select() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        "Selector::select called from inside a select's callback",
+    )
+}
+
 impl Registry {
     pub(super) fn new() -> io::Result<Registry> {
         Ok(Registry {
@@ -77,7 +86,11 @@ impl Registry {
         timeout: Option<Duration>,
         mut ready: impl FnMut(RawFd, Readiness),
     ) -> io::Result<Selected> {
-        let mut events = self.events.borrow_mut();
+        // The buffer is lent out while `ready` runs, and `ready` is user
+        // code (`Selector::select` is public): a nested select is refused.
+        let Ok(mut events) = self.events.try_borrow_mut() else {
+            return Err(nested_select());
+        };
         events.clear();
         match self.poller.wait(&mut events, timeout) {
             Ok(_) => {}

@@ -146,6 +146,9 @@ impl Selector {
     ///
     /// # Errors
     /// What the OS answers to the wait itself; nothing is reported then.
+    /// [`ResourceBusy`](io::ErrorKind::ResourceBusy) for a `select` made
+    /// from inside another's `ready` callback, which is still handing out
+    /// its events (`watch` may be called there).
     pub fn select(
         &self,
         timeout: Option<Duration>,
