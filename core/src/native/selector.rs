@@ -142,7 +142,10 @@ impl Selector {
     /// the kernel reports them (a bounded number per call: the rest stay
     /// ready for the next). Consumes a pending wake.
     ///
-    /// A signal that interrupts the wait ends it with nothing seen.
+    /// A signal that interrupts the wait ends it with nothing seen on epoll;
+    /// the `polling` path (other OSes) waits on until its timeout instead.
+    /// A signal handler that must end the wait calls the
+    /// [`waker`](Selector::waker), which works on both.
     ///
     /// # Errors
     /// What the OS answers to the wait itself; nothing is reported then.
