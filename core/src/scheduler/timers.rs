@@ -397,8 +397,12 @@ impl TimerQueue {
             }
         };
         consider(&mut self.current.iter());
+        // Buckets before the earliest deadline's slot hold only earlier
+        // deadlines: none can share its wake-up. Starting there matters
+        // when only far timers are left and `cur_slot` stayed behind.
+        let first_slot = (self.cur_slot + 1).max(d0 >> SHIFT);
         let last_slot = (limit >> SHIFT).min(self.cur_slot + SLOTS - 1);
-        for slot in self.cur_slot + 1..=last_slot {
+        for slot in first_slot..=last_slot {
             #[cfg(test)]
             {
                 self.scanned += 1;
