@@ -228,3 +228,29 @@ fn timer_slack_is_a_loop_setting_with_a_documented_default() {
         .unwrap();
     assert_eq!(lp.timer_slack(), Duration::from_micros(250));
 }
+
+/// TM-05 (SHOULD): past deadlines still fire in deadline order, however far
+/// in the past (CPython's heap orders them). The queue keeps deadlines as
+/// nanoseconds after an epoch; one that clamped everything before the
+/// epoch to zero fired two deadlines days back in scheduling order.
+#[test]
+fn deadlines_days_in_the_past_still_fire_in_deadline_order() {
+    let lp = Loop::new().unwrap();
+    let log = Log::new();
+    let now = lp.time();
+    let days = |d: u64| now - Duration::from_secs(86_400 * d);
+    for (name, when) in [
+        ("-2d", days(2)),
+        ("-10d", days(10)),
+        ("-1h", now - Duration::from_secs(3600)),
+        ("-3d", days(3)),
+    ] {
+        let l = log.clone();
+        lp.call_at(when, move || l.push(name)).unwrap();
+    }
+    lp.call_soon(stopper(&lp)).unwrap();
+    let dog = Watchdog::arm(&lp, util::LIMIT);
+    lp.run_forever().unwrap();
+    dog.assert_not_fired("run_forever");
+    assert_eq!(log.get(), ["-10d", "-3d", "-2d", "-1h"]);
+}

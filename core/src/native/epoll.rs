@@ -95,6 +95,15 @@ impl RemoteWake for Wake {
     }
 }
 
+/// The error of a `select` made from inside another's `ready` callback.
+#[cold]
+fn nested_select() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        "Selector::select called from inside a select's callback",
+    )
+}
+
 impl Registry {
     pub(super) fn new() -> io::Result<Registry> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
@@ -130,7 +139,11 @@ impl Registry {
         timeout: Option<Duration>,
         mut ready: impl FnMut(RawFd, Readiness),
     ) -> io::Result<Selected> {
-        let mut events = self.events.borrow_mut();
+        // The buffer is lent out while `ready` runs, and `ready` is user
+        // code (`Selector::select` is public): a nested select is refused.
+        let Ok(mut events) = self.events.try_borrow_mut() else {
+            return Err(nested_select());
+        };
         match self.wait_into(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Selected::default()),
@@ -241,12 +254,24 @@ impl Registry {
     }
 
     pub(super) fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        if fd < 0 {
+            // `Selector::watch` is safe and takes any number, but
+            // `BorrowedFd::borrow_raw` panics on -1: answer what the OS
+            // answers for a number that is no fd. Never watched, so there
+            // is nothing to stop watching.
+            return if interest.is_none() {
+                Ok(())
+            } else {
+                Err(rustix::io::Errno::BADF.into())
+            };
+        }
         let mut watched = self.watched.borrow_mut();
-        // SAFETY: `fd` is open: the loop only passes fds its user lent it
-        // through `AsFd` and documents that they stay open while registered;
-        // for a change or a removal the fd is still registered here, so by
-        // that same contract still open. An fd closed against the contract
-        // makes the syscall fail with EBADF; no memory is involved.
+        // SAFETY: `fd` is not -1 (checked above), and it is open: the loop only
+        // passes fds its user lent it through `AsFd` and documents that they
+        // stay open while registered; for a change or a removal the fd is still
+        // registered here, so by that same contract still open. An fd closed
+        // against the contract makes the syscall fail with EBADF; no memory is
+        // involved.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         let data = EventData::new_u64(fd as u64);
         match (watched.get(&fd).copied(), interest.is_none()) {
@@ -296,6 +321,21 @@ mod tests {
         assert_eq!(millis_rounded_up(Duration::from_millis(1)), 1);
         assert_eq!(millis_rounded_up(Duration::from_micros(1001)), 2);
         assert_eq!(millis_rounded_up(Duration::MAX), libc::c_int::MAX);
+    }
+
+    /// Without `epoll_pwait2` (old kernel, seccomp), a sub-millisecond
+    /// timeout waits a whole millisecond: late, never early.
+    #[test]
+    fn the_fallback_wait_rounds_a_sub_millisecond_timeout_up() {
+        let r = Registry::new().unwrap();
+        r.pwait2.set(false);
+        let start = std::time::Instant::now();
+        r.wait(Some(Duration::from_micros(300)), |_, _| unreachable!())
+            .unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(1));
+        r.waker().wake();
+        let seen = r.wait(Some(Duration::from_micros(300)), |_, _| ()).unwrap();
+        assert!(seen.woken);
     }
 
     /// Both waits report the same events: a sub-millisecond timeout (the

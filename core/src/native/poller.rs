@@ -40,6 +40,15 @@ fn event(fd: RawFd, i: Interest) -> Event {
     Event::new(fd as usize, i.readable, i.writable)
 }
 
+/// The error of a `select` made from inside another's `ready` callback.
+#[cold]
+fn nested_select() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        "Selector::select called from inside a select's callback",
+    )
+}
+
 impl Registry {
     pub(super) fn new() -> io::Result<Registry> {
         Ok(Registry {
@@ -77,7 +86,11 @@ impl Registry {
         timeout: Option<Duration>,
         mut ready: impl FnMut(RawFd, Readiness),
     ) -> io::Result<Selected> {
-        let mut events = self.events.borrow_mut();
+        // The buffer is lent out while `ready` runs, and `ready` is user
+        // code (`Selector::select` is public): a nested select is refused.
+        let Ok(mut events) = self.events.try_borrow_mut() else {
+            return Err(nested_select());
+        };
         events.clear();
         match self.poller.wait(&mut events, timeout) {
             Ok(_) => {}
@@ -103,12 +116,23 @@ impl Registry {
     }
 
     pub(super) fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+        if fd < 0 {
+            // `Selector::watch` is safe and takes any number, but
+            // `BorrowedFd::borrow_raw` panics on -1: answer what the OS
+            // answers for a number that is no fd. Never watched, so there
+            // is nothing to stop watching.
+            return if interest.is_none() {
+                Ok(())
+            } else {
+                Err(rustix::io::Errno::BADF.into())
+            };
+        }
         let mut watched = self.watched.borrow_mut();
-        // SAFETY: `fd` is open: the loop only passes fds its user lent it
-        // through `AsFd` and documents that they stay open while registered;
-        // for a removal, the fd is still registered here, so by that same
-        // contract still open. An fd closed against the contract makes the
-        // syscall fail with EBADF, never touches memory.
+        // SAFETY: `fd` is not -1 (checked above), and it is open: the loop only
+        // passes fds its user lent it through `AsFd` and documents that they
+        // stay open while registered; for a removal, the fd is still registered
+        // here, so by that same contract still open. An fd closed against the
+        // contract makes the syscall fail with EBADF, never touches memory.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         match (watched.get(&fd).copied(), interest.is_none()) {
             (None, true) => Ok(()),

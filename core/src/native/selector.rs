@@ -129,7 +129,8 @@ impl Selector {
     /// a backend can forward here as it is.
     ///
     /// # Errors
-    /// What the OS answers: `EBADF` for a closed fd, `EPERM` for one it
+    /// What the OS answers: `EBADF` for a closed fd (or a negative
+    /// number, checked before the OS is asked), `EPERM` for one it
     /// cannot poll (a regular file, on epoll), `ENOMEM`/`ENOSPC` when the
     /// kernel's limits are reached. A failed call changes nothing.
     pub fn watch(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
@@ -141,10 +142,16 @@ impl Selector {
     /// the kernel reports them (a bounded number per call: the rest stay
     /// ready for the next). Consumes a pending wake.
     ///
-    /// A signal that interrupts the wait ends it with nothing seen.
+    /// A signal that interrupts the wait ends it with nothing seen on epoll;
+    /// the `polling` path (other OSes) waits on until its timeout instead.
+    /// A signal handler that must end the wait calls the
+    /// [`waker`](Selector::waker), which works on both.
     ///
     /// # Errors
     /// What the OS answers to the wait itself; nothing is reported then.
+    /// [`ResourceBusy`](io::ErrorKind::ResourceBusy) for a `select` made
+    /// from inside another's `ready` callback, which is still handing out
+    /// its events (`watch` may be called there).
     pub fn select(
         &self,
         timeout: Option<Duration>,
