@@ -231,6 +231,19 @@ pub fn current_tid() -> i32 {
     rustix::thread::gettid().as_raw_nonzero().get()
 }
 
+/// A panic payload whose drop panics too: reporting the first panic drops
+/// it, and that second panic unwinds out of the loop's run (a test of what
+/// the run leaves behind then, ER-04's hardest case). Raise it with
+/// `std::panic::panic_any(PanicOnDrop)`.
+#[derive(Debug)]
+pub struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("a panic payload's drop panicked");
+    }
+}
+
 /// Records every report that reaches a loop's exception handler, and fails
 /// the test if any is left: a panic inside a oneloop callback is caught at
 /// the callback boundary and reported there (D3), so an assertion that

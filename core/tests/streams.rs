@@ -650,7 +650,13 @@ fn a_reader_dropped_while_waiting_wakes_nobody_later() {
 #[test]
 fn a_waiting_read_runs_in_the_iteration_whose_poll_reported_its_socket() {
     let lp = new_loop();
-    let (stream, mut peer, spy) = adopted_pair(&lp);
+    each_read_in_the_iteration_that_reported_it(&lp);
+}
+
+/// Three messages, each sent while a task's read waits: each must be read
+/// in the one iteration whose poll reported it.
+fn each_read_in_the_iteration_that_reported_it(lp: &Loop) {
+    let (stream, mut peer, spy) = adopted_pair(lp);
     let (mut r, w) = stream.into_split();
     let got = Rc::new(RefCell::new(Vec::new()));
     let g = got.clone();
@@ -664,20 +670,20 @@ fn a_waiting_read_runs_in_the_iteration_whose_poll_reported_its_socket() {
             r
         })
         .unwrap();
-    one_iteration(&lp); // the read waits
+    one_iteration(lp); // the read waits
     for (k, msg) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
         assert_eq!(got.borrow().len(), k, "nothing read before it was sent");
         peer.write_all(msg).unwrap();
         // In the kernel, so the next poll reports it.
         run_until_queued(&spy, msg.len());
-        one_iteration(&lp);
+        one_iteration(lp);
         assert_eq!(
             got.borrow().get(k).map(Vec::as_slice),
             Some(msg),
             "read in the iteration whose poll reported it"
         );
     }
-    let r = run(&lp, LIMIT, reader).unwrap();
+    let r = run(lp, LIMIT, reader).unwrap();
     drop((r, w));
 }
 
@@ -822,34 +828,7 @@ fn a_parked_read_runs_in_its_iteration_when_the_fd_is_reported_twice() {
         })
     })
     .unwrap();
-    let (stream, mut peer, spy) = adopted_pair(&lp);
-    let (mut r, w) = stream.into_split();
-    let got = Rc::new(RefCell::new(Vec::new()));
-    let g = got.clone();
-    let reader = lp
-        .spawn(async move {
-            for _ in 0..3 {
-                let mut buf = [0; 64];
-                let n = r.read(&mut buf).await.unwrap();
-                g.borrow_mut().push(buf[..n].to_vec());
-            }
-            r
-        })
-        .unwrap();
-    one_iteration(&lp); // the read waits
-    for (k, msg) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
-        assert_eq!(got.borrow().len(), k, "nothing read before it was sent");
-        peer.write_all(msg).unwrap();
-        run_until_queued(&spy, msg.len());
-        one_iteration(&lp);
-        assert_eq!(
-            got.borrow().get(k).map(Vec::as_slice),
-            Some(msg),
-            "read in the iteration whose poll reported it"
-        );
-    }
-    let r = run(&lp, LIMIT, reader).unwrap();
-    drop((r, w));
+    each_read_in_the_iteration_that_reported_it(&lp);
 }
 
 /// The native backend, except that it cannot watch fds: a transport's

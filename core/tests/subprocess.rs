@@ -164,14 +164,31 @@ fn close_kills_a_running_child() {
 #[test]
 fn closing_the_loop_kills_a_running_child_and_lets_go_of_it() {
     let lp = new_loop();
+    let (t, log) = sleeping_child(&lp);
+    let pid = rustix::process::Pid::from_raw(t.pid() as i32).unwrap();
+    drop(t);
+    lp.close().unwrap();
+    assert_gone(pid);
+    assert_eq!(
+        Rc::strong_count(&log.0),
+        1,
+        "the protocol outlived its closed loop"
+    );
+}
+
+/// A child that sleeps for 30 s with no pipe: the loop's exit watch is
+/// its only hold on it.
+fn sleeping_child(lp: &Loop) -> (SubprocessTransport, Log) {
     let null = SubprocessStdio::new()
         .stdin(Redirect::Null)
         .stdout(Redirect::Null)
         .stderr(Redirect::Null);
-    let (t, log) = shell(&lp, "exec sleep 30", null);
-    let pid = rustix::process::Pid::from_raw(t.pid() as i32).unwrap();
-    drop(t);
-    lp.close().unwrap();
+    shell(lp, "exec sleep 30", null)
+}
+
+/// The child `pid` is gone, killed and reaped, within [`LIMIT`] (killed
+/// here, if not, so that a failing test leaves no process behind).
+fn assert_gone(pid: rustix::process::Pid) {
     let gone = wait_until(std::time::Instant::now() + LIMIT, || {
         rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
     });
@@ -181,11 +198,6 @@ fn closing_the_loop_kills_a_running_child_and_lets_go_of_it() {
     assert!(
         gone,
         "the child still runs (or is not reaped) after its loop closed"
-    );
-    assert_eq!(
-        Rc::strong_count(&log.0),
-        1,
-        "the protocol outlived its closed loop"
     );
 }
 
@@ -210,11 +222,7 @@ fn wait_until(deadline: std::time::Instant, mut cond: impl FnMut() -> bool) -> b
 #[cfg(any(target_os = "linux", target_os = "android"))] // reads /proc
 fn kill_just_after_the_exit_is_ignored() {
     let lp = new_loop();
-    let null = SubprocessStdio::new()
-        .stdin(Redirect::Null)
-        .stdout(Redirect::Null)
-        .stderr(Redirect::Null);
-    let (t, log) = shell(&lp, "exec sleep 30", null);
+    let (t, log) = sleeping_child(&lp);
     // Killed from outside while the loop does not run: the child is then a
     // zombie (a pidfd watches it) or reaped (a thread waits for it), its
     // exit unseen by the loop.
@@ -245,23 +253,10 @@ fn kill_just_after_the_exit_is_ignored() {
 #[test]
 fn a_signal_after_the_loop_closed_is_ignored() {
     let lp = new_loop();
-    let null = SubprocessStdio::new()
-        .stdin(Redirect::Null)
-        .stdout(Redirect::Null)
-        .stderr(Redirect::Null);
-    let (t, _log) = shell(&lp, "exec sleep 30", null);
+    let (t, _log) = sleeping_child(&lp);
     let pid = rustix::process::Pid::from_raw(t.pid() as i32).unwrap();
     lp.close().unwrap();
-    let gone = wait_until(std::time::Instant::now() + LIMIT, || {
-        rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
-    });
-    if !gone {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    }
-    assert!(
-        gone,
-        "the child still runs (or is not reaped) after its loop closed"
-    );
+    assert_gone(pid);
     t.terminate().expect("a signal after the loop closed");
     t.close();
 }

@@ -59,13 +59,14 @@ impl DatagramProtocol for Holding {
     }
 }
 
-/// An endpoint left open when its loop closes is let go, as a stream
-/// transport is (its fd callbacks' `Watch`): its protocol is dropped and
-/// its socket closed. Before the fix the protocol and the transport held
-/// each other for good once the loop dropped its callbacks, so the
-/// socket (and its port) stayed taken for the life of the process.
-#[test]
-fn an_endpoint_left_open_is_let_go_when_its_loop_closes() {
+/// A loop with an endpoint whose protocol holds its transport: the loop,
+/// the transport, its address, and whether the protocol was dropped.
+fn held_endpoint() -> (
+    Loop,
+    oneloop::DatagramTransport,
+    std::net::SocketAddr,
+    std::rc::Rc<std::cell::Cell<bool>>,
+) {
     let lp = Loop::new().unwrap();
     let dropped = std::rc::Rc::new(std::cell::Cell::new(false));
     let flag = DropFlag(dropped.clone());
@@ -77,6 +78,17 @@ fn an_endpoint_left_open_is_let_go_when_its_loop_closes() {
         )
         .unwrap()
         .unwrap();
+    (lp, t, addr, dropped)
+}
+
+/// An endpoint left open when its loop closes is let go, as a stream
+/// transport is (its fd callbacks' `Watch`): its protocol is dropped and
+/// its socket closed. Before the fix the protocol and the transport held
+/// each other for good once the loop dropped its callbacks, so the
+/// socket (and its port) stayed taken for the life of the process.
+#[test]
+fn an_endpoint_left_open_is_let_go_when_its_loop_closes() {
+    let (lp, t, addr, dropped) = held_endpoint();
     drop(t);
     lp.close().unwrap();
     assert!(dropped.get(), "the protocol outlived its closed loop");
@@ -87,17 +99,7 @@ fn an_endpoint_left_open_is_let_go_when_its_loop_closes() {
 /// dropped, without a panic (PI-04's rule, for UDP).
 #[test]
 fn an_endpoint_held_past_its_loop_is_inert() {
-    let lp = Loop::new().unwrap();
-    let dropped = std::rc::Rc::new(std::cell::Cell::new(false));
-    let flag = DropFlag(dropped.clone());
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = sock.local_addr().unwrap();
-    let t = lp
-        .run_until_complete(
-            lp.create_datagram_endpoint_from_socket(move || Holding(None, flag), sock),
-        )
-        .unwrap()
-        .unwrap();
+    let (lp, t, addr, dropped) = held_endpoint();
     lp.close().unwrap();
     assert!(dropped.get(), "the protocol outlived its closed loop");
     assert!(t.is_closing());
@@ -115,17 +117,7 @@ fn an_endpoint_held_past_its_loop_is_inert() {
 /// before it ran: the queued callback was the endpoint's last hold.
 #[test]
 fn an_endpoint_closed_but_not_yet_lost_is_let_go_when_its_loop_closes() {
-    let lp = Loop::new().unwrap();
-    let dropped = std::rc::Rc::new(std::cell::Cell::new(false));
-    let flag = DropFlag(dropped.clone());
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = sock.local_addr().unwrap();
-    let t = lp
-        .run_until_complete(
-            lp.create_datagram_endpoint_from_socket(move || Holding(None, flag), sock),
-        )
-        .unwrap()
-        .unwrap();
+    let (lp, t, addr, dropped) = held_endpoint();
     t.close();
     drop(t);
     lp.close().unwrap();

@@ -28,6 +28,16 @@ fn new_guest(lp: &Loop) -> oneloop_calloop::CalloopGuest<State> {
     oneloop_calloop::guest(lp, event_loop, State::default()).unwrap()
 }
 
+/// Run `lp` until the guest's log holds `n` entries; the suite's watchdog
+/// fails the test if that takes longer than [`LIMIT`].
+fn run_until_logged(lp: &Loop, guest: &oneloop_calloop::CalloopGuest<State>, n: usize) {
+    run_within(lp, LIMIT, async {
+        while guest.with_data(|s| s.log.len()).unwrap() < n {
+            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
+        }
+    });
+}
+
 #[test]
 fn generic_fd_ping_and_timer_sources_run_on_a_default_loop() {
     let lp = Loop::new().unwrap();
@@ -75,11 +85,7 @@ fn generic_fd_ping_and_timer_sources_run_on_a_default_loop() {
     });
     lp.call_soon(move || ping.ping()).unwrap();
     let g = &guest;
-    run_within(&lp, LIMIT, async {
-        while g.with_data(|s| s.log.len()).unwrap() < 3 {
-            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
-        }
-    });
+    run_until_logged(&lp, g, 3);
     let _ours = writer.join().unwrap();
     guest.with_data(|s| {
         let mut log = s.log.clone();
@@ -276,11 +282,7 @@ fn a_panic_in_a_calloop_callback_is_reported_and_the_guest_goes_on() {
         .unwrap();
     ping.ping();
     let g = &guest;
-    run_within(&lp, LIMIT, async {
-        while g.with_data(|s| s.log.len()).unwrap() < 1 {
-            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
-        }
-    });
+    run_until_logged(&lp, g, 1);
     let reports = exceptions.take();
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert!(
@@ -289,13 +291,21 @@ fn a_panic_in_a_calloop_callback_is_reported_and_the_guest_goes_on() {
     );
     // The guest is alive: the next ping is dispatched.
     ping2.ping();
-    run_within(&lp, LIMIT, async {
-        while g.with_data(|s| s.log.len()).unwrap() < 2 {
-            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
-        }
-    });
+    run_until_logged(&lp, g, 2);
     exceptions.assert_clean();
     lp.close().unwrap();
+}
+
+/// The loop sleeps while idle: fewer than 20 batches in 50 ms.
+fn assert_sleeps_while_idle(lp: &Loop) {
+    let batches = Rc::new(Batches(std::cell::Cell::new(0)));
+    lp.add_run_context(batches.clone()).unwrap();
+    run_within(lp, LIMIT, oneloop::sleep(Duration::from_millis(50))).unwrap();
+    assert!(
+        batches.0.get() < 20,
+        "the loop spun while idle: {} batches in 50 ms",
+        batches.0.get()
+    );
 }
 
 /// Counts the batches a loop runs.
@@ -338,13 +348,7 @@ fn a_panic_in_a_guest_timer_callback_loses_no_other_timer_and_leaves_the_loop_id
         })
         .unwrap();
     let g = &guest;
-    let watchdog = support::Watchdog::stop_loop(&lp, LIMIT);
-    let _ = lp.run_until_complete(async {
-        while g.with_data(|s| s.log.len()).unwrap() < 1 {
-            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
-        }
-    });
-    watchdog.assert_not_fired("the later timer after a panicking one");
+    run_until_logged(&lp, g, 1);
     let reports = exceptions.take();
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert!(reports[0].contains("a guest timer panicked"), "{reports:?}");
@@ -361,14 +365,7 @@ fn a_panic_in_a_guest_timer_callback_loses_no_other_timer_and_leaves_the_loop_id
         guest.with_data(|s| s.log.clone()).unwrap(),
         ["later", "ping"]
     );
-    let batches = Rc::new(Batches(std::cell::Cell::new(0)));
-    lp.add_run_context(batches.clone()).unwrap();
-    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(50))).unwrap();
-    assert!(
-        batches.0.get() < 20,
-        "the loop spun while idle: {} batches in 50 ms",
-        batches.0.get()
-    );
+    assert_sleeps_while_idle(&lp);
     exceptions.assert_clean();
     lp.close().unwrap();
 }
@@ -401,11 +398,7 @@ fn a_panic_in_a_source_callback_that_drops_a_due_timer_leaves_the_loop_idle() {
         .unwrap();
     ping.ping();
     let g = &guest;
-    run_within(&lp, LIMIT, async {
-        while g.with_data(|s| s.log.len()).unwrap() < 1 {
-            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
-        }
-    });
+    run_until_logged(&lp, g, 1);
     let reports = exceptions.take();
     assert_eq!(reports.len(), 1, "{reports:?}");
     // The guest goes on: a later timer and a ping still run...
@@ -419,37 +412,16 @@ fn a_panic_in_a_source_callback_that_drops_a_due_timer_leaves_the_loop_idle() {
         })
         .unwrap();
     ping.ping();
-    run_within(&lp, LIMIT, async {
-        while g.with_data(|s| s.log.len()).unwrap() < 3 {
-            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
-        }
-    });
+    run_until_logged(&lp, g, 3);
     let log = guest.with_data(|s| s.log.clone()).unwrap();
     assert!(
         log.contains(&"later") && log.iter().filter(|e| **e == "ping").count() == 2,
         "{log:?}"
     );
     // ...and the loop sleeps while idle.
-    let batches = Rc::new(Batches(std::cell::Cell::new(0)));
-    lp.add_run_context(batches.clone()).unwrap();
-    run_within(&lp, LIMIT, oneloop::sleep(Duration::from_millis(50))).unwrap();
-    assert!(
-        batches.0.get() < 20,
-        "the loop spun while idle: {} batches in 50 ms",
-        batches.0.get()
-    );
+    assert_sleeps_while_idle(&lp);
     exceptions.assert_clean();
     lp.close().unwrap();
-}
-
-/// A panic payload whose drop panics: reporting the first panic drops
-/// it, and that second panic unwinds out of the loop's run.
-struct Bomb;
-
-impl Drop for Bomb {
-    fn drop(&mut self) {
-        panic!("a panic payload's drop panicked");
-    }
 }
 
 #[test]
@@ -461,7 +433,8 @@ fn a_panic_escaping_a_batch_leaves_the_guests_timers_armed() {
     let lp = Loop::new().unwrap();
     let guest = new_guest(&lp);
     lp.set_exception_handler(Some(|_: &Loop, _: &oneloop::ExceptionContext| {}));
-    lp.call_soon(|| std::panic::panic_any(Bomb)).unwrap();
+    lp.call_soon(|| std::panic::panic_any(oneloop_conformance::support::PanicOnDrop))
+        .unwrap();
     let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         lp.run_until_complete(oneloop::sleep(Duration::from_millis(1)))
     }));
@@ -479,13 +452,7 @@ fn a_panic_escaping_a_batch_leaves_the_guests_timers_armed() {
         })
         .unwrap();
     let g = &guest;
-    let watchdog = support::Watchdog::stop_loop(&lp, LIMIT);
-    let _ = lp.run_until_complete(async {
-        while g.with_data(|s| s.log.len()).unwrap() < 1 {
-            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
-        }
-    });
-    watchdog.assert_not_fired("a guest timer after a panic escaped a batch");
+    run_until_logged(&lp, g, 1);
     lp.close().unwrap();
 }
 
@@ -602,12 +569,7 @@ fn misuse_is_an_error() {
         })
         .unwrap();
     ping.ping();
-    let g = guest.clone();
-    run_within(&lp, LIMIT, async move {
-        while g.with_data(|s| s.log.len()).unwrap() < 1 {
-            oneloop::sleep(Duration::from_millis(1)).await.unwrap();
-        }
-    });
+    run_until_logged(&lp, &guest, 1);
     lp.close().unwrap();
 }
 

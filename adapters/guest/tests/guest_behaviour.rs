@@ -375,16 +375,6 @@ fn a_panicking_callback_is_reported_and_the_guest_goes_on() {
     lp.close().unwrap();
 }
 
-/// A panic payload whose drop panics: reporting the first panic drops
-/// it, and that second panic unwinds out of the loop's dispatch.
-struct Bomb;
-
-impl Drop for Bomb {
-    fn drop(&mut self) {
-        panic!("a panic payload's drop panicked");
-    }
-}
-
 #[test]
 fn a_panic_escaping_a_job_leaves_the_guest_going_on() {
     // A panic that unwinds out of the loop's dispatch (a panic payload
@@ -395,7 +385,8 @@ fn a_panic_escaping_a_job_leaves_the_guest_going_on() {
     let q = Queue::default();
     let lp = oneloop_guest::new_loop(q.hook()).unwrap();
     lp.set_exception_handler(Some(|_: &Loop, _: &oneloop::ExceptionContext| {}));
-    lp.call_soon(|| std::panic::panic_any(Bomb)).unwrap();
+    lp.call_soon(|| std::panic::panic_any(oneloop_conformance::support::PanicOnDrop))
+        .unwrap();
     let start = Instant::now();
     loop {
         assert!(start.elapsed() < LIMIT, "the panic never came out of a job");

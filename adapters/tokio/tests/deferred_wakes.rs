@@ -11,6 +11,14 @@ use std::thread;
 
 use util::{LIMIT, Watchdog};
 
+/// A task body that yields to tokio 2 000 times, then answers 2 000.
+async fn yield_to_tokio_2000_times() -> u32 {
+    for _ in 0..2_000 {
+        tokio::task::yield_now().await;
+    }
+    2_000
+}
+
 /// Owned: a oneloop task that yields to tokio (`tokio::task::yield_now`,
 /// as tokio's coop budget also does when spent) is woken again, even when
 /// the dispatch that polled it also consumed a remote wake and so ended the
@@ -34,14 +42,7 @@ fn a_task_yielding_to_tokio_is_woken_across_turns_owned() {
             }
         })
     };
-    let task = lp
-        .spawn(async {
-            for _ in 0..2_000 {
-                tokio::task::yield_now().await;
-            }
-            2_000
-        })
-        .unwrap();
+    let task = lp.spawn(yield_to_tokio_2000_times()).unwrap();
     let out = lp.run_until_complete(task);
     done.store(true, Ordering::Relaxed);
     spammer.join().unwrap();
@@ -55,14 +56,7 @@ fn a_task_yielding_to_tokio_is_woken_across_turns_owned() {
 fn a_task_yielding_to_tokio_completes_without_remote_wakes_owned() {
     let lp = oneloop_tokio::new_loop().unwrap();
     let dog = Watchdog::stop_loop(&lp, LIMIT);
-    let task = lp
-        .spawn(async {
-            for _ in 0..2_000 {
-                tokio::task::yield_now().await;
-            }
-            2_000
-        })
-        .unwrap();
+    let task = lp.spawn(yield_to_tokio_2000_times()).unwrap();
     let out = lp.run_until_complete(task);
     dog.assert_not_fired("the control");
     assert_eq!(out.unwrap().unwrap(), 2_000);
